@@ -1,0 +1,76 @@
+"""CLAUD wire models, shared by the masters, the slaves and the SDK."""
+
+from claud.api.agent import (
+    Allocation,
+    AllocationStatus,
+    Assignments,
+    ContainerState,
+    DesiredState,
+    Heartbeat,
+    WatchRequest,
+)
+from claud.api.errors import ErrorBody, ErrorDetail
+from claud.api.jobs import (
+    PLACED_STATES,
+    TERMINAL_STATES,
+    Constraints,
+    JobEvent,
+    JobList,
+    JobSpec,
+    JobState,
+    JobType,
+    JobView,
+    Resources,
+    RestartPolicy,
+    RestartPolicyName,
+)
+from claud.api.nodes import (
+    ClusterView,
+    HostUsage,
+    MasterView,
+    NodeList,
+    NodeResources,
+    NodeRole,
+    NodeState,
+    NodeView,
+)
+
+#: Labels every CLAUD container carries (shared/CONTRACT.md).
+LABEL_JOB = "claud.job"
+LABEL_ALLOC = "claud.alloc"
+LABEL_SLAVE = "claud.slave"
+
+__all__ = [
+    "LABEL_ALLOC",
+    "LABEL_JOB",
+    "LABEL_SLAVE",
+    "PLACED_STATES",
+    "TERMINAL_STATES",
+    "Allocation",
+    "AllocationStatus",
+    "Assignments",
+    "ClusterView",
+    "Constraints",
+    "ContainerState",
+    "DesiredState",
+    "ErrorBody",
+    "ErrorDetail",
+    "Heartbeat",
+    "HostUsage",
+    "JobEvent",
+    "JobList",
+    "JobSpec",
+    "JobState",
+    "JobType",
+    "JobView",
+    "MasterView",
+    "NodeList",
+    "NodeResources",
+    "NodeRole",
+    "NodeState",
+    "NodeView",
+    "Resources",
+    "RestartPolicy",
+    "RestartPolicyName",
+    "WatchRequest",
+]

@@ -1,0 +1,72 @@
+"""Views of cluster members (masters and slaves) and of the cluster itself."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class NodeRole(StrEnum):
+    MASTER = "master"
+    SLAVE = "slave"
+
+
+class NodeState(StrEnum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"  # heartbeats late; nothing moved yet
+    DEAD = "dead"  # its jobs were declared lost and rescheduled
+    DRAINING = "draining"  # alive, but takes no new jobs and gives its jobs away
+
+
+class NodeResources(BaseModel):
+    """Scheduling view: totals advertised by the slave, free = total - reserved by jobs."""
+
+    cpu_total: float = 0.0
+    cpu_free: float = 0.0
+    memory_mb_total: int = 0
+    memory_mb_free: int = 0
+
+
+class HostUsage(BaseModel):
+    """What psutil (or the cgroup) observed on the slave; informational only."""
+
+    cpu_percent: float = 0.0
+    memory_mb_available: int = 0
+    disk_mb_total: int = 0
+    disk_mb_free: int = 0
+
+
+class NodeView(BaseModel):
+    id: str
+    role: NodeRole
+    address: str
+    state: NodeState
+    labels: dict[str, str] = Field(default_factory=dict)
+    resources: NodeResources = Field(default_factory=NodeResources)
+    usage: HostUsage | None = None
+    allocations: int = Field(0, description="jobs placed on this node")
+    last_heartbeat: datetime | None = None
+
+
+class NodeList(BaseModel):
+    nodes: list[NodeView]
+    index: int
+
+
+class MasterView(BaseModel):
+    id: int
+    address: str
+    role: str = Field(..., description="leader | follower | candidate | unknown")
+    match_index: int | None = None
+    reachable: bool = True
+
+
+class ClusterView(BaseModel):
+    leader_id: int | None
+    leader_address: str | None
+    term: int
+    commit_index: int
+    quorum: int
+    masters: list[MasterView]
