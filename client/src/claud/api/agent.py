@@ -80,6 +80,9 @@ class Assignments(BaseModel):
     allocations: list[Allocation] = Field(default_factory=list)
     lease_seconds: float = Field(..., description="stop all containers after this long without a leader")
     heartbeat_interval: float
+    fence_stop_grace: float = Field(
+        3.0, description="when fencing, SIGKILL after at most this many seconds of SIGTERM grace"
+    )
 
 
 class WatchRequest(BaseModel):

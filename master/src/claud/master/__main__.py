@@ -1,0 +1,43 @@
+"""``claud-master``: one master process, one uvicorn worker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from claud.api.logfmt import configure_logging, log_event
+from claud.api.settings_cli import parse_settings
+from claud.master.auth import ConfigError
+from claud.master.settings import MasterSettings, parse_host_port
+
+PROG = "claud-master"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(MasterSettings, argv, PROG, "A CLAUD master: API, replicated tables, scheduler.")
+    configure_logging("master", str(settings.id), settings.log_level)
+    if settings.peers or (settings.cluster_size or 1) > 1:
+        # Honest refusal rather than a silent single-master "cluster".
+        print(f"{PROG}: invalid configuration: a cluster of several masters is not supported yet; "
+              "run one master without --peers", file=sys.stderr)
+        raise SystemExit(2)
+    # Imported late so that --help and bad flags answer without loading FastAPI.
+    from claud.master.api import create_app
+
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"{PROG}: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    node = app.state.node
+    host, port = parse_host_port(settings.listen)
+    log_event(logging.getLogger("claud.master"), "master.starting", listen=settings.listen,
+              data_dir=str(settings.data_dir), token_file=str(node.token_path))
+    uvicorn.run(app, host=host, port=port, log_config=None, workers=1, timeout_graceful_shutdown=3)
+
+
+if __name__ == "__main__":
+    main()

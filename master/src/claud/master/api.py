@@ -1,0 +1,418 @@
+"""The master's HTTP API: thin routes over ``MasterNode``.
+
+Routes validate, propose and render; they never touch the tables directly.
+Every error is ``{"error": {"code", "message", "field"}}`` with the status
+code an HTTP client expects.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from claud.api import (
+    Assignments,
+    ClusterView,
+    ErrorBody,
+    Heartbeat,
+    JobList,
+    JobSpec,
+    JobState,
+    JobView,
+    MasterView,
+    NodeList,
+    NodeRole,
+    NodeState,
+    NodeView,
+    WatchRequest,
+)
+from claud.master import ops
+from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, same_secret
+from claud.master.dashboard import DASHBOARD_HTML
+from claud.master.metrics import render_metrics
+from claud.master.node import MasterNode, utcnow
+from claud.master.settings import MasterSettings
+from claud.master.state import JobRecord, Outcome
+
+ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid_spec": 422}
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, headers=None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def raise_for(outcome: Outcome) -> None:
+    if not outcome.ok:
+        raise ApiError(ERROR_STATUS.get(outcome.code, 400), outcome.code, outcome.message)
+
+
+def _node(request: Request) -> MasterNode:
+    return request.app.state.node
+
+
+NodeDep = Annotated[MasterNode, Depends(_node)]
+
+
+#: Shown in the OpenAPI docs ("Authorize" button); enforcement is TokenAuthMiddleware's.
+bearer_scheme = HTTPBearer(auto_error=False, description="the API token (--token-file, or <data-dir>/token)")
+
+
+def require_token(_: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None) -> None:
+    """Declares the token in the schema; the middleware has already checked it."""
+
+
+class TokenAuthMiddleware:
+    """Refuse unauthenticated requests before routing, so that no route (and no
+    body parsing, no streaming) ever runs for a caller without the token."""
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+
+    def __init__(self, app: ASGIApp, node: MasterNode) -> None:
+        self.app, self.node = app, node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path not in self.OPEN_PATHS and not path.startswith("/v1/internal/"):
+                headers = dict(scope["headers"])
+                given = bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                if given is None and path == "/ui":
+                    # A browser cannot set a header when following a link: /ui?token=...
+                    given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+                if not same_secret(given, self.node.token):
+                    response = error_response(
+                        401, "unauthorized", "missing or wrong API token (Authorization: Bearer <token>)",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def require_cluster_secret(request: Request) -> None:
+    expected = _node(request).cluster_secret
+    if expected is not None and not same_secret(request.headers.get(CLUSTER_SECRET_HEADER), expected):
+        raise ApiError(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
+
+
+# ---------------------------------------------------------------------- jobs
+
+jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+
+
+def _get_job(node: MasterNode, job_id: str) -> JobRecord:
+    job = node.state.jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"job {job_id} not found")
+    return job
+
+
+@jobs.post("", status_code=201, response_model=JobView, responses={200: {"model": JobView}, 422: {"model": ErrorBody}})
+async def submit_job(
+    spec: JobSpec,
+    node: NodeDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    """Submit a job; answered once the entry is durable on a quorum of masters.
+
+    Retrying with the same ``Idempotency-Key`` (or ``idempotency_key`` field)
+    returns the job the first attempt created instead of a second job.
+    """
+    if idempotency_key is not None:
+        if spec.idempotency_key is not None and spec.idempotency_key != idempotency_key:
+            raise ApiError(
+                422, "invalid_spec", "Idempotency-Key header and idempotency_key field differ", "idempotency_key"
+            )
+        spec = spec.model_copy(update={"idempotency_key": idempotency_key})
+    for _ in range(3):  # a fresh id collides with an existing one only by (rare) chance
+        outcome = await node.propose(ops.SubmitJob(at=utcnow(), job_id=secrets.token_hex(6), spec=spec))
+        if outcome.ok or "already exists" not in outcome.message:
+            break
+    raise_for(outcome)
+    job_id, created = outcome.value
+    view = node.state.job_view(node.state.jobs[job_id])
+    return JSONResponse(view.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@jobs.get("", response_model=JobList)
+async def list_jobs(node: NodeDep, state: JobState | None = None) -> JobList:
+    """All jobs (or those in one state), without their event histories."""
+    views = [
+        node.state.job_view(job, with_events=False)
+        for job in node.state.jobs.values()
+        if state is None or job.state == state
+    ]
+    return JobList(jobs=views, index=node.commit_index)
+
+
+@jobs.get("/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}})
+async def get_job(job_id: str, node: NodeDep) -> JobView:
+    return node.state.job_view(_get_job(node, job_id))
+
+
+@jobs.delete("/{job_id}", status_code=202, response_model=JobView, responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+async def stop_job(job_id: str, node: NodeDep) -> JobView:
+    """Stop a job: its container gets SIGTERM, then SIGKILL after the job's ``stop_timeout``."""
+    _get_job(node, job_id)
+    raise_for(await node.propose(ops.StopJob(at=utcnow(), job_id=job_id)))
+    return node.state.job_view(node.state.jobs[job_id])
+
+
+@jobs.get("/{job_id}/logs", response_class=StreamingResponse, responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+async def job_logs(
+    job_id: str,
+    node: NodeDep,
+    follow: bool = False,
+    tail: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    """The output of the job's latest container, streamed from its slave."""
+    job = _get_job(node, job_id)
+    node_id = next((e.node_id for e in reversed(job.events) if e.state == JobState.SCHEDULED), None)
+    if job.alloc_id is None or node_id is None:
+        raise ApiError(409, "conflict", f"job {job_id} has not been placed on a slave yet; it has no logs")
+    slave = node.state.nodes.get(node_id)
+    if slave is None:
+        raise ApiError(404, "not_found", f"slave {node_id} that ran job {job_id} is unknown")
+    assert node.http is not None
+    headers = {CLUSTER_SECRET_HEADER: node.cluster_secret} if node.cluster_secret else {}
+    params: dict[str, Any] = {"follow": str(follow).lower()}
+    if tail is not None:
+        params["tail"] = tail
+    request = node.http.build_request(
+        "GET", f"http://{slave.address}/v1/allocations/{job.alloc_id}/logs", params=params, headers=headers
+    )
+    try:
+        upstream = await node.http.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise ApiError(502, "slave_unreachable", f"slave {node_id} at {slave.address} is unreachable: {exc}") from None
+    if upstream.status_code != 200:
+        await upstream.aread()
+        await upstream.aclose()
+        if upstream.status_code == 404:
+            raise ApiError(404, "not_found", f"the container of job {job_id} is gone from slave {node_id}")
+        raise ApiError(502, "slave_error", f"slave {node_id} answered {upstream.status_code} for the logs")
+    return StreamingResponse(
+        upstream.aiter_raw(), media_type="text/plain; charset=utf-8", background=BackgroundTask(upstream.aclose)
+    )
+
+
+# --------------------------------------------------------------------- nodes
+
+nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)])
+
+
+def _master_views(node: MasterNode) -> list[NodeView]:
+    return [
+        NodeView(
+            id=str(node.id),
+            role=NodeRole.MASTER,
+            address=node.address,
+            state=NodeState.ALIVE,
+            labels={"leader": "true"} if node.is_leader else {},
+            last_heartbeat=datetime.now(UTC),
+        )
+    ]
+
+
+def _slave_view(node: MasterNode, node_id: str) -> NodeView:
+    view = node.state.node_view(node.state.nodes[node_id])
+    # The leader's own memory is fresher than the replicated copy (touched every few seconds).
+    view.usage = node.usage(node_id) or view.usage
+    view.last_heartbeat = node.last_heartbeat(node_id) or view.last_heartbeat
+    return view
+
+
+@nodes.get("", response_model=NodeList)
+async def list_nodes(node: NodeDep) -> NodeList:
+    slaves = [_slave_view(node, node_id) for node_id in node.state.nodes]
+    return NodeList(nodes=_master_views(node) + slaves, index=node.commit_index)
+
+
+async def _set_drain(node: MasterNode, node_id: str, draining: bool) -> NodeView:
+    if node_id not in node.state.nodes:
+        if node_id == str(node.id):
+            raise ApiError(409, "conflict", f"node {node_id} is a master; masters run no jobs")
+        raise ApiError(404, "not_found", f"node {node_id} not found")
+    raise_for(await node.propose(ops.SetDrain(at=utcnow(), node_id=node_id, draining=draining)))
+    return _slave_view(node, node_id)
+
+
+@nodes.post("/{node_id}/drain", response_model=NodeView, responses={404: {"model": ErrorBody}})
+async def drain_node(node_id: str, node: NodeDep) -> NodeView:
+    """Move the slave's jobs elsewhere and place no new ones on it."""
+    return await _set_drain(node, node_id, True)
+
+
+@nodes.post("/{node_id}/undrain", response_model=NodeView, responses={404: {"model": ErrorBody}})
+async def undrain_node(node_id: str, node: NodeDep) -> NodeView:
+    return await _set_drain(node, node_id, False)
+
+
+# ------------------------------------------------------------------- cluster
+
+cluster = APIRouter(prefix="/v1", tags=["cluster"], dependencies=[Depends(require_token)])
+
+
+@cluster.get("/cluster", response_model=ClusterView)
+async def cluster_status(node: NodeDep) -> ClusterView:
+    return ClusterView(
+        leader_id=node.leader_id,
+        leader_address=node.address if node.is_leader else None,
+        term=node.term,
+        commit_index=node.commit_index,
+        quorum=node.settings.quorum,
+        masters=[
+            MasterView(
+                id=node.id,
+                address=node.address,
+                role="leader" if node.is_leader else "follower",
+                match_index=node.commit_index,
+            )
+        ],
+    )
+
+
+@cluster.get("/events", response_class=StreamingResponse)
+async def events(node: NodeDep) -> StreamingResponse:
+    """Server-sent events: every committed job and node transition, as it commits."""
+
+    async def stream() -> AsyncIterator[str]:
+        yield ": connected\n\n"
+        async for event in node.events.subscribe():
+            if event is None:
+                yield ": keep-alive\n\n"
+            else:
+                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+# ------------------------------------------------------------------ internal
+
+internal = APIRouter(prefix="/v1/internal", dependencies=[Depends(require_cluster_secret)], include_in_schema=False)
+
+
+@internal.post("/heartbeat", response_model=Assignments)
+async def slave_heartbeat(hb: Heartbeat, node: NodeDep) -> JSONResponse:
+    reply = await node.heartbeat(hb)
+    return JSONResponse(reply.model_dump(mode="json"), headers={"X-Claud-Master-Id": str(node.id)})
+
+
+@internal.post("/watch", response_model=Assignments)
+async def slave_watch(req: WatchRequest, node: NodeDep) -> JSONResponse:
+    reply = await node.watch(req.node_id, req.known_version, req.wait_seconds)
+    return JSONResponse(reply.model_dump(mode="json"), headers={"X-Claud-Master-Id": str(node.id)})
+
+
+# --------------------------------------------------------- health, metrics, ui
+
+ops_router = APIRouter(tags=["operations"])
+
+
+@ops_router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@ops_router.get("/readyz", responses={503: {"model": ErrorBody}})
+async def readyz(node: NodeDep) -> Any:
+    """Readiness: this master belongs to a cluster that has a leader."""
+    if node.leader_id is None:
+        return error_response(503, "no_leader", "no leader elected yet", headers={"Retry-After": "1"})
+    return {"status": "ready", "leader_id": node.leader_id}
+
+
+@ops_router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_token)])
+async def metrics(node: NodeDep) -> PlainTextResponse:
+    return PlainTextResponse(render_metrics(node), media_type="text/plain; version=0.0.4")
+
+
+@ops_router.get("/ui", response_class=HTMLResponse, dependencies=[Depends(require_token)])
+async def ui() -> HTMLResponse:
+    return HTMLResponse(DASHBOARD_HTML)
+
+
+# ------------------------------------------------------------------- the app
+
+
+def _field_of(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def create_app(settings: MasterSettings) -> FastAPI:
+    """One app per master process; the node and its loops live in the lifespan."""
+    node = MasterNode(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = FastAPI(
+        title="CLAUD master",
+        version="0.1.0",
+        description="Submit container jobs, watch them run, see the cluster. "
+        "Every /v1 endpoint needs `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    app.add_middleware(TokenAuthMiddleware, node=node)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid":
+            return error_response(400, "malformed_json", f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+        field = _field_of(tuple(first["loc"]))
+        if field is None and tuple(first["loc"]) == ("body",):
+            return error_response(
+                422, "invalid_spec", "request body must be a JSON object (send Content-Type: application/json)"
+            )
+        problems = []
+        for err in errors:
+            where = _field_of(tuple(err["loc"]))
+            msg = "unknown field" if err.get("type") == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if where else msg)
+        return error_response(422, "invalid_spec", "; ".join(problems), field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    for router in (jobs, nodes, cluster, internal, ops_router):
+        app.include_router(router)
+    return app

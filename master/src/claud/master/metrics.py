@@ -1,0 +1,37 @@
+"""Prometheus text exposition of the master's tables, without a client library."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from claud.api import JobState, NodeState
+
+if TYPE_CHECKING:
+    from claud.master.node import MasterNode
+
+
+def render_metrics(node: MasterNode) -> str:
+    jobs = Counter(job.state for job in node.state.jobs.values())
+    nodes = Counter(
+        NodeState.DRAINING if n.draining and n.state == NodeState.ALIVE else n.state
+        for n in node.state.nodes.values()
+    )
+    lines = [
+        "# HELP claud_jobs Jobs by state.",
+        "# TYPE claud_jobs gauge",
+        *(f'claud_jobs{{state="{s.value}"}} {jobs.get(s, 0)}' for s in JobState),
+        "# HELP claud_slaves Slaves by state.",
+        "# TYPE claud_slaves gauge",
+        *(f'claud_slaves{{state="{s.value}"}} {nodes.get(s, 0)}' for s in NodeState),
+        "# HELP claud_commit_index Index of the last committed log entry.",
+        "# TYPE claud_commit_index gauge",
+        f"claud_commit_index {node.commit_index}",
+        "# HELP claud_term Current leadership term.",
+        "# TYPE claud_term gauge",
+        f"claud_term {node.term}",
+        "# HELP claud_is_leader 1 when this master is the leader.",
+        "# TYPE claud_is_leader gauge",
+        f"claud_is_leader {int(node.is_leader)}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,292 @@
+"""One master process: its tables, its log, and the leader's duties.
+
+``MasterNode`` owns every long-running loop of the process (they start in the
+FastAPI lifespan). Routes call its methods; nothing else touches the tables,
+and the tables change only through ``propose``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import httpx
+
+from claud.api import Assignments, Heartbeat, HostUsage, NodeState
+from claud.api.logfmt import log_event
+from claud.master import ops
+from claud.master.auth import load_or_create_token, read_secret_file
+from claud.master.events import EventBroker
+from claud.master.scheduler import schedule
+from claud.master.settings import MasterSettings
+from claud.master.standalone import StandaloneLog
+from claud.master.state import Outcome, StateMachine
+from claud.master.storage import LogStore
+
+log = logging.getLogger("claud.master")
+
+#: The failure detector looks at the slaves this often.
+FAILURE_CHECK_INTERVAL = 0.25
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MasterNode:
+    def __init__(self, settings: MasterSettings) -> None:
+        self.settings = settings
+        self.id = settings.id
+        self.address = settings.advertised_address
+        self.token, self.token_path = load_or_create_token(settings.token_file, settings.data_dir)
+        self.cluster_secret = (
+            read_secret_file(settings.cluster_secret_file, "cluster secret") if settings.cluster_secret_file else None
+        )
+        self.store = LogStore(settings.data_dir / "claud.db")
+        started = time.perf_counter()
+        self.state, replayed = StandaloneLog.recover(self.store)
+        log_event(
+            log,
+            "state.recovered",
+            index=self.state.applied_index,
+            replayed=replayed,
+            jobs=len(self.state.jobs),
+            nodes=len(self.state.nodes),
+            ms=round((time.perf_counter() - started) * 1000),
+        )
+        self.events = EventBroker()
+        self.http: httpx.AsyncClient | None = None
+        self._log: StandaloneLog | None = None
+        self._applied = asyncio.Event()
+        self._schedule_needed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        # Leader-only soft state: what the slaves told us since we became leader.
+        self._last_seen: dict[str, float] = {}
+        self._heartbeat_at: dict[str, datetime] = {}
+        self._usage: dict[str, HostUsage] = {}
+        self._touched: set[str] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self._applied = asyncio.Event()
+        self._schedule_needed = asyncio.Event()
+        self._log = StandaloneLog(self.store, self.state, self._on_applied, self.settings.snapshot_every)
+        self._log.start()
+        await self.propose(ops.Noop(at=utcnow()))
+        self._become_leader()
+
+    def _become_leader(self) -> None:
+        now = time.monotonic()
+        # Every known slave gets a full dead-after period from now: the new
+        # leader has not heard from anyone yet, which says nothing about them.
+        self._last_seen = {node_id: now for node_id in self.state.nodes}
+        log_event(log, "leader.elected", term=self.term, index=self.commit_index)
+        self._tasks = [
+            asyncio.create_task(self._scheduler_loop(), name="scheduler"),
+            asyncio.create_task(self._failure_detector_loop(), name="failure-detector"),
+            asyncio.create_task(self._touch_loop(), name="touch-nodes"),
+        ]
+        self._schedule_needed.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._log:
+            await self._log.stop()
+        if self.http:
+            await self.http.aclose()
+        self.store.close()
+
+    # ---------------------------------------------------------- the log
+
+    @property
+    def term(self) -> int:
+        return self._log.term if self._log else 0
+
+    @property
+    def commit_index(self) -> int:
+        return self.state.applied_index
+
+    @property
+    def is_leader(self) -> bool:
+        return self._log is not None
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.id if self.is_leader else None
+
+    async def propose(self, op: ops.Operation) -> Outcome:
+        assert self._log is not None, "propose before start"
+        return await self._log.propose(op)
+
+    def _on_applied(self) -> None:
+        for change in self.state.drain_changes():
+            self.events.publish(change.as_dict())
+            if change.kind == "job":
+                log_event(
+                    log,
+                    "job." + change.state,
+                    job=change.id,
+                    node=change.node_id,
+                    index=change.index,
+                    msg=change.message,
+                )
+            else:
+                log_event(log, "node." + change.state, node=change.id, index=change.index, msg=change.message)
+        # Wake every long-polling watcher; each checks its own slave's version.
+        self._applied.set()
+        self._applied = asyncio.Event()
+        if self.state.pending_jobs():
+            self._schedule_needed.set()
+
+    # --------------------------------------------------------- slave protocol
+
+    async def heartbeat(self, hb: Heartbeat) -> Assignments:
+        self._last_seen[hb.node_id] = time.monotonic()
+        self._heartbeat_at[hb.node_id] = utcnow()
+        self._usage[hb.node_id] = hb.usage
+        self._touched.add(hb.node_id)
+        node = self.state.nodes.get(hb.node_id)
+        proposals = []
+        if (
+            node is None
+            or node.state != NodeState.ALIVE
+            or (node.address, node.labels, node.cpu_total, node.memory_mb_total)
+            != (hb.address, hb.labels, hb.cpu_total, hb.memory_mb_total)
+        ):
+            proposals.append(
+                ops.RegisterNode(
+                    at=utcnow(),
+                    node_id=hb.node_id,
+                    address=hb.address,
+                    labels=hb.labels,
+                    cpu_total=hb.cpu_total,
+                    memory_mb_total=hb.memory_mb_total,
+                )
+            )
+        statuses = self.state.relevant_statuses(hb.node_id, hb.allocations)
+        if statuses:
+            proposals.append(ops.ReportAllocations(at=utcnow(), node_id=hb.node_id, statuses=statuses))
+        if proposals:
+            await asyncio.gather(*(self.propose(op) for op in proposals))
+        return self.assignments(hb.node_id)
+
+    async def watch(self, node_id: str, known_version: int, wait_seconds: float) -> Assignments:
+        deadline = time.monotonic() + min(wait_seconds, self.settings.watch_max_wait)
+        while self.state.node_versions.get(node_id, 0) == known_version:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._applied.wait(), remaining)
+            except TimeoutError:
+                break
+        return self.assignments(node_id)
+
+    def assignments(self, node_id: str) -> Assignments:
+        return Assignments(
+            term=self.term,
+            leader_id=self.leader_id,
+            leader_address=self.address if self.is_leader else None,
+            version=self.state.node_versions.get(node_id, 0),
+            allocations=self.state.desired_allocations(node_id),
+            lease_seconds=self.settings.slave_lease,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            fence_stop_grace=self.settings.fence_stop_grace,
+        )
+
+    def usage(self, node_id: str) -> HostUsage | None:
+        return self._usage.get(node_id)
+
+    def last_heartbeat(self, node_id: str) -> datetime | None:
+        return self._heartbeat_at.get(node_id)
+
+    # ------------------------------------------------------- leader duties
+
+    async def _scheduler_loop(self) -> None:
+        """Place pending jobs: snapshot -> pure scheduler -> plan re-checked by apply."""
+        loop = asyncio.get_running_loop()
+        backoff_timer: asyncio.TimerHandle | None = None
+        while True:
+            await self._schedule_needed.wait()
+            self._schedule_needed.clear()
+            try:
+                now = utcnow()
+                nodes, jobs = self.state.scheduling_snapshot(now)
+                if jobs:
+                    plan = schedule(nodes, jobs, self.settings.strategy)
+                    changed_reasons = {
+                        job_id: reason
+                        for job_id, reason in plan.unplaced.items()
+                        if self.state.jobs[job_id].pending_reason != reason
+                    }
+                    if plan.placements or changed_reasons:
+                        await self.propose(
+                            ops.ApplyPlan(
+                                at=now,
+                                placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+                                unplaced=changed_reasons,
+                            )
+                        )
+                expiry = self.state.next_backoff_expiry()
+                if backoff_timer:
+                    backoff_timer.cancel()
+                    backoff_timer = None
+                if expiry is not None:
+                    delay = max(0.0, (expiry - utcnow()).total_seconds()) + 0.01
+                    backoff_timer = loop.call_later(delay, self._schedule_needed.set)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log_event(log, "scheduler.error", logging.ERROR, error=repr(exc))
+                await asyncio.sleep(0.5)
+                self._schedule_needed.set()
+
+    async def _failure_detector_loop(self) -> None:
+        """Suspect, then declare dead, the slaves that stopped heartbeating."""
+        settings = self.settings
+        while True:
+            await asyncio.sleep(FAILURE_CHECK_INTERVAL)
+            now = time.monotonic()
+            for node in list(self.state.nodes.values()):
+                if node.state == NodeState.DEAD:
+                    continue
+                silent = now - self._last_seen.setdefault(node.id, now)
+                verdict = None
+                if silent >= settings.node_dead_after:
+                    verdict = NodeState.DEAD
+                elif silent >= settings.suspect_after and node.state == NodeState.ALIVE:
+                    verdict = NodeState.SUSPECT
+                if verdict is not None:
+                    try:
+                        await self.propose(
+                            ops.SetNodeState(
+                                at=utcnow(), node_id=node.id, state=verdict, reason=f"no heartbeat for {silent:.1f}s"
+                            )
+                        )
+                    except Exception as exc:
+                        log_event(log, "failure_detector.error", logging.ERROR, node=node.id, error=repr(exc))
+
+    async def _touch_loop(self) -> None:
+        """Replicate heartbeat times and usage now and then (not every heartbeat)."""
+        while True:
+            await asyncio.sleep(self.settings.node_touch_interval)
+            touched, self._touched = self._touched, set()
+            touched &= self.state.nodes.keys()
+            if not touched:
+                continue
+            try:
+                await self.propose(
+                    ops.TouchNodes(
+                        at=utcnow(),
+                        heartbeats={n: self._heartbeat_at[n] for n in touched},
+                        usage={n: self._usage[n] for n in touched if n in self._usage},
+                    )
+                )
+            except Exception as exc:
+                log_event(log, "touch.error", logging.ERROR, error=repr(exc))

@@ -1,0 +1,401 @@
+"""Placement of pending jobs onto slaves, as a pure function.
+
+The leader hands :func:`schedule` an immutable snapshot of its slaves and the
+pending jobs, and gets back a :class:`Plan`. It then re-checks every placement
+with :func:`fits` against its newest state before committing it (Nomad's
+plan/apply split), because the snapshot may be stale by the time the plan is
+ready. Keeping this module free of I/O, clocks and randomness is what lets the
+unit and property tests pin its behaviour down, and what makes the same
+snapshot give the same plan on every master.
+
+Accounting is exact: CPU in integer milli-cores, memory in integer MiB. Float
+sums such as ``0.1 + 0.2`` are rounded once, at the edge, so drift can never
+let a slave be over-committed nor refuse a job that exactly fills it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+__all__ = [
+    "NodeCapacity",
+    "PendingJob",
+    "Placement",
+    "Plan",
+    "Strategy",
+    "cpu_millis",
+    "fits",
+    "reserve",
+    "schedule",
+]
+
+
+class Strategy(StrEnum):
+    """How to choose among the slaves that all have room for a job.
+
+    BINPACK fills slaves up, so whole slaves stay free for big jobs and idle
+    ones can be drained; SPREAD evens the load, so one slave's death takes
+    fewer jobs with it.
+    """
+
+    BINPACK = "binpack"
+    SPREAD = "spread"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """One slave as the scheduler sees it: advertised totals minus reservations.
+
+    Reservations are what placed jobs asked for, not what psutil measures, so a
+    job that idles still keeps its share and a burst cannot evict a neighbour.
+    """
+
+    id: str
+    labels: Mapping[str, str]
+    cpu_total: float
+    memory_mb_total: int
+    cpu_reserved: float
+    memory_mb_reserved: int
+    schedulable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """The part of a job spec that decides where it may run."""
+
+    id: str
+    cpu: float
+    memory_mb: int
+    constraints: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    job_id: str
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the leader should commit; nothing in it has happened yet.
+
+    ``placements`` and ``unplaced`` both follow the order of the jobs given,
+    so the leader commits the oldest jobs first.
+    """
+
+    placements: tuple[Placement, ...]
+    unplaced: Mapping[str, str]
+
+
+def cpu_millis(cores: float) -> int:
+    """Cores as integer milli-cores, the unit every comparison is made in.
+
+    Rounding to the nearest milli-core absorbs the float error of sums such as
+    ``0.1 + 0.1 + 0.1``. Raises ``ValueError``/``OverflowError`` for NaN or
+    infinity; :func:`fits` and :func:`schedule` never pass those in.
+    """
+    return round(cores * 1000)
+
+
+def fits(node: NodeCapacity, job: PendingJob) -> bool:
+    """Whether ``job`` may go on ``node`` now; the leader's re-check of a plan.
+
+    It is the very test :func:`schedule` applies, so a plan built from a
+    snapshot passes it unless the state moved on in between.
+    """
+    if _job_problem(job) is not None or not _matches(node.labels, job.constraints):
+        return False
+    slot = _Slot.of(node)
+    return slot.usable and slot.has_room(cpu_millis(job.cpu), job.memory_mb)
+
+
+def reserve(node: NodeCapacity, job: PendingJob) -> NodeCapacity:
+    """``node`` with ``job``'s resources added to its reservations.
+
+    For replaying a plan on a snapshot, e.g. to re-check several placements
+    that land on one slave. The CPU sum goes through milli-cores so repeated
+    reservations do not accumulate float error. It does not check :func:`fits`.
+    """
+    return replace(
+        node,
+        cpu_reserved=(cpu_millis(node.cpu_reserved) + cpu_millis(job.cpu)) / 1000,
+        memory_mb_reserved=node.memory_mb_reserved + job.memory_mb,
+    )
+
+
+def schedule(
+    nodes: Sequence[NodeCapacity],
+    jobs: Sequence[PendingJob],
+    strategy: Strategy = Strategy.BINPACK,
+) -> Plan:
+    """Place as many ``jobs`` as fit, greedily in the given (oldest-first) order.
+
+    Each job goes to the best slave that has room for it once the placements
+    made earlier in this plan are counted; ties go to the lowest slave id, so
+    the order of ``nodes`` never matters. A job that fits nowhere stays pending
+    with a reason, worked out against the slaves as the whole plan leaves them
+    (later jobs only take room away, so the reason still holds when the plan
+    is committed). A duplicate slave or job id is a caller bug: only its first
+    occurrence is used, so each job id appears exactly once in the plan.
+    """
+    strategy = Strategy(strategy)
+    slots: list[_Slot] = []
+    seen_nodes: set[str] = set()
+    for node in nodes:
+        if node.id not in seen_nodes:
+            seen_nodes.add(node.id)
+            slots.append(_Slot.of(node))
+    slots.sort(key=lambda slot: slot.node.id)
+    usable = [slot for slot in slots if slot.usable]
+    # Most jobs share a handful of constraint sets (usually none), so filter
+    # the slaves once per set rather than once per job.
+    candidates: dict[tuple[tuple[str, str], ...], list[_Slot]] = {}
+
+    placements: list[Placement] = []
+    seen_jobs: set[str] = set()
+    # Reasons for waiting jobs come after the loop; None keeps their place in
+    # the job order meanwhile.
+    unplaced: dict[str, str | None] = {}
+    waiting: list[PendingJob] = []
+    for job in jobs:
+        if job.id in seen_jobs:
+            continue
+        seen_jobs.add(job.id)
+        problem = _job_problem(job)
+        if problem is not None:
+            unplaced[job.id] = problem
+            continue
+        key = _constraint_key(job.constraints)
+        if key not in candidates:
+            candidates[key] = [s for s in usable if _matches(s.node.labels, job.constraints)]
+        need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
+        best = _pick(candidates[key], need_cpu, need_mem, strategy)
+        if best is None:
+            unplaced[job.id] = None
+            waiting.append(job)
+            continue
+        best.cpu_used += need_cpu
+        best.mem_used += need_mem
+        placements.append(Placement(job.id, best.node.id))
+
+    for job in waiting:
+        unplaced[job.id] = _explain(job, slots)
+    reasons = {job_id: reason for job_id, reason in unplaced.items() if reason is not None}
+    return Plan(placements=tuple(placements), unplaced=reasons)
+
+
+# --- accounting -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A slave's capacity in exact units, updated as a plan takes shape."""
+
+    node: NodeCapacity
+    usable: bool
+    cpu_total: int
+    mem_total: int
+    cpu_used: int
+    mem_used: int
+
+    @classmethod
+    def of(cls, node: NodeCapacity) -> _Slot:
+        # A slave reporting NaN or infinity would make every comparison
+        # meaningless; it gets nothing rather than crashing the leader's loop.
+        numbers = (node.cpu_total, node.cpu_reserved, node.memory_mb_total, node.memory_mb_reserved)
+        if not all(_finite(n) for n in numbers):
+            return cls(node, False, 0, 0, 0, 0)
+        return cls(
+            node,
+            bool(node.schedulable),
+            cpu_millis(node.cpu_total),
+            int(node.memory_mb_total),
+            cpu_millis(node.cpu_reserved),
+            int(node.memory_mb_reserved),
+        )
+
+    @property
+    def cpu_free(self) -> int:
+        return self.cpu_total - self.cpu_used
+
+    @property
+    def mem_free(self) -> int:
+        return self.mem_total - self.mem_used
+
+    def has_room(self, cpu: int, mem: int) -> bool:
+        return self.cpu_free >= cpu and self.mem_free >= mem
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _job_problem(job: PendingJob) -> str | None:
+    """Why a job can never be placed as written, if it cannot.
+
+    A negative request would hand capacity back to the slave and let later
+    jobs over-commit it, so it is refused rather than trusted.
+    """
+    if not _finite(job.cpu) or job.cpu < 0:
+        return f"invalid request: cpu must be a finite number >= 0, got {job.cpu!r}"
+    if not _finite(job.memory_mb) or job.memory_mb < 0:
+        return f"invalid request: memory must be a finite number of MiB >= 0, got {job.memory_mb!r}"
+    return None
+
+
+def _matches(labels: Mapping[str, str], constraints: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in constraints.items())
+
+
+def _constraint_key(constraints: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(constraints.items()))
+
+
+def _free_fraction(free: int, total: int) -> float:
+    # A slave with nothing of a resource counts as full of it, not as a
+    # division by zero.
+    return free / total if total > 0 else 0.0
+
+
+def _pick(slots: Iterable[_Slot], need_cpu: int, need_mem: int, strategy: Strategy) -> _Slot | None:
+    """The slave the strategy prefers among those with room, or None.
+
+    The score is the sum of the CPU and memory fractions left free after the
+    placement: BINPACK takes the lowest, SPREAD the highest. Summing, rather
+    than looking at one resource, keeps a slave whose memory is full from
+    looking empty because its CPUs are idle.
+    """
+    spread = strategy is Strategy.SPREAD
+    best: _Slot | None = None
+    best_key: tuple[float, str] | None = None
+    for slot in slots:
+        if not slot.has_room(need_cpu, need_mem):
+            continue
+        score = _free_fraction(slot.cpu_free - need_cpu, slot.cpu_total) + _free_fraction(
+            slot.mem_free - need_mem, slot.mem_total
+        )
+        key = (-score if spread else score, slot.node.id)
+        if best_key is None or key < best_key:
+            best, best_key = slot, key
+    return best
+
+
+# --- reasons --------------------------------------------------------------
+
+
+def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:
+    """A short, actionable reason why ``job`` has nowhere to go.
+
+    The checks run from the most permanent cause to the most transient one, so
+    the user learns first what waiting will not fix.
+    """
+    need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
+    if not any(slot.usable for slot in slots):
+        if not slots:
+            return "no schedulable slaves (none registered)"
+        return f"no schedulable slaves ({len(slots)} known, all down or draining)"
+
+    wanted = _fmt_constraints(job.constraints)
+    matching_any = [s for s in slots if _matches(s.node.labels, job.constraints)]
+    matching = [s for s in matching_any if s.usable]
+    if not matching:
+        if matching_any:
+            return (
+                f"no schedulable slave matches constraints {wanted}; "
+                f"matching but down or draining: {_fmt_ids(matching_any)}"
+            )
+        return f"no slave matches constraints {wanted}"
+    where = f" matching {wanted}" if job.constraints else ""
+
+    if not any(s.cpu_total >= need_cpu and s.mem_total >= need_mem for s in matching):
+        return _too_large(where, need_cpu, need_mem, matching, matching_any)
+
+    cpu, mem = _fmt_cpu(need_cpu), f"{need_mem} MiB"
+    cpu_ok = any(s.cpu_free >= need_cpu for s in matching)
+    mem_ok = any(s.mem_free >= need_mem for s in matching)
+    most_cpu = min(matching, key=lambda s: (-s.cpu_free, s.node.id))
+    most_mem = min(matching, key=lambda s: (-s.mem_free, s.node.id))
+    if not cpu_ok and not mem_ok:
+        return (
+            f"no slave{where} with {cpu} free cpu or {mem} free memory; "
+            f"best: {most_cpu.node.id} with {_fmt_cpu(most_cpu.cpu_free)} cpu, "
+            f"{most_mem.node.id} with {most_mem.mem_free} MiB"
+        )
+    if not cpu_ok:
+        return f"no slave{where} with {cpu} free cpu; best: {most_cpu.node.id} with {_fmt_cpu(most_cpu.cpu_free)}"
+    if not mem_ok:
+        return f"no slave{where} with {mem} free memory; best: {most_mem.node.id} with {most_mem.mem_free}"
+    # Each resource is free somewhere, just never both on the same slave.
+    near = _closest(matching, need_cpu, need_mem, free=True)
+    return (
+        f"no slave{where} has both {cpu} cpu and {mem} free; "
+        f"best: {near.node.id} with {_fmt_cpu(near.cpu_free)} cpu, {near.mem_free} MiB"
+    )
+
+
+def _too_large(
+    where: str, need_cpu: int, need_mem: int, matching: Sequence[_Slot], matching_any: Sequence[_Slot]
+) -> str:
+    """The reason for a job no schedulable slave could hold even when empty."""
+    asleep = [
+        s for s in matching_any if not s.usable and s.cpu_total >= need_cpu and s.mem_total >= need_mem
+    ]
+    # Only a slave that is down or draining could take it: waiting for that
+    # slave may help, so say which one instead of calling the job hopeless.
+    prefix = f"larger than any {'schedulable ' if asleep else ''}slave{where}: "
+    suffix = f"; big enough but down or draining: {_fmt_ids(asleep)}" if asleep else ""
+    max_cpu = max(s.cpu_total for s in matching)
+    max_mem = max(s.mem_total for s in matching)
+    cpu, mem = _fmt_cpu(need_cpu), f"{need_mem} MiB memory"
+    if need_cpu > max_cpu and need_mem > max_mem:
+        body = f"needs {cpu} cpu and {mem}, largest has {_fmt_cpu(max_cpu)} cpu and {max_mem} MiB"
+    elif need_cpu > max_cpu:
+        body = f"needs {cpu} cpu, largest has {_fmt_cpu(max_cpu)}"
+    elif need_mem > max_mem:
+        body = f"needs {mem}, largest has {max_mem}"
+    else:
+        near = _closest(matching, need_cpu, need_mem, free=False)
+        body = (
+            f"needs {cpu} cpu with {mem}, none has both; "
+            f"closest: {near.node.id} with {_fmt_cpu(near.cpu_total)} cpu, {near.mem_total} MiB"
+        )
+    return prefix + body + suffix
+
+
+def _closest(slots: Sequence[_Slot], need_cpu: int, need_mem: int, *, free: bool) -> _Slot:
+    """The slave that comes nearest to holding the job, by free or total room.
+
+    "Nearest" is the largest share of the scarcer resource it could give,
+    then the largest share overall, then the lowest id.
+    """
+
+    def coverage(have: int, need: int) -> float:
+        if need <= 0:
+            return 1.0 if have >= need else 0.0
+        return max(0, min(have, need)) / need
+
+    def key(slot: _Slot) -> tuple[float, float, str]:
+        cpu = coverage(slot.cpu_free if free else slot.cpu_total, need_cpu)
+        mem = coverage(slot.mem_free if free else slot.mem_total, need_mem)
+        return (-min(cpu, mem), -(cpu + mem), slot.node.id)
+
+    return min(slots, key=key)
+
+
+def _fmt_cpu(millis: int) -> str:
+    """Cores with at least one decimal and no false precision: 4.0, 0.25, 1.5."""
+    text = f"{millis / 1000:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _fmt_constraints(constraints: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(constraints.items()))
+
+
+def _fmt_ids(slots: Sequence[_Slot], limit: int = 3) -> str:
+    ids = [slot.node.id for slot in slots]
+    shown = ", ".join(ids[:limit])
+    return f"{shown} and {len(ids) - limit} more" if len(ids) > limit else shown

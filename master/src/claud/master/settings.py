@@ -1,0 +1,126 @@
+"""The one settings object of a master process.
+
+Every flag of ``claud-master`` has an environment twin with the ``CLAUD_``
+prefix (``--node-dead-after`` <=> ``CLAUD_NODE_DEAD_AFTER``); flags win.
+Durations are seconds. The defaults suit a laptop and meet the targets:
+a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from claud.master.scheduler import Strategy
+
+
+def split_addresses(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+class MasterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAUD_", extra="forbid")
+
+    id: int = Field(..., ge=0, description="this master's id, unique in the cluster; the lowest id leads")
+    listen: str = Field("127.0.0.1:8700", description="host:port of the HTTP API")
+    advertise: str | None = Field(
+        None, description="host:port others use to reach this master (default: --listen)"
+    )
+    data_dir: Path = Field(Path("./data"), description="log, snapshots and the generated API token live here")
+    peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="other masters' HTTP addresses, comma separated"
+    )
+    cluster_size: int | None = Field(None, ge=1, description="masters in the cluster (default: 1 + number of peers)")
+    discovery_port: int = Field(8702, ge=1, le=65535, description="UDP broadcast discovery port")
+    no_discovery: bool = Field(False, description="disable UDP broadcast discovery")
+    token_file: Path | None = Field(
+        None, description="file holding the API bearer token (default: generated in the data dir)"
+    )
+    cluster_secret_file: Path | None = Field(
+        None, description="file holding the secret that masters and slaves present to each other"
+    )
+    election_timeout: float = Field(1.0, gt=0, description="base election timeout, seconds")
+    heartbeat_interval: float = Field(1.0, gt=0, description="how often slaves heartbeat, seconds (sent to slaves)")
+    suspect_after: float = Field(3.0, gt=0, description="a slave silent this long is marked suspect")
+    node_dead_after: float = Field(
+        10.0, gt=0, description="a slave silent this long is dead and its jobs are rescheduled"
+    )
+    slave_lease: float = Field(
+        4.0, gt=0, description="a slave that hears no leader this long stops its containers (fencing)"
+    )
+    fence_stop_grace: float = Field(
+        3.0, ge=0, description="the longest SIGTERM grace a fencing slave allows before SIGKILL"
+    )
+    strategy: Strategy = Field(Strategy.BINPACK, description="placement strategy: binpack or spread")
+    snapshot_every: int = Field(10_000, ge=10, description="log entries between snapshots")
+    node_touch_interval: float = Field(5.0, gt=0, description="how often heartbeat times are replicated")
+    watch_max_wait: float = Field(15.0, gt=0, description="longest a slave's watch long-poll is held")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_addresses(value)
+
+    @field_validator("listen", "advertise")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_host_port(value)
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_addresses(cls, value: list[str]) -> list[str]:
+        for peer in value:
+            parse_host_port(peer)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be debug, info, warning or error")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _timeouts_are_safe(self) -> MasterSettings:
+        # A slave must have stopped its containers (lease + grace) before the
+        # leader declares it dead and starts copies elsewhere; the margin
+        # absorbs a heartbeat in flight and scheduling delay.
+        margin = 2 * self.heartbeat_interval
+        needed = self.slave_lease + self.fence_stop_grace + margin
+        if self.node_dead_after < needed:
+            raise ValueError(
+                f"node_dead_after ({self.node_dead_after:g}s) must be at least slave_lease + "
+                f"fence_stop_grace + 2*heartbeat_interval = {needed:g}s, or a job could run on two slaves"
+            )
+        if self.slave_lease <= 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"slave_lease ({self.slave_lease:g}s) must exceed two heartbeat intervals "
+                f"({2 * self.heartbeat_interval:g}s), or healthy slaves would fence themselves"
+            )
+        if self.suspect_after >= self.node_dead_after:
+            raise ValueError("suspect_after must be shorter than node_dead_after")
+        return self
+
+    @property
+    def advertised_address(self) -> str:
+        return self.advertise or self.listen
+
+    @property
+    def quorum(self) -> int:
+        size = self.cluster_size or 1 + len(self.peers)
+        return size // 2 + 1

@@ -1,0 +1,521 @@
+"""The replicated state machine: the nodes table and the jobs table.
+
+Every master applies the same committed operations in the same order and so
+holds the same tables. ``apply`` is deterministic (no clocks, no I/O) and
+never raises for a well-formed operation: a request that cannot be honoured
+(stopping a completed job, an idempotency key reused with another spec)
+becomes an ``Outcome`` with an error code, so replay is always possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from claud.api import (
+    PLACED_STATES,
+    Allocation,
+    AllocationStatus,
+    ContainerState,
+    DesiredState,
+    HostUsage,
+    JobEvent,
+    JobSpec,
+    JobState,
+    JobView,
+    NodeResources,
+    NodeRole,
+    NodeState,
+    NodeView,
+    RestartPolicyName,
+)
+from claud.master import ops
+from claud.master.scheduler import NodeCapacity, PendingJob, cpu_millis, fits
+
+#: Events kept per job; older ones are dropped so a crash-looping service
+#: cannot grow one record without bound.
+MAX_EVENTS_PER_JOB = 100
+#: Restart backoff: first restart after this many seconds, doubling, capped.
+RESTART_BACKOFF_BASE = 0.5
+RESTART_BACKOFF_MAX = 30.0
+
+
+class JobRecord(BaseModel):
+    id: str
+    spec: JobSpec
+    state: JobState
+    node_id: str | None = None
+    alloc_id: str | None = None
+    container_id: str | None = None
+    attempts: int = 0  # placements so far; the alloc id is "<job id>-<attempt>"
+    restarts: int = 0  # restarts charged to the restart policy (lost jobs are not charged)
+    exit_code: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    not_before: datetime | None = None  # restart backoff: not placed before this time
+    pending_reason: str | None = None
+    message: str | None = None
+    stop_reason: str | None = None  # "user" or "drain" while stopping
+    events: list[JobEvent] = Field(default_factory=list)
+
+
+class NodeRecord(BaseModel):
+    id: str
+    address: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    cpu_total: float
+    memory_mb_total: int
+    state: NodeState = NodeState.ALIVE  # alive | suspect | dead (draining is a flag)
+    draining: bool = False
+    registered_at: datetime
+    last_heartbeat: datetime | None = None
+    usage: HostUsage | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one operation meant for the client that proposed it."""
+
+    ok: bool = True
+    value: Any = None
+    code: str = ""  # "not_found", "conflict", ... when not ok
+    message: str = ""
+
+    @classmethod
+    def error(cls, code: str, message: str) -> Outcome:
+        return cls(ok=False, code=code, message=message)
+
+
+@dataclass
+class Change:
+    """A transition, published on the event stream after the entry commits."""
+
+    kind: str  # "job" | "node"
+    id: str
+    state: str
+    at: datetime
+    node_id: str | None = None
+    message: str = ""
+    index: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "id": self.id,
+            "state": self.state,
+            "at": self.at.isoformat(),
+            "node_id": self.node_id,
+            "message": self.message,
+            "index": self.index,
+        }
+
+
+@dataclass
+class StateMachine:
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    applied_index: int = 0
+    # Indexes derived from ``jobs``; rebuilt on restore, never persisted.
+    _pending: dict[str, None] = field(default_factory=dict)
+    _placed_by_node: dict[str, set[str]] = field(default_factory=dict)
+    _by_idempotency_key: dict[str, str] = field(default_factory=dict)
+    #: Log index of the last change to each slave's desired set (the watch version).
+    node_versions: dict[str, int] = field(default_factory=dict)
+    #: Transitions since the last ``drain_changes``.
+    _changes: list[Change] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- apply
+
+    def apply(self, index: int, op: ops.Operation) -> Outcome:
+        if index <= self.applied_index:
+            raise ValueError(f"entry {index} already applied (at {self.applied_index})")
+        self.applied_index = index
+        handler = getattr(self, f"_apply_{op.kind}")
+        return handler(op)
+
+    def _apply_noop(self, op: ops.Noop) -> Outcome:
+        return Outcome()
+
+    def _apply_submit_job(self, op: ops.SubmitJob) -> Outcome:
+        key = op.spec.idempotency_key
+        if key is not None and key in self._by_idempotency_key:
+            existing = self.jobs[self._by_idempotency_key[key]]
+            if existing.spec != op.spec:
+                return Outcome.error(
+                    "conflict",
+                    f"idempotency key {key!r} was already used for job {existing.id} with a different spec",
+                )
+            return Outcome(value=(existing.id, False))
+        if op.job_id in self.jobs:
+            return Outcome.error("conflict", f"job id {op.job_id} already exists")
+        job = JobRecord(
+            id=op.job_id, spec=op.spec, state=JobState.PENDING, created_at=op.at, updated_at=op.at
+        )
+        self.jobs[job.id] = job
+        if key is not None:
+            self._by_idempotency_key[key] = job.id
+        self._pending[job.id] = None
+        self._event(job, op.at, JobState.PENDING, "submitted")
+        return Outcome(value=(job.id, True))
+
+    def _apply_apply_plan(self, op: ops.ApplyPlan) -> Outcome:
+        placed = 0
+        for placement in op.placements:
+            job = self.jobs.get(placement.job_id)
+            node = self.nodes.get(placement.node_id)
+            if job is None or node is None or job.state != JobState.PENDING:
+                continue
+            if job.not_before is not None and job.not_before > op.at:
+                continue
+            # The plan was made on a snapshot; the newest state has the last word.
+            if not fits(self.capacity(node), as_pending(job)):
+                continue
+            self._place(job, node, op.at)
+            placed += 1
+        for job_id, reason in op.unplaced.items():
+            job = self.jobs.get(job_id)
+            if job is not None and job.state == JobState.PENDING and job.pending_reason != reason:
+                job.pending_reason = reason
+                job.updated_at = op.at
+        return Outcome(value=placed)
+
+    def _apply_register_node(self, op: ops.RegisterNode) -> Outcome:
+        node = self.nodes.get(op.node_id)
+        if node is None:
+            node = NodeRecord(
+                id=op.node_id,
+                address=op.address,
+                labels=op.labels,
+                cpu_total=op.cpu_total,
+                memory_mb_total=op.memory_mb_total,
+                registered_at=op.at,
+                last_heartbeat=op.at,
+            )
+            self.nodes[node.id] = node
+            self._node_change(node, op.at, "registered")
+        else:
+            node.address, node.labels = op.address, op.labels
+            node.cpu_total, node.memory_mb_total = op.cpu_total, op.memory_mb_total
+            node.last_heartbeat = op.at
+            if node.state != NodeState.ALIVE:
+                node.state = NodeState.ALIVE
+                self._node_change(node, op.at, "heartbeats resumed")
+        self._bump(node.id)
+        return Outcome()
+
+    def _apply_touch_nodes(self, op: ops.TouchNodes) -> Outcome:
+        for node_id, at in op.heartbeats.items():
+            if node := self.nodes.get(node_id):
+                node.last_heartbeat = at
+        for node_id, usage in op.usage.items():
+            if node := self.nodes.get(node_id):
+                node.usage = usage
+        return Outcome()
+
+    def _apply_set_node_state(self, op: ops.SetNodeState) -> Outcome:
+        node = self.nodes.get(op.node_id)
+        if node is None:
+            return Outcome.error("not_found", f"node {op.node_id} not found")
+        if node.state == op.state:
+            return Outcome()
+        node.state = op.state
+        self._node_change(node, op.at, op.reason)
+        if op.state == NodeState.DEAD:
+            for job_id in sorted(self._placed_by_node.get(node.id, ())):
+                job = self.jobs[job_id]
+                if job.state == JobState.STOPPING:
+                    self._finish(job, op.at, JobState.STOPPED, f"node {node.id} died while stopping")
+                else:
+                    self._event(job, op.at, JobState.LOST, f"node {node.id} is dead: {op.reason}".rstrip(": "))
+                    self._requeue(job, op.at, f"rescheduling after node {node.id} died", charge=False)
+        self._bump(node.id)
+        return Outcome()
+
+    def _apply_set_drain(self, op: ops.SetDrain) -> Outcome:
+        node = self.nodes.get(op.node_id)
+        if node is None:
+            return Outcome.error("not_found", f"node {op.node_id} not found")
+        if node.draining == op.draining:
+            return Outcome()
+        node.draining = op.draining
+        self._node_change(node, op.at, "draining" if op.draining else "drain cancelled")
+        if op.draining:
+            for job_id in sorted(self._placed_by_node.get(node.id, ())):
+                job = self.jobs[job_id]
+                if job.state != JobState.STOPPING:
+                    job.stop_reason = "drain"
+                    self._event(job, op.at, JobState.STOPPING, f"node {node.id} is draining; moving the job")
+        self._bump(node.id)
+        return Outcome()
+
+    def _apply_stop_job(self, op: ops.StopJob) -> Outcome:
+        job = self.jobs.get(op.job_id)
+        if job is None:
+            return Outcome.error("not_found", f"job {op.job_id} not found")
+        if job.state in (JobState.COMPLETED, JobState.FAILED):
+            return Outcome.error("conflict", f"job {job.id} already {job.state.value}; nothing to stop")
+        if job.state == JobState.STOPPED:
+            return Outcome(value=job.id)
+        if job.state == JobState.STOPPING:
+            job.stop_reason = "user"  # a user stop wins over a drain: do not reschedule
+            return Outcome(value=job.id)
+        if job.state == JobState.PENDING:
+            self._pending.pop(job.id, None)
+            self._finish(job, op.at, JobState.STOPPED, "stopped by user before it was placed")
+            return Outcome(value=job.id)
+        job.stop_reason = "user"
+        self._event(job, op.at, JobState.STOPPING, "stop requested")
+        if job.node_id:
+            self._bump(job.node_id)
+        return Outcome(value=job.id)
+
+    def _apply_report_allocations(self, op: ops.ReportAllocations) -> Outcome:
+        for status in op.statuses:
+            job = self.jobs.get(status.job_id)
+            if job is None or job.alloc_id != status.alloc_id or job.node_id != op.node_id:
+                continue  # a report about an older attempt, or from a slave the job left
+            self._observe(job, status, op.at)
+        return Outcome()
+
+    # ------------------------------------------------------ job transitions
+
+    def _observe(self, job: JobRecord, status: AllocationStatus, at: datetime) -> None:
+        if job.state not in PLACED_STATES:
+            return
+        if status.container_id:
+            job.container_id = status.container_id
+        match status.state:
+            case ContainerState.STARTING:
+                if job.state == JobState.SCHEDULED:
+                    self._event(job, at, JobState.STARTING, "container starting", node_id=job.node_id)
+            case ContainerState.RUNNING:
+                if job.state in (JobState.SCHEDULED, JobState.STARTING):
+                    self._event(job, at, JobState.RUNNING, f"container {short(status.container_id)} running")
+            case ContainerState.EXITED | ContainerState.FAILED | ContainerState.MISSING:
+                self._ended(job, status, at)
+
+    def _ended(self, job: JobRecord, status: AllocationStatus, at: datetime) -> None:
+        job.exit_code = status.exit_code
+        if status.state == ContainerState.EXITED:
+            what = f"exited with code {status.exit_code}"
+        elif status.state == ContainerState.FAILED:
+            what = f"could not start: {status.message or 'unknown error'}"
+        else:
+            what = status.message or "container disappeared"
+        if job.state == JobState.STOPPING:
+            if job.stop_reason == "drain":
+                self._requeue(job, at, f"{what}; moved off draining node {job.node_id}", charge=False)
+            else:
+                self._finish(job, at, JobState.STOPPED, what)
+            return
+        succeeded = status.state == ContainerState.EXITED and status.exit_code == 0
+        policy = job.spec.restart.policy
+        restart = policy == RestartPolicyName.ALWAYS or (
+            policy == RestartPolicyName.ON_FAILURE and not succeeded and job.restarts < job.spec.restart.max_retries
+        )
+        if restart:
+            self._requeue(job, at, f"{what}; restarting", charge=True)
+        elif succeeded:
+            self._finish(job, at, JobState.COMPLETED, what)
+        else:
+            self._finish(job, at, JobState.FAILED, what)
+
+    def _place(self, job: JobRecord, node: NodeRecord, at: datetime) -> None:
+        self._pending.pop(job.id, None)
+        job.attempts += 1
+        job.node_id = node.id
+        job.alloc_id = f"{job.id}-{job.attempts}"
+        job.container_id = None
+        job.exit_code = None
+        job.pending_reason = None
+        job.not_before = None
+        job.stop_reason = None
+        self._placed_by_node.setdefault(node.id, set()).add(job.id)
+        self._event(job, at, JobState.SCHEDULED, f"placed on {node.id} (attempt {job.attempts})", node_id=node.id)
+        self._bump(node.id)
+
+    def _unplace(self, job: JobRecord) -> None:
+        if job.node_id is not None:
+            self._placed_by_node.get(job.node_id, set()).discard(job.id)
+            self._bump(job.node_id)
+
+    def _finish(self, job: JobRecord, at: datetime, state: JobState, message: str) -> None:
+        self._unplace(job)
+        self._pending.pop(job.id, None)
+        job.stop_reason = None
+        self._event(job, at, state, message)
+
+    def _requeue(self, job: JobRecord, at: datetime, message: str, *, charge: bool) -> None:
+        """Back to pending for another attempt; ``charge`` counts it against the restart policy."""
+        self._unplace(job)
+        if charge:
+            job.restarts += 1
+            delay = min(RESTART_BACKOFF_BASE * 2 ** (job.restarts - 1), RESTART_BACKOFF_MAX)
+            job.not_before = at + timedelta(seconds=delay)
+            message = f"{message} in {delay:g}s (restart {job.restarts})"
+        job.node_id = None
+        job.stop_reason = None
+        self._pending[job.id] = None
+        self._event(job, at, JobState.PENDING, message)
+
+    def _event(self, job: JobRecord, at: datetime, state: JobState, message: str, node_id: str | None = None) -> None:
+        job.state = state
+        job.updated_at = at
+        job.message = message
+        job.events.append(
+            JobEvent(at=at, state=state, message=message, node_id=node_id or job.node_id, attempt=job.attempts)
+        )
+        if len(job.events) > MAX_EVENTS_PER_JOB:
+            del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
+        self._changes.append(Change("job", job.id, state.value, at, job.node_id, message, self.applied_index))
+
+    def _node_change(self, node: NodeRecord, at: datetime, message: str) -> None:
+        state = NodeState.DRAINING if node.draining and node.state == NodeState.ALIVE else node.state
+        self._changes.append(Change("node", node.id, state.value, at, node.id, message, self.applied_index))
+
+    def _bump(self, node_id: str) -> None:
+        self.node_versions[node_id] = self.applied_index
+
+    # ---------------------------------------------------------------- reads
+
+    def drain_changes(self) -> list[Change]:
+        changes, self._changes = self._changes, []
+        return changes
+
+    def pending_jobs(self) -> list[JobRecord]:
+        return [self.jobs[job_id] for job_id in self._pending]
+
+    def placed_jobs(self, node_id: str) -> list[JobRecord]:
+        return [self.jobs[j] for j in sorted(self._placed_by_node.get(node_id, ()))]
+
+    def capacity(self, node: NodeRecord) -> NodeCapacity:
+        placed = [self.jobs[j].spec.resources for j in self._placed_by_node.get(node.id, ())]
+        return NodeCapacity(
+            id=node.id,
+            labels=node.labels,
+            cpu_total=node.cpu_total,
+            memory_mb_total=node.memory_mb_total,
+            cpu_reserved=sum(cpu_millis(r.cpu) for r in placed) / 1000,
+            memory_mb_reserved=sum(r.memory_mb for r in placed),
+            schedulable=node.state == NodeState.ALIVE and not node.draining,
+        )
+
+    def scheduling_snapshot(self, now: datetime) -> tuple[list[NodeCapacity], list[PendingJob]]:
+        """What the scheduler needs, as immutable values: jobs in backoff are left out."""
+        nodes = [self.capacity(n) for n in self.nodes.values()]
+        jobs = [as_pending(j) for j in self.pending_jobs() if j.not_before is None or j.not_before <= now]
+        return nodes, jobs
+
+    def next_backoff_expiry(self) -> datetime | None:
+        times = [j.not_before for j in self.pending_jobs() if j.not_before is not None]
+        return min(times) if times else None
+
+    def desired_allocations(self, node_id: str) -> list[Allocation]:
+        return [
+            Allocation(
+                alloc_id=job.alloc_id or "",
+                job_id=job.id,
+                attempt=job.attempts,
+                desired=DesiredState.STOP if job.state == JobState.STOPPING else DesiredState.RUN,
+                image=job.spec.image,
+                command=job.spec.command,
+                env=job.spec.env,
+                resources=job.spec.resources,
+                stop_timeout=job.spec.stop_timeout,
+            )
+            for job in self.placed_jobs(node_id)
+        ]
+
+    def relevant_statuses(self, node_id: str, statuses: Iterable[AllocationStatus]) -> list[AllocationStatus]:
+        """The reports that would change the tables; the rest need no log entry."""
+        relevant = []
+        for status in statuses:
+            job = self.jobs.get(status.job_id)
+            if job is None or job.alloc_id != status.alloc_id or job.node_id != node_id:
+                continue
+            if job.state not in PLACED_STATES:
+                continue
+            if status.state in (ContainerState.EXITED, ContainerState.FAILED, ContainerState.MISSING):
+                relevant.append(status)
+            elif status.state == ContainerState.RUNNING and job.state in (JobState.SCHEDULED, JobState.STARTING):
+                relevant.append(status)
+            elif status.state == ContainerState.STARTING and job.state == JobState.SCHEDULED:
+                relevant.append(status)
+        return relevant
+
+    def job_view(self, job: JobRecord, with_events: bool = True) -> JobView:
+        return JobView(
+            **job.spec.model_dump(),
+            id=job.id,
+            state=job.state,
+            node_id=job.node_id,
+            alloc_id=job.alloc_id,
+            container_id=job.container_id,
+            attempts=job.attempts,
+            exit_code=job.exit_code,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            pending_reason=job.pending_reason,
+            message=job.message,
+            events=list(job.events) if with_events else None,
+        )
+
+    def node_view(self, node: NodeRecord) -> NodeView:
+        cap = self.capacity(node)
+        state = NodeState.DRAINING if node.draining and node.state == NodeState.ALIVE else node.state
+        return NodeView(
+            id=node.id,
+            role=NodeRole.SLAVE,
+            address=node.address,
+            state=state,
+            labels=node.labels,
+            resources=NodeResources(
+                cpu_total=node.cpu_total,
+                cpu_free=round(node.cpu_total - cap.cpu_reserved, 3),
+                memory_mb_total=node.memory_mb_total,
+                memory_mb_free=node.memory_mb_total - cap.memory_mb_reserved,
+            ),
+            usage=node.usage,
+            allocations=len(self._placed_by_node.get(node.id, ())),
+            last_heartbeat=node.last_heartbeat,
+        )
+
+    # ------------------------------------------------------------ snapshots
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "applied_index": self.applied_index,
+            "jobs": [j.model_dump(mode="json") for j in self.jobs.values()],
+            "nodes": [n.model_dump(mode="json") for n in self.nodes.values()],
+            "pending": list(self._pending),
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> StateMachine:
+        sm = cls(applied_index=data["applied_index"])
+        for raw in data["nodes"]:
+            node = NodeRecord.model_validate(raw)
+            sm.nodes[node.id] = node
+            sm.node_versions[node.id] = sm.applied_index
+        jobs = [JobRecord.model_validate(raw) for raw in data["jobs"]]
+        for job in jobs:
+            sm.jobs[job.id] = job
+            if job.spec.idempotency_key is not None:
+                sm._by_idempotency_key[job.spec.idempotency_key] = job.id
+            if job.state in PLACED_STATES and job.node_id is not None:
+                sm._placed_by_node.setdefault(job.node_id, set()).add(job.id)
+        sm._pending = dict.fromkeys(data["pending"])
+        return sm
+
+
+def as_pending(job: JobRecord) -> PendingJob:
+    resources = job.spec.resources
+    return PendingJob(job.id, resources.cpu, resources.memory_mb, job.spec.constraints.labels)
+
+
+def short(container_id: str | None) -> str:
+    return (container_id or "?")[:12]
