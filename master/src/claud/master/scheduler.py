@@ -325,7 +325,10 @@ def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:
             f"{most_mem.node.id} with {most_mem.mem_free} MiB"
         )
     if not cpu_ok:
-        return f"no slave{where} with {cpu} free cpu; best: {most_cpu.node.id} with {_fmt_cpu(most_cpu.cpu_free)}"
+        return (
+            f"no slave{where} with {cpu} free cpu; "
+            f"best: {most_cpu.node.id} with {_fmt_cpu(most_cpu.cpu_free)}"
+        )
     if not mem_ok:
         return f"no slave{where} with {mem} free memory; best: {most_mem.node.id} with {most_mem.mem_free}"
     # Each resource is free somewhere, just never both on the same slave.

@@ -40,6 +40,7 @@ class StandaloneLog:
         self._queue: list[tuple[ops.Operation, asyncio.Future[Outcome]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.term = 1
         self.commit_index = state.applied_index
         self._snapshot_index = 0
@@ -63,12 +64,15 @@ class StandaloneLog:
         self._task = asyncio.create_task(self._run(), name="standalone-log")
 
     async def stop(self) -> None:
+        """Finish the write (and snapshot) in flight, then refuse what is still queued.
+
+        Cancelling mid-write would leave a worker thread writing to a store
+        the caller is about to close.
+        """
+        self._stopping = True
+        self._wakeup.set()
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         for _, fut in self._queue:
             if not fut.done():
                 fut.set_exception(RuntimeError("master is shutting down"))
@@ -80,10 +84,10 @@ class StandaloneLog:
         return await fut
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
+            while self._queue and not self._stopping:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await self._commit(batch)
 

@@ -299,6 +299,9 @@ class StateMachine:
                 self._ended(job, status, at)
 
     def _ended(self, job: JobRecord, status: AllocationStatus, at: datetime) -> None:
+        if status.state == ContainerState.EXITED and job.state in (JobState.SCHEDULED, JobState.STARTING):
+            # It ran and ended between two reports: the history still says it ran.
+            self._event(job, at, JobState.RUNNING, f"container {short(status.container_id)} ran")
         job.exit_code = status.exit_code
         if status.state == ContainerState.EXITED:
             what = f"exited with code {status.exit_code}"

@@ -1,0 +1,40 @@
+# CLAUD — the two set-up commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv image test unit integration demo down bench clean
+
+$(STAMP): pyproject.toml client/pyproject.toml master/pyproject.toml slave/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e client -e master -e slave -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+image:
+	bash deploy/build-busybox-image.sh
+
+test: venv image
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: venv image
+	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
+
+demo: venv image
+	bash deploy/demo.sh up
+
+down:
+	bash deploy/demo.sh down
+
+bench: venv image
+	$(BIN)/python bench/latency.py
+
+clean: down
+	rm -rf $(VENV) .build .demo

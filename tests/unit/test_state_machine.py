@@ -1,0 +1,329 @@
+"""The replicated state machine: job lifecycle rules, and properties that must
+hold for any sequence of operations (indexes consistent, never over-committed,
+snapshot + replay identical to straight replay)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from claud.api import AllocationStatus, ContainerState, DesiredState, JobSpec, JobState, NodeState
+from claud.master import ops
+from claud.master.scheduler import cpu_millis, schedule
+from claud.master.state import StateMachine
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Driver:
+    """Applies operations with increasing indexes and a clock that only moves when told."""
+
+    def __init__(self) -> None:
+        self.sm = StateMachine()
+        self.log: list[ops.Operation] = []
+        self.now = T0
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def apply(self, op: ops.Operation):
+        self.log.append(op)
+        return self.sm.apply(len(self.log), op)
+
+    def node(self, node_id: str, cpu: float = 2.0, memory: int = 1024, labels: dict | None = None) -> None:
+        self.apply(
+            ops.RegisterNode(
+                at=self.now, node_id=node_id, address=f"{node_id}:1", labels=labels or {}, cpu_total=cpu,
+                memory_mb_total=memory,
+            )
+        )
+
+    def submit(self, job_id: str, **spec) -> str:
+        spec.setdefault("name", job_id)
+        spec.setdefault("image", "claud/busybox")
+        outcome = self.apply(ops.SubmitJob(at=self.now, job_id=job_id, spec=JobSpec(**spec)))
+        assert outcome.ok, outcome
+        return outcome.value[0]
+
+    def schedule(self) -> None:
+        nodes, jobs = self.sm.scheduling_snapshot(self.now)
+        plan = schedule(nodes, jobs)
+        self.apply(
+            ops.ApplyPlan(
+                at=self.now,
+                placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+                unplaced=dict(plan.unplaced),
+            )
+        )
+
+    def report(self, job_id: str, state: ContainerState, exit_code: int | None = None, message: str | None = None):
+        job = self.sm.jobs[job_id]
+        status = AllocationStatus(
+            alloc_id=job.alloc_id, job_id=job_id, state=state, container_id="c" * 64, exit_code=exit_code,
+            message=message,
+        )
+        self.apply(ops.ReportAllocations(at=self.now, node_id=job.node_id, statuses=[status]))
+
+    def state(self, job_id: str) -> JobState:
+        return self.sm.jobs[job_id].state
+
+
+@pytest.fixture
+def d() -> Driver:
+    return Driver()
+
+
+def test_batch_job_runs_to_completion_with_an_event_per_transition(d: Driver) -> None:
+    d.node("s1")
+    d.submit("j1", command=["true"])
+    d.schedule()
+    assert d.state("j1") == JobState.SCHEDULED
+    job = d.sm.jobs["j1"]
+    assert (job.node_id, job.alloc_id, job.attempts) == ("s1", "j1-1", 1)
+    assert [a.alloc_id for a in d.sm.desired_allocations("s1")] == ["j1-1"]
+    d.report("j1", ContainerState.STARTING)
+    d.report("j1", ContainerState.RUNNING)
+    d.report("j1", ContainerState.EXITED, exit_code=0)
+    assert d.state("j1") == JobState.COMPLETED
+    assert job.exit_code == 0
+    assert [e.state for e in job.events] == ["pending", "scheduled", "starting", "running", "completed"]
+    assert d.sm.desired_allocations("s1") == []
+    assert d.sm.capacity(d.sm.nodes["s1"]).cpu_reserved == 0
+
+
+def test_failed_start_and_nonzero_exit_are_failures(d: Driver) -> None:
+    d.node("s1")
+    d.submit("j1")
+    d.submit("j2")
+    d.schedule()
+    d.report("j1", ContainerState.FAILED, message="image 'nosuch' not found")
+    d.report("j2", ContainerState.RUNNING)
+    d.report("j2", ContainerState.EXITED, exit_code=3)
+    assert d.state("j1") == JobState.FAILED and "nosuch" in d.sm.jobs["j1"].message
+    assert d.state("j2") == JobState.FAILED and d.sm.jobs["j2"].exit_code == 3
+
+
+def test_on_failure_restarts_up_to_max_retries_with_backoff(d: Driver) -> None:
+    d.node("s1")
+    d.submit("j1", restart={"policy": "on-failure", "max_retries": 2})
+    for attempt in (1, 2, 3):
+        d.schedule()
+        assert d.state("j1") == JobState.SCHEDULED, attempt
+        assert d.sm.jobs["j1"].alloc_id == f"j1-{attempt}"
+        d.report("j1", ContainerState.EXITED, exit_code=1)
+        if attempt < 3:
+            assert d.state("j1") == JobState.PENDING
+            d.schedule()  # still in backoff: not placed yet
+            assert d.state("j1") == JobState.PENDING
+            d.tick(60)
+    assert d.state("j1") == JobState.FAILED
+    assert d.sm.jobs["j1"].attempts == 3
+
+
+def test_on_failure_does_not_restart_a_success_and_always_does(d: Driver) -> None:
+    d.node("s1")
+    d.submit("ok", restart={"policy": "on-failure", "max_retries": 5})
+    d.submit("svc", type="service", restart={"policy": "always"})
+    d.schedule()
+    d.report("ok", ContainerState.EXITED, exit_code=0)
+    d.report("svc", ContainerState.EXITED, exit_code=0)
+    assert d.state("ok") == JobState.COMPLETED
+    assert d.state("svc") == JobState.PENDING
+
+
+def test_stale_reports_from_an_older_attempt_are_ignored(d: Driver) -> None:
+    d.node("s1")
+    d.submit("j1", restart={"policy": "always"})
+    d.schedule()
+    old_alloc = d.sm.jobs["j1"].alloc_id
+    d.report("j1", ContainerState.EXITED, exit_code=1)
+    d.tick(60)
+    d.schedule()
+    late = AllocationStatus(alloc_id=old_alloc, job_id="j1", state=ContainerState.EXITED, exit_code=9)
+    assert d.sm.relevant_statuses("s1", [late]) == []
+    d.apply(ops.ReportAllocations(at=d.now, node_id="s1", statuses=[late]))
+    assert d.state("j1") == JobState.SCHEDULED
+
+
+def test_stop_pending_is_immediate_and_running_goes_through_stopping(d: Driver) -> None:
+    d.submit("waiting")
+    assert d.apply(ops.StopJob(at=d.now, job_id="waiting")).ok
+    assert d.state("waiting") == JobState.STOPPED
+    d.node("s1")
+    d.submit("j1")
+    d.schedule()
+    d.report("j1", ContainerState.RUNNING)
+    d.apply(ops.StopJob(at=d.now, job_id="j1"))
+    assert d.state("j1") == JobState.STOPPING
+    assert d.sm.desired_allocations("s1")[0].desired == DesiredState.STOP
+    d.report("j1", ContainerState.EXITED, exit_code=137)
+    assert d.state("j1") == JobState.STOPPED
+    again = d.apply(ops.StopJob(at=d.now, job_id="j1"))
+    assert again.ok  # stopping a stopped job is idempotent
+
+
+def test_stop_of_finished_or_unknown_job_is_an_error(d: Driver) -> None:
+    d.node("s1")
+    d.submit("j1")
+    d.schedule()
+    d.report("j1", ContainerState.EXITED, exit_code=0)
+    assert d.apply(ops.StopJob(at=d.now, job_id="j1")).code == "conflict"
+    assert d.apply(ops.StopJob(at=d.now, job_id="nope")).code == "not_found"
+
+
+def test_idempotency_key_returns_the_same_job_and_refuses_another_spec(d: Driver) -> None:
+    first = d.apply(ops.SubmitJob(at=d.now, job_id="a", spec=JobSpec(name="x", image="i", idempotency_key="k")))
+    again = d.apply(ops.SubmitJob(at=d.now, job_id="b", spec=JobSpec(name="x", image="i", idempotency_key="k")))
+    other = d.apply(ops.SubmitJob(at=d.now, job_id="c", spec=JobSpec(name="y", image="i", idempotency_key="k")))
+    assert first.value == ("a", True)
+    assert again.value == ("a", False)
+    assert other.code == "conflict"
+    assert set(d.sm.jobs) == {"a"}
+
+
+def test_plan_is_rechecked_against_the_newest_state(d: Driver) -> None:
+    d.node("s1", cpu=1.0)
+    d.submit("a", resources={"cpu": 0.75, "memory_mb": 64})
+    d.submit("b", resources={"cpu": 0.75, "memory_mb": 64})
+    # A stale plan that puts both on s1 would over-commit it: apply refuses the second.
+    d.apply(ops.ApplyPlan(at=d.now, placements=[ops.Placement(job_id="a", node_id="s1"), ops.Placement(job_id="b", node_id="s1")]))
+    assert d.state("a") == JobState.SCHEDULED
+    assert d.state("b") == JobState.PENDING
+
+
+def test_dead_node_loses_its_jobs_which_go_back_to_pending(d: Driver) -> None:
+    d.node("s1")
+    d.submit("run")
+    d.submit("halt")
+    d.schedule()
+    d.report("run", ContainerState.RUNNING)
+    d.apply(ops.StopJob(at=d.now, job_id="halt"))
+    d.apply(ops.SetNodeState(at=d.now, node_id="s1", state=NodeState.DEAD, reason="no heartbeat for 10.0s"))
+    assert d.state("run") == JobState.PENDING
+    assert JobState.LOST in [e.state for e in d.sm.jobs["run"].events]
+    assert d.state("halt") == JobState.STOPPED
+    d.node("s2")
+    d.schedule()
+    assert d.sm.jobs["run"].node_id == "s2" and d.sm.jobs["run"].attempts == 2
+    # The dead slave comes back: alive, with nothing to run.
+    d.node("s1")
+    assert d.sm.nodes["s1"].state == NodeState.ALIVE
+    assert d.sm.desired_allocations("s1") == []
+
+
+def test_drain_moves_jobs_off_and_places_none_there(d: Driver) -> None:
+    d.node("s1")
+    d.submit("j1")
+    d.schedule()
+    d.report("j1", ContainerState.RUNNING)
+    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=True))
+    assert d.state("j1") == JobState.STOPPING
+    d.report("j1", ContainerState.EXITED, exit_code=143)
+    assert d.state("j1") == JobState.PENDING
+    d.schedule()
+    assert d.state("j1") == JobState.PENDING and "no" in (d.sm.jobs["j1"].pending_reason or "")
+    d.node("s2")
+    d.schedule()
+    assert d.sm.jobs["j1"].node_id == "s2"
+
+
+def test_unplaceable_job_stays_pending_with_a_reason(d: Driver) -> None:
+    d.node("s1", cpu=2.0)
+    d.submit("big", resources={"cpu": 64, "memory_mb": 64})
+    d.schedule()
+    assert d.state("big") == JobState.PENDING
+    assert "64" in d.sm.jobs["big"].pending_reason
+
+
+# ------------------------------------------------------------------ properties
+
+NODE_IDS = ["s1", "s2", "s3"]
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("node"), st.sampled_from(NODE_IDS)),
+        st.tuples(st.just("submit"), st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.5]), st.sampled_from(["never", "on-failure", "always"])),
+        st.tuples(st.just("schedule")),
+        st.tuples(st.just("report"), st.integers(0, 30), st.sampled_from(list(ContainerState)), st.sampled_from([0, 1])),
+        st.tuples(st.just("stop"), st.integers(0, 30)),
+        st.tuples(st.just("dead"), st.sampled_from(NODE_IDS)),
+        st.tuples(st.just("drain"), st.sampled_from(NODE_IDS), st.booleans()),
+        st.tuples(st.just("tick")),
+    ),
+    max_size=60,
+)
+
+
+def run_actions(d: Driver, steps) -> None:
+    submitted: list[str] = []
+    for step in steps:
+        match step:
+            case ("node", node_id):
+                d.node(node_id, cpu=2.0, memory=512)
+            case ("submit", cpu, policy):
+                job_id = f"j{len(submitted)}"
+                d.submit(job_id, resources={"cpu": cpu, "memory_mb": 64}, restart={"policy": policy, "max_retries": 2})
+                submitted.append(job_id)
+            case ("schedule",):
+                d.schedule()
+            case ("report", n, state, code):
+                if submitted:
+                    job = d.sm.jobs[submitted[n % len(submitted)]]
+                    if job.alloc_id and job.node_id:
+                        d.report(job.id, state, exit_code=code if state == ContainerState.EXITED else None)
+            case ("stop", n):
+                if submitted:
+                    d.apply(ops.StopJob(at=d.now, job_id=submitted[n % len(submitted)]))
+            case ("dead", node_id):
+                if node_id in d.sm.nodes:
+                    d.apply(ops.SetNodeState(at=d.now, node_id=node_id, state=NodeState.DEAD))
+            case ("drain", node_id, on):
+                if node_id in d.sm.nodes:
+                    d.apply(ops.SetDrain(at=d.now, node_id=node_id, draining=on))
+            case ("tick",):
+                d.tick(40)
+
+
+def check_invariants(sm: StateMachine) -> None:
+    placed = {(job.node_id, job.id) for job in sm.jobs.values() if job.state in (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)}
+    indexed = {(node_id, job_id) for node_id in sm.nodes for job_id in sm._placed_by_node.get(node_id, ())}
+    assert placed == indexed
+    assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
+    for node in sm.nodes.values():
+        cap = sm.capacity(node)
+        assert cpu_millis(cap.cpu_reserved) <= cpu_millis(node.cpu_total)
+        assert cap.memory_mb_reserved <= node.memory_mb_total
+        if node.state == NodeState.DEAD:
+            assert not sm._placed_by_node.get(node.id)
+    for job in sm.jobs.values():
+        assert job.state != JobState.LOST  # lost is a transition, never a resting state
+        assert job.restarts <= max(job.spec.restart.max_retries, job.restarts if job.spec.restart.policy == "always" else 0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions)
+def test_any_operation_sequence_keeps_the_tables_consistent(steps) -> None:
+    d = Driver()
+    run_actions(d, steps)
+    check_invariants(d.sm)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions, st.integers(0, 60))
+def test_snapshot_then_replay_equals_straight_replay(steps, cut) -> None:
+    d = Driver()
+    run_actions(d, steps)
+    cut = min(cut, len(d.log))
+    straight = StateMachine()
+    for i, op in enumerate(d.log, 1):
+        straight.apply(i, ops.decode(ops.encode(op)))
+    partial = StateMachine()
+    for i, op in enumerate(d.log[:cut], 1):
+        partial.apply(i, op)
+    restored = StateMachine.from_snapshot(partial.to_snapshot())
+    for i, op in enumerate(d.log[cut:], cut + 1):
+        restored.apply(i, op)
+    assert restored.to_snapshot() == straight.to_snapshot() == d.sm.to_snapshot()
+    check_invariants(restored)
