@@ -73,7 +73,7 @@ PLACED_STATES = frozenset(
 class Resources(StrictModel):
     """What a job reserves on its slave; the scheduler never over-commits it."""
 
-    cpu: float = Field(0.1, gt=0, le=512, description="CPU cores (fractions allowed)")
+    cpu: float = Field(0.1, ge=0.001, le=512, description="CPU cores; fractions down to a milli-core")
     memory_mb: int = Field(64, ge=6, le=4 * 1024 * 1024, description="memory limit in MiB")
 
 

@@ -1,0 +1,144 @@
+"""Submit -> running latency on a real one-master, one-slave cluster.
+
+Prints p50/p99 for single jobs on an idle cluster and for a burst of
+concurrent jobs, beside the time the Docker SDK alone takes to start the same
+number of containers in parallel (the floor any orchestrator sits on).
+
+    .venv/bin/python bench/latency.py [--singles 20] [--burst 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.cluster import Cluster  # noqa: E402
+from support.docker_engine import remove_containers  # noqa: E402
+
+IMAGE = "claud/busybox:latest"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class RunningWatcher:
+    """Records when the event stream announces each job as running."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.running: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, args=(url, token), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, token: str) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.stream("GET", f"{url}/v1/events", headers=headers, timeout=None) as resp:
+            for line in resp.iter_lines():
+                if self._stop:
+                    return
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["type"] == "job" and event["state"] == "running":
+                        with self._cond:
+                            self.running.setdefault(event["id"], time.perf_counter())
+                            self._cond.notify_all()
+
+    def wait(self, job_ids: list[str], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(j in self.running for j in job_ids):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{sum(j not in self.running for j in job_ids)} jobs never ran")
+                self._cond.wait(remaining)
+
+
+def bare_sdk_parallel_start(count: int) -> float:
+    """Seconds for the Docker SDK alone to create and start ``count`` containers in parallel."""
+    label = f"claud.bench={uuid.uuid4().hex[:8]}"
+    local = threading.local()
+
+    def start_one(i: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = docker.from_env()
+        local.client.containers.run(
+            IMAGE, ["sleep", "30"], detach=True, labels={"claud.bench": label.split("=")[1]},
+            nano_cpus=10_000_000, mem_limit="16m",
+        )
+
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(start_one, range(count)))
+        return time.perf_counter() - started
+    finally:
+        remove_containers(label)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--singles", type=int, default=20, help="single-job rounds on an idle cluster")
+    parser.add_argument("--burst", type=int, default=50, help="jobs submitted at once")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(Path(tmp))
+        try:
+            cluster.start_master(1)
+            cluster.start_slave("s1")
+            watcher = RunningWatcher(cluster.master.url, cluster.master.token)
+            time.sleep(0.5)  # let the event stream connect before the first submit
+            spec = {"image": IMAGE, "command": ["sleep", "30"], "resources": {"cpu": 0.01, "memory_mb": 16}, "stop_timeout": 0}
+
+            singles = []
+            for i in range(args.singles):
+                t0 = time.perf_counter()
+                job = cluster.submit(name=f"single{i}", **spec)
+                watcher.wait([job["id"]])
+                singles.append(watcher.running[job["id"]] - t0)
+                cluster.http.delete(f"/v1/jobs/{job['id']}")
+
+            submitted: dict[str, float] = {}
+
+            def submit(i: int) -> None:
+                t0 = time.perf_counter()
+                job = cluster.submit(name=f"burst{i}", **spec)
+                submitted[job["id"]] = t0
+
+            burst_start = time.perf_counter()
+            with ThreadPoolExecutor(args.burst) as pool:
+                list(pool.map(submit, range(args.burst)))
+            watcher.wait(list(submitted))
+            burst_all = max(watcher.running[j] for j in submitted) - burst_start
+            burst = [watcher.running[j] - t0 for j, t0 in submitted.items()]
+            for job_id in submitted:
+                cluster.http.delete(f"/v1/jobs/{job_id}")
+        finally:
+            cluster.close()
+
+    bare = bare_sdk_parallel_start(args.burst)
+    print(f"single job, idle cluster ({args.singles} rounds): submit->running "
+          f"p50 {statistics.median(singles) * 1000:.0f} ms, p99 {percentile(singles, 0.99) * 1000:.0f} ms")
+    print(f"{args.burst} concurrent jobs: submit->running p50 {statistics.median(burst) * 1000:.0f} ms, "
+          f"p99 {percentile(burst, 0.99) * 1000:.0f} ms, all running after {burst_all:.2f} s")
+    print(f"bare Docker SDK, {args.burst} containers in parallel: {bare:.2f} s "
+          f"-> CLAUD/bare = {burst_all / bare:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
