@@ -1,0 +1,222 @@
+"""The asyncio client: :class:`~claud.client.Client`'s twin, method for method.
+
+Request building, answer parsing and failover bookkeeping are shared
+(:mod:`claud.client._wire`, :mod:`claud.client._masters`); only sending and
+sleeping differ, so read :class:`~claud.client.Client` for the behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from claud.api.jobs import JobList, JobSpec, JobState, JobView
+from claud.api.nodes import ClusterView, NodeList, NodeView
+from claud.client import _wire as wire
+from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
+from claud.client._events import Event, EventDecoder
+from claud.client._masters import Failover, MasterRing, parse_masters
+from claud.client.errors import ClaudError, WaitTimeout
+
+
+class AsyncClient:
+    """A connection to a CLAUD cluster for asyncio code.
+
+    ::
+
+        async with AsyncClient() as claud:
+            job = await claud.submit(spec)
+            async for line in claud.logs(job.id, follow=True):
+                print(line, end="")
+
+    Same arguments, defaults and failover as :class:`~claud.client.Client`;
+    ``transport`` is an ``httpx.AsyncBaseTransport``.
+    """
+
+    def __init__(
+        self,
+        masters: str | Sequence[str] | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._ring = MasterRing(parse_masters(masters))
+        self._failover_timeout = failover_timeout
+        if token is None:
+            token = os.environ.get("CLAUD_TOKEN")
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            headers=wire.auth_headers(token),
+            follow_redirects=False,
+        )
+        self._stream_timeout = wire.streaming_timeout(self._http.timeout)
+
+    @property
+    def masters(self) -> tuple[str, ...]:
+        """The masters' base URLs, in the order given."""
+        return self._ring.urls
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(masters={list(self.masters)!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+    # --- jobs ---------------------------------------------------------------
+
+    async def submit(
+        self, spec: JobSpec | Mapping[str, Any], idempotency_key: str | None = None
+    ) -> JobView:
+        """See :meth:`Client.submit`: one idempotency key for every retry of this call."""
+        return wire.parse(JobView, await self._send(wire.submit(spec, idempotency_key)))
+
+    async def jobs(self, state: JobState | str | None = None) -> list[JobView]:
+        return wire.parse(JobList, await self._send(wire.list_jobs(state))).jobs
+
+    async def job(self, job_id: str) -> JobView:
+        return wire.parse(JobView, await self._send(wire.get_job(job_id)))
+
+    async def stop(self, job_id: str) -> JobView:
+        return wire.parse(JobView, await self._send(wire.stop_job(job_id)))
+
+    async def logs(
+        self, job_id: str, follow: bool = False, tail: int | None = None
+    ) -> AsyncGenerator[str, None]:
+        """See :meth:`Client.logs`; to stop early, wrap it in ``contextlib.aclosing``."""
+        buffer = wire.LineBuffer()
+        call = wire.job_logs(job_id, follow, tail)
+        async with aclosing(self._stream(call, lines=False)) as chunks:
+            async for chunk in chunks:
+                for line in buffer.feed(chunk):
+                    yield line
+        for line in buffer.flush():
+            yield line
+
+    async def watch(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> AsyncGenerator[JobView, None]:
+        """See :meth:`Client.watch`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: JobView | None = None
+        while True:
+            view = await self.job(job_id)
+            if wire.job_changed(last, view):
+                yield view
+            last = view
+            if view.state.terminal:
+                return
+            pause = poll_interval
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(
+                        f"job {job_id} is still {view.state.value} after {timeout:g}s", job=view
+                    )
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> JobView:
+        async with aclosing(self.watch(job_id, timeout, poll_interval)) as views:
+            async for view in views:
+                if view.state.terminal:
+                    return view
+        raise AssertionError("watch() ends only after yielding a terminal state")
+
+    # --- nodes and cluster ----------------------------------------------------
+
+    async def nodes(self) -> list[NodeView]:
+        return wire.parse(NodeList, await self._send(wire.list_nodes())).nodes
+
+    async def drain(self, node_id: str) -> NodeView:
+        return wire.parse(NodeView, await self._send(wire.drain(node_id)))
+
+    async def undrain(self, node_id: str) -> NodeView:
+        return wire.parse(NodeView, await self._send(wire.undrain(node_id)))
+
+    async def cluster(self) -> ClusterView:
+        return wire.parse(ClusterView, await self._send(wire.cluster()))
+
+    async def events(self) -> AsyncGenerator[Event, None]:
+        decoder = EventDecoder()
+        async with aclosing(self._stream(wire.events(), lines=True)) as lines:
+            async for line in lines:
+                if (event := decoder.feed(line)) is not None:
+                    yield event
+
+    # --- transport ------------------------------------------------------------
+
+    async def _send(self, call: wire.Call) -> httpx.Response:
+        failover = Failover(self._ring, self._failover_timeout)
+        for url, pause in failover:
+            if pause:
+                await asyncio.sleep(pause)
+            request = self._http.build_request(
+                call.method,
+                url + call.path,
+                params=call.params,
+                json=call.json,
+                headers=call.headers,
+                timeout=self._stream_timeout if call.streaming else httpx.USE_CLIENT_DEFAULT,
+            )
+            try:
+                response = await self._http.send(request, stream=call.streaming)
+                if call.streaming and response.is_error:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+            except httpx.TransportError as exc:
+                failover.unreachable(url, wire.describe(exc))
+                continue
+            except httpx.HTTPError as exc:
+                raise ClaudError(f"{url}: {wire.describe(exc)}") from exc
+            if response.status_code in wire.RETRY_STATUSES:
+                failover.unavailable(
+                    url, wire.error_from(response, call), wire.retry_after(response)
+                )
+                continue
+            failover.reached(url)
+            if response.is_error:
+                raise wire.error_from(response, call)
+            return response
+        raise failover.exhausted()
+
+    async def _stream(self, call: wire.Call, *, lines: bool) -> AsyncGenerator[str, None]:
+        response = await self._send(call)
+        try:
+            chunks = response.aiter_lines() if lines else response.aiter_text()
+            async for chunk in chunks:
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise wire.stream_lost(response, exc) from exc
+        finally:
+            await response.aclose()

@@ -1,0 +1,246 @@
+"""The blocking client. :mod:`claud.client._async_client` is its twin, method for method."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator, Mapping, Sequence
+from contextlib import closing
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from claud.api.jobs import JobList, JobSpec, JobState, JobView
+from claud.api.nodes import ClusterView, NodeList, NodeView
+from claud.client import _wire as wire
+from claud.client._events import Event, EventDecoder
+from claud.client._masters import Failover, MasterRing, parse_masters
+from claud.client.errors import ClaudError, WaitTimeout
+
+#: Per request. Connecting is short so that a dead master is skipped quickly;
+#: reading is longer because a submit answers only once a quorum has the job.
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+#: How long one call keeps trying other masters (an election takes a few seconds).
+DEFAULT_FAILOVER_TIMEOUT = 15.0
+DEFAULT_POLL_INTERVAL = 0.25
+
+
+class Client:
+    """A connection to a CLAUD cluster through any of its masters.
+
+    ::
+
+        with Client("127.0.0.1:8700,127.0.0.1:8710", token="s3cret") as claud:
+            job = claud.submit({"name": "hello", "image": "claud/busybox:latest",
+                                "command": ["echo", "hi"]})
+            print(claud.wait(job.id).state)
+
+    Any master serves any call (followers forward writes to the leader), so the
+    client keeps to the master that last answered and moves on to the next one
+    when it is unreachable or answers 503, for up to ``failover_timeout``
+    seconds per call. ``masters`` and ``token`` default to ``$CLAUD_MASTERS``
+    and ``$CLAUD_TOKEN``. ``transport`` replaces the network, e.g. with an
+    ``httpx.MockTransport`` in tests.
+    """
+
+    def __init__(
+        self,
+        masters: str | Sequence[str] | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._ring = MasterRing(parse_masters(masters))
+        self._failover_timeout = failover_timeout
+        if token is None:
+            token = os.environ.get("CLAUD_TOKEN")
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=timeout,
+            headers=wire.auth_headers(token),
+            follow_redirects=False,
+        )
+        self._stream_timeout = wire.streaming_timeout(self._http.timeout)
+
+    @property
+    def masters(self) -> tuple[str, ...]:
+        """The masters' base URLs, in the order given."""
+        return self._ring.urls
+
+    def __repr__(self) -> str:
+        return f"Client(masters={list(self.masters)!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.close()
+
+    # --- jobs ---------------------------------------------------------------
+
+    def submit(
+        self, spec: JobSpec | Mapping[str, Any], idempotency_key: str | None = None
+    ) -> JobView:
+        """Submit a job; answers once a quorum of masters has it.
+
+        Without ``idempotency_key`` one is generated for this call, so a retry
+        after a lost answer, on this master or another, never creates a
+        second job. A dict spec is validated locally first
+        (:class:`~claud.client.errors.InvalidSpec` names the field).
+        """
+        return wire.parse(JobView, self._send(wire.submit(spec, idempotency_key)))
+
+    def jobs(self, state: JobState | str | None = None) -> list[JobView]:
+        """All jobs, or those in ``state``; list views carry no events."""
+        return wire.parse(JobList, self._send(wire.list_jobs(state))).jobs
+
+    def job(self, job_id: str) -> JobView:
+        """One job, with every transition it went through in ``events``."""
+        return wire.parse(JobView, self._send(wire.get_job(job_id)))
+
+    def stop(self, job_id: str) -> JobView:
+        """Ask for the job to be stopped; its state becomes ``stopped`` once its container is."""
+        return wire.parse(JobView, self._send(wire.stop_job(job_id)))
+
+    def logs(
+        self, job_id: str, follow: bool = False, tail: int | None = None
+    ) -> Generator[str, None, None]:
+        """The job's output, line by line with line endings kept.
+
+        With ``follow`` the iterator ends only when the job's container does.
+        Nothing is requested until the first iteration; to stop early and
+        release the connection at once, wrap it in ``contextlib.closing``.
+        """
+        buffer = wire.LineBuffer()
+        with closing(self._stream(wire.job_logs(job_id, follow, tail), lines=False)) as chunks:
+            for chunk in chunks:
+                yield from buffer.feed(chunk)
+        yield from buffer.flush()
+
+    def watch(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> Generator[JobView, None, None]:
+        """Yield the job now, then again at each change, and stop after a terminal state.
+
+        Raises :class:`~claud.client.errors.WaitTimeout` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: JobView | None = None
+        while True:
+            view = self.job(job_id)
+            if wire.job_changed(last, view):
+                yield view
+            last = view
+            if view.state.terminal:
+                return
+            pause = poll_interval
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(
+                        f"job {job_id} is still {view.state.value} after {timeout:g}s", job=view
+                    )
+                pause = min(pause, remaining)
+            time.sleep(pause)
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> JobView:
+        """Block until the job is completed, failed or stopped, and return it."""
+        for view in self.watch(job_id, timeout, poll_interval):
+            if view.state.terminal:
+                return view
+        raise AssertionError("watch() ends only after yielding a terminal state")
+
+    # --- nodes and cluster ----------------------------------------------------
+
+    def nodes(self) -> list[NodeView]:
+        """Masters and slaves, as the answering master knows them."""
+        return wire.parse(NodeList, self._send(wire.list_nodes())).nodes
+
+    def drain(self, node_id: str) -> NodeView:
+        """Move the slave's jobs elsewhere and place no new ones on it."""
+        return wire.parse(NodeView, self._send(wire.drain(node_id)))
+
+    def undrain(self, node_id: str) -> NodeView:
+        """Let the scheduler place jobs on a drained slave again."""
+        return wire.parse(NodeView, self._send(wire.undrain(node_id)))
+
+    def cluster(self) -> ClusterView:
+        """Leader, term, commit index and the masters' replication status."""
+        return wire.parse(ClusterView, self._send(wire.cluster()))
+
+    def events(self) -> Generator[Event, None, None]:
+        """Every job and node transition from now on, until the iterator is closed."""
+        decoder = EventDecoder()
+        with closing(self._stream(wire.events(), lines=True)) as lines:
+            for line in lines:
+                if (event := decoder.feed(line)) is not None:
+                    yield event
+
+    # --- transport ------------------------------------------------------------
+
+    def _send(self, call: wire.Call) -> httpx.Response:
+        """Send ``call`` to the first master that serves it.
+
+        The answer is read in full, except a streaming call's success, which
+        the caller must close.
+        """
+        failover = Failover(self._ring, self._failover_timeout)
+        for url, pause in failover:
+            if pause:
+                time.sleep(pause)
+            request = self._http.build_request(
+                call.method,
+                url + call.path,
+                params=call.params,
+                json=call.json,
+                headers=call.headers,
+                timeout=self._stream_timeout if call.streaming else httpx.USE_CLIENT_DEFAULT,
+            )
+            try:
+                response = self._http.send(request, stream=call.streaming)
+                if call.streaming and response.is_error:
+                    with closing(response):
+                        response.read()
+            except httpx.TransportError as exc:
+                failover.unreachable(url, wire.describe(exc))
+                continue
+            except httpx.HTTPError as exc:
+                raise ClaudError(f"{url}: {wire.describe(exc)}") from exc
+            if response.status_code in wire.RETRY_STATUSES:
+                failover.unavailable(
+                    url, wire.error_from(response, call), wire.retry_after(response)
+                )
+                continue
+            failover.reached(url)
+            if response.is_error:
+                raise wire.error_from(response, call)
+            return response
+        raise failover.exhausted()
+
+    def _stream(self, call: wire.Call, *, lines: bool) -> Generator[str, None, None]:
+        response = self._send(call)
+        try:
+            yield from (response.iter_lines() if lines else response.iter_text())
+        except httpx.HTTPError as exc:
+            raise wire.stream_lost(response, exc) from exc
+        finally:
+            response.close()

@@ -1,0 +1,238 @@
+"""How the CLI shows things to a human: rich tables, one line per event or state change.
+
+Everything here returns renderables or strings; writing them out, and
+choosing JSON instead, is the CLI's business. User-supplied text (job names,
+messages, labels) always goes into :class:`rich.text.Text`, never through
+markup, so a job called ``[red]x`` prints as typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from claud.api.jobs import JobEvent, JobState, JobView
+from claud.api.nodes import ClusterView, NodeState, NodeView
+from claud.client._events import Event
+
+JOB_STATE_STYLES: Mapping[JobState, str] = {
+    JobState.PENDING: "yellow",
+    JobState.SCHEDULED: "cyan",
+    JobState.STARTING: "cyan",
+    JobState.RUNNING: "green",
+    JobState.COMPLETED: "bold green",
+    JobState.FAILED: "bold red",
+    JobState.STOPPING: "magenta",
+    JobState.STOPPED: "magenta",
+    JobState.LOST: "red",
+}
+
+NODE_STATE_STYLES: Mapping[NodeState, str] = {
+    NodeState.ALIVE: "green",
+    NodeState.SUSPECT: "yellow",
+    NodeState.DEAD: "bold red",
+    NodeState.DRAINING: "magenta",
+}
+
+NONE = "-"
+
+
+def text(value: Any, style: str = "") -> Text:
+    return Text(NONE if value is None or value == "" else str(value), style=style)
+
+
+def job_state(state: JobState) -> Text:
+    return Text(state.value, style=JOB_STATE_STYLES.get(state, ""))
+
+
+def timestamp(at: datetime | None) -> str:
+    """UTC, to the second: the same on every operator's screen and in every log."""
+    if at is None:
+        return NONE
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def age(at: datetime | None, now: datetime | None = None) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: how long ago, as kubectl shows it."""
+    if at is None:
+        return NONE
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    seconds = max(0, int(((now or datetime.now(UTC)) - at).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def pairs(mapping: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in mapping.items()) or NONE
+
+
+def jobs_table(jobs: Iterable[JobView]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "NAME", "TYPE", "STATE", "NODE", "ATTEMPTS", "EXIT", "AGE", "INFO"):
+        table.add_column(column, no_wrap=column != "INFO")
+    for job in jobs:
+        table.add_row(
+            text(job.id),
+            text(job.name),
+            text(job.type.value),
+            job_state(job.state),
+            text(job.node_id),
+            text(job.attempts),
+            text(job.exit_code),
+            text(age(job.created_at)),
+            text(job.pending_reason or job.message),
+        )
+    return table
+
+
+def job_details(job: JobView) -> RenderableType:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    rows: list[tuple[str, Text]] = [
+        ("ID", text(job.id)),
+        ("Name", text(job.name)),
+        ("State", job_state(job.state)),
+        ("Type", text(job.type.value)),
+        ("Image", text(job.image)),
+        ("Command", text(" ".join(job.command) if job.command else "(image default)")),
+        ("Resources", text(f"{job.resources.cpu:g} cpu, {job.resources.memory_mb} MiB")),
+        ("Restart", text(f"{job.restart.policy.value}, max retries {job.restart.max_retries}")),
+        ("Constraints", text(pairs(job.constraints.labels))),
+        ("Env", text(pairs(job.env))),
+        ("Node", text(job.node_id)),
+        ("Container", text(job.container_id)),
+        ("Attempts", text(job.attempts)),
+        ("Exit code", text(job.exit_code)),
+        ("Created", text(timestamp(job.created_at))),
+        ("Updated", text(timestamp(job.updated_at))),
+    ]
+    if job.pending_reason:
+        rows.append(("Pending", text(job.pending_reason, "yellow")))
+    if job.message:
+        rows.append(("Message", text(job.message)))
+    for label, value in rows:
+        facts.add_row(label, value)
+    if not job.events:
+        return facts
+    events = Table(
+        title="Events", title_justify="left", box=None, header_style="bold", pad_edge=False
+    )
+    for column in ("TIME", "STATE", "ATTEMPT", "NODE", "MESSAGE"):
+        events.add_column(column, no_wrap=column != "MESSAGE")
+    for event in job.events:
+        events.add_row(
+            text(timestamp(event.at)),
+            job_state(event.state),
+            text(event.attempt),
+            text(event.node_id),
+            text(event.message),
+        )
+    return Group(facts, Text(), events)
+
+
+def nodes_table(nodes: Iterable[NodeView]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = (
+        "ID",
+        "ROLE",
+        "ADDRESS",
+        "STATE",
+        "CPU FREE",
+        "MEM FREE (MiB)",
+        "JOBS",
+        "LABELS",
+        "HEARTBEAT",
+    )
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for node in nodes:
+        res = node.resources
+        has_capacity = res.cpu_total > 0 or res.memory_mb_total > 0
+        table.add_row(
+            text(node.id),
+            text(node.role.value),
+            text(node.address),
+            Text(node.state.value, style=NODE_STATE_STYLES.get(node.state, "")),
+            text(f"{res.cpu_free:g}/{res.cpu_total:g}" if has_capacity else None),
+            text(f"{res.memory_mb_free}/{res.memory_mb_total}" if has_capacity else None),
+            text(node.allocations),
+            text(pairs(node.labels)),
+            text(f"{age(node.last_heartbeat)} ago" if node.last_heartbeat else None),
+        )
+    return table
+
+
+def cluster_view(cluster: ClusterView) -> RenderableType:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    if cluster.leader_id is None:
+        leader = Text("none (no quorum, or an election in progress)", style="bold red")
+    else:
+        leader = text(f"{cluster.leader_id} ({cluster.leader_address or 'address unknown'})")
+    facts.add_row("Leader", leader)
+    facts.add_row("Term", text(cluster.term))
+    facts.add_row("Commit index", text(cluster.commit_index))
+    facts.add_row("Quorum", text(f"{cluster.quorum} of {len(cluster.masters)}"))
+    masters = Table(
+        title="Masters", title_justify="left", box=None, header_style="bold", pad_edge=False
+    )
+    for column in ("ID", "ADDRESS", "ROLE", "MATCH INDEX", "REACHABLE"):
+        masters.add_column(column, no_wrap=True)
+    for master in cluster.masters:
+        masters.add_row(
+            text(master.id),
+            text(master.address),
+            text(master.role, "bold" if master.role == "leader" else ""),
+            text(master.match_index),
+            Text("yes", style="green") if master.reachable else Text("no", style="bold red"),
+        )
+    return Group(facts, Text(), masters)
+
+
+def job_event_line(job_id: str, event: JobEvent) -> str:
+    """One progress line for ``claud run --wait``."""
+    where = f" on {event.node_id}" if event.node_id else ""
+    why = f": {event.message}" if event.message else ""
+    return f"{timestamp(event.at)} job {job_id} {event.state.value}{where}{why}"
+
+
+def job_state_line(job: JobView) -> str:
+    """A progress line when the master gave no events, only the current state."""
+    where = f" on {job.node_id}" if job.node_id else ""
+    why = f": {job.pending_reason or job.message}" if (job.pending_reason or job.message) else ""
+    return f"{timestamp(job.updated_at)} job {job.id} {job.state.value}{where}{why}"
+
+
+def job_outcome_line(job: JobView) -> str:
+    code = f" (exit code {job.exit_code})" if job.exit_code is not None else ""
+    why = f": {job.message}" if job.message and job.state is not JobState.COMPLETED else ""
+    return f"job {job.id} {job.state.value}{code}{why}"
+
+
+def cluster_event_line(event: Event) -> str:
+    """One line per event of ``claud events``, tolerant of payloads it does not know."""
+    data = event.data if isinstance(event.data, dict) else {"message": event.data}
+    subject = data.get("id") or data.get("job_id") or data.get("node_id") or NONE
+    state = data.get("state") or NONE
+    node = data.get("node_id") if event.type == "job" else None
+    message = data.get("message") or data.get("pending_reason")
+    when = data.get("at") or data.get("updated_at") or data.get("last_heartbeat")
+    try:
+        at = datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError:
+        at = None
+    where = f" on {node}" if node else ""
+    why = f": {message}" if message else ""
+    return f"{timestamp(at or datetime.now(UTC))} {event.type} {subject} {state}{where}{why}"

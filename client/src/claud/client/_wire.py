@@ -1,0 +1,319 @@
+"""What each SDK method sends and how each answer is read, shared by both clients.
+
+A :class:`Call` describes a request without naming a master, so one call can
+be sent to several masters in turn (failover) unchanged, idempotency key
+included. Turning an answer into a model or into a typed exception happens
+here too, so :class:`~claud.client.Client` and
+:class:`~claud.client.AsyncClient` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from claud.api.errors import ErrorBody
+from claud.api.jobs import JobSpec, JobState, JobView
+from claud.client.errors import (
+    ClaudError,
+    Conflict,
+    InvalidSpec,
+    JobNotFound,
+    NoLeader,
+    NotFound,
+    ServerError,
+    Unauthorized,
+    Unreachable,
+)
+
+#: Statuses that mean "this master cannot serve now, another one might":
+#: 503 is the masters' own "no leader / no quorum"; 502 and 504 come from a
+#: proxy in front of a master that is down.
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One API request, independent of the master that will receive it."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    json: Any = None
+    headers: Mapping[str, str] | None = None
+    #: Raised on 404, so a missing job is a JobNotFound and not a generic NotFound.
+    not_found: type[NotFound] = NotFound
+    #: Streams stay open while idle (a quiet container, no cluster events), so
+    #: they get no read timeout; connecting still times out.
+    streaming: bool = False
+
+
+def _segment(value: str) -> str:
+    # Ids come from the masters, but a user types them: never let one add a path segment.
+    return quote(str(value), safe="")
+
+
+def submit(spec: JobSpec | Mapping[str, Any], idempotency_key: str | None) -> Call:
+    spec = coerce_spec(spec)
+    if idempotency_key and spec.idempotency_key and idempotency_key != spec.idempotency_key:
+        raise ValueError(
+            f"idempotency_key={idempotency_key!r} contradicts the spec's {spec.idempotency_key!r}"
+        )
+    # Generated once per submit() and then reused by every failover attempt:
+    # a retry after a lost answer returns the job the first attempt created.
+    key = idempotency_key or spec.idempotency_key or str(uuid.uuid4())
+    return Call(
+        "POST",
+        "/v1/jobs",
+        json=spec.model_dump(mode="json", exclude_unset=True),
+        headers={IDEMPOTENCY_HEADER: key},
+    )
+
+
+def list_jobs(state: JobState | str | None) -> Call:
+    params = None if state is None else {"state": JobState(state).value}
+    return Call("GET", "/v1/jobs", params=params)
+
+
+def get_job(job_id: str) -> Call:
+    return Call("GET", f"/v1/jobs/{_segment(job_id)}", not_found=JobNotFound)
+
+
+def stop_job(job_id: str) -> Call:
+    return Call("DELETE", f"/v1/jobs/{_segment(job_id)}", not_found=JobNotFound)
+
+
+def job_logs(job_id: str, follow: bool, tail: int | None) -> Call:
+    params: dict[str, str] = {}
+    if follow:
+        params["follow"] = "true"
+    if tail is not None:
+        if tail < 0:
+            raise ValueError("tail must be >= 0")
+        params["tail"] = str(tail)
+    return Call(
+        "GET",
+        f"/v1/jobs/{_segment(job_id)}/logs",
+        params=params or None,
+        not_found=JobNotFound,
+        streaming=True,
+    )
+
+
+def list_nodes() -> Call:
+    return Call("GET", "/v1/nodes")
+
+
+def drain(node_id: str) -> Call:
+    return Call("POST", f"/v1/nodes/{_segment(node_id)}/drain")
+
+
+def undrain(node_id: str) -> Call:
+    return Call("POST", f"/v1/nodes/{_segment(node_id)}/undrain")
+
+
+def cluster() -> Call:
+    return Call("GET", "/v1/cluster")
+
+
+def events() -> Call:
+    return Call("GET", "/v1/events", headers={"Accept": "text/event-stream"}, streaming=True)
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def streaming_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool)
+
+
+# --- specs -----------------------------------------------------------------
+
+
+def coerce_spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+    """Validate a spec locally, so a typo is an :class:`InvalidSpec` before any request."""
+    if type(spec) is JobSpec:
+        return spec
+    if isinstance(spec, JobSpec):  # e.g. a JobView being submitted again: keep the spec part
+        spec = spec.model_dump(include=set(JobSpec.model_fields), exclude_unset=True)
+    try:
+        return JobSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise invalid_spec_from(exc) from None
+
+
+def invalid_spec_from(exc: ValidationError) -> InvalidSpec:
+    """One InvalidSpec naming the first bad field; the others follow in the message."""
+    problems = [(_dotted(error["loc"]), _clean(error["msg"])) for error in exc.errors()]
+    (field, message), rest = problems[0], problems[1:]
+    if rest:
+        message += "; " + "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in rest)
+    return InvalidSpec(message, field=field or None)
+
+
+def _dotted(loc: Any) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _clean(message: str) -> str:
+    # pydantic prefixes our validators' messages with "Value error, ".
+    return message.removeprefix("Value error, ")
+
+
+# --- answers ---------------------------------------------------------------
+
+
+def parse(model: type[_ModelT], response: httpx.Response) -> _ModelT:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ClaudError(
+            f"unexpected answer from {response.request.url}: {exc.errors()[0]['msg']}",
+            status_code=response.status_code,
+        ) from None
+
+
+def job_changed(before: JobView | None, after: JobView) -> bool:
+    """Whether a poll saw something worth reporting (a transition, a new event)."""
+    if before is None:
+        return True
+
+    def progress(view: JobView) -> tuple[Any, ...]:
+        return (
+            view.state,
+            view.attempts,
+            view.node_id,
+            view.pending_reason,
+            len(view.events or ()),
+        )
+
+    return progress(before) != progress(after)
+
+
+def error_from(response: httpx.Response, call: Call) -> ClaudError:
+    """The typed exception for an error answer, from its code first, then its status."""
+    status = response.status_code
+    code, message, field = _error_fields(response)
+    if not message:
+        message = f"{status} {response.reason_phrase} from {response.request.url}"
+    by_code: dict[str, type[ClaudError]] = {
+        "invalid_spec": InvalidSpec,
+        "not_found": call.not_found,
+        "conflict": Conflict,
+        "no_leader": NoLeader,
+        "unauthorized": Unauthorized,
+        "forbidden": Unauthorized,
+    }
+    kind = by_code.get(code or "") or _kind_by_status(status, call)
+    if kind is InvalidSpec:
+        return InvalidSpec(message, field=field, code=code or "invalid_spec", status_code=status)
+    if kind is NoLeader:
+        return NoLeader(message, retry_after=retry_after(response), code=code, status_code=status)
+    return kind(message, code=code, status_code=status)
+
+
+def _kind_by_status(status: int, call: Call) -> type[ClaudError]:
+    if status in (400, 422):
+        return InvalidSpec
+    if status in (401, 403):
+        return Unauthorized
+    if status == 404:
+        return call.not_found
+    if status == 409:
+        return Conflict
+    if status == 503:
+        return NoLeader
+    if status >= 500:
+        return ServerError
+    return ClaudError
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str, str | None]:
+    """(code, message, field) from our error body, FastAPI's default one, or plain text."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None, response.text.strip()[:300], None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        try:
+            detail = ErrorBody.model_validate(body).error
+        except ValidationError:
+            pass
+        else:
+            return detail.code, detail.message, detail.field
+    if isinstance(body, dict) and "detail" in body:  # FastAPI's own errors
+        detail = body["detail"]
+        if isinstance(detail, str):
+            return None, detail, None
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            loc = [str(p) for p in detail[0].get("loc", ())]
+            if loc and loc[0] in ("body", "query", "path", "header"):
+                loc = loc[1:]
+            return None, _clean(str(detail[0].get("msg", ""))), ".".join(loc) or None
+    return None, json.dumps(body)[:300], None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (it may be a number or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def describe(exc: httpx.HTTPError) -> str:
+    """A short reason for an address that failed, for Unreachable's message."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
+
+
+def stream_lost(response: httpx.Response, exc: httpx.HTTPError) -> Unreachable:
+    origin = f"{response.request.url.scheme}://{response.request.url.netloc.decode()}"
+    return Unreachable(
+        f"lost the stream from {origin}: {describe(exc)}", reasons={origin: describe(exc)}
+    )
+
+
+class LineBuffer:
+    """Cuts a text stream into lines that keep their ``\\n``, holding a partial last line.
+
+    Logs are written back verbatim, so the line endings must survive; a final
+    line without a newline comes out of :meth:`flush`.
+    """
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, text: str) -> list[str]:
+        parts = (self._partial + text).split("\n")
+        self._partial = parts.pop()
+        return [part + "\n" for part in parts]
+
+    def flush(self) -> list[str]:
+        rest, self._partial = self._partial, ""
+        return [rest] if rest else []

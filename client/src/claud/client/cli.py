@@ -1,0 +1,543 @@
+"""The ``claud`` command line, a thin shell over :class:`claud.client.Client`.
+
+Humans get rich tables (coloured only on a terminal); ``--output json`` puts
+pure JSON on stdout, and every message or progress line goes to stderr, so
+``claud -o json jobs | jq`` always works. Exit codes are part of the contract:
+see :class:`ExitCode`.
+
+Tests drive the CLI without a network by passing a :class:`CliConfig` with an
+``httpx.MockTransport`` as click's ``obj``::
+
+    CliRunner().invoke(cli, ["jobs"], obj=CliConfig(transport=MockTransport(handler)))
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import httpx
+from pydantic import ValidationError
+from rich.console import Console, RenderableType
+
+from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
+from claud.client import _render as render
+from claud.client import _wire as wire
+from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, Client
+from claud.client._masters import parse_masters
+from claud.client.errors import (
+    ClaudError,
+    InvalidSpec,
+    NoLeader,
+    NotFound,
+    Unauthorized,
+    Unreachable,
+)
+
+__all__ = ["CliConfig", "ExitCode", "cli", "main"]
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    #: The job failed (``run --wait`` exits with the job's own code when it has
+    #: one), or an error with no code of its own (a 409, a 500).
+    FAILED = 1
+    #: Bad arguments, or a spec refused locally or by the masters (422).
+    USAGE = 2
+    #: No master reachable, or masters without a leader: retry later.
+    UNAVAILABLE = 3
+    NOT_FOUND = 4
+    UNAUTHORIZED = 5
+    #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+    INTERRUPTED = 130
+
+
+@dataclass
+class CliConfig:
+    """Everything one invocation needs to reach the cluster.
+
+    The global options fill it in; a test passes its own as click's ``obj``
+    to inject a ``transport`` and a short ``poll_interval``.
+    """
+
+    masters: str | None = None
+    token: str | None = None
+    output: str = "table"
+    transport: httpx.BaseTransport | None = None
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def client(self) -> Client:
+        return Client(
+            self.masters,
+            self.token,
+            failover_timeout=self.failover_timeout,
+            transport=self.transport,
+        )
+
+
+class CommandFailed(Exception):
+    """An error worth one line on stderr and a specific exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def exit_code_for(error: ClaudError) -> ExitCode:
+    if isinstance(error, InvalidSpec):
+        return ExitCode.USAGE
+    if isinstance(error, Unreachable | NoLeader):
+        return ExitCode.UNAVAILABLE
+    if isinstance(error, NotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(error, Unauthorized):
+        return ExitCode.UNAUTHORIZED
+    return ExitCode.FAILED
+
+
+def describe_error(error: ClaudError) -> str:
+    if isinstance(error, InvalidSpec):
+        return f"invalid spec: {error}"
+    if isinstance(error, Unauthorized):
+        return f"unauthorized: {error} (check --token or CLAUD_TOKEN)"
+    if isinstance(error, Unreachable):
+        return f"{error} (check --masters or CLAUD_MASTERS)"
+    return str(error)
+
+
+class ClaudGroup(click.Group):
+    """Turns failures into one line on stderr and the matching exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClaudError as error:
+            fail(ctx, describe_error(error), exit_code_for(error))
+        except CommandFailed as failure:
+            fail(ctx, failure.message, failure.exit_code)
+        except KeyboardInterrupt:
+            ctx.exit(ExitCode.INTERRUPTED)
+
+
+def fail(ctx: click.Context, message: str, exit_code: int) -> NoReturn:
+    # Worded like click's own usage errors, so every failure reads the same.
+    click.echo(click.style(f"Error: {message}", fg="red"), err=True)
+    ctx.exit(exit_code)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def pass_client(command: _F) -> _F:
+    """Call the command with ``(config, client, ...)``; the client closes when the command ends."""
+
+    @functools.wraps(command)
+    def with_client(*args: Any, **kwargs: Any) -> Any:
+        return command(*open_client(click.get_current_context()), *args, **kwargs)
+
+    return with_client  # type: ignore[return-value]
+
+
+def open_client(ctx: click.Context) -> tuple[CliConfig, Client]:
+    config = ctx.ensure_object(CliConfig)
+    return config, ctx.with_resource(config.client())
+
+
+# --- output --------------------------------------------------------------------
+
+
+def console(*, stderr: bool = False) -> Console:
+    # Off a terminal rich assumes 80 columns and would cut ids short in a pipe.
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 200
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def show(config: CliConfig, data: Any, human: Callable[[], RenderableType]) -> None:
+    """JSON on stdout for scripts, or the human rendering, built only if needed."""
+    if config.json:
+        print_json(data)
+    else:
+        console().print(human())
+
+
+def dump(model: Any) -> Any:
+    return model.model_dump(mode="json")
+
+
+def note(message: str, *, style: str | None = None) -> None:
+    """A message for the human: always stderr, never mixed into data on stdout."""
+    click.echo(click.style(message, fg=style) if style else message, err=True)
+
+
+# --- the commands ------------------------------------------------------------------
+
+
+def _check_masters(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_masters(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+@click.group(cls=ClaudGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--masters",
+    envvar="CLAUD_MASTERS",
+    show_envvar=True,
+    metavar="URL,URL",
+    callback=_check_masters,
+    help="Master addresses, comma-separated (host:port or http[s]://host:port). "
+    "[default: http://127.0.0.1:8700]",
+)
+@click.option(
+    "--token",
+    envvar="CLAUD_TOKEN",
+    show_envvar=True,
+    help="API token, sent as 'Authorization: Bearer <token>'.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="'json' prints pure JSON on stdout, for scripts.",
+)
+@click.version_option(package_name="claud-client", prog_name="claud")
+@click.pass_context
+def cli(ctx: click.Context, masters: str | None, token: str | None, output: str) -> None:
+    """Run and watch containerised jobs on a CLAUD cluster.
+
+    \b
+    Exit codes: 0 ok, 1 job failed (run --wait: the job's exit code),
+    2 usage or invalid spec, 3 no master reachable or no leader,
+    4 not found, 5 unauthorized.
+    """
+    config = ctx.ensure_object(CliConfig)
+    if masters is not None:
+        config.masters = masters
+    if token is not None:
+        config.token = token
+    config.output = output
+
+
+_SPEC_FLAGS = (
+    "name",
+    "cpu",
+    "memory_mb",
+    "restart",
+    "max_retries",
+    "job_type",
+    "env",
+    "constraint",
+)
+
+
+@cli.command()
+@click.argument("args", nargs=-1, metavar="[SPEC.json | -- CMD...]")
+@click.option("--image", help="Image to run; the job is then built from these flags.")
+@click.option("--name", help="Job name. [default: derived from the image]")
+@click.option("--cpu", type=float, help="CPU cores to reserve (fractions allowed).")
+@click.option("--memory-mb", type=int, help="Memory limit in MiB.")
+@click.option(
+    "--restart", type=click.Choice([p.value for p in RestartPolicyName]), help="Restart policy."
+)
+@click.option(
+    "--max-retries", type=int, help="Restarts allowed after the first attempt (on-failure)."
+)
+@click.option(
+    "--type",
+    "job_type",
+    type=click.Choice([t.value for t in JobType]),
+    help="batch runs to completion; service is kept running.",
+)
+@click.option(
+    "--env", "-e", multiple=True, metavar="K=V", help="Environment variable (repeatable)."
+)
+@click.option(
+    "--constraint", multiple=True, metavar="k=v", help="Slave label the job needs (repeatable)."
+)
+@click.option(
+    "--wait", is_flag=True, help="Show progress until the job ends; exit with its exit code."
+)
+@pass_client
+def run(
+    config: CliConfig,
+    client: Client,
+    args: tuple[str, ...],
+    image: str | None,
+    wait: bool,
+    **flags: Any,
+) -> None:
+    """Submit a job, from SPEC.json ('-' for stdin) or from flags.
+
+    \b
+      claud run job.json
+      claud run --image claud/busybox:latest --cpu 0.5 --wait -- sh -c 'echo hi'
+
+    Prints the job id (or, with -o json, the job) on stdout.
+    """
+    if image is None:
+        given = [
+            f"--{flag.replace('_', '-')}" for flag in _SPEC_FLAGS if flags[flag] not in (None, ())
+        ]
+        if len(args) != 1 or given:
+            detail = (
+                f"{', '.join(given)} only apply with --image" if given else "give one SPEC.json"
+            )
+            raise click.UsageError(
+                f"{detail}: claud run SPEC.json | claud run --image IMG [options] -- CMD..."
+            )
+        spec = load_spec(args[0])
+    else:
+        spec = spec_from_flags(image, list(args), **flags)
+
+    job = client.submit(spec)
+    if config.json and not wait:
+        print_json(dump(job))
+    if not config.json:
+        click.echo(job.id)  # on stdout alone, for JOB=$(claud run ...)
+    if not wait:
+        return
+    try:
+        final = follow_progress(config, client, job)
+    except KeyboardInterrupt:
+        note(f"stopped waiting; job {job.id} keeps running (claud stop {job.id})")
+        raise
+    if config.json:
+        print_json(dump(final))
+    note(
+        render.job_outcome_line(final),
+        style="green" if final.state is JobState.COMPLETED else "red",
+    )
+    code = job_exit_code(final)
+    if code:
+        click.get_current_context().exit(code)
+
+
+def load_spec(path: str) -> JobSpec:
+    """Read and validate SPEC.json locally: a typo costs no round trip and names its field."""
+    name = "stdin" if path == "-" else path
+    try:
+        raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {name}: {exc.strerror or exc}", ExitCode.USAGE) from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CommandFailed(
+            f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            ExitCode.USAGE,
+        ) from None
+    if not isinstance(data, dict):
+        raise CommandFailed(f"{name}: a job spec is a JSON object", ExitCode.USAGE)
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise CommandFailed(f"{name}: {wire.invalid_spec_from(exc)}", ExitCode.USAGE) from None
+
+
+def spec_from_flags(
+    image: str,
+    command: list[str],
+    *,
+    name: str | None,
+    cpu: float | None,
+    memory_mb: int | None,
+    restart: str | None,
+    max_retries: int | None,
+    job_type: str | None,
+    env: Sequence[str],
+    constraint: Sequence[str],
+) -> JobSpec:
+    data: dict[str, Any] = {
+        "name": name or name_from_image(image),
+        "image": image,
+        "command": command,
+    }
+    resources = {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb)) if v is not None}
+    if resources:
+        data["resources"] = resources
+    restart_policy = {
+        k: v for k, v in (("policy", restart), ("max_retries", max_retries)) if v is not None
+    }
+    if restart_policy:
+        data["restart"] = restart_policy
+    if job_type:
+        data["type"] = job_type
+    if env:
+        data["env"] = key_values(env, "--env")
+    if constraint:
+        data["constraints"] = {"labels": key_values(constraint, "--constraint")}
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise wire.invalid_spec_from(exc) from None
+
+
+def name_from_image(image: str) -> str:
+    """``registry:5000/team/web:1.2@sha256:...`` → ``web``: a name users recognise."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", last).lstrip("_.-")[:63]
+    return name or "job"
+
+
+def key_values(items: Sequence[str], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        pairs[key] = value
+    return pairs
+
+
+def follow_progress(config: CliConfig, client: Client, job: JobView) -> JobView:
+    """Print each transition on stderr as it is seen; return the job once it has ended."""
+    printed_events = 0
+    final = job
+    for view in client.watch(job.id, poll_interval=config.poll_interval):
+        final = view
+        if view.events is None:
+            note(render.job_state_line(view))
+            continue
+        for event in view.events[printed_events:]:
+            note(render.job_event_line(view.id, event))
+        printed_events = len(view.events)
+    return final
+
+
+def job_exit_code(job: JobView) -> int:
+    """The job's own exit code for the shell; 1 for a failure that has none."""
+    code = job.exit_code
+    if job.state is JobState.COMPLETED:
+        return code if code and 0 < code < 256 else 0
+    return code if code and 0 < code < 256 else ExitCode.FAILED
+
+
+@cli.command()
+@click.option(
+    "--state", type=click.Choice([s.value for s in JobState]), help="Only jobs in this state."
+)
+@pass_client
+def jobs(config: CliConfig, client: Client, state: str | None) -> None:
+    """List jobs."""
+    found = client.jobs(state)
+    show(config, [dump(job) for job in found], lambda: render.jobs_table(found))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@pass_client
+def job(config: CliConfig, client: Client, job_id: str) -> None:
+    """Show one job and every transition it went through."""
+    found = client.job(job_id)
+    show(config, dump(found), lambda: render.job_details(found))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job's container ends.")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+@pass_client
+def logs(config: CliConfig, client: Client, job_id: str, follow: bool, tail: int | None) -> None:
+    """Print a job's output (text, whatever --output says)."""
+    for line in client.logs(job_id, follow=follow, tail=tail):
+        click.echo(line, nl=False)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@pass_client
+def stop(config: CliConfig, client: Client, job_id: str) -> None:
+    """Stop a job; its state becomes 'stopped' once its container is."""
+    stopped = client.stop(job_id)
+    show(config, dump(stopped), lambda: render.text(f"job {stopped.id} {stopped.state.value}"))
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def nodes(ctx: click.Context) -> None:
+    """List masters and slaves; drain or undrain a slave.
+
+    \b
+      claud nodes
+      claud nodes drain s1
+      claud nodes undrain s1
+    """
+    if ctx.invoked_subcommand is None:
+        config, client = open_client(ctx)
+        found = client.nodes()
+        show(config, [dump(node) for node in found], lambda: render.nodes_table(found))
+
+
+@nodes.command()
+@click.argument("node_id", metavar="ID")
+@pass_client
+def drain(config: CliConfig, client: Client, node_id: str) -> None:
+    """Move a slave's jobs elsewhere and place no new ones on it."""
+    node = client.drain(node_id)
+    show(config, dump(node), lambda: render.text(f"node {node.id} {node.state.value}"))
+
+
+@nodes.command()
+@click.argument("node_id", metavar="ID")
+@pass_client
+def undrain(config: CliConfig, client: Client, node_id: str) -> None:
+    """Let the scheduler place jobs on a drained slave again."""
+    node = client.undrain(node_id)
+    show(config, dump(node), lambda: render.text(f"node {node.id} {node.state.value}"))
+
+
+@cli.command()
+@pass_client
+def cluster(config: CliConfig, client: Client) -> None:
+    """Show the leader, term, commit index and masters."""
+    view = client.cluster()
+    show(config, dump(view), lambda: render.cluster_view(view))
+
+
+@cli.command()
+@pass_client
+def events(config: CliConfig, client: Client) -> None:
+    """Stream job and node transitions until Ctrl-C.
+
+    With -o json, one JSON object per line.
+    """
+    for event in client.events():
+        if config.json:
+            payload = event.data if isinstance(event.data, dict) else {"data": event.data}
+            click.echo(json.dumps({"type": event.type, **payload}))
+        else:
+            click.echo(render.cluster_event_line(event))
+
+
+def main() -> NoReturn:
+    """The ``claud`` console script."""
+    cli.main(prog_name="claud")
+    raise AssertionError("click's standalone mode always exits")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""The `claud` CLI through click's CliRunner, its client wired to an httpx.MockTransport.
+
+The injection point is click's ``obj``: a CliConfig carrying the transport
+(and a zero poll interval, so ``run --wait`` does not sleep).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from claud.client.cli import CliConfig, ExitCode, cli
+
+NOW = "2026-01-01T00:00:00Z"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def job_json(**fields: Any) -> dict[str, Any]:
+    job = {
+        "id": "j1",
+        "name": "hello",
+        "image": "claud/busybox:latest",
+        "state": "running",
+        "node_id": "s1",
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    job.update(fields)
+    return job
+
+
+def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+class Cluster:
+    """Routes ``(method, path)`` to canned answers and records every request."""
+
+    def __init__(self, routes: dict[tuple[str, str], Handler | Any] | None = None) -> None:
+        self.routes = routes or {}
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        route = self.routes.get((request.method, request.url.path))
+        if route is None:
+            return httpx.Response(404, json=error_json("not_found", f"no {request.url.path}"))
+        return route(request) if callable(route) else httpx.Response(200, json=route)
+
+    def invoke(self, *args: str, env: dict[str, str] | None = None, **options: Any) -> Result:
+        config = CliConfig(transport=httpx.MockTransport(self), poll_interval=0, failover_timeout=0)
+        return CliRunner().invoke(cli, list(args), obj=config, env=env, **options)
+
+
+def created(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(201, json=job_json(state="pending", **json.loads(request.content)))
+
+
+def polled(*views: dict[str, Any]) -> Handler:
+    remaining = list(views)
+    return lambda request: httpx.Response(
+        200, json=remaining.pop(0) if len(remaining) > 1 else remaining[0]
+    )
+
+
+# --- listing and showing ---------------------------------------------------------------
+
+
+LISTING = {
+    "jobs": [
+        job_json(),
+        job_json(
+            id="j2",
+            name="batchy",
+            state="pending",
+            node_id=None,
+            pending_reason="no slave has 4 cpus free",
+        ),
+    ],
+    "index": 12,
+}
+
+
+def test_jobs_prints_a_table() -> None:
+    result = Cluster({("GET", "/v1/jobs"): LISTING}).invoke("jobs")
+    assert result.exit_code == 0, result.output
+    header, first, second = result.stdout.splitlines()
+    assert header.split()[:4] == ["ID", "NAME", "TYPE", "STATE"]
+    assert first.split()[:5] == ["j1", "hello", "batch", "running", "s1"]
+    assert "no slave has 4 cpus free" in second
+    assert "\x1b[" not in result.stdout  # no colour off a terminal
+    assert result.stderr == ""
+
+
+def test_jobs_json_is_pure_json_on_stdout() -> None:
+    cluster = Cluster({("GET", "/v1/jobs"): LISTING})
+    result = cluster.invoke("--output", "json", "jobs", "--state", "pending")
+    assert result.exit_code == 0
+    jobs = json.loads(result.stdout)
+    assert [j["id"] for j in jobs] == ["j1", "j2"]
+    assert cluster.requests[0].url.params["state"] == "pending"
+
+
+def test_job_shows_details_and_events() -> None:
+    events = [
+        {"at": NOW, "state": "pending", "message": "submitted"},
+        {"at": NOW, "state": "running", "node_id": "s1", "message": "[bold]started"},
+    ]
+    result = Cluster({("GET", "/v1/jobs/j1"): job_json(events=events)}).invoke("job", "j1")
+    assert result.exit_code == 0
+    assert "claud/busybox:latest" in result.stdout
+    assert "Events" in result.stdout
+    assert "submitted" in result.stdout
+    assert "[bold]started" in result.stdout  # user text is never taken for markup
+
+
+def test_an_unknown_job_exits_4_with_one_line_on_stderr() -> None:
+    cluster = Cluster(
+        {
+            ("GET", "/v1/jobs/nope"): lambda r: httpx.Response(
+                404, json=error_json("not_found", "no job 'nope'")
+            )
+        }
+    )
+    result = cluster.invoke("job", "nope")
+    assert result.exit_code == ExitCode.NOT_FOUND == 4
+    assert result.stdout == ""
+    assert result.stderr.strip() == "Error: no job 'nope'"
+
+
+def test_nodes_lists_drains_and_undrains() -> None:
+    slave = {
+        "id": "s1",
+        "role": "slave",
+        "address": "10.0.0.2:8701",
+        "state": "alive",
+        "labels": {"zone": "a"},
+        "resources": {
+            "cpu_total": 4,
+            "cpu_free": 3.5,
+            "memory_mb_total": 2048,
+            "memory_mb_free": 1024,
+        },
+        "last_heartbeat": NOW,
+    }
+    cluster = Cluster(
+        {
+            ("GET", "/v1/nodes"): {"nodes": [slave], "index": 3},
+            ("POST", "/v1/nodes/s1/drain"): {**slave, "state": "draining"},
+            ("POST", "/v1/nodes/s1/undrain"): slave,
+        }
+    )
+    listed = cluster.invoke("nodes")
+    assert listed.exit_code == 0
+    assert listed.stdout.splitlines()[1].split()[:6] == [
+        "s1",
+        "slave",
+        "10.0.0.2:8701",
+        "alive",
+        "3.5/4",
+        "1024/2048",
+    ]
+    drained = cluster.invoke("nodes", "drain", "s1")
+    assert (drained.exit_code, drained.stdout.strip()) == (0, "node s1 draining")
+    undrained = cluster.invoke("-o", "json", "nodes", "undrain", "s1")
+    assert json.loads(undrained.stdout)["state"] == "alive"
+    assert cluster.invoke("nodes", "drain", "s9").exit_code == ExitCode.NOT_FOUND
+
+
+def test_cluster_table_and_json() -> None:
+    view = {
+        "leader_id": 1,
+        "leader_address": "127.0.0.1:8700",
+        "term": 3,
+        "commit_index": 42,
+        "quorum": 2,
+        "masters": [
+            {"id": 1, "address": "127.0.0.1:8700", "role": "leader", "match_index": 42},
+            {"id": 2, "address": "127.0.0.1:8710", "role": "follower", "reachable": False},
+        ],
+    }
+    cluster = Cluster({("GET", "/v1/cluster"): view})
+    table = cluster.invoke("cluster")
+    assert "1 (127.0.0.1:8700)" in table.stdout
+    assert "127.0.0.1:8710" in table.stdout
+    assert json.loads(cluster.invoke("-o", "json", "cluster").stdout)["commit_index"] == 42
+
+
+def test_logs_prints_the_output_verbatim() -> None:
+    cluster = Cluster(
+        {("GET", "/v1/jobs/j1/logs"): lambda r: httpx.Response(200, text="hi\nthere\n")}
+    )
+    result = cluster.invoke("logs", "-f", "j1", "--tail", "5")
+    assert (result.exit_code, result.stdout) == (0, "hi\nthere\n")
+    assert cluster.requests[0].url.params["follow"] == "true"
+
+
+def test_stop_and_events() -> None:
+    change = {"type": "job", "id": "j1", "state": "stopped", "at": NOW, "node_id": "s1",
+              "message": "stopped by user", "index": 9}  # fmt: skip
+    stream = f": connected\n\nevent: job\ndata: {json.dumps(change)}\n\n"
+    cluster = Cluster(
+        {
+            ("DELETE", "/v1/jobs/j1"): lambda r: httpx.Response(
+                202, json=job_json(state="stopping")
+            ),
+            ("GET", "/v1/events"): lambda r: httpx.Response(200, text=stream),
+        }
+    )
+    assert cluster.invoke("stop", "j1").stdout.strip() == "job j1 stopping"
+    line = cluster.invoke("events").stdout.strip()
+    assert line == "2026-01-01 00:00:00Z job j1 stopped on s1: stopped by user"
+    event = json.loads(cluster.invoke("-o", "json", "events").stdout)
+    assert event == change
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+def test_run_from_flags_builds_the_spec() -> None:
+    cluster = Cluster({("POST", "/v1/jobs"): created})
+    result = cluster.invoke(
+        "run", "--image", "registry:5000/team/web:1.2", "--cpu", "0.5", "--memory-mb", "128",
+        "--restart", "on-failure", "--max-retries", "2", "--type", "service",
+        "-e", "A=1", "--env", "B=x=y", "--constraint", "zone=a",
+        "--", "sh", "-c", "echo hi",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "j1\n"
+    assert json.loads(cluster.requests[0].content) == {
+        "name": "web",
+        "image": "registry:5000/team/web:1.2",
+        "command": ["sh", "-c", "echo hi"],
+        "resources": {"cpu": 0.5, "memory_mb": 128},
+        "restart": {"policy": "on-failure", "max_retries": 2},
+        "type": "service",
+        "env": {"A": "1", "B": "x=y"},
+        "constraints": {"labels": {"zone": "a"}},
+    }
+
+
+def test_run_from_a_spec_file(tmp_path: Path) -> None:
+    spec = tmp_path / "job.json"
+    spec.write_text(
+        json.dumps({"name": "hello", "image": "claud/busybox:latest", "command": ["true"]})
+    )
+    cluster = Cluster({("POST", "/v1/jobs"): created})
+    result = cluster.invoke("-o", "json", "run", str(spec))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["command"] == ["true"]
+    assert cluster.requests[0].headers["Idempotency-Key"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "a job spec is a JSON object"),
+        (
+            '{"name": "x", "image": "busybox", "memroy_mb": 64}',
+            "memroy_mb: Extra inputs are not permitted",
+        ),
+        (
+            '{"name": "x", "image": "Not An Image"}',
+            "image: 'Not An Image' is not a valid Docker image reference",
+        ),
+    ],
+)
+def test_a_bad_spec_file_is_one_line_and_exit_2_without_a_request(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    spec = tmp_path / "job.json"
+    spec.write_text(content)
+    cluster = Cluster()
+    result = cluster.invoke("run", str(spec))
+    assert result.exit_code == ExitCode.USAGE == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert expected in result.stderr
+    assert cluster.requests == []
+
+
+def test_a_missing_spec_file_exits_2(tmp_path: Path) -> None:
+    result = Cluster().invoke("run", str(tmp_path / "missing.json"))
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+def test_run_usage_errors_exit_2() -> None:
+    cluster = Cluster()
+    assert cluster.invoke("run").exit_code == 2
+    assert cluster.invoke("run", "job.json", "--cpu", "1").exit_code == 2
+    assert cluster.invoke("run", "--image", "busybox", "--env", "NOEQUALS").exit_code == 2
+    assert cluster.requests == []
+
+
+def test_a_422_from_the_masters_prints_the_field_and_exits_2() -> None:
+    refusal = error_json("invalid_spec", "no slave could ever fit 512 cpus", field="resources.cpu")
+    cluster = Cluster({("POST", "/v1/jobs"): lambda r: httpx.Response(422, json=refusal)})
+    result = cluster.invoke("run", "--image", "busybox", "--cpu", "512")
+    assert result.exit_code == 2
+    assert "resources.cpu: no slave could ever fit 512 cpus" in result.stderr
+
+
+def test_run_wait_shows_progress_on_stderr_and_exits_0_when_completed() -> None:
+    events = [{"at": NOW, "state": "pending"}, {"at": NOW, "state": "running", "node_id": "s1"}]
+    done = [*events, {"at": NOW, "state": "completed", "node_id": "s1"}]
+    cluster = Cluster(
+        {
+            ("POST", "/v1/jobs"): created,
+            ("GET", "/v1/jobs/j1"): polled(
+                job_json(state="pending", events=events[:1]),
+                job_json(state="running", events=events),
+                job_json(state="completed", exit_code=0, events=done),
+            ),
+        }
+    )
+    result = cluster.invoke("run", "--image", "busybox", "--wait", "--", "true")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "j1\n"
+    progress = result.stderr.splitlines()
+    assert [line.split()[4] for line in progress[:3]] == ["pending", "running", "completed"]
+    assert "running on s1" in progress[1]
+    assert progress[-1] == "job j1 completed (exit code 0)"
+
+
+@pytest.mark.parametrize(("exit_code", "expected"), [(3, 3), (None, 1), (0, 1)])
+def test_run_wait_exits_with_the_failed_jobs_exit_code(
+    exit_code: int | None, expected: int
+) -> None:
+    cluster = Cluster(
+        {
+            ("POST", "/v1/jobs"): created,
+            ("GET", "/v1/jobs/j1"): job_json(
+                state="failed", exit_code=exit_code, message="container exited"
+            ),
+        }
+    )
+    result = cluster.invoke("-o", "json", "run", "--image", "busybox", "--wait")
+    assert result.exit_code == expected
+    assert json.loads(result.stdout)["state"] == "failed"  # only the final job: pure JSON
+    assert "job j1 failed" in result.stderr
+
+
+# --- reaching the cluster ------------------------------------------------------------------------
+
+
+def refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+def test_unreachable_masters_exit_3() -> None:
+    result = Cluster({("GET", "/v1/jobs"): refuse}).invoke("--masters", "m1:8700,m2:8700", "jobs")
+    assert result.exit_code == ExitCode.UNAVAILABLE == 3
+    assert "m1:8700" in result.stderr and "m2:8700" in result.stderr
+
+
+def test_no_leader_exits_3() -> None:
+    cluster = Cluster(
+        {
+            ("POST", "/v1/jobs"): lambda r: httpx.Response(
+                503, json=error_json("no_leader", "no quorum")
+            )
+        }
+    )
+    result = cluster.invoke("run", "--image", "busybox")
+    assert result.exit_code == 3
+    assert "no quorum" in result.stderr
+
+
+def test_unauthorized_exits_5() -> None:
+    cluster = Cluster(
+        {
+            ("GET", "/v1/jobs"): lambda r: httpx.Response(
+                401, json=error_json("unauthorized", "bad token")
+            )
+        }
+    )
+    result = cluster.invoke("--token", "wrong", "jobs")
+    assert result.exit_code == ExitCode.UNAUTHORIZED == 5
+    assert cluster.requests[0].headers["Authorization"] == "Bearer wrong"
+
+
+def test_masters_and_token_come_from_the_environment() -> None:
+    cluster = Cluster({("GET", "/v1/jobs"): {"jobs": [], "index": 0}})
+    result = cluster.invoke(
+        "jobs", env={"CLAUD_MASTERS": "10.1.2.3:9000", "CLAUD_TOKEN": "envtoken"}
+    )
+    assert result.exit_code == 0
+    request = cluster.requests[0]
+    assert (request.url.host, request.url.port) == ("10.1.2.3", 9000)
+    assert request.headers["Authorization"] == "Bearer envtoken"
+
+
+def test_a_bad_masters_option_is_a_usage_error() -> None:
+    assert Cluster().invoke("--masters", "ftp://x", "jobs").exit_code == 2
+
+
+def test_the_installed_entry_point_runs() -> None:
+    claud = Path(sys.executable).with_name("claud")
+    result = subprocess.run([str(claud), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in ("run", "jobs", "job", "logs", "stop", "nodes", "cluster", "events"):
+        assert f"  {command} " in result.stdout

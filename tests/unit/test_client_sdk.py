@@ -1,0 +1,463 @@
+"""The SDK against httpx.MockTransport: no sockets, masters are functions of the request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from claud.api.jobs import JobSpec, JobState, JobView
+from claud.client import (
+    AsyncClient,
+    ClaudError,
+    Client,
+    Conflict,
+    InvalidSpec,
+    JobNotFound,
+    NoLeader,
+    NotFound,
+    ServerError,
+    Unauthorized,
+    Unreachable,
+    WaitTimeout,
+)
+
+M1 = "http://m1:8700"
+M2 = "http://m2:8700"
+NOW = "2026-01-01T00:00:00Z"
+SPEC = {"name": "hello", "image": "claud/busybox:latest", "command": ["echo", "hi"]}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def job_json(**fields: Any) -> dict[str, Any]:
+    job = {
+        "id": "j1",
+        "name": "hello",
+        "image": "claud/busybox:latest",
+        "state": "pending",
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    job.update(fields)
+    return job
+
+
+def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+class Masters:
+    """A fake cluster: one handler per master host, and every request each one got."""
+
+    def __init__(self, **by_host: Handler) -> None:
+        self.by_host = by_host
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.by_host[request.url.host](request)
+
+    def hosts(self) -> list[str]:
+        return [r.url.host for r in self.requests]
+
+    def client(self, masters: Any = (M1, M2), **kwargs: Any) -> Client:
+        kwargs.setdefault("failover_timeout", 0)
+        return Client(masters, token="t0ken", transport=httpx.MockTransport(self), **kwargs)
+
+    def async_client(self, masters: Any = (M1, M2), **kwargs: Any) -> AsyncClient:
+        kwargs.setdefault("failover_timeout", 0)
+        return AsyncClient(masters, token="t0ken", transport=httpx.MockTransport(self), **kwargs)
+
+
+def refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+def no_leader(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        503, json=error_json("no_leader", "no leader elected"), headers={"Retry-After": "0"}
+    )
+
+
+def answer(status: int, body: Any) -> Handler:
+    return lambda request: httpx.Response(status, json=body)
+
+
+def created(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(201, json=job_json(**json.loads(request.content)))
+
+
+# --- parsing and requests ---------------------------------------------------------
+
+
+def test_submit_sends_the_spec_token_and_an_idempotency_key_and_parses_the_job() -> None:
+    masters = Masters(m1=created)
+    with masters.client() as claud:
+        job = claud.submit(SPEC)
+
+    assert isinstance(job, JobView)
+    assert (job.id, job.state, job.command) == ("j1", JobState.PENDING, ["echo", "hi"])
+    request = masters.requests[0]
+    assert (request.method, request.url.path) == ("POST", "/v1/jobs")
+    assert request.headers["Authorization"] == "Bearer t0ken"
+    assert request.headers["Idempotency-Key"]
+    # Only what the user set goes on the wire: the masters own the defaults.
+    assert json.loads(request.content) == SPEC
+
+
+def test_submit_accepts_a_jobspec_and_an_explicit_idempotency_key() -> None:
+    masters = Masters(m1=created)
+    with masters.client() as claud:
+        claud.submit(JobSpec(**SPEC), idempotency_key="deploy-42")
+    assert masters.requests[0].headers["Idempotency-Key"] == "deploy-42"
+
+
+def test_each_submit_gets_its_own_generated_key() -> None:
+    masters = Masters(m1=created)
+    with masters.client() as claud:
+        claud.submit(SPEC)
+        claud.submit(SPEC)
+    first, second = (r.headers["Idempotency-Key"] for r in masters.requests)
+    assert first != second
+
+
+def test_submit_validates_a_dict_spec_locally_and_names_the_field() -> None:
+    masters = Masters(m1=created)
+    with masters.client() as claud, pytest.raises(InvalidSpec) as caught:
+        claud.submit({**SPEC, "resources": {"cpu": 0.5, "memroy_mb": 64}})
+    assert caught.value.field == "resources.memroy_mb"
+    assert masters.requests == []  # refused before any round trip
+
+
+def test_jobs_lists_with_a_state_filter() -> None:
+    listing = {"jobs": [job_json(), job_json(id="j2", state="running")], "index": 7}
+    masters = Masters(m1=answer(200, listing))
+    with masters.client() as claud:
+        jobs = claud.jobs(state="running")
+    assert [j.id for j in jobs] == ["j1", "j2"]
+    assert jobs[0].events is None
+    assert masters.requests[0].url.params["state"] == "running"
+
+
+def test_job_carries_its_events_and_unknown_fields_are_ignored() -> None:
+    events = [{"at": NOW, "state": "pending"}, {"at": NOW, "state": "running", "node_id": "s1"}]
+    masters = Masters(m1=answer(200, job_json(state="running", events=events, added_later=1)))
+    with masters.client() as claud:
+        job = claud.job("j1")
+    assert [e.state for e in job.events or []] == [JobState.PENDING, JobState.RUNNING]
+
+
+def test_ids_cannot_add_path_segments() -> None:
+    masters = Masters(m1=answer(200, job_json()))
+    with masters.client() as claud:
+        claud.job("../nodes")
+    assert masters.requests[0].url.raw_path == b"/v1/jobs/..%2Fnodes"
+
+
+def test_stop_drain_undrain_and_cluster_hit_their_endpoints() -> None:
+    node = {"id": "s1", "role": "slave", "address": "10.0.0.2:8701", "state": "draining"}
+    cluster = {
+        "leader_id": 1,
+        "leader_address": "m1:8700",
+        "term": 4,
+        "commit_index": 99,
+        "quorum": 2,
+        "masters": [{"id": 1, "address": "m1:8700", "role": "leader"}],
+    }
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/jobs/j1":
+            return httpx.Response(202, json=job_json(state="stopping"))
+        if request.url.path == "/v1/nodes":
+            return httpx.Response(200, json={"nodes": [node], "index": 3})
+        if request.url.path.startswith("/v1/nodes/s1/"):
+            return httpx.Response(200, json=node)
+        return httpx.Response(200, json=cluster)
+
+    masters = Masters(m1=route)
+    with masters.client() as claud:
+        assert claud.stop("j1").state is JobState.STOPPING
+        assert [n.id for n in claud.nodes()] == ["s1"]
+        assert claud.drain("s1").state == "draining"
+        claud.undrain("s1")
+        view = claud.cluster()
+    assert (view.leader_id, view.term, view.commit_index) == (1, 4, 99)
+    assert [(r.method, r.url.path) for r in masters.requests] == [
+        ("DELETE", "/v1/jobs/j1"),
+        ("GET", "/v1/nodes"),
+        ("POST", "/v1/nodes/s1/drain"),
+        ("POST", "/v1/nodes/s1/undrain"),
+        ("GET", "/v1/cluster"),
+    ]
+
+
+def test_logs_yield_lines_with_their_endings_and_pass_follow_and_tail() -> None:
+    masters = Masters(m1=lambda r: httpx.Response(200, text="one\ntwo\npartial"))
+    with masters.client() as claud:
+        lines = list(claud.logs("j1", follow=True, tail=10))
+    assert lines == ["one\n", "two\n", "partial"]
+    params = masters.requests[0].url.params
+    assert (params["follow"], params["tail"]) == ("true", "10")
+
+
+def change(kind: str, subject: str, state: str, **fields: Any) -> dict[str, Any]:
+    """An event payload as the masters publish it."""
+    return {"type": kind, "id": subject, "state": state, "at": NOW, "node_id": None,
+            "message": "", "index": 1, **fields}  # fmt: skip
+
+
+def test_events_are_parsed_from_server_sent_events() -> None:
+    stream = (
+        ": connected\n\n"
+        f"event: job\nid: 5\ndata: {json.dumps(change('job', 'j1', 'running'))}\n\n"
+        ": keep-alive\n\n"
+        f"event: node\r\ndata: {json.dumps(change('node', 's1', 'dead'))}\r\n\r\n"
+        'event: job\ndata: {"id": "j9",\ndata: "state": "failed", "added_later": 1}\n\n'
+        "data: not json\n\n"
+    )
+    masters = Masters(m1=lambda r: httpx.Response(200, text=stream))
+    with masters.client() as claud:
+        events = list(claud.events())
+    assert [e.type for e in events] == ["job", "node", "job", "message"]
+    assert (events[0].data["id"], events[0].data["state"], events[0].id) == ("j1", "running", "5")
+    assert (events[1].data["id"], events[1].data["state"]) == ("s1", "dead")
+    # Multi-line data is joined; fields the SDK does not know are handed over too.
+    assert events[2].data == {"id": "j9", "state": "failed", "added_later": 1}
+    assert events[3].data == "not json"
+
+
+class BrokenStream(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"first\n"
+        raise httpx.ReadError("connection reset")
+
+
+def test_a_stream_cut_midway_raises_unreachable_not_an_httpx_error() -> None:
+    masters = Masters(m1=lambda r: httpx.Response(200, stream=BrokenStream()))
+    with masters.client() as claud:
+        lines = claud.logs("j1", follow=True)
+        assert next(lines) == "first\n"
+        with pytest.raises(Unreachable, match="lost the stream"):
+            next(lines)
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "call", "expected"),
+    [
+        (404, error_json("not_found", "no job j1"), lambda c: c.job("j1"), JobNotFound),
+        (404, error_json("not_found", "no job j1"), lambda c: c.stop("j1"), JobNotFound),
+        (404, error_json("not_found", "no node s9"), lambda c: c.drain("s9"), NotFound),
+        (409, error_json("conflict", "job already stopped"), lambda c: c.stop("j1"), Conflict),
+        (401, error_json("unauthorized", "bad token"), lambda c: c.jobs(), Unauthorized),
+        (403, {"detail": "Forbidden"}, lambda c: c.jobs(), Unauthorized),
+        (500, {"detail": "Internal Server Error"}, lambda c: c.jobs(), ServerError),
+        (418, "teapot", lambda c: c.jobs(), ClaudError),
+    ],
+)
+def test_error_answers_become_typed_exceptions(
+    status: int, body: Any, call: Callable[[Client], Any], expected: type[ClaudError]
+) -> None:
+    masters = Masters(m1=answer(status, body), m2=answer(500, "must not be asked"))
+    with masters.client() as claud, pytest.raises(expected) as caught:
+        call(claud)
+    assert type(caught.value) is expected
+    assert caught.value.status_code == status
+    assert masters.hosts() == ["m1"]  # a definite answer is not retried elsewhere
+
+
+def test_job_not_found_is_a_not_found() -> None:
+    masters = Masters(m1=answer(404, error_json("not_found", "no job j1")))
+    with masters.client() as claud, pytest.raises(NotFound, match="no job j1"):
+        claud.job("j1")
+
+
+def test_a_422_names_the_field() -> None:
+    masters = Masters(
+        m1=answer(422, error_json("invalid_spec", "must be > 0", field="resources.cpu"))
+    )
+    with masters.client() as claud, pytest.raises(InvalidSpec) as caught:
+        claud.submit(SPEC)
+    assert caught.value.field == "resources.cpu"
+    assert str(caught.value) == "resources.cpu: must be > 0"
+
+
+def test_fastapis_own_validation_error_is_understood_too() -> None:
+    body = {
+        "detail": [{"loc": ["query", "state"], "msg": "Input should be 'pending'", "type": "enum"}]
+    }
+    masters = Masters(m1=answer(422, body))
+    with masters.client() as claud, pytest.raises(InvalidSpec) as caught:
+        claud.jobs()
+    assert caught.value.field == "state"
+
+
+def test_an_answer_that_is_not_the_model_is_a_claud_error() -> None:
+    masters = Masters(m1=lambda r: httpx.Response(200, text="<html>proxy login</html>"))
+    with masters.client() as claud, pytest.raises(ClaudError, match="unexpected answer"):
+        claud.job("j1")
+
+
+# --- failover ------------------------------------------------------------------------
+
+
+def test_a_refused_connection_fails_over_to_the_next_master_and_sticks_to_it() -> None:
+    masters = Masters(m1=refuse, m2=answer(200, job_json()))
+    with masters.client() as claud:
+        claud.job("j1")
+        claud.job("j1")
+    assert masters.hosts() == ["m1", "m2", "m2"]
+
+
+def test_a_503_fails_over_to_the_next_master() -> None:
+    masters = Masters(m1=no_leader, m2=answer(200, {"jobs": [], "index": 1}))
+    with masters.client() as claud:
+        assert claud.jobs() == []
+    assert masters.hosts() == ["m1", "m2"]
+
+
+def test_a_retried_submit_reuses_its_idempotency_key() -> None:
+    def lost_answer(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("the request went out, the answer never came", request=request)
+
+    masters = Masters(m1=lost_answer, m2=created)
+    with masters.client() as claud:
+        claud.submit(SPEC)
+    first, second = masters.requests
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+    assert first.content == second.content
+
+
+def test_failover_retries_rounds_until_the_deadline() -> None:
+    answers = iter([no_leader, no_leader, created])
+    masters = Masters(m1=lambda r: next(answers)(r))
+    with masters.client(M1, failover_timeout=5) as claud:
+        assert claud.submit(SPEC).id == "j1"
+    assert masters.hosts() == ["m1", "m1", "m1"]
+    assert len({r.headers["Idempotency-Key"] for r in masters.requests}) == 1
+
+
+def test_no_master_answering_raises_unreachable_naming_each() -> None:
+    masters = Masters(m1=refuse, m2=refuse)
+    with masters.client() as claud, pytest.raises(Unreachable) as caught:
+        claud.jobs()
+    assert set(caught.value.reasons) == {M1, M2}
+    assert "Connection refused" in str(caught.value)
+
+
+def test_masters_without_a_leader_raise_no_leader() -> None:
+    masters = Masters(m1=refuse, m2=no_leader)
+    with masters.client() as claud, pytest.raises(NoLeader) as caught:
+        claud.submit(SPEC)
+    assert caught.value.retry_after == 0
+    assert caught.value.code == "no_leader"
+
+
+def test_masters_come_from_the_environment_or_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLAUD_MASTERS", raising=False)
+    assert Client().masters == ("http://127.0.0.1:8700",)
+    monkeypatch.setenv("CLAUD_MASTERS", "10.0.0.1:8700, https://m2.example:443/claud/")
+    assert Client().masters == ("http://10.0.0.1:8700", "https://m2.example:443/claud")
+    with pytest.raises(ValueError, match="not a master address"):
+        Client("ftp://m1")
+
+
+def test_the_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUD_TOKEN", "from-env")
+    masters = Masters(m1=answer(200, {"jobs": [], "index": 0}))
+    with Client(M1, transport=httpx.MockTransport(masters)) as claud:
+        claud.jobs()
+    assert masters.requests[0].headers["Authorization"] == "Bearer from-env"
+
+
+# --- wait ----------------------------------------------------------------------------
+
+
+def states_then(*states: str, exit_code: int | None = None) -> Handler:
+    remaining = list(states)
+
+    def poll(request: httpx.Request) -> httpx.Response:
+        state = remaining.pop(0) if len(remaining) > 1 else remaining[0]
+        return httpx.Response(200, json=job_json(state=state, exit_code=exit_code))
+
+    return poll
+
+
+def test_wait_polls_until_a_terminal_state() -> None:
+    masters = Masters(m1=states_then("pending", "running", "running", "completed", exit_code=0))
+    with masters.client() as claud:
+        job = claud.wait("j1", poll_interval=0)
+    assert (job.state, job.exit_code) == (JobState.COMPLETED, 0)
+    assert len(masters.requests) == 4
+
+
+def test_watch_yields_each_change_once() -> None:
+    masters = Masters(m1=states_then("pending", "pending", "running", "failed", exit_code=3))
+    with masters.client() as claud:
+        seen = [job.state.value for job in claud.watch("j1", poll_interval=0)]
+    assert seen == ["pending", "running", "failed"]
+
+
+def test_wait_gives_up_after_its_timeout_with_the_last_view() -> None:
+    masters = Masters(m1=states_then("running"))
+    with masters.client() as claud, pytest.raises(WaitTimeout) as caught:
+        claud.wait("j1", timeout=0.05, poll_interval=0.01)
+    assert isinstance(caught.value, TimeoutError)
+    assert caught.value.job is not None and caught.value.job.state is JobState.RUNNING
+
+
+# --- the async twin ----------------------------------------------------------------------
+
+
+def test_async_client_does_the_same() -> None:
+    masters = Masters(
+        m1=refuse,
+        m2=lambda r: (
+            created(r)
+            if r.method == "POST"
+            else httpx.Response(200, text="a\nb\n")
+            if r.url.path.endswith("/logs")
+            else httpx.Response(
+                200, text=f"event: job\ndata: {json.dumps(change('job', 'j1', 'running'))}\n\n"
+            )
+            if r.url.path == "/v1/events"
+            else httpx.Response(200, json=job_json(state="completed", exit_code=0))
+        ),
+    )
+
+    async def scenario() -> None:
+        async with masters.async_client() as claud:
+            job = await claud.submit(SPEC)
+            assert job.id == "j1"
+            assert [line async for line in claud.logs("j1")] == ["a\n", "b\n"]
+            assert [e.data["id"] async for e in claud.events()] == ["j1"]
+            assert (await claud.wait("j1", poll_interval=0)).state is JobState.COMPLETED
+
+    asyncio.run(scenario())
+    assert masters.hosts()[:2] == ["m1", "m2"]
+    submits = [r for r in masters.requests if r.method == "POST"]
+    assert len({r.headers["Idempotency-Key"] for r in submits}) == 1
+
+
+def test_async_client_raises_the_same_typed_errors() -> None:
+    masters = Masters(
+        m1=answer(404, error_json("not_found", "no job j1")),
+        m2=refuse,
+    )
+
+    async def scenario() -> None:
+        async with masters.async_client() as claud:
+            with pytest.raises(JobNotFound):
+                await claud.job("j1")
+        async with masters.async_client(M2) as claud:
+            with pytest.raises(Unreachable):
+                await claud.jobs()
+
+    asyncio.run(scenario())
