@@ -55,7 +55,7 @@ up() {
     echo $! >>"$demo/pids"
     slaves_alive() {
         [ "$("$bin/claud" --output json nodes | "$bin/python" -c \
-            'import json,sys; print(sum(n["role"]=="slave" and n["state"]=="alive" for n in json.load(sys.stdin)["nodes"]))')" = 2 ]
+            'import json,sys; print(sum(n["role"]=="slave" and n["state"]=="alive" for n in json.load(sys.stdin)))')" = 2 ]
     }
     wait_for 20 "two slaves" slaves_alive
     "$bin/claud" nodes
@@ -74,7 +74,7 @@ up() {
     settled() {
         "$bin/claud" --output json jobs | "$bin/python" -c "
 import json, sys
-jobs = {j['id']: j for j in json.load(sys.stdin)['jobs']}
+jobs = {j['id']: j for j in json.load(sys.stdin)}
 ok = jobs['$ok']['state'] == 'completed' and jobs['$bad']['state'] == 'failed' and jobs['$big']['pending_reason']
 sys.exit(0 if ok else 1)"
     }
