@@ -19,11 +19,6 @@ PROG = "claud-master"
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(MasterSettings, argv, PROG, "A CLAUD master: API, replicated tables, scheduler.")
     configure_logging("master", str(settings.id), settings.log_level)
-    if settings.peers or (settings.cluster_size or 1) > 1:
-        # Honest refusal rather than a silent single-master "cluster".
-        print(f"{PROG}: invalid configuration: a cluster of several masters is not supported yet; "
-              "run one master without --peers", file=sys.stderr)
-        raise SystemExit(2)
     # Imported late so that --help and bad flags answer without loading FastAPI.
     from claud.master.api import create_app
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Securit
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -44,7 +44,9 @@ from claud.master import ops
 from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, same_secret
 from claud.master.dashboard import DASHBOARD_HTML
 from claud.master.metrics import render_metrics
-from claud.master.node import MasterNode, utcnow
+from claud.master.node import MasterNode, NotLeader, utcnow
+from claud.master.raft import Role
+from claud.master.replication import NoLeader, NotCommitted, outcome_to_dict
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
 
@@ -224,17 +226,29 @@ async def job_logs(
 nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)])
 
 
+def _master_role(node: MasterNode, master_id: int) -> str:
+    if master_id == node.leader_id:
+        return "leader"
+    if master_id == node.id:
+        return {Role.CANDIDATE: "candidate", Role.PRE_CANDIDATE: "candidate"}.get(node.log.core.role, "follower")
+    return "follower" if node.leader_id is not None else "unknown"
+
+
 def _master_views(node: MasterNode) -> list[NodeView]:
-    return [
-        NodeView(
-            id=str(node.id),
-            role=NodeRole.MASTER,
-            address=node.address,
-            state=NodeState.ALIVE,
-            labels={"leader": "true"} if node.is_leader else {},
-            last_heartbeat=datetime.now(UTC),
+    views = []
+    for master_id, address in node.directory.items():
+        reachable = master_id == node.id or node.log.peer_reachable(master_id) or not node.is_leader
+        views.append(
+            NodeView(
+                id=str(master_id),
+                role=NodeRole.MASTER,
+                address=address,
+                state=NodeState.ALIVE if reachable else NodeState.SUSPECT,
+                labels={"raft": _master_role(node, master_id)},
+                last_heartbeat=datetime.now(UTC) if master_id == node.id else None,
+            )
         )
-    ]
+    return views
 
 
 def _slave_view(node: MasterNode, node_id: str) -> NodeView:
@@ -278,19 +292,23 @@ cluster = APIRouter(prefix="/v1", tags=["cluster"], dependencies=[Depends(requir
 
 @cluster.get("/cluster", response_model=ClusterView)
 async def cluster_status(node: NodeDep) -> ClusterView:
+    """Who leads, in which term, how far the log is committed, and each master's replication progress."""
+    matches = node.log.match_indexes()
     return ClusterView(
         leader_id=node.leader_id,
-        leader_address=node.address if node.is_leader else None,
+        leader_address=node.leader_address,
         term=node.term,
         commit_index=node.commit_index,
         quorum=node.settings.quorum,
         masters=[
             MasterView(
-                id=node.id,
-                address=node.address,
-                role="leader" if node.is_leader else "follower",
-                match_index=node.commit_index,
+                id=master_id,
+                address=address,
+                role=_master_role(node, master_id),
+                match_index=node.log.core.last_index if master_id == node.id else matches.get(master_id),
+                reachable=master_id == node.id or node.log.peer_reachable(master_id) or not node.is_leader,
             )
+            for master_id, address in node.directory.items()
         ],
     )
 
@@ -313,6 +331,28 @@ async def events(node: NodeDep) -> StreamingResponse:
 # ------------------------------------------------------------------ internal
 
 internal = APIRouter(prefix="/v1/internal", dependencies=[Depends(require_cluster_secret)], include_in_schema=False)
+
+
+@internal.get("/whoami")
+async def whoami(node: NodeDep) -> dict[str, Any]:
+    return {"id": node.id, "address": node.address, "term": node.term, "leader_id": node.leader_id}
+
+
+@internal.post("/raft", status_code=204)
+async def raft_messages(request: Request, node: NodeDep) -> Response:
+    body = await request.json()
+    node.log.receive(body["messages"])
+    return Response(status_code=204)
+
+
+@internal.post("/propose")
+async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
+    """A follower's forwarded write; answered once committed, like a direct one."""
+    op = ops.decode(await request.body())
+    if not node.is_leader:
+        raise NotLeader(node.leader_id, node.leader_address)
+    outcome = await node.propose(op)
+    return JSONResponse(outcome_to_dict(outcome, node.commit_index))
 
 
 @internal.post("/heartbeat", response_model=Assignments)
@@ -389,6 +429,26 @@ def create_app(settings: MasterSettings) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(NoLeader)
+    async def _no_leader(request: Request, exc: NoLeader) -> JSONResponse:
+        return error_response(503, "no_leader", f"no leader can take this write now: {exc}", headers={"Retry-After": "1"})
+
+    @app.exception_handler(NotCommitted)
+    async def _not_committed(request: Request, exc: NotCommitted) -> JSONResponse:
+        return error_response(
+            503, "not_committed", f"{exc}; retry with the same idempotency key", headers={"Retry-After": "1"}
+        )
+
+    @app.exception_handler(NotLeader)
+    async def _not_leader(request: Request, exc: NotLeader) -> JSONResponse:
+        body = {
+            "error": {"code": "not_leader", "message": str(exc), "field": None},
+            "leader_id": exc.leader_id,
+            "leader_address": exc.leader_address,
+            "master_id": node.id,
+        }
+        return JSONResponse(body, status_code=421, headers={"X-Claud-Master-Id": str(node.id)})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

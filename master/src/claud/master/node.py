@@ -14,14 +14,16 @@ from datetime import UTC, datetime
 
 import httpx
 
-from claud.api import Assignments, Heartbeat, HostUsage, NodeState
+from claud.api import Assignments, Heartbeat, HostUsage, NodeRole, NodeState
+from claud.api.discovery import Announcement, Discovery, PeerEvent
 from claud.api.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import load_or_create_token, read_secret_file
 from claud.master.events import EventBroker
+from claud.master.peers import MasterDirectory, resolve_peer_ids
+from claud.master.replication import ReplicatedLog
 from claud.master.scheduler import schedule
 from claud.master.settings import MasterSettings
-from claud.master.standalone import StandaloneLog
 from claud.master.state import Outcome, StateMachine
 from claud.master.storage import LogStore
 
@@ -35,6 +37,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class NotLeader(Exception):
+    """This master cannot serve a leader-only request; says who can."""
+
+    def __init__(self, leader_id: int | None, leader_address: str | None) -> None:
+        super().__init__(f"not the leader; leader is {leader_id}")
+        self.leader_id, self.leader_address = leader_id, leader_address
+
+
 class MasterNode:
     def __init__(self, settings: MasterSettings) -> None:
         self.settings = settings
@@ -45,23 +55,27 @@ class MasterNode:
             read_secret_file(settings.cluster_secret_file, "cluster secret") if settings.cluster_secret_file else None
         )
         self.store = LogStore(settings.data_dir / "claud.db")
-        started = time.perf_counter()
-        self.state, replayed = StandaloneLog.recover(self.store)
-        log_event(
-            log,
-            "state.recovered",
-            index=self.state.applied_index,
-            replayed=replayed,
-            jobs=len(self.state.jobs),
-            nodes=len(self.state.nodes),
-            ms=round((time.perf_counter() - started) * 1000),
-        )
         self.events = EventBroker()
-        self.http: httpx.AsyncClient | None = None
-        self._log: StandaloneLog | None = None
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), limits=httpx.Limits(max_connections=200))
+        self.directory = MasterDirectory(self.id, self.address, self._peers_changed)
+        self.log = ReplicatedLog(
+            node_id=self.id,
+            cluster_size=settings.size,
+            store=self.store,
+            directory=self.directory,
+            http=self.http,
+            secret=self.cluster_secret,
+            election_timeout=settings.election_timeout,
+            snapshot_every=settings.snapshot_every,
+            propose_timeout=settings.propose_timeout,
+            on_applied=self._on_applied,
+            on_role_change=self._sync_duties,
+        )
+        self.discovery: Discovery | None = None
         self._applied = asyncio.Event()
         self._schedule_needed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._duties: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []
         # Leader-only soft state: what the slaves told us since we became leader.
         self._last_seen: dict[str, float] = {}
         self._heartbeat_at: dict[str, datetime] = {}
@@ -71,21 +85,55 @@ class MasterNode:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
         self._applied = asyncio.Event()
         self._schedule_needed = asyncio.Event()
-        self._log = StandaloneLog(self.store, self.state, self._on_applied, self.settings.snapshot_every)
-        self._log.start()
-        await self.propose(ops.Noop(at=utcnow()))
-        self._become_leader()
+        self.log.start()
+        if self.settings.peers:
+            self._background.append(asyncio.create_task(
+                resolve_peer_ids(self.http, self.settings.peers, self.directory, self.cluster_secret), name="resolve-peers"
+            ))
+        if not self.settings.no_discovery:
+            self.discovery = Discovery(
+                Announcement(id=str(self.id), role=NodeRole.MASTER, address=self.address, term=self.term),
+                port=self.settings.discovery_port,
+                secret=self.cluster_secret,
+                on_change=self._discovered,
+            )
+            await self.discovery.start()
+
+    def _discovered(self, event: PeerEvent) -> None:
+        peer = event.peer
+        if peer.role != NodeRole.MASTER or event.kind == "expired":
+            return
+        try:
+            self.directory.learn(int(peer.id), peer.address)
+        except ValueError:
+            log_event(log, "discovery.bad_master_id", logging.WARNING, id=peer.id, address=peer.address)
+
+    def _peers_changed(self) -> None:
+        if hasattr(self, "log"):
+            self.log.peers_changed()
+
+    def _sync_duties(self) -> None:
+        """Run the leader's loops exactly while this master is a leader whose term has begun."""
+        if self.discovery is not None:
+            self.discovery.update(term=self.term)
+        if self.log.leader_ready and not self._duties:
+            self._become_leader()
+        elif not self.log.is_leader and self._duties:
+            for task in self._duties:
+                task.cancel()
+            self._duties = []
+            log_event(log, "leader.stepped_down", term=self.term, leader=self.leader_id)
 
     def _become_leader(self) -> None:
         now = time.monotonic()
         # Every known slave gets a full dead-after period from now: the new
         # leader has not heard from anyone yet, which says nothing about them.
         self._last_seen = {node_id: now for node_id in self.state.nodes}
+        self._heartbeat_at, self._usage, self._touched = {}, {}, set()
         log_event(log, "leader.elected", term=self.term, index=self.commit_index)
-        self._tasks = [
+        self._duties = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._failure_detector_loop(), name="failure-detector"),
             asyncio.create_task(self._touch_loop(), name="touch-nodes"),
@@ -93,36 +141,44 @@ class MasterNode:
         self._schedule_needed.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._duties, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._log:
-            await self._log.stop()
-        if self.http:
-            await self.http.aclose()
+        await asyncio.gather(*self._duties, *self._background, return_exceptions=True)
+        if self.discovery is not None:
+            await self.discovery.stop()
+        await self.log.stop()
+        await self.http.aclose()
         self.store.close()
 
     # ---------------------------------------------------------- the log
 
     @property
+    def state(self) -> StateMachine:
+        return self.log.state
+
+    @property
     def term(self) -> int:
-        return self._log.term if self._log else 0
+        return self.log.term
 
     @property
     def commit_index(self) -> int:
-        return self.state.applied_index
+        return self.log.commit_index
 
     @property
     def is_leader(self) -> bool:
-        return self._log is not None
+        return self.log.is_leader
 
     @property
     def leader_id(self) -> int | None:
-        return self.id if self.is_leader else None
+        return self.log.leader_id
+
+    @property
+    def leader_address(self) -> str | None:
+        return self.directory.address(self.leader_id)
 
     async def propose(self, op: ops.Operation) -> Outcome:
-        assert self._log is not None, "propose before start"
-        return await self._log.propose(op)
+        """Commit ``op`` (forwarded to the leader when this master is a follower)."""
+        return await self.log.propose(op)
 
     def _on_applied(self) -> None:
         for change in self.state.drain_changes():
@@ -141,12 +197,18 @@ class MasterNode:
         # Wake every long-polling watcher; each checks its own slave's version.
         self._applied.set()
         self._applied = asyncio.Event()
-        if self.state.pending_jobs():
+        if self._duties and self.state.pending_jobs():
             self._schedule_needed.set()
+        self._sync_duties()
 
     # --------------------------------------------------------- slave protocol
 
+    def _require_leader(self) -> None:
+        if not self.log.leader_ready:
+            raise NotLeader(self.leader_id if self.leader_id != self.id else None, self.leader_address)
+
     async def heartbeat(self, hb: Heartbeat) -> Assignments:
+        self._require_leader()
         self._last_seen[hb.node_id] = time.monotonic()
         self._heartbeat_at[hb.node_id] = utcnow()
         self._usage[hb.node_id] = hb.usage
@@ -177,6 +239,7 @@ class MasterNode:
         return self.assignments(hb.node_id)
 
     async def watch(self, node_id: str, known_version: int, wait_seconds: float) -> Assignments:
+        self._require_leader()
         deadline = time.monotonic() + min(wait_seconds, self.settings.watch_max_wait)
         while self.state.node_versions.get(node_id, 0) == known_version:
             remaining = deadline - time.monotonic()
@@ -186,13 +249,14 @@ class MasterNode:
                 await asyncio.wait_for(self._applied.wait(), remaining)
             except TimeoutError:
                 break
+        self._require_leader()  # leadership may have moved while this watch waited
         return self.assignments(node_id)
 
     def assignments(self, node_id: str) -> Assignments:
         return Assignments(
             term=self.term,
             leader_id=self.leader_id,
-            leader_address=self.address if self.is_leader else None,
+            leader_address=self.leader_address,
             version=self.state.node_versions.get(node_id, 0),
             allocations=self.state.desired_allocations(node_id),
             lease_seconds=self.settings.slave_lease,

@@ -51,7 +51,12 @@ class MasterSettings(BaseSettings):
     cluster_secret_file: Path | None = Field(
         None, description="file holding the secret that masters and slaves present to each other"
     )
-    election_timeout: float = Field(1.0, gt=0, description="base election timeout, seconds")
+    election_timeout: float = Field(
+        0.6, gt=0.05, description="base election timeout, seconds; masters rank theirs by id (lowest stands first)"
+    )
+    propose_timeout: float = Field(
+        5.0, gt=0, description="a write not committed by a quorum within this answers 503 (retry it)"
+    )
     heartbeat_interval: float = Field(1.0, gt=0, description="how often slaves heartbeat, seconds (sent to slaves)")
     suspect_after: float = Field(3.0, gt=0, description="a slave silent this long is marked suspect")
     node_dead_after: float = Field(
@@ -112,6 +117,10 @@ class MasterSettings(BaseSettings):
                 f"slave_lease ({self.slave_lease:g}s) must exceed two heartbeat intervals "
                 f"({2 * self.heartbeat_interval:g}s), or healthy slaves would fence themselves"
             )
+        if self.cluster_size is not None and len(self.peers) > self.cluster_size - 1:
+            raise ValueError(
+                f"--peers names {len(self.peers)} other masters but --cluster-size is {self.cluster_size}"
+            )
         if self.suspect_after >= self.node_dead_after:
             raise ValueError("suspect_after must be shorter than node_dead_after")
         return self
@@ -121,6 +130,9 @@ class MasterSettings(BaseSettings):
         return self.advertise or self.listen
 
     @property
+    def size(self) -> int:
+        return self.cluster_size or 1 + len(self.peers)
+
+    @property
     def quorum(self) -> int:
-        size = self.cluster_size or 1 + len(self.peers)
-        return size // 2 + 1
+        return self.size // 2 + 1

@@ -110,8 +110,20 @@ class LogStore:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hard_state', ?)", (value,))
 
-    def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store the snapshot and drop the log entries it covers, atomically."""
+    def commit_index(self) -> int:
+        """The last commit index this master recorded (a hint for recovery, not a promise)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'commit_index'").fetchone()
+        return int(row[0]) if row else 0
+
+    def save_commit_index(self, index: int) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('commit_index', ?)", (str(index),))
+
+    def save_snapshot(self, snapshot: Snapshot, replace_log: bool = False) -> None:
+        """Store the snapshot and drop the log entries it covers (all of them with
+        ``replace_log``, for a snapshot received from a leader), atomically."""
         blob = zlib.compress(json.dumps(snapshot.state, separators=(",", ":")).encode(), 1)
         with self._lock, self._db:
             self._db.execute("BEGIN")
@@ -119,4 +131,7 @@ class LogStore:
                 "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
                 (snapshot.index, snapshot.term, blob),
             )
-            self._db.execute("DELETE FROM log WHERE idx <= ?", (snapshot.index,))
+            if replace_log:
+                self._db.execute("DELETE FROM log")
+            else:
+                self._db.execute("DELETE FROM log WHERE idx <= ?", (snapshot.index,))

@@ -1,0 +1,991 @@
+"""Raft consensus for the masters, as a pure state machine.
+
+Nothing here touches a socket, a file or a clock. The master feeds in ticks and
+messages and takes out, through :class:`Ready`, what to persist, what to send
+and what to apply: the shape of etcd-io/raft's ``RawNode``. That keeps every
+rule in one place and lets the unit tests drive thousands of seeded steps with
+loss, delay, partitions and crashes in seconds.
+
+Beyond the Raft paper this follows the thesis' operational extensions, because
+CLAUD masters come and go on real networks: pre-vote (§9.6) so a member that
+rejoins cannot bump terms and depose a healthy leader; check-quorum so a
+leader cut off from a majority steps down, and leader stickiness so followers
+that hear a live leader refuse votes; leadership transfer (§3.10).
+
+CLAUD rules on top: the cluster size N is configured and never exceeded (peers
+learned beyond N are ignored and reported), so no node's view can hold two
+majorities; election timeouts are ranked by id so the lowest id stands first;
+a leader hands over to a lower id once that member has caught up.
+
+Driving it (the caller's loop)::
+
+    core.tick()  /  core.step(message)  /  core.propose(data)
+    if core.has_ready():
+        rd = core.ready()
+        if rd.snapshot: persist it, drop the whole persisted log, restore the state machine from it
+        persist rd.entries (overwriting from rd.entries[0].index) and rd.hard_state  -- fsync
+        send rd.messages
+        apply rd.committed in order
+        core.advance(rd)
+
+Readies are handled one at a time, in order; ticks, messages and proposals may
+arrive between ``ready()`` and ``advance()``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from claud.master.storage import Entry, HardState, Snapshot
+
+__all__ = [
+    "AppendEntries",
+    "AppendEntriesReply",
+    "InstallSnapshot",
+    "InstallSnapshotReply",
+    "Message",
+    "PreVote",
+    "PreVoteReply",
+    "RaftConfig",
+    "RaftCore",
+    "Ready",
+    "RequestVote",
+    "RequestVoteReply",
+    "Role",
+    "TimeoutNow",
+    "message_from_dict",
+    "message_to_dict",
+]
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    id: int
+    cluster_size: int
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    max_entries_per_message: int = 512
+    max_inflight: int = 4
+
+    def __post_init__(self) -> None:
+        if self.cluster_size < 1:
+            raise ValueError("cluster_size must be at least 1")
+        if self.heartbeat_ticks < 1:
+            raise ValueError("heartbeat_ticks must be at least 1")
+        if self.election_ticks <= self.heartbeat_ticks:
+            # Check-quorum needs every follower heard from at least once per election timeout.
+            raise ValueError("election_ticks must be greater than heartbeat_ticks")
+        if self.max_entries_per_message < 1 or self.max_inflight < 1:
+            raise ValueError("max_entries_per_message and max_inflight must be at least 1")
+
+    @property
+    def quorum(self) -> int:
+        return self.cluster_size // 2 + 1
+
+
+class Role(StrEnum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+# ------------------------------------------------------------------ messages
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    src: int
+    dst: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreVote(Message):
+    """Asks whether the sender could win at ``term`` (its own term + 1) without
+    anyone changing term; ``transfer`` is never set in practice (transfers skip pre-vote)."""
+
+    last_index: int
+    last_term: int
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreVoteReply(Message):
+    """``term`` is the asked term when granted, the voter's own term when refused."""
+
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote(Message):
+    """``transfer`` marks an election the leader asked for, which voters grant
+    even while they still hear that leader."""
+
+    last_index: int
+    last_term: int
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteReply(Message):
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries(Message):
+    """Also the heartbeat (no entries). ``commit`` is the leader's commit index."""
+
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesReply(Message):
+    """On success ``match_index`` is the last index known to equal the leader's
+    log. On refusal ``reject_index`` echoes the refused ``prev_index`` (so the
+    leader can tell stale refusals apart) and ``hint_index``/``hint_term`` name
+    the follower's last entry that might still match, so the leader can skip
+    a whole term of conflicting entries per round trip."""
+
+    success: bool
+    match_index: int
+    hint_index: int = 0
+    hint_term: int = 0
+    reject_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot(Message):
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotReply(Message):
+    match_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow(Message):
+    """From the leader to a caught-up member: start an election now."""
+
+
+_MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.__name__: cls
+    for cls in (
+        PreVote,
+        PreVoteReply,
+        RequestVote,
+        RequestVoteReply,
+        AppendEntries,
+        AppendEntriesReply,
+        InstallSnapshot,
+        InstallSnapshotReply,
+        TimeoutNow,
+    )
+}
+
+
+def message_to_dict(msg: Message) -> dict[str, Any]:
+    """JSON-safe form; entries become ``[index, term, data]`` triples to keep
+    large batches compact."""
+    out: dict[str, Any] = {"type": type(msg).__name__}
+    for f in fields(msg):
+        value = getattr(msg, f.name)
+        if f.name == "entries":
+            value = [[e.index, e.term, e.data] for e in value]
+        elif f.name == "snapshot":
+            value = {"index": value.index, "term": value.term, "state": value.state}
+        out[f.name] = value
+    return out
+
+
+def message_from_dict(d: dict[str, Any]) -> Message:
+    """Inverse of :func:`message_to_dict`; raises ValueError on anything malformed,
+    so the transport can answer 400 instead of feeding garbage to the core."""
+    try:
+        cls = _MESSAGE_TYPES[d["type"]]
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            value = d[f.name]
+            if f.name == "entries":
+                value = tuple(Entry(_int(i), _int(t), _str(x)) for i, t, x in value)
+            elif f.name == "snapshot":
+                if not isinstance(value["state"], dict):
+                    raise ValueError("snapshot state must be an object")
+                value = Snapshot(_int(value["index"]), _int(value["term"]), value["state"])
+            elif f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be a boolean")
+            else:
+                value = _int(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed raft message: {exc!r}") from exc
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
+
+
+# ------------------------------------------------------------------ outputs
+
+
+@dataclass
+class Ready:
+    """One batch of work for the caller, in this order: persist ``snapshot``
+    (dropping every persisted entry), then ``entries`` (overwriting from
+    ``entries[0].index``) and ``hard_state``, fsync; then send ``messages``;
+    then apply ``committed``; then ``advance(ready)``."""
+
+    hard_state: HardState | None
+    entries: list[Entry]
+    snapshot: Snapshot | None
+    messages: list[Message]
+    committed: list[Entry]
+    role: Role
+    term: int
+    leader_id: int | None
+    commit_index: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """The leader's view of one follower.
+
+    Probing: one message at a time until the follower's match point is found.
+    Replicating: up to ``max_inflight`` appends in flight, ``next`` advanced
+    optimistically. A pending snapshot pauses both.
+    """
+
+    next: int
+    match: int = 0
+    probing: bool = True
+    probe_sent: bool = False
+    inflight: list[tuple[int, int]] = field(default_factory=list)  # (last index sent, heartbeat round)
+    snapshot_index: int = 0
+    snapshot_elapsed: int = 0
+    active: bool = False
+
+
+class RaftCore:
+    """One member's consensus state. Not thread-safe: drive it from one task."""
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        rng: random.Random,
+        hard_state: HardState,
+        snapshot: Snapshot | None,
+        entries: list[Entry],
+        applied_index: int,
+        peers: Iterable[int] = (),
+    ) -> None:
+        self.config = config
+        self.id = config.id
+        self._rng = rng
+        self.members: set[int] = {config.id}
+        self._ignored: set[int] = set()
+        self._warnings: list[str] = []
+
+        self.term = hard_state.term
+        self.voted_for = hard_state.voted_for
+        self._snapshot = snapshot
+        self._snap_index = snapshot.index if snapshot else 0
+        self._snap_term = snapshot.term if snapshot else 0
+        log = sorted((e for e in entries if e.index > self._snap_index), key=lambda e: e.index)
+        for k, e in enumerate(log):
+            if e.index != self._snap_index + 1 + k:
+                raise ValueError(f"log is not contiguous after the snapshot: entry {e.index} at position {k}")
+        self._log: list[Entry] = log
+        if applied_index < self._snap_index or applied_index > self.last_index:
+            raise ValueError(
+                f"applied_index {applied_index} outside [{self._snap_index}, {self.last_index}] "
+                "(restore the state machine from the snapshot first)"
+            )
+        self.commit_index = applied_index
+        self._applied = applied_index
+        self._stable = self.last_index
+        self._unstable_from = self.last_index + 1
+
+        self.role = Role.FOLLOWER
+        self.leader_id: int | None = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._heartbeat_round_no = 0
+        self._timeout = 0
+        self._votes: dict[int, bool] = {}
+        self._progress: dict[int, _Progress] = {}
+        self.transfer_target: int | None = None
+        self._transfer_elapsed = 0
+        self._transfer_cooldown: dict[int, int] = {}
+        self._needs_broadcast = False
+        self._commit_dirty = False
+
+        self._msgs: list[Message] = []
+        self._pending_snapshot: Snapshot | None = None
+        self._handed_hard_state = hard_state
+        self._handed_soft: tuple[Role, int, int | None, int] = (self.role, self.term, None, self.commit_index)
+        self._outstanding: Ready | None = None
+
+        self.set_peers(peers)
+        self._reset_timeout()
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def last_index(self) -> int:
+        return self._snap_index + len(self._log)
+
+    @property
+    def last_term(self) -> int:
+        return self._log[-1].term if self._log else self._snap_term
+
+    @property
+    def first_index(self) -> int:
+        """The first index still held as an entry (earlier ones are in the snapshot)."""
+        return self._snap_index + 1
+
+    @property
+    def applied_index(self) -> int:
+        """Highest index handed out in ``Ready.committed`` (or restored from a snapshot)."""
+        return self._applied
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def quorum(self) -> int:
+        return self.config.quorum
+
+    def term_at(self, index: int) -> int | None:
+        """None when the index is beyond the log or compacted away."""
+        if index == self._snap_index:
+            return self._snap_term
+        if self._snap_index < index <= self.last_index:
+            return self._log[index - self._snap_index - 1].term
+        return None
+
+    def log_entry(self, index: int) -> Entry | None:
+        if self._snap_index < index <= self.last_index:
+            return self._log[index - self._snap_index - 1]
+        return None
+
+    def match_indexes(self) -> dict[int, int]:
+        """The leader's view (itself: what it has persisted); empty on other members."""
+        if self.role is not Role.LEADER:
+            return {}
+        out = {self.id: self._stable}
+        out.update({p: pr.match for p, pr in self._progress.items()})
+        return dict(sorted(out.items()))
+
+    # ------------------------------------------------------------ membership
+
+    def set_peers(self, ids: Iterable[int]) -> None:
+        """Learn members. Membership only grows, and stops at ``cluster_size``:
+        a member that drops out of discovery keeps its seat, so a later newcomer
+        can never make this node count more than N voters."""
+        for peer in sorted(set(ids)):
+            self._learn(peer)
+
+    def _learn(self, peer: int) -> bool:
+        if peer in self.members:
+            return True
+        if len(self.members) < self.config.cluster_size:
+            self.members.add(peer)
+            if self.role is Role.LEADER:
+                self._progress[peer] = _Progress(next=self.last_index + 1)
+                self._needs_broadcast = True
+            return True
+        if peer not in self._ignored:
+            self._ignored.add(peer)
+            self._warnings.append(
+                f"master {peer} ignored: cluster_size is {self.config.cluster_size} and the members "
+                f"are already {sorted(self.members)}; check the configured cluster size"
+            )
+        return False
+
+    # ------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        for target in list(self._transfer_cooldown):
+            self._transfer_cooldown[target] -= 1
+            if self._transfer_cooldown[target] <= 0:
+                del self._transfer_cooldown[target]
+        if self.role is Role.LEADER:
+            self._tick_leader()
+            return
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._timeout:
+            self._campaign(pre=True)
+
+    def propose(self, data: str) -> Entry | None:
+        """The entry as appended; the caller knows it is committed when
+        ``Ready.committed`` carries the same index *and* term, and lost when
+        that index commits with another term."""
+        if self.role is not Role.LEADER or self.transfer_target is not None:
+            return None
+        entry = Entry(self.last_index + 1, self.term, data)
+        self._log.append(entry)
+        self._needs_broadcast = True
+        return entry
+
+    def transfer_leadership(self, target: int) -> bool:
+        """Hand leadership to ``target`` once it has every entry. Proposals are
+        refused meanwhile, so the target cannot fall behind again; after one
+        election timeout without success they are accepted again."""
+        if self.role is not Role.LEADER or target == self.id or target not in self._progress:
+            return False
+        if self.transfer_target == target:
+            return True
+        self.transfer_target = target
+        self._transfer_elapsed = 0
+        if self._progress[target].match == self.last_index:
+            self._send(TimeoutNow(src=self.id, dst=target, term=self.term))
+        else:
+            self._send_append(target)
+        return True
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """The caller snapshotted its state machine at ``snapshot.index`` (and
+        persisted it); entries up to there are dropped, and the snapshot is kept
+        to send to followers that fall behind it."""
+        if snapshot.index <= self._snap_index:
+            return
+        if snapshot.index > self._applied:
+            raise ValueError(f"cannot compact to {snapshot.index}: only {self._applied} applied")
+        if self.term_at(snapshot.index) != snapshot.term:
+            raise ValueError(f"snapshot term {snapshot.term} does not match the log at {snapshot.index}")
+        del self._log[: snapshot.index - self._snap_index]
+        self._snap_index, self._snap_term = snapshot.index, snapshot.term
+        self._snapshot = snapshot
+        self._unstable_from = max(self._unstable_from, snapshot.index + 1)
+        self._stable = max(self._stable, snapshot.index)
+
+    def step(self, msg: Message) -> None:
+        if msg.dst != self.id or msg.src == self.id:
+            return
+        if msg.src not in self.members and not self._learn(msg.src):
+            return
+
+        if msg.term > self.term:
+            if isinstance(msg, (PreVote, RequestVote)):
+                if not msg.transfer and self._in_lease():
+                    # Stickiness: a live leader exists; do not even adopt the term.
+                    self._reply_vote(msg, granted=False)
+                    return
+            if isinstance(msg, PreVote) or (isinstance(msg, PreVoteReply) and msg.granted):
+                pass  # a pre-vote is about a future term, nobody moves to it
+            elif isinstance(msg, (AppendEntries, InstallSnapshot, TimeoutNow)):
+                self._become_follower(msg.term, msg.src)
+            else:
+                self._become_follower(msg.term, None)
+        elif msg.term < self.term:
+            if isinstance(msg, (AppendEntries, InstallSnapshot)):
+                # A stale leader: tell it the term so it steps down (pre-vote
+                # means it may never hear our term otherwise).
+                self._send(AppendEntriesReply(src=self.id, dst=msg.src, term=self.term, success=False, match_index=0))
+            elif isinstance(msg, PreVote):
+                self._send(PreVoteReply(src=self.id, dst=msg.src, term=self.term, granted=False))
+            return
+
+        if self.role is Role.LEADER and msg.src in self._progress:
+            self._progress[msg.src].active = True
+
+        match msg:
+            case PreVote() | RequestVote():
+                self._handle_vote_request(msg)
+            case PreVoteReply():
+                if self.role is Role.PRE_CANDIDATE and msg.term == (self.term + 1 if msg.granted else self.term):
+                    self._votes[msg.src] = msg.granted
+                    self._poll()
+            case RequestVoteReply():
+                if self.role is Role.CANDIDATE and msg.term == self.term:
+                    self._votes[msg.src] = msg.granted
+                    self._poll()
+            case AppendEntries():
+                self._hear_leader(msg.src)
+                self._handle_append(msg)
+            case InstallSnapshot():
+                self._hear_leader(msg.src)
+                self._handle_snapshot(msg)
+            case AppendEntriesReply():
+                if self.role is Role.LEADER:
+                    self._handle_append_reply(msg)
+            case InstallSnapshotReply():
+                if self.role is Role.LEADER:
+                    self._handle_snapshot_reply(msg)
+            case TimeoutNow():
+                if self.role is Role.FOLLOWER:
+                    self._campaign(pre=False, transfer=True)
+
+    # ------------------------------------------------------------ outputs
+
+    def has_ready(self) -> bool:
+        """False while a Ready is out and not yet advanced."""
+        if self._outstanding is not None:
+            return False
+        return bool(
+            self._needs_broadcast
+            or self._commit_dirty
+            or self._msgs
+            or self._pending_snapshot is not None
+            or self._unstable_from <= self.last_index
+            or self.commit_index > self._applied
+            or self._warnings
+            or HardState(self.term, self.voted_for) != self._handed_hard_state
+            or self._soft_state() != self._handed_soft
+        )
+
+    def ready(self) -> Ready:
+        if self._outstanding is not None:
+            raise RuntimeError("advance() the previous Ready before asking for the next one")
+        if self.role is Role.LEADER and (self._needs_broadcast or self._commit_dirty):
+            self._broadcast()
+        hard_state = HardState(self.term, self.voted_for)
+        entries = self._log[self._unstable_from - self._snap_index - 1 :]
+        committed = self._log[self._applied - self._snap_index : self.commit_index - self._snap_index]
+        rd = Ready(
+            hard_state=hard_state if hard_state != self._handed_hard_state else None,
+            entries=entries,
+            snapshot=self._pending_snapshot,
+            messages=self._msgs,
+            committed=committed,
+            role=self.role,
+            term=self.term,
+            leader_id=self.leader_id,
+            commit_index=self.commit_index,
+            warnings=self._warnings,
+        )
+        self._handed_hard_state = hard_state
+        self._handed_soft = self._soft_state()
+        self._unstable_from = self.last_index + 1
+        self._applied = self.commit_index
+        self._pending_snapshot = None
+        self._msgs = []
+        self._warnings = []
+        self._outstanding = rd
+        return rd
+
+    def advance(self, ready: Ready) -> None:
+        if ready is not self._outstanding:
+            raise ValueError("advance() takes the Ready last returned by ready()")
+        self._outstanding = None
+        if ready.entries:
+            last = ready.entries[-1]
+            if self.term_at(last.index) == last.term:
+                self._stable = max(self._stable, last.index)
+        if self.role is Role.LEADER and self._maybe_commit():
+            self._commit_dirty = True
+
+    # ------------------------------------------------------------ roles
+
+    def _soft_state(self) -> tuple[Role, int, int | None, int]:
+        return (self.role, self.term, self.leader_id, self.commit_index)
+
+    def _reset_timeout(self) -> None:
+        """Lower ids time out first, a whole base timeout apart, so in a healthy
+        cluster the lowest id stands (and wins) before anyone else tries; the
+        jitter only separates retries. The +1 keeps even the shortest timeout
+        past the voters' lease (election_ticks) when their ticks are out of phase."""
+        base = self.config.election_ticks
+        rank = sorted(self.members).index(self.id)
+        self._timeout = base * (1 + rank) + 1 + self._rng.randint(0, base // 3)
+
+    def _in_lease(self) -> bool:
+        return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
+
+    def _become_follower(self, term: int, leader: int | None) -> None:
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader
+        self._election_elapsed = 0
+        self._reset_timeout()
+        self._votes = {}
+        self._progress = {}
+        self.transfer_target = None
+        self._needs_broadcast = False
+        self._commit_dirty = False
+
+    def _hear_leader(self, leader: int) -> None:
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, leader)
+        self.leader_id = leader
+        self._election_elapsed = 0
+
+    def _campaign(self, *, pre: bool, transfer: bool = False) -> None:
+        self._progress = {}
+        self.transfer_target = None
+        self._needs_broadcast = False
+        self._commit_dirty = False
+        self.leader_id = None
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+            term = self.term + 1
+        else:
+            self.role = Role.CANDIDATE
+            self.term += 1
+            self.voted_for = self.id
+            term = self.term
+        self._votes = {self.id: True}
+        self._election_elapsed = 0
+        self._reset_timeout()
+        if self._poll():
+            return
+        kind = PreVote if pre else RequestVote
+        for peer in sorted(self.members - {self.id}):
+            self._send(
+                kind(
+                    src=self.id,
+                    dst=peer,
+                    term=term,
+                    last_index=self.last_index,
+                    last_term=self.last_term,
+                    transfer=transfer,
+                )
+            )
+
+    def _poll(self) -> bool:
+        """Count the votes (against N, not against the members known so far);
+        True when the round is decided."""
+        granted = sum(self._votes.values())
+        refused = len(self._votes) - granted
+        if granted >= self.quorum:
+            if self.role is Role.PRE_CANDIDATE:
+                self._campaign(pre=False)
+            else:
+                self._become_leader()
+            return True
+        if refused > self.config.cluster_size - self.quorum:
+            self._become_follower(self.term, None)
+            return True
+        return False
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._votes = {}
+        self.transfer_target = None
+        self._progress = {p: _Progress(next=self.last_index + 1) for p in sorted(self.members - {self.id})}
+        # §5.4.2: entries of earlier terms commit only under one of our own.
+        self._log.append(Entry(self.last_index + 1, self.term, ""))
+        self._needs_broadcast = True
+        self._maybe_commit()
+
+    # ------------------------------------------------------------ votes
+
+    def _up_to_date(self, last_index: int, last_term: int) -> bool:
+        return last_term > self.last_term or (last_term == self.last_term and last_index >= self.last_index)
+
+    def _handle_vote_request(self, msg: PreVote | RequestVote) -> None:
+        if isinstance(msg, PreVote):
+            free = msg.term > self.term or self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
+            self._reply_vote(msg, granted=free and self._up_to_date(msg.last_index, msg.last_term))
+            return
+        free = self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
+        if free and self._up_to_date(msg.last_index, msg.last_term):
+            # The vote lands in the next Ready's hard_state, persisted before this reply goes out.
+            self.voted_for = msg.src
+            self._election_elapsed = 0
+            self._reply_vote(msg, granted=True)
+        else:
+            self._reply_vote(msg, granted=False)
+
+    def _reply_vote(self, msg: PreVote | RequestVote, *, granted: bool) -> None:
+        if isinstance(msg, PreVote):
+            self._send(PreVoteReply(src=self.id, dst=msg.src, term=msg.term if granted else self.term, granted=granted))
+        else:
+            self._send(RequestVoteReply(src=self.id, dst=msg.src, term=self.term, granted=granted))
+
+    # ------------------------------------------------------------ follower side
+
+    def _handle_append(self, msg: AppendEntries) -> None:
+        prev_index, prev_term, entries = msg.prev_index, msg.prev_term, msg.entries
+        if prev_index < self.commit_index:
+            # Everything up to our commit index matches any current leader (§5.4):
+            # skip that part, which also covers a prefix we compacted away.
+            entries = entries[self.commit_index - prev_index :]
+            prev_index = self.commit_index
+            prev_term = self.term_at(prev_index) or 0
+        if self.term_at(prev_index) != prev_term:
+            hint = self._find_conflict_by_term(prev_index, prev_term)
+            self._send(
+                AppendEntriesReply(
+                    src=self.id,
+                    dst=msg.src,
+                    term=self.term,
+                    success=False,
+                    match_index=0,
+                    hint_index=hint,
+                    hint_term=self.term_at(hint) or 0,
+                    reject_index=msg.prev_index,
+                )
+            )
+            return
+        self._append_from_leader(entries)
+        last_new = prev_index + len(entries)
+        commit = min(msg.commit, last_new)
+        if commit > self.commit_index:
+            self.commit_index = commit
+        self._send(AppendEntriesReply(src=self.id, dst=msg.src, term=self.term, success=True, match_index=last_new))
+
+    def _append_from_leader(self, entries: tuple[Entry, ...]) -> None:
+        for k, e in enumerate(entries):
+            existing = self.term_at(e.index)
+            if existing == e.term:
+                continue
+            if existing is not None:
+                self._truncate_from(e.index)
+            self._log.extend(entries[k:])
+            return
+
+    def _truncate_from(self, index: int) -> None:
+        if index <= self.commit_index:
+            raise AssertionError(f"raft safety violated: truncating committed index {index} (commit {self.commit_index})")
+        del self._log[index - self._snap_index - 1 :]
+        self._unstable_from = min(self._unstable_from, index)
+        self._stable = min(self._stable, index - 1)
+
+    def _find_conflict_by_term(self, index: int, term: int) -> int:
+        """The last index <= ``index`` whose term is <= ``term``: no entry
+        after it can match a log whose entry at ``index`` has ``term``."""
+        index = min(index, self.last_index)
+        while index > self._snap_index:
+            t = self.term_at(index)
+            if t is not None and t <= term:
+                break
+            index -= 1
+        return index
+
+    def _handle_snapshot(self, msg: InstallSnapshot) -> None:
+        snap = msg.snapshot
+        if snap.index <= self.commit_index:
+            match = self.commit_index
+        elif self.term_at(snap.index) == snap.term:
+            # We already hold that prefix; it is committed, nothing to replace.
+            self.commit_index = snap.index
+            match = snap.index
+        else:
+            self._log = []
+            self._snap_index, self._snap_term = snap.index, snap.term
+            self._snapshot = snap
+            self._pending_snapshot = snap
+            self.commit_index = self._applied = snap.index
+            self._stable = snap.index
+            self._unstable_from = snap.index + 1
+            match = snap.index
+        self._send(InstallSnapshotReply(src=self.id, dst=msg.src, term=self.term, match_index=match))
+
+    # ------------------------------------------------------------ leader side
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self.transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_ticks:
+                self._transfer_cooldown[self.transfer_target] = 4 * self.config.election_ticks
+                self.transfer_target = None
+        for pr in self._progress.values():
+            if pr.snapshot_index:
+                pr.snapshot_elapsed += 1
+                if pr.snapshot_elapsed >= self.config.election_ticks:
+                    pr.snapshot_index = 0  # presumed lost: the next round sends it again
+        if self._election_elapsed >= self.config.election_ticks:
+            self._election_elapsed = 0
+            active = 1 + sum(pr.active for pr in self._progress.values())
+            for pr in self._progress.values():
+                pr.active = False
+            if active < self.quorum:
+                self._become_follower(self.term, None)
+                return
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._heartbeat_round()
+        self._maybe_auto_transfer()
+
+    def _heartbeat_round(self) -> None:
+        self._heartbeat_round_no += 1
+        for peer, pr in self._progress.items():
+            if not pr.probing and pr.inflight and pr.inflight[0][1] <= self._heartbeat_round_no - 2:
+                # Unanswered for a whole heartbeat interval: presume the appends lost.
+                pr.probing = True
+                pr.next = pr.match + 1
+                pr.inflight.clear()
+            pr.probe_sent = False
+            if not self._send_append(peer):
+                self._send_heartbeat(peer)
+            if self.transfer_target == peer and pr.match == self.last_index:
+                self._send(TimeoutNow(src=self.id, dst=peer, term=self.term))
+
+    def _broadcast(self) -> None:
+        """New entries (or a new commit index) go out once per Ready, so all
+        proposals made between two ready() calls travel together."""
+        for peer in self._progress:
+            if not self._send_append(peer) and self._commit_dirty:
+                self._send_heartbeat(peer)
+        self._needs_broadcast = False
+        self._commit_dirty = False
+
+    def _send_heartbeat(self, peer: int) -> None:
+        pr = self._progress[peer]
+        # prev = match: the follower certainly holds it, so the heartbeat never
+        # fails and carries commit safely (the follower commits min(commit, match)).
+        prev = pr.match if pr.match >= self._snap_index else 0
+        self._send(
+            AppendEntries(
+                src=self.id,
+                dst=peer,
+                term=self.term,
+                prev_index=prev,
+                prev_term=self.term_at(prev) or 0,
+                entries=(),
+                commit=self.commit_index,
+            )
+        )
+
+    def _send_append(self, peer: int) -> bool:
+        """Send what the follower lacks, within its flow-control window; True if anything went."""
+        pr = self._progress[peer]
+        sent = False
+        while True:
+            if pr.snapshot_index or (pr.probing and pr.probe_sent):
+                return sent
+            if not pr.probing and (len(pr.inflight) >= self.config.max_inflight or pr.next > self.last_index):
+                return sent
+            prev = pr.next - 1
+            prev_term = self.term_at(prev)
+            if prev_term is None:
+                if prev > self.last_index:  # cannot happen unless match bookkeeping broke; recover by probing
+                    pr.next = self.last_index + 1
+                    continue
+                assert self._snapshot is not None
+                self._send(InstallSnapshot(src=self.id, dst=peer, term=self.term, snapshot=self._snapshot))
+                pr.snapshot_index = self._snapshot.index
+                pr.snapshot_elapsed = 0
+                pr.probing = True
+                pr.inflight.clear()
+                return True
+            lo = pr.next - self._snap_index - 1
+            entries = tuple(self._log[lo : lo + self.config.max_entries_per_message])
+            self._send(
+                AppendEntries(
+                    src=self.id,
+                    dst=peer,
+                    term=self.term,
+                    prev_index=prev,
+                    prev_term=prev_term,
+                    entries=entries,
+                    commit=self.commit_index,
+                )
+            )
+            sent = True
+            if pr.probing:
+                pr.probe_sent = True
+            else:
+                pr.next = prev + len(entries) + 1
+                pr.inflight.append((pr.next - 1, self._heartbeat_round_no))
+
+    def _handle_append_reply(self, msg: AppendEntriesReply) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
+        if not msg.success:
+            if msg.reject_index < pr.match:
+                # Stale: a later message already got past that point. (Equal is
+                # not stale: the follower reached the point afterwards, so what
+                # the refused message carried is still missing.)
+                return
+            if pr.probing:
+                if msg.reject_index != pr.next - 1:
+                    return  # refusal of an older probe
+                hint = msg.hint_index
+                if msg.hint_term:
+                    hint = self._find_conflict_by_term(msg.hint_index, msg.hint_term)
+                pr.next = max(min(msg.reject_index, hint + 1), pr.match + 1)
+            else:
+                pr.probing = True
+                pr.next = pr.match + 1
+                pr.inflight.clear()
+            pr.probe_sent = False
+            self._send_append(msg.src)
+            return
+        if msg.match_index > pr.match:
+            pr.match = msg.match_index
+            if self._maybe_commit():
+                self._commit_dirty = True
+        if pr.probing and not pr.snapshot_index and msg.match_index >= pr.next - 1:
+            # The probe found the match point: switch to pipelining.
+            pr.probing = False
+            pr.inflight.clear()
+            pr.next = pr.match + 1
+        pr.inflight = [f for f in pr.inflight if f[0] > msg.match_index]
+        pr.next = max(pr.next, pr.match + 1)
+        self._send_append(msg.src)
+        if self.transfer_target == msg.src:
+            if pr.match == self.last_index:
+                self._send(TimeoutNow(src=self.id, dst=msg.src, term=self.term))
+        else:
+            self._maybe_auto_transfer()
+
+    def _handle_snapshot_reply(self, msg: InstallSnapshotReply) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
+        pr.snapshot_index = 0
+        pr.match = max(pr.match, msg.match_index)
+        pr.next = pr.match + 1
+        pr.probing = True
+        pr.probe_sent = False
+        pr.inflight.clear()
+        if self._maybe_commit():
+            self._commit_dirty = True
+        self._send_append(msg.src)
+
+    def _maybe_commit(self) -> bool:
+        """§5.4.2: count replicas, but commit only an entry of the current term."""
+        matches = [self._stable] + [pr.match for pr in self._progress.values()]
+        matches += [0] * (self.config.cluster_size - len(matches))
+        matches.sort(reverse=True)
+        candidate = matches[self.quorum - 1]
+        if candidate > self.commit_index and self.term_at(candidate) == self.term:
+            self.commit_index = candidate
+            return True
+        return False
+
+    def _maybe_auto_transfer(self) -> None:
+        """The lowest id should lead; a lower member takes over once it holds
+        every entry (so it catches up before anyone waits on it)."""
+        if self.role is not Role.LEADER or self.transfer_target is not None:
+            return
+        ready = [
+            p
+            for p, pr in self._progress.items()
+            if p < self.id and pr.active and pr.match == self.last_index and p not in self._transfer_cooldown
+        ]
+        if ready:
+            self.transfer_leadership(min(ready))
+
+    def _send(self, msg: Message) -> None:
+        self._msgs.append(msg)

@@ -1,0 +1,353 @@
+"""The replicated log: drives the pure consensus core with a clock, a disk and a network.
+
+The order of every round is the one Raft's safety rests on: persist the hard
+state and entries (fsync), then send messages, then apply committed entries.
+``propose`` answers only once the entry is committed (on a quorum's disks)
+and applied here; on a follower it forwards the operation to the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from claud.api.logfmt import log_event
+from claud.master import ops
+from claud.master.auth import CLUSTER_SECRET_HEADER
+from claud.master.peers import MasterDirectory, PeerLink
+from claud.master.raft import RaftConfig, RaftCore, Role, message_from_dict, message_to_dict
+from claud.master.state import Outcome, StateMachine
+from claud.master.storage import Entry, LogStore, Snapshot
+
+log = logging.getLogger("claud.master.replication")
+
+#: Ticks per election timeout; the tick length is election_timeout / this.
+ELECTION_TICKS = 10
+HEARTBEAT_TICKS = 2
+
+
+class NoLeader(Exception):
+    """No leader is known, or it cannot be reached: the write may be retried."""
+
+
+class NotCommitted(Exception):
+    """The entry was overwritten by another leader's, or did not commit in time."""
+
+
+def outcome_to_dict(outcome: Outcome, index: int) -> dict[str, Any]:
+    return {"ok": outcome.ok, "value": outcome.value, "code": outcome.code, "message": outcome.message, "index": index}
+
+
+def outcome_from_dict(data: dict[str, Any]) -> Outcome:
+    value = data.get("value")
+    return Outcome(ok=data["ok"], value=tuple(value) if isinstance(value, list) else value,
+                   code=data.get("code", ""), message=data.get("message", ""))
+
+
+class ReplicatedLog:
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        cluster_size: int,
+        store: LogStore,
+        directory: MasterDirectory,
+        http: httpx.AsyncClient,
+        secret: str | None,
+        election_timeout: float,
+        snapshot_every: int,
+        propose_timeout: float,
+        on_applied: Callable[[], None],
+        on_role_change: Callable[[], None],
+    ) -> None:
+        self.node_id = node_id
+        self._store = store
+        self._directory = directory
+        self._http = http
+        self._secret = secret
+        self._snapshot_every = snapshot_every
+        self._propose_timeout = propose_timeout
+        self._on_applied = on_applied
+        self._on_role_change = on_role_change
+        self.tick_seconds = election_timeout / ELECTION_TICKS
+
+        started = time.perf_counter()
+        snapshot = store.snapshot()
+        self.state = StateMachine.from_snapshot(snapshot.state) if snapshot else StateMachine()
+        self._snapshot_index = snapshot.index if snapshot else 0
+        entries = store.entries(self.state.applied_index + 1)
+        # Entries known committed before the restart are applied at once, so a
+        # restarted follower serves reads before it hears from a leader.
+        known_commit = store.commit_index()
+        replayed = 0
+        for entry in entries:
+            if entry.index > known_commit:
+                break
+            self._apply_entry(entry)
+            replayed += 1
+        self.state.drain_changes()
+        log_event(log, "state.recovered", index=self.state.applied_index, replayed=replayed,
+                  jobs=len(self.state.jobs), nodes=len(self.state.nodes),
+                  ms=round((time.perf_counter() - started) * 1000))
+        self.core = RaftCore(
+            RaftConfig(id=node_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS),
+            random.Random(),
+            store.hard_state(),
+            snapshot,
+            entries,
+            self.state.applied_index,
+            directory.peer_ids(),
+        )
+        self._stopping = False
+        self._applied_waiters: list[asyncio.Future[None]] = []
+        self._inbox: list[Any] = []
+        self._wakeup = asyncio.Event()
+        self._waiting: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
+        self._links: dict[int, PeerLink] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._role = self.core.role
+        self._leader_id = self.core.leader_id
+        #: The first index of this master's current leadership; duties start once it applies.
+        self.leadership_index: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="raft")
+        self._ticker = asyncio.create_task(self._tick_loop(), name="raft-ticker")
+
+    async def stop(self) -> None:
+        """Finish the round in flight (a write, a snapshot), then stop: cancelling
+        mid-write would leave a worker thread writing to a store about to close."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._ticker:
+            self._ticker.cancel()
+        await asyncio.gather(*(t for t in (self._ticker, self._task) if t), return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in self._links.values()))
+        for _, fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(NoLeader("master is shutting down"))
+
+    # --------------------------------------------------------------- status
+
+    @property
+    def term(self) -> int:
+        return self.core.term
+
+    @property
+    def commit_index(self) -> int:
+        return self.state.applied_index
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role == Role.LEADER
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.core.leader_id
+
+    @property
+    def leader_ready(self) -> bool:
+        """Leader, and its own first entry has been applied (§5.4.2): safe to act on the tables."""
+        return self.is_leader and self.leadership_index is not None and self.state.applied_index >= self.leadership_index
+
+    def match_indexes(self) -> dict[int, int]:
+        return self.core.match_indexes() if self.is_leader else {}
+
+    def peer_reachable(self, peer_id: int) -> bool:
+        link = self._links.get(peer_id)
+        return link.reachable if link else False
+
+    def peers_changed(self) -> None:
+        self.core.set_peers(self._directory.peer_ids())
+        self._wakeup.set()
+
+    # ------------------------------------------------------------ proposals
+
+    async def propose(self, op: ops.Operation) -> Outcome:
+        if not self.is_leader:
+            return await self._forward(op)
+        entry = self.core.propose(ops.encode(op))
+        if entry is None:
+            raise NoLeader("leadership is moving to another master")
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[entry.index] = (entry.term, fut)
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(fut, self._propose_timeout)
+        except TimeoutError:
+            raise NotCommitted(f"entry {entry.index} was not committed within {self._propose_timeout:g}s") from None
+
+    async def _forward(self, op: ops.Operation) -> Outcome:
+        address = self._directory.address(self.leader_id)
+        if address is None or self.leader_id == self.node_id:
+            raise NoLeader("no leader elected")
+        headers = {CLUSTER_SECRET_HEADER: self._secret} if self._secret else {}
+        try:
+            resp = await self._http.post(
+                f"http://{address}/v1/internal/propose",
+                content=ops.encode(op),
+                headers={**headers, "Content-Type": "application/json"},
+                timeout=self._propose_timeout + 1,
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            raise NoLeader(f"leader {self.leader_id} at {address} unreachable: {type(exc).__name__}") from None
+        if resp.status_code == 200:
+            body = resp.json()
+            # Read-your-writes on this master too: wait until it has applied the entry.
+            await self.wait_applied(body["index"], self._propose_timeout)
+            return outcome_from_dict(body)
+        try:
+            error = resp.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {"code": "", "message": resp.text[:200]}
+        if error.get("code") == "not_committed":
+            raise NotCommitted(error["message"])
+        raise NoLeader(f"leader {self.leader_id} answered {resp.status_code}: {error.get('message')}")
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.state.applied_index < index:
+            if time.monotonic() > deadline:
+                raise NotCommitted(f"entry {index} committed but not yet applied on master {self.node_id}")
+            fut = asyncio.get_running_loop().create_future()
+            self._applied_waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
+
+    def receive(self, messages: list[dict[str, Any]]) -> None:
+        for raw in messages:
+            self._inbox.append(message_from_dict(raw))
+        self._wakeup.set()
+
+    # ------------------------------------------------------------ the loop
+
+    async def _tick_loop(self) -> None:
+        next_tick = time.monotonic()
+        while True:
+            next_tick += self.tick_seconds
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            self._inbox.append(_TICK)
+            self._wakeup.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                inbox, self._inbox = self._inbox, []
+                for item in inbox:
+                    if item is _TICK:
+                        self.core.tick()
+                    else:
+                        self.core.step(item)
+                while self.core.has_ready():
+                    await self._handle_ready()
+                self._notice_role()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not silently stop consensus
+                log_event(log, "raft.loop_error", logging.ERROR, error=repr(exc))
+                log.exception("raft loop error")
+                await asyncio.sleep(0.1)
+
+    async def _handle_ready(self) -> None:
+        # Persist (fsync), then send, then apply, then advance: the order Raft's safety rests on.
+        rd = self.core.ready()
+        for warning in rd.warnings:
+            log_event(log, "raft.warning", logging.WARNING, msg=warning)
+        if rd.snapshot is not None or rd.hard_state is not None or rd.entries:
+            await asyncio.to_thread(self._persist, rd.snapshot, rd.hard_state, rd.entries)
+        for msg in rd.messages:
+            self._link(msg.dst).send(message_to_dict(msg))
+        if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
+            self.state = StateMachine.from_snapshot(rd.snapshot.state)
+            self._snapshot_index = rd.snapshot.index
+            self._fail_waiting_up_to(rd.snapshot.index)
+            log_event(log, "snapshot.installed", index=rd.snapshot.index, jobs=len(self.state.jobs))
+        applied_any = False
+        for entry in rd.committed:
+            if entry.index <= self.state.applied_index:
+                continue
+            outcome = self._apply_entry(entry)
+            applied_any = True
+            waiting = self._waiting.pop(entry.index, None)
+            if waiting is not None:
+                term, fut = waiting
+                if fut.done():
+                    continue
+                if term == entry.term:
+                    fut.set_result(outcome)
+                else:
+                    fut.set_exception(NotCommitted(f"entry {entry.index} was replaced by another leader's"))
+        self.core.advance(rd)
+        if applied_any:
+            waiters, self._applied_waiters = self._applied_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            await asyncio.to_thread(self._store.save_commit_index, self.state.applied_index)
+            self._on_applied()
+            if self.state.applied_index - self._snapshot_index >= self._snapshot_every:
+                await self._take_snapshot()
+
+    def _persist(self, snapshot: Snapshot | None, hard_state, entries: list[Entry]) -> None:
+        if snapshot is not None:
+            self._store.save_snapshot(snapshot, replace_log=True)
+        if hard_state is not None:
+            self._store.save_hard_state(hard_state)
+        if entries:
+            self._store.append(entries)
+
+    def _apply_entry(self, entry: Entry) -> Outcome:
+        op = ops.decode(entry.data) if entry.data else ops.Noop(at=_EPOCH)
+        return self.state.apply(entry.index, op)
+
+    def _fail_waiting_up_to(self, index: int) -> None:
+        for i in [i for i in self._waiting if i <= index]:
+            _, fut = self._waiting.pop(i)
+            if not fut.done():
+                fut.set_exception(NotCommitted(f"entry {i} was superseded by a snapshot"))
+
+    async def _take_snapshot(self) -> None:
+        index = self.state.applied_index
+        term = self.core.term_at(index)
+        snapshot = Snapshot(index=index, term=term, state=self.state.to_snapshot())
+        await asyncio.to_thread(self._store.save_snapshot, snapshot)
+        self.core.compact(snapshot)
+        self._snapshot_index = index
+        log_event(log, "snapshot.taken", index=index, jobs=len(self.state.jobs))
+
+    def _link(self, peer_id: int) -> PeerLink:
+        link = self._links.get(peer_id)
+        if link is None:
+            link = self._links[peer_id] = PeerLink(self._http, self._directory, peer_id, self._secret)
+        return link
+
+    def _notice_role(self) -> None:
+        role, leader = self.core.role, self.core.leader_id
+        if (role, leader) == (self._role, self._leader_id):
+            return
+        if role == Role.LEADER and self._role != Role.LEADER:
+            self.leadership_index = self.core.last_index
+        elif role != Role.LEADER:
+            self.leadership_index = None
+        log_event(log, "raft.role", role=role.value, term=self.core.term, leader=leader, index=self.core.last_index)
+        self._role, self._leader_id = role, leader
+        self._on_role_change()
+
+
+_TICK = object()
+#: The timestamp of a leader's own no-op entry, which causes no event.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
