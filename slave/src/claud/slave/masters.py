@@ -1,0 +1,246 @@
+"""Talking to the masters: which one is the leader, and which replies to trust.
+
+The slave knows only the addresses it was given. Masters name the leader by
+*id* (shared/CONTRACT.md), so the client learns which id answers at which of
+its addresses (``X-Claud-Master-Id`` on every 200, ``master_id`` in every 421)
+and follows a 421 to the address it has learned for ``leader_id``. When it has
+not learned that id yet, or a master is down, it simply tries the next address.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+import pydantic
+
+from claud.api import Assignments, Heartbeat, WatchRequest
+from claud.api.logfmt import log_event
+
+logger = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Claud-Cluster-Secret"
+MASTER_ID_HEADER = "X-Claud-Master-Id"
+HEARTBEAT_PATH = "/v1/internal/heartbeat"
+WATCH_PATH = "/v1/internal/watch"
+
+
+class MastersUnavailable(Exception):
+    """No master gave a leader's answer this round; the message says what each said."""
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+class MasterClient:
+    """One HTTP client for all masters, following the leader among known addresses."""
+
+    def __init__(
+        self,
+        addresses: list[str],
+        http: httpx.AsyncClient,
+        *,
+        secret: str | None = None,
+        request_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one master address is needed")
+        self._addresses = list(addresses)
+        self._http = http
+        self._headers = {"Content-Type": "application/json"}
+        if secret:
+            self._headers[SECRET_HEADER] = secret
+        self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout
+        self._current = self._addresses[0]
+        self._ids: dict[int, str] = {}  # master id -> the address where it answered
+        self._leader: tuple[int | None, str] | None = None
+
+    @property
+    def current(self) -> str:
+        return self._current
+
+    @property
+    def known_ids(self) -> dict[int, str]:
+        return dict(self._ids)
+
+    @property
+    def leader(self) -> tuple[int | None, str] | None:
+        """(leader id, address) of the last leader that answered, if any."""
+        return self._leader
+
+    def _timeout(self, read: float) -> httpx.Timeout:
+        return httpx.Timeout(connect=self._connect_timeout, read=read, write=self._request_timeout, pool=read)
+
+    async def heartbeat(self, heartbeat: Heartbeat) -> Assignments:
+        return await self._call(HEARTBEAT_PATH, heartbeat, self._timeout(self._request_timeout))
+
+    async def watch(self, request: WatchRequest) -> Assignments:
+        # The master may legitimately hold the request for wait_seconds.
+        read = request.wait_seconds + self._request_timeout
+        return await self._call(WATCH_PATH, request, self._timeout(read))
+
+    def _learn(self, master_id: int, address: str) -> None:
+        # An id moves if a master was re-addressed; the newest sighting wins.
+        for known_id, known_address in list(self._ids.items()):
+            if known_address == address and known_id != master_id:
+                del self._ids[known_id]
+        self._ids[master_id] = address
+
+    def _after(self, address: str) -> list[str]:
+        """Every address in rotation order, starting after ``address``."""
+        i = self._addresses.index(address) if address in self._addresses else -1
+        return self._addresses[i + 1 :] + self._addresses[: i + 1]
+
+    def _next_untried(self, after: str, tried: set[str]) -> str | None:
+        candidates = [a for a in self._after(after) if a not in tried]
+        # Addresses whose master we know to be a follower are the worst bets.
+        unknown = [a for a in candidates if a not in self._ids.values()]
+        preferred = unknown or candidates
+        return preferred[0] if preferred else None
+
+    def _note_leader(self, leader_id: int | None, address: str) -> None:
+        if self._leader != (leader_id, address):
+            self._leader = (leader_id, address)
+            log_event(logger, "master.leader", leader=leader_id, address=address)
+
+    async def _call(self, path: str, body: pydantic.BaseModel, timeout: httpx.Timeout) -> Assignments:
+        content = body.model_dump_json()
+        tried: set[str] = set()
+        problems: list[str] = []
+        address: str | None = self._current
+        # A redirect may revisit nothing; each address is asked at most once a round.
+        while address is not None:
+            tried.add(address)
+            try:
+                response = await self._http.post(
+                    address + path, content=content, headers=self._headers, timeout=timeout
+                )
+            except httpx.HTTPError as exc:
+                problems.append(f"{address}: {_describe(exc)}")
+                address = self._give_up_on(address, tried)
+                continue
+
+            if response.status_code == 200:
+                master_id = _as_int(response.headers.get(MASTER_ID_HEADER))
+                try:
+                    assignments = Assignments.model_validate_json(response.content)
+                except pydantic.ValidationError as exc:
+                    problems.append(f"{address}: malformed assignments ({exc.error_count()} errors)")
+                    address = self._give_up_on(address, tried)
+                    continue
+                if master_id is None:
+                    master_id = assignments.leader_id
+                if master_id is not None:
+                    self._learn(master_id, address)
+                self._current = address
+                self._note_leader(master_id, address)
+                return assignments
+
+            if response.status_code == 421:
+                payload = self._json(response)
+                master_id = _as_int(payload.get("master_id"))
+                if master_id is not None:
+                    self._learn(master_id, address)
+                leader_id = _as_int(payload.get("leader_id"))
+                leader_address = self._ids.get(leader_id) if leader_id is not None else None
+                problems.append(f"{address}: not the leader (leader_id={leader_id})")
+                if leader_address is not None and leader_address not in tried:
+                    address = leader_address
+                else:
+                    address = self._next_untried(address, tried)
+                continue
+
+            problems.append(f"{address}: HTTP {response.status_code} {self._error_text(response)}")
+            if response.status_code >= 500:
+                address = self._give_up_on(address, tried)
+            else:
+                # A 4xx (bad secret, unknown endpoint) says nothing about this
+                # master's health: ask the others, but keep it as the first choice.
+                address = self._next_untried(address, tried)
+
+        raise MastersUnavailable("; ".join(problems) or "no master address")
+
+    def _give_up_on(self, address: str, tried: set[str]) -> str | None:
+        # A master that is down or overloaded should not be the first one asked
+        # next time, or every heartbeat would pay its timeout first.
+        if address == self._current:
+            self._current = self._after(address)[0]
+        return self._next_untried(address, tried)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return payload if isinstance(payload, dict) else {}
+
+    @classmethod
+    def _error_text(cls, response: httpx.Response) -> str:
+        error = cls._json(response).get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error.get("code", "")) + ": " + str(error["message"])
+        return response.text[:200]
+
+
+class ReplyGate:
+    """Refuses replies older than the one already applied.
+
+    The heartbeat and the watch run concurrently, so an older desired set can
+    arrive after a newer one; applying it would stop a container that was just
+    started. A reply is fresh if its (term, version) is not below the last one
+    applied. This assumes a leader's version never decreases within its term;
+    should a master break that (say, a counter reset), it would repeat the lower
+    version on every reply, so ``tolerance`` consecutive lower replies are
+    believed rather than ignored forever.
+    """
+
+    def __init__(self, tolerance: int = 3) -> None:
+        self._tolerance = tolerance
+        self._term = -1
+        self._version = -1
+        self._behind = 0
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def admit(self, assignments: Assignments) -> bool:
+        if (assignments.term, assignments.version) >= (self._term, self._version):
+            self._behind = 0
+        else:
+            self._behind += 1
+            if self._behind < self._tolerance:
+                return False
+            log_event(
+                logger,
+                "master.version_reset",
+                logging.WARNING,
+                term=assignments.term,
+                version=assignments.version,
+                previous_term=self._term,
+                previous_version=self._version,
+            )
+            self._behind = 0
+        self._term, self._version = assignments.term, assignments.version
+        return True

@@ -1,0 +1,262 @@
+"""Desired versus observed: the agent's decisions as one pure function.
+
+Level-triggered: the plan depends only on what the masters want now, what the
+runtime shows now, and which actions are still in flight, never on the history
+of events. So a pass can run at any time, any number of times, after any crash,
+and converge; and every rule below is unit-tested without Docker.
+
+The safety rules, in order of precedence:
+
+* fenced (lease over): stop every running container, start nothing;
+* before the first reply of a leader: touch nothing (no start, stop or removal);
+* at most one start per allocation, never while one is in flight or a container
+  exists; never a restart in place (a restart is a new allocation);
+* never stop the container of an allocation the masters want running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from claud.api import Allocation, AllocationStatus, ContainerState, DesiredState
+from claud.slave.runtime import Observed, Phase
+
+
+@dataclass(frozen=True, slots=True)
+class StopAction:
+    container_id: str
+    alloc_id: str
+    job_id: str
+    grace: float
+    reason: str  # "desired-stop" | "undesired" | "duplicate" | "fenced"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAction:
+    container_id: str
+    alloc_id: str
+    job_id: str
+    reason: str  # "expired" | "over-limit"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileInput:
+    #: The masters' desired set by alloc id; None until a leader first answered.
+    desired: Mapping[str, Allocation] | None
+    observed: Iterable[Observed]
+    #: Allocations whose start is in flight (their container may not exist yet).
+    starting: frozenset[str] = frozenset()
+    #: Containers with a stop or removal in flight.
+    busy: frozenset[str] = frozenset()
+    #: Allocations whose start failed, with the reason (not retried).
+    start_failures: Mapping[str, str] = field(default_factory=dict)
+    #: Allocations this agent started; if their container vanishes they are "missing".
+    launched: frozenset[str] = frozenset()
+    fenced: bool = False
+    now: datetime | None = None
+    default_grace: float = 5.0
+    fence_grace: float = 2.0
+    retention: timedelta = timedelta(hours=1)
+    max_exited: int = 200
+
+
+@dataclass(slots=True)
+class Plan:
+    starts: list[Allocation] = field(default_factory=list)
+    stops: list[StopAction] = field(default_factory=list)
+    removals: list[RemoveAction] = field(default_factory=list)
+    #: What to report to the masters: every desired alloc, plus undesired running containers.
+    statuses: list[AllocationStatus] = field(default_factory=list)
+
+
+def _rank(o: Observed) -> int:
+    """Which container speaks for an allocation that has several.
+
+    One that runs; else one that ran or failed to start (the allocation must
+    then never run again); else one that was only created.
+    """
+    if o.phase is Phase.RUNNING:
+        return 0
+    if o.phase is Phase.EXITED:
+        return 1
+    return 2 if o.error else 3
+
+
+def _group(observed: Iterable[Observed]) -> tuple[dict[str, Observed], list[Observed]]:
+    """The container that speaks for each allocation, and the extra ones.
+
+    Names make duplicates impossible for containers we create; one made by hand
+    (or by an old agent version) is still handled: the running one is kept.
+    """
+    by_alloc: dict[str, list[Observed]] = {}
+    for o in observed:
+        by_alloc.setdefault(o.alloc_id, []).append(o)
+    primary: dict[str, Observed] = {}
+    extra: list[Observed] = []
+    for alloc_id, containers in by_alloc.items():
+        containers.sort(key=lambda o: (_rank(o), -o.created_at.timestamp() if o.created_at else 0.0))
+        primary[alloc_id] = containers[0]
+        extra.extend(containers[1:])
+    return primary, extra
+
+
+def _status(
+    alloc_id: str,
+    job_id: str,
+    state: ContainerState,
+    container: Observed | None = None,
+    message: str | None = None,
+) -> AllocationStatus:
+    return AllocationStatus(
+        alloc_id=alloc_id,
+        job_id=job_id,
+        state=state,
+        container_id=container.container_id if container else None,
+        exit_code=container.exit_code if container and state is not ContainerState.RUNNING else None,
+        message=message,
+        started_at=container.started_at if container else None,
+        finished_at=container.finished_at if container and state is not ContainerState.RUNNING else None,
+    )
+
+
+def _status_of_container(c: Observed, job_id: str) -> AllocationStatus:
+    if c.phase is Phase.RUNNING:
+        return _status(c.alloc_id, job_id, ContainerState.RUNNING, c)
+    if c.phase is Phase.CREATED:
+        if c.error:
+            return _status(c.alloc_id, job_id, ContainerState.FAILED, c, c.error)
+        return _status(c.alloc_id, job_id, ContainerState.STARTING, c)
+    return _status(c.alloc_id, job_id, ContainerState.EXITED, c, c.error)
+
+
+def reconcile(inp: ReconcileInput) -> Plan:
+    plan = Plan()
+    primary, extra = _group(inp.observed)
+    desired = inp.desired
+    known = desired is not None
+
+    # Fencing overrides everything: whatever runs is stopped, desired or not.
+    if inp.fenced:
+        for c in [*primary.values(), *extra]:
+            if c.phase is Phase.RUNNING and c.container_id not in inp.busy:
+                grace = inp.fence_grace
+                if desired is not None and c.alloc_id in desired:
+                    grace = min(desired[c.alloc_id].stop_timeout, inp.fence_grace)
+                plan.stops.append(StopAction(c.container_id, c.alloc_id, c.job_id, grace, "fenced"))
+
+    for c in extra:
+        if known and not inp.fenced and c.phase is Phase.RUNNING and c.container_id not in inp.busy:
+            plan.stops.append(
+                StopAction(c.container_id, c.alloc_id, c.job_id, inp.default_grace, "duplicate")
+            )
+
+    for alloc in (desired or {}).values():
+        plan.statuses.append(_decide(alloc, primary.get(alloc.alloc_id), inp, plan))
+
+    for alloc_id, c in primary.items():
+        if desired is not None and alloc_id in desired:
+            continue
+        if c.phase is Phase.RUNNING:
+            # Reported so that a new leader can adopt it rather than run it twice.
+            plan.statuses.append(_status(alloc_id, c.job_id, ContainerState.RUNNING, c))
+            if known and not inp.fenced and c.container_id not in inp.busy:
+                plan.stops.append(
+                    StopAction(c.container_id, alloc_id, c.job_id, inp.default_grace, "undesired")
+                )
+
+    if known and inp.now is not None:
+        plan.removals = _garbage(primary, extra, desired or {}, inp)
+    return plan
+
+
+def _decide(alloc: Allocation, c: Observed | None, inp: ReconcileInput, plan: Plan) -> AllocationStatus:
+    """Status of one desired allocation, adding the actions it needs to the plan."""
+    aid, jid = alloc.alloc_id, alloc.job_id
+    in_flight = aid in inp.starting
+    failure = inp.start_failures.get(aid)
+
+    if alloc.desired is DesiredState.STOP:
+        if c is None:
+            if in_flight:
+                return _status(aid, jid, ContainerState.STARTING)
+            if failure is not None:
+                return _status(aid, jid, ContainerState.FAILED, message=failure)
+            return _status(
+                aid, jid, ContainerState.MISSING, message="no container (stopped before it started)"
+            )
+        if c.phase is Phase.RUNNING:
+            if not inp.fenced and c.container_id not in inp.busy:
+                plan.stops.append(StopAction(c.container_id, aid, jid, alloc.stop_timeout, "desired-stop"))
+            return _status(aid, jid, ContainerState.RUNNING, c, "stopping")
+        if c.phase is Phase.CREATED and not c.error:
+            if in_flight:
+                return _status(aid, jid, ContainerState.STARTING, c)
+            return _status(aid, jid, ContainerState.MISSING, c, "stopped before it started")
+        return _status_of_container(c, jid)
+
+    # desired = run
+    if c is None:
+        if in_flight:
+            return _status(aid, jid, ContainerState.STARTING)
+        if failure is not None:
+            return _status(aid, jid, ContainerState.FAILED, message=failure)
+        if aid in inp.launched:
+            return _status(aid, jid, ContainerState.MISSING, message="container removed outside CLAUD")
+        if _may_start(inp):
+            plan.starts.append(alloc)
+        return _status(aid, jid, ContainerState.STARTING)
+    if c.phase is Phase.CREATED and not c.error:
+        if failure is not None and not in_flight:
+            return _status(aid, jid, ContainerState.FAILED, c, failure)
+        # Created but never started (the agent died in between): start it, the
+        # runtime adopts the existing container instead of making a second one.
+        if not in_flight and _may_start(inp) and c.container_id not in inp.busy:
+            plan.starts.append(alloc)
+        return _status(aid, jid, ContainerState.STARTING, c)
+    return _status_of_container(c, jid)
+
+
+def _may_start(inp: ReconcileInput) -> bool:
+    # Nothing starts before a leader has spoken, nor once the lease is over.
+    return inp.desired is not None and not inp.fenced
+
+
+def _garbage(
+    primary: Mapping[str, Observed],
+    extra: list[Observed],
+    desired: Mapping[str, Allocation],
+    inp: ReconcileInput,
+) -> list[RemoveAction]:
+    """Exited containers nobody asks about any more: past retention, or beyond the cap.
+
+    A container of a desired allocation is never removed (its logs and exit code
+    are still wanted), nor one with an action or start in flight.
+    """
+    assert inp.now is not None
+    # Everything that does not run counts against the cap, including containers
+    # created but never started (a crash between create and start).
+    finished = [c for c in [*primary.values(), *extra] if c.phase is not Phase.RUNNING]
+    removable = [
+        c
+        for c in finished
+        if c.alloc_id not in desired and c.alloc_id not in inp.starting and c.container_id not in inp.busy
+    ]
+
+    def ended(c: Observed) -> datetime:
+        return c.finished_at or c.created_at or inp.now  # type: ignore[return-value]
+
+    removable.sort(key=ended)
+    chosen: dict[str, RemoveAction] = {}
+    for c in removable:
+        if inp.now - ended(c) >= inp.retention:
+            chosen[c.container_id] = RemoveAction(c.container_id, c.alloc_id, c.job_id, "expired")
+    excess = len(finished) - len(chosen) - inp.max_exited
+    for c in removable:
+        if excess <= 0:
+            break
+        if c.container_id not in chosen:
+            chosen[c.container_id] = RemoveAction(c.container_id, c.alloc_id, c.job_id, "over-limit")
+            excess -= 1
+    return list(chosen.values())

@@ -1,0 +1,139 @@
+"""The small interface between the agent and whatever runs containers.
+
+The agent is asyncio; the interface is async so that the simulated runtime can
+run hundreds of slaves in one event loop without a thread each, while the
+Docker runtime hides its blocking SDK calls in its own worker threads.
+
+Containers are known only by their labels (``claud.slave``, ``claud.job``,
+``claud.alloc``): a runtime keeps no record of its own that a restart could
+lose, which is what lets a restarted agent find its containers again.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from claud.api import Allocation
+
+if TYPE_CHECKING:
+    from claud.slave.settings import SlaveSettings
+
+
+class Phase(StrEnum):
+    """Where a container is in its life, reduced to what the agent acts on."""
+
+    CREATED = "created"  # exists, never started (crash between create and start, or start failed)
+    RUNNING = "running"  # running, paused or restarting: it holds its resources
+    EXITED = "exited"  # ran and ended (or dead/being removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One CLAUD container of this slave, as the runtime sees it now."""
+
+    container_id: str
+    alloc_id: str
+    job_id: str
+    phase: Phase
+    exit_code: int | None = None
+    #: Why it could not start, or why it died (OOM); None when nothing went wrong.
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class StartFailed(Exception):
+    """The container cannot run (missing image, bad command); retrying will not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime cannot be reached at all (Docker engine down)."""
+
+
+class Runtime(abc.ABC):
+    """What the agent needs from a container engine; every call is safe to repeat."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def list(self) -> list[Observed]:
+        """Every container labelled with this slave's id, whatever its state."""
+
+    @abc.abstractmethod
+    async def find(self, alloc_id: str) -> Observed | None:
+        """The container of one allocation, if this slave has it."""
+
+    @abc.abstractmethod
+    async def start(self, alloc: Allocation) -> Observed:
+        """Create and start the allocation's container, or adopt it if it already exists.
+
+        Idempotent per allocation id: a second call never makes a second
+        container. Raises StartFailed with a message fit for the user.
+        """
+
+    @abc.abstractmethod
+    async def stop(self, container_id: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; a gone container is not an error."""
+
+    @abc.abstractmethod
+    async def remove(self, container_id: str) -> None:
+        """Delete an exited container (and its logs); a gone container is not an error."""
+
+    @abc.abstractmethod
+    def logs(self, container_id: str, *, follow: bool, tail: int | None) -> AsyncGenerator[bytes, None]:
+        """The container's stdout and stderr, interleaved; ``tail=None`` means all of it.
+
+        Closing the iterator (client gone) must release whatever feeds it.
+        """
+
+    @abc.abstractmethod
+    def changes(self) -> AsyncIterator[None]:
+        """Yields whenever a container of this slave started, died or vanished.
+
+        A hint to reconcile now rather than at the next tick; it may repeat
+        or coalesce notifications, the agent only needs "something changed".
+        """
+
+    def disk_path(self) -> str:
+        """The filesystem whose free space is worth reporting (where images live)."""
+        return "/"
+
+    async def aclose(self) -> None:  # noqa: B027 - optional: most runtimes hold nothing
+        """Release threads and connections; containers are left as they are."""
+
+
+def make_runtime(settings: SlaveSettings) -> Runtime:
+    """Build the runtime the settings name (imported lazily: simulated needs no Docker SDK)."""
+    if settings.runtime == "docker":
+        from claud.slave.runtime.docker import DockerRuntime
+
+        return DockerRuntime(
+            settings.id,
+            workers=settings.docker_workers,
+            api_timeout=settings.docker_timeout,
+            pull_timeout=settings.pull_timeout,
+            extra_labels=settings.container_labels,
+        )
+    from claud.slave.runtime.simulated import SimulatedRuntime
+
+    return SimulatedRuntime(settings.id, default_seconds=settings.sim_default_seconds)
+
+
+__all__ = [
+    "Observed",
+    "Phase",
+    "Runtime",
+    "RuntimeUnavailable",
+    "StartFailed",
+    "make_runtime",
+]

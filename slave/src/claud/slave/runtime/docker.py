@@ -1,0 +1,506 @@
+"""The real runtime: one Docker container per allocation, through the Docker SDK.
+
+The SDK is blocking, so every call runs in a worker thread and each thread has
+its own ``DockerClient`` (a requests session is not safe to share between
+threads). Listing runs on its own single thread so that sixteen slow stops can
+never keep the agent from seeing what runs; streams that may last forever
+(events, followed logs) get dedicated threads and clients without a read
+timeout, so they never occupy a pool worker.
+
+A container is named ``claud-<alloc id>``: Docker refuses a second container
+with the same name, so two racing starts (or an agent restarted between create
+and start) can never make a duplicate; the loser adopts the existing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
+from claud.api.logfmt import log_event
+from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartFailed
+from claud.slave.settings import docker_stop_seconds
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+#: Docker events that change what the agent would report or do.
+_INTERESTING_ACTIONS = frozenset({"create", "start", "die", "destroy", "oom", "pause", "unpause"})
+_SETTLING_ACTIONS = frozenset({"die", "oom", "destroy"})
+_SETTLE_DELAYS = (0.1, 0.4)
+_PHASES = {
+    "created": Phase.CREATED,
+    "running": Phase.RUNNING,
+    "paused": Phase.RUNNING,
+    "restarting": Phase.RUNNING,
+    "exited": Phase.EXITED,
+    "dead": Phase.EXITED,
+    "removing": Phase.EXITED,
+}
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+# Docker's client errors are spread over several hierarchies (its own, requests',
+# the socket's); these are the ones meaning "the engine did not answer".
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+def container_name(alloc_id: str) -> str:
+    return f"claud-{alloc_id}"
+
+
+def parse_docker_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 with nanoseconds; its zero time ("0001-01-01...") means never."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    match = _TIMESTAMP.match(value)
+    if not match:
+        return None
+    whole, fraction, zone = match.groups()
+    micro = (fraction or "0")[:6].ljust(6, "0")
+    return datetime.fromisoformat(f"{whole}.{micro}{'+00:00' if zone == 'Z' else zone}")
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        text = exc.explanation
+        return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    return str(exc) or type(exc).__name__
+
+
+def _close_quietly(stream: Any) -> None:
+    """Close an SDK stream from any thread; it unblocks a reader stuck in it."""
+    if stream is None:
+        return
+    # Closing a stream the engine already broke raises; there is nothing left to do.
+    with contextlib.suppress(Exception):
+        stream.close()
+
+
+def observed_from_inspect(info: dict[str, Any]) -> Observed | None:
+    """Reduce ``docker inspect`` output to what the agent reports; None if not ours."""
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    alloc_id = labels.get(LABEL_ALLOC)
+    if not alloc_id:
+        return None
+    state = info.get("State") or {}
+    phase = _PHASES.get(state.get("Status", ""), Phase.EXITED)
+    error = state.get("Error") or None
+    if state.get("OOMKilled"):
+        error = "killed: out of memory (OOM)"
+    exited = phase is Phase.EXITED or (phase is Phase.CREATED and error)
+    return Observed(
+        container_id=info["Id"],
+        alloc_id=alloc_id,
+        job_id=labels.get(LABEL_JOB, ""),
+        phase=phase,
+        exit_code=state.get("ExitCode") if exited else None,
+        error=error,
+        created_at=parse_docker_time(info.get("Created")),
+        started_at=parse_docker_time(state.get("StartedAt")),
+        finished_at=parse_docker_time(state.get("FinishedAt")),
+    )
+
+
+class DockerRuntime(Runtime):
+    """Containers on the local Docker engine, labelled with this slave's id."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        slave_id: str,
+        *,
+        workers: int = 16,
+        api_timeout: float = 30.0,
+        pull_timeout: float = 120.0,
+        extra_labels: dict[str, str] | None = None,
+    ) -> None:
+        self._slave_id = slave_id
+        self._api_timeout = api_timeout
+        self._pull_timeout = pull_timeout
+        self._extra_labels = dict(extra_labels or {})
+        self._local = threading.local()
+        self._clients: list[docker.DockerClient] = []
+        self._clients_lock = threading.Lock()
+        self._actions = ThreadPoolExecutor(workers, thread_name_prefix=f"docker-{slave_id}")
+        self._observer = ThreadPoolExecutor(1, thread_name_prefix=f"docker-list-{slave_id}")
+        # Pinning the API version saves every new per-thread client a /version call.
+        self._api_version = "auto"
+        self._root_dir = "/"
+        # Inspect results of containers whose Docker state has not changed since:
+        # a reconcile pass then costs one list call, not one inspect per container.
+        self._inspected: dict[str, tuple[str, Observed]] = {}
+        self._inspected_lock = threading.Lock()
+        self._closed = False
+
+    # --- clients and threads ---
+
+    def _new_client(self, timeout: float | None) -> docker.DockerClient:
+        # A timeout of None is what long-lived streams need: no read deadline.
+        return docker.DockerClient.from_env(version=self._api_version, timeout=timeout)
+
+    def _api(self) -> docker.APIClient:
+        client: docker.DockerClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._new_client(self._api_timeout)
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client.api
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise RuntimeUnavailable("docker runtime is closed")
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    def ping(self) -> None:
+        """Check the engine answers (blocking); called once before the agent starts."""
+        try:
+            client = docker.DockerClient.from_env(timeout=min(self._api_timeout, 10.0))
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"cannot reach the Docker engine: {_explain(exc)}") from None
+        try:
+            client.ping()
+            self._api_version = client.api.api_version
+            root = client.info().get("DockerRootDir")
+            if root and os.path.isdir(root):
+                self._root_dir = root
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"cannot reach the Docker engine: {_explain(exc)}") from None
+        finally:
+            client.close()
+
+    def disk_path(self) -> str:
+        return self._root_dir
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._actions.shutdown(wait=False, cancel_futures=True)
+        self._observer.shutdown(wait=False, cancel_futures=True)
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    # --- observation ---
+
+    def _label_filter(self, *extra: str) -> dict[str, Any]:
+        return {"label": [f"{LABEL_SLAVE}={self._slave_id}", *extra]}
+
+    def _list_sync(self, *extra_labels: str) -> list[Observed]:
+        api = self._api()
+        rows = api.containers(all=True, filters=self._label_filter(*extra_labels))
+        found: list[Observed] = []
+        seen: set[str] = set()
+        for row in rows:
+            cid: str = row["Id"]
+            state: str = row.get("State", "")
+            seen.add(cid)
+            with self._inspected_lock:
+                cached = self._inspected.get(cid)
+            if cached is not None and cached[0] == state:
+                found.append(cached[1])
+                continue
+            try:
+                info = api.inspect_container(cid)
+            except docker.errors.NotFound:
+                continue  # removed between the list and the inspect
+            observed = observed_from_inspect(info)
+            if observed is None:
+                continue
+            # A created container gains an error when its start fails without
+            # changing state, so only settled states are worth remembering.
+            if observed.phase is not Phase.CREATED:
+                with self._inspected_lock:
+                    self._inspected[cid] = (state, observed)
+            found.append(observed)
+        if not extra_labels:
+            with self._inspected_lock:
+                for cid in set(self._inspected) - seen:
+                    del self._inspected[cid]
+        return found
+
+    async def list(self) -> list[Observed]:
+        try:
+            return await self._run(self._observer, self._list_sync)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    async def find(self, alloc_id: str) -> Observed | None:
+        try:
+            found = await self._run(self._observer, self._list_sync, f"{LABEL_ALLOC}={alloc_id}")
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+        # Prefer the one that runs, should a hand-made duplicate exist.
+        found.sort(key=lambda o: o.phase is not Phase.RUNNING)
+        return found[0] if found else None
+
+    # --- actions ---
+
+    def _pull_sync(self, image: str) -> None:
+        repository, tag = docker.utils.parse_repository_tag(image)
+        client = self._new_client(self._pull_timeout)
+        try:
+            # Without a tag the SDK would pull every tag of the repository.
+            if tag is None:
+                tag = "latest"
+            if tag.startswith("sha256:"):
+                client.images.pull(f"{repository}@{tag}")
+            else:
+                client.images.pull(repository, tag=tag)
+        except _ENGINE_ERRORS as exc:
+            raise StartFailed(
+                f"image {image!r} not found on slave {self._slave_id} and could not be pulled: "
+                f"{_explain(exc)}"
+            ) from None
+        finally:
+            client.close()
+
+    def _create_sync(self, alloc: Allocation) -> str:
+        api = self._api()
+        labels = {
+            **self._extra_labels,
+            LABEL_SLAVE: self._slave_id,
+            LABEL_JOB: alloc.job_id,
+            LABEL_ALLOC: alloc.alloc_id,
+        }
+        host_config = api.create_host_config(
+            nano_cpus=round(alloc.resources.cpu * 1e9),
+            mem_limit=alloc.resources.memory_mb * MIB,
+        )
+        created = api.create_container(
+            image=alloc.image,
+            command=list(alloc.command) or None,
+            environment=dict(alloc.env),
+            labels=labels,
+            name=container_name(alloc.alloc_id),
+            host_config=host_config,
+            detach=True,
+        )
+        return str(created["Id"])
+
+    def _create_or_find(self, alloc: Allocation) -> str:
+        """The id of the allocation's container, creating it (pulling if need be) if absent."""
+        api = self._api()
+        name = container_name(alloc.alloc_id)
+        deadline = time.monotonic() + self._api_timeout
+        while True:
+            try:
+                try:
+                    return self._create_sync(alloc)
+                except docker.errors.ImageNotFound:
+                    log_event(logger, "image.pull", image=alloc.image, alloc=alloc.alloc_id)
+                    self._pull_sync(alloc.image)
+                    return self._create_sync(alloc)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise StartFailed(
+                        f"cannot create the container of allocation {alloc.alloc_id}: {_explain(exc)}"
+                    ) from None
+            # 409: the name is taken, so the container exists (adopt it) or another
+            # create of it is still in progress (its id appears in a moment).
+            try:
+                return str(api.inspect_container(name)["Id"])
+            except docker.errors.NotFound:
+                if time.monotonic() > deadline:
+                    raise StartFailed(
+                        f"the name {name!r} stays reserved but no such container appears"
+                    ) from None
+                time.sleep(0.05)
+
+    def _start_sync(self, alloc: Allocation) -> Observed:
+        api = self._api()
+        name = container_name(alloc.alloc_id)
+        container_id = self._create_or_find(alloc)
+        info = api.inspect_container(container_id)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_ALLOC) != alloc.alloc_id or labels.get(LABEL_SLAVE) != self._slave_id:
+            raise StartFailed(
+                f"a container named {name!r} exists but does not belong to allocation "
+                f"{alloc.alloc_id} on slave {self._slave_id}"
+            )
+        if (info.get("State") or {}).get("Status") == "created":
+            try:
+                api.start(info["Id"])
+            except docker.errors.APIError as exc:
+                raise StartFailed(
+                    f"container of allocation {alloc.alloc_id} could not start: {_explain(exc)}"
+                ) from None
+            info = api.inspect_container(info["Id"])
+        observed = observed_from_inspect(info)
+        assert observed is not None  # the labels were checked above
+        return observed
+
+    async def start(self, alloc: Allocation) -> Observed:
+        try:
+            return await self._run(self._actions, self._start_sync, alloc)
+        except StartFailed:
+            raise
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    def _stop_sync(self, container_id: str, grace: float) -> None:
+        with contextlib.suppress(docker.errors.NotFound):  # gone already: stopped enough
+            self._api().stop(container_id, timeout=docker_stop_seconds(grace))
+
+    async def stop(self, container_id: str, grace: float) -> None:
+        try:
+            await self._run(self._actions, self._stop_sync, container_id, grace)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    def _remove_sync(self, container_id: str) -> None:
+        try:
+            self._api().remove_container(container_id, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a removal is already in progress
+                raise
+
+    async def remove(self, container_id: str) -> None:
+        try:
+            await self._run(self._actions, self._remove_sync, container_id)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    # --- streams ---
+
+    async def logs(self, container_id: str, *, follow: bool, tail: int | None) -> AsyncGenerator[bytes, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        # Bounds how far the reader thread runs ahead of a slow HTTP client.
+        slots = threading.BoundedSemaphore(64)
+        stop = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def post(item: bytes | BaseException | None) -> bool:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+                return True
+            except RuntimeError:  # the event loop is gone
+                return False
+
+        def pump() -> None:
+            client = None
+            try:
+                client = self._new_client(None)
+                stream = client.api.logs(
+                    container_id,
+                    stdout=True,
+                    stderr=True,
+                    stream=True,
+                    follow=follow,
+                    tail="all" if tail is None else tail,
+                )
+                holder["stream"] = stream
+                if stop.is_set():
+                    return
+                for chunk in stream:
+                    while not slots.acquire(timeout=0.5):
+                        if stop.is_set():
+                            return
+                    if stop.is_set() or not post(chunk):
+                        return
+            except BaseException as exc:  # handed to the consumer, which decides
+                if not stop.is_set():
+                    post(exc)
+            finally:
+                post(None)
+                _close_quietly(holder.pop("stream", None))
+                if client is not None:
+                    client.close()
+
+        thread = threading.Thread(target=pump, name=f"docker-logs-{container_id[:12]}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, docker.errors.NotFound):
+                        return
+                    raise RuntimeUnavailable(f"docker logs: {_explain(item)}") from item
+                slots.release()
+                yield item
+        finally:
+            stop.set()
+            _close_quietly(holder.get("stream"))  # the thread's read returns, the thread ends
+
+    async def changes(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        stop = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def settle() -> None:
+            wake.set()
+            # Docker announces "die" ~50 ms before a list shows the container as
+            # exited: look again shortly, or the exit would wait for the next tick.
+            for delay in _SETTLE_DELAYS:
+                loop.call_later(delay, wake.set)
+
+        def notify(action: str | None = None) -> bool:
+            try:
+                loop.call_soon_threadsafe(settle if action in _SETTLING_ACTIONS else wake.set)
+                return True
+            except RuntimeError:
+                return False
+
+        def pump() -> None:
+            backoff = 0.5
+            while not stop.is_set():
+                client = None
+                try:
+                    client = self._new_client(None)
+                    stream = client.api.events(
+                        filters={"type": "container", **self._label_filter()}, decode=True
+                    )
+                    holder["stream"] = stream
+                    # Reconnected: whatever happened while we were away is unknown.
+                    if stop.is_set() or not notify():
+                        return
+                    for event in stream:
+                        if stop.is_set():
+                            return
+                        backoff = 0.5
+                        action = event.get("Action")
+                        if action in _INTERESTING_ACTIONS and not notify(action):
+                            return
+                except _ENGINE_ERRORS as exc:
+                    if not stop.is_set():
+                        log_event(logger, "docker.events_error", logging.DEBUG, error=_explain(exc))
+                finally:
+                    _close_quietly(holder.pop("stream", None))
+                    if client is not None:
+                        client.close()
+                if stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+
+        thread = threading.Thread(target=pump, name=f"docker-events-{self._slave_id}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                yield None
+        finally:
+            stop.set()
+            _close_quietly(holder.get("stream"))

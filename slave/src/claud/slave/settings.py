@@ -1,0 +1,315 @@
+"""The slave's one settings object: every flag, its environment twin, its default.
+
+Flags and environment share one source of truth (the fields below): the CLI in
+``__main__`` is generated from these fields, so ``--heartbeat-interval`` and
+``CLAUD_HEARTBEAT_INTERVAL`` can never drift apart, and ``--help`` prints the
+defaults and descriptions written here. Every timeout the agent uses lives here
+with the reason for its default.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from claud.api.jobs import LABEL_KEY
+
+ENV_PREFIX = "CLAUD_"
+
+# Slave ids end up in container labels, names of threads and log lines, and in
+# URLs of the masters' API: keep them to a safe, readable alphabet.
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/]+):(?P<port>[0-9]{1,5})$")
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Parse ``host:port`` (IPv6 in brackets); raise ValueError naming the problem."""
+    match = _HOST_PORT.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not host:port")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} in {value!r} is out of range 1-65535")
+    return match["host"].strip("[]"), port
+
+
+def _split_list(value: Any) -> Any:
+    # Flags and environment both carry "a,b,c"; the JSON decoding pydantic-settings
+    # would apply to a list field is switched off by NoDecode so plain text works.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class SlaveSettings(BaseSettings):
+    """Configuration of one slave agent (``claud-slave``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, populate_by_name=True
+    )
+
+    # --- identity and peers (the public contract, shared/CONTRACT.md) ---
+    id: str = Field(..., description="this slave's id, unique in the cluster (e.g. s1)")
+    listen: str = Field(
+        "127.0.0.1:8701", description="host:port where the slave serves container logs and /healthz"
+    )
+    masters: Annotated[list[str], NoDecode] = Field(
+        ..., description="comma-separated host:port (or http://host:port) of the masters"
+    )
+    runtime: Literal["docker", "simulated"] = Field(
+        "docker", description="docker runs real containers; simulated only pretends (benchmarks)"
+    )
+    labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="comma-separated key=value labels for job constraints"
+    )
+    cpus: float | None = Field(
+        None, gt=0, description="advertised CPU cores (default: cgroup limit, else psutil)"
+    )
+    memory_mb: int | None = Field(
+        None, gt=0, description="advertised memory in MiB (default: cgroup limit, else psutil)"
+    )
+    heartbeat_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="seconds between heartbeats (a shorter interval named by the masters wins)",
+    )
+    discovery_port: int = Field(
+        8702, ge=1, le=65535, description="UDP port of broadcast discovery (not implemented yet)"
+    )
+    no_discovery: bool = Field(False, description="do not take part in UDP broadcast discovery")
+    cluster_secret_file: Path | None = Field(
+        None, description="file holding the secret shared by masters and slaves (stripped)"
+    )
+
+    # --- operations ---
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    advertise: str | None = Field(
+        None,
+        description="host:port the masters should use to reach this slave "
+        "(default: --listen, with the hostname when listening on all interfaces)",
+    )
+    container_labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="extra key=value labels put on every container this slave creates "
+        "(ownership tags; never claud.job/claud.alloc/claud.slave)",
+    )
+
+    # --- docker runtime ---
+    docker_workers: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="threads running Docker start/stop/remove calls in parallel; a stop "
+        "blocks a thread for the job's whole grace period, so this bounds concurrent stops",
+    )
+    docker_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds one Docker API call may take (a stop adds its grace period)",
+    )
+    pull_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="seconds of silence tolerated from a pull of a missing image before the "
+        "start is reported failed",
+    )
+    exited_retention: float = Field(
+        3600.0,
+        ge=0,
+        description="seconds to keep an exited container (for its logs) once the masters no "
+        "longer list its allocation",
+    )
+    max_exited: int = Field(
+        200,
+        ge=0,
+        description="most exited containers kept on this slave; the oldest no-longer-desired "
+        "ones are removed beyond it",
+    )
+
+    # --- protocol timeouts ---
+    request_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="seconds a heartbeat may take before the agent tries the next master; "
+        "kept well under the lease so a dead master cannot eat it",
+    )
+    connect_timeout: float = Field(1.0, gt=0, description="seconds to open a TCP connection to a master")
+    watch_wait: float = Field(
+        10.0,
+        ge=0,
+        le=60,
+        description="seconds a master may hold a watch (long poll) open before answering "
+        "with an unchanged desired set",
+    )
+    retry_min: float = Field(
+        0.2, gt=0, description="first pause after a failed watch; doubles up to --retry-max"
+    )
+    retry_max: float = Field(1.0, gt=0, description="longest pause between failed watches")
+    default_lease: float = Field(
+        10.0,
+        gt=0,
+        description="lease assumed from process start until a leader first answers; the "
+        "masters' lease_seconds replaces it",
+    )
+    reconcile_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="seconds between reconcile passes when nothing triggers one (Docker "
+        "events and master replies trigger one at once)",
+    )
+    default_stop_timeout: float = Field(
+        5.0,
+        ge=0,
+        description="grace (SIGTERM to SIGKILL) for containers whose allocation the masters do not list",
+    )
+    fence_stop_grace: float | None = Field(
+        None,
+        ge=0,
+        description="cap on the SIGTERM grace when the lease expires (default: the masters' "
+        "fence_stop_grace, 3 until they answer; when both are set the smaller wins): the masters "
+        "reschedule after their own longer timeout, so the old copy must be dead well before",
+    )
+
+    # --- simulated runtime ---
+    sim_default_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="simulated runtime: how long a container runs when the job names no "
+        "duration (env CLAUD_SIM_SECONDS in the job, or a 'sleep N' command)",
+    )
+
+    _secret: str | None = PrivateAttr(None)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _NODE_ID.match(value):
+            raise ValueError(
+                f"{value!r}: use 1-63 letters, digits, '_', '.', '-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_host_port(value)
+        return value.strip()
+
+    @field_validator("advertise")
+    @classmethod
+    def _check_advertise(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)
+        return value
+
+    @field_validator("masters", mode="before")
+    @classmethod
+    def _split_masters(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("masters")
+    @classmethod
+    def _check_masters(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one master address is needed")
+        urls: list[str] = []
+        for entry in value:
+            scheme = "http"
+            rest = entry
+            if "://" in entry:
+                scheme, rest = entry.split("://", 1)
+                if scheme not in ("http", "https"):
+                    raise ValueError(f"{entry!r}: only http:// and https:// are supported")
+            host, port = split_host_port(rest.rstrip("/"))
+            host = f"[{host}]" if ":" in host else host
+            url = f"{scheme}://{host}:{port}"
+            if url not in urls:
+                urls.append(url)
+        return urls
+
+    @field_validator("labels", "container_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for part in _split_list(value):
+                key, sep, val = part.partition("=")
+                if not sep:
+                    raise ValueError(f"{part!r} is not key=value")
+                pairs[key.strip()] = val.strip()
+            return pairs
+        return value
+
+    @field_validator("labels", "container_labels")
+    @classmethod
+    def _check_label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"invalid label key {key!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_invariants(self) -> SlaveSettings:
+        reserved = {"claud.job", "claud.alloc", "claud.slave"} & set(self.container_labels)
+        if reserved:
+            raise ValueError(f"container_labels may not set {', '.join(sorted(reserved))}")
+        if self.retry_min > self.retry_max:
+            raise ValueError("retry_min must not exceed retry_max")
+        # The fencing lease only protects anything if heartbeats renew it several
+        # times per lease; with fewer, one lost packet stops every job.
+        if self.default_lease < 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"default_lease ({self.default_lease}s) must be at least twice "
+                f"heartbeat_interval ({self.heartbeat_interval}s)"
+            )
+        if self.cluster_secret_file is not None:
+            try:
+                secret = self.cluster_secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read cluster secret file {str(self.cluster_secret_file)!r}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            if not secret:
+                raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
+            self._secret = secret
+        return self
+
+    @property
+    def cluster_secret(self) -> str | None:
+        return self._secret
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.listen)
+
+    @property
+    def advertise_address(self) -> str:
+        """Where the masters fetch logs from: a wildcard bind address is no address."""
+        if self.advertise:
+            return self.advertise
+        host, port = self.listen_host_port
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def docker_stop_seconds(grace: float) -> int:
+    """Docker takes whole seconds; round up so a job never gets less than it asked."""
+    return max(0, math.ceil(grace))

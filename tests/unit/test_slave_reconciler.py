@@ -1,0 +1,337 @@
+"""The slave's pure reconcile step: desired allocations vs observed containers -> actions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claud.api import Allocation, ContainerState, DesiredState, Resources
+from claud.slave.reconciler import Plan, ReconcileInput, reconcile
+from claud.slave.runtime import Observed, Phase
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def alloc(alloc_id: str, desired: DesiredState = DesiredState.RUN, stop_timeout: float = 5.0) -> Allocation:
+    return Allocation(
+        alloc_id=alloc_id,
+        job_id=f"job-{alloc_id}",
+        attempt=1,
+        desired=desired,
+        image="claud/busybox:latest",
+        command=["sleep", "60"],
+        resources=Resources(cpu=0.1, memory_mb=16),
+        stop_timeout=stop_timeout,
+    )
+
+
+def container(
+    alloc_id: str,
+    phase: Phase = Phase.RUNNING,
+    *,
+    cid: str | None = None,
+    exit_code: int | None = None,
+    error: str | None = None,
+    finished_ago: timedelta | None = None,
+    created_ago: timedelta = timedelta(minutes=5),
+) -> Observed:
+    return Observed(
+        container_id=cid or f"c-{alloc_id}",
+        alloc_id=alloc_id,
+        job_id=f"job-{alloc_id}",
+        phase=phase,
+        exit_code=exit_code,
+        error=error,
+        created_at=NOW - created_ago,
+        started_at=NOW - created_ago if phase is not Phase.CREATED else None,
+        finished_at=NOW - finished_ago if finished_ago is not None else None,
+    )
+
+
+def run(desired: list[Allocation] | None, observed: list[Observed], **kw: object) -> Plan:
+    return reconcile(
+        ReconcileInput(
+            desired=None if desired is None else {a.alloc_id: a for a in desired},
+            observed=observed,
+            now=NOW,
+            **kw,  # type: ignore[arg-type]
+        )
+    )
+
+
+def status_of(plan: Plan, alloc_id: str) -> ContainerState:
+    (status,) = [s for s in plan.statuses if s.alloc_id == alloc_id]
+    return status.state
+
+
+# --- before the first reply ---
+
+
+def test_before_first_reply_nothing_is_touched_but_running_containers_are_reported() -> None:
+    observed = [
+        container("a"),
+        container("b", Phase.EXITED, exit_code=0, finished_ago=timedelta(days=3)),
+        container("c", Phase.CREATED),
+    ]
+    plan = run(None, observed)
+    assert plan.starts == [] and plan.stops == [] and plan.removals == []
+    assert [(s.alloc_id, s.state) for s in plan.statuses] == [("a", ContainerState.RUNNING)]
+
+
+# --- desired = run ---
+
+
+def test_missing_container_is_started_and_reported_starting() -> None:
+    plan = run([alloc("a")], [])
+    assert [a.alloc_id for a in plan.starts] == ["a"]
+    assert status_of(plan, "a") is ContainerState.STARTING
+
+
+def test_start_in_flight_is_not_repeated() -> None:
+    plan = run([alloc("a")], [], starting=frozenset({"a"}))
+    assert plan.starts == []
+    assert status_of(plan, "a") is ContainerState.STARTING
+
+
+def test_running_container_is_left_alone_and_reported() -> None:
+    plan = run([alloc("a")], [container("a")])
+    assert plan.starts == [] and plan.stops == []
+    (status,) = plan.statuses
+    assert status.state is ContainerState.RUNNING
+    assert status.container_id == "c-a" and status.started_at is not None and status.exit_code is None
+
+
+def test_exited_container_is_reported_with_its_exit_code_and_never_restarted() -> None:
+    plan = run([alloc("a")], [container("a", Phase.EXITED, exit_code=3, finished_ago=timedelta(seconds=1))])
+    assert plan.starts == []
+    (status,) = plan.statuses
+    assert (status.state, status.exit_code) == (ContainerState.EXITED, 3)
+    assert status.finished_at == NOW - timedelta(seconds=1)
+
+
+def test_created_but_never_started_container_is_started_not_duplicated() -> None:
+    plan = run([alloc("a")], [container("a", Phase.CREATED)])
+    assert [a.alloc_id for a in plan.starts] == ["a"]  # the runtime adopts it by name
+    plan = run([alloc("a")], [container("a", Phase.CREATED)], starting=frozenset({"a"}))
+    assert plan.starts == []
+
+
+def test_container_whose_start_failed_is_reported_failed_and_not_retried() -> None:
+    failed = container("a", Phase.CREATED, exit_code=127, error='exec: "nosuch": executable file not found')
+    plan = run([alloc("a")], [failed])
+    assert plan.starts == []
+    (status,) = plan.statuses
+    assert status.state is ContainerState.FAILED and "nosuch" in (status.message or "")
+
+
+def test_start_failure_without_container_is_reported_failed() -> None:
+    plan = run([alloc("a")], [], start_failures={"a": "image 'nosuch:1' not found"})
+    assert plan.starts == []
+    assert status_of(plan, "a") is ContainerState.FAILED
+
+
+def test_container_removed_behind_our_back_is_missing_not_restarted() -> None:
+    plan = run([alloc("a")], [], launched=frozenset({"a"}))
+    assert plan.starts == []
+    assert status_of(plan, "a") is ContainerState.MISSING
+
+
+# --- desired = stop, and containers nobody wants ---
+
+
+def test_desired_stop_stops_with_the_allocations_grace() -> None:
+    plan = run([alloc("a", DesiredState.STOP, stop_timeout=7)], [container("a")])
+    assert [(s.container_id, s.grace, s.reason) for s in plan.stops] == [("c-a", 7, "desired-stop")]
+    assert status_of(plan, "a") is ContainerState.RUNNING
+
+
+def test_stop_in_flight_is_not_repeated() -> None:
+    plan = run([alloc("a", DesiredState.STOP)], [container("a")], busy=frozenset({"c-a"}))
+    assert plan.stops == []
+
+
+def test_desired_stop_without_container_is_missing_unless_a_start_is_in_flight() -> None:
+    assert status_of(run([alloc("a", DesiredState.STOP)], []), "a") is ContainerState.MISSING
+    plan = run([alloc("a", DesiredState.STOP)], [], starting=frozenset({"a"}))
+    assert status_of(plan, "a") is ContainerState.STARTING and plan.starts == []
+
+
+def test_desired_stop_exited_is_reported_exited() -> None:
+    plan = run([alloc("a", DesiredState.STOP)], [container("a", Phase.EXITED, exit_code=137)])
+    assert plan.stops == [] and status_of(plan, "a") is ContainerState.EXITED
+
+
+def test_undesired_running_container_is_reported_then_stopped() -> None:
+    plan = run([], [container("x")], default_grace=4)
+    assert [(s.container_id, s.grace, s.reason) for s in plan.stops] == [("c-x", 4, "undesired")]
+    assert status_of(plan, "x") is ContainerState.RUNNING
+
+
+def test_duplicate_containers_keep_the_running_one() -> None:
+    observed = [container("a", cid="one"), container("a", cid="two", created_ago=timedelta(minutes=1))]
+    plan = run([alloc("a")], observed)
+    assert len(plan.stops) == 1 and plan.stops[0].reason == "duplicate"
+    (status,) = plan.statuses
+    assert status.state is ContainerState.RUNNING
+    assert status.container_id != plan.stops[0].container_id
+
+
+# --- fencing ---
+
+
+def test_fenced_stops_everything_running_and_starts_nothing() -> None:
+    desired = [alloc("a", stop_timeout=30), alloc("b", stop_timeout=0.5), alloc("new")]
+    observed = [container("a"), container("b"), container("x"), container("old", Phase.EXITED, exit_code=0)]
+    plan = run(desired, observed, fenced=True, fence_grace=2)
+    assert plan.starts == []
+    assert {s.container_id: s.grace for s in plan.stops} == {"c-a": 2, "c-b": 0.5, "c-x": 2}
+    assert {s.reason for s in plan.stops} == {"fenced"}
+
+
+def test_fenced_before_first_reply_still_stops() -> None:
+    plan = run(None, [container("a")], fenced=True)
+    assert [s.container_id for s in plan.stops] == ["c-a"]
+
+
+# --- garbage collection of exited containers ---
+
+
+def test_old_exited_container_no_longer_desired_is_removed() -> None:
+    observed = [
+        container("old", Phase.EXITED, exit_code=0, finished_ago=timedelta(hours=2)),
+        container("young", Phase.EXITED, exit_code=0, finished_ago=timedelta(minutes=2)),
+        container("wanted", Phase.EXITED, exit_code=0, finished_ago=timedelta(days=2)),
+    ]
+    plan = run([alloc("wanted")], observed, retention=timedelta(hours=1))
+    assert [(r.alloc_id, r.reason) for r in plan.removals] == [("old", "expired")]
+
+
+def test_exited_containers_beyond_the_cap_go_oldest_first() -> None:
+    observed = [
+        container(f"e{i}", Phase.EXITED, exit_code=0, finished_ago=timedelta(minutes=10 - i))
+        for i in range(5)
+    ]
+    plan = run([alloc("e0")], observed, max_exited=2)
+    # e0 is desired (kept); the oldest others go until two remain.
+    assert sorted(r.alloc_id for r in plan.removals) == ["e1", "e2", "e3"]
+    assert {r.reason for r in plan.removals} == {"over-limit"}
+
+
+# --- properties ---
+
+ALLOC_IDS = [f"a{i}" for i in range(6)]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> ReconcileInput:
+    desired: dict[str, Allocation] | None = None
+    if draw(st.booleans()):
+        ids = draw(st.lists(st.sampled_from(ALLOC_IDS), unique=True))
+        desired = {i: alloc(i, draw(st.sampled_from(list(DesiredState)))) for i in ids}
+    observed = []
+    for n, alloc_id in enumerate(draw(st.lists(st.sampled_from(ALLOC_IDS), max_size=8))):
+        phase = draw(st.sampled_from(list(Phase)))
+        observed.append(
+            container(
+                alloc_id,
+                phase,
+                cid=f"c{n}",
+                exit_code=0 if phase is Phase.EXITED else None,
+                error=draw(st.sampled_from([None, "boom"])) if phase is not Phase.RUNNING else None,
+                finished_ago=timedelta(minutes=draw(st.integers(0, 200))) if phase is Phase.EXITED else None,
+                created_ago=timedelta(minutes=draw(st.integers(0, 300))),
+            )
+        )
+    cids = [o.container_id for o in observed]
+    return ReconcileInput(
+        desired=desired,
+        observed=observed,
+        starting=frozenset(draw(st.lists(st.sampled_from(ALLOC_IDS)))),
+        busy=frozenset(draw(st.lists(st.sampled_from(cids)))) if cids else frozenset(),
+        start_failures={i: "failed" for i in draw(st.lists(st.sampled_from(ALLOC_IDS)))},
+        launched=frozenset(draw(st.lists(st.sampled_from(ALLOC_IDS)))),
+        fenced=draw(st.booleans()),
+        now=NOW,
+        retention=timedelta(minutes=60),
+        max_exited=draw(st.integers(0, 4)),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenarios())
+def test_property_plans_are_safe(inp: ReconcileInput) -> None:
+    plan = reconcile(inp)
+    observed = list(inp.observed)
+    desired = inp.desired or {}
+    by_alloc: dict[str, list[Observed]] = {}
+    for o in observed:
+        by_alloc.setdefault(o.alloc_id, []).append(o)
+
+    started = [a.alloc_id for a in plan.starts]
+    assert len(started) == len(set(started)), "two starts for one allocation"
+    for alloc_id in started:
+        assert inp.desired is not None and not inp.fenced
+        assert desired[alloc_id].desired is DesiredState.RUN
+        assert alloc_id not in inp.starting
+        # Only a never-started container may be "started" (adopted); never a second one.
+        assert all(o.phase is Phase.CREATED and not o.error for o in by_alloc.get(alloc_id, []))
+
+    stopped = [s.container_id for s in plan.stops]
+    assert len(stopped) == len(set(stopped)), "two stops for one container"
+    running = {o.container_id for o in observed if o.phase is Phase.RUNNING}
+    assert set(stopped) <= running - inp.busy
+    if inp.desired is None and not inp.fenced:
+        assert plan.starts == [] and plan.stops == [] and plan.removals == []
+    if inp.fenced:
+        assert set(stopped) == running - inp.busy, "a fenced slave must stop everything running"
+        assert plan.starts == []
+    else:
+        for alloc_id, a in desired.items():
+            mine = {o.container_id for o in by_alloc.get(alloc_id, []) if o.phase is Phase.RUNNING}
+            if a.desired is DesiredState.RUN and mine:
+                assert mine - set(stopped), "stopped the container of a desired-running allocation"
+
+    removed = {r.container_id for r in plan.removals}
+    for o in observed:
+        if o.container_id in removed:
+            assert o.phase is not Phase.RUNNING
+            assert o.alloc_id not in desired and o.alloc_id not in inp.starting
+            assert o.container_id not in inp.busy
+
+    reported = [s.alloc_id for s in plan.statuses]
+    assert len(reported) == len(set(reported)), "one status per allocation"
+    assert set(desired) <= set(reported)
+    assert {o.alloc_id for o in observed if o.phase is Phase.RUNNING} <= set(reported)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_property_applying_a_plan_converges(inp: ReconcileInput) -> None:
+    """Carry out one plan, reconcile again: nothing is started or stopped twice."""
+    plan = reconcile(inp)
+    observed = {o.container_id: o for o in inp.observed}
+    for a in plan.starts:
+        # The runtime starts the one container named after the allocation, or creates it.
+        mine = [cid for cid, o in observed.items() if o.alloc_id == a.alloc_id]
+        if mine:
+            observed[mine[0]] = replace(observed[mine[0]], phase=Phase.RUNNING)
+        else:
+            observed[f"new-{a.alloc_id}"] = container(a.alloc_id, cid=f"new-{a.alloc_id}")
+    for s in plan.stops:
+        observed[s.container_id] = replace(observed[s.container_id], phase=Phase.EXITED, exit_code=143)
+    for r in plan.removals:
+        del observed[r.container_id]
+    again = reconcile(
+        replace(
+            inp,
+            observed=list(observed.values()),
+            launched=inp.launched | {a.alloc_id for a in plan.starts},
+        )
+    )
+    # Level-triggered: once its plan is carried out, a second pass has nothing
+    # left to start or stop (only garbage collection may find more to do).
+    assert again.starts == []
+    assert again.stops == []

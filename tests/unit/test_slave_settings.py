@@ -1,0 +1,78 @@
+"""claud-slave flags, their CLAUD_* twins, and one-line configuration errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claud.slave.__main__ import ConfigError, build_parser, load_settings, main
+
+
+def test_flags_parse_into_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLAUD_HEARTBEAT_INTERVAL", raising=False)
+    s = load_settings(
+        "--id s1 --listen 0.0.0.0:8701 --masters 127.0.0.1:8700,http://m2:8710/ "
+        "--labels zone=a,disk=ssd --cpus 1.5 --memory-mb 512 --runtime simulated "
+        "--no-discovery --heartbeat-interval 0.5".split()
+    )
+    assert s.masters == ["http://127.0.0.1:8700", "http://m2:8710"]
+    assert s.labels == {"zone": "a", "disk": "ssd"}
+    assert (s.cpus, s.memory_mb, s.runtime, s.no_discovery) == (1.5, 512, "simulated", True)
+    assert s.heartbeat_interval == 0.5
+    assert s.docker_workers == 16 and s.exited_retention == 3600 and s.max_exited == 200
+    assert s.advertise_address.endswith(":8701") and not s.advertise_address.startswith("0.0.0.0")
+
+
+def test_environment_twins_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUD_ID", "env-slave")
+    monkeypatch.setenv("CLAUD_MASTERS", "127.0.0.1:8700")
+    monkeypatch.setenv("CLAUD_HEARTBEAT_INTERVAL", "0.25")
+    monkeypatch.setenv("CLAUD_LABELS", "zone=b")
+    s = load_settings([])
+    assert (s.id, s.heartbeat_interval, s.labels) == ("env-slave", 0.25, {"zone": "b"})
+    assert load_settings(["--heartbeat-interval", "2"]).heartbeat_interval == 2.0
+
+
+def test_cluster_secret_is_read_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("  s3cret\n")
+    s = load_settings(["--id", "s1", "--masters", "m:1", "--cluster-secret-file", str(secret)])
+    assert s.cluster_secret == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "--id (env CLAUD_ID) is required"),
+        (["--id", "s1", "--masters", "nohost"], "'nohost' is not host:port"),
+        (["--id", "s1", "--masters", "m:1", "--labels", "zone"], "'zone' is not key=value"),
+        (["--id", "s1", "--masters", "m:1", "--runtime", "podman"], "--runtime"),
+        (["--id", "s1", "--masters", "m:1", "--cluster-secret-file", "/nonexistent/x"], "cannot read"),
+        (["--id", "s1", "--masters", "m:1", "--heartbeat-interval", "20"], "at least twice"),
+        (["--id", "s1", "--masters", "m:1", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CLAUD_ID", "CLAUD_MASTERS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("claud-slave: ")
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_help_shows_defaults_and_env_twins() -> None:
+    text = build_parser().format_help()
+    assert "CLAUD_HEARTBEAT_INTERVAL" in text and "default: 1.0" in text
+    assert "{docker|simulated}" in text
+
+
+def test_config_error_type_is_raised_by_load_settings() -> None:
+    with pytest.raises(ConfigError):
+        load_settings(["--id", "bad id!", "--masters", "m:1"])

@@ -1,0 +1,194 @@
+"""Many slave agents in one process, with the simulated runtime and an in-memory master.
+
+No Docker and no sockets: the master is an httpx MockTransport. This is how a
+benchmark runs hundreds of hollow slaves; here it checks that agents share no
+state, that the simulated runtime honours its documented knobs, and that the
+protocol loop (watch, heartbeat, reconcile) converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from claud.api import Allocation, Assignments, DesiredState, Heartbeat, Resources, WatchRequest
+from claud.slave.agent import Agent
+from claud.slave.resources import Capacity, CgroupLimits, UsageProbe
+from claud.slave.runtime.simulated import SimulatedRuntime, simulated_duration
+from claud.slave.settings import SlaveSettings
+
+
+def alloc(
+    alloc_id: str, env: dict[str, str] | None = None, command: list[str] | None = None, **kw: Any
+) -> Allocation:
+    return Allocation(
+        alloc_id=alloc_id,
+        job_id=f"job-{alloc_id}",
+        attempt=1,
+        desired=kw.pop("desired", DesiredState.RUN),
+        image="claud/busybox:latest",
+        command=command or [],
+        env=env or {},
+        resources=Resources(),
+        **kw,
+    )
+
+
+def test_duration_comes_from_env_then_sleep_command_then_default() -> None:
+    assert simulated_duration(alloc("a", {"CLAUD_SIM_SECONDS": "2.5"}, ["sleep", "9"]), 1.0) == 2.5
+    assert simulated_duration(alloc("a", command=["/bin/sleep", "4"]), 1.0) == 4.0
+    assert simulated_duration(alloc("a", command=["sh", "-c", "sleep 4"]), 1.0) == 1.0
+    assert simulated_duration(alloc("a", {"CLAUD_SIM_SECONDS": "inf"}), 1.0) == float("inf")
+
+
+class MemoryMaster:
+    """The leader's side of the protocol for many slaves, in memory."""
+
+    def __init__(self) -> None:
+        self.version: dict[str, int] = {}
+        self.desired: dict[str, dict[str, Allocation]] = {}
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self.changed = asyncio.Event()
+        self.lease_seconds = 5.0
+
+    def put(self, node: str, *allocs: Allocation) -> None:
+        self.desired.setdefault(node, {}).update({a.alloc_id: a for a in allocs})
+        self.version[node] = self.version.get(node, 0) + 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def reply(self, node: str) -> httpx.Response:
+        body = Assignments(
+            term=1,
+            leader_id=1,
+            leader_address="m1:1",
+            version=self.version.get(node, 0),
+            allocations=list(self.desired.get(node, {}).values()),
+            lease_seconds=self.lease_seconds,
+            heartbeat_interval=0.1,
+        )
+        return httpx.Response(200, content=body.model_dump_json(), headers={"X-Claud-Master-Id": "1"})
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/internal/heartbeat":
+            beat = Heartbeat.model_validate_json(request.content)
+            self.heartbeats[beat.node_id] = beat
+            return self.reply(beat.node_id)
+        ask = WatchRequest.model_validate_json(request.content)
+        deadline = time.monotonic() + ask.wait_seconds
+        while self.version.get(ask.node_id, 0) == ask.known_version and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self.changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        return self.reply(ask.node_id)
+
+    def state(self, node: str, alloc_id: str) -> tuple[str, int | None] | None:
+        beat = self.heartbeats.get(node)
+        found = next((s for s in beat.allocations if s.alloc_id == alloc_id), None) if beat else None
+        return (found.state.value, found.exit_code) if found else None
+
+
+async def wait_until(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def test_many_simulated_agents_share_one_process() -> None:
+    async def scenario() -> None:
+        master = MemoryMaster()
+        http = httpx.AsyncClient(transport=httpx.MockTransport(master.handle), base_url="http://m1:1")
+        usage = UsageProbe("/", limits=CgroupLimits())
+        agents = []
+        for i in range(40):
+            settings = SlaveSettings(
+                id=f"sim{i}", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, watch_wait=2
+            )
+            agents.append(
+                Agent(
+                    settings,
+                    SimulatedRuntime(settings.id),
+                    http=http,
+                    capacity=Capacity(4, 4096, "flag", "flag"),
+                    usage=usage,
+                )
+            )
+        for agent in agents:
+            await agent.start()
+        try:
+            await wait_until(lambda: len(master.heartbeats) == len(agents))
+            for agent in agents:
+                node = agent.settings.id
+                master.put(
+                    node,
+                    alloc(f"{node}-batch", {"CLAUD_SIM_SECONDS": "0.2", "CLAUD_SIM_EXIT_CODE": "3"}),
+                    alloc(f"{node}-svc", {"CLAUD_SIM_SECONDS": "inf"}),
+                    alloc(f"{node}-bad", {"CLAUD_SIM_START_ERROR": "no such image"}),
+                )
+            for agent in agents:
+                node = agent.settings.id
+                await wait_until(lambda n=node: master.state(n, f"{n}-batch") == ("exited", 3))
+                await wait_until(lambda n=node: master.state(n, f"{n}-svc") == ("running", None))
+                await wait_until(lambda n=node: master.state(n, f"{n}-bad") == ("failed", None))
+            # Each agent saw only its own allocations.
+            for agent in agents:
+                assert {s.alloc_id.split("-")[0] for s in agent.statuses} == {agent.settings.id}
+            node = agents[0].settings.id
+            master.put(node, alloc(f"{node}-svc", {"CLAUD_SIM_SECONDS": "inf"}, desired=DesiredState.STOP))
+            await wait_until(lambda: master.state(node, f"{node}-svc") == ("exited", 143))
+            assert master.state(agents[1].settings.id, f"{agents[1].settings.id}-svc") == ("running", None)
+        finally:
+            for agent in agents:
+                await agent.stop()
+            await http.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_simulated_agent_fences_when_the_master_goes_silent() -> None:
+    async def scenario() -> None:
+        master = MemoryMaster()
+        silent = asyncio.Event()
+
+        async def handle(request: httpx.Request) -> httpx.Response:
+            if silent.is_set():
+                raise httpx.ConnectError("partitioned", request=request)
+            return await master.handle(request)
+
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+        settings = SlaveSettings(
+            id="fence", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, watch_wait=1
+        )
+        runtime = SimulatedRuntime(settings.id)
+        agent = Agent(
+            settings,
+            runtime,
+            http=http,
+            capacity=Capacity(1, 512, "flag", "flag"),
+            usage=UsageProbe("/", limits=CgroupLimits()),
+        )
+        await agent.start()
+        try:
+            master.lease_seconds = 1.0
+            master.put("fence", alloc("svc", {"CLAUD_SIM_SECONDS": "inf"}))
+            await wait_until(lambda: master.state("fence", "svc") == ("running", None))
+            silent.set()
+            began = time.monotonic()
+            await wait_until(lambda: agent.fenced, timeout=5)
+            # The lease runs from the last answered heartbeat, at most one interval ago.
+            assert 0.8 <= time.monotonic() - began <= 2.0
+            await wait_until(
+                lambda: [(s.state.value, s.exit_code) for s in agent.statuses] == [("exited", 143)], 3
+            )
+            silent.clear()
+            await wait_until(lambda: not agent.fenced and master.state("fence", "svc") == ("exited", 143), 5)
+        finally:
+            await agent.stop()
+            await http.aclose()
+
+    asyncio.run(scenario())
