@@ -88,17 +88,19 @@ class Process:
 
 
 class Master(Process):
-    def __init__(self, master_id: int, port: int, data_dir: Path, log_path: Path, extra: list[str]) -> None:
-        self.id, self.port, self.data_dir = master_id, port, data_dir
-        self.address = f"127.0.0.1:{port}"
+    def __init__(self, master_id: int, ip: str, port: int, data_dir: Path, log_path: Path, extra: list[str]) -> None:
+        self.id, self.ip, self.port, self.data_dir = master_id, ip, port, data_dir
+        self.address = f"{ip}:{port}"
         self.url = f"http://{self.address}"
         argv = [sys.executable, "-m", "claud.master", "--id", str(master_id), "--listen", self.address,
                 "--data-dir", str(data_dir), "--no-discovery", *extra]
         super().__init__(f"master-{master_id}", argv, log_path)
 
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "token").read_text().strip()
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def cluster_view(self, token: str) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=2).json()
 
     def wait_ready(self, timeout: float = 20) -> None:
         def ready() -> bool:
@@ -110,9 +112,9 @@ class Master(Process):
 
 
 class Slave(Process):
-    def __init__(self, slave_id: str, port: int, masters: str, log_path: Path, extra: list[str]) -> None:
-        self.id, self.port = slave_id, port
-        self.address = f"127.0.0.1:{port}"
+    def __init__(self, slave_id: str, ip: str, port: int, masters: str, log_path: Path, extra: list[str]) -> None:
+        self.id, self.ip, self.port = slave_id, ip, port
+        self.address = f"{ip}:{port}"
         argv = [sys.executable, "-m", "claud.slave", "--id", slave_id, "--listen", self.address,
                 "--masters", masters, "--no-discovery", *extra]
         super().__init__(f"slave-{slave_id}", argv, log_path)
@@ -122,35 +124,74 @@ class Cluster:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.prefix = "t" + uuid.uuid4().hex[:8]
+        self.token_file = workdir / "token"
+        self.token_file.write_text(uuid.uuid4().hex + "\n")
         self.masters: list[Master] = []
         self.slaves: list[Slave] = []
         self._http: httpx.Client | None = None
 
     # ------------------------------------------------------------ processes
 
-    def start_master(self, master_id: int = 1, *extra: str) -> Master:
-        data_dir = self.workdir / f"m{master_id}"
+    def _master_slot(self, master_id: int) -> tuple[str, int]:
         existing = next((m for m in self.masters if m.id == master_id), None)
-        port = existing.port if existing else free_port()
-        master = Master(master_id, port, data_dir, self.workdir / f"master-{master_id}.log", list(extra))
+        return (existing.ip, existing.port) if existing else (f"127.0.0.{10 + master_id}", free_port())
+
+    def start_master(self, master_id: int = 1, *extra: str, wait: bool = True) -> Master:
+        """Start (or restart, same address and data) master ``master_id``."""
+        ip, port = self._master_slot(master_id)
+        existing = next((m for m in self.masters if m.id == master_id), None)
+        peers = [m.address for m in self.masters if m.id != master_id]
+        args = ["--token-file", str(self.token_file), *extra]
+        if peers and "--peers" not in extra:
+            args += ["--peers", ",".join(peers), "--cluster-size", str(len(self.masters) + (0 if existing else 1))]
+        master = Master(master_id, ip, port, self.workdir / f"m{master_id}", self.workdir / f"master-{master_id}.log", args)
         if existing:
-            self.masters.remove(existing)
-        self.masters.append(master)
+            self.masters[self.masters.index(existing)] = master
+        else:
+            self.masters.append(master)
         master.start()
-        master.wait_ready()
+        if wait:
+            master.wait_ready()
         return master
+
+    def start_masters(self, count: int, *extra: str) -> list[Master]:
+        """A cluster of ``count`` masters, each told the others' addresses; returns once one leads."""
+        slots = {i: (f"127.0.0.{10 + i}", free_port()) for i in range(1, count + 1)}
+        for i, (ip, port) in slots.items():
+            peers = ",".join(f"{p_ip}:{p_port}" for j, (p_ip, p_port) in slots.items() if j != i)
+            master = Master(i, ip, port, self.workdir / f"m{i}", self.workdir / f"master-{i}.log",
+                            ["--token-file", str(self.token_file), "--peers", peers, "--cluster-size", str(count), *extra])
+            self.masters.append(master)
+            master.start()
+        self.wait_leader()
+        return self.masters
+
+    def wait_leader(self, among: list[Master] | None = None, timeout: float = 20, other_than: Master | None = None) -> Master:
+        """The master that ``among`` (default: all live ones) agree leads, once they agree
+        (on one that is not ``other_than``, when given)."""
+        def agreed() -> Master | None:
+            views = [m.cluster_view(self.token) for m in (among or [m for m in self.masters if m.alive])]
+            leaders = {v["leader_id"] for v in views}
+            if len(leaders) == 1 and None not in leaders and (other_than is None or other_than.id not in leaders):
+                leader_id = leaders.pop()
+                return next(m for m in self.masters if m.id == leader_id)
+            return None
+
+        return wait_until(agreed, timeout, what="an agreed leader")
 
     def start_slave(self, name: str = "s1", *extra: str, port: int | None = None) -> Slave:
         slave_id = f"{self.prefix}-{name}"
         existing = next((s for s in self.slaves if s.id == slave_id), None)
+        ip = existing.ip if existing else f"127.0.0.{100 + len(self.slaves)}"
         port = port or (existing.port if existing else free_port())
         masters = ",".join(m.address for m in self.masters)
-        slave = Slave(slave_id, port, masters, self.workdir / f"slave-{name}.log", list(extra))
+        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", list(extra))
         if existing:
-            self.slaves.remove(existing)
-        self.slaves.append(slave)
+            self.slaves[self.slaves.index(existing)] = slave
+        else:
+            self.slaves.append(slave)
         slave.start()
-        wait_until(lambda: self.node(slave_id) is not None and self.node(slave_id)["state"] == "alive",
+        wait_until(lambda: (n := self.node(slave_id)) is not None and n["state"] == "alive",
                    20, what=f"slave {slave_id} registered")
         return slave
 
@@ -159,7 +200,12 @@ class Cluster:
 
     @property
     def master(self) -> Master:
-        return self.masters[0]
+        """The master the test's HTTP client talks to: the first live one."""
+        return next(m for m in self.masters if m.alive)
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
 
     def close(self) -> None:
         if self._http:
@@ -175,7 +221,7 @@ class Cluster:
     def http(self) -> httpx.Client:
         if self._http is None:
             self._http = httpx.Client(
-                base_url=self.master.url, headers={"Authorization": f"Bearer {self.master.token}"}, timeout=30
+                base_url=self.master.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
             )
         return self._http
 

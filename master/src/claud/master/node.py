@@ -8,6 +8,7 @@ and the tables change only through ``propose``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from claud.master.events import EventBroker
 from claud.master.peers import MasterDirectory, resolve_peer_ids
 from claud.master.replication import ReplicatedLog
 from claud.master.scheduler import schedule
-from claud.master.settings import MasterSettings
+from claud.master.settings import MasterSettings, parse_host_port
 from claud.master.state import Outcome, StateMachine
 from claud.master.storage import LogStore
 
@@ -35,6 +36,21 @@ FAILURE_CHECK_INTERVAL = 0.25
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def outgoing_address(listen: str) -> str | None:
+    """Connect from the listen address when it is one of loopback's many addresses.
+
+    Masters on one machine then talk from distinct addresses (127.0.0.11,
+    127.0.0.12, ...), so a firewall rule can cut one off from another, as
+    tests and demos of partitions do.
+    """
+    host = parse_host_port(listen)[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host if address.is_loopback and address.version == 4 else None
 
 
 class NotLeader(Exception):
@@ -56,7 +72,12 @@ class MasterNode:
         )
         self.store = LogStore(settings.data_dir / "claud.db")
         self.events = EventBroker()
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), limits=httpx.Limits(max_connections=200))
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=None),
+            transport=httpx.AsyncHTTPTransport(
+                local_address=outgoing_address(settings.listen), limits=httpx.Limits(max_connections=200)
+            ),
+        )
         self.directory = MasterDirectory(self.id, self.address, self._peers_changed)
         self.log = ReplicatedLog(
             node_id=self.id,
