@@ -11,7 +11,8 @@ import uvicorn
 from claud.api.logfmt import configure_logging, log_event
 from claud.api.settings_cli import parse_settings
 from claud.master.auth import ConfigError
-from claud.master.settings import MasterSettings, parse_host_port
+from claud.api.addresses import parse_host_port
+from claud.master.settings import MasterSettings
 
 PROG = "claud-master"
 

@@ -8,7 +8,6 @@ and the tables change only through ``propose``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 import httpx
 
 from claud.api import Assignments, Heartbeat, HostUsage, NodeRole, NodeState
+from claud.api.addresses import outgoing_address
 from claud.api.discovery import Announcement, Discovery, PeerEvent
 from claud.api.logfmt import log_event
 from claud.master import ops
@@ -24,7 +24,7 @@ from claud.master.events import EventBroker
 from claud.master.peers import MasterDirectory, resolve_peer_ids
 from claud.master.replication import ReplicatedLog
 from claud.master.scheduler import schedule
-from claud.master.settings import MasterSettings, parse_host_port
+from claud.master.settings import MasterSettings
 from claud.master.state import Outcome, StateMachine
 from claud.master.storage import LogStore
 
@@ -36,21 +36,6 @@ FAILURE_CHECK_INTERVAL = 0.25
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def outgoing_address(listen: str) -> str | None:
-    """Connect from the listen address when it is one of loopback's many addresses.
-
-    Masters on one machine then talk from distinct addresses (127.0.0.11,
-    127.0.0.12, ...), so a firewall rule can cut one off from another, as
-    tests and demos of partitions do.
-    """
-    host = parse_host_port(listen)[0]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return host if address.is_loopback and address.version == 4 else None
 
 
 class NotLeader(Exception):

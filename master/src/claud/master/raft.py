@@ -30,6 +30,16 @@ Driving it (the caller's loop)::
 
 Readies are handled one at a time, in order; ticks, messages and proposals may
 arrive between ``ready()`` and ``advance()``.
+
+On restart, build the core from what was persisted, with ``applied_index`` the
+snapshot's index (the state machine restored from the snapshot alone): entries
+after it come back in ``Ready.committed`` once known to be committed. Replaying
+the persisted log at start would apply entries that may never commit.
+
+A proposal ``(index, term)`` succeeded when ``Ready.committed`` carries that
+index with that term, and failed when the index commits with another term.
+Once its leader has lost office its fate stays open until the index commits,
+which may wait for later proposals; callers time out and retry idempotently.
 """
 
 from __future__ import annotations
@@ -301,7 +311,7 @@ class RaftCore:
         self.id = config.id
         self._rng = rng
         self.members: set[int] = {config.id}
-        self._ignored: set[int] = set()
+        self.ignored: set[int] = set()
         self._warnings: list[str] = []
 
         self.term = hard_state.term
@@ -414,8 +424,8 @@ class RaftCore:
                 self._progress[peer] = _Progress(next=self.last_index + 1)
                 self._needs_broadcast = True
             return True
-        if peer not in self._ignored:
-            self._ignored.add(peer)
+        if peer not in self.ignored:
+            self.ignored.add(peer)
             self._warnings.append(
                 f"master {peer} ignored: cluster_size is {self.config.cluster_size} and the members "
                 f"are already {sorted(self.members)}; check the configured cluster size"

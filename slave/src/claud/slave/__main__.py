@@ -126,13 +126,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             ping()
         except RuntimeUnavailable as exc:
             _fail(str(exc), EXIT_RUNTIME)
-    if not settings.no_discovery:
-        log_event(
-            logger,
-            "discovery.unavailable",
-            port=settings.discovery_port,
-            note="UDP discovery is not implemented yet; using --masters only",
-        )
 
     host, port = settings.listen_host_port
     config = uvicorn.Config(

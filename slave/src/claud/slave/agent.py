@@ -27,7 +27,9 @@ from typing import Any
 
 import httpx
 
-from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, WatchRequest
+from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
+from claud.api.addresses import outgoing_address, parse_host_port
+from claud.api.discovery import Announcement, Discovery, PeerEvent
 from claud.api.logfmt import log_event
 from claud.slave.fencing import Lease
 from claud.slave.masters import MasterClient, MastersUnavailable, ReplyGate
@@ -88,8 +90,12 @@ class Agent:
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
             trust_env=False,  # a proxy from the environment must not sit between slave and master
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+            transport=httpx.AsyncHTTPTransport(
+                local_address=outgoing_address(settings.listen),
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+            ),
         )
+        self._discovery: Discovery | None = None
         self.masters = MasterClient(
             settings.masters,
             self._http,
@@ -146,6 +152,14 @@ class Agent:
             memory_from=self.capacity.memory_source,
             lease=s.default_lease,
         )
+        if not s.no_discovery:
+            self._discovery = Discovery(
+                Announcement(id=s.id, role=NodeRole.SLAVE, address=s.advertise_address),
+                port=s.discovery_port,
+                secret=s.cluster_secret,
+                on_change=self._discovered,
+            )
+            await self._discovery.start()
         for name, loop in (
             ("reconcile", self._reconcile_loop),
             ("heartbeat", self._heartbeat_loop),
@@ -154,8 +168,15 @@ class Agent:
         ):
             self._loops.append(asyncio.create_task(loop(), name=f"{s.id}-{name}"))
 
+    def _discovered(self, event: PeerEvent) -> None:
+        if event.peer.role == NodeRole.MASTER and event.kind != "expired":
+            host, port = parse_host_port(event.peer.address)
+            self.masters.add_address(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+
     async def stop(self) -> None:
         """Stop the loops; containers keep running and are found again on restart."""
+        if self._discovery is not None:
+            await self._discovery.stop()
         tasks = [*self._loops, *self._actions]
         for task in tasks:
             task.cancel()

@@ -62,8 +62,6 @@ class MasterClient:
         request_timeout: float = 2.0,
         connect_timeout: float = 1.0,
     ) -> None:
-        if not addresses:
-            raise ValueError("at least one master address is needed")
         self._addresses = list(addresses)
         self._http = http
         self._headers = {"Content-Type": "application/json"}
@@ -71,13 +69,21 @@ class MasterClient:
             self._headers[SECRET_HEADER] = secret
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
-        self._current = self._addresses[0]
+        self._current: str | None = self._addresses[0] if self._addresses else None
         self._ids: dict[int, str] = {}  # master id -> the address where it answered
         self._leader: tuple[int | None, str] | None = None
 
     @property
-    def current(self) -> str:
+    def current(self) -> str | None:
         return self._current
+
+    def add_address(self, url: str) -> None:
+        """A master learned from discovery: asked like the configured ones from now on."""
+        if url not in self._addresses:
+            self._addresses.append(url)
+            log_event(logger, "master.discovered", address=url)
+        if self._current is None:
+            self._current = url
 
     @property
     def known_ids(self) -> dict[int, str]:
@@ -106,7 +112,7 @@ class MasterClient:
                 del self._ids[known_id]
         self._ids[master_id] = address
 
-    def _after(self, address: str) -> list[str]:
+    def _after(self, address: str | None) -> list[str]:
         """Every address in rotation order, starting after ``address``."""
         i = self._addresses.index(address) if address in self._addresses else -1
         return self._addresses[i + 1 :] + self._addresses[: i + 1]
@@ -181,6 +187,8 @@ class MasterClient:
         raise MastersUnavailable("; ".join(problems) or "no master address")
 
     def _give_up_on(self, address: str, tried: set[str]) -> str | None:
+        if not self._addresses:
+            return None
         # A master that is down or overloaded should not be the first one asked
         # next time, or every heartbeat would pay its timeout first.
         if address == self._current:

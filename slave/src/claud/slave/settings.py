@@ -60,7 +60,9 @@ class SlaveSettings(BaseSettings):
         "127.0.0.1:8701", description="host:port where the slave serves container logs and /healthz"
     )
     masters: Annotated[list[str], NoDecode] = Field(
-        ..., description="comma-separated host:port (or http://host:port) of the masters"
+        default_factory=list,
+        description="comma-separated host:port (or http://host:port) of the masters; "
+        "with discovery on, more are learned from their UDP announcements",
     )
     runtime: Literal["docker", "simulated"] = Field(
         "docker", description="docker runs real containers; simulated only pretends (benchmarks)"
@@ -81,7 +83,7 @@ class SlaveSettings(BaseSettings):
         description="seconds between heartbeats (a shorter interval named by the masters wins)",
     )
     discovery_port: int = Field(
-        8702, ge=1, le=65535, description="UDP port of broadcast discovery (not implemented yet)"
+        8702, ge=1, le=65535, description="UDP port of broadcast discovery"
     )
     no_discovery: bool = Field(False, description="do not take part in UDP broadcast discovery")
     cluster_secret_file: Path | None = Field(
@@ -218,8 +220,6 @@ class SlaveSettings(BaseSettings):
     @field_validator("masters")
     @classmethod
     def _check_masters(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one master address is needed")
         urls: list[str] = []
         for entry in value:
             scheme = "http"
@@ -258,6 +258,8 @@ class SlaveSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_invariants(self) -> SlaveSettings:
+        if not self.masters and self.no_discovery:
+            raise ValueError("--masters is needed when discovery is off (--no-discovery)")
         reserved = {"claud.job", "claud.alloc", "claud.slave"} & set(self.container_labels)
         if reserved:
             raise ValueError(f"container_labels may not set {', '.join(sorted(reserved))}")

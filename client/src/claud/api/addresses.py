@@ -1,0 +1,30 @@
+"""host:port handling shared by every CLAUD process."""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 in brackets) -> (host, port); ValueError naming the problem."""
+    host, sep, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+def outgoing_address(listen: str) -> str | None:
+    """Connect from the listen address when it is one of loopback's many addresses.
+
+    Processes on one machine then talk from distinct addresses (127.0.0.11,
+    127.0.0.12, ...), so a firewall rule can cut one off from another, as
+    tests and demos of partitions do. Any other listen address connects from
+    wherever the kernel routes.
+    """
+    try:
+        host = parse_host_port(listen)[0]
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host if address.is_loopback and address.version == 4 else None
