@@ -101,7 +101,7 @@ def main() -> None:
         try:
             cluster.start_master(1)
             cluster.start_slave("s1")
-            watcher = RunningWatcher(cluster.master.url, cluster.master.token)
+            watcher = RunningWatcher(cluster.master.url, cluster.token)
             time.sleep(0.5)  # let the event stream connect before the first submit
             spec = {"image": IMAGE, "command": ["sleep", "30"], "resources": {"cpu": 0.01, "memory_mb": 16}, "stop_timeout": 0}
 
