@@ -203,7 +203,7 @@ class MasterNode:
         # Wake every long-polling watcher; each checks its own slave's version.
         self._applied.set()
         self._applied = asyncio.Event()
-        if self._duties and self.state.pending_jobs():
+        if self._duties and self.state.has_pending():
             self._schedule_needed.set()
         self._sync_duties()
 
@@ -282,12 +282,16 @@ class MasterNode:
         """Place pending jobs: snapshot -> pure scheduler -> plan re-checked by apply."""
         loop = asyncio.get_running_loop()
         backoff_timer: asyncio.TimerHandle | None = None
+        seen_epoch: int | None = None
         while True:
             await self._schedule_needed.wait()
             self._schedule_needed.clear()
             try:
                 now = utcnow()
-                nodes, jobs = self.state.scheduling_snapshot(now)
+                # Jobs that fitted nowhere are looked at again only when some slave may have gained room.
+                epoch = self.state.capacity_epoch
+                nodes, jobs = self.state.scheduling_snapshot(now, only_unexplained=epoch == seen_epoch)
+                seen_epoch = epoch
                 if jobs:
                     plan = schedule(nodes, jobs, self.settings.strategy)
                     changed_reasons = {

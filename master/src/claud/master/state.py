@@ -125,6 +125,9 @@ class StateMachine:
     _by_idempotency_key: dict[str, str] = field(default_factory=dict)
     #: Log index of the last change to each slave's desired set (the watch version).
     node_versions: dict[str, int] = field(default_factory=dict)
+    #: Rises whenever a slave may have gained room (registered, came back, undrained,
+    #: a job left it): only then can a job that fitted nowhere fit somewhere.
+    capacity_epoch: int = 0
     #: Transitions since the last ``drain_changes``.
     _changes: list[Change] = field(default_factory=list)
 
@@ -197,7 +200,9 @@ class StateMachine:
             )
             self.nodes[node.id] = node
             self._node_change(node, op.at, "registered")
+            self.capacity_epoch += 1
         else:
+            self.capacity_epoch += 1
             node.address, node.labels = op.address, op.labels
             node.cpu_total, node.memory_mb_total = op.cpu_total, op.memory_mb_total
             node.last_heartbeat = op.at
@@ -224,6 +229,8 @@ class StateMachine:
             return Outcome()
         node.state = op.state
         self._node_change(node, op.at, op.reason)
+        if op.state == NodeState.ALIVE:
+            self.capacity_epoch += 1
         if op.state == NodeState.DEAD:
             for job_id in sorted(self._placed_by_node.get(node.id, ())):
                 job = self.jobs[job_id]
@@ -243,6 +250,8 @@ class StateMachine:
             return Outcome()
         node.draining = op.draining
         self._node_change(node, op.at, "draining" if op.draining else "drain cancelled")
+        if not op.draining:
+            self.capacity_epoch += 1
         if op.draining:
             for job_id in sorted(self._placed_by_node.get(node.id, ())):
                 job = self.jobs[job_id]
@@ -345,6 +354,7 @@ class StateMachine:
         if job.node_id is not None:
             self._placed_by_node.get(job.node_id, set()).discard(job.id)
             self._bump(job.node_id)
+            self.capacity_epoch += 1
 
     def _finish(self, job: JobRecord, at: datetime, state: JobState, message: str) -> None:
         self._unplace(job)
@@ -392,6 +402,9 @@ class StateMachine:
     def pending_jobs(self) -> list[JobRecord]:
         return [self.jobs[job_id] for job_id in self._pending]
 
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
     def placed_jobs(self, node_id: str) -> list[JobRecord]:
         return [self.jobs[j] for j in sorted(self._placed_by_node.get(node_id, ()))]
 
@@ -407,10 +420,17 @@ class StateMachine:
             schedulable=node.state == NodeState.ALIVE and not node.draining,
         )
 
-    def scheduling_snapshot(self, now: datetime) -> tuple[list[NodeCapacity], list[PendingJob]]:
-        """What the scheduler needs, as immutable values: jobs in backoff are left out."""
+    def scheduling_snapshot(
+        self, now: datetime, only_unexplained: bool = False
+    ) -> tuple[list[NodeCapacity], list[PendingJob]]:
+        """What the scheduler needs, as immutable values: jobs in backoff are left out,
+        and with ``only_unexplained`` so are jobs already found to fit nowhere."""
         nodes = [self.capacity(n) for n in self.nodes.values()]
-        jobs = [as_pending(j) for j in self.pending_jobs() if j.not_before is None or j.not_before <= now]
+        jobs = [
+            as_pending(j)
+            for j in self.pending_jobs()
+            if (j.not_before is None or j.not_before <= now) and not (only_unexplained and j.pending_reason)
+        ]
         return nodes, jobs
 
     def next_backoff_expiry(self) -> datetime | None:
