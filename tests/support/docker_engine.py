@@ -32,3 +32,41 @@ def remove_containers(label: str) -> int:
         return len(containers)
     finally:
         client.close()
+
+
+def run_intervals(job_id: str) -> list[tuple[str, float, float]]:
+    """(slave id, started, finished) of every container of ``job_id``, in Docker's own clock.
+
+    A container still running has ``finished = inf``; one never started is left out.
+    """
+    from datetime import datetime
+
+    def stamp(value: str) -> float | None:
+        if not value or value.startswith("0001-01-01"):
+            return None
+        # Docker gives nanoseconds; datetime takes microseconds.
+        head, _, frac = value.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
+
+    client = docker.from_env()
+    try:
+        intervals = []
+        for container in client.containers.list(all=True, filters={"label": f"claud.job={job_id}"}):
+            state = container.attrs["State"]
+            started = stamp(state.get("StartedAt", ""))
+            if started is None:
+                continue
+            finished = float("inf") if state.get("Running") else (stamp(state.get("FinishedAt", "")) or float("inf"))
+            intervals.append((container.labels.get("claud.slave", "?"), started, finished))
+        return sorted(intervals, key=lambda i: i[1])
+    finally:
+        client.close()
+
+
+def assert_never_twice(job_id: str) -> None:
+    """No two containers of one job ever ran at the same time (Docker's start/stop times)."""
+    intervals = run_intervals(job_id)
+    for (slave_a, start_a, end_a), (slave_b, start_b, end_b) in zip(intervals, intervals[1:]):
+        assert end_a <= start_b, (
+            f"job {job_id} ran twice at once: on {slave_a} until {end_a:.3f} and on {slave_b} from {start_b:.3f}"
+        )

@@ -98,7 +98,7 @@ class Checker:
         self._agree_applied(node.id, e.index, e.term, e.data)
 
     def restored(self, node: SimNode, snap: Snapshot) -> None:
-        node.applied = [tuple(x) for x in snap.state["applied"]]  # type: ignore[misc]
+        node.applied = [(i, t, d) for i, t, d in snap.state["applied"]]
         if node.applied_index != snap.index:
             raise SafetyViolation(f"node {node.id}: snapshot at {snap.index} holds entries up to {node.applied_index}")
         for i, t, d in node.applied:
@@ -206,7 +206,7 @@ class Sim:
             applied_index=snap.index if snap else 0,
             peers=self.ids if peers is None else peers,
         )
-        node.applied = [tuple(x) for x in snap.state["applied"]] if snap else []  # type: ignore[misc]
+        node.applied = [(i, t, d) for i, t, d in snap.state["applied"]] if snap else []
         self.checker.commit_seen[node_id] = node.core.commit_index
 
     def crash(self, node_id: int) -> None:
@@ -220,16 +220,23 @@ class Sim:
         assert core is not None
         return core
 
+    def live(self) -> list[tuple[int, RaftCore]]:
+        return [(n.id, n.core) for n in self.nodes.values() if n.core is not None]
+
     def leaders(self) -> list[int]:
-        return [n.id for n in self.alive() if n.core.role is Role.LEADER]  # type: ignore[union-attr]
+        return [i for i, core in self.live() if core.role is Role.LEADER]
 
     def leader(self) -> int | None:
         """The leader of the highest term among live leaders."""
-        best = None
-        for n in self.alive():
-            if n.core.role is Role.LEADER and (best is None or n.core.term > self.core(best).term):  # type: ignore[union-attr]
-                best = n.id
-        return best
+        leaders = [(core.term, i) for i, core in self.live() if core.role is Role.LEADER]
+        return max(leaders)[1] if leaders else None
+
+    def settled(self) -> int | None:
+        """The leader every live node follows, if there is one."""
+        leader = self.leader()
+        if leader is not None and all(core.leader_id == leader for _, core in self.live()):
+            return leader
+        return None
 
     # ---------------------------------------------------------- network
 
@@ -430,12 +437,10 @@ class Sim:
         lowest = self.ids[0]
         while self.now - t0 < limit:
             self.tick()
-            if self.leaders() == [lowest] and all(n.core.leader_id == lowest for n in self.alive()):  # type: ignore[union-attr]
+            if self.leaders() == [lowest] and self.settled() == lowest:
                 return self.now - t0
-        raise AssertionError(
-            f"seed {self.seed}: leaders {self.leaders()} (terms "
-            f"{[(n.id, n.core.term, n.core.role.value) for n in self.alive()]}) after {limit} ticks"  # type: ignore[union-attr]
-        )
+        states = [(i, core.term, core.role.value) for i, core in self.live()]
+        raise AssertionError(f"seed {self.seed}: leaders {self.leaders()} ({states}) after {limit} ticks")
 
     def applied_at(self, node: SimNode, index: int) -> tuple[int, str] | None:
         if node.applied and node.applied[0][0] <= index <= node.applied[-1][0]:

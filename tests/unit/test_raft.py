@@ -121,8 +121,8 @@ def only(msgs: list[Message], kind: type[M]) -> M:
 def settle(sim: Sim, ticks: int = 100) -> int:
     for _ in range(ticks):
         sim.tick()
-        leader = sim.leader()
-        if leader is not None and all(n.core.leader_id == leader for n in sim.alive()):  # type: ignore[union-attr]
+        leader = sim.settled()
+        if leader is not None:
             return leader
     raise AssertionError(f"no leader after {ticks} ticks")
 
@@ -428,6 +428,20 @@ def test_a_lower_id_takes_over_only_once_caught_up() -> None:
     assert sim.await_commit(10 * E) >= 0
 
 
+def test_the_leader_waits_for_a_lower_id_to_catch_up_before_handing_over() -> None:
+    leader = make(2)
+    elect(leader, 3)
+    for i in range(5):
+        leader.propose(f"x{i}")
+    flush(leader)
+    leader.step(AppendEntriesReply(src=1, dst=2, term=1, success=True, match_index=3))
+    assert not any(isinstance(m, TimeoutNow) for m in out(leader))
+    assert leader.transfer_target is None and leader.propose("y") is not None
+    leader.step(AppendEntriesReply(src=1, dst=2, term=1, success=True, match_index=leader.last_index))
+    assert TimeoutNow(src=2, dst=1, term=1) in out(leader)
+    assert leader.transfer_target == 1 and leader.propose("z") is None
+
+
 def test_proposals_pause_during_a_transfer_and_resume_if_it_fails() -> None:
     sim = Sim(3, seed=5)
     sim.crash(1)
@@ -556,7 +570,7 @@ def test_restart_from_a_snapshot_and_the_entries_after_it() -> None:
 
 def test_membership_never_exceeds_the_cluster_size() -> None:
     core = make(1, n=3, peers=[2, 3, 4, 5])
-    assert core.members == {1, 2, 3}
+    assert core.members == {1, 2, 3} and core.ignored == {4, 5}
     rd = flush(core)
     assert len(rd.warnings) == 2 and "master 4 ignored" in rd.warnings[0]
     core.step(RequestVote(src=4, dst=1, term=5, last_index=9, last_term=9))

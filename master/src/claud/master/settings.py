@@ -111,6 +111,13 @@ class MasterSettings(BaseSettings):
                 f"slave_lease ({self.slave_lease:g}s) must exceed two heartbeat intervals "
                 f"({2 * self.heartbeat_interval:g}s), or healthy slaves would fence themselves"
             )
+        # A leader failover (detection, then an election) takes about three
+        # election timeouts; slaves must not fence themselves during one.
+        if self.slave_lease < 3 * self.election_timeout:
+            raise ValueError(
+                f"slave_lease ({self.slave_lease:g}s) must be at least 3 election timeouts "
+                f"({3 * self.election_timeout:g}s), or slaves would stop their jobs during a leader failover"
+            )
         if self.cluster_size is not None and len(self.peers) > self.cluster_size - 1:
             raise ValueError(
                 f"--peers names {len(self.peers)} other masters but --cluster-size is {self.cluster_size}"
