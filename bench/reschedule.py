@@ -1,0 +1,75 @@
+"""Slave death to all its jobs running elsewhere, on real Docker, default settings.
+
+Each round puts N service jobs on one slave, then "kills its machine" (SIGKILL
+of the agent and `docker kill` of its containers) and times until all N run
+on another slave. Prints p50/max over the rounds and the settings used.
+
+    .venv/bin/python bench/reschedule.py [--jobs 10] [--rounds 3] [-- extra master flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.cluster import Cluster, wait_until  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("master_flags", nargs="*", help="extra claud-master flags (default settings otherwise)")
+    args = parser.parse_args()
+
+    times: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(Path(tmp))
+        try:
+            cluster.start_master(1, *args.master_flags)
+            names = ["a", "b"]
+            for name in names:
+                cluster.start_slave(name)
+            engine = docker.from_env()
+            for round_no in range(args.rounds):
+                victim, survivor = (cluster.slave(n) for n in (names if round_no % 2 == 0 else names[::-1]))
+                cluster.http.post(f"/v1/nodes/{survivor.id}/drain").raise_for_status()
+                jobs = [
+                    cluster.submit(name=f"r{round_no}-{i}", type="service", restart={"policy": "always"},
+                                   command=["sleep", "600"], stop_timeout=1, resources={"cpu": 0.05, "memory_mb": 16})["id"]
+                    for i in range(args.jobs)
+                ]
+                for job_id in jobs:
+                    wait_until(lambda: cluster.job(job_id)["state"] == "running", 60, what="jobs running")
+                cluster.http.post(f"/v1/nodes/{survivor.id}/undrain").raise_for_status()
+                died = time.monotonic()
+                victim.kill()
+                for container in engine.containers.list(filters={"label": f"claud.slave={victim.id}"}):
+                    container.kill()
+
+                def all_moved() -> bool:
+                    listed = {j["id"]: j for j in cluster.http.get("/v1/jobs").json()["jobs"]}
+                    return all(listed[j]["state"] == "running" and listed[j]["node_id"] == survivor.id for j in jobs)
+
+                wait_until(all_moved, 60, interval=0.05, what="all jobs running elsewhere")
+                times.append(time.monotonic() - died)
+                for job_id in jobs:
+                    cluster.http.delete(f"/v1/jobs/{job_id}")
+                cluster.start_slave(victim.id.rsplit("-", 1)[1])
+            engine.close()
+        finally:
+            cluster.close()
+    settings = " ".join(args.master_flags) or "defaults (node-dead-after 10 s, heartbeat 1 s, lease 4 s)"
+    print(f"slave machine death, {args.jobs} jobs, {len(times)} rounds, settings: {settings}")
+    print(f"  death -> all jobs running elsewhere: p50 {statistics.median(times):.2f} s, max {max(times):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
