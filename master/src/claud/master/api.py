@@ -8,6 +8,7 @@ code an HTTP client expects.
 from __future__ import annotations
 
 import json
+import logging
 from urllib.parse import parse_qs
 import secrets
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from claud.api import (
     NodeView,
     WatchRequest,
 )
+from claud.api.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, same_secret
 from claud.master.dashboard import DASHBOARD_HTML
@@ -49,6 +51,8 @@ from claud.master.raft import Role
 from claud.master.replication import NoLeader, NotCommitted, outcome_to_dict
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
+
+log = logging.getLogger("claud.master.api")
 
 ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid_spec": 422}
 
@@ -105,6 +109,8 @@ class TokenAuthMiddleware:
                     # A browser cannot set a header when following a link: /ui?token=...
                     given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
                 if not same_secret(given, self.node.token):
+                    client = scope.get("client") or ("?", 0)
+                    log_event(log, "auth.refused", logging.WARNING, path=path, client=client[0], credential="token")
                     response = error_response(
                         401, "unauthorized", "missing or wrong API token (Authorization: Bearer <token>)",
                         headers={"WWW-Authenticate": "Bearer"},
@@ -117,6 +123,8 @@ class TokenAuthMiddleware:
 def require_cluster_secret(request: Request) -> None:
     expected = _node(request).cluster_secret
     if expected is not None and not same_secret(request.headers.get(CLUSTER_SECRET_HEADER), expected):
+        client = request.client.host if request.client else "?"
+        log_event(log, "auth.refused", logging.WARNING, path=request.url.path, client=client, credential="cluster_secret")
         raise ApiError(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
 
 
