@@ -18,7 +18,11 @@ PROG = "claud-master"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse_settings(MasterSettings, argv, PROG, "A CLAUD master: API, replicated tables, scheduler.")
+    settings = parse_settings(
+        MasterSettings, argv, PROG, "A CLAUD master: API, replicated tables, scheduler.",
+        "Every flag has an environment twin (shown), e.g. --node-dead-after is CLAUD_NODE_DEAD_AFTER. "
+        "Durations are seconds (floats allowed).",
+    )
     configure_logging("master", str(settings.id), settings.log_level)
     # Imported late so that --help and bad flags answer without loading FastAPI.
     from claud.master.api import create_app

@@ -304,14 +304,6 @@ class SlaveSettings(BaseSettings):
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
-
-
 def docker_stop_seconds(grace: float) -> int:
     """Docker takes whole seconds; round up so a job never gets less than it asked."""
     return max(0, math.ceil(grace))
