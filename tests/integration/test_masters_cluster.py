@@ -152,3 +152,22 @@ def test_a_restarted_master_keeps_what_it_had(cluster: Cluster) -> None:
     for master in cluster.masters:
         _, jobs = wait_until(lambda: (v := jobs_on(master, cluster.token)) and set(ids) <= v[1].keys() and v, 10,
                              what=f"master {master.id} to list the jobs")
+
+
+@pytest.mark.skipif(not firewall_available(), reason="iptables is needed to cut links on loopback")
+def test_far_behind_follower_catches_up_from_a_snapshot(cluster: Cluster) -> None:
+    cluster.start_masters(3, "--snapshot-every", "20")
+    firewall = LoopbackFirewall()
+    try:
+        leader = cluster.wait_leader()
+        follower = next(m for m in cluster.masters if m is not leader)
+        firewall.isolate(follower.ip, [m.ip for m in cluster.masters if m is not follower])
+        with Submitter(cluster) as submitter:
+            wait_until(lambda: submitter.count() > 100, 30, what="writes past several snapshots")
+        # The leader compacted its log past what the follower has: only a snapshot can bring it up.
+        assert "snapshot.taken" in leader.log()
+        firewall.heal()
+        assert_converged_without_loss(cluster, submitter)
+        assert "snapshot.installed" in follower.log()
+    finally:
+        firewall.close()

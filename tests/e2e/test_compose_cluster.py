@@ -1,0 +1,278 @@
+"""The compose demo cluster (compose.yaml), cut and killed with Docker itself.
+
+One cluster per module (3 masters, 3 slaves, its own compose project, Docker's
+choice of host ports), built with the same script as `make images` and torn
+down completely afterwards: containers, network, volumes and the jobs'
+containers. Every wait polls a condition against a deadline derived from the
+masters' timeouts (their defaults; compose.yaml does not change them).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from support.compose import MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, wait_for
+
+pytestmark = pytest.mark.docker
+
+# claud-master's defaults (claud-master --help), which compose.yaml keeps.
+SLAVE_LEASE = 4.0  # a slave that hears no leader this long stops its containers
+FENCE_STOP_GRACE = 3.0  # ...each within this SIGTERM grace
+NODE_DEAD_AFTER = 10.0  # the leader reschedules a silent slave's jobs after this long
+# Two cores run six CLAUD processes and the engine: room for scheduling delays.
+SLACK = 5.0
+
+
+@pytest.fixture(scope="module")
+def compose_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeCluster]:
+    if shutil.which("docker-compose") is None:
+        # `docker compose` (v2) would do too; deploy/cluster.sh picks either.
+        proc = docker("compose", "version", check=False)
+        if not proc:
+            pytest.fail("neither docker-compose nor `docker compose` is installed")
+    ComposeCluster.build_images()
+    cluster = ComposeCluster(tmp_path_factory.mktemp("compose"))
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+    left = cluster.leftovers()
+    assert not left, f"the compose cluster left these behind: {left}"
+
+
+def job_spec(name: str, **extra: Any) -> dict[str, Any]:
+    """A service job that runs until stopped, and stops at once on SIGTERM."""
+    return {
+        "name": name,
+        "image": "claud/busybox:latest",
+        "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+        "resources": {"cpu": 0.25, "memory_mb": 32},
+        "type": "service",
+        "stop_timeout": 1,
+        **extra,
+    }
+
+
+def docker_time(value: str) -> datetime:
+    """Docker's RFC 3339 timestamps with nanoseconds, to microseconds."""
+    whole, _, fraction = value.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{whole}.{(fraction or '0')[:6].ljust(6, '0')}+00:00")
+
+
+def healthy(cluster: ComposeCluster, timeout: float = 60) -> tuple[int, int]:
+    """Wait until all masters agree on a leader and all slaves are alive; (leader, term)."""
+    leader = wait_for(cluster.agreed_leader, timeout, "all three masters agreeing on a leader")
+    wait_for(
+        lambda: len([s for s in cluster.slaves(leader[0]).values() if s["state"] == "alive"]) == 3,
+        timeout, "three slaves alive",
+    )
+    return leader
+
+
+def running_jobs(cluster: ComposeCluster, master_id: int, job_ids: list[str]) -> dict[str, dict[str, Any]] | None:
+    jobs = {job_id: cluster.job(master_id, job_id) for job_id in job_ids}
+    return jobs if all(j["state"] == "running" for j in jobs.values()) else None
+
+
+def stop_jobs(cluster: ComposeCluster, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        for master_id in MASTER_IDS:
+            try:
+                if cluster.request(master_id, "DELETE", f"/v1/jobs/{job_id}").status_code < 500:
+                    break
+            except Exception:  # noqa: BLE001 - that master is down: try the next
+                continue
+
+
+def submit_running(cluster: ComposeCluster, leader: int, count: int, tag: str) -> dict[str, dict[str, Any]]:
+    ids = [cluster.submit(leader, job_spec(f"{tag}-{i}"))["id"] for i in range(count)]
+    return wait_for(lambda: running_jobs(cluster, leader, ids), 60, f"{count} {tag} jobs running")
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_masters_find_each_other_by_broadcast_and_the_lowest_id_leads(compose_cluster: ComposeCluster) -> None:
+    cluster = compose_cluster
+    for master_id in MASTER_IDS:
+        config = docker("inspect", "--format", "{{json .Config.Cmd}} {{json .Config.Env}}", cluster.master(master_id))
+        assert "--peers" not in config and "CLAUD_PEERS" not in config, f"master {master_id} was given peers: {config}"
+        assert "--no-discovery" not in config and "CLAUD_NO_DISCOVERY" not in config
+
+    leader, _term = wait_for(cluster.agreed_leader, 60, "all three masters agreeing on a leader")
+    assert leader == 1, f"master {leader} leads; the lowest id, 1, should"
+    for master_id in MASTER_IDS:
+        view = cluster.cluster_view(master_id)
+        assert view["quorum"] == 2
+        assert {m["id"]: m["address"] for m in view["masters"]} == {
+            i: f"{cluster.master(i)}:8700" for i in MASTER_IDS
+        }, f"master {master_id} knows {view['masters']}"
+
+
+def test_slaves_find_the_masters_and_report_their_cgroup_limits(compose_cluster: ComposeCluster) -> None:
+    cluster = compose_cluster
+    for n in SLAVE_NUMBERS:
+        config = docker("inspect", "--format", "{{json .Config.Cmd}} {{json .Config.Env}}", cluster.slave(n))
+        assert "--masters" not in config and "CLAUD_MASTERS" not in config, f"slave {n} was given masters: {config}"
+    leader, _ = wait_for(cluster.agreed_leader, 60, "an agreed leader")
+    slaves = wait_for(
+        lambda: (s := cluster.slaves(leader)) and all(v["state"] == "alive" for v in s.values()) and len(s) == 3 and s,
+        60, "three slaves alive",
+    )
+    assert set(slaves) == {cluster.slave_id(n) for n in SLAVE_NUMBERS}
+    for slave_id, view in slaves.items():
+        # compose.yaml gives each slave container cpus: 1.0 and mem_limit: 512m;
+        # the host has more of both, so these figures can only come from the cgroup.
+        assert view["resources"]["cpu_total"] == pytest.approx(1.0), (slave_id, view["resources"])
+        assert view["resources"]["memory_mb_total"] == 512, (slave_id, view["resources"])
+        assert view["address"] == f"{cluster.slave(cluster.slave_number(slave_id))}:8701"
+
+
+def test_cut_off_leader_steps_down_and_rejoins_with_the_majoritys_history(compose_cluster: ComposeCluster) -> None:
+    cluster = compose_cluster
+    old_leader, old_term = healthy(cluster)
+    majority = tuple(i for i in MASTER_IDS if i != old_leader)
+    before = cluster.submit(majority[0], job_spec("before-the-partition", type="batch", command=["true"]))
+    cut = cluster.master(old_leader)
+
+    cluster.disconnect(cut)
+    try:
+        cut_at = time.monotonic()
+        new_leader, new_term = wait_for(
+            lambda: (agreed := cluster.agreed_leader(majority)) and agreed[0] != old_leader and agreed,
+            10 + SLACK, "the majority electing a new leader",
+        )
+        elected_after = time.monotonic() - cut_at
+        assert new_term > old_term
+
+        # The deposed leader knows it no longer leads...
+        def stepped_down() -> dict[str, Any] | None:
+            status, view = cluster.exec_request(cut, "GET", "/v1/cluster")
+            assert status == 200, view
+            return view if view["leader_id"] != old_leader else None
+
+        wait_for(stepped_down, 10 + SLACK, f"master {old_leader}, cut off, to step down")
+        # ...and refuses writes: it cannot reach a quorum.
+        refused_key = f"refused-{uuid.uuid4().hex}"
+        status, body = cluster.exec_request(
+            cut, "POST", "/v1/jobs", job_spec("written-to-the-cut-off-master", idempotency_key=refused_key)
+        )
+        assert status == 503, f"the cut-off master answered a write with {status}: {body}"
+
+        # The majority goes on: a write through the follower of the majority side.
+        during = cluster.submit(majority[-1] if majority[-1] != new_leader else majority[0],
+                                job_spec("during-the-partition", type="batch", command=["true"]))
+        majority_commit = cluster.cluster_view(new_leader)["commit_index"]
+    finally:
+        if not cluster.connected(cut):
+            cluster.connect(cut)
+
+    # Back on the network it follows the majority's history: same (newer) term,
+    # the job written during the partition, not the one it refused.
+    def rejoined() -> dict[str, Any] | None:
+        view = cluster.cluster_view(old_leader)
+        if view["leader_id"] is None or view["term"] < new_term or view["commit_index"] < majority_commit:
+            return None
+        if cluster.request(old_leader, "GET", f"/v1/jobs/{during['id']}").status_code != 200:
+            return None
+        return view
+
+    view = wait_for(rejoined, 30 + SLACK, f"master {old_leader} to rejoin with the majority's history")
+    # It never leads again in its stale term: either it follows the new leader,
+    # or (lowest id) took the lead back in a later term, having caught up first.
+    assert view["leader_id"] != old_leader or view["term"] > new_term, view
+    leader, _ = wait_for(cluster.agreed_leader, 30, "all three masters agreeing on a leader again")
+    for master_id in MASTER_IDS:
+        names = {j["name"] for j in cluster.get(master_id, "/v1/jobs")["jobs"]}
+        assert {"before-the-partition", "during-the-partition"} <= names, (master_id, names)
+        assert "written-to-the-cut-off-master" not in names, f"master {master_id} has the refused write"
+    assert cluster.job(leader, before["id"])["id"] == before["id"]
+    print(f"new leader {new_leader} elected {elected_after:.1f}s after the cut; now master {leader} leads")
+
+
+def test_cut_off_slave_stops_its_jobs_within_its_lease_and_they_run_elsewhere(
+    compose_cluster: ComposeCluster,
+) -> None:
+    cluster = compose_cluster
+    leader, _ = healthy(cluster)
+    jobs = submit_running(cluster, leader, 2, "lease")
+    victim = next(iter(jobs.values()))["node_id"]
+    victim_jobs = {job_id: job for job_id, job in jobs.items() if job["node_id"] == victim}
+    old_containers = {job_id: job["container_id"] for job_id, job in victim_jobs.items()}
+    slave = cluster.slave(cluster.slave_number(victim))
+
+    cluster.disconnect(slave)
+    try:
+        cut_at = time.monotonic()
+
+        def old_copies_stopped() -> bool:
+            states = [docker("inspect", "--format", "{{.State.Running}}", cid) for cid in old_containers.values()]
+            return all(state == "false" for state in states)
+
+        # The slave hears no leader: after its lease (plus the stop grace) its containers are down,
+        wait_for(old_copies_stopped, SLAVE_LEASE + FENCE_STOP_GRACE + SLACK,
+                 f"slave {victim}, cut off, to stop its jobs' containers")
+        stopped_after = time.monotonic() - cut_at
+        # ...before the masters give its jobs to another slave.
+        assert stopped_after < NODE_DEAD_AFTER, f"old copies ran {stopped_after:.1f}s, past the dead-after timeout"
+
+        moved = wait_for(
+            lambda: (r := running_jobs(cluster, leader, list(victim_jobs)))
+            and all(j["node_id"] != victim for j in r.values()) and r,
+            NODE_DEAD_AFTER + 20 + SLACK, f"the jobs of slave {victim} running elsewhere",
+        )
+        # Never in two places at once: each old copy ended before its new copy started.
+        for job_id, job in moved.items():
+            old = docker_time(docker("inspect", "--format", "{{.State.FinishedAt}}", old_containers[job_id]))
+            new = docker_time(docker("inspect", "--format", "{{.State.StartedAt}}", job["container_id"]))
+            assert old < new, f"job {job_id} ran twice: old copy ended {old}, new one started {new}"
+    finally:
+        if not cluster.connected(slave):
+            cluster.connect(slave)
+        stop_jobs(cluster, list(jobs))
+    healthy(cluster, timeout=30 + SLACK)
+
+
+def test_killed_slave_takes_its_jobs_down_and_they_run_elsewhere(compose_cluster: ComposeCluster) -> None:
+    cluster = compose_cluster
+    leader, _ = healthy(cluster)
+    jobs = submit_running(cluster, leader, 2, "kill")
+    victim = next(iter(jobs.values()))["node_id"]
+    victim_jobs = {job_id: job for job_id, job in jobs.items() if job["node_id"] == victim}
+    old_containers = {job_id: job["container_id"] for job_id, job in victim_jobs.items()}
+    slave = cluster.slave(cluster.slave_number(victim))
+
+    docker("kill", slave)
+    try:
+        killed_at = docker_time(docker("inspect", "--format", "{{.State.FinishedAt}}", slave))
+        moved = wait_for(
+            lambda: (r := running_jobs(cluster, leader, list(victim_jobs)))
+            and all(j["node_id"] != victim for j in r.values()) and r,
+            NODE_DEAD_AFTER + 20 + SLACK, f"the jobs of killed slave {victim} running elsewhere",
+        )
+        assert all(job["container_id"] not in old_containers.values() for job in moved.values())
+
+        # A machine failure takes its containers down with it: the jobs of a
+        # slave container share its PID namespace, so the kernel killed them.
+        for job_id, container_id in old_containers.items():
+            state = docker("inspect", "--format", "{{.State.Running}} {{.State.FinishedAt}}", container_id)
+            running, finished = state.split()
+            assert running == "false", (
+                f"job {job_id}'s container {container_id[:12]} still runs after its slave container was "
+                "killed: the slave must start job containers in its own PID namespace "
+                "(CLAUD_JOB_PID_NAMESPACE=container:<slave container>, see deploy/COMPOSE.md)"
+            )
+            lag = (docker_time(finished) - killed_at).total_seconds()
+            assert lag < 3, f"job {job_id}'s container outlived its slave by {lag:.1f}s"
+    finally:
+        docker("start", slave)
+        stop_jobs(cluster, list(jobs))
+    healthy(cluster, timeout=30 + SLACK)
