@@ -196,11 +196,66 @@ def test_cluster_table_and_json() -> None:
 
 def test_logs_prints_the_output_verbatim() -> None:
     cluster = Cluster(
-        {("GET", "/v1/jobs/j1/logs"): lambda r: httpx.Response(200, text="hi\nthere\n")}
+        {
+            ("GET", "/v1/jobs/j1"): polled(
+                job_json(alloc_id="j1-1"), job_json(state="completed", alloc_id="j1-1")
+            ),
+            ("GET", "/v1/jobs/j1/logs"): lambda r: httpx.Response(200, text="hi\nthere\n"),
+        }
     )
     result = cluster.invoke("logs", "-f", "j1", "--tail", "5")
     assert (result.exit_code, result.stdout) == (0, "hi\nthere\n")
-    assert cluster.requests[0].url.params["follow"] == "true"
+    (logs,) = [r for r in cluster.requests if r.url.path.endswith("/logs")]
+    assert (logs.url.params["follow"], logs.url.params["tail"]) == ("true", "5")
+
+
+def test_logs_follow_prints_each_attempt_and_notes_it_on_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("claud.client._client.DEFAULT_POLL_INTERVAL", 0)
+    views = [
+        job_json(alloc_id="j1-1", attempts=1),
+        job_json(state="pending", alloc_id="j1-1", attempts=1),  # restarting after a failure
+        job_json(alloc_id="j1-2", attempts=2),
+        job_json(state="failed", alloc_id="j1-2", attempts=2, exit_code=1),
+    ]
+    output = {"j1-1": "first try\n", "j1-2": "second try\n"}
+    current: dict[str, str] = {}
+
+    def master(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/jobs/j1":
+            view = views.pop(0) if len(views) > 1 else views[0]
+            current["alloc"] = view["alloc_id"]
+            return httpx.Response(200, json=view)
+        alloc = current["alloc"]
+        return httpx.Response(200, text=output[alloc], headers={"X-Claud-Alloc-Id": alloc})
+
+    config = CliConfig(transport=httpx.MockTransport(master), poll_interval=0, failover_timeout=0)
+    result = CliRunner().invoke(cli, ["logs", "-f", "j1"], obj=config)
+    assert (result.exit_code, result.stdout) == (0, "first try\nsecond try\n")
+    assert "following attempt 2 (j1-2)" in result.stderr
+
+
+def test_retries_are_noted_on_stderr_and_the_command_still_succeeds() -> None:
+    answers = iter([httpx.Response(503, json=error_json("no_leader", "election"), headers={"Retry-After": "0"})])
+
+    def master(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or httpx.Response(200, json={"jobs": [], "index": 1})
+
+    config = CliConfig(transport=httpx.MockTransport(master), poll_interval=0, failover_timeout=5)
+    result = CliRunner().invoke(cli, ["-o", "json", "jobs"], obj=config)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+    assert "election; retrying" in result.stderr
+
+
+def test_the_completion_script_is_produced() -> None:
+    result = CliRunner().invoke(
+        cli, [], prog_name="claud", env={"_CLAUD_COMPLETE": "bash_source"}, standalone_mode=True
+    )
+    assert result.exit_code == 0
+    assert "_claud_completion()" in result.stdout
+    assert "complete -o nosort -F _claud_completion claud" in result.stdout
 
 
 def test_stop_and_events() -> None:

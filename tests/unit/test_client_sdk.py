@@ -196,13 +196,91 @@ def test_stop_drain_undrain_and_cluster_hit_their_endpoints() -> None:
     ]
 
 
-def test_logs_yield_lines_with_their_endings_and_pass_follow_and_tail() -> None:
+def test_logs_yield_lines_with_their_endings_and_pass_tail() -> None:
     masters = Masters(m1=lambda r: httpx.Response(200, text="one\ntwo\npartial"))
     with masters.client() as claud:
-        lines = list(claud.logs("j1", follow=True, tail=10))
+        lines = list(claud.logs("j1", tail=10))
     assert lines == ["one\n", "two\n", "partial"]
     params = masters.requests[0].url.params
-    assert (params["follow"], params["tail"]) == ("true", "10")
+    assert (params.get("follow"), params["tail"]) == (None, "10")
+
+
+class Attempts:
+    """A job that restarts: each poll of the job returns the next view, and its
+    logs are those of the attempt (allocation) the last view named."""
+
+    def __init__(self, views: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        self.views, self.output = views, output
+        self.alloc: str | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/jobs/j1":
+            view = self.views.pop(0) if len(self.views) > 1 else self.views[0]
+            self.alloc = view.get("alloc_id")
+            return httpx.Response(200, json=job_json(**view))
+        answer = self.output[self.alloc]
+        if isinstance(answer, httpx.Response):
+            return answer
+        return httpx.Response(200, text=answer, headers={"X-Claud-Alloc-Id": str(self.alloc)})
+
+
+@pytest.fixture
+def no_poll_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("claud.client._client.DEFAULT_POLL_INTERVAL", 0)
+    monkeypatch.setattr("claud.client._async_client.DEFAULT_POLL_INTERVAL", 0)
+
+
+RESTARTING = [
+    {"state": "pending"},  # not placed yet: follow waits
+    {"state": "starting", "alloc_id": "j1-1", "attempts": 1},  # no container output yet
+    {"state": "running", "alloc_id": "j1-1", "attempts": 1},
+    {"state": "running", "alloc_id": "j1-1", "attempts": 1},  # exited, not yet reported
+    {"state": "pending", "alloc_id": "j1-1", "attempts": 1},  # restart backoff
+    {"state": "running", "alloc_id": "j1-2", "attempts": 2},
+    {"state": "failed", "alloc_id": "j1-2", "attempts": 2, "exit_code": 1},
+]
+
+
+@pytest.mark.usefixtures("no_poll_pause")
+def test_logs_follow_waits_for_the_container_and_follows_each_restart() -> None:
+    job = Attempts(list(RESTARTING), {"j1-1": "one\ntwo", "j1-2": "three\n"})
+    masters = Masters(m1=job)
+    with masters.client() as claud:
+        lines = list(claud.logs("j1", follow=True, tail=10))
+    assert lines == ["one\n", "two", "three\n"]
+    streams = [r.url.params for r in masters.requests if r.url.path.endswith("/logs")]
+    # tail applies to the first attempt shown; each later one is shown whole.
+    assert [(p["follow"], p.get("tail")) for p in streams] == [("true", "10"), ("true", None)]
+
+
+@pytest.mark.usefixtures("no_poll_pause")
+def test_logs_follow_skips_an_attempt_whose_container_is_gone_and_ends_with_the_job() -> None:
+    gone = httpx.Response(404, json=error_json("not_found", "the container of job j1 is gone"))
+    views = [
+        {"state": "pending", "alloc_id": "j1-1", "attempts": 1},
+        {"state": "failed", "alloc_id": "j1-2", "attempts": 2},
+    ]
+    masters = Masters(m1=Attempts(views, {"j1-1": gone, "j1-2": "last words\n"}))
+    with masters.client() as claud:
+        assert list(claud.logs("j1", follow=True)) == ["last words\n"]
+
+
+def test_logs_follow_of_an_unknown_job_raises_job_not_found() -> None:
+    masters = Masters(m1=answer(404, error_json("not_found", "job j1 not found")))
+    with masters.client() as claud, pytest.raises(JobNotFound):
+        list(claud.logs("j1", follow=True))
+
+
+@pytest.mark.usefixtures("no_poll_pause")
+def test_async_logs_follow_each_restart_too() -> None:
+    job = Attempts(list(RESTARTING), {"j1-1": "one\ntwo", "j1-2": "three\n"})
+    masters = Masters(m1=job)
+
+    async def scenario() -> list[str]:
+        async with masters.async_client() as claud:
+            return [line async for line in claud.logs("j1", follow=True)]
+
+    assert asyncio.run(scenario()) == ["one\n", "two", "three\n"]
 
 
 def change(kind: str, subject: str, state: str, **fields: Any) -> dict[str, Any]:
@@ -240,7 +318,7 @@ class BrokenStream(httpx.SyncByteStream):
 def test_a_stream_cut_midway_raises_unreachable_not_an_httpx_error() -> None:
     masters = Masters(m1=lambda r: httpx.Response(200, stream=BrokenStream()))
     with masters.client() as claud:
-        lines = claud.logs("j1", follow=True)
+        lines = claud.logs("j1")
         assert next(lines) == "first\n"
         with pytest.raises(Unreachable, match="lost the stream"):
             next(lines)
@@ -321,6 +399,31 @@ def test_a_503_fails_over_to_the_next_master() -> None:
     with masters.client() as claud:
         assert claud.jobs() == []
     assert masters.hosts() == ["m1", "m2"]
+
+
+def test_a_slave_unreachable_502_is_an_answer_not_a_reason_to_fail_over() -> None:
+    slave_down = answer(502, error_json("slave_unreachable", "slave s1 is unreachable"))
+    masters = Masters(m1=slave_down, m2=answer(500, "must not be asked"))
+    with masters.client() as claud, pytest.raises(ServerError, match="slave s1"):
+        list(claud.logs("j1"))
+    assert masters.hosts() == ["m1"]
+
+
+def test_a_proxys_502_fails_over() -> None:
+    masters = Masters(m1=lambda r: httpx.Response(502, text="Bad Gateway"), m2=answer(200, job_json()))
+    with masters.client() as claud:
+        claud.job("j1")
+    assert masters.hosts() == ["m1", "m2"]
+
+
+def test_each_retry_is_logged_once_per_distinct_failure(caplog: pytest.LogCaptureFixture) -> None:
+    answers = iter([refuse, refuse, refuse, created])
+    masters = Masters(m1=lambda r: next(answers)(r))
+    with caplog.at_level("INFO", logger="claud.client"), masters.client(M1, failover_timeout=5) as claud:
+        claud.submit(SPEC)
+    notes = [r.getMessage() for r in caplog.records if r.name == "claud.client"]
+    assert len(masters.requests) == 4
+    assert len(notes) == 1 and notes[0].startswith(f"{M1}: [Errno 111] Connection refused; retrying in")
 
 
 def test_a_retried_submit_reuses_its_idempotency_key() -> None:

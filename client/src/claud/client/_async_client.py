@@ -22,7 +22,7 @@ from claud.api.nodes import ClusterView, NodeList, NodeView
 from claud.client import _wire as wire
 from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
 from claud.client._events import Event, EventDecoder
-from claud.client._masters import Failover, MasterRing, parse_masters
+from claud.client._masters import Failover, MasterRing, log, parse_masters
 from claud.client.errors import ClaudError, WaitTimeout
 
 
@@ -104,14 +104,52 @@ class AsyncClient:
         self, job_id: str, follow: bool = False, tail: int | None = None
     ) -> AsyncGenerator[str, None]:
         """See :meth:`Client.logs`; to stop early, wrap it in ``contextlib.aclosing``."""
+        if not follow:
+            async with aclosing(self._attempt_logs(job_id, False, tail, {})) as lines:
+                async for line in lines:
+                    yield line
+            return
+        streamed: str | None = None
+        while (view := await self._next_attempt(job_id, streamed)) is not None:
+            if streamed is not None:
+                log.info("job %s: following attempt %d (%s)…", job_id, view.attempts, view.alloc_id)
+            seen: dict[str, str | None] = {}
+            try:
+                chosen_tail = tail if streamed is None else None
+                async with aclosing(self._attempt_logs(job_id, True, chosen_tail, seen)) as lines:
+                    async for line in lines:
+                        yield line
+            except ClaudError as error:
+                if not wire.attempt_ended(error):
+                    raise
+            streamed = seen.get("alloc") or view.alloc_id
+
+    async def _attempt_logs(
+        self, job_id: str, follow: bool, tail: int | None, seen: dict[str, str | None]
+    ) -> AsyncGenerator[str, None]:
+        """One container's output; puts the allocation it came from in ``seen["alloc"]``."""
+        response = await self._send(wire.job_logs(job_id, follow, tail))
+        seen["alloc"] = response.headers.get(wire.ALLOC_HEADER)
         buffer = wire.LineBuffer()
-        call = wire.job_logs(job_id, follow, tail)
-        async with aclosing(self._stream(call, lines=False)) as chunks:
-            async for chunk in chunks:
+        try:
+            async for chunk in response.aiter_text():
                 for line in buffer.feed(chunk):
                     yield line
+        except httpx.HTTPError as exc:
+            raise wire.stream_lost(response, exc) from exc
+        finally:
+            await response.aclose()
         for line in buffer.flush():
             yield line
+
+    async def _next_attempt(self, job_id: str, streamed: str | None) -> JobView | None:
+        while True:
+            view = await self.job(job_id)
+            if wire.attempt_to_follow(view, streamed):
+                return view
+            if view.state.terminal:
+                return None
+            await asyncio.sleep(DEFAULT_POLL_INTERVAL)
 
     async def watch(
         self,
@@ -199,7 +237,7 @@ class AsyncClient:
                 continue
             except httpx.HTTPError as exc:
                 raise ClaudError(f"{url}: {wire.describe(exc)}") from exc
-            if response.status_code in wire.RETRY_STATUSES:
+            if wire.should_retry(response):
                 failover.unavailable(
                     url, wire.error_from(response, call), wire.retry_after(response)
                 )

@@ -15,7 +15,7 @@ from claud.api.jobs import JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, NodeList, NodeView
 from claud.client import _wire as wire
 from claud.client._events import Event, EventDecoder
-from claud.client._masters import Failover, MasterRing, parse_masters
+from claud.client._masters import Failover, MasterRing, log, parse_masters
 from claud.client.errors import ClaudError, WaitTimeout
 
 #: Per request. Connecting is short so that a dead master is skipped quickly;
@@ -118,15 +118,54 @@ class Client:
     ) -> Generator[str, None, None]:
         """The job's output, line by line with line endings kept.
 
-        With ``follow`` the iterator ends only when the job's container does.
-        Nothing is requested until the first iteration; to stop early and
-        release the connection at once, wrap it in ``contextlib.closing``.
+        Without ``follow``, the output of the job's latest attempt so far. With
+        ``follow``, the iterator waits for the job's container to start,
+        streams it, and moves on to each next attempt (a restart is a new
+        container) until the job has ended; ``tail`` applies to the first
+        attempt shown. Nothing is requested until the first iteration; to stop
+        early and release the connection at once, wrap it in
+        ``contextlib.closing``.
         """
+        if not follow:
+            yield from self._attempt_logs(job_id, False, tail)
+            return
+        streamed: str | None = None
+        while (view := self._next_attempt(job_id, streamed)) is not None:
+            if streamed is not None:
+                log.info("job %s: following attempt %d (%s)…", job_id, view.attempts, view.alloc_id)
+            try:
+                alloc = yield from self._attempt_logs(job_id, True, tail if streamed is None else None)
+            except ClaudError as error:
+                if not wire.attempt_ended(error):
+                    raise
+                alloc = None
+            streamed = alloc or view.alloc_id
+
+    def _attempt_logs(
+        self, job_id: str, follow: bool, tail: int | None
+    ) -> Generator[str, None, str | None]:
+        """One container's output; returns the allocation it came from, when the master names it."""
+        response = self._send(wire.job_logs(job_id, follow, tail))
         buffer = wire.LineBuffer()
-        with closing(self._stream(wire.job_logs(job_id, follow, tail), lines=False)) as chunks:
-            for chunk in chunks:
+        try:
+            for chunk in response.iter_text():
                 yield from buffer.feed(chunk)
+        except httpx.HTTPError as exc:
+            raise wire.stream_lost(response, exc) from exc
+        finally:
+            response.close()
         yield from buffer.flush()
+        return response.headers.get(wire.ALLOC_HEADER)
+
+    def _next_attempt(self, job_id: str, streamed: str | None) -> JobView | None:
+        """Poll until the job has an attempt to stream other than ``streamed``; None once it has ended."""
+        while True:
+            view = self.job(job_id)
+            if wire.attempt_to_follow(view, streamed):
+                return view
+            if view.state.terminal:
+                return None
+            time.sleep(DEFAULT_POLL_INTERVAL)
 
     def watch(
         self,
@@ -225,7 +264,7 @@ class Client:
                 continue
             except httpx.HTTPError as exc:
                 raise ClaudError(f"{url}: {wire.describe(exc)}") from exc
-            if response.status_code in wire.RETRY_STATUSES:
+            if wire.should_retry(response):
                 failover.unavailable(
                     url, wire.error_from(response, call), wire.retry_after(response)
                 )

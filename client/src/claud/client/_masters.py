@@ -6,6 +6,7 @@ Pure bookkeeping, no I/O: the sync and the async client drive the same
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,12 @@ import httpx
 from claud.client.errors import ClaudError, Unreachable
 
 DEFAULT_MASTER = "http://127.0.0.1:8700"
+
+#: The SDK says on this logger (at INFO) when it retries on another master or
+#: follows a job's next attempt; silent unless the application configures
+#: logging (the CLI prints these notes on stderr).
+log = logging.getLogger("claud.client")
+log.addHandler(logging.NullHandler())
 
 # Between two full rounds over the masters; the first round has no pause, so
 # one dead master costs nothing when another is up.
@@ -100,6 +107,8 @@ class Failover:
         self._reasons: dict[str, str] = {}
         self._unavailable: ClaudError | None = None
         self._retry_after: float | None = None
+        self._last_failure: tuple[str, str] | None = None
+        self._noted: set[tuple[str, str]] = set()
 
     def __iter__(self) -> Iterator[tuple[str, float]]:
         backoff = FIRST_BACKOFF
@@ -112,6 +121,7 @@ class Failover:
                     if remaining <= 0:
                         return
                     pause = min(pause, remaining)
+                self._note_retry(url, pause)
                 yield url, pause
                 pause = 0.0
             first_round = False
@@ -124,13 +134,26 @@ class Failover:
 
     def unreachable(self, url: str, reason: str) -> None:
         self._reasons[url] = reason
+        self._last_failure = (url, reason)
 
     def unavailable(self, url: str, error: ClaudError, retry_after: float | None) -> None:
         """A master answered but cannot serve (503 and friends): try another."""
         self._reasons[url] = str(error)
+        self._last_failure = (url, str(error))
         self._unavailable = error
         if retry_after is not None:
             self._retry_after = max(self._retry_after or 0.0, retry_after)
+
+    def _note_retry(self, url: str, pause: float) -> None:
+        """Log a retry once per distinct failure, so a dead master is one line, not one per round."""
+        failure, self._last_failure = self._last_failure, None
+        if failure is None or failure in self._noted:
+            return
+        self._noted.add(failure)
+        failed_url, reason = failure
+        where = "" if url == failed_url else f" on {url}"
+        when = f" in {pause:.1f}s" if pause >= 0.05 else ""
+        log.info("%s: %s; retrying%s%s…", failed_url, reason, where, when)
 
     def exhausted(self) -> ClaudError:
         """The error to raise once no master served the request.

@@ -39,8 +39,16 @@ from claud.client.errors import (
 #: 503 is the masters' own "no leader / no quorum"; 502 and 504 come from a
 #: proxy in front of a master that is down.
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: A master's own 502s: the job's slave is unreachable. Every master would say
+#: the same, so these are answers, not reasons to try another master.
+SLAVE_ERROR_CODES = frozenset({"slave_unreachable", "slave_error"})
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Names the allocation (attempt) whose output a logs answer carries, when the master says.
+ALLOC_HEADER = "X-Claud-Alloc-Id"
+
+#: An attempt in these states has no container output yet (an image may be pulling).
+_NOT_STARTED = frozenset({JobState.SCHEDULED, JobState.STARTING})
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
@@ -202,6 +210,39 @@ def job_changed(before: JobView | None, after: JobView) -> bool:
         )
 
     return progress(before) != progress(after)
+
+
+def should_retry(response: httpx.Response) -> bool:
+    """Whether another master might serve what this one could not (see RETRY_STATUSES)."""
+    if response.status_code not in RETRY_STATUSES:
+        return False
+    if response.status_code == 502:
+        code, _, _ = _error_fields(response)
+        return code not in SLAVE_ERROR_CODES
+    return True
+
+
+def attempt_ended(error: ClaudError) -> bool:
+    """Whether a logs error only means this attempt has no (more) output to serve.
+
+    Following a job, that is no failure: its container is gone (404), the job
+    was never placed (409) or its slave is unreachable (it will be rescheduled).
+    """
+    return isinstance(error, NotFound | Conflict) or error.code in SLAVE_ERROR_CODES
+
+
+def attempt_to_follow(view: JobView, streamed: str | None) -> bool:
+    """Whether ``logs(follow=True)`` should stream the job's current attempt now.
+
+    Only an attempt other than the one just streamed (``streamed``), and only
+    once its container has started: a later state means it ran (and may have
+    ended), which is fine, its whole output is still served.
+    """
+    return (
+        view.alloc_id is not None
+        and view.alloc_id != streamed
+        and view.state not in _NOT_STARTED
+    )
 
 
 def error_from(response: httpx.Response, call: Call) -> ClaudError:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +33,8 @@ from rich.console import Console, RenderableType
 from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
 from claud.client import _render as render
 from claud.client import _wire as wire
-from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, Client
+from claud.client._client import DEFAULT_POLL_INTERVAL, Client
+from claud.client._masters import log as sdk_log
 from claud.client._masters import parse_masters
 from claud.client.errors import (
     ClaudError,
@@ -43,6 +46,11 @@ from claud.client.errors import (
 )
 
 __all__ = ["CliConfig", "ExitCode", "cli", "main"]
+
+#: How long one command keeps trying other masters. Shorter than the SDK's
+#: default: a person at a prompt wants "unreachable" within seconds, and an
+#: election takes about one. --failover-timeout / CLAUD_FAILOVER_TIMEOUT.
+CLI_FAILOVER_TIMEOUT = 5.0
 
 
 class ExitCode(IntEnum):
@@ -73,7 +81,7 @@ class CliConfig:
     output: str = "table"
     transport: httpx.BaseTransport | None = None
     poll_interval: float = DEFAULT_POLL_INTERVAL
-    failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT
+    failover_timeout: float = CLI_FAILOVER_TIMEOUT
 
     @property
     def json(self) -> bool:
@@ -188,6 +196,65 @@ def note(message: str, *, style: str | None = None) -> None:
     click.echo(click.style(message, fg=style) if style else message, err=True)
 
 
+class SdkNotes(logging.Handler):
+    """Shows the SDK's notes (retrying on another master, following a job's
+    next attempt) on stderr, so a slow answer is never a silent one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            note(record.getMessage(), style="yellow")
+        except Exception:  # noqa: BLE001 - a note must never break a command
+            self.handleError(record)
+
+
+_SDK_NOTES = SdkNotes(logging.INFO)
+
+
+def show_sdk_notes() -> None:
+    if _SDK_NOTES not in sdk_log.handlers:
+        sdk_log.addHandler(_SDK_NOTES)
+    if sdk_log.getEffectiveLevel() > logging.INFO:
+        sdk_log.setLevel(logging.INFO)
+
+
+# --- shell completion ----------------------------------------------------------------
+
+
+def _completion_client(ctx: click.Context) -> Client:
+    """A client for completing ids: the options typed so far, else the environment.
+
+    Completion runs without the group's callback, so the options are read
+    from the root context; it must answer at once, so no failover wait.
+    """
+    params = ctx.find_root().params
+    return Client(
+        params.get("masters") or os.environ.get("CLAUD_MASTERS"),
+        params.get("token") or os.environ.get("CLAUD_TOKEN"),
+        timeout=httpx.Timeout(2.0, connect=0.5),
+        failover_timeout=0,
+    )
+
+
+def _complete_ids(ctx: click.Context, incomplete: str, what: str) -> list[str]:
+    try:
+        with _completion_client(ctx) as client:
+            if what == "job":
+                ids = [job.id for job in client.jobs()]
+            else:
+                ids = [node.id for node in client.nodes() if node.role.value == "slave"]
+    except Exception:  # noqa: BLE001 - no cluster, no token: simply no suggestions
+        return []
+    return [i for i in ids if i.startswith(incomplete)]
+
+
+def complete_job_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return _complete_ids(ctx, incomplete, "job")
+
+
+def complete_slave_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return _complete_ids(ctx, incomplete, "node")
+
+
 # --- the commands ------------------------------------------------------------------
 
 
@@ -224,22 +291,44 @@ def _check_masters(ctx: click.Context, param: click.Parameter, value: str | None
     show_default=True,
     help="'json' prints pure JSON on stdout, for scripts.",
 )
+@click.option(
+    "--failover-timeout",
+    envvar="CLAUD_FAILOVER_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long a command keeps retrying other masters before giving up "
+    f"(exit code 3). [default: {CLI_FAILOVER_TIMEOUT:g}]",
+)
 @click.version_option(package_name="claud-client", prog_name="claud")
 @click.pass_context
-def cli(ctx: click.Context, masters: str | None, token: str | None, output: str) -> None:
+def cli(
+    ctx: click.Context,
+    masters: str | None,
+    token: str | None,
+    output: str,
+    failover_timeout: float | None,
+) -> None:
     """Run and watch containerised jobs on a CLAUD cluster.
 
     \b
     Exit codes: 0 ok, 1 job failed (run --wait: the job's exit code),
     2 usage or invalid spec, 3 no master reachable or no leader,
     4 not found, 5 unauthorized.
+
+    \b
+    Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
+      eval "$(_CLAUD_COMPLETE=bash_source claud)"
     """
     config = ctx.ensure_object(CliConfig)
     if masters is not None:
         config.masters = masters
     if token is not None:
         config.token = token
+    if failover_timeout is not None:
+        config.failover_timeout = failover_timeout
     config.output = output
+    show_sdk_notes()
 
 
 _SPEC_FLAGS = (
@@ -448,7 +537,7 @@ def jobs(config: CliConfig, client: Client, state: str | None) -> None:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
 @pass_client
 def job(config: CliConfig, client: Client, job_id: str) -> None:
     """Show one job and every transition it went through."""
@@ -457,18 +546,27 @@ def job(config: CliConfig, client: Client, job_id: str) -> None:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job's container ends.")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Keep printing until the job has ended, following each restart's new container.",
+)
 @click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
 @pass_client
 def logs(config: CliConfig, client: Client, job_id: str, follow: bool, tail: int | None) -> None:
-    """Print a job's output (text, whatever --output says)."""
+    """Print a job's output (text, whatever --output says).
+
+    With -f, wait for the job's container to start and keep printing until
+    the job has ended, following each restart's new container.
+    """
     for line in client.logs(job_id, follow=follow, tail=tail):
         click.echo(line, nl=False)
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
 @pass_client
 def stop(config: CliConfig, client: Client, job_id: str) -> None:
     """Stop a job; its state becomes 'stopped' once its container is."""
@@ -493,7 +591,7 @@ def nodes(ctx: click.Context) -> None:
 
 
 @nodes.command()
-@click.argument("node_id", metavar="ID")
+@click.argument("node_id", metavar="ID", shell_complete=complete_slave_ids)
 @pass_client
 def drain(config: CliConfig, client: Client, node_id: str) -> None:
     """Move a slave's jobs elsewhere and place no new ones on it."""
@@ -502,7 +600,7 @@ def drain(config: CliConfig, client: Client, node_id: str) -> None:
 
 
 @nodes.command()
-@click.argument("node_id", metavar="ID")
+@click.argument("node_id", metavar="ID", shell_complete=complete_slave_ids)
 @pass_client
 def undrain(config: CliConfig, client: Client, node_id: str) -> None:
     """Let the scheduler place jobs on a drained slave again."""

@@ -75,7 +75,9 @@ def raise_for(outcome: Outcome) -> None:
         raise ApiError(ERROR_STATUS.get(outcome.code, 400), outcome.code, outcome.message)
 
 
-def _node(request: Request) -> MasterNode:
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a
+# thread pool, a thread hop per request on the hottest path.
+async def _node(request: Request) -> MasterNode:
     return request.app.state.node
 
 
@@ -86,7 +88,7 @@ NodeDep = Annotated[MasterNode, Depends(_node)]
 bearer_scheme = HTTPBearer(auto_error=False, description="the API token (--token-file, or <data-dir>/token)")
 
 
-def require_token(_: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None) -> None:
+async def require_token(_: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None) -> None:
     """Declares the token in the schema; the middleware has already checked it."""
 
 
@@ -102,6 +104,15 @@ class TokenAuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if path.startswith("/v1/internal/") and self.node.cluster_secret is not None:
+                # Also checked by require_cluster_secret; here, so that no body is parsed without it.
+                given = dict(scope["headers"]).get(CLUSTER_SECRET_HEADER.lower().encode(), b"").decode("latin-1")
+                if not same_secret(given, self.node.cluster_secret):
+                    client = scope.get("client") or ("?", 0)
+                    log_event(log, "auth.refused", logging.WARNING, path=path, client=client[0], credential="cluster_secret")
+                    response = error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
+                    await response(scope, receive, send)
+                    return
             if path not in self.OPEN_PATHS and not path.startswith("/v1/internal/"):
                 headers = dict(scope["headers"])
                 given = bearer(headers.get(b"authorization", b"").decode("latin-1"))
@@ -120,8 +131,8 @@ class TokenAuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def require_cluster_secret(request: Request) -> None:
-    expected = _node(request).cluster_secret
+async def require_cluster_secret(request: Request) -> None:
+    expected = request.app.state.node.cluster_secret
     if expected is not None and not same_secret(request.headers.get(CLUSTER_SECRET_HEADER), expected):
         client = request.client.host if request.client else "?"
         log_event(log, "auth.refused", logging.WARNING, path=request.url.path, client=client, credential="cluster_secret")
@@ -225,7 +236,8 @@ async def job_logs(
             raise ApiError(404, "not_found", f"the container of job {job_id} is gone from slave {node_id}")
         raise ApiError(502, "slave_error", f"slave {node_id} answered {upstream.status_code} for the logs")
     return StreamingResponse(
-        upstream.aiter_raw(), media_type="text/plain; charset=utf-8", background=BackgroundTask(upstream.aclose)
+        upstream.aiter_raw(), media_type="text/plain; charset=utf-8", background=BackgroundTask(upstream.aclose),
+        headers={"X-Claud-Alloc-Id": job.alloc_id},  # which attempt this is: `logs -f` follows restarts by it
     )
 
 
@@ -348,15 +360,21 @@ async def whoami(node: NodeDep) -> dict[str, Any]:
 
 @internal.post("/raft", status_code=204)
 async def raft_messages(request: Request, node: NodeDep) -> Response:
-    body = await request.json()
-    node.log.receive(body["messages"])
+    try:
+        body = await request.json()
+        node.log.receive(body["messages"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApiError(400, "malformed_message", f"not a batch of consensus messages: {exc}") from None
     return Response(status_code=204)
 
 
 @internal.post("/propose")
 async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
     """A follower's forwarded write; answered once committed, like a direct one."""
-    op = ops.decode(await request.body())
+    try:
+        op = ops.decode(await request.body())
+    except ValueError as exc:  # pydantic's ValidationError included
+        raise ApiError(400, "malformed_operation", f"not an operation: {exc}") from None
     if not node.is_leader:
         raise NotLeader(node.leader_id, node.leader_address)
     outcome = await node.propose(op)

@@ -91,6 +91,11 @@ class MasterNode:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        if self.cluster_secret is None:
+            log_event(
+                log, "auth.no_cluster_secret", logging.WARNING,
+                msg="master<->master and slave<->master requests are unauthenticated; set --cluster-secret-file",
+            )
         self._applied = asyncio.Event()
         self._schedule_needed = asyncio.Event()
         self.log.start()
