@@ -38,17 +38,24 @@ def assert_converged_without_loss(cluster: Cluster, submitter: Submitter) -> Non
 
 def test_lowest_id_leads_and_any_master_takes_writes(cluster: Cluster) -> None:
     masters = cluster.start_masters(3)
-    leader = cluster.wait_leader()
-    assert leader.id == 1
+    # Whoever wins the very first election (masters learn each other's ids as
+    # they start), leadership settles on the lowest id.
+    wait_until(lambda: cluster.wait_leader().id == 1, 15, what="master 1 to lead")
     view = masters[2].cluster_view(cluster.token)
     assert view["quorum"] == 2 and {m["id"] for m in view["masters"]} == {1, 2, 3}
     with masters[2].client(cluster.token) as follower:
-        created = follower.post("/v1/jobs", json={"name": "via-follower", "image": "claud/busybox"})
-        assert created.status_code == 201
+        # A 503 is a legitimate answer while leadership moves; a client retries with the same key.
+        created = wait_until(
+            lambda: (r := follower.post("/v1/jobs", json={"name": "via-follower", "image": "claud/busybox"},
+                                        headers={"Idempotency-Key": "via-follower"})).status_code in (200, 201) and r,
+            10, what="a write through a follower",
+        )
         # Read-your-writes on the follower that forwarded it.
         assert follower.get(f"/v1/jobs/{created.json()['id']}").status_code == 200
-    leader_view = masters[0].cluster_view(cluster.token)
-    assert {m["id"]: m["match_index"] for m in leader_view["masters"]}[3] is not None
+    wait_until(
+        lambda: {m["id"]: m["match_index"] for m in masters[0].cluster_view(cluster.token)["masters"]}[3] is not None,
+        10, what="the leader to report follower 3's match index",
+    )
 
 
 def test_leader_sigkill_loses_nothing_and_it_rejoins_and_leads_again(cluster: Cluster) -> None:

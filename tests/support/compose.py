@@ -52,7 +52,7 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, inter
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
         check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(argv)} exited with {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
@@ -158,6 +158,8 @@ class ComposeCluster:
 
     def connect(self, container: str) -> None:
         docker("network", "connect", self.network, container)
+        # A random host port is chosen anew when the container rejoins the network.
+        self._urls.clear()
 
     def connected(self, container: str) -> bool:
         networks = json.loads(docker("inspect", "--format", "{{json .NetworkSettings.Networks}}", container))
@@ -176,7 +178,11 @@ class ComposeCluster:
 
     def request(self, master_id: int, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
-        return self._http.request(method, self.url(master_id) + path, headers=headers, **kwargs)
+        try:
+            return self._http.request(method, self.url(master_id) + path, headers=headers, **kwargs)
+        except httpx.ConnectError:
+            self._urls.pop(master_id, None)  # restarted or reconnected: maybe another host port
+            raise
 
     def get(self, master_id: int, path: str) -> Any:
         response = self.request(master_id, "GET", path)
@@ -215,20 +221,20 @@ class ComposeCluster:
         the one way to reach a master cut off from the network."""
         script = (
             "import json, sys, urllib.request, urllib.error\n"
-            "method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+            "method, url, body, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
             "token = open('/run/claud/token').read().strip()\n"
             "req = urllib.request.Request(url, method=method, data=body.encode() if body else None,\n"
             "    headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'})\n"
             "try:\n"
-            "    r = urllib.request.urlopen(req, timeout=%r)\n"
+            "    r = urllib.request.urlopen(req, timeout=timeout)\n"
             "    status, text = r.status, r.read().decode()\n"
             "except urllib.error.HTTPError as e:\n"
             "    status, text = e.code, e.read().decode()\n"
             "print(json.dumps({'status': status, 'body': text}))\n"
-        ) % (timeout - 2,)
+        )
         out = docker(
             "exec", container, "python3", "-c", script, method,
-            f"http://127.0.0.1:{port}{path}", json.dumps(body) if body is not None else "",
+            f"http://127.0.0.1:{port}{path}", json.dumps(body) if body is not None else "", str(timeout - 2),
             timeout=timeout + 10,
         )
         result = json.loads(out.splitlines()[-1])
