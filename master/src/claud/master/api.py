@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Securit
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -129,6 +129,43 @@ class TokenAuthMiddleware:
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+class RaftTransport:
+    """``POST /v1/internal/raft``, answered below the framework.
+
+    Every batch of consensus messages between masters lands here, many per
+    commit: it is the hottest path of a cluster, and it needs none of the
+    routing, dependency solving and validation a route pays for. It runs
+    inside TokenAuthMiddleware, which has checked the cluster secret.
+    """
+
+    PATH = "/v1/internal/raft"
+
+    def __init__(self, app: ASGIApp, node: MasterNode) -> None:
+        self.app, self.node = app, node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await error_response(405, "method_not_allowed", "POST a batch of messages")(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        try:
+            self.node.log.receive(json.loads(b"".join(chunks))["messages"])
+        except (ValueError, KeyError, TypeError) as exc:
+            response = error_response(400, "malformed_message", f"not a batch of consensus messages: {exc}")
+            await response(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
 
 async def require_cluster_secret(request: Request) -> None:
@@ -358,16 +395,6 @@ async def whoami(node: NodeDep) -> dict[str, Any]:
     return {"id": node.id, "address": node.address, "term": node.term, "leader_id": node.leader_id}
 
 
-@internal.post("/raft", status_code=204)
-async def raft_messages(request: Request, node: NodeDep) -> Response:
-    try:
-        body = await request.json()
-        node.log.receive(body["messages"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ApiError(400, "malformed_message", f"not a batch of consensus messages: {exc}") from None
-    return Response(status_code=204)
-
-
 @internal.post("/propose")
 async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
     """A follower's forwarded write; answered once committed, like a direct one."""
@@ -450,7 +477,8 @@ def create_app(settings: MasterSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.node = node
-    app.add_middleware(TokenAuthMiddleware, node=node)
+    app.add_middleware(RaftTransport, node=node)
+    app.add_middleware(TokenAuthMiddleware, node=node)  # added last: runs first
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
