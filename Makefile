@@ -38,3 +38,19 @@ bench: venv image
 
 clean: down
 	rm -rf $(VENV) .build .demo
+
+# --- the compose demo cluster (compose.yaml): 3 masters, 3 slaves in containers
+.PHONY: images cluster-up cluster-down cluster-demo
+
+# claud/master, claud/slave (and claud/busybox), offline when no registry answers.
+images:
+	bash deploy/build-images.sh
+
+cluster-up: venv images
+	SKIP_BUILD=1 bash deploy/cluster.sh up
+
+cluster-down:
+	bash deploy/cluster.sh down
+
+cluster-demo: cluster-up
+	bash deploy/cluster-demo.sh

@@ -64,6 +64,11 @@ class SlaveSettings(BaseSettings):
         description="comma-separated host:port (or http://host:port) of the masters; "
         "with discovery on, more are learned from their UDP announcements",
     )
+    job_pid_namespace: str | None = Field(
+        None,
+        description="PID namespace for job containers: container:<name|id> (e.g. the slave's own "
+        "container, so its jobs die with it as on a real machine) or host; default: their own",
+    )
     runtime: Literal["docker", "simulated"] = Field(
         "docker", description="docker runs real containers; simulated only pretends (benchmarks)"
     )
@@ -254,6 +259,13 @@ class SlaveSettings(BaseSettings):
         for key in value:
             if not LABEL_KEY.match(key):
                 raise ValueError(f"invalid label key {key!r}")
+        return value
+
+    @field_validator("job_pid_namespace")
+    @classmethod
+    def _check_pid_namespace(cls, value: str | None) -> str | None:
+        if value is not None and value != "host" and not re.fullmatch(r"container:[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"{value!r}: use container:<name|id> or host")
         return value
 
     @model_validator(mode="after")

@@ -129,8 +129,12 @@ class DockerRuntime(Runtime):
         api_timeout: float = 30.0,
         pull_timeout: float = 120.0,
         extra_labels: dict[str, str] | None = None,
+        pid_mode: str | None = None,
     ) -> None:
         self._slave_id = slave_id
+        # "container:<slave's container>": when the slave's container stops, the
+        # kernel ends every process of that namespace, its jobs included.
+        self._pid_mode = pid_mode
         self._api_timeout = api_timeout
         self._pull_timeout = pull_timeout
         self._extra_labels = dict(extra_labels or {})
@@ -282,6 +286,7 @@ class DockerRuntime(Runtime):
         host_config = api.create_host_config(
             nano_cpus=round(alloc.resources.cpu * 1e9),
             mem_limit=alloc.resources.memory_mb * MIB,
+            pid_mode=self._pid_mode,
         )
         created = api.create_container(
             image=alloc.image,

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The compose demo cluster (compose.yaml): 3 masters, 3 slaves, in containers.
+#   deploy/cluster.sh up      build the images (offline if need be), start, wait for a leader
+#   deploy/cluster.sh down    remove containers, network, volumes and the jobs' containers
+#   deploy/cluster.sh info    how to reach the API, the docs and the CLI
+# Environment: COMPOSE_PROJECT_NAME (default claud), CLAUD_CLUSTER_DIR (token and
+# secret, default .build/cluster), SKIP_BUILD=1 (use the images as they are),
+# UP_TIMEOUT (seconds to wait for a leader, default 90); compose.yaml lists more.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-claud}"
+export CLAUD_CLUSTER_DIR="${CLAUD_CLUSTER_DIR:-$here/.build/cluster}"
+project="$COMPOSE_PROJECT_NAME"
+
+if command -v docker-compose >/dev/null 2>&1; then
+    compose=(docker-compose -f "$here/compose.yaml" -p "$project")
+elif docker compose version >/dev/null 2>&1; then
+    compose=(docker compose -f "$here/compose.yaml" -p "$project")
+else
+    echo "cluster.sh: neither docker-compose nor 'docker compose' is installed" >&2
+    exit 1
+fi
+if [ -x "$here/.venv/bin/python" ]; then py="$here/.venv/bin/python"; else py=python3; fi
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+secrets() {
+    # Both are read by the containers' users (uid 10001 in the masters): 0644.
+    # The API ports are published on loopback only (CLAUD_PUBLISH_HOST).
+    mkdir -p "$CLAUD_CLUSTER_DIR"
+    local name
+    for name in token secret; do
+        if [ ! -s "$CLAUD_CLUSTER_DIR/$name" ]; then
+            (umask 022; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CLAUD_CLUSTER_DIR/$name.tmp")
+            mv "$CLAUD_CLUSTER_DIR/$name.tmp" "$CLAUD_CLUSTER_DIR/$name"
+        fi
+        chmod 0644 "$CLAUD_CLUSTER_DIR/$name"
+    done
+}
+
+# The host address of master N's API (from Docker, so random ports work too).
+api_address() {
+    local hp
+    hp="$(docker port "$project-master$1" 8700/tcp 2>/dev/null | head -n 1)" || return 1
+    [ -n "$hp" ] || return 1
+    hp="${hp/0.0.0.0:/127.0.0.1:}"
+    echo "$hp"
+}
+
+masters_urls() {
+    local i urls=() a
+    for i in 1 2 3; do
+        if a="$(api_address "$i")"; then urls+=("http://$a"); fi
+    done
+    (IFS=,; echo "${urls[*]}")
+}
+
+# Prints "leader_id term" once some master names a leader that all reachable agree on.
+leader() {
+    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" <<'PY'
+import json, sys, urllib.request
+urls, token = [u for u in sys.argv[1].split(",") if u], sys.argv[2]
+for url in urls:
+    try:
+        req = urllib.request.Request(url + "/v1/cluster", headers={"Authorization": "Bearer " + token})
+        view = json.load(urllib.request.urlopen(req, timeout=2))
+    except Exception:
+        continue
+    if view.get("leader_id") is not None:
+        print(view["leader_id"], view.get("term"))
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+
+slaves_alive() {
+    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" <<'PY'
+import json, sys, urllib.request
+urls, token = [u for u in sys.argv[1].split(",") if u], sys.argv[2]
+for url in urls:
+    try:
+        req = urllib.request.Request(url + "/v1/nodes", headers={"Authorization": "Bearer " + token})
+        nodes = json.load(urllib.request.urlopen(req, timeout=2))["nodes"]
+    except Exception:
+        continue
+    print(sum(n["role"] == "slave" and n["state"] == "alive" for n in nodes))
+    sys.exit(0)
+sys.exit(1)
+PY
+}
+
+info() {
+    local urls first token_file
+    urls="$(masters_urls)"
+    first="${urls%%,*}"
+    token_file="$CLAUD_CLUSTER_DIR/token"
+    [ "$token_file" = "$here/.build/cluster/token" ] && token_file=".build/cluster/token"
+    cat <<EOF
+
+CLAUD cluster "$project" is up: 3 masters, 3 slaves (docker ps --filter label=com.docker.compose.project=$project)
+  API        $urls   (Authorization: Bearer \$(cat $token_file))
+  API docs   $first/docs
+  dashboard  $first/ui?token=$(cat "$CLAUD_CLUSTER_DIR/token")
+  CLI        export CLAUD_MASTERS=$urls CLAUD_TOKEN=\$(cat $token_file)
+             .venv/bin/claud cluster; .venv/bin/claud nodes
+             .venv/bin/claud run --image claud/busybox:latest --cpu 0.25 --memory-mb 32 --wait -- sh -c 'echo hi'
+  logs       docker logs -f $project-master1     (or docker-compose -p $project logs -f)
+  faults     docker stop $project-slave1; docker network disconnect $project-net $project-master1
+  demo       make cluster-demo          stop: make cluster-down
+EOF
+}
+
+up() {
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        say "building images (deploy/build-images.sh)"
+        bash deploy/build-images.sh
+    fi
+    secrets
+    say "starting project $project (compose.yaml)"
+    "${compose[@]}" up -d --no-build --remove-orphans
+    say "waiting for a leader"
+    local deadline=$((SECONDS + ${UP_TIMEOUT:-90})) got=""
+    until got="$(leader 2>/dev/null)"; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "no leader after ${UP_TIMEOUT:-90}s; the masters' logs end with:" >&2
+            for i in 1 2 3; do docker logs --tail 15 "$project-master$i" 2>&1 | sed "s/^/  master$i | /" >&2; done
+            exit 1
+        fi
+        sleep 0.5
+    done
+    set -- $got
+    say "master $1 leads (term $2)"
+    local n=0
+    deadline=$((SECONDS + 30))
+    until n="$(slaves_alive 2>/dev/null)" && [ "$n" = 3 ]; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "warning: ${n:-0} of 3 slaves are alive after 30s (docker logs $project-slave1)" >&2
+            break
+        fi
+        sleep 0.5
+    done
+    info
+}
+
+down() {
+    say "removing project $project: containers, network, volumes"
+    # Slaves first is not enough: the masters would have them start their jobs
+    # again. Everything stops, then the jobs' containers go.
+    "${compose[@]}" down --volumes --remove-orphans --timeout 5 || true
+    # The jobs' containers: labelled claud.compose=<project> by the slaves; and
+    # those labelled claud.slave=<one of our slave ids> that belong to no other
+    # compose project (left by a slave started without the label).
+    local ids prefix="${CLAUD_SLAVE_ID_PREFIX:-}" s
+    ids="$(docker ps -aq --filter "label=claud.compose=$project")"
+    for s in s1 s2 s3; do
+        ids="$ids $(docker ps -a --filter "label=claud.slave=$prefix$s" --format '{{.ID}} {{.Label "claud.compose"}}' \
+            | awk -v p="$project" '$2 == "" || $2 == p { print $1 }')"
+    done
+    ids="$(echo $ids | tr ' ' '\n' | sort -u | tr '\n' ' ')"
+    if [ -n "${ids// /}" ]; then
+        say "removing the jobs' containers: $(echo $ids | wc -w)"
+        docker rm -f $ids >/dev/null
+    fi
+    docker network rm "$project-net" >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    info) info ;;
+    masters) masters_urls ;;     # the masters' API URLs on this host, comma separated
+    leader) leader ;;            # "<leader id> <term>", or status 1
+    *) echo "usage: $0 up|down|info|masters|leader" >&2; exit 2 ;;
+esac
