@@ -24,7 +24,7 @@ SECRET = "cluster-secret-" + "x" * 20
 INTERNAL = [
     ("GET", "/v1/internal/whoami", None),
     ("POST", "/v1/internal/raft", {"messages": []}),
-    ("POST", "/v1/internal/propose", {"kind": "noop", "at": "2026-01-01T00:00:00Z"}),
+    ("POST", "/v1/internal/propose", {"ops": [{"kind": "noop", "at": "2026-01-01T00:00:00Z"}]}),
     ("POST", "/v1/internal/heartbeat", {}),
     ("POST", "/v1/internal/watch", {}),
 ]

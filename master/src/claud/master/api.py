@@ -7,6 +7,7 @@ code an HTTP client expects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from urllib.parse import parse_qs
@@ -397,15 +398,24 @@ async def whoami(node: NodeDep) -> dict[str, Any]:
 
 @internal.post("/propose")
 async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
-    """A follower's forwarded write; answered once committed, like a direct one."""
+    """Writes a follower forwarded, in a batch; each answered once committed, like a direct one."""
     try:
-        op = ops.decode(await request.body())
-    except ValueError as exc:  # pydantic's ValidationError included
-        raise ApiError(400, "malformed_operation", f"not an operation: {exc}") from None
+        batch = [ops.operation_adapter.validate_python(raw) for raw in json.loads(await request.body())["ops"]]
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError included
+        raise ApiError(400, "malformed_operation", f"not a batch of operations: {exc}") from None
     if not node.is_leader:
         raise NotLeader(node.leader_id, node.leader_address)
-    outcome = await node.propose(op)
-    return JSONResponse(outcome_to_dict(outcome, node.commit_index))
+    results: list[dict[str, Any]] = []
+    for result in await asyncio.gather(*(node.log.propose_local(op) for op in batch), return_exceptions=True):
+        if isinstance(result, Outcome):
+            results.append(outcome_to_dict(result))
+        elif isinstance(result, NotCommitted):
+            results.append({"error": {"code": "not_committed", "message": str(result)}})
+        elif isinstance(result, NoLeader):
+            results.append({"error": {"code": "no_leader", "message": str(result)}})
+        else:
+            raise result
+    return JSONResponse({"results": results, "index": node.commit_index})
 
 
 @internal.post("/heartbeat", response_model=Assignments)

@@ -31,6 +31,9 @@ log = logging.getLogger("claud.master.replication")
 #: Ticks per election timeout; the tick length is election_timeout / this.
 ELECTION_TICKS = 10
 HEARTBEAT_TICKS = 2
+#: Writes a follower forwards to the leader in one request, and such requests at once.
+MAX_FORWARD_BATCH = 256
+MAX_FORWARDS_IN_FLIGHT = 4
 #: How often the commit index (a recovery hint: entries up to it are applied at start) is saved.
 COMMIT_INDEX_SAVE_INTERVAL = 0.5
 
@@ -43,8 +46,8 @@ class NotCommitted(Exception):
     """The entry was overwritten by another leader's, or did not commit in time."""
 
 
-def outcome_to_dict(outcome: Outcome, index: int) -> dict[str, Any]:
-    return {"ok": outcome.ok, "value": outcome.value, "code": outcome.code, "message": outcome.message, "index": index}
+def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
+    return {"ok": outcome.ok, "value": outcome.value, "code": outcome.code, "message": outcome.message}
 
 
 def outcome_from_dict(data: dict[str, Any]) -> Outcome:
@@ -108,6 +111,8 @@ class ReplicatedLog:
             directory.peer_ids(),
         )
         self._stopping = False
+        self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
+        self._forwarders = 0
         self._commit_saved_at = 0.0
         self._applied_waiters: list[asyncio.Future[None]] = []
         self._inbox: list[Any] = []
@@ -178,8 +183,14 @@ class ReplicatedLog:
     # ------------------------------------------------------------ proposals
 
     async def propose(self, op: ops.Operation) -> Outcome:
+        """Commit ``op``: here when leading, else through the leader (read-your-writes either way)."""
+        if self.is_leader:
+            return await self.propose_local(op)
+        return await self._forward(op)
+
+    async def propose_local(self, op: ops.Operation) -> Outcome:
         if not self.is_leader:
-            return await self._forward(op)
+            raise NoLeader(f"master {self.node_id} is not the leader")
         entry = self.core.propose(ops.encode(op))
         if entry is None:
             raise NoLeader("leadership is moving to another master")
@@ -192,31 +203,68 @@ class ReplicatedLog:
             raise NotCommitted(f"entry {entry.index} was not committed within {self._propose_timeout:g}s") from None
 
     async def _forward(self, op: ops.Operation) -> Outcome:
-        address = self._directory.address(self.leader_id)
-        if address is None or self.leader_id == self.node_id:
+        """Queue ``op`` for the leader; writes arriving together travel in one request."""
+        if self._directory.address(self.leader_id) is None or self.leader_id == self.node_id:
+            raise NoLeader("no leader elected")
+        fut: asyncio.Future[tuple[Outcome, int]] = asyncio.get_running_loop().create_future()
+        self._forward_queue.append((op, fut))
+        if self._forwarders < MAX_FORWARDS_IN_FLIGHT:
+            self._forwarders += 1
+            asyncio.create_task(self._forward_batches())
+        outcome, index = await fut
+        # Read-your-writes on this master too: wait until it has applied the entry.
+        await self.wait_applied(index, self._propose_timeout)
+        return outcome
+
+    async def _forward_batches(self) -> None:
+        try:
+            while self._forward_queue:
+                batch = self._forward_queue[:MAX_FORWARD_BATCH]
+                del self._forward_queue[:MAX_FORWARD_BATCH]
+                try:
+                    results, index = await self._send_forward([op for op, _ in batch])
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(batch, results):
+                    if fut.done():
+                        continue
+                    error = result.get("error")
+                    if error is None:
+                        fut.set_result((outcome_from_dict(result), index))
+                    elif error.get("code") == "not_committed":
+                        fut.set_exception(NotCommitted(error["message"]))
+                    else:
+                        fut.set_exception(NoLeader(error.get("message", "the leader refused")))
+        finally:
+            self._forwarders -= 1
+
+    async def _send_forward(self, batch: list[ops.Operation]) -> tuple[list[dict[str, Any]], int]:
+        leader_id = self.leader_id
+        address = self._directory.address(leader_id)
+        if address is None or leader_id == self.node_id:
             raise NoLeader("no leader elected")
         headers = {CLUSTER_SECRET_HEADER: self._secret} if self._secret else {}
+        body = '{"ops":[' + ",".join(ops.encode(op) for op in batch) + "]}"
         try:
             resp = await self._http.post(
                 f"http://{address}/v1/internal/propose",
-                content=ops.encode(op),
+                content=body,
                 headers={**headers, "Content-Type": "application/json"},
                 timeout=self._propose_timeout + 1,
             )
         except (httpx.HTTPError, OSError) as exc:
-            raise NoLeader(f"leader {self.leader_id} at {address} unreachable: {type(exc).__name__}") from None
+            raise NoLeader(f"leader {leader_id} at {address} unreachable: {type(exc).__name__}") from None
         if resp.status_code == 200:
-            body = resp.json()
-            # Read-your-writes on this master too: wait until it has applied the entry.
-            await self.wait_applied(body["index"], self._propose_timeout)
-            return outcome_from_dict(body)
+            answer = resp.json()
+            return answer["results"], answer["index"]
         try:
-            error = resp.json()["error"]
+            message = resp.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
-            error = {"code": "", "message": resp.text[:200]}
-        if error.get("code") == "not_committed":
-            raise NotCommitted(error["message"])
-        raise NoLeader(f"leader {self.leader_id} answered {resp.status_code}: {error.get('message')}")
+            message = resp.text[:200]
+        raise NoLeader(f"leader {leader_id} answered {resp.status_code}: {message}")
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
