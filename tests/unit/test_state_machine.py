@@ -291,6 +291,8 @@ def check_invariants(sm: StateMachine) -> None:
     indexed = {(node_id, job_id) for node_id in sm.nodes for job_id in sm._placed_by_node.get(node_id, ())}
     assert placed == indexed
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
+    assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
+    assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}
     for node in sm.nodes.values():
         cap = sm.capacity(node)
         assert cpu_millis(cap.cpu_reserved) <= cpu_millis(node.cpu_total)

@@ -121,6 +121,11 @@ class StateMachine:
     applied_index: int = 0
     # Indexes derived from ``jobs``; rebuilt on restore, never persisted.
     _pending: dict[str, None] = field(default_factory=dict)
+    #: Pending jobs the scheduler has not yet found a reason to leave pending (new,
+    #: requeued): a pass with no new room looks only at these, not at every pending job.
+    _unexplained: dict[str, None] = field(default_factory=dict)
+    #: Pending jobs in restart backoff, and until when.
+    _backoff: dict[str, datetime] = field(default_factory=dict)
     _placed_by_node: dict[str, set[str]] = field(default_factory=dict)
     _by_idempotency_key: dict[str, str] = field(default_factory=dict)
     #: Log index of the last change to each slave's desired set (the watch version).
@@ -162,6 +167,7 @@ class StateMachine:
         if key is not None:
             self._by_idempotency_key[key] = job.id
         self._pending[job.id] = None
+        self._unexplained[job.id] = None
         self._event(job, op.at, JobState.PENDING, "submitted")
         return Outcome(value=(job.id, True))
 
@@ -181,9 +187,11 @@ class StateMachine:
             placed += 1
         for job_id, reason in op.unplaced.items():
             job = self.jobs.get(job_id)
-            if job is not None and job.state == JobState.PENDING and job.pending_reason != reason:
-                job.pending_reason = reason
-                job.updated_at = op.at
+            if job is not None and job.state == JobState.PENDING:
+                self._unexplained.pop(job_id, None)
+                if job.pending_reason != reason:
+                    job.pending_reason = reason
+                    job.updated_at = op.at
         return Outcome(value=placed)
 
     def _apply_register_node(self, op: ops.RegisterNode) -> Outcome:
@@ -273,7 +281,6 @@ class StateMachine:
             job.stop_reason = "user"  # a user stop wins over a drain: do not reschedule
             return Outcome(value=job.id)
         if job.state == JobState.PENDING:
-            self._pending.pop(job.id, None)
             self._finish(job, op.at, JobState.STOPPED, "stopped by user before it was placed")
             return Outcome(value=job.id)
         job.stop_reason = "user"
@@ -337,7 +344,7 @@ class StateMachine:
             self._finish(job, at, JobState.FAILED, what)
 
     def _place(self, job: JobRecord, node: NodeRecord, at: datetime) -> None:
-        self._pending.pop(job.id, None)
+        self._forget_pending(job.id)
         job.attempts += 1
         job.node_id = node.id
         job.alloc_id = f"{job.id}-{job.attempts}"
@@ -350,6 +357,11 @@ class StateMachine:
         self._event(job, at, JobState.SCHEDULED, f"placed on {node.id} (attempt {job.attempts})", node_id=node.id)
         self._bump(node.id)
 
+    def _forget_pending(self, job_id: str) -> None:
+        self._pending.pop(job_id, None)
+        self._unexplained.pop(job_id, None)
+        self._backoff.pop(job_id, None)
+
     def _unplace(self, job: JobRecord) -> None:
         if job.node_id is not None:
             self._placed_by_node.get(job.node_id, set()).discard(job.id)
@@ -358,7 +370,7 @@ class StateMachine:
 
     def _finish(self, job: JobRecord, at: datetime, state: JobState, message: str) -> None:
         self._unplace(job)
-        self._pending.pop(job.id, None)
+        self._forget_pending(job.id)
         job.stop_reason = None
         self._event(job, at, state, message)
 
@@ -369,10 +381,13 @@ class StateMachine:
             job.restarts += 1
             delay = min(RESTART_BACKOFF_BASE * 2 ** (job.restarts - 1), RESTART_BACKOFF_MAX)
             job.not_before = at + timedelta(seconds=delay)
+            self._backoff[job.id] = job.not_before
             message = f"{message} in {delay:g}s (restart {job.restarts})"
         job.node_id = None
         job.stop_reason = None
+        job.pending_reason = None
         self._pending[job.id] = None
+        self._unexplained[job.id] = None
         self._event(job, at, JobState.PENDING, message)
 
     def _event(self, job: JobRecord, at: datetime, state: JobState, message: str, node_id: str | None = None) -> None:
@@ -426,16 +441,16 @@ class StateMachine:
         """What the scheduler needs, as immutable values: jobs in backoff are left out,
         and with ``only_unexplained`` so are jobs already found to fit nowhere."""
         nodes = [self.capacity(n) for n in self.nodes.values()]
+        candidates = self._unexplained if only_unexplained else self._pending
         jobs = [
             as_pending(j)
-            for j in self.pending_jobs()
-            if (j.not_before is None or j.not_before <= now) and not (only_unexplained and j.pending_reason)
+            for j in map(self.jobs.__getitem__, candidates)
+            if j.not_before is None or j.not_before <= now
         ]
         return nodes, jobs
 
     def next_backoff_expiry(self) -> datetime | None:
-        times = [j.not_before for j in self.pending_jobs() if j.not_before is not None]
-        return min(times) if times else None
+        return min(self._backoff.values()) if self._backoff else None
 
     def desired_allocations(self, node_id: str) -> list[Allocation]:
         return [
@@ -532,6 +547,12 @@ class StateMachine:
             if job.state in PLACED_STATES and job.node_id is not None:
                 sm._placed_by_node.setdefault(job.node_id, set()).add(job.id)
         sm._pending = dict.fromkeys(data["pending"])
+        for job_id in sm._pending:
+            job = sm.jobs[job_id]
+            if job.pending_reason is None:
+                sm._unexplained[job_id] = None
+            if job.not_before is not None:
+                sm._backoff[job_id] = job.not_before
         return sm
 
 
