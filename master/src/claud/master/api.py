@@ -106,7 +106,7 @@ class TokenAuthMiddleware:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith("/v1/internal/") and self.node.cluster_secret is not None:
-                # Also checked by require_cluster_secret; here, so that no body is parsed without it.
+                # Checked before routing, so that no body is parsed without it.
                 given = dict(scope["headers"]).get(CLUSTER_SECRET_HEADER.lower().encode(), b"").decode("latin-1")
                 if not same_secret(given, self.node.cluster_secret):
                     client = scope.get("client") or ("?", 0)
@@ -167,14 +167,6 @@ class RaftTransport:
             return
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
-
-
-async def require_cluster_secret(request: Request) -> None:
-    expected = request.app.state.node.cluster_secret
-    if expected is not None and not same_secret(request.headers.get(CLUSTER_SECRET_HEADER), expected):
-        client = request.client.host if request.client else "?"
-        log_event(log, "auth.refused", logging.WARNING, path=request.url.path, client=client, credential="cluster_secret")
-        raise ApiError(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
 
 
 # ---------------------------------------------------------------------- jobs
@@ -388,7 +380,8 @@ async def events(node: NodeDep) -> StreamingResponse:
 
 # ------------------------------------------------------------------ internal
 
-internal = APIRouter(prefix="/v1/internal", dependencies=[Depends(require_cluster_secret)], include_in_schema=False)
+#: Master<->master and slave<->master routes; TokenAuthMiddleware checks the cluster secret.
+internal = APIRouter(prefix="/v1/internal", include_in_schema=False)
 
 
 @internal.get("/whoami")
