@@ -480,29 +480,12 @@ class Agent:
         log_event(logger, "container.starting", job=alloc.job_id, alloc=alloc.alloc_id, image=alloc.image)
         try:
             observed = await self.runtime.start(alloc)
-        except StartFailed as exc:
-            self._start_failures[alloc.alloc_id] = exc.message
-            log_event(
-                logger,
-                "container.failed",
-                logging.WARNING,
-                job=alloc.job_id,
-                alloc=alloc.alloc_id,
-                reason=exc.message,
-            )
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - an engine outage fails this attempt only
-            message = f"could not start on slave {self.settings.id}: {exc}"
-            self._start_failures[alloc.alloc_id] = message
-            log_event(
-                logger,
-                "container.failed",
-                logging.WARNING,
-                job=alloc.job_id,
-                alloc=alloc.alloc_id,
-                reason=message,
+            message = (
+                exc.message if isinstance(exc, StartFailed) else f"could not start on slave {self.settings.id}: {exc}"
             )
+            self._start_failures[alloc.alloc_id] = message
+            log_event(logger, "container.failed", logging.WARNING, job=alloc.job_id, alloc=alloc.alloc_id, reason=message)
         else:
             self._launched.add(alloc.alloc_id)
             log_event(
