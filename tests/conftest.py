@@ -32,3 +32,19 @@ def cluster(tmp_path: Path):
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Three masters and one Docker slave, shared by the tests of one module that only add jobs."""
+    from support.cluster import Cluster
+
+    if not docker_available():
+        pytest.skip("no Docker engine answers")
+    c = Cluster(tmp_path_factory.mktemp("shared-cluster"))
+    try:
+        c.start_masters(3)
+        c.start_slave("a")
+        yield c
+    finally:
+        c.close()

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,24 +73,9 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> subprocess.Compl
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-@pytest.fixture(scope="module")
-def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    from support.docker_engine import docker_available
-
-    if not docker_available():
-        pytest.skip("no Docker engine answers")
-    c = Cluster(tmp_path_factory.mktemp("cli-cluster"))
-    try:
-        c.start_masters(3)
-        c.start_slave("a")
-        yield c
-    finally:
-        c.close()
-
-
 @pytest.fixture
-def claud(cli_cluster: Cluster) -> Cli:
-    return Cli(cli_cluster)
+def claud(shared_cluster: Cluster) -> Cli:
+    return Cli(shared_cluster)
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -182,8 +166,8 @@ def test_stop_a_running_job(claud: Cli) -> None:
 # --- nodes, cluster, events ------------------------------------------------------------------
 
 
-def test_nodes_drain_undrain_and_cluster(claud: Cli, cli_cluster: Cluster) -> None:
-    slave_id = cli_cluster.slave("a").id
+def test_nodes_drain_undrain_and_cluster(claud: Cli, shared_cluster: Cluster) -> None:
+    slave_id = shared_cluster.slave("a").id
     table = claud("nodes")
     assert table.returncode == 0 and slave_id in table.stdout
     nodes = json.loads(claud("-o", "json", "nodes").stdout)

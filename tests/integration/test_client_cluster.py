@@ -146,25 +146,9 @@ def test_the_failover_deadline_bounds_a_call_to_dead_masters() -> None:
 # --- a real cluster with a real slave ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three masters and one Docker slave, shared by the tests that only add jobs."""
-    from support.docker_engine import docker_available
-
-    if not docker_available():
-        pytest.skip("no Docker engine answers")
-    c = Cluster(tmp_path_factory.mktemp("sdk-cluster"))
-    try:
-        c.start_masters(3)
-        c.start_slave("a")
-        yield c
-    finally:
-        c.close()
-
-
 @pytest.fixture
-def claud(real_cluster: Cluster) -> Iterator[Client]:
-    with Client([m.url for m in real_cluster.masters], real_cluster.token) as client:
+def claud(shared_cluster: Cluster) -> Iterator[Client]:
+    with Client([m.url for m in shared_cluster.masters], shared_cluster.token) as client:
         yield client
 
 
@@ -204,11 +188,11 @@ def test_logs_follow_moves_on_to_each_restart(claud: Client) -> None:
 
 
 @pytest.mark.docker
-def test_events_stream_a_jobs_transitions(claud: Client, real_cluster: Cluster) -> None:
+def test_events_stream_a_jobs_transitions(claud: Client, shared_cluster: Cluster) -> None:
     seen: list[Event] = []
 
     def consume() -> None:
-        with Client([m.url for m in real_cluster.masters], real_cluster.token) as listener:
+        with Client([m.url for m in shared_cluster.masters], shared_cluster.token) as listener:
             try:
                 for event in listener.events():
                     seen.append(event)
@@ -238,11 +222,11 @@ def test_events_stream_a_jobs_transitions(claud: Client, real_cluster: Cluster) 
 
 
 @pytest.mark.docker
-def test_async_client_against_the_real_cluster(real_cluster: Cluster) -> None:
-    urls = [m.url for m in real_cluster.masters]
+def test_async_client_against_the_real_cluster(shared_cluster: Cluster) -> None:
+    urls = [m.url for m in shared_cluster.masters]
 
     async def scenario() -> None:
-        async with asyncio.timeout(60), AsyncClient(urls, real_cluster.token) as claud:
+        async with asyncio.timeout(60), AsyncClient(urls, shared_cluster.token) as claud:
             events: list[Event] = []
             mine: set[str] = set()
             connected = asyncio.Event()
