@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +20,13 @@ from click.testing import CliRunner, Result
 
 from claud.client.cli import CliConfig, ExitCode, cli
 
-NOW = "2026-01-01T00:00:00Z"
+from support import fake_wire
+from support.fake_wire import NOW
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def job_json(**fields: Any) -> dict[str, Any]:
-    job = {
-        "id": "j1",
-        "name": "hello",
-        "image": "claud/busybox:latest",
-        "state": "running",
-        "node_id": "s1",
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-    job.update(fields)
-    return job
-
-
-def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field}}
+job_json = partial(fake_wire.job_json, state="running", node_id="s1")
+error_json = fake_wire.error_json
 
 
 class Cluster:

@@ -25,30 +25,16 @@ from claud.client import (
     Unreachable,
     WaitTimeout,
 )
+from support import fake_wire
+from support.fake_wire import NOW
 
 M1 = "http://m1:8700"
 M2 = "http://m2:8700"
-NOW = "2026-01-01T00:00:00Z"
 SPEC = {"name": "hello", "image": "claud/busybox:latest", "command": ["echo", "hi"]}
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def job_json(**fields: Any) -> dict[str, Any]:
-    job = {
-        "id": "j1",
-        "name": "hello",
-        "image": "claud/busybox:latest",
-        "state": "pending",
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-    job.update(fields)
-    return job
-
-
-def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field}}
+job_json = fake_wire.job_json
+error_json = fake_wire.error_json
 
 
 class Masters:
