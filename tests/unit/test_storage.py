@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 
 from claud.api import JobSpec, JobState
 from claud.master import ops
@@ -41,7 +40,7 @@ def test_entries_hard_state_and_truncation_survive_reopen(tmp_path: Path) -> Non
 def single_master(store: LogStore, snapshot_every: int = 50) -> ReplicatedLog:
     directory = MasterDirectory(1, "127.0.0.1:1", lambda: None)
     return ReplicatedLog(
-        node_id=1, cluster_size=1, store=store, directory=directory, http=httpx.AsyncClient(), secret=None,
+        node_id=1, cluster_size=1, store=store, directory=directory, local_address=None, secret=None,
         election_timeout=0.1, snapshot_every=snapshot_every, propose_timeout=5, on_applied=lambda: None,
         on_role_change=lambda: None,
     )

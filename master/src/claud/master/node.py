@@ -69,7 +69,7 @@ class MasterNode:
             cluster_size=settings.size,
             store=self.store,
             directory=self.directory,
-            http=self.http,
+            local_address=outgoing_address(settings.listen),
             secret=self.cluster_secret,
             election_timeout=settings.election_timeout,
             snapshot_every=settings.snapshot_every,

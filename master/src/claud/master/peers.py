@@ -9,6 +9,7 @@ never delays the others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import httpx
 
 from claud.api.logfmt import log_event
 from claud.master.auth import CLUSTER_SECRET_HEADER
+from claud.master.peer_http import PeerConnection, PeerHttpError
 
 log = logging.getLogger("claud.master.peers")
 
@@ -60,9 +62,9 @@ class MasterDirectory:
 class PeerLink:
     """An ordered, batching, lossy message pipe to one peer."""
 
-    def __init__(self, http: httpx.AsyncClient, directory: MasterDirectory, peer_id: int, secret: str | None) -> None:
-        self._http, self._directory, self.peer_id = http, directory, peer_id
-        self._headers = {CLUSTER_SECRET_HEADER: secret} if secret else {}
+    def __init__(self, directory: MasterDirectory, peer_id: int, local_address: str | None, secret: str | None) -> None:
+        self._directory, self.peer_id = directory, peer_id
+        self._connection = PeerConnection(local_address, {CLUSTER_SECRET_HEADER: secret} if secret else {})
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"peer-link-{peer_id}")
@@ -78,6 +80,7 @@ class PeerLink:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        self._connection.close()
 
     async def _run(self) -> None:
         while True:
@@ -89,20 +92,18 @@ class PeerLink:
                 if address is None:
                     break
                 try:
-                    resp = await self._http.post(
-                        f"http://{address}/v1/internal/raft",
-                        json={"messages": batch},
-                        headers=self._headers,
-                        timeout=SEND_TIMEOUT,
+                    resp = await self._connection.post(
+                        address, "/v1/internal/raft", json.dumps({"messages": batch}).encode(), SEND_TIMEOUT
                     )
-                    resp.raise_for_status()
+                    if resp.status >= 300:
+                        raise PeerHttpError(f"answered {resp.status}: {resp.body[:200]!r}")
                     if not self.reachable:
                         log_event(log, "peer.reachable", master=self.peer_id, address=address)
                     self.reachable = True
-                except (httpx.HTTPError, OSError) as exc:
+                except PeerHttpError as exc:
                     now = time.monotonic()
                     if self.reachable or now - self._last_error_log > 30:
-                        log_event(log, "peer.unreachable", logging.WARNING, master=self.peer_id, address=address, error=type(exc).__name__)
+                        log_event(log, "peer.unreachable", logging.WARNING, master=self.peer_id, address=address, error=str(exc))
                         self._last_error_log = now
                     self.reachable = False
                     # Back off a little: the core resends on its own schedule.

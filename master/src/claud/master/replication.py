@@ -9,6 +9,7 @@ and applied here; on a follower it forwards the operation to the leader.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -16,11 +17,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from claud.api.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import CLUSTER_SECRET_HEADER
+from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory, PeerLink
 from claud.master.raft import RaftConfig, RaftCore, Role, message_from_dict, message_to_dict
 from claud.master.state import Outcome, StateMachine
@@ -64,7 +64,7 @@ class ReplicatedLog:
         cluster_size: int,
         store: LogStore,
         directory: MasterDirectory,
-        http: httpx.AsyncClient,
+        local_address: str | None,
         secret: str | None,
         election_timeout: float,
         snapshot_every: int,
@@ -75,7 +75,7 @@ class ReplicatedLog:
         self.node_id = node_id
         self._store = store
         self._directory = directory
-        self._http = http
+        self._local_address = local_address
         self._secret = secret
         self._snapshot_every = snapshot_every
         self._propose_timeout = propose_timeout
@@ -113,6 +113,8 @@ class ReplicatedLog:
         self._stopping = False
         self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
         self._forwarders = 0
+        #: Idle connections to the leader for forwarding, one per forwarding task in flight.
+        self._forward_connections: list[PeerConnection] = []
         self._commit_saved_at = 0.0
         self._applied_waiters: list[asyncio.Future[None]] = []
         self._inbox: list[Any] = []
@@ -141,6 +143,8 @@ class ReplicatedLog:
             self._ticker.cancel()
         await asyncio.gather(*(t for t in (self._ticker, self._task) if t), return_exceptions=True)
         await asyncio.gather(*(link.close() for link in self._links.values()))
+        for connection in self._forward_connections:
+            connection.close()
         self._store.save_commit_index(self.state.applied_index)
         for _, fut in self._waiting.values():
             if not fut.done():
@@ -217,12 +221,16 @@ class ReplicatedLog:
         return outcome
 
     async def _forward_batches(self) -> None:
+        if self._forward_connections:
+            connection = self._forward_connections.pop()
+        else:
+            connection = PeerConnection(self._local_address, {CLUSTER_SECRET_HEADER: self._secret} if self._secret else {})
         try:
             while self._forward_queue:
                 batch = self._forward_queue[:MAX_FORWARD_BATCH]
                 del self._forward_queue[:MAX_FORWARD_BATCH]
                 try:
-                    results, index = await self._send_forward([op for op, _ in batch])
+                    results, index = await self._send_forward(connection, [op for op, _ in batch])
                 except Exception as exc:
                     for _, fut in batch:
                         if not fut.done():
@@ -240,31 +248,28 @@ class ReplicatedLog:
                         fut.set_exception(NoLeader(error.get("message", "the leader refused")))
         finally:
             self._forwarders -= 1
+            self._forward_connections.append(connection)
 
-    async def _send_forward(self, batch: list[ops.Operation]) -> tuple[list[dict[str, Any]], int]:
+    async def _send_forward(
+        self, connection: PeerConnection, batch: list[ops.Operation]
+    ) -> tuple[list[dict[str, Any]], int]:
         leader_id = self.leader_id
         address = self._directory.address(leader_id)
         if address is None or leader_id == self.node_id:
             raise NoLeader("no leader elected")
-        headers = {CLUSTER_SECRET_HEADER: self._secret} if self._secret else {}
         body = '{"ops":[' + ",".join(ops.encode(op) for op in batch) + "]}"
         try:
-            resp = await self._http.post(
-                f"http://{address}/v1/internal/propose",
-                content=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=self._propose_timeout + 1,
-            )
-        except (httpx.HTTPError, OSError) as exc:
-            raise NoLeader(f"leader {leader_id} at {address} unreachable: {type(exc).__name__}") from None
-        if resp.status_code == 200:
-            answer = resp.json()
-            return answer["results"], answer["index"]
+            resp = await connection.post(address, "/v1/internal/propose", body.encode(), self._propose_timeout + 1)
+        except PeerHttpError as exc:
+            raise NoLeader(f"leader {leader_id} unreachable: {exc}") from None
         try:
-            message = resp.json()["error"]["message"]
+            answer = json.loads(resp.body)
+            if resp.status == 200:
+                return answer["results"], answer["index"]
+            message = answer["error"]["message"]
         except (ValueError, KeyError, TypeError):
-            message = resp.text[:200]
-        raise NoLeader(f"leader {leader_id} answered {resp.status_code}: {message}")
+            message = resp.body[:200].decode("utf-8", "replace")
+        raise NoLeader(f"leader {leader_id} answered {resp.status}: {message}")
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -388,7 +393,7 @@ class ReplicatedLog:
     def _link(self, peer_id: int) -> PeerLink:
         link = self._links.get(peer_id)
         if link is None:
-            link = self._links[peer_id] = PeerLink(self._http, self._directory, peer_id, self._secret)
+            link = self._links[peer_id] = PeerLink(self._directory, peer_id, self._local_address, self._secret)
         return link
 
     def _notice_role(self) -> None:

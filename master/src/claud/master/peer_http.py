@@ -1,0 +1,131 @@
+"""A lean keep-alive HTTP/1.1 client for the masters' internal POSTs.
+
+Masters talk to each other many times per commit: consensus messages both
+ways, and the writes followers forward. A general-purpose client (httpx)
+spends most of a master's CPU on this traffic in connection-pool
+bookkeeping, cancellation shields and per-request objects; one connection per
+peer that writes a request and reads the answer needs none of that. It is
+still plain HTTP, so ``/v1/internal/*`` keeps one transport, one
+authentication check and one place to look in a packet capture.
+
+Only what the masters' own server (uvicorn) answers is understood: a status
+line, headers, and a ``Content-Length`` body. Anything else closes the
+connection and raises :class:`PeerHttpError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from claud.api.addresses import parse_host_port
+
+#: A connection unused this long is replaced rather than reused: the server
+#: closes idle ones (uvicorn after 5 s), and a request written into a socket
+#: the server is closing is lost without an answer.
+IDLE_REUSE_LIMIT = 2.0
+#: Response heads longer than this are not from a CLAUD master.
+MAX_HEAD_BYTES = 16 * 1024
+
+
+class PeerHttpError(Exception):
+    """The exchange failed: no connection, a broken or odd response, or a timeout."""
+
+
+class PeerResponse:
+    __slots__ = ("status", "body")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+
+
+class PeerConnection:
+    """One connection to one address, one request at a time.
+
+    Callers serialise their use of it (each peer link and each forwarding
+    task owns its connection), so there is no lock and no pipelining.
+    """
+
+    def __init__(self, local_address: str | None, headers: dict[str, str]) -> None:
+        self._local_address = local_address
+        self._extra_head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._address: str | None = None
+        self._last_used = 0.0
+
+    async def post(
+        self, address: str, path: str, body: bytes, timeout: float, headers: dict[str, str] | None = None
+    ) -> PeerResponse:
+        """POST a JSON ``body``; a failure of any kind closes the connection, so the next call starts clean."""
+        try:
+            async with asyncio.timeout(timeout):  # unlike wait_for, no task per request
+                return await self._exchange(address, path, body, headers)
+        except TimeoutError:
+            self.close()
+            raise PeerHttpError(f"no answer from {address} within {timeout:g}s") from None
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self.close()
+            raise PeerHttpError(f"{address}: {type(exc).__name__}: {exc}") from None
+        except BaseException:
+            self.close()  # cancelled mid-exchange: the stream is in an unknown place
+            raise
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = self._address = None
+
+    async def _exchange(self, address: str, path: str, body: bytes, headers: dict[str, str] | None) -> PeerResponse:
+        now = time.monotonic()
+        if (
+            self._writer is None
+            or self._address != address
+            or self._writer.is_closing()
+            or now - self._last_used > IDLE_REUSE_LIMIT
+        ):
+            await self._connect(address)
+        assert self._reader is not None and self._writer is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{self._extra_head}"
+        )
+        if headers:
+            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        head += "\r\n"
+        self._writer.write(head.encode("latin-1") + body)
+        await self._writer.drain()
+        response = await self._read_response(self._reader)
+        self._last_used = time.monotonic()
+        return response
+
+    async def _connect(self, address: str) -> None:
+        self.close()
+        host, port = parse_host_port(address)
+        local = (self._local_address, 0) if self._local_address else None
+        self._reader, self._writer = await asyncio.open_connection(host, port, local_addr=local)
+        self._address = address
+
+    async def _read_response(self, reader: asyncio.StreamReader) -> PeerResponse:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > MAX_HEAD_BYTES:
+            raise ValueError("response head too long")
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+        status = int(rest[:3])
+        length, keep_alive = 0, version == "HTTP/1.1"
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                raise ValueError(f"unsupported transfer-encoding {value.strip()!r}")
+            elif name == "connection" and value.strip().lower() == "close":
+                keep_alive = False
+        body = await reader.readexactly(length) if length else b""
+        if not keep_alive:
+            self.close()
+        return PeerResponse(status, body)
