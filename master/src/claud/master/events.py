@@ -26,6 +26,11 @@ class EventBroker:
     def __init__(self) -> None:
         self._subscribers: set[_Subscriber] = set()
 
+    @property
+    def has_subscribers(self) -> bool:
+        """Lets the commit path skip rendering events nobody is waiting for."""
+        return bool(self._subscribers)
+
     def publish(self, event: dict[str, Any]) -> None:
         for sub in list(self._subscribers):
             try:

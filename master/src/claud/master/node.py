@@ -192,19 +192,26 @@ class MasterNode:
         return await self.log.propose(op)
 
     def _on_applied(self) -> None:
+        # Every master applies every change; the leader, which acts on them,
+        # logs them at INFO, followers at DEBUG, so a cluster's logs do not
+        # repeat each event once per master.
+        level = logging.INFO if self.log.is_leader else logging.DEBUG
+        subscribed = self.events.has_subscribers
         for change in self.state.drain_changes():
-            self.events.publish(change.as_dict())
+            if subscribed:
+                self.events.publish(change.as_dict())
             if change.kind == "job":
                 log_event(
                     log,
                     "job." + change.state,
+                    level,
                     job=change.id,
                     node=change.node_id,
                     index=change.index,
                     msg=change.message,
                 )
             else:
-                log_event(log, "node." + change.state, node=change.id, index=change.index, msg=change.message)
+                log_event(log, "node." + change.state, level, node=change.id, index=change.index, msg=change.message)
         # Wake every long-polling watcher; each checks its own slave's version.
         self._applied.set()
         self._applied = asyncio.Event()
