@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 from claud.master.peer_http import PeerConnection, PeerHttpError
 
@@ -89,9 +90,14 @@ def main() -> None:
             leader = cluster.wait_leader()
             urls = [leader.url] if args.leader_only else [m.url for m in cluster.masters]
             asyncio.run(run(urls, cluster.token, 4, 1.0, args.client))  # warm up connections and caches
+            processes = {"leader": psutil.Process(leader.popen.pid)}
+            processes.update({f"follower {m.id}": psutil.Process(m.popen.pid) for m in cluster.masters if m is not leader})
+            processes["generator"] = psutil.Process()
+            cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
             started = time.monotonic()
             latencies = asyncio.run(run(urls, cluster.token, args.clients, args.seconds, args.client))
             elapsed = time.monotonic() - started
+            cpu_used = {name: sum(p.cpu_times()[:2]) - cpu_before[name] for name, p in processes.items()}
         finally:
             cluster.close()
     latencies.sort()
@@ -99,6 +105,11 @@ def main() -> None:
           f"{args.seconds:g} s: {len(latencies) / elapsed:.0f} acknowledged jobs/s; "
           f"submit p50 {statistics.median(latencies) * 1000:.0f} ms, "
           f"p99 {latencies[int(0.99 * (len(latencies) - 1))] * 1000:.0f} ms")
+    # Where the cores went: the first thing to look at when the figure moves.
+    print("CPU per acknowledged job: " + ", ".join(
+        f"{name} {used * 1000 / len(latencies):.2f} ms ({used * 100 / elapsed:.0f}% of a core)"
+        for name, used in cpu_used.items()
+    ))
 
 
 if __name__ == "__main__":
