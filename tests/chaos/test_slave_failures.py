@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from support.cluster import Cluster, wait_until
-from support.docker_engine import assert_never_twice, remove_containers
+from support.docker_engine import assert_never_twice
 from support.firewall import LoopbackFirewall, firewall_available
 
 pytestmark = pytest.mark.docker

@@ -65,7 +65,7 @@ def test_leader_sigkill_loses_nothing_and_it_rejoins_and_leads_again(cluster: Cl
         old = cluster.wait_leader()
         old.kill()
         before = submitter.count()
-        new = cluster.wait_leader(timeout=10, other_than=old)
+        cluster.wait_leader(timeout=10, other_than=old)
         wait_until(lambda: submitter.count() > before + 10, 15, what="writes after failover")
         cluster.start_master(old.id, wait=True)
         wait_until(lambda: cluster.wait_leader().id == 1, 20, what="master 1 to lead again")

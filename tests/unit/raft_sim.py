@@ -10,6 +10,8 @@ fresh RaftCore from only what was persisted: hard state, snapshot, entries.
 
 from __future__ import annotations
 
+import json
+
 import heapq
 import random
 from collections.abc import Callable
@@ -98,7 +100,7 @@ class Checker:
         self._agree_applied(node.id, e.index, e.term, e.data)
 
     def restored(self, node: SimNode, snap: Snapshot) -> None:
-        node.applied = [(i, t, d) for i, t, d in snap.state["applied"]]
+        node.applied = [(i, t, d) for i, t, d in json.loads(snap.state)["applied"]]
         if node.applied_index != snap.index:
             raise SafetyViolation(f"node {node.id}: snapshot at {snap.index} holds entries up to {node.applied_index}")
         for i, t, d in node.applied:
@@ -206,7 +208,7 @@ class Sim:
             applied_index=snap.index if snap else 0,
             peers=self.ids if peers is None else peers,
         )
-        node.applied = [(i, t, d) for i, t, d in snap.state["applied"]] if snap else []
+        node.applied = [(i, t, d) for i, t, d in json.loads(snap.state)["applied"]] if snap else []
         self.checker.commit_seen[node_id] = node.core.commit_index
 
     def crash(self, node_id: int) -> None:
@@ -310,7 +312,7 @@ class Sim:
         core = node.core
         assert core is not None
         index, term, _ = node.applied[-1]
-        snap = Snapshot(index, term, {"applied": [list(x) for x in node.applied]})
+        snap = Snapshot(index, term, json.dumps({"applied": [list(x) for x in node.applied]}))
         node.snapshot = snap  # the caller persists its own snapshot, then tells the core
         node.log = [e for e in node.log if e.index > index]
         core.compact(snap)

@@ -227,8 +227,8 @@ def message_from_dict(d: dict[str, Any]) -> Message:
             if f.name == "entries":
                 value = tuple(Entry(_int(i), _int(t), _str(x)) for i, t, x in value)
             elif f.name == "snapshot":
-                if not isinstance(value["state"], dict):
-                    raise ValueError("snapshot state must be an object")
+                if not isinstance(value["state"], str):
+                    raise ValueError("snapshot state must be a string")
                 value = Snapshot(_int(value["index"]), _int(value["term"]), value["state"])
             elif f.type == "bool":
                 if not isinstance(value, bool):

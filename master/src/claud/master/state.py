@@ -9,12 +9,13 @@ becomes an ``Outcome`` with an error code, so replay is always possible.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from claud.api import (
     PLACED_STATES,
@@ -44,7 +45,37 @@ RESTART_BACKOFF_BASE = 0.5
 RESTART_BACKOFF_MAX = 30.0
 
 
-class JobRecord(BaseModel):
+class _Row(BaseModel):
+    """A table row that keeps its JSON form until it next changes.
+
+    A snapshot then re-encodes only the rows changed since the previous one.
+    Encoding every row each time held the event loop for about a second per
+    50,000 jobs, long enough for the masters to hold an election. Change a row
+    only by assigning its attributes (a change inside a nested list must also
+    assign, or call ``touch``), or the snapshot misses the change.
+    """
+
+    _encoded: str | None = PrivateAttr(None)
+
+    # The kept encoding is read and cleared through ``__pydantic_private__``
+    # directly: pydantic's attribute hooks cost more than the lookup itself,
+    # and a snapshot does one per row.
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        self.__pydantic_private__["_encoded"] = None
+
+    def touch(self) -> None:
+        self.__pydantic_private__["_encoded"] = None
+
+    def encoded(self) -> str:
+        private = self.__pydantic_private__
+        kept = private["_encoded"]
+        if kept is None:
+            kept = private["_encoded"] = self.model_dump_json()
+        return kept
+
+
+class JobRecord(_Row):
     id: str
     spec: JobSpec
     state: JobState
@@ -63,7 +94,7 @@ class JobRecord(BaseModel):
     events: list[JobEvent] = Field(default_factory=list)
 
 
-class NodeRecord(BaseModel):
+class NodeRecord(_Row):
     id: str
     address: str
     labels: dict[str, str] = Field(default_factory=dict)
@@ -399,6 +430,7 @@ class StateMachine:
         )
         if len(job.events) > MAX_EVENTS_PER_JOB:
             del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
+        job.touch()  # the list changed in place
         self._changes.append(Change("job", job.id, state.value, at, job.node_id, message, self.applied_index))
 
     def _node_change(self, node: NodeRecord, at: datetime, message: str) -> None:
@@ -524,16 +556,16 @@ class StateMachine:
 
     # ------------------------------------------------------------ snapshots
 
-    def to_snapshot(self) -> dict[str, Any]:
-        return {
-            "applied_index": self.applied_index,
-            "jobs": [j.model_dump(mode="json") for j in self.jobs.values()],
-            "nodes": [n.model_dump(mode="json") for n in self.nodes.values()],
-            "pending": list(self._pending),
-        }
+    def to_snapshot(self) -> str:
+        """The tables as JSON text, built from each row's kept encoding."""
+        jobs = ",".join(job.encoded() for job in self.jobs.values())
+        nodes = ",".join(node.encoded() for node in self.nodes.values())
+        pending = json.dumps(list(self._pending), separators=(",", ":"))
+        return f'{{"applied_index":{self.applied_index},"jobs":[{jobs}],"nodes":[{nodes}],"pending":{pending}}}'
 
     @classmethod
-    def from_snapshot(cls, data: dict[str, Any]) -> StateMachine:
+    def from_snapshot(cls, encoded: str) -> StateMachine:
+        data = json.loads(encoded)
         sm = cls(applied_index=data["applied_index"])
         for raw in data["nodes"]:
             node = NodeRecord.model_validate(raw)

@@ -14,7 +14,6 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,7 @@ class Entry:
 class Snapshot:
     index: int
     term: int
-    state: dict[str, Any]
+    state: str  # the state machine's own encoding; the consensus core never looks inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +72,7 @@ class LogStore:
             row = self._db.execute("SELECT idx, term, data FROM snapshot WHERE id = 1").fetchone()
         if row is None:
             return None
-        return Snapshot(index=row[0], term=row[1], state=json.loads(zlib.decompress(row[2])))
+        return Snapshot(index=row[0], term=row[1], state=zlib.decompress(row[2]).decode())
 
     def entries(self, first: int, last: int | None = None) -> list[Entry]:
         """Entries with ``first <= index <= last`` (to the end when last is None)."""
@@ -124,7 +123,7 @@ class LogStore:
     def save_snapshot(self, snapshot: Snapshot, replace_log: bool = False) -> None:
         """Store the snapshot and drop the log entries it covers (all of them with
         ``replace_log``, for a snapshot received from a leader), atomically."""
-        blob = zlib.compress(json.dumps(snapshot.state, separators=(",", ":")).encode(), 1)
+        blob = zlib.compress(snapshot.state.encode(), 1)
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.execute(
