@@ -37,6 +37,18 @@ def test_entries_hard_state_and_truncation_survive_reopen(tmp_path: Path) -> Non
     assert store.entries(1) == []
 
 
+def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """A master's own snapshot is saved in the background and can lose a race
+    with the newer one its leader sent; storing it would open a gap in the log."""
+    store = LogStore(tmp_path / "db")
+    assert store.save_snapshot(Snapshot(index=10, term=2, state='{"from": "leader"}'), replace_log=True)
+    store.append([Entry(11, 2, "a"), Entry(12, 2, "b")])
+    assert not store.save_snapshot(Snapshot(index=7, term=1, state='{"from": "self"}'))
+    assert not store.save_snapshot(Snapshot(index=10, term=2, state='{"from": "self"}'))
+    assert store.snapshot() == Snapshot(index=10, term=2, state='{"from": "leader"}')
+    assert [e.index for e in store.entries(1)] == [11, 12]
+
+
 def single_master(store: LogStore, snapshot_every: int = 50) -> ReplicatedLog:
     directory = MasterDirectory(1, "127.0.0.1:1", lambda: None)
     return ReplicatedLog(

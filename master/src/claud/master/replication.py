@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,6 +119,7 @@ class ReplicatedLog:
         self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
         self._forwarders = 0
         self._warmup: asyncio.Task[None] | None = None
+        self._saving: asyncio.Task[None] | None = None
         self._warmups_done = 0
         #: Idle connections to the leader for forwarding, one per forwarding task in flight.
         self._forward_connections: list[PeerConnection] = []
@@ -150,6 +152,8 @@ class ReplicatedLog:
         if self._warmup:
             self._warmup.cancel()
         await asyncio.gather(*(t for t in (self._ticker, self._task) if t), return_exceptions=True)
+        if self._saving:  # the loop's last round may have started one
+            await asyncio.gather(self._saving, return_exceptions=True)
         await asyncio.gather(*(link.close() for link in self._links.values()))
         for connection in self._forward_connections:
             connection.close()
@@ -315,6 +319,8 @@ class ReplicatedLog:
                 for item in inbox:
                     if item is _TICK:
                         self.core.tick()
+                    elif isinstance(item, _Saved):
+                        self.core.compact(item.snapshot)
                     else:
                         self.core.step(item)
                 while self.core.has_ready():
@@ -372,7 +378,8 @@ class ReplicatedLog:
             self._on_applied()
             since = self.state.applied_index - self._snapshot_index
             if since >= self._snapshot_every:
-                await self._take_snapshot()
+                if self._saving is None:
+                    await self._take_snapshot()
             elif (
                 self._warmup is None
                 and self._warmups_done < len(SNAPSHOT_WARMUPS)
@@ -413,18 +420,31 @@ class ReplicatedLog:
             self._warmup = None
 
     async def _take_snapshot(self) -> None:
+        """Encode the tables here; compress and store them in the background, so
+        the loop goes on replicating meanwhile; compact the log once stored."""
         index = self.state.applied_index
         term = self.core.term_at(index)
         started = time.perf_counter()
         # The only part on the event loop: it encodes the rows changed since the last snapshot.
         snapshot = Snapshot(index=index, term=term, state=self.state.to_snapshot())
-        encoded = time.perf_counter()
-        await asyncio.to_thread(self._store.save_snapshot, snapshot)
-        self.core.compact(snapshot)
+        encode_ms = round((time.perf_counter() - started) * 1000)
         self._snapshot_index = index
         self._warmups_done = 0
-        log_event(log, "snapshot.taken", index=index, jobs=len(self.state.jobs),
-                  encode_ms=round((encoded - started) * 1000), ms=round((time.perf_counter() - started) * 1000))
+        self._saving = asyncio.create_task(self._save_snapshot(snapshot, started, encode_ms), name="snapshot-save")
+
+    async def _save_snapshot(self, snapshot: Snapshot, started: float, encode_ms: int) -> None:
+        try:
+            saved = await asyncio.to_thread(self._store.save_snapshot, snapshot)
+        except Exception as exc:
+            log_event(log, "snapshot.failed", logging.ERROR, index=snapshot.index, error=repr(exc))
+            return
+        finally:
+            self._saving = None
+        if saved:
+            self._inbox.append(_Saved(snapshot))
+            self._wakeup.set()
+        log_event(log, "snapshot.taken" if saved else "snapshot.superseded", index=snapshot.index,
+                  jobs=len(self.state.jobs), encode_ms=encode_ms, ms=round((time.perf_counter() - started) * 1000))
 
     def _link(self, peer_id: int) -> PeerLink:
         link = self._links.get(peer_id)
@@ -446,5 +466,12 @@ class ReplicatedLog:
 
 
 _TICK = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """For the raft loop: this snapshot is on disk, so the log before it may go."""
+
+    snapshot: Snapshot
 #: The timestamp of a leader's own no-op entry, which causes no event.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

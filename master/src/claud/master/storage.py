@@ -120,12 +120,19 @@ class LogStore:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('commit_index', ?)", (str(index),))
 
-    def save_snapshot(self, snapshot: Snapshot, replace_log: bool = False) -> None:
+    def save_snapshot(self, snapshot: Snapshot, replace_log: bool = False) -> bool:
         """Store the snapshot and drop the log entries it covers (all of them with
-        ``replace_log``, for a snapshot received from a leader), atomically."""
-        blob = zlib.compress(snapshot.state.encode(), 1)
+        ``replace_log``, for a snapshot received from a leader), atomically.
+
+        A snapshot no newer than the stored one is ignored (False): a master's own
+        snapshot is saved in the background and may lose a race with one its
+        leader sent, which must not be replaced by an older one."""
+        blob = zlib.compress(snapshot.state.encode(), 1)  # outside the lock: log appends go on meanwhile
         with self._lock, self._db:
             self._db.execute("BEGIN")
+            row = self._db.execute("SELECT idx FROM snapshot WHERE id = 1").fetchone()
+            if row is not None and row[0] >= snapshot.index:
+                return False
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
                 (snapshot.index, snapshot.term, blob),
@@ -134,3 +141,4 @@ class LogStore:
                 self._db.execute("DELETE FROM log")
             else:
                 self._db.execute("DELETE FROM log WHERE idx <= ?", (snapshot.index,))
+        return True
