@@ -24,7 +24,7 @@ from claud.master.auth import CLUSTER_SECRET_HEADER
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory, PeerLink
 from claud.master.raft import RaftConfig, RaftCore, Role, message_from_dict, message_to_dict
-from claud.master.state import Outcome, StateMachine
+from claud.master.state import Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, LogStore, Snapshot
 
 log = logging.getLogger("claud.master.replication")
@@ -420,30 +420,34 @@ class ReplicatedLog:
             self._warmup = None
 
     async def _take_snapshot(self) -> None:
-        """Encode the tables here; compress and store them in the background, so
-        the loop goes on replicating meanwhile; compact the log once stored."""
+        """Collect the rows' encodings here; join, compress and store them in the
+        background, so the loop goes on replicating; compact the log once stored."""
         index = self.state.applied_index
         term = self.core.term_at(index)
         started = time.perf_counter()
         # The only part on the event loop: it encodes the rows changed since the last snapshot.
-        snapshot = Snapshot(index=index, term=term, state=self.state.to_snapshot())
+        parts = self.state.snapshot_parts()
         encode_ms = round((time.perf_counter() - started) * 1000)
         self._snapshot_index = index
         self._warmups_done = 0
-        self._saving = asyncio.create_task(self._save_snapshot(snapshot, started, encode_ms), name="snapshot-save")
+        self._saving = asyncio.create_task(self._save_snapshot(index, term, parts, started, encode_ms), name="snapshot-save")
 
-    async def _save_snapshot(self, snapshot: Snapshot, started: float, encode_ms: int) -> None:
+    async def _save_snapshot(self, index: int, term: int, parts: SnapshotParts, started: float, encode_ms: int) -> None:
+        def join_and_store() -> tuple[Snapshot, bool]:
+            snapshot = Snapshot(index=index, term=term, state=join_snapshot(parts))
+            return snapshot, self._store.save_snapshot(snapshot)
+
         try:
-            saved = await asyncio.to_thread(self._store.save_snapshot, snapshot)
+            snapshot, saved = await asyncio.to_thread(join_and_store)
         except Exception as exc:
-            log_event(log, "snapshot.failed", logging.ERROR, index=snapshot.index, error=repr(exc))
+            log_event(log, "snapshot.failed", logging.ERROR, index=index, error=repr(exc))
             return
         finally:
             self._saving = None
         if saved:
             self._inbox.append(_Saved(snapshot))
             self._wakeup.set()
-        log_event(log, "snapshot.taken" if saved else "snapshot.superseded", index=snapshot.index,
+        log_event(log, "snapshot.taken" if saved else "snapshot.superseded", index=index,
                   jobs=len(self.state.jobs), encode_ms=encode_ms, ms=round((time.perf_counter() - started) * 1000))
 
     def _link(self, peer_id: int) -> PeerLink:

@@ -145,6 +145,20 @@ class Change:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotParts:
+    applied_index: int
+    jobs: list[str]
+    nodes: list[str]
+    pending: list[str]
+
+
+def join_snapshot(parts: SnapshotParts) -> str:
+    jobs, nodes = ",".join(parts.jobs), ",".join(parts.nodes)
+    pending = json.dumps(parts.pending, separators=(",", ":"))
+    return f'{{"applied_index":{parts.applied_index},"jobs":[{jobs}],"nodes":[{nodes}],"pending":{pending}}}'
+
+
 @dataclass
 class StateMachine:
     jobs: dict[str, JobRecord] = field(default_factory=dict)
@@ -558,10 +572,18 @@ class StateMachine:
 
     def to_snapshot(self) -> str:
         """The tables as JSON text, built from each row's kept encoding."""
-        jobs = ",".join(job.encoded() for job in self.jobs.values())
-        nodes = ",".join(node.encoded() for node in self.nodes.values())
-        pending = json.dumps(list(self._pending), separators=(",", ":"))
-        return f'{{"applied_index":{self.applied_index},"jobs":[{jobs}],"nodes":[{nodes}],"pending":{pending}}}'
+        return join_snapshot(self.snapshot_parts())
+
+    def snapshot_parts(self) -> SnapshotParts:
+        """The tables' encoded rows as they are now; ``join_snapshot`` makes the
+        text from them. The parts are immutable, so the (costlier) join can run
+        in another thread while the tables change."""
+        return SnapshotParts(
+            self.applied_index,
+            [job.encoded() for job in self.jobs.values()],
+            [node.encoded() for node in self.nodes.values()],
+            list(self._pending),
+        )
 
     @classmethod
     def from_snapshot(cls, encoded: str) -> StateMachine:
