@@ -28,7 +28,8 @@ class TinyServer:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.connections = 0
+        #: The client address of each connection accepted, in order.
+        self.peers: list[str] = []
         self.requests: list[tuple[bytes, bytes]] = []
         self.server: asyncio.Server | None = None
 
@@ -42,7 +43,7 @@ class TinyServer:
         self.server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
+        self.peers.append(writer.get_extra_info("peername")[0])
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -68,6 +69,20 @@ def ok(body: bytes = b'{"ok":true}', extra: str = "") -> bytes:
     return f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
+async def connections_for_two_posts(answer: bytes) -> int:
+    """Two POSTs in a row on one PeerConnection; how many connections the server saw."""
+    async def handler(head: bytes, body: bytes) -> bytes:
+        return answer
+
+    tiny = TinyServer(handler)
+    async with tiny as address:
+        connection = PeerConnection(None, {})
+        for _ in range(2):
+            assert (await connection.post(address, "/x", b"{}", 2)).status == 200
+        connection.close()
+    return len(tiny.peers)
+
+
 @in_event_loop
 async def test_requests_share_one_connection_and_carry_the_secret() -> None:
     async def handler(head: bytes, body: bytes) -> bytes:
@@ -80,7 +95,7 @@ async def test_requests_share_one_connection_and_carry_the_secret() -> None:
             resp = await connection.post(address, "/v1/internal/raft", f'{{"n":{n}}}'.encode(), 2)
             assert (resp.status, resp.body) == (200, f'{{"n":{n}}}'.encode())
         connection.close()
-    assert tiny.connections == 1
+    assert len(tiny.peers) == 1
     head, _ = tiny.requests[0]
     assert head.startswith(b"POST /v1/internal/raft HTTP/1.1\r\n")
     assert b"X-Claud-Cluster-Secret: s3cret\r\n" in head
@@ -88,32 +103,13 @@ async def test_requests_share_one_connection_and_carry_the_secret() -> None:
 
 @in_event_loop
 async def test_an_answer_with_connection_close_means_a_new_connection_next_time() -> None:
-    async def handler(head: bytes, body: bytes) -> bytes:
-        return ok(extra="connection: close\r\n")
-
-    tiny = TinyServer(handler)
-    async with tiny as address:
-        connection = PeerConnection(None, {})
-        for _ in range(2):
-            assert (await connection.post(address, "/x", b"{}", 2)).status == 200
-        connection.close()
-    assert tiny.connections == 2
+    assert await connections_for_two_posts(ok(extra="connection: close\r\n")) == 2
 
 
 @in_event_loop
 async def test_an_idle_connection_is_replaced_before_the_server_drops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peer_http, "IDLE_REUSE_LIMIT", 0.0)
-
-    async def handler(head: bytes, body: bytes) -> bytes:
-        return ok()
-
-    tiny = TinyServer(handler)
-    async with tiny as address:
-        connection = PeerConnection(None, {})
-        for _ in range(2):
-            assert (await connection.post(address, "/x", b"{}", 2)).status == 200
-        connection.close()
-    assert tiny.connections == 2
+    assert await connections_for_two_posts(ok()) == 2
 
 
 @in_event_loop
@@ -135,7 +131,7 @@ async def test_a_silent_server_times_out_and_the_next_request_starts_clean() -> 
         assert resp.body == b'"next"'
         release.set()
         connection.close()
-    assert tiny.connections == 2
+    assert len(tiny.peers) == 2
 
 
 @in_event_loop
@@ -154,21 +150,12 @@ async def test_unsupported_framing_and_refused_connections_are_errors() -> None:
 
 @in_event_loop
 async def test_connections_start_from_the_given_local_address() -> None:
-    seen: list[str] = []
+    async def handler(head: bytes, body: bytes) -> bytes:
+        return ok()
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(writer.get_extra_info("peername")[0])
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(ok())
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    tiny = TinyServer(handler)
+    async with tiny as address:
         connection = PeerConnection("127.0.0.42", {})
-        assert (await connection.post(f"127.0.0.1:{port}", "/x", b"", 2)).status == 200
+        assert (await connection.post(address, "/x", b"", 2)).status == 200
         connection.close()
-    finally:
-        server.close()
-    assert seen == ["127.0.0.42"]
+    assert tiny.peers == ["127.0.0.42"]

@@ -17,6 +17,9 @@ from pydantic import BaseModel, Field
 from claud.api.jobs import Resources
 from claud.api.nodes import HostUsage
 
+#: Carries the cluster secret on every master<->master and master<->slave request.
+CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
+
 
 class ContainerState(StrEnum):
     STARTING = "starting"  # the agent is creating/starting it (maybe pulling)

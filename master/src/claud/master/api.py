@@ -45,7 +45,7 @@ from claud.api import (
 )
 from claud.api.logfmt import log_event
 from claud.master import ops
-from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, same_secret
+from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, cluster_secret_headers, same_secret
 from claud.master.dashboard import DASHBOARD_HTML
 from claud.master.metrics import render_metrics
 from claud.master.node import MasterNode, NotLeader, utcnow
@@ -156,14 +156,9 @@ class RaftTransport:
         if scope["method"] != "POST":
             await error_response(405, "method_not_allowed", "POST a batch of messages")(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await _read_body(receive)
         try:
-            self.node.log.receive(json.loads(b"".join(chunks))["messages"])
+            self.node.log.receive(json.loads(body)["messages"])
         except (ValueError, KeyError, TypeError) as exc:
             response = error_response(400, "malformed_message", f"not a batch of consensus messages: {exc}")
             await response(scope, receive, send)
@@ -333,7 +328,7 @@ async def job_logs(
     if slave is None:
         raise ApiError(404, "not_found", f"slave {node_id} that ran job {job_id} is unknown")
     assert node.http is not None
-    headers = {CLUSTER_SECRET_HEADER: node.cluster_secret} if node.cluster_secret else {}
+    headers = cluster_secret_headers(node.cluster_secret)
     params: dict[str, Any] = {"follow": str(follow).lower()}
     if tail is not None:
         params["tail"] = tail

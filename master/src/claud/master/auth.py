@@ -13,12 +13,12 @@ import os
 import secrets
 from pathlib import Path
 
+from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.api.logfmt import log_event
 
 log = logging.getLogger("claud.master.auth")
 
 TOKEN_FILENAME = "token"
-CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
 
 
 class ConfigError(Exception):
@@ -48,6 +48,11 @@ def load_or_create_token(token_file: Path | None, data_dir: Path) -> tuple[str, 
         f.write(token + "\n")
     log_event(log, "auth.token_generated", path=str(path))
     return token, path
+
+
+def cluster_secret_headers(secret: str | None) -> dict[str, str]:
+    """What a master sends with a request to another CLAUD process: the secret when one is set."""
+    return {CLUSTER_SECRET_HEADER: secret} if secret else {}
 
 
 def same_secret(given: str | None, expected: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from claud.api.logfmt import log_event
-from claud.master.auth import CLUSTER_SECRET_HEADER
+from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 
 log = logging.getLogger("claud.master.peers")
@@ -64,7 +64,7 @@ class PeerLink:
 
     def __init__(self, directory: MasterDirectory, peer_id: int, local_address: str | None, secret: str | None) -> None:
         self._directory, self.peer_id = directory, peer_id
-        self._connection = PeerConnection(local_address, {CLUSTER_SECRET_HEADER: secret} if secret else {})
+        self._connection = PeerConnection(local_address, cluster_secret_headers(secret))
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"peer-link-{peer_id}")
@@ -114,7 +114,7 @@ async def resolve_peer_ids(
     http: httpx.AsyncClient, addresses: list[str], directory: MasterDirectory, secret: str | None
 ) -> None:
     """Ask each ``--peers`` address for its id until every one has answered, then keep checking slowly."""
-    headers = {CLUSTER_SECRET_HEADER: secret} if secret else {}
+    headers = cluster_secret_headers(secret)
     while True:
         unresolved = set(addresses) - {addr for _, addr in directory.items()}
         for address in sorted(unresolved):

@@ -20,7 +20,7 @@ from typing import Any
 
 from claud.api.logfmt import log_event
 from claud.master import ops
-from claud.master.auth import CLUSTER_SECRET_HEADER
+from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory, PeerLink
 from claud.master.raft import RaftConfig, RaftCore, Role, message_from_dict, message_to_dict
@@ -236,7 +236,7 @@ class ReplicatedLog:
         if self._forward_connections:
             connection = self._forward_connections.pop()
         else:
-            connection = PeerConnection(self._local_address, {CLUSTER_SECRET_HEADER: self._secret} if self._secret else {})
+            connection = PeerConnection(self._local_address, cluster_secret_headers(self._secret))
         try:
             while self._forward_queue:
                 batch = self._forward_queue[:MAX_FORWARD_BATCH]
@@ -379,7 +379,7 @@ class ReplicatedLog:
             since = self.state.applied_index - self._snapshot_index
             if since >= self._snapshot_every:
                 if self._saving is None:
-                    await self._take_snapshot()
+                    self._take_snapshot()
             elif (
                 self._warmup is None
                 and self._warmups_done < len(SNAPSHOT_WARMUPS)
@@ -419,7 +419,7 @@ class ReplicatedLog:
         finally:
             self._warmup = None
 
-    async def _take_snapshot(self) -> None:
+    def _take_snapshot(self) -> None:
         """Collect the rows' encodings here; join, compress and store them in the
         background, so the loop goes on replicating; compact the log once stored."""
         index = self.state.applied_index

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from claud.api import ErrorBody, ErrorDetail
 from claud.api.logfmt import log_event
 from claud.slave.agent import Agent
-from claud.slave.masters import SECRET_HEADER
+from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.slave.runtime import Runtime, RuntimeUnavailable, make_runtime
 from claud.slave.settings import SlaveSettings
 
@@ -91,9 +91,9 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         secret = settings.cluster_secret
         if secret is None:
             return
-        given = request.headers.get(SECRET_HEADER, "")
+        given = request.headers.get(CLUSTER_SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), secret.encode()):
-            raise ApiError(401, "unauthorized", f"missing or wrong {SECRET_HEADER} header")
+            raise ApiError(401, "unauthorized", f"missing or wrong {CLUSTER_SECRET_HEADER} header")
 
     def agent_of(request: Request) -> Agent:
         return request.app.state.agent  # type: ignore[no-any-return]

@@ -17,11 +17,11 @@ import httpx
 import pydantic
 
 from claud.api import Assignments, Heartbeat, WatchRequest
+from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.api.logfmt import log_event
 
 logger = logging.getLogger(__name__)
 
-SECRET_HEADER = "X-Claud-Cluster-Secret"
 MASTER_ID_HEADER = "X-Claud-Master-Id"
 HEARTBEAT_PATH = "/v1/internal/heartbeat"
 WATCH_PATH = "/v1/internal/watch"
@@ -66,7 +66,7 @@ class MasterClient:
         self._http = http
         self._headers = {"Content-Type": "application/json"}
         if secret:
-            self._headers[SECRET_HEADER] = secret
+            self._headers[CLUSTER_SECRET_HEADER] = secret
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
         self._current: str | None = self._addresses[0] if self._addresses else None
