@@ -642,7 +642,15 @@ def test_messages_survive_json(msg: Message) -> None:
 @pytest.mark.parametrize(
     "bad",
     [{}, {"type": "Nope"}, {"type": "TimeoutNow", "src": 1, "dst": 2}, {"type": "TimeoutNow", "src": "1", "dst": 2, "term": 1},
-     {"type": "PreVoteReply", "src": 1, "dst": 2, "term": 1, "granted": 1}],
+     {"type": "PreVoteReply", "src": 1, "dst": 2, "term": 1, "granted": 1},
+     {"type": "TimeoutNow", "src": 1, "dst": 2, "term": -1},
+     # entries must run on from prev_index, in terms that never go back or pass the message's own
+     {"type": "AppendEntries", "src": 1, "dst": 2, "term": 2, "prev_index": 3, "prev_term": 1, "commit": 0,
+      "entries": [[5, 1, ""]]},
+     {"type": "AppendEntries", "src": 1, "dst": 2, "term": 2, "prev_index": 3, "prev_term": 1, "commit": 0,
+      "entries": [[4, 2, ""], [5, 1, ""]]},
+     {"type": "AppendEntries", "src": 1, "dst": 2, "term": 2, "prev_index": 3, "prev_term": 1, "commit": 0,
+      "entries": [[4, 3, ""]]}],
 )
 def test_malformed_messages_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
@@ -650,11 +658,16 @@ def test_malformed_messages_are_refused(bad: dict) -> None:
 
 
 @given(
-    st.lists(st.tuples(st.integers(1, 10**9), st.integers(0, 10**6), st.text()), max_size=5),
+    st.integers(0, 10**9),
+    st.lists(st.tuples(st.integers(0, 3), st.text()), max_size=5),
     st.integers(0, 10**9),
 )
-def test_append_entries_round_trip(raw: list[tuple[int, int, str]], commit: int) -> None:
-    msg = AppendEntries(src=1, dst=2, term=1, prev_index=0, prev_term=0, entries=tuple(Entry(*r) for r in raw), commit=commit)
+def test_append_entries_round_trip(prev_index: int, raw: list[tuple[int, str]], commit: int) -> None:
+    term, entries = 1, []
+    for offset, (step, data) in enumerate(raw, start=1):
+        term += step
+        entries.append(Entry(prev_index + offset, term, data))
+    msg = AppendEntries(src=1, dst=2, term=term, prev_index=prev_index, prev_term=1, entries=tuple(entries), commit=commit)
     assert message_from_dict(json.loads(json.dumps(message_to_dict(msg)))) == msg
 
 

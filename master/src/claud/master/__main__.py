@@ -11,6 +11,7 @@ import uvicorn
 from claud.api.logfmt import configure_logging, log_event
 from claud.api.settings_cli import parse_settings
 from claud.master.auth import ConfigError
+from claud.master.connection_guard import connection_budget, guarded_protocol, raise_file_limit
 from claud.api.addresses import parse_host_port
 from claud.master.settings import MasterSettings
 
@@ -32,11 +33,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"{PROG}: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as exc:  # the data directory cannot be read back: stop, say why
+        print(f"{PROG}: cannot recover from {settings.data_dir}: {exc!r}", file=sys.stderr)
+        raise SystemExit(1) from None
     node = app.state.node
     host, port = parse_host_port(settings.listen)
     log_event(logging.getLogger("claud.master"), "master.starting", listen=settings.listen,
               data_dir=str(settings.data_dir), token_file=str(node.token_path))
-    uvicorn.run(app, host=host, port=port, log_config=None, workers=1, timeout_graceful_shutdown=3)
+    file_limit = raise_file_limit()
+    budget = connection_budget(settings.max_connections, file_limit)
+    log_event(logging.getLogger("claud.master"), "master.connections", max_connections=budget, file_limit=file_limit)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, workers=1, timeout_graceful_shutdown=3,
+        http=guarded_protocol(budget, settings.request_header_timeout),
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from claud.api import (
     JobList,
     JobSpec,
     JobState,
+    validate_idempotency_key,
     JobView,
     MasterView,
     NodeList,
@@ -44,13 +45,14 @@ from claud.api import (
     WatchRequest,
 )
 from claud.api.logfmt import log_event
-from claud.master import ops
+from claud.master import ops, strict_json
+from claud.master.body_limit import BodyLimitMiddleware, replay
 from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, cluster_secret_headers, same_secret
 from claud.master.dashboard import DASHBOARD_HTML
 from claud.master.metrics import render_metrics
 from claud.master.node import MasterNode, NotLeader, utcnow
 from claud.master.raft import Role
-from claud.master.replication import NoLeader, NotCommitted, outcome_to_dict
+from claud.master.replication import NoLeader, NotCommitted, OutcomeUnknown, outcome_to_dict
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
 
@@ -158,7 +160,7 @@ class RaftTransport:
             return
         body = await _read_body(receive)
         try:
-            self.node.log.receive(json.loads(body)["messages"])
+            self.node.log.receive(strict_json.loads(body)["messages"])
         except (ValueError, KeyError, TypeError) as exc:
             response = error_response(400, "malformed_message", f"not a batch of consensus messages: {exc}")
             await response(scope, receive, send)
@@ -197,14 +199,14 @@ class SubmitFastPath:
         body = await _read_body(receive)
         spec = None
         if content_type.partition(b";")[0].strip().lower() == b"application/json" and (
-            not keys or (len(keys) == 1 and len(keys[0]) <= MAX_IDEMPOTENCY_KEY)
+            not keys or (len(keys) == 1 and _legal_key(keys[0]))
         ):
             try:
                 spec = JobSpec.model_validate_json(body)
             except ValidationError:
                 pass
         if spec is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         try:
             response = await submit(self.node, spec, keys[0].decode("latin-1") if keys else None)
@@ -217,6 +219,7 @@ class SubmitFastPath:
 
 
 async def _read_body(receive: Receive) -> bytes:
+    """The body BodyLimitMiddleware has already read (and bounded), as one message."""
     chunks = []
     while True:
         message = await receive()
@@ -228,18 +231,20 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands the already-read body to the next app, then the connection's own messages."""
-    sent = False
+def _legal_key(raw: bytes) -> bool:
+    try:
+        validate_idempotency_key(raw.decode("utf-8"))
+    except ValueError:
+        return False
+    return True
 
-    async def replay() -> Any:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
 
-    return replay
+def idempotency_key_from_header(raw: str) -> str:
+    """The ``Idempotency-Key`` header, held to the rules of the ``idempotency_key`` field."""
+    try:
+        return validate_idempotency_key(raw)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_spec", f"Idempotency-Key header: {exc}", "Idempotency-Key") from None
 
 
 # ---------------------------------------------------------------------- jobs
@@ -258,6 +263,7 @@ def _get_job(node: MasterNode, job_id: str) -> JobRecord:
 async def submit_job(
     spec: JobSpec,
     node: NodeDep,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> Any:
     """Submit a job; answered once the entry is durable on a quorum of masters.
@@ -267,17 +273,24 @@ async def submit_job(
     """
     # Well-formed submits are answered by SubmitFastPath; this route serves the
     # rest (and the OpenAPI schema), with the same logic.
+    given = request.headers.getlist("idempotency-key")
+    if len(given) > 1:
+        raise ApiError(422, "invalid_spec", f"Idempotency-Key header given {len(given)} times; send one",
+                       "Idempotency-Key")
     return await submit(node, spec, idempotency_key)
 
 
 async def submit(node: MasterNode, spec: JobSpec, idempotency_key: str | None) -> JSONResponse:
     """Propose the job and render it: 201 when created, 200 when the key names an existing one."""
     if idempotency_key is not None:
+        idempotency_key = idempotency_key_from_header(idempotency_key)
         if spec.idempotency_key is not None and spec.idempotency_key != idempotency_key:
             raise ApiError(
                 422, "invalid_spec", "Idempotency-Key header and idempotency_key field differ", "idempotency_key"
             )
-        spec = spec.model_copy(update={"idempotency_key": idempotency_key})
+        if spec.idempotency_key is None:
+            # Through validation, never model_copy(update=...): only a valid spec may enter the log.
+            spec = spec.with_idempotency_key(idempotency_key)
     for _ in range(3):  # a fresh id collides with an existing one only by (rare) chance
         outcome = await node.propose(ops.SubmitJob(at=utcnow(), job_id=secrets.token_hex(6), spec=spec))
         if outcome.ok or "already exists" not in outcome.message:
@@ -473,7 +486,7 @@ async def whoami(node: NodeDep) -> dict[str, Any]:
 async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
     """Writes a follower forwarded, in a batch; each answered once committed, like a direct one."""
     try:
-        batch = [ops.operation_adapter.validate_python(raw) for raw in json.loads(await request.body())["ops"]]
+        batch = [ops.operation_adapter.validate_python(raw) for raw in strict_json.loads(await request.body())["ops"]]
     except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError included
         raise ApiError(400, "malformed_operation", f"not a batch of operations: {exc}") from None
     if not node.is_leader:
@@ -484,6 +497,8 @@ async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
             results.append(outcome_to_dict(result))
         elif isinstance(result, NotCommitted):
             results.append({"error": {"code": "not_committed", "message": str(result)}})
+        elif isinstance(result, OutcomeUnknown):
+            results.append({"error": {"code": "outcome_unknown", "message": str(result)}})
         elif isinstance(result, NoLeader):
             results.append({"error": {"code": "no_leader", "message": str(result)}})
         else:
@@ -550,6 +565,10 @@ def known_error_response(exc: Exception, node: MasterNode) -> JSONResponse | Non
         return error_response(
             503, "not_committed", f"{exc}; retry with the same idempotency key", headers={"Retry-After": "1"}
         )
+    if isinstance(exc, OutcomeUnknown):
+        return error_response(
+            503, "outcome_unknown", f"{exc}; retry with the same idempotency key", headers={"Retry-After": "1"}
+        )
     if isinstance(exc, NotLeader):
         body = {
             "error": {"code": "not_leader", "message": str(exc), "field": None},
@@ -581,13 +600,22 @@ def create_app(settings: MasterSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.node = node
+    # Each added middleware wraps the ones before it: auth runs first, then the
+    # body is read within its limits, then the two fast paths.
     app.add_middleware(SubmitFastPath, node=node)
     app.add_middleware(RaftTransport, node=node)
-    app.add_middleware(TokenAuthMiddleware, node=node)  # added last: runs first
+    app.add_middleware(
+        BodyLimitMiddleware,
+        public_limit=settings.max_request_bytes,
+        internal_limit=settings.max_internal_request_bytes,
+        read_timeout=settings.request_read_timeout,
+    )
+    app.add_middleware(TokenAuthMiddleware, node=node)
 
     @app.exception_handler(ApiError)
     @app.exception_handler(NoLeader)
     @app.exception_handler(NotCommitted)
+    @app.exception_handler(OutcomeUnknown)
     @app.exception_handler(NotLeader)
     async def _known_error(request: Request, exc: Exception) -> JSONResponse:
         response = known_error_response(exc, node)
@@ -611,6 +639,12 @@ def create_app(settings: MasterSettings) -> FastAPI:
             msg = "unknown field" if err.get("type") == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {msg}" if where else msg)
         return error_response(422, "invalid_spec", "; ".join(problems), field)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette still logs the traceback; the client gets the error body every other status has.
+        log_event(log, "api.error", logging.ERROR, path=request.url.path, error=repr(exc)[:500])
+        return error_response(500, "internal_error", f"the master failed to answer: {type(exc).__name__}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

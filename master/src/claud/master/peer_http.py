@@ -29,7 +29,15 @@ MAX_HEAD_BYTES = 16 * 1024
 
 
 class PeerHttpError(Exception):
-    """The exchange failed: no connection, a broken or odd response, or a timeout."""
+    """The exchange failed: no connection, a broken or odd response, or a timeout.
+
+    ``sent`` says whether the request had been written when it failed: after
+    that the peer may have acted on it, so a write's fate is unknown.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class PeerResponse:
@@ -53,20 +61,22 @@ class PeerConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._address: str | None = None
         self._last_used = 0.0
+        self._sent = False
 
     async def post(
         self, address: str, path: str, body: bytes, timeout: float, headers: dict[str, str] | None = None
     ) -> PeerResponse:
         """POST a JSON ``body``; a failure of any kind closes the connection, so the next call starts clean."""
+        self._sent = False
         try:
             async with asyncio.timeout(timeout):  # unlike wait_for, no task per request
                 return await self._exchange(address, path, body, headers)
         except TimeoutError:
             self.close()
-            raise PeerHttpError(f"no answer from {address} within {timeout:g}s") from None
+            raise PeerHttpError(f"no answer from {address} within {timeout:g}s", sent=self._sent) from None
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.close()
-            raise PeerHttpError(f"{address}: {type(exc).__name__}: {exc}") from None
+            raise PeerHttpError(f"{address}: {type(exc).__name__}: {exc}", sent=self._sent) from None
         except BaseException:
             self.close()  # cancelled mid-exchange: the stream is in an unknown place
             raise
@@ -94,6 +104,7 @@ class PeerConnection:
             head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head += "\r\n"
         self._writer.write(head.encode("latin-1") + body)
+        self._sent = True
         await self._writer.drain()
         response = await self._read_response(self._reader)
         self._last_used = time.monotonic()

@@ -96,7 +96,7 @@ class PeerLink:
                         address, "/v1/internal/raft", json.dumps({"messages": batch}).encode(), SEND_TIMEOUT
                     )
                     if resp.status >= 300:
-                        raise PeerHttpError(f"answered {resp.status}: {resp.body[:200]!r}")
+                        raise PeerHttpError(f"answered {resp.status}: {resp.body[:200]!r}", sent=True)
                     if not self.reachable:
                         log_event(log, "peer.reachable", master=self.peer_id, address=address)
                     self.reachable = True

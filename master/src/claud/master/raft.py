@@ -236,14 +236,23 @@ def message_from_dict(d: dict[str, Any]) -> Message:
             else:
                 value = _int(value)
             kwargs[f.name] = value
-        return cls(**kwargs)
+        msg = cls(**kwargs)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed raft message: {exc!r}") from exc
+    if isinstance(msg, AppendEntries):
+        # The core relies on a batch being the run of entries right after prev_index,
+        # in terms that never go back and never pass the sender's own.
+        expected, last_term = msg.prev_index + 1, msg.prev_term
+        for entry in msg.entries:
+            if entry.index != expected or not last_term <= entry.term <= msg.term:
+                raise ValueError(f"malformed raft message: entry {entry.index} (term {entry.term}) out of sequence")
+            expected, last_term = expected + 1, entry.term
+    return msg
 
 
 def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected an integer, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
     return v
 
 

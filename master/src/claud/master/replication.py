@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -43,12 +44,31 @@ SNAPSHOT_WARMUP_CHUNK = 500
 COMMIT_INDEX_SAVE_INTERVAL = 0.5
 
 
+#: The exit status of a fail-stop (EX_SOFTWARE), apart from a configuration error's 2.
+FAIL_STOP_EXIT_CODE = 70
+
+
 class NoLeader(Exception):
     """No leader is known, or it cannot be reached: the write may be retried."""
 
 
 class NotCommitted(Exception):
-    """The entry was overwritten by another leader's, or did not commit in time."""
+    """The entry was overwritten by another leader's: it did not and will not commit."""
+
+
+class OutcomeUnknown(Exception):
+    """The write may or may not commit: it timed out after the leader took it, or
+    a snapshot superseded it. Retrying with the same idempotency key is safe."""
+
+
+def fail_stop(event: str, exc: BaseException, **fields: Any) -> None:
+    """Exit at once with one clear line: a master whose disk or consensus loop has
+    failed must not go on serving frozen tables while saying it is ready. Nothing
+    is cleaned up (the store may be what failed); a restart recovers from disk."""
+    log_event(log, event, logging.CRITICAL, error=repr(exc)[:500], action="exiting; restart recovers from disk",
+              **fields)
+    logging.shutdown()
+    os._exit(FAIL_STOP_EXIT_CODE)
 
 
 def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
@@ -216,7 +236,9 @@ class ReplicatedLog:
         try:
             return await asyncio.wait_for(fut, self._propose_timeout)
         except TimeoutError:
-            raise NotCommitted(f"entry {entry.index} was not committed within {self._propose_timeout:g}s") from None
+            raise OutcomeUnknown(
+                f"entry {entry.index} was not committed within {self._propose_timeout:g}s; it may still commit"
+            ) from None
 
     async def _forward(self, op: ops.Operation) -> Outcome:
         """Queue ``op`` for the leader; writes arriving together travel in one request."""
@@ -256,6 +278,8 @@ class ReplicatedLog:
                         fut.set_result((outcome_from_dict(result), index))
                     elif error.get("code") == "not_committed":
                         fut.set_exception(NotCommitted(error["message"]))
+                    elif error.get("code") == "outcome_unknown":
+                        fut.set_exception(OutcomeUnknown(error["message"]))
                     else:
                         fut.set_exception(NoLeader(error.get("message", "the leader refused")))
         finally:
@@ -273,6 +297,8 @@ class ReplicatedLog:
         try:
             resp = await connection.post(address, "/v1/internal/propose", body.encode(), self._propose_timeout + 1)
         except PeerHttpError as exc:
+            if exc.sent:  # the leader may have taken the batch before the answer was lost
+                raise OutcomeUnknown(f"no answer from leader {leader_id} after forwarding: {exc}") from None
             raise NoLeader(f"leader {leader_id} unreachable: {exc}") from None
         try:
             answer = json.loads(resp.body)
@@ -287,7 +313,7 @@ class ReplicatedLog:
         deadline = time.monotonic() + timeout
         while self.state.applied_index < index:
             if time.monotonic() > deadline:
-                raise NotCommitted(f"entry {index} committed but not yet applied on master {self.node_id}")
+                raise OutcomeUnknown(f"entry {index} committed but not yet applied on master {self.node_id}")
             fut = asyncio.get_running_loop().create_future()
             self._applied_waiters.append(fut)
             try:
@@ -328,10 +354,11 @@ class ReplicatedLog:
                 self._notice_role()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug here must not silently stop consensus
-                log_event(log, "raft.loop_error", logging.ERROR, error=repr(exc))
-                log.exception("raft loop error")
-                await asyncio.sleep(0.1)
+            except Exception as exc:
+                # A disk that refuses a write, a snapshot that does not restore, a bug:
+                # carrying on would serve tables that no longer advance.
+                log.error("consensus loop failed", exc_info=exc)
+                fail_stop("master.fail_stop", exc, index=self.state.applied_index, term=self.core.term)
 
     async def _handle_ready(self) -> None:
         # Persist (fsync), then send, then apply, then advance: the order Raft's safety rests on.
@@ -404,7 +431,7 @@ class ReplicatedLog:
         for i in [i for i in self._waiting if i <= index]:
             _, fut = self._waiting.pop(i)
             if not fut.done():
-                fut.set_exception(NotCommitted(f"entry {i} was superseded by a snapshot"))
+                fut.set_exception(OutcomeUnknown(f"entry {i} was superseded by a snapshot"))
 
     async def _warm_up_snapshot(self) -> None:
         """Encode changed rows ahead of the snapshot, a chunk per loop turn, so
@@ -440,8 +467,7 @@ class ReplicatedLog:
         try:
             snapshot, saved = await asyncio.to_thread(join_and_store)
         except Exception as exc:
-            log_event(log, "snapshot.failed", logging.ERROR, index=index, error=repr(exc))
-            return
+            fail_stop("snapshot.failed", exc, index=index)
         finally:
             self._saving = None
         if saved:

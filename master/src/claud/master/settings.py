@@ -67,6 +67,24 @@ class MasterSettings(BaseSettings):
     node_touch_interval: float = Field(5.0, gt=0, description="how often heartbeat times are replicated")
     watch_max_wait: float = Field(15.0, gt=0, description="longest a slave's watch long-poll is held")
     log_level: str = Field("info", description="debug, info, warning or error")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=4096, description="largest public request body, bytes; a larger one answers 413"
+    )
+    max_internal_request_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024,
+        description="largest master<->master or slave request body, bytes (a snapshot travels in one)",
+    )
+    request_read_timeout: float = Field(
+        30.0, gt=0, description="a request body not received within this answers 408"
+    )
+    request_header_timeout: float = Field(
+        10.0, gt=0, description="a connection that sends no complete request headers within this is closed"
+    )
+    max_connections: int = Field(
+        4096, ge=16,
+        description="open client connections at most (also kept below the open-files limit); "
+        "at the cap the longest-idle connection is closed to make room",
+    )
 
     @field_validator("peers", mode="before")
     @classmethod
