@@ -12,10 +12,26 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from claud.api.jobs import Resources
-from claud.api.nodes import HostUsage
+from claud.api.jobs import (
+    MAX_EXIT_CODE,
+    Address,
+    Command,
+    Environment,
+    JobId,
+    Labels,
+    LongId,
+    Message,
+    NodeId,
+    Resources,
+)
+from claud.api.jobs import WireModel as BaseModel
+from claud.api.nodes import MAX_CPUS, MAX_MB, HostUsage
+
+#: Allocations one heartbeat may report, and one slave may be told about.
+MAX_ALLOCATIONS = 100_000
+MAX_VERSION = 2**63 - 1
 
 #: Carries the cluster secret on every master<->master and master<->slave request.
 CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
@@ -32,12 +48,12 @@ class ContainerState(StrEnum):
 class AllocationStatus(BaseModel):
     """What the slave observes about one allocation's container."""
 
-    alloc_id: str
-    job_id: str
+    alloc_id: LongId
+    job_id: JobId
     state: ContainerState
-    container_id: str | None = None
-    exit_code: int | None = None
-    message: str | None = None
+    container_id: LongId | None = None
+    exit_code: int | None = Field(None, ge=-(2**31), le=MAX_EXIT_CODE)
+    message: Message | None = Field(None, description="cut to 4096 characters")
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -50,27 +66,27 @@ class DesiredState(StrEnum):
 class Allocation(BaseModel):
     """What the masters want one slave to do about one allocation."""
 
-    alloc_id: str
-    job_id: str
-    attempt: int
+    alloc_id: LongId
+    job_id: JobId
+    attempt: int = Field(..., ge=0, le=MAX_VERSION)
     desired: DesiredState
-    image: str
-    command: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    image: str = Field(..., max_length=255)
+    command: Command = Field(default_factory=list)
+    env: Environment = Field(default_factory=dict)
     resources: Resources
-    stop_timeout: float = 5.0
+    stop_timeout: float = Field(5.0, ge=0, le=600)
 
 
 class Heartbeat(BaseModel):
     """Sent by a slave every heartbeat interval, and at once when a container changes."""
 
-    node_id: str
-    address: str = Field(..., description="host:port where the slave serves container logs")
-    labels: dict[str, str] = Field(default_factory=dict)
-    cpu_total: float
-    memory_mb_total: int
+    node_id: NodeId
+    address: Address = Field(..., description="host:port where the slave serves container logs")
+    labels: Labels = Field(default_factory=dict)
+    cpu_total: float = Field(..., ge=0, le=MAX_CPUS)
+    memory_mb_total: int = Field(..., ge=0, le=MAX_MB)
     usage: HostUsage = Field(default_factory=HostUsage)
-    allocations: list[AllocationStatus] = Field(default_factory=list)
+    allocations: list[AllocationStatus] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
 
 
 class Assignments(BaseModel):
@@ -89,6 +105,6 @@ class Assignments(BaseModel):
 
 
 class WatchRequest(BaseModel):
-    node_id: str
-    known_version: int
+    node_id: NodeId
+    known_version: int = Field(..., ge=0, le=MAX_VERSION)
     wait_seconds: float = Field(10.0, ge=0, le=60)

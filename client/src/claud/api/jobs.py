@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # Docker's reference grammar (distribution/reference): an optional registry
 # host[:port], lowercase path components joined by separators, an optional tag
@@ -25,15 +26,173 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 IMAGE_REFERENCE = re.compile(
     rf"^{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$"
 )
+# Patterns are used with ``fullmatch`` (``$`` alone would let a trailing newline through).
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
+#: Ids of jobs and slaves (the slave's ``--id`` follows the same rule).
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+#: Allocation ids are ``<job id>-<attempt>``; container ids are the runtime's.
+LONG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+#: ``host:port`` as slaves advertise it; IPv6 in brackets.
+ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_.-]{1,253}):[0-9]{1,5}")
+
+# ------------------------------------------------------------------ limits
+# Docker and Kubernetes set no tighter rules that CLAUD relies on; these keep a
+# single spec (one log entry) well under a megabyte.
+MAX_COMMAND_ARGS = 1024
+MAX_ARG_BYTES = 16 * 1024
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_ENV_VARS = 1024
+MAX_ENV_BYTES = 64 * 1024  # the sum of len("NAME=value") in UTF-8 bytes
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 63  # Kubernetes' limit for label values
+MAX_IDEMPOTENCY_KEY = 200
+MAX_MESSAGE = 4096  # messages and reasons longer than this are cut, not refused
+MAX_REASON = 16 * 1024
+MAX_EXIT_CODE = 2**31 - 1
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: What an idempotency key (field or ``Idempotency-Key`` header) may be: 1-200
+#: characters, none of them a control character or a lone surrogate.
+IDEMPOTENCY_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,200}")
 
 
-class StrictModel(BaseModel):
-    """Base for every wire model: unknown fields are an error, not a no-op."""
+def valid_unicode(value: str) -> str:
+    """Refuse text with lone surrogates: it cannot be encoded, so no replica could store it."""
+    if not value.isascii() and _SURROGATE.search(value):
+        raise ValueError("contains a lone surrogate (text that is not valid Unicode)")
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+def printable(value: str) -> str:
+    """Valid Unicode without control characters."""
+    valid_unicode(value)
+    if _CONTROL.search(value):
+        raise ValueError("contains a control character")
+    return value
+
+
+def validate_idempotency_key(value: str) -> str:
+    """The rule for ``idempotency_key`` and the ``Idempotency-Key`` header; ValueError says why not."""
+    if not isinstance(value, str):
+        raise ValueError("idempotency key must be a string")
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+            raise ValueError(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters, got {len(value)}")
+        raise ValueError("idempotency key may not contain control characters or lone surrogates")
+    return value
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def clip(limit: int) -> AfterValidator:
+    """Informational text: lone surrogates become U+FFFD and overlong text is cut
+    to ``limit`` characters, so a chatty error never makes a whole report invalid."""
+
+    def check(value: str) -> str:
+        if not value.isascii():
+            value = _SURROGATE.sub("\ufffd", value)
+        return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+    return AfterValidator(check)
+
+
+#: A job id.
+JobId = Annotated[str, StringConstraints(min_length=1, max_length=63), _pattern(ID, "id")]
+#: A slave id.
+NodeId = Annotated[str, StringConstraints(min_length=1, max_length=63), _pattern(ID, "node id")]
+#: An allocation id (``<job id>-<attempt>``) or a container id.
+LongId = Annotated[str, StringConstraints(min_length=1, max_length=128), _pattern(LONG_ID, "id")]
+#: ``host:port``.
+Address = Annotated[str, StringConstraints(min_length=3, max_length=261), _pattern(ADDRESS, "host:port address")]
+#: A message (cut at MAX_MESSAGE characters).
+Message = Annotated[str, clip(MAX_MESSAGE)]
+#: A scheduler's pending reason (cut at MAX_REASON characters).
+Reason = Annotated[str, clip(MAX_REASON)]
+
+
+def _utf8_len(value: str) -> int:
+    return len(value) if value.isascii() else len(value.encode("utf-8"))
+
+
+def check_command(command: list[str]) -> list[str]:
+    if len(command) > MAX_COMMAND_ARGS:
+        raise ValueError(f"at most {MAX_COMMAND_ARGS} arguments, got {len(command)}")
+    total = 0
+    for i, arg in enumerate(command):
+        try:
+            valid_unicode(arg)
+        except ValueError as exc:
+            raise ValueError(f"argument {i} {exc}") from None
+        if "\x00" in arg:
+            raise ValueError("command arguments may not contain NUL bytes")
+        size = _utf8_len(arg)
+        if size > MAX_ARG_BYTES:
+            raise ValueError(f"argument {i} is {size} bytes; at most {MAX_ARG_BYTES}")
+        total += size
+    if total > MAX_COMMAND_BYTES:
+        raise ValueError(f"arguments total {total} bytes; at most {MAX_COMMAND_BYTES}")
+    return command
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    if len(env) > MAX_ENV_VARS:
+        raise ValueError(f"at most {MAX_ENV_VARS} variables, got {len(env)}")
+    total = 0
+    for key, value in env.items():
+        if not ENV_NAME.fullmatch(key):
+            raise ValueError(f"invalid environment variable name {key[:80]!r}")
+        try:
+            valid_unicode(value)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {key!r} {exc}") from None
+        if "\x00" in value:
+            raise ValueError(f"environment variable {key!r} contains a NUL byte")
+        total += len(key) + 1 + _utf8_len(value)
+    if total > MAX_ENV_BYTES:
+        raise ValueError(f"environment totals {total} bytes; at most {MAX_ENV_BYTES}")
+    return env
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if not LABEL_KEY.fullmatch(key):
+            raise ValueError(f"invalid label key {key[:80]!r}")
+        if len(value) > MAX_LABEL_VALUE:
+            raise ValueError(f"label {key!r}: value is {len(value)} characters; at most {MAX_LABEL_VALUE}")
+        try:
+            printable(value)
+        except ValueError as exc:
+            raise ValueError(f"label {key!r}: value {exc}") from None
+    return labels
+
+
+Command = Annotated[list[str], AfterValidator(check_command)]
+Environment = Annotated[dict[str, str], AfterValidator(check_env)]
+Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+
+
+class WireModel(BaseModel):
+    """Base for the wire models: no NaN or infinity (JSON's 1e400 included) in any float."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class StrictModel(WireModel):
+    """Base for every user-facing wire model: unknown fields are an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class JobType(StrEnum):
@@ -85,17 +244,13 @@ class RestartPolicy(StrictModel):
 
 
 class Constraints(StrictModel):
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="the slave must carry every one of these labels"
+    labels: Labels = Field(
+        default_factory=dict,
+        description=(
+            f"the slave must carry every one of these labels; at most {MAX_LABELS}, keys 1-63 characters "
+            f"(letters, digits, '_', '.', '/', '-'), values at most {MAX_LABEL_VALUE} characters, no control characters"
+        ),
     )
-
-    @field_validator("labels")
-    @classmethod
-    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
-            if not LABEL_KEY.match(key):
-                raise ValueError(f"invalid label key {key!r}")
-        return labels
 
 
 class JobSpec(StrictModel):
@@ -103,10 +258,20 @@ class JobSpec(StrictModel):
 
     name: str = Field(..., description="human name; need not be unique")
     image: str = Field(..., description="a Docker image reference present on the slaves")
-    command: list[str] = Field(
-        default_factory=list, max_length=1024, description="argv; empty runs the image's default"
+    command: Command = Field(
+        default_factory=list,
+        description=(
+            f"argv; empty runs the image's default. At most {MAX_COMMAND_ARGS} arguments of at most "
+            f"{MAX_ARG_BYTES} bytes each, {MAX_COMMAND_BYTES} bytes in all; no NUL bytes"
+        ),
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Environment = Field(
+        default_factory=dict,
+        description=(
+            f"environment variables; at most {MAX_ENV_VARS}, names [A-Za-z_][A-Za-z0-9_]* of at most 256 characters, "
+            f"{MAX_ENV_BYTES} bytes of NAME=value in all; no NUL bytes"
+        ),
+    )
     resources: Resources = Field(default_factory=Resources)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     type: JobType = JobType.BATCH
@@ -114,12 +279,32 @@ class JobSpec(StrictModel):
     stop_timeout: float = Field(
         5.0, ge=0, le=600, description="seconds between SIGTERM and SIGKILL when stopping"
     )
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        description=(
+            f"1-{MAX_IDEMPOTENCY_KEY} characters, no control characters; a retry with the same key "
+            "returns the job the first attempt created"
+        ),
+    )
+
+    def with_idempotency_key(self, key: str | None) -> JobSpec:
+        """This spec with ``key`` as its idempotency key, validated in full
+        (never ``model_copy(update=...)``: that skips validation)."""
+        if key is None:
+            return self
+        return type(self).model_validate({**self.model_dump(), "idempotency_key": key})
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _idempotency_key(cls, key: str | None) -> str | None:
+        return None if key is None else validate_idempotency_key(key)
 
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not JOB_NAME.match(name):
+        if not JOB_NAME.fullmatch(name):
             raise ValueError(
                 "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
             )
@@ -128,26 +313,9 @@ class JobSpec(StrictModel):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str) -> str:
-        if len(image) > 255 or not IMAGE_REFERENCE.match(image):
-            raise ValueError(f"{image!r} is not a valid Docker image reference")
+        if len(image) > 255 or not IMAGE_REFERENCE.fullmatch(image):
+            raise ValueError(f"{image[:300]!r} is not a valid Docker image reference")
         return image
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, env: dict[str, str]) -> dict[str, str]:
-        for key, value in env.items():
-            if not ENV_NAME.match(key):
-                raise ValueError(f"invalid environment variable name {key!r}")
-            if "\x00" in value:
-                raise ValueError(f"environment variable {key!r} contains a NUL byte")
-        return env
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, command: list[str]) -> list[str]:
-        if any("\x00" in arg for arg in command):
-            raise ValueError("command arguments may not contain NUL bytes")
-        return command
 
 
 class JobEvent(BaseModel):

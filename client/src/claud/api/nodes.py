@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from claud.api.jobs import WireModel as BaseModel
+
+#: Bounds of what a slave may advertise or report: far above any real host,
+#: low enough that sums stay exact and every JSON reader copes.
+MAX_CPUS = 65_536
+MAX_MB = 2**40  # 1 EiB in MiB
 
 
 class NodeRole(StrEnum):
@@ -32,10 +39,10 @@ class NodeResources(BaseModel):
 class HostUsage(BaseModel):
     """What psutil (or the cgroup) observed on the slave; informational only."""
 
-    cpu_percent: float = 0.0
-    memory_mb_available: int = 0
-    disk_mb_total: int = 0
-    disk_mb_free: int = 0
+    cpu_percent: float = Field(0.0, ge=0, le=100 * MAX_CPUS)
+    memory_mb_available: int = Field(0, ge=0, le=MAX_MB)
+    disk_mb_total: int = Field(0, ge=0, le=MAX_MB)
+    disk_mb_free: int = Field(0, ge=0, le=MAX_MB)
 
 
 class NodeView(BaseModel):

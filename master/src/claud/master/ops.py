@@ -8,73 +8,102 @@ the network.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
+from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
+from claud.api.agent import MAX_ALLOCATIONS
+from claud.api.jobs import Address, JobId, Labels, Message, NodeId, Reason
+from claud.api.jobs import WireModel as BaseModel
+from claud.api.nodes import MAX_CPUS, MAX_MB
+
+#: Timestamps an operation may carry. The upper bound leaves room for every
+#: sum apply makes (a restart backoff) below ``datetime.max``.
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+#: Items in one plan, one report or one touch; far above a real cluster's.
+MAX_ITEMS = 1_000_000
+
+
+class InvalidOperation(ValueError):
+    """An operation that could not be encoded as an entry every replica can apply."""
+
+
+def _utc(at: datetime) -> datetime:
+    """In UTC, and in range: apply compares and adds timestamps, so every one must be aware and bounded."""
+    if not MIN_TIME <= at < MAX_TIME:
+        raise ValueError(f"must be between {MIN_TIME.isoformat()} and {MAX_TIME.isoformat()}")
+    return at.astimezone(UTC)
+
+
+#: An aware timestamp, normalised to UTC.
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class _Op(BaseModel):
-    at: datetime = Field(..., description="proposer's wall clock, UTC; the time of every event it causes")
+    at: Timestamp = Field(..., description="proposer's wall clock, UTC; the time of every event it causes")
 
 
 class SubmitJob(_Op):
     kind: Literal["submit_job"] = "submit_job"
-    job_id: str
+    job_id: JobId
     spec: JobSpec
 
 
 class Placement(BaseModel):
-    job_id: str
-    node_id: str
+    job_id: JobId
+    node_id: NodeId
 
 
 class ApplyPlan(_Op):
     """A scheduler plan. Apply re-checks every placement against the newest state."""
 
     kind: Literal["apply_plan"] = "apply_plan"
-    placements: list[Placement] = Field(default_factory=list)
-    unplaced: dict[str, str] = Field(default_factory=dict, description="job id -> pending reason")
+    placements: list[Placement] = Field(default_factory=list, max_length=MAX_ITEMS)
+    unplaced: dict[JobId, Reason] = Field(
+        default_factory=dict, max_length=MAX_ITEMS, description="job id -> pending reason"
+    )
 
 
 class RegisterNode(_Op):
     """A slave appeared, changed its advertised capacity or labels, or came back."""
 
     kind: Literal["register_node"] = "register_node"
-    node_id: str
-    address: str
-    labels: dict[str, str] = Field(default_factory=dict)
-    cpu_total: float
-    memory_mb_total: int
+    node_id: NodeId
+    address: Address
+    labels: Labels = Field(default_factory=dict)
+    cpu_total: float = Field(..., ge=0, le=MAX_CPUS)
+    memory_mb_total: int = Field(..., ge=0, le=MAX_MB)
 
 
 class ReportAllocations(_Op):
     """Container states a slave observed that differ from what the tables say."""
 
     kind: Literal["report_allocations"] = "report_allocations"
-    node_id: str
-    statuses: list[AllocationStatus]
+    node_id: NodeId
+    statuses: list[AllocationStatus] = Field(..., max_length=MAX_ALLOCATIONS)
 
 
 class StopJob(_Op):
     kind: Literal["stop_job"] = "stop_job"
-    job_id: str
+    job_id: JobId
 
 
 class SetNodeState(_Op):
     """The failure detector's verdicts: alive, suspect or dead (dead loses its jobs)."""
 
     kind: Literal["set_node_state"] = "set_node_state"
-    node_id: str
+    node_id: NodeId
     state: NodeState
-    reason: str = ""
+    reason: Message = ""
 
 
 class SetDrain(_Op):
     kind: Literal["set_drain"] = "set_drain"
-    node_id: str
+    node_id: NodeId
     draining: bool
 
 
@@ -82,8 +111,8 @@ class TouchNodes(_Op):
     """Last heartbeat times, committed now and then so followers can show them."""
 
     kind: Literal["touch_nodes"] = "touch_nodes"
-    heartbeats: dict[str, datetime]
-    usage: dict[str, HostUsage] = Field(default_factory=dict)
+    heartbeats: dict[NodeId, Timestamp] = Field(..., max_length=MAX_ITEMS)
+    usage: dict[NodeId, HostUsage] = Field(default_factory=dict, max_length=MAX_ITEMS)
 
 
 class Noop(_Op):
@@ -100,8 +129,17 @@ operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)
 
 
 def encode(op: Operation) -> str:
-    return op.model_dump_json()
+    """The entry for ``op``, checked to decode again: only what every replica can
+    apply enters the log, even when a part of ``op`` was built without validation
+    (``model_construct``, ``model_copy(update=...)``). InvalidOperation if not."""
+    try:
+        data = op.model_dump_json()
+        operation_adapter.validate_json(data)
+    except (ValueError, PydanticSerializationError) as exc:
+        raise InvalidOperation(f"{op.kind}: {exc}") from None
+    return data
 
 
 def decode(data: str | bytes) -> Operation:
+    """The operation in an entry; ValidationError (a ValueError) if it holds none."""
     return operation_adapter.validate_json(data)

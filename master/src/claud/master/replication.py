@@ -372,7 +372,9 @@ class ReplicatedLog:
         if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
             # Restoring costs seconds for a big table: in a thread, the loop keeps
             # answering (reads see the old tables until the new ones are whole).
+            rejected = self.state.rejected_entries
             self.state = await asyncio.to_thread(StateMachine.from_snapshot, rd.snapshot.state)
+            self.state.rejected_entries += rejected  # a process-local counter: it survives the install
             self._snapshot_index = rd.snapshot.index
             self._fail_waiting_up_to(rd.snapshot.index)
             log_event(log, "snapshot.installed", index=rd.snapshot.index, jobs=len(self.state.jobs))
@@ -424,8 +426,9 @@ class ReplicatedLog:
             self._store.append(entries)
 
     def _apply_entry(self, entry: Entry) -> Outcome:
-        op = ops.decode(entry.data) if entry.data else ops.Noop(at=_EPOCH)
-        return self.state.apply(entry.index, op)
+        # Total: an entry that cannot be decoded or applied is rejected (logged,
+        # counted), alike on every master, and the applied index moves past it.
+        return self.state.apply_entry(entry.index, entry.data)
 
     def _fail_waiting_up_to(self, index: int) -> None:
         for i in [i for i in self._waiting if i <= index]:

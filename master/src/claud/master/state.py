@@ -5,14 +5,20 @@ holds the same tables. ``apply`` is deterministic (no clocks, no I/O) and
 never raises for a well-formed operation: a request that cannot be honoured
 (stopping a completed job, an idempotency key reused with another spec)
 becomes an ``Outcome`` with an error code, so replay is always possible.
+
+``apply_entry`` is what the log calls, and it is total: an entry that does not
+decode, or whose apply raises, is a *rejected entry* (the same verdict on every
+master, since the same bytes meet the same tables), logged, counted in
+``rejected_entries``, and the applied index moves past it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
@@ -34,6 +40,7 @@ from claud.api import (
     NodeView,
     RestartPolicyName,
 )
+from claud.api.logfmt import log_event
 from claud.master import ops
 from claud.master.scheduler import NodeCapacity, PendingJob, cpu_millis, fits
 
@@ -43,6 +50,19 @@ MAX_EVENTS_PER_JOB = 100
 #: Restart backoff: first restart after this many seconds, doubling, capped.
 RESTART_BACKOFF_BASE = 0.5
 RESTART_BACKOFF_MAX = 30.0
+#: The doubling stops here (0.5 s * 2**16 is far past the cap), so the
+#: arithmetic stays small however often a service has restarted.
+RESTART_BACKOFF_MAX_EXPONENT = 16
+#: The time of an empty entry's no-op (a leader's own first entry).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+log = logging.getLogger("claud.master.state")
+
+
+def restart_delay(restarts: int) -> float:
+    """Seconds before restart number ``restarts`` (1, 2, ...) may be placed."""
+    exponent = min(max(restarts - 1, 0), RESTART_BACKOFF_MAX_EXPONENT)
+    return min(RESTART_BACKOFF_BASE * 2**exponent, RESTART_BACKOFF_MAX)
 
 
 class _Row(BaseModel):
@@ -180,15 +200,56 @@ class StateMachine:
     capacity_epoch: int = 0
     #: Transitions since the last ``drain_changes``.
     _changes: list[Change] = field(default_factory=list)
+    #: Entries this process found it could not apply (they changed nothing but the
+    #: applied index). A process-local count, like any Prometheus counter: it is not
+    #: in snapshots, and the replication loop carries it over a snapshot install.
+    rejected_entries: int = 0
 
     # ---------------------------------------------------------------- apply
 
+    def apply_entry(self, index: int, data: str | bytes) -> Outcome:
+        """Apply committed entry ``index`` (an encoded operation; empty is a no-op).
+
+        Total and deterministic: an entry that does not decode, or whose apply
+        raises, is rejected alike on every master and the index moves on. Only
+        an index already applied raises ValueError: that is the caller's bug.
+        """
+        if index <= self.applied_index:
+            raise ValueError(f"entry {index} already applied (at {self.applied_index})")
+        try:
+            op = ops.decode(data) if data else ops.Noop(at=EPOCH)
+        except ValueError as exc:  # pydantic's ValidationError included
+            self.applied_index = index
+            return self._reject(index, "undecodable", exc)
+        return self.apply(index, op)
+
     def apply(self, index: int, op: ops.Operation) -> Outcome:
+        """Apply a decoded operation. An index at or below ``applied_index`` is a
+        programming error (ValueError); anything ``op`` holds is not: if its apply
+        raises, the entry is rejected and the indexes rebuilt from the rows."""
         if index <= self.applied_index:
             raise ValueError(f"entry {index} already applied (at {self.applied_index})")
         self.applied_index = index
-        handler = getattr(self, f"_apply_{op.kind}")
-        return handler(op)
+        handler = getattr(self, f"_apply_{op.kind}", None)
+        if handler is None:
+            return self._reject(index, "unknown_operation", ValueError(f"no such operation {op.kind!r}"))
+        try:
+            return handler(op)
+        except (MemoryError, RecursionError):
+            raise  # not a verdict on the entry: it could differ between masters; fail-stop
+        except Exception as exc:
+            # A bug: the handlers compute before they assign, so this should never
+            # happen. Every master meets the same exception at the same point; the
+            # indexes are rebuilt from the rows just as a snapshot restore would.
+            self._rebuild_indexes()
+            return self._reject(index, "apply_failed", exc)
+
+    def _reject(self, index: int, reason: str, exc: BaseException) -> Outcome:
+        self.rejected_entries += 1
+        error = str(exc).replace("\n", "; ")[:500]
+        log_event(log, "state.entry_rejected", logging.ERROR, index=index, reason=reason,
+                  error_type=type(exc).__name__, error=error)
+        return Outcome.error("rejected", f"entry {index} rejected ({reason}): {error}")
 
     def _apply_noop(self, op: ops.Noop) -> Outcome:
         return Outcome()
@@ -421,13 +482,16 @@ class StateMachine:
 
     def _requeue(self, job: JobRecord, at: datetime, message: str, *, charge: bool) -> None:
         """Back to pending for another attempt; ``charge`` counts it against the restart policy."""
+        if charge:  # computed before anything changes
+            restarts = job.restarts + 1
+            delay = restart_delay(restarts)
+            not_before = at + timedelta(seconds=delay)
+            message = f"{message} in {delay:g}s (restart {restarts})"
         self._unplace(job)
         if charge:
-            job.restarts += 1
-            delay = min(RESTART_BACKOFF_BASE * 2 ** (job.restarts - 1), RESTART_BACKOFF_MAX)
-            job.not_before = at + timedelta(seconds=delay)
-            self._backoff[job.id] = job.not_before
-            message = f"{message} in {delay:g}s (restart {job.restarts})"
+            job.restarts = restarts
+            job.not_before = not_before
+            self._backoff[job.id] = not_before
         job.node_id = None
         job.stop_reason = None
         job.pending_reason = None
@@ -593,21 +657,38 @@ class StateMachine:
             node = NodeRecord.model_validate(raw)
             sm.nodes[node.id] = node
             sm.node_versions[node.id] = sm.applied_index
-        jobs = [JobRecord.model_validate(raw) for raw in data["jobs"]]
-        for job in jobs:
+        for raw in data["jobs"]:
+            job = JobRecord.model_validate(raw)
             sm.jobs[job.id] = job
-            if job.spec.idempotency_key is not None:
-                sm._by_idempotency_key[job.spec.idempotency_key] = job.id
-            if job.state in PLACED_STATES and job.node_id is not None:
-                sm._placed_by_node.setdefault(job.node_id, set()).add(job.id)
-        sm._pending = dict.fromkeys(data["pending"])
-        for job_id in sm._pending:
-            job = sm.jobs[job_id]
-            if job.pending_reason is None:
-                sm._unexplained[job_id] = None
-            if job.not_before is not None:
-                sm._backoff[job_id] = job.not_before
+        sm._pending = dict.fromkeys(job_id for job_id in data["pending"] if job_id in sm.jobs)
+        sm._derive_indexes()
         return sm
+
+    def _derive_indexes(self) -> None:
+        """Every index but ``_pending`` (whose order is the tables'), from the rows."""
+        self._by_idempotency_key, self._placed_by_node = {}, {}
+        self._unexplained, self._backoff = {}, {}
+        for job in self.jobs.values():
+            if job.spec.idempotency_key is not None:
+                self._by_idempotency_key.setdefault(job.spec.idempotency_key, job.id)
+            if job.state in PLACED_STATES and job.node_id is not None:
+                self._placed_by_node.setdefault(job.node_id, set()).add(job.id)
+        for job_id in self._pending:
+            job = self.jobs[job_id]
+            if job.pending_reason is None:
+                self._unexplained[job_id] = None
+            if job.not_before is not None:
+                self._backoff[job_id] = job.not_before
+
+    def _rebuild_indexes(self) -> None:
+        """After a failed apply: indexes that agree with the rows, as a restore makes them."""
+        pending = [j for j in self._pending if j in self.jobs and self.jobs[j].state == JobState.PENDING]
+        pending += [j.id for j in self.jobs.values() if j.state == JobState.PENDING and j.id not in self._pending]
+        self._pending = dict.fromkeys(pending)
+        self._derive_indexes()
+        self.capacity_epoch += 1
+        for node_id in self.nodes:
+            self.node_versions[node_id] = self.applied_index
 
 
 def as_pending(job: JobRecord) -> PendingJob:
