@@ -35,7 +35,6 @@ from claud.api import (
     JobList,
     JobSpec,
     JobState,
-    validate_idempotency_key,
     JobView,
     MasterView,
     NodeList,
@@ -45,6 +44,7 @@ from claud.api import (
     WatchRequest,
 )
 from claud.api.logfmt import log_event
+from claud.api.jobs import validate_idempotency_key
 from claud.master import ops, strict_json
 from claud.master.body_limit import BodyLimitMiddleware, replay
 from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, cluster_secret_headers, same_secret
@@ -209,7 +209,7 @@ class SubmitFastPath:
             await self.app(scope, replay(body, receive), send)
             return
         try:
-            response = await submit(self.node, spec, keys[0].decode("latin-1") if keys else None)
+            response = await submit(self.node, spec, keys[0].decode("latin-1") if keys else None)  # as Starlette would
         except Exception as exc:
             known = known_error_response(exc, self.node)
             if known is None:
@@ -234,15 +234,21 @@ async def _read_body(receive: Receive) -> bytes:
 def _legal_key(raw: bytes) -> bool:
     try:
         validate_idempotency_key(raw.decode("utf-8"))
-    except ValueError:
+    except ValueError:  # UnicodeDecodeError included
         return False
     return True
 
 
 def idempotency_key_from_header(raw: str) -> str:
-    """The ``Idempotency-Key`` header, held to the rules of the ``idempotency_key`` field."""
+    """The ``Idempotency-Key`` header, held to the rules of the ``idempotency_key`` field.
+
+    ASGI servers hand headers over as bytes and Starlette decodes them as
+    latin-1; the key is read back as the UTF-8 text a client sent, so both
+    submit paths see the same key (and refuse the same bytes)."""
     try:
-        return validate_idempotency_key(raw)
+        return validate_idempotency_key(raw.encode("latin-1").decode("utf-8"))
+    except UnicodeError:
+        raise ApiError(422, "invalid_spec", "Idempotency-Key header: not UTF-8 text", "Idempotency-Key") from None
     except ValueError as exc:
         raise ApiError(422, "invalid_spec", f"Idempotency-Key header: {exc}", "Idempotency-Key") from None
 
@@ -565,6 +571,9 @@ def known_error_response(exc: Exception, node: MasterNode) -> JSONResponse | Non
         return error_response(
             503, "not_committed", f"{exc}; retry with the same idempotency key", headers={"Retry-After": "1"}
         )
+    if isinstance(exc, ops.InvalidOperation):
+        # A bug where it is raised: every input was validated before it got this far.
+        return error_response(422, "invalid_operation", str(exc))
     if isinstance(exc, OutcomeUnknown):
         return error_response(
             503, "outcome_unknown", f"{exc}; retry with the same idempotency key", headers={"Retry-After": "1"}
@@ -616,6 +625,7 @@ def create_app(settings: MasterSettings) -> FastAPI:
     @app.exception_handler(NoLeader)
     @app.exception_handler(NotCommitted)
     @app.exception_handler(OutcomeUnknown)
+    @app.exception_handler(ops.InvalidOperation)
     @app.exception_handler(NotLeader)
     async def _known_error(request: Request, exc: Exception) -> JSONResponse:
         response = known_error_response(exc, node)

@@ -17,6 +17,7 @@ peer's consensus messages or a slave's heartbeat. Two rules fix that:
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import time
 
@@ -72,6 +73,17 @@ def guarded_protocol(max_connections: int, header_timeout: float) -> type[HttpTo
             if not self.transport.is_closing():
                 self._idle_since = time.monotonic()
                 self._arm_header_timer()
+
+        def send_400_response(self, msg: str) -> None:
+            # The parser refused the request (a control character in a header, say):
+            # answered with the error body every other status has, not plain text.
+            body = json.dumps({"error": {"code": "malformed_request", "message": msg, "field": None}}).encode()
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            for name, value in self.server_state.default_headers:
+                head.append(name + b": " + value + b"\r\n")
+            head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
 
         def _busy(self) -> bool:
             return self.cycle is not None and not self.cycle.response_complete

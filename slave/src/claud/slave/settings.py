@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claud.api.jobs import LABEL_KEY
+from claud.api.jobs import LABEL_KEY, check_labels
 
 ENV_PREFIX = "CLAUD_"
 
@@ -253,7 +253,13 @@ class SlaveSettings(BaseSettings):
             return pairs
         return value
 
-    @field_validator("labels", "container_labels")
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        # The heartbeat carries them: held to the wire's rules here, or every heartbeat would be refused.
+        return check_labels(value)
+
+    @field_validator("container_labels")
     @classmethod
     def _check_label_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:

@@ -91,7 +91,8 @@ class SimulatedRuntime(Runtime):
             raise StartFailed(alloc.env[SIM_START_ERROR] or "simulated start failure")
         seconds = simulated_duration(alloc, self._default_seconds)
         try:
-            exit_code = int(alloc.env.get(SIM_EXIT_CODE, "0"))
+            # A process's exit status is a byte, as Docker reports it.
+            exit_code = int(alloc.env.get(SIM_EXIT_CODE, "0")) % 256
         except ValueError:
             raise StartFailed(f"{SIM_EXIT_CODE}={alloc.env[SIM_EXIT_CODE]!r} is not an integer") from None
         now = datetime.now(UTC)
