@@ -452,3 +452,24 @@ def test_the_installed_entry_point_runs() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("run", "jobs", "job", "logs", "stop", "nodes", "cluster", "events"):
         assert f"  {command} " in result.stdout
+
+
+def test_a_write_whose_outcome_is_unknown_is_retried_with_the_same_idempotency_key() -> None:
+    """503 outcome_unknown: the master cannot tell whether the job was created, so the
+    CLI asks again with the same key, and the masters answer with the one job."""
+    keys: list[str | None] = []
+    answers = iter([
+        httpx.Response(503, json=fake_wire.error_json("outcome_unknown", "no answer from leader 1 after forwarding"),
+                       headers={"Retry-After": "0"}),
+        httpx.Response(200, json=fake_wire.job_json(id="j1")),
+    ])
+
+    def master(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("Idempotency-Key"))
+        return next(answers)
+
+    config = CliConfig(transport=httpx.MockTransport(master), poll_interval=0, failover_timeout=5)
+    result = CliRunner().invoke(cli, ["-o", "json", "run", "--image", "claud/busybox:latest", "--", "true"], obj=config)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == "j1"
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
