@@ -1,8 +1,9 @@
 """The compose demo cluster (compose.yaml), cut and killed with Docker itself.
 
 One cluster per module (3 masters, 3 slaves, its own compose project, Docker's
-choice of host ports), built with the same script as `make images` and torn
-down completely afterwards: containers, network, volumes and the jobs'
+choice of host ports), from the images of `make images` (which `make test`
+builds first; these tests only check that they exist) and torn down
+completely afterwards: containers, network, volumes and the jobs'
 containers. Every wait polls a condition against a deadline derived from the
 masters' timeouts (their defaults; compose.yaml does not change them).
 """
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from support.compose import MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, wait_for
+from support.compose import MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, missing_images, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -37,7 +38,15 @@ def compose_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compos
         proc = docker("compose", "version", check=False)
         if not proc:
             pytest.fail("neither docker-compose nor `docker compose` is installed")
-    ComposeCluster.build_images()
+    missing = missing_images()
+    if missing:
+        # A failure, not a skip: `make test` builds them first, so a missing
+        # image is a broken set-up, which must not pass for a green run.
+        pytest.fail(
+            f"missing images {', '.join(missing)}: run `make images` first (`make test` does); "
+            "tests do not build images, a cold build takes minutes",
+            pytrace=False,
+        )
     cluster = ComposeCluster(tmp_path_factory.mktemp("compose"))
     try:
         cluster.up()

@@ -65,6 +65,26 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> str:
     return run(["docker", *args], timeout=timeout, check=check).stdout.strip()
 
 
+def images() -> tuple[str, ...]:
+    """The images a compose cluster runs, as compose.yaml reads their names
+    (``${VAR:-default}``: empty means the default), and the jobs' image."""
+    return (
+        os.environ.get("CLAUD_MASTER_IMAGE") or "claud/master:latest",
+        os.environ.get("CLAUD_SLAVE_IMAGE") or "claud/slave:latest",
+        "claud/busybox:latest",
+    )
+
+
+def missing_images() -> list[str]:
+    """Those of :func:`images` the engine lacks.
+
+    Tests never build them: from nothing, a build takes minutes (debootstrap,
+    wheels), past the test timeout on a busy machine. `make images` builds
+    them, and `make test` runs it before pytest.
+    """
+    return [image for image in images() if run(["docker", "image", "inspect", image], check=False).returncode]
+
+
 class ComposeCluster:
     def __init__(self, workdir: Path, project: str | None = None) -> None:
         self.project = project or f"claudt{uuid.uuid4().hex[:8]}"
@@ -84,11 +104,6 @@ class ComposeCluster:
         self._http = httpx.Client(timeout=5)
 
     # ------------------------------------------------------------ lifecycle
-
-    @staticmethod
-    def build_images() -> None:
-        """The Makefile's `images` step (idempotent; seconds when nothing changed)."""
-        run(["bash", "deploy/build-images.sh"], timeout=900)
 
     def up(self) -> None:
         run(["bash", "deploy/cluster.sh", "up"], env={**self.env, "SKIP_BUILD": "1"}, timeout=300)
