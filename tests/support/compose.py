@@ -173,7 +173,11 @@ class ComposeCluster:
 
     def connect(self, container: str) -> None:
         docker("network", "connect", self.network, container)
-        # A random host port is chosen anew when the container rejoins the network.
+        self.forget_urls()
+
+    def forget_urls(self) -> None:
+        """After a master rejoins the network or restarts: Docker picks its random
+        host port anew, and the old one may since belong to another container."""
         self._urls.clear()
 
     def connected(self, container: str) -> bool:
@@ -195,8 +199,10 @@ class ComposeCluster:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
         try:
             return self._http.request(method, self.url(master_id) + path, headers=headers, **kwargs)
-        except httpx.ConnectError:
-            self._urls.pop(master_id, None)  # restarted or reconnected: maybe another host port
+        except httpx.TransportError:
+            # Restarted or reconnected: maybe another host port, and the old one
+            # may still accept (docker-proxy) before failing, not only refuse.
+            self._urls.pop(master_id, None)
             raise
 
     def get(self, master_id: int, path: str) -> Any:
