@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml client/pyproject.toml master/pyproject.toml slave/pypro
 
 venv: $(STAMP)
 
+# The jobs' test image only (seconds); `images` below builds it too.
 image:
 	bash deploy/build-busybox-image.sh
 
-test: venv image
+# Every image a test needs is built here, before pytest: the compose tests only
+# check that theirs exist, as a cold build (minutes) would not fit a test timeout.
+test: venv images
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 unit: venv
@@ -42,8 +45,10 @@ clean: down
 # --- the compose demo cluster (compose.yaml): 3 masters, 3 slaves in containers
 .PHONY: images cluster-up cluster-down cluster-demo
 
-# claud/master, claud/slave (and claud/busybox), offline when no registry answers.
-images:
+# claud/master, claud/slave (and claud/busybox), offline when no registry answers;
+# seconds when nothing changed. After the venv: the images' dependencies are
+# pinned to the versions it runs.
+images: venv
 	bash deploy/build-images.sh
 
 cluster-up: venv images

@@ -22,7 +22,7 @@ if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
 fi
 
 mkdir -p "$work"
-# The Makefile and the e2e tests may both get here at once: one build at a time.
+# Two builds (make images in two shells, or cluster.sh up) may get here at once: one at a time.
 exec 9>"$work/.lock"
 flock 9
 if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then

@@ -1,8 +1,9 @@
 """The compose demo cluster (compose.yaml), cut and killed with Docker itself.
 
 One cluster per module (3 masters, 3 slaves, its own compose project, Docker's
-choice of host ports), built with the same script as `make images` and torn
-down completely afterwards: containers, network, volumes and the jobs'
+choice of host ports), from the images of `make images` (which `make test`
+builds first; these tests only check that they exist) and torn down
+completely afterwards: containers, network, volumes and the jobs'
 containers. Every wait polls a condition against a deadline derived from the
 masters' timeouts (their defaults; compose.yaml does not change them).
 """
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from support.compose import MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, wait_for
+from support.compose import MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, missing_images, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -37,7 +38,15 @@ def compose_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compos
         proc = docker("compose", "version", check=False)
         if not proc:
             pytest.fail("neither docker-compose nor `docker compose` is installed")
-    ComposeCluster.build_images()
+    missing = missing_images()
+    if missing:
+        # A failure, not a skip: `make test` builds them first, so a missing
+        # image is a broken set-up, which must not pass for a green run.
+        pytest.fail(
+            f"missing images {', '.join(missing)}: run `make images` first (`make test` does); "
+            "tests do not build images, a cold build takes minutes",
+            pytrace=False,
+        )
     cluster = ComposeCluster(tmp_path_factory.mktemp("compose"))
     try:
         cluster.up()
@@ -274,4 +283,38 @@ def test_killed_slave_takes_its_jobs_down_and_they_run_elsewhere(compose_cluster
     finally:
         docker("start", slave)
         stop_jobs(cluster, list(jobs))
+    healthy(cluster, timeout=30 + SLACK)
+
+
+def test_master_that_dies_on_its_own_is_restarted_and_rejoins(compose_cluster: ComposeCluster) -> None:
+    """compose.yaml's fail-stop contract: a master that exits (here SIGKILLed from
+    inside its container, not stopped through Docker) comes back by itself."""
+    cluster = compose_cluster
+    leader, term = healthy(cluster)
+    victim = next(i for i in reversed(MASTER_IDS) if i != leader)  # a follower: no election to wait for
+    container = cluster.master(victim)
+    before = cluster.submit(leader, job_spec("before-the-crash", type="batch", command=["true"]))
+    restarts = int(docker("inspect", "--format", "{{.RestartCount}}", container))
+
+    # The master process is the child of docker-init (init: true); its argv is
+    # python, then the claud-master script.
+    kill = (
+        "import os, signal\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')\n"
+        "    if b'python' in argv[0] and len(argv) > 1 and argv[1].endswith(b'/claud-master'):\n"
+        "        os.kill(int(pid), signal.SIGKILL)\n"
+    )
+    docker("exec", container, "python3", "-c", kill)
+    wait_for(lambda: int(docker("inspect", "--format", "{{.RestartCount}}", container)) > restarts,
+             10 + SLACK, f"Docker to restart master {victim}")
+    cluster.forget_urls()
+
+    def rejoined() -> bool:
+        view = cluster.cluster_view(victim)
+        return (view["leader_id"] is not None and view["term"] >= term
+                and cluster.request(victim, "GET", f"/v1/jobs/{before['id']}").status_code == 200)
+
+    wait_for(rejoined, 30 + SLACK, f"master {victim}, restarted, to rejoin with the job written before its crash")
+    assert cluster.running(container)
     healthy(cluster, timeout=30 + SLACK)

@@ -65,6 +65,26 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> str:
     return run(["docker", *args], timeout=timeout, check=check).stdout.strip()
 
 
+def images() -> tuple[str, ...]:
+    """The images a compose cluster runs, as compose.yaml reads their names
+    (``${VAR:-default}``: empty means the default), and the jobs' image."""
+    return (
+        os.environ.get("CLAUD_MASTER_IMAGE") or "claud/master:latest",
+        os.environ.get("CLAUD_SLAVE_IMAGE") or "claud/slave:latest",
+        "claud/busybox:latest",
+    )
+
+
+def missing_images() -> list[str]:
+    """Those of :func:`images` the engine lacks.
+
+    Tests never build them: from nothing, a build takes minutes (debootstrap,
+    wheels), past the test timeout on a busy machine. `make images` builds
+    them, and `make test` runs it before pytest.
+    """
+    return [image for image in images() if run(["docker", "image", "inspect", image], check=False).returncode]
+
+
 class ComposeCluster:
     def __init__(self, workdir: Path, project: str | None = None) -> None:
         self.project = project or f"claudt{uuid.uuid4().hex[:8]}"
@@ -84,11 +104,6 @@ class ComposeCluster:
         self._http = httpx.Client(timeout=5)
 
     # ------------------------------------------------------------ lifecycle
-
-    @staticmethod
-    def build_images() -> None:
-        """The Makefile's `images` step (idempotent; seconds when nothing changed)."""
-        run(["bash", "deploy/build-images.sh"], timeout=900)
 
     def up(self) -> None:
         run(["bash", "deploy/cluster.sh", "up"], env={**self.env, "SKIP_BUILD": "1"}, timeout=300)
@@ -158,7 +173,11 @@ class ComposeCluster:
 
     def connect(self, container: str) -> None:
         docker("network", "connect", self.network, container)
-        # A random host port is chosen anew when the container rejoins the network.
+        self.forget_urls()
+
+    def forget_urls(self) -> None:
+        """After a master rejoins the network or restarts: Docker picks its random
+        host port anew, and the old one may since belong to another container."""
         self._urls.clear()
 
     def connected(self, container: str) -> bool:
@@ -180,8 +199,10 @@ class ComposeCluster:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
         try:
             return self._http.request(method, self.url(master_id) + path, headers=headers, **kwargs)
-        except httpx.ConnectError:
-            self._urls.pop(master_id, None)  # restarted or reconnected: maybe another host port
+        except httpx.TransportError:
+            # Restarted or reconnected: maybe another host port, and the old one
+            # may still accept (docker-proxy) before failing, not only refuse.
+            self._urls.pop(master_id, None)
             raise
 
     def get(self, master_id: int, path: str) -> Any:
