@@ -56,6 +56,11 @@ class AllocationStatus(BaseModel):
     message: Message | None = Field(None, description="cut to 4096 characters")
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    fenced: bool = Field(
+        False,
+        description="the slave itself stopped this container because its lease ended (fencing): "
+        "the job is lost, not failed, and is not charged a retry",
+    )
 
 
 class DesiredState(StrEnum):
@@ -75,6 +80,18 @@ class Allocation(BaseModel):
     env: Environment = Field(default_factory=dict)
     resources: Resources
     stop_timeout: float = Field(5.0, ge=0, le=600)
+    may_start: bool = Field(
+        True,
+        description="False once the masters have seen this attempt start: a slave that finds no "
+        "container for it then reports it missing instead of starting it a second time",
+    )
+
+
+class RuntimeHealth(BaseModel):
+    """Whether the slave's container engine answers; a slave whose engine does not takes no placements."""
+
+    healthy: bool = True
+    error: Message | None = Field(None, description="why not, cut to 4096 characters")
 
 
 class Heartbeat(BaseModel):
@@ -87,6 +104,7 @@ class Heartbeat(BaseModel):
     memory_mb_total: int = Field(..., ge=0, le=MAX_MB)
     usage: HostUsage = Field(default_factory=HostUsage)
     allocations: list[AllocationStatus] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
+    runtime: RuntimeHealth = Field(default_factory=RuntimeHealth)
 
 
 class Assignments(BaseModel):
