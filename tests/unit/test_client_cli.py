@@ -473,3 +473,26 @@ def test_a_write_whose_outcome_is_unknown_is_retried_with_the_same_idempotency_k
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["id"] == "j1"
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
+
+
+def test_jobs_and_nodes_follow_every_page() -> None:
+    def pages(key: str, items: list[dict[str, Any]]) -> Handler:
+        def handle(request: httpx.Request) -> httpx.Response:
+            start = int(request.url.params.get("next", "0"))
+            end = start + 1  # one item per page, whatever the limit
+            return httpx.Response(200, json={key: items[start:end], "index": 3, "next": str(end) if end < len(items) else None})
+
+        return handle
+
+    slaves = [{"id": f"s{i}", "role": "slave", "address": f"h{i}:1", "state": "alive"} for i in range(3)]
+    cluster = Cluster({
+        ("GET", "/v1/jobs"): pages("jobs", LISTING["jobs"]),
+        ("GET", "/v1/nodes"): pages("nodes", slaves),
+    })
+    result = cluster.invoke("-o", "json", "jobs")
+    assert result.exit_code == 0, result.output
+    assert [j["id"] for j in json.loads(result.stdout)] == ["j1", "j2"]
+    result = cluster.invoke("-o", "json", "nodes")
+    assert result.exit_code == 0, result.output
+    assert [n["id"] for n in json.loads(result.stdout)] == ["s0", "s1", "s2"]
+    assert [r.url.params.get("next") for r in cluster.requests] == [None, "1", None, "1", "2"]

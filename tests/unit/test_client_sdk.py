@@ -550,3 +550,85 @@ def test_async_client_raises_the_same_typed_errors() -> None:
                 await claud.jobs()
 
     asyncio.run(scenario())
+
+
+# --- pagination ----------------------------------------------------------------------
+
+
+def paged(key: str, items: list[dict[str, Any]]) -> Handler:
+    """A master that pages ``items`` as the API does: ``limit``, and ``next`` = index of the next item."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params.get("next", "0"))
+        limit = int(request.url.params.get("limit", len(items) or 1))
+        end = start + limit
+        cursor = str(end) if end < len(items) else None
+        return httpx.Response(200, json={key: items[start:end], "index": 9, "next": cursor})
+
+    return handle
+
+
+def test_jobs_follows_every_page_and_keeps_the_filter() -> None:
+    masters = Masters(m1=paged("jobs", [job_json(id=f"j{i}") for i in range(5)]))
+    with masters.client() as claud:
+        assert [j.id for j in claud.jobs(state="pending")] == [f"j{i}" for i in range(5)]
+        walked = claud.iter_jobs(page_size=2)
+        assert next(walked).id == "j0"
+        assert len(masters.requests) == 2  # one page so far: pages are fetched as needed
+        assert [j.id for j in walked] == ["j1", "j2", "j3", "j4"]
+    first = masters.requests[0]
+    assert (first.url.params["state"], first.url.params["limit"]) == ("pending", "500")
+    assert [r.url.params.get("next") for r in masters.requests[1:]] == [None, "2", "4"]
+    assert {r.url.params["limit"] for r in masters.requests[1:]} == {"2"}
+
+
+def test_pages_may_come_from_different_masters() -> None:
+    jobs = [job_json(id=f"j{i}") for i in range(3)]
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return paged("jobs", jobs)(request) if calls["n"] == 1 else no_leader(request)
+
+    masters = Masters(m1=flaky, m2=paged("jobs", jobs))
+    with masters.client() as claud:
+        assert [j.id for j in claud.iter_jobs(page_size=1)] == ["j0", "j1", "j2"]
+    assert masters.hosts()[:3] == ["m1", "m1", "m2"]
+
+
+def test_a_master_that_repeats_its_cursor_is_an_error_not_a_loop() -> None:
+    stuck = answer(200, {"jobs": [job_json()], "index": 1, "next": "same"})
+    with Masters(m1=stuck).client() as claud, pytest.raises(ClaudError, match="never end"):
+        claud.jobs()
+
+
+def test_an_answer_without_next_is_the_whole_list() -> None:
+    # A master from before pagination ignores ?limit and names no cursor.
+    masters = Masters(m1=answer(200, {"nodes": [{"id": "1", "role": "master", "address": "a", "state": "alive"}], "index": 1}))
+    with masters.client() as claud:
+        assert [n.id for n in claud.nodes()] == ["1"]
+    assert len(masters.requests) == 1
+
+
+def test_nodes_and_the_async_client_follow_pages_too() -> None:
+    nodes = [{"id": str(i), "role": "master", "address": f"m{i}", "state": "alive"} for i in range(3)]
+    masters = Masters(m1=paged("nodes", nodes), m2=paged("jobs", [job_json(id=f"j{i}") for i in range(3)]))
+    with masters.client() as claud:
+        assert [n.id for n in claud.iter_nodes(page_size=2)] == ["0", "1", "2"]
+
+    async def run() -> tuple[list[str], list[str]]:
+        async with masters.async_client(masters=(M1,)) as claud:
+            node_ids = [n.id async for n in claud.iter_nodes(page_size=1)]
+        async with masters.async_client(masters=(M2,)) as claud:
+            job_ids = [j.id for j in await claud.jobs()]
+            job_ids += [j.id async for j in claud.iter_jobs(page_size=2)]
+        return node_ids, job_ids
+
+    assert asyncio.run(run()) == (["0", "1", "2"], ["j0", "j1", "j2", "j0", "j1", "j2"])
+
+
+def test_page_size_is_checked_before_any_request() -> None:
+    masters = Masters(m1=paged("jobs", []))
+    with masters.client() as claud, pytest.raises(ValueError, match="page_size"):
+        next(claud.iter_jobs(page_size=0))
+    assert masters.requests == []

@@ -352,3 +352,16 @@ class JobView(JobSpec):
 class JobList(BaseModel):
     jobs: list[JobView]
     index: int = Field(..., description="the commit index this answer reflects")
+    next: str | None = Field(
+        None, description="with ?limit: the cursor of the next page (pass it as ?next=); null at the end"
+    )
+
+
+class JobEventList(BaseModel):
+    """``GET /v1/jobs/{id}/events``: a job's transitions, oldest first, a page at a time."""
+
+    events: list[JobEvent]
+    index: int = Field(..., description="the commit index this answer reflects")
+    next: str | None = Field(
+        None, description="with ?limit: the cursor of the next page (pass it as ?next=); null at the end"
+    )

@@ -59,7 +59,10 @@ class NodeView(BaseModel):
 
 class NodeList(BaseModel):
     nodes: list[NodeView]
-    index: int
+    index: int = Field(..., description="the commit index this answer reflects")
+    next: str | None = Field(
+        None, description="with ?limit: the cursor of the next page (pass it as ?next=); null at the end"
+    )
 
 
 class MasterView(BaseModel):

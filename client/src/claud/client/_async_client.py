@@ -92,7 +92,22 @@ class AsyncClient:
         return wire.parse(JobView, await self._send(wire.submit(spec, idempotency_key)))
 
     async def jobs(self, state: JobState | str | None = None) -> list[JobView]:
-        return wire.parse(JobList, await self._send(wire.list_jobs(state))).jobs
+        """See :meth:`Client.jobs`: every page, in order."""
+        return [job async for job in self.iter_jobs(state)]
+
+    async def iter_jobs(
+        self, state: JobState | str | None = None, page_size: int = wire.PAGE_SIZE
+    ) -> AsyncGenerator[JobView, None]:
+        """See :meth:`Client.iter_jobs`."""
+        cursor: str | None = None
+        while True:
+            response = await self._send(wire.list_jobs(state, page_size, cursor))
+            page = wire.parse(JobList, response)
+            for job in page.jobs:
+                yield job
+            cursor = wire.next_page(page.next, cursor, response)
+            if cursor is None:
+                return
 
     async def job(self, job_id: str) -> JobView:
         return wire.parse(JobView, await self._send(wire.get_job(job_id)))
@@ -192,7 +207,19 @@ class AsyncClient:
     # --- nodes and cluster ----------------------------------------------------
 
     async def nodes(self) -> list[NodeView]:
-        return wire.parse(NodeList, await self._send(wire.list_nodes())).nodes
+        return [node async for node in self.iter_nodes()]
+
+    async def iter_nodes(self, page_size: int = wire.PAGE_SIZE) -> AsyncGenerator[NodeView, None]:
+        """See :meth:`Client.iter_nodes`."""
+        cursor: str | None = None
+        while True:
+            response = await self._send(wire.list_nodes(page_size, cursor))
+            page = wire.parse(NodeList, response)
+            for node in page.nodes:
+                yield node
+            cursor = wire.next_page(page.next, cursor, response)
+            if cursor is None:
+                return
 
     async def drain(self, node_id: str) -> NodeView:
         return wire.parse(NodeView, await self._send(wire.drain(node_id)))

@@ -102,8 +102,29 @@ class Client:
         return wire.parse(JobView, self._send(wire.submit(spec, idempotency_key)))
 
     def jobs(self, state: JobState | str | None = None) -> list[JobView]:
-        """All jobs, or those in ``state``; list views carry no events."""
-        return wire.parse(JobList, self._send(wire.list_jobs(state))).jobs
+        """All jobs, or those in ``state``, oldest first; list views carry no events.
+
+        Fetched a page at a time (see :meth:`iter_jobs`), each page from
+        whichever master answers.
+        """
+        return list(self.iter_jobs(state))
+
+    def iter_jobs(
+        self, state: JobState | str | None = None, page_size: int = wire.PAGE_SIZE
+    ) -> Generator[JobView, None, None]:
+        """Like :meth:`jobs`, one page of ``page_size`` jobs requested at a time, as the iteration needs them.
+
+        A job submitted meanwhile shows up if it sorts after the pages already
+        read; no job is yielded twice.
+        """
+        cursor: str | None = None
+        while True:
+            response = self._send(wire.list_jobs(state, page_size, cursor))
+            page = wire.parse(JobList, response)
+            yield from page.jobs
+            cursor = wire.next_page(page.next, cursor, response)
+            if cursor is None:
+                return
 
     def job(self, job_id: str) -> JobView:
         """One job, with every transition it went through in ``events``."""
@@ -211,8 +232,19 @@ class Client:
     # --- nodes and cluster ----------------------------------------------------
 
     def nodes(self) -> list[NodeView]:
-        """Masters and slaves, as the answering master knows them."""
-        return wire.parse(NodeList, self._send(wire.list_nodes())).nodes
+        """Masters by id, then slaves by id, as the answering masters know them (page by page)."""
+        return list(self.iter_nodes())
+
+    def iter_nodes(self, page_size: int = wire.PAGE_SIZE) -> Generator[NodeView, None, None]:
+        """Like :meth:`nodes`, one page of ``page_size`` nodes requested at a time."""
+        cursor: str | None = None
+        while True:
+            response = self._send(wire.list_nodes(page_size, cursor))
+            page = wire.parse(NodeList, response)
+            yield from page.nodes
+            cursor = wire.next_page(page.next, cursor, response)
+            if cursor is None:
+                return
 
     def drain(self, node_id: str) -> NodeView:
         """Move the slave's jobs elsewhere and place no new ones on it."""

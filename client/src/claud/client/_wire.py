@@ -46,6 +46,8 @@ SLAVE_ERROR_CODES = frozenset({"slave_unreachable", "slave_error"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Names the allocation (attempt) whose output a logs answer carries, when the master says.
 ALLOC_HEADER = "X-Claud-Alloc-Id"
+#: Items asked for per page when the SDK walks a list (the masters allow 1..1000).
+PAGE_SIZE = 500
 
 #: An attempt in these states has no container output yet (an image may be pulling).
 _NOT_STARTED = frozenset({JobState.SCHEDULED, JobState.STARTING})
@@ -91,9 +93,22 @@ def submit(spec: JobSpec | Mapping[str, Any], idempotency_key: str | None) -> Ca
     )
 
 
-def list_jobs(state: JobState | str | None) -> Call:
-    params = None if state is None else {"state": JobState(state).value}
-    return Call("GET", "/v1/jobs", params=params)
+def _page_params(limit: int | None, cursor: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if limit is not None:
+        if not 1 <= limit <= 1000:
+            raise ValueError("page_size must be between 1 and 1000")
+        params["limit"] = str(limit)
+    if cursor is not None:
+        params["next"] = cursor
+    return params
+
+
+def list_jobs(state: JobState | str | None, limit: int | None = None, cursor: str | None = None) -> Call:
+    params = _page_params(limit, cursor)
+    if state is not None:
+        params["state"] = JobState(state).value
+    return Call("GET", "/v1/jobs", params=params or None)
 
 
 def get_job(job_id: str) -> Call:
@@ -121,8 +136,18 @@ def job_logs(job_id: str, follow: bool, tail: int | None) -> Call:
     )
 
 
-def list_nodes() -> Call:
-    return Call("GET", "/v1/nodes")
+def list_nodes(limit: int | None = None, cursor: str | None = None) -> Call:
+    return Call("GET", "/v1/nodes", params=_page_params(limit, cursor) or None)
+
+
+def next_page(cursor: str | None, previous: str | None, response: httpx.Response) -> str | None:
+    """The cursor to ask with next, None at the end; a master that hands back the same one is an error, not a loop."""
+    if cursor is not None and cursor == previous:
+        raise ClaudError(
+            f"{response.request.url} answered the cursor it was given: the list would never end",
+            status_code=response.status_code,
+        )
+    return cursor
 
 
 def drain(node_id: str) -> Call:

@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +32,7 @@ from claud.api import (
     ClusterView,
     ErrorBody,
     Heartbeat,
+    JobEventList,
     JobList,
     JobSpec,
     JobState,
@@ -50,7 +51,9 @@ from claud.master.body_limit import BodyLimitMiddleware, replay
 from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, cluster_secret_headers, same_secret
 from claud.master.dashboard import DASHBOARD_HTML
 from claud.master.metrics import render_metrics
+from claud.master import openapi as docs
 from claud.master.node import MasterNode, NotLeader, utcnow
+from claud.master.paging import MAX_CURSOR, MAX_LIMIT, InvalidCursor, JobListRenderer, events_page, jobs_page, nodes_page
 from claud.master.raft import Role
 from claud.master.replication import NoLeader, NotCommitted, OutcomeUnknown, outcome_to_dict
 from claud.master.settings import MasterSettings
@@ -103,6 +106,8 @@ class TokenAuthMiddleware:
     body parsing, no streaming) ever runs for a caller without the token."""
 
     OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+    #: Open by prefix: the docs page's own scripts and styles (served locally, no CDN).
+    OPEN_PREFIXES = ("/docs/static/",)
 
     def __init__(self, app: ASGIApp, node: MasterNode) -> None:
         self.app, self.node = app, node
@@ -119,7 +124,7 @@ class TokenAuthMiddleware:
                     response = error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
                     await response(scope, receive, send)
                     return
-            if path not in self.OPEN_PATHS and not path.startswith("/v1/internal/"):
+            if path not in self.OPEN_PATHS and not path.startswith(("/v1/internal/", *self.OPEN_PREFIXES)):
                 headers = dict(scope["headers"])
                 given = bearer(headers.get(b"authorization", b"").decode("latin-1"))
                 if given is None and path == "/ui":
@@ -255,7 +260,28 @@ def idempotency_key_from_header(raw: str) -> str:
 
 # ---------------------------------------------------------------------- jobs
 
-jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED)
+
+#: ``?limit=`` and ``?next=`` of the paginated lists (see claud.master.paging).
+Limit = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_LIMIT, description="answer at most this many items, and a `next` cursor (default: all)"),
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        alias="next", max_length=MAX_CURSOR,
+        description="the `next` of the previous page: continue after its last item",
+    ),
+]
+
+
+def _cursor_error(exc: InvalidCursor) -> ApiError:
+    return ApiError(422, "invalid_cursor", str(exc), "next")
+
+
+async def _renderer(request: Request) -> JobListRenderer:
+    return request.app.state.job_list_renderer
 
 
 def _get_job(node: MasterNode, job_id: str) -> JobRecord:
@@ -265,7 +291,17 @@ def _get_job(node: MasterNode, job_id: str) -> JobRecord:
     return job
 
 
-@jobs.post("", status_code=201, response_model=JobView, responses={200: {"model": JobView}, 422: {"model": ErrorBody}})
+@jobs.post(
+    "",
+    status_code=201,
+    response_model=JobView,
+    operation_id="submitJob",
+    responses={
+        200: {"model": JobView, "description": "the job an earlier submit with the same idempotency key created"},
+        201: {"description": "the job, created"},
+        **docs.BAD_JSON, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE,
+    },
+)
 async def submit_job(
     spec: JobSpec,
     node: NodeDep,
@@ -307,23 +343,51 @@ async def submit(node: MasterNode, spec: JobSpec, idempotency_key: str | None) -
     return JSONResponse(view.model_dump(mode="json"), status_code=201 if created else 200)
 
 
-@jobs.get("", response_model=JobList)
-async def list_jobs(node: NodeDep, state: JobState | None = None) -> JobList:
-    """All jobs (or those in one state), without their event histories."""
-    views = [
-        node.state.job_view(job, with_events=False)
-        for job in node.state.jobs.values()
-        if state is None or job.state == state
-    ]
-    return JobList(jobs=views, index=node.commit_index)
+@jobs.get("", response_model=JobList, operation_id="listJobs", responses=docs.INVALID)
+async def list_jobs(
+    node: NodeDep,
+    renderer: Annotated[JobListRenderer, Depends(_renderer)],
+    state: JobState | None = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Response:
+    """All jobs (or those in one state), without their event histories, oldest first.
+
+    With ``limit``, one page at a time: follow ``next`` until it is null.
+    """
+    wanted = None if state is None else (lambda job: job.state == state)
+    try:
+        found, next_cursor = jobs_page(node.state, wanted, cursor, limit)
+    except InvalidCursor as exc:
+        raise _cursor_error(exc) from None
+    # Rendered from each job's kept JSON: no model per job, no second validation.
+    return Response(renderer.body(node.state, found, node.commit_index, next_cursor), media_type="application/json")
 
 
-@jobs.get("/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}})
+@jobs.get("/{job_id}", response_model=JobView, operation_id="getJob", responses={**docs.NOT_FOUND, **docs.INVALID})
 async def get_job(job_id: str, node: NodeDep) -> JobView:
+    """One job, with its events (the latest ones; ``/events`` pages through them)."""
     return node.state.job_view(_get_job(node, job_id))
 
 
-@jobs.delete("/{job_id}", status_code=202, response_model=JobView, responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+@jobs.get(
+    "/{job_id}/events", response_model=JobEventList, operation_id="jobEvents",
+    responses={**docs.NOT_FOUND, **docs.INVALID},
+)
+async def job_events(job_id: str, node: NodeDep, limit: Limit = None, cursor: Cursor = None) -> JobEventList:
+    """The job's transitions, oldest first (a job keeps its latest ones); with ``limit``, a page at a time."""
+    job = _get_job(node, job_id)
+    try:
+        found, next_cursor = events_page(job.events, cursor, limit)
+    except InvalidCursor as exc:
+        raise _cursor_error(exc) from None
+    return JobEventList(events=found, next=next_cursor, index=node.commit_index)
+
+
+@jobs.delete(
+    "/{job_id}", status_code=202, response_model=JobView, operation_id="stopJob",
+    responses={202: {"description": "the job, stopping"}, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
+)
 async def stop_job(job_id: str, node: NodeDep) -> JobView:
     """Stop a job: its container gets SIGTERM, then SIGKILL after the job's ``stop_timeout``."""
     _get_job(node, job_id)
@@ -331,7 +395,16 @@ async def stop_job(job_id: str, node: NodeDep) -> JobView:
     return node.state.job_view(node.state.jobs[job_id])
 
 
-@jobs.get("/{job_id}/logs", response_class=StreamingResponse, responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+@jobs.get(
+    "/{job_id}/logs", response_class=docs.TextStream, operation_id="jobLogs",
+    responses={
+        200: {
+            "description": "the container's output, as it was written",
+            "headers": {"X-Claud-Alloc-Id": {"description": "the attempt this output comes from", "schema": {"type": "string"}}},
+        },
+        **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.BAD_GATEWAY,
+    },
+)
 async def job_logs(
     job_id: str,
     node: NodeDep,
@@ -372,7 +445,7 @@ async def job_logs(
 
 # --------------------------------------------------------------------- nodes
 
-nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)])
+nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED)
 
 
 def _master_role(node: MasterNode, master_id: int) -> str:
@@ -408,10 +481,16 @@ def _slave_view(node: MasterNode, node_id: str) -> NodeView:
     return view
 
 
-@nodes.get("", response_model=NodeList)
-async def list_nodes(node: NodeDep) -> NodeList:
-    slaves = [_slave_view(node, node_id) for node_id in node.state.nodes]
-    return NodeList(nodes=_master_views(node) + slaves, index=node.commit_index)
+@nodes.get("", response_model=NodeList, operation_id="listNodes", responses=docs.INVALID)
+async def list_nodes(node: NodeDep, limit: Limit = None, cursor: Cursor = None) -> NodeList:
+    """Masters by id, then slaves by id; with ``limit``, a page at a time."""
+    items = [(0, view.id, view) for view in _master_views(node)]
+    items += [(1, node_id, _slave_view(node, node_id)) for node_id in node.state.nodes]
+    try:
+        found, next_cursor = nodes_page(items, cursor, limit)
+    except InvalidCursor as exc:
+        raise _cursor_error(exc) from None
+    return NodeList(nodes=found, next=next_cursor, index=node.commit_index)
 
 
 async def _set_drain(node: MasterNode, node_id: str, draining: bool) -> NodeView:
@@ -423,23 +502,27 @@ async def _set_drain(node: MasterNode, node_id: str, draining: bool) -> NodeView
     return _slave_view(node, node_id)
 
 
-@nodes.post("/{node_id}/drain", response_model=NodeView, responses={404: {"model": ErrorBody}})
+_DRAIN_DOCS: dict[int | str, dict[str, Any]] = {**docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE}
+
+
+@nodes.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
 async def drain_node(node_id: str, node: NodeDep) -> NodeView:
     """Move the slave's jobs elsewhere and place no new ones on it."""
     return await _set_drain(node, node_id, True)
 
 
-@nodes.post("/{node_id}/undrain", response_model=NodeView, responses={404: {"model": ErrorBody}})
+@nodes.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)
 async def undrain_node(node_id: str, node: NodeDep) -> NodeView:
+    """Let the scheduler place jobs on a drained slave again."""
     return await _set_drain(node, node_id, False)
 
 
 # ------------------------------------------------------------------- cluster
 
-cluster = APIRouter(prefix="/v1", tags=["cluster"], dependencies=[Depends(require_token)])
+cluster = APIRouter(prefix="/v1", tags=["cluster"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED)
 
 
-@cluster.get("/cluster", response_model=ClusterView)
+@cluster.get("/cluster", response_model=ClusterView, operation_id="clusterStatus")
 async def cluster_status(node: NodeDep) -> ClusterView:
     """Who leads, in which term, how far the log is committed, and each master's replication progress."""
     matches = node.log.match_indexes()
@@ -462,7 +545,10 @@ async def cluster_status(node: NodeDep) -> ClusterView:
     )
 
 
-@cluster.get("/events", response_class=StreamingResponse)
+@cluster.get(
+    "/events", response_class=docs.EventStream, operation_id="events",
+    responses={200: {"description": "`event: <type>` / `data: <JSON>` pairs; comments keep the connection alive"}},
+)
 async def events(node: NodeDep) -> StreamingResponse:
     """Server-sent events: every committed job and node transition, as it commits."""
 
@@ -529,13 +615,13 @@ async def slave_watch(req: WatchRequest, node: NodeDep) -> JSONResponse:
 ops_router = APIRouter(tags=["operations"])
 
 
-@ops_router.get("/healthz")
+@ops_router.get("/healthz", operation_id="healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@ops_router.get("/readyz", responses={503: {"model": ErrorBody}})
+@ops_router.get("/readyz", operation_id="readyz", responses=docs.NOT_READY)
 async def readyz(node: NodeDep) -> Any:
     """Readiness: this master belongs to a cluster that has a leader."""
     if node.leader_id is None:
@@ -543,13 +629,21 @@ async def readyz(node: NodeDep) -> Any:
     return {"status": "ready", "leader_id": node.leader_id}
 
 
-@ops_router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_token)])
+@ops_router.get(
+    "/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_token)], operation_id="metrics",
+    responses={200: {"description": "Prometheus text format (version 0.0.4)"}, **docs.AUTHENTICATED},
+)
 async def metrics(node: NodeDep) -> PlainTextResponse:
+    """The master's metrics, in Prometheus text format."""
     return PlainTextResponse(render_metrics(node), media_type="text/plain; version=0.0.4")
 
 
-@ops_router.get("/ui", response_class=HTMLResponse, dependencies=[Depends(require_token)])
+@ops_router.get(
+    "/ui", response_class=HTMLResponse, dependencies=[Depends(require_token)], operation_id="dashboard",
+    responses=docs.AUTHENTICATED,
+)
 async def ui() -> HTMLResponse:
+    """The live dashboard: a page that reads everything through the authenticated API."""
     return HTMLResponse(DASHBOARD_HTML)
 
 
@@ -605,10 +699,15 @@ def create_app(settings: MasterSettings) -> FastAPI:
         title="CLAUD master",
         version="0.1.0",
         description="Submit container jobs, watch them run, see the cluster. "
-        "Every /v1 endpoint needs `Authorization: Bearer <token>`.",
+        "Every /v1 endpoint needs `Authorization: Bearer <token>`. "
+        "Lists answer everything, or a page at a time with `?limit=` (follow `next` until it is null).",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install_docs, from local files
+        redoc_url=None,
+        generate_unique_id_function=docs.operation_id,
     )
     app.state.node = node
+    app.state.job_list_renderer = JobListRenderer()
     # Each added middleware wraps the ones before it: auth runs first, then the
     # body is read within its limits, then the two fast paths.
     app.add_middleware(SubmitFastPath, node=node)
@@ -663,4 +762,6 @@ def create_app(settings: MasterSettings) -> FastAPI:
 
     for router in (jobs, nodes, cluster, internal, ops_router):
         app.include_router(router)
+    docs.install_docs(app)
+    docs.install_openapi(app)
     return app
