@@ -178,9 +178,23 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-Command = Annotated[list[str], AfterValidator(check_command)]
-Environment = Annotated[dict[str, str], AfterValidator(check_env)]
-Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+# The Field limits put the counts into the JSON schema (maxItems, maxProperties) for
+# clients to read; the validators hold the sizes and byte totals, with messages naming the field.
+Command = Annotated[
+    list[str],
+    Field(max_length=MAX_COMMAND_ARGS),
+    AfterValidator(check_command),
+]
+Environment = Annotated[
+    dict[str, str],
+    Field(max_length=MAX_ENV_VARS),
+    AfterValidator(check_env),
+]
+Labels = Annotated[
+    dict[str, str],
+    Field(max_length=MAX_LABELS),
+    AfterValidator(check_labels),
+]
 
 
 class WireModel(BaseModel):
