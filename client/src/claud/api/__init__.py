@@ -26,6 +26,7 @@ from claud.api.jobs import (
 )
 from claud.api.nodes import (
     ClusterView,
+    DrainRequest,
     HostUsage,
     MasterView,
     NodeList,
@@ -53,6 +54,7 @@ __all__ = [
     "Constraints",
     "ContainerState",
     "DesiredState",
+    "DrainRequest",
     "ErrorBody",
     "ErrorDetail",
     "Heartbeat",
