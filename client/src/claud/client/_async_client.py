@@ -194,8 +194,8 @@ class AsyncClient:
     async def nodes(self) -> list[NodeView]:
         return wire.parse(NodeList, await self._send(wire.list_nodes())).nodes
 
-    async def drain(self, node_id: str) -> NodeView:
-        return wire.parse(NodeView, await self._send(wire.drain(node_id)))
+    async def drain(self, node_id: str, deadline: float | None = None) -> NodeView:
+        return wire.parse(NodeView, await self._send(wire.drain(node_id, deadline)))
 
     async def undrain(self, node_id: str) -> NodeView:
         return wire.parse(NodeView, await self._send(wire.undrain(node_id)))

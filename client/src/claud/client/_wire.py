@@ -125,8 +125,9 @@ def list_nodes() -> Call:
     return Call("GET", "/v1/nodes")
 
 
-def drain(node_id: str) -> Call:
-    return Call("POST", f"/v1/nodes/{_segment(node_id)}/drain")
+def drain(node_id: str, deadline: float | None = None) -> Call:
+    body = None if deadline is None else {"deadline": deadline}
+    return Call("POST", f"/v1/nodes/{_segment(node_id)}/drain", json=body)
 
 
 def undrain(node_id: str) -> Call:
