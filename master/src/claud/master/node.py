@@ -258,7 +258,7 @@ class MasterNode:
             self._unhealthy_since.pop(hb.node_id, None)
         else:
             self._unhealthy_since.setdefault(hb.node_id, time.monotonic())
-        if node is None or node.runtime_healthy != healthy:
+        if (node.runtime_healthy if node is not None else True) != healthy:
             if not healthy:
                 log_event(log, "slave.runtime_unhealthy", logging.WARNING, node=hb.node_id, error=hb.runtime.error)
             proposals.append(ops.SetRuntimeHealth(
