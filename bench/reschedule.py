@@ -4,7 +4,10 @@ Each round puts N service jobs on one slave, then "kills its machine" (SIGKILL
 of the agent and `docker kill` of its containers) and times until all N run
 on another slave. Prints p50/max over the rounds and the settings used.
 
-    .venv/bin/python bench/reschedule.py [--jobs 10] [--rounds 3] [-- extra master flags]
+    .venv/bin/python bench/reschedule.py [--jobs 10] [--rounds 3] [--fast] [-- extra master flags]
+
+``--fast`` runs the README's fast profile (support.cluster.FAST_PROFILE), whose
+target is every job running elsewhere within 5 s.
 """
 
 from __future__ import annotations
@@ -19,21 +22,23 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.cluster import Cluster, wait_until  # noqa: E402
+from support.cluster import FAST_PROFILE, Cluster, wait_until  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fast", action="store_true", help="the README's fast profile (jobs elsewhere within 5 s)")
     parser.add_argument("master_flags", nargs="*", help="extra claud-master flags (default settings otherwise)")
     args = parser.parse_args()
+    master_flags = [*(FAST_PROFILE if args.fast else []), *args.master_flags]
 
     times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp))
         try:
-            cluster.start_master(1, *args.master_flags)
+            cluster.start_master(1, *master_flags)
             names = ["a", "b"]
             for name in names:
                 cluster.start_slave(name)
@@ -66,7 +71,7 @@ def main() -> None:
             engine.close()
         finally:
             cluster.close()
-    settings = " ".join(args.master_flags) or "defaults (node-dead-after 10 s, heartbeat 1 s, lease 4 s)"
+    settings = " ".join(master_flags) or "defaults (node-dead-after 10 s, heartbeat 1 s, lease 4 s)"
     print(f"slave machine death, {args.jobs} jobs, {len(times)} rounds, settings: {settings}")
     print(f"  death -> all jobs running elsewhere: p50 {statistics.median(times):.2f} s, max {max(times):.2f} s")
 

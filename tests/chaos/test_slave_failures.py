@@ -17,9 +17,10 @@ from support.firewall import LoopbackFirewall, firewall_available
 pytestmark = pytest.mark.docker
 
 #: Short timeouts keep the suite fast; the invariant the master checks at start
-#: (dead-after >= lease + fence grace + 2 heartbeats) holds as with the defaults.
+#: (dead-after >= lease + 2 election timeouts + a heartbeat + the grace rounded up
+#: + the stop fan-out margin: 2.5 + 1.2 + 0.3 + 1 + 1) holds as with the defaults.
 FAST = ["--heartbeat-interval", "0.3", "--suspect-after", "1.5", "--slave-lease", "2.5",
-        "--fence-stop-grace", "0.5", "--node-dead-after", "4.5"]
+        "--fence-stop-grace", "0.5", "--node-dead-after", "6"]
 
 
 def service(cluster: Cluster, name: str) -> str:

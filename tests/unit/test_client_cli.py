@@ -161,6 +161,22 @@ def test_nodes_lists_drains_and_undrains() -> None:
     undrained = cluster.invoke("-o", "json", "nodes", "undrain", "s1")
     assert json.loads(undrained.stdout)["state"] == "alive"
     assert cluster.invoke("nodes", "drain", "s9").exit_code == ExitCode.NOT_FOUND
+    assert [r.content for r in cluster.requests if r.url.path.endswith("/drain")][0] == b""
+
+
+def test_nodes_drain_sends_the_deadline_and_refuses_a_bad_one() -> None:
+    slave = {"id": "s1", "role": "slave", "address": "10.0.0.2:8701", "state": "draining"}
+    cluster = Cluster({("POST", "/v1/nodes/s1/drain"): slave})
+    drained = cluster.invoke("nodes", "drain", "s1", "--deadline", "60")
+    assert drained.exit_code == 0, drained.stderr
+    assert json.loads(cluster.requests[-1].content) == {"deadline": 60.0}
+    from_env = cluster.invoke("nodes", "drain", "s1", env={"CLAUD_DRAIN_DEADLINE": "2.5"})
+    assert from_env.exit_code == 0 and json.loads(cluster.requests[-1].content) == {"deadline": 2.5}
+    sent = len(cluster.requests)
+    for bad in ("-1", "nan", "inf", "soon", "1e9"):
+        result = cluster.invoke("nodes", "drain", "s1", "--deadline", bad)
+        assert result.exit_code == 2, (bad, result.stdout)
+    assert len(cluster.requests) == sent  # nothing was sent for a bad deadline
 
 
 def test_cluster_table_and_json() -> None:

@@ -253,6 +253,12 @@ actions = st.lists(
         st.tuples(st.just("dead"), st.sampled_from(NODE_IDS)),
         st.tuples(st.just("drain"), st.sampled_from(NODE_IDS), st.booleans()),
         st.tuples(st.just("tick")),
+        st.tuples(st.just("service"), st.sampled_from(["never", "always"])),
+        st.tuples(st.just("fence"), st.integers(0, 30), st.sampled_from([0, 137])),
+        st.tuples(st.just("drain_until"), st.sampled_from(NODE_IDS), st.sampled_from([0, 30, 120])),
+        st.tuples(st.just("force"), st.sampled_from(NODE_IDS)),
+        st.tuples(st.just("health"), st.sampled_from(NODE_IDS), st.booleans()),
+        st.tuples(st.just("lose"), st.sampled_from(NODE_IDS)),
     ),
     max_size=60,
 )
@@ -286,6 +292,30 @@ def run_actions(d: Driver, steps) -> None:
                     d.apply(ops.SetDrain(at=d.now, node_id=node_id, draining=on))
             case ("tick",):
                 d.tick(40)
+            case ("service", policy):
+                job_id = f"j{len(submitted)}"
+                d.submit(job_id, type="service", resources={"cpu": 0.25, "memory_mb": 64}, restart={"policy": policy})
+                submitted.append(job_id)
+            case ("fence", n, code):
+                if submitted:
+                    job = d.sm.jobs[submitted[n % len(submitted)]]
+                    if job.alloc_id and job.node_id:
+                        status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id, state=ContainerState.EXITED,
+                                                  exit_code=code, fenced=True)
+                        d.apply(ops.ReportAllocations(at=d.now, node_id=job.node_id, statuses=[status]))
+            case ("drain_until", node_id, seconds):
+                if node_id in d.sm.nodes:
+                    d.apply(ops.SetDrain(at=d.now, node_id=node_id, draining=True,
+                                         deadline=d.now + timedelta(seconds=seconds)))
+            case ("force", node_id):
+                if node_id in d.sm.nodes:
+                    d.apply(ops.ForceDrain(at=d.now, node_id=node_id))
+            case ("health", node_id, healthy):
+                if node_id in d.sm.nodes:
+                    d.apply(ops.SetRuntimeHealth(at=d.now, node_id=node_id, healthy=healthy, error="engine down"))
+            case ("lose", node_id):
+                if node_id in d.sm.nodes:
+                    d.apply(ops.LoseSlaveJobs(at=d.now, node_id=node_id, reason="engine away"))
 
 
 def check_invariants(sm: StateMachine) -> None:
@@ -303,7 +333,18 @@ def check_invariants(sm: StateMachine) -> None:
             assert not sm._placed_by_node.get(node.id)
     for job in sm.jobs.values():
         assert job.state != JobState.LOST  # lost is a transition, never a resting state
-        assert job.restarts <= max(job.spec.restart.max_retries, job.restarts if job.spec.restart.policy == "always" else 0)
+        kept_running = job.spec.restart.policy == "always" or job.spec.type == "service"
+        assert job.restarts <= max(job.spec.restart.max_retries, job.restarts if kept_running else 0)
+        assert (job.stop_cause is not None) == (job.state == JobState.STOPPING)
+        if job.spec.type == "service":
+            assert job.state not in (JobState.COMPLETED, JobState.FAILED)
+        # What ended because of CLAUD is lost and pending again: never charged.
+        for before, after in zip(job.events, job.events[1:]):
+            if before.state == JobState.LOST:
+                assert after.state == JobState.PENDING and "restart" not in after.message
+    for node in sm.nodes.values():
+        if not node.runtime_healthy:
+            assert not sm.capacity(node).schedulable
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

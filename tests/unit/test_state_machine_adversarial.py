@@ -53,6 +53,8 @@ BAD_TIMES = st.sampled_from([
 ])
 STATES = st.one_of(st.sampled_from(["starting", "running", "exited", "failed", "missing"]), ADVERSARIAL_TEXT)
 VALID = st.sampled_from([True, True, True, True, False])  # mostly well-formed, sometimes not
+#: Flags as a hostile or buggy proposer might write them.
+FLAGS = st.one_of(st.booleans(), st.sampled_from([None, "yes", "true", 0, 1, 2, [], {}]))
 
 
 def entry(data: dict[str, Any], inf_as_1e400: bool = False) -> str:
@@ -141,17 +143,17 @@ class Replicas(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 50), attempt=st.sampled_from(["current", "old", "next", "other"]), state=STATES,
           exit_code=INTS, message=st.one_of(st.none(), ADVERSARIAL_TEXT), container=st.one_of(st.none(), ADVERSARIAL_TEXT),
-          node=st.one_of(st.none(), IDS), valid=VALID, bad_time=BAD_TIMES)
-    def report(self, n, attempt, state, exit_code, message, container, node, valid, bad_time) -> None:
+          node=st.one_of(st.none(), IDS), valid=VALID, bad_time=BAD_TIMES, fenced=FLAGS, healthy=FLAGS)
+    def report(self, n, attempt, state, exit_code, message, container, node, valid, bad_time, fenced, healthy) -> None:
         job = self.a.jobs.get(self.job_id(n))
         attempts = job.attempts if job else 0
         alloc = {"current": attempts, "old": attempts - 1, "next": attempts + 1, "other": 7}[attempt]
         job_id = job.id if job else "j0"
         status = {"alloc_id": f"{job_id}-{alloc}", "job_id": job_id, "state": state, "container_id": container,
-                  "exit_code": exit_code, "message": message}
+                  "exit_code": exit_code, "message": message, "fenced": fenced}
         node_id = node if node is not None else (job.node_id if job and job.node_id else "s1")
         self.append(entry({"kind": "report_allocations", "at": self.at(valid, bad_time), "node_id": node_id,
-                           "statuses": [status]}))
+                           "statuses": [status], "runtime_healthy": healthy}))
 
     @rule(restarts=st.integers(1, 80), years=st.integers(0, 40), last_at=st.one_of(st.none(), BAD_TIMES))
     def crash_loop(self, restarts, years, last_at) -> None:
@@ -185,9 +187,29 @@ class Replicas(RuleBasedStateMachine):
         self.append(entry({"kind": "set_node_state", "at": self.now.isoformat(), "node_id": node, "state": state,
                            "reason": reason}))
 
-    @rule(node=IDS, draining=st.one_of(st.booleans(), st.sampled_from(["yes", 2, None])))
-    def drain(self, node, draining) -> None:
-        self.append(entry({"kind": "set_drain", "at": self.now.isoformat(), "node_id": node, "draining": draining}))
+    @rule(node=IDS, draining=st.one_of(st.booleans(), st.sampled_from(["yes", 2, None])),
+          deadline=st.one_of(st.none(), st.sampled_from([-3600, 0, 60, 86_400 * 365 * 100]), BAD_TIMES))
+    def drain(self, node, draining, deadline) -> None:
+        data = {"kind": "set_drain", "at": self.now.isoformat(), "node_id": node, "draining": draining}
+        if isinstance(deadline, int):  # seconds from now; far ones run past MAX_TIME
+            deadline = (self.now + timedelta(seconds=min(deadline, 86_400 * 365 * 2000))).isoformat()
+        if deadline is not None:
+            data["deadline"] = deadline
+        self.append(entry(data))
+
+    @rule(node=IDS, valid=VALID, bad_time=BAD_TIMES)
+    def force_drain(self, node, valid, bad_time) -> None:
+        self.append(entry({"kind": "force_drain", "at": self.at(valid, bad_time), "node_id": node}))
+
+    @rule(node=IDS, healthy=FLAGS, error=st.one_of(st.none(), ADVERSARIAL_TEXT))
+    def runtime_health(self, node, healthy, error) -> None:
+        self.append(entry({"kind": "set_runtime_health", "at": self.now.isoformat(), "node_id": node,
+                           "healthy": healthy, "error": error}))
+
+    @rule(node=IDS, reason=ADVERSARIAL_TEXT, valid=VALID, bad_time=BAD_TIMES)
+    def lose_jobs(self, node, reason, valid, bad_time) -> None:
+        self.append(entry({"kind": "lose_slave_jobs", "at": self.at(valid, bad_time), "node_id": node,
+                           "reason": reason}))
 
     @rule(node=IDS, valid=VALID, bad_time=BAD_TIMES, cpu=FLOATS, memory=INTS, big=st.booleans())
     def touch(self, node, valid, bad_time, cpu, memory, big) -> None:
@@ -201,7 +223,8 @@ class Replicas(RuleBasedStateMachine):
     @rule(data=st.dictionaries(st.sampled_from(["kind", "at", "job_id", "node_id", "spec", "statuses", "heartbeats"]),
                                st.one_of(ADVERSARIAL_TEXT, INTS, FLOATS, st.none(), st.lists(INTS, max_size=2)), max_size=5),
           kind=st.sampled_from(["submit_job", "apply_plan", "register_node", "report_allocations", "stop_job",
-                                "set_node_state", "set_drain", "touch_nodes", "noop", "drop_tables"]))
+                                "set_node_state", "set_drain", "force_drain", "set_runtime_health",
+                                "lose_slave_jobs", "touch_nodes", "noop", "drop_tables"]))
     def junk(self, data, kind) -> None:
         self.append(entry({"kind": kind, **data}))
 
@@ -237,8 +260,13 @@ class Replicas(RuleBasedStateMachine):
             assert sm.jobs[job_id].spec.idempotency_key == key
         for job in sm.jobs.values():
             assert job.state != JobState.LOST
+            assert (job.stop_cause is not None) == (job.state == JobState.STOPPING), (job.state, job.stop_cause)
             if job.not_before is not None and job.state == JobState.PENDING:
                 assert job.not_before - job.updated_at <= timedelta(seconds=30)
+        for node in sm.nodes.values():
+            assert node.drain_deadline is None or node.draining
+            assert not node.drain_forced or node.drain_deadline is not None
+            assert node.runtime_healthy or not sm.capacity(node).schedulable
 
     def teardown(self) -> None:
         straight = StateMachine()

@@ -27,6 +27,7 @@ from claud.api.jobs import (
 )
 from claud.api.nodes import (
     ClusterView,
+    DrainRequest,
     HostUsage,
     MasterView,
     NodeList,
@@ -54,6 +55,7 @@ __all__ = [
     "Constraints",
     "ContainerState",
     "DesiredState",
+    "DrainRequest",
     "ErrorBody",
     "ErrorDetail",
     "Heartbeat",

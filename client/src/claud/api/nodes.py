@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from claud.api.jobs import StrictModel
 from claud.api.jobs import WireModel as BaseModel
 
 #: Bounds of what a slave may advertise or report: far above any real host,
@@ -55,6 +56,27 @@ class NodeView(BaseModel):
     usage: HostUsage | None = None
     allocations: int = Field(0, description="jobs placed on this node")
     last_heartbeat: datetime | None = None
+    runtime_healthy: bool = Field(
+        True, description="the slave's container engine answers; an unhealthy slave takes no placements"
+    )
+    runtime_error: str | None = Field(None, description="why the engine is unhealthy, as the slave saw it")
+    drain_deadline: datetime | None = Field(
+        None, description="while draining: batch jobs still running then are forced off"
+    )
+
+
+#: The longest drain deadline accepted, seconds (a week): a longer one is a typo.
+MAX_DRAIN_DEADLINE = 7 * 24 * 3600
+
+
+class DrainRequest(StrictModel):
+    """The optional body of POST /v1/nodes/{id}/drain."""
+
+    deadline: float | None = Field(
+        None, ge=0, le=MAX_DRAIN_DEADLINE,
+        description="seconds batch jobs may keep running to finish; then they are forced off "
+        "(killed, and placed elsewhere). Without it every job moves at once",
+    )
 
 
 class NodeList(BaseModel):

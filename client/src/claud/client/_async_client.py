@@ -221,8 +221,8 @@ class AsyncClient:
             if cursor is None:
                 return
 
-    async def drain(self, node_id: str) -> NodeView:
-        return wire.parse(NodeView, await self._send(wire.drain(node_id)))
+    async def drain(self, node_id: str, deadline: float | None = None) -> NodeView:
+        return wire.parse(NodeView, await self._send(wire.drain(node_id, deadline)))
 
     async def undrain(self, node_id: str) -> NodeView:
         return wire.parse(NodeView, await self._send(wire.undrain(node_id)))

@@ -246,9 +246,12 @@ class Client:
             if cursor is None:
                 return
 
-    def drain(self, node_id: str) -> NodeView:
-        """Move the slave's jobs elsewhere and place no new ones on it."""
-        return wire.parse(NodeView, self._send(wire.drain(node_id)))
+    def drain(self, node_id: str, deadline: float | None = None) -> NodeView:
+        """Move the slave's jobs elsewhere and place no new ones on it.
+
+        With ``deadline`` (seconds), batch jobs may finish until then; what
+        still runs at the deadline is killed and placed elsewhere."""
+        return wire.parse(NodeView, self._send(wire.drain(node_id, deadline)))
 
     def undrain(self, node_id: str) -> NodeView:
         """Let the scheduler place jobs on a drained slave again."""

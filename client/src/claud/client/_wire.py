@@ -150,8 +150,9 @@ def next_page(cursor: str | None, previous: str | None, response: httpx.Response
     return cursor
 
 
-def drain(node_id: str) -> Call:
-    return Call("POST", f"/v1/nodes/{_segment(node_id)}/drain")
+def drain(node_id: str, deadline: float | None = None) -> Call:
+    body = None if deadline is None else {"deadline": deadline}
+    return Call("POST", f"/v1/nodes/{_segment(node_id)}/drain", json=body)
 
 
 def undrain(node_id: str) -> Call:

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from rich.console import Console, RenderableType
 
 from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
+from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.client import _render as render
 from claud.client import _wire as wire
 from claud.client._client import DEFAULT_POLL_INTERVAL, Client
@@ -582,6 +583,7 @@ def nodes(ctx: click.Context) -> None:
     \b
       claud nodes
       claud nodes drain s1
+      claud nodes drain s1 --deadline 60
       claud nodes undrain s1
     """
     if ctx.invoked_subcommand is None:
@@ -590,12 +592,28 @@ def nodes(ctx: click.Context) -> None:
         show(config, [dump(node) for node in found], lambda: render.nodes_table(found))
 
 
+def _finite(param: click.Parameter, value: float | None) -> float | None:
+    # FloatRange lets NaN through (every comparison with it is false).
+    if value is not None and value != value:
+        raise click.BadParameter("must be a number", param=param)
+    return value
+
+
 @nodes.command()
 @click.argument("node_id", metavar="ID", shell_complete=complete_slave_ids)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, max=MAX_DRAIN_DEADLINE),
+    envvar="CLAUD_DRAIN_DEADLINE",
+    show_envvar=True,
+    callback=lambda ctx, param, value: _finite(param, value),
+    help="Seconds batch jobs may run on to finish; then they are killed and placed elsewhere. "
+    "Without it every job moves at once.",
+)
 @pass_client
-def drain(config: CliConfig, client: Client, node_id: str) -> None:
+def drain(config: CliConfig, client: Client, node_id: str, deadline: float | None) -> None:
     """Move a slave's jobs elsewhere and place no new ones on it."""
-    node = client.drain(node_id)
+    node = client.drain(node_id, deadline)
     show(config, dump(node), lambda: render.text(f"node {node.id} {node.state.value}"))
 
 

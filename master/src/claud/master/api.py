@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from claud.api import (
     Assignments,
     ClusterView,
+    DrainRequest,
     ErrorBody,
     Heartbeat,
     JobEventList,
@@ -45,6 +46,7 @@ from claud.api import (
     WatchRequest,
 )
 from claud.api.logfmt import log_event
+from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.jobs import validate_idempotency_key
 from claud.master import ops, strict_json
 from claud.master.body_limit import BodyLimitMiddleware, replay
@@ -493,22 +495,38 @@ async def list_nodes(node: NodeDep, limit: Limit = None, cursor: Cursor = None) 
     return NodeList(nodes=found, next=next_cursor, index=node.commit_index)
 
 
-async def _set_drain(node: MasterNode, node_id: str, draining: bool) -> NodeView:
+async def _set_drain(node: MasterNode, node_id: str, draining: bool, deadline: float | None = None) -> NodeView:
     if node_id not in node.state.nodes:
         if node_id == str(node.id):
             raise ApiError(409, "conflict", f"node {node_id} is a master; masters run no jobs")
         raise ApiError(404, "not_found", f"node {node_id} not found")
-    raise_for(await node.propose(ops.SetDrain(at=utcnow(), node_id=node_id, draining=draining)))
+    now = utcnow()
+    until = None if deadline is None else now + timedelta(seconds=deadline)
+    raise_for(await node.propose(ops.SetDrain(at=now, node_id=node_id, draining=draining, deadline=until)))
     return _slave_view(node, node_id)
 
 
-_DRAIN_DOCS: dict[int | str, dict[str, Any]] = {**docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE}
+_DRAIN_DOCS: dict[int | str, dict[str, Any]] = {**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE}
 
 
 @nodes.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
-async def drain_node(node_id: str, node: NodeDep) -> NodeView:
-    """Move the slave's jobs elsewhere and place no new ones on it."""
-    return await _set_drain(node, node_id, True)
+async def drain_node(
+    node_id: str,
+    node: NodeDep,
+    body: DrainRequest | None = None,
+    deadline: Annotated[float | None, Query(ge=0, le=MAX_DRAIN_DEADLINE, allow_inf_nan=False)] = None,
+) -> NodeView:
+    """Move the slave's jobs elsewhere and place no new ones on it.
+
+    Without a deadline every job moves at once. With ``deadline`` seconds (in
+    the JSON body or the query), services move at once and batch jobs may
+    finish their work until then; what still runs at the deadline is killed
+    and placed elsewhere (Nomad's drain deadline).
+    """
+    given = body.deadline if body is not None else None
+    if given is not None and deadline is not None and given != deadline:
+        raise ApiError(422, "invalid_spec", "deadline given in both the query and the body, differently", "deadline")
+    return await _set_drain(node, node_id, True, given if given is not None else deadline)
 
 
 @nodes.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)

@@ -25,7 +25,7 @@ from claud.master.peers import MasterDirectory, resolve_peer_ids
 from claud.master.replication import ReplicatedLog
 from claud.master.scheduler import schedule
 from claud.master.settings import MasterSettings
-from claud.master.state import Outcome, StateMachine
+from claud.master.state import NodeRecord, Outcome, StateMachine
 from claud.master.storage import LogStore
 
 log = logging.getLogger("claud.master")
@@ -87,6 +87,8 @@ class MasterNode:
         self._heartbeat_at: dict[str, datetime] = {}
         self._usage: dict[str, HostUsage] = {}
         self._touched: set[str] = set()
+        #: Since when (monotonic) each slave has said its container engine does not answer.
+        self._unhealthy_since: dict[str, float] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -143,6 +145,8 @@ class MasterNode:
         # leader has not heard from anyone yet, which says nothing about them.
         self._last_seen = {node_id: now for node_id in self.state.nodes}
         self._heartbeat_at, self._usage, self._touched = {}, {}, set()
+        # The same for a slave whose engine was down: a full period from now.
+        self._unhealthy_since = {n.id: now for n in self.state.nodes.values() if not n.runtime_healthy}
         log_event(log, "leader.elected", term=self.term, index=self.commit_index)
         self._duties = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
@@ -249,9 +253,25 @@ class MasterNode:
                     memory_mb_total=hb.memory_mb_total,
                 )
             )
-        statuses = self.state.relevant_statuses(hb.node_id, hb.allocations)
+        healthy = hb.runtime.healthy
+        if healthy:
+            self._unhealthy_since.pop(hb.node_id, None)
+        else:
+            self._unhealthy_since.setdefault(hb.node_id, time.monotonic())
+        if (node.runtime_healthy if node is not None else True) != healthy:
+            if not healthy:
+                log_event(log, "slave.runtime_unhealthy", logging.WARNING, node=hb.node_id, error=hb.runtime.error)
+            proposals.append(ops.SetRuntimeHealth(
+                at=utcnow(), node_id=hb.node_id, healthy=healthy, error=None if healthy else hb.runtime.error
+            ))
+        statuses = self.state.relevant_statuses(hb.node_id, hb.allocations, runtime_healthy=healthy)
         if statuses:
-            proposals.append(ops.ReportAllocations(at=utcnow(), node_id=hb.node_id, statuses=statuses))
+            proposals.append(ops.ReportAllocations(
+                at=utcnow(), node_id=hb.node_id, statuses=statuses, runtime_healthy=healthy
+            ))
+        if proposals and isinstance(proposals[0], ops.RegisterNode):
+            # A slave's registration goes first: its health and reports need its row.
+            await self.propose(proposals.pop(0))
         if proposals:
             await asyncio.gather(*(self.propose(op) for op in proposals))
         return self.assignments(hb.node_id)
@@ -334,7 +354,8 @@ class MasterNode:
                 self._schedule_needed.set()
 
     async def _failure_detector_loop(self) -> None:
-        """Suspect, then declare dead, the slaves that stopped heartbeating."""
+        """Suspect, then declare dead, the slaves that stopped heartbeating; lose
+        the jobs of those whose engine stayed away; force overdue drains."""
         settings = self.settings
         while True:
             await asyncio.sleep(FAILURE_CHECK_INTERVAL)
@@ -342,6 +363,8 @@ class MasterNode:
             for node in list(self.state.nodes.values()):
                 if node.state == NodeState.DEAD:
                     continue
+                await self._check_drain_deadline(node)
+                await self._check_runtime(node, now)
                 silent = now - self._last_seen.setdefault(node.id, now)
                 verdict = None
                 if silent >= settings.node_dead_after:
@@ -376,3 +399,29 @@ class MasterNode:
                 )
             except Exception as exc:
                 log_event(log, "touch.error", logging.ERROR, error=repr(exc))
+
+    async def _check_drain_deadline(self, node: NodeRecord) -> None:
+        if not node.draining or node.drain_forced or node.drain_deadline is None or node.drain_deadline > utcnow():
+            return
+        try:
+            await self.propose(ops.ForceDrain(at=utcnow(), node_id=node.id))
+        except Exception as exc:
+            log_event(log, "drain.force_error", logging.ERROR, node=node.id, error=repr(exc))
+
+    async def _check_runtime(self, node: NodeRecord, now: float) -> None:
+        """A slave whose engine has not answered for node-dead-after has lost its jobs.
+
+        Measured from the slave's own heartbeats, like death: the agent still
+        answers, so it will stop those containers (no longer desired) once its
+        engine is back."""
+        since = self._unhealthy_since.get(node.id)
+        if node.runtime_healthy or since is None or now - since < self.settings.node_dead_after:
+            return
+        if not self.state.placed_jobs(node.id):
+            return
+        try:
+            await self.propose(ops.LoseSlaveJobs(
+                at=utcnow(), node_id=node.id, reason=f"unhealthy for {now - since:.1f}s: {node.runtime_error or ''}"
+            ))
+        except Exception as exc:
+            log_event(log, "failure_detector.error", logging.ERROR, node=node.id, error=repr(exc))

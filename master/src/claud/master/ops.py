@@ -85,6 +85,9 @@ class ReportAllocations(_Op):
     kind: Literal["report_allocations"] = "report_allocations"
     node_id: NodeId
     statuses: list[AllocationStatus] = Field(..., max_length=MAX_ALLOCATIONS)
+    runtime_healthy: bool = Field(
+        True, description="the slave's engine answered when it sent these: if not, what ended is lost, not failed"
+    )
 
 
 class StopJob(_Op):
@@ -105,6 +108,33 @@ class SetDrain(_Op):
     kind: Literal["set_drain"] = "set_drain"
     node_id: NodeId
     draining: bool
+    deadline: Timestamp | None = Field(
+        None, description="when draining: batch jobs may finish until this time, then are forced off"
+    )
+
+
+class ForceDrain(_Op):
+    """A drain's deadline passed: what still runs on the slave is killed and moved."""
+
+    kind: Literal["force_drain"] = "force_drain"
+    node_id: NodeId
+
+
+class SetRuntimeHealth(_Op):
+    """A slave's container engine stopped or started answering (``Heartbeat.runtime``)."""
+
+    kind: Literal["set_runtime_health"] = "set_runtime_health"
+    node_id: NodeId
+    healthy: bool
+    error: Message | None = None
+
+
+class LoseSlaveJobs(_Op):
+    """A slave that heartbeats but whose engine stayed away past node-dead-after: its jobs are lost."""
+
+    kind: Literal["lose_slave_jobs"] = "lose_slave_jobs"
+    node_id: NodeId
+    reason: Message = ""
 
 
 class TouchNodes(_Op):
@@ -122,7 +152,10 @@ class Noop(_Op):
 
 
 Operation = Annotated[
-    Union[SubmitJob, ApplyPlan, RegisterNode, ReportAllocations, StopJob, SetNodeState, SetDrain, TouchNodes, Noop],
+    Union[
+        SubmitJob, ApplyPlan, RegisterNode, ReportAllocations, StopJob, SetNodeState, SetDrain, ForceDrain,
+        SetRuntimeHealth, LoseSlaveJobs, TouchNodes, Noop,
+    ],
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)

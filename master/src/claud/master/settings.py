@@ -8,6 +8,7 @@ a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.addresses import parse_host_port
 from claud.master.scheduler import Strategy
+
+
+#: What a fencing slave needs beyond the grace to issue every stop and have
+#: Docker act on it (the stop fan-out), seconds; part of the start-up invariant.
+FENCE_FANOUT_MARGIN = 1.0
+#: A deposed leader, cut off from the others, keeps answering heartbeats (and
+#: so renewing leases) until check-quorum makes it step down: at most about
+#: this many election timeouts after its followers last heard it.
+DEPOSED_LEADER_ELECTION_TIMEOUTS = 2
 
 
 def split_addresses(value: object) -> object:
@@ -60,7 +70,9 @@ class MasterSettings(BaseSettings):
         4.0, gt=0, description="a slave that hears no leader this long stops its containers (fencing)"
     )
     fence_stop_grace: float = Field(
-        3.0, ge=0, description="the longest SIGTERM grace a fencing slave allows before SIGKILL"
+        2.0, ge=0,
+        description="the longest SIGTERM grace a fencing slave allows before SIGKILL "
+        "(Docker rounds it up to whole seconds)",
     )
     strategy: Strategy = Field(Strategy.BINPACK, description="placement strategy: binpack or spread")
     snapshot_every: int = Field(10_000, ge=10, description="log entries between snapshots")
@@ -114,15 +126,11 @@ class MasterSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _timeouts_are_safe(self) -> MasterSettings:
-        # A slave must have stopped its containers (lease + grace) before the
-        # leader declares it dead and starts copies elsewhere; the margin
-        # absorbs a heartbeat in flight and scheduling delay.
-        margin = 2 * self.heartbeat_interval
-        needed = self.slave_lease + self.fence_stop_grace + margin
+        needed, terms = self.fencing_bound()
         if self.node_dead_after < needed:
             raise ValueError(
-                f"node_dead_after ({self.node_dead_after:g}s) must be at least slave_lease + "
-                f"fence_stop_grace + 2*heartbeat_interval = {needed:g}s, or a job could run on two slaves"
+                f"node_dead_after ({self.node_dead_after:g}s) must be at least {terms} = {needed:g}s: "
+                "a cut-off slave may still run its jobs until then, so a job could run on two slaves"
             )
         if self.slave_lease <= 2 * self.heartbeat_interval:
             raise ValueError(
@@ -143,6 +151,26 @@ class MasterSettings(BaseSettings):
         if self.suspect_after >= self.node_dead_after:
             raise ValueError("suspect_after must be shorter than node_dead_after")
         return self
+
+    def fencing_bound(self) -> tuple[float, str]:
+        """The latest a cut-off slave's containers may still run, counted from its
+        last heartbeat the leader received, and the terms that make it up.
+
+        The slave's lease runs from when it sent that heartbeat; a deposed
+        leader may renew it for up to two election timeouts more; the slave
+        checks its lease once per heartbeat interval; ``docker stop -t`` takes
+        whole seconds, so the grace is rounded up; and issuing every stop at
+        once takes a moment (FENCE_FANOUT_MARGIN).
+        """
+        deposed = DEPOSED_LEADER_ELECTION_TIMEOUTS * self.election_timeout
+        grace = math.ceil(self.fence_stop_grace)
+        total = self.slave_lease + deposed + self.heartbeat_interval + grace + FENCE_FANOUT_MARGIN
+        terms = (
+            f"slave_lease ({self.slave_lease:g}s) + {DEPOSED_LEADER_ELECTION_TIMEOUTS}*election_timeout ({deposed:g}s) "
+            f"+ heartbeat_interval ({self.heartbeat_interval:g}s) + fence_stop_grace rounded up ({grace}s) "
+            f"+ stop fan-out margin ({FENCE_FANOUT_MARGIN:g}s)"
+        )
+        return round(total, 6), terms
 
     @property
     def advertised_address(self) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import AliasChoices, BaseModel, Field, PrivateAttr
 
 from claud.api import (
     PLACED_STATES,
@@ -38,31 +38,19 @@ from claud.api import (
     NodeRole,
     NodeState,
     NodeView,
-    RestartPolicyName,
 )
 from claud.api.logfmt import log_event
 from claud.master import ops
+from claud.master.lifecycle import Facts, Step, StopCause, Transition, backoff, drain_moves_now, on_report, on_stop
 from claud.master.scheduler import NodeCapacity, PendingJob, cpu_millis, fits
 
 #: Events kept per job; older ones are dropped so a crash-looping service
 #: cannot grow one record without bound.
 MAX_EVENTS_PER_JOB = 100
-#: Restart backoff: first restart after this many seconds, doubling, capped.
-RESTART_BACKOFF_BASE = 0.5
-RESTART_BACKOFF_MAX = 30.0
-#: The doubling stops here (0.5 s * 2**16 is far past the cap), so the
-#: arithmetic stays small however often a service has restarted.
-RESTART_BACKOFF_MAX_EXPONENT = 16
 #: The time of an empty entry's no-op (a leader's own first entry).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger("claud.master.state")
-
-
-def restart_delay(restarts: int) -> float:
-    """Seconds before restart number ``restarts`` (1, 2, ...) may be placed."""
-    exponent = min(max(restarts - 1, 0), RESTART_BACKOFF_MAX_EXPONENT)
-    return min(RESTART_BACKOFF_BASE * 2**exponent, RESTART_BACKOFF_MAX)
 
 
 class _Row(BaseModel):
@@ -110,7 +98,15 @@ class JobRecord(_Row):
     not_before: datetime | None = None  # restart backoff: not placed before this time
     pending_reason: str | None = None
     message: str | None = None
-    stop_reason: str | None = None  # "user" or "drain" while stopping
+    #: Why the masters want it stopped (its desired state is stop); None: it should run.
+    #: Snapshots of older masters call it ``stop_reason`` (the same values, "user" and "drain").
+    stop_cause: StopCause | None = Field(None, validation_alias=AliasChoices("stop_cause", "stop_reason"))
+    #: When the current attempt was first seen running: a short run is a quick exit.
+    running_since: datetime | None = None
+    #: The current attempt was seen starting or running: a slave must not start it again.
+    seen_started: bool = False
+    #: A service's consecutive quick exits; its restart backoff grows with them.
+    quick_exits: int = 0
     events: list[JobEvent] = Field(default_factory=list)
 
 
@@ -125,6 +121,13 @@ class NodeRecord(_Row):
     registered_at: datetime
     last_heartbeat: datetime | None = None
     usage: HostUsage | None = None
+    #: While draining: batch jobs may finish until then, and are forced off after.
+    drain_deadline: datetime | None = None
+    #: The deadline passed: drained jobs are stopped without grace.
+    drain_forced: bool = False
+    #: The slave's container engine answers (its heartbeats say); if not, nothing is placed there.
+    runtime_healthy: bool = True
+    runtime_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -346,32 +349,79 @@ class StateMachine:
         if op.state == NodeState.ALIVE:
             self.capacity_epoch += 1
         if op.state == NodeState.DEAD:
-            for job_id in sorted(self._placed_by_node.get(node.id, ())):
-                job = self.jobs[job_id]
-                if job.state == JobState.STOPPING:
-                    self._finish(job, op.at, JobState.STOPPED, f"node {node.id} died while stopping")
-                else:
-                    self._event(job, op.at, JobState.LOST, f"node {node.id} is dead: {op.reason}".rstrip(": "))
-                    self._requeue(job, op.at, f"rescheduling after node {node.id} died", charge=False)
+            self._lose_jobs(node, op.at, f"slave {node.id} is dead: {op.reason}".rstrip(": "))
         self._bump(node.id)
         return Outcome()
+
+    def _lose_jobs(self, node: NodeRecord, at: datetime, why: str) -> None:
+        for job_id in sorted(self._placed_by_node.get(node.id, ())):
+            job = self.jobs[job_id]
+            step = on_stop(job, StopCause.SLAVE_LOST)
+            if step is not None:
+                message = why if step.step is Step.LOST else f"{why}; {step.message}"
+                self._transition(job, Transition(step.step, message), at)
 
     def _apply_set_drain(self, op: ops.SetDrain) -> Outcome:
         node = self.nodes.get(op.node_id)
         if node is None:
             return Outcome.error("not_found", f"node {op.node_id} not found")
-        if node.draining == op.draining:
+        deadline = op.deadline if op.draining else None
+        if node.draining == op.draining and node.drain_deadline == deadline:
             return Outcome()
-        node.draining = op.draining
-        self._node_change(node, op.at, "draining" if op.draining else "drain cancelled")
+        if node.draining != op.draining:
+            self._node_change(node, op.at, "draining" if op.draining else "drain cancelled")
+        node.draining, node.drain_deadline, node.drain_forced = op.draining, deadline, False
         if not op.draining:
             self.capacity_epoch += 1
-        if op.draining:
-            for job_id in sorted(self._placed_by_node.get(node.id, ())):
-                job = self.jobs[job_id]
-                if job.state != JobState.STOPPING:
-                    job.stop_reason = "drain"
-                    self._event(job, op.at, JobState.STOPPING, f"node {node.id} is draining; moving the job")
+        else:
+            for job in self.placed_jobs(node.id):
+                if drain_moves_now(job, deadline is not None):
+                    self._stop(job, StopCause.DRAIN, op.at)
+            if deadline is not None and deadline <= op.at:
+                self._force_drain(node, op.at)
+        self._bump(node.id)
+        return Outcome()
+
+    def _apply_force_drain(self, op: ops.ForceDrain) -> Outcome:
+        node = self.nodes.get(op.node_id)
+        if node is None:
+            return Outcome.error("not_found", f"node {op.node_id} not found")
+        # Proposed when the leader saw the deadline pass; the tables have the last word.
+        if node.draining and not node.drain_forced and node.drain_deadline is not None and node.drain_deadline <= op.at:
+            self._force_drain(node, op.at)
+            self._bump(node.id)
+        return Outcome()
+
+    def _force_drain(self, node: NodeRecord, at: datetime) -> None:
+        node.drain_forced = True
+        self._node_change(node, at, "drain deadline passed; forcing the remaining jobs off")
+        for job in self.placed_jobs(node.id):
+            self._stop(job, StopCause.DRAIN, at)
+
+    def _apply_set_runtime_health(self, op: ops.SetRuntimeHealth) -> Outcome:
+        node = self.nodes.get(op.node_id)
+        if node is None:
+            return Outcome.error("not_found", f"node {op.node_id} not found")
+        error = None if op.healthy else (op.error or "unknown error")
+        if (node.runtime_healthy, node.runtime_error) == (op.healthy, error):
+            return Outcome()
+        flipped = node.runtime_healthy != op.healthy
+        node.runtime_healthy, node.runtime_error = op.healthy, error
+        if flipped:
+            self._node_change(
+                node, op.at, "container engine answers again" if op.healthy else f"container engine does not answer: {error}"
+            )
+        if op.healthy:
+            self.capacity_epoch += 1
+        return Outcome()
+
+    def _apply_lose_slave_jobs(self, op: ops.LoseSlaveJobs) -> Outcome:
+        node = self.nodes.get(op.node_id)
+        if node is None:
+            return Outcome.error("not_found", f"node {op.node_id} not found")
+        if node.runtime_healthy:
+            return Outcome()  # the engine came back while this was proposed: nothing is lost
+        self._lose_jobs(node, op.at, f"slave {node.id}'s container engine stayed away: {op.reason}".rstrip(": "))
         self._bump(node.id)
         return Outcome()
 
@@ -381,73 +431,63 @@ class StateMachine:
             return Outcome.error("not_found", f"job {op.job_id} not found")
         if job.state in (JobState.COMPLETED, JobState.FAILED):
             return Outcome.error("conflict", f"job {job.id} already {job.state.value}; nothing to stop")
-        if job.state == JobState.STOPPED:
-            return Outcome(value=job.id)
-        if job.state == JobState.STOPPING:
-            job.stop_reason = "user"  # a user stop wins over a drain: do not reschedule
-            return Outcome(value=job.id)
-        if job.state == JobState.PENDING:
-            self._finish(job, op.at, JobState.STOPPED, "stopped by user before it was placed")
-            return Outcome(value=job.id)
-        job.stop_reason = "user"
-        self._event(job, op.at, JobState.STOPPING, "stop requested")
-        if job.node_id:
-            self._bump(job.node_id)
+        self._stop(job, StopCause.USER, op.at)
         return Outcome(value=job.id)
 
     def _apply_report_allocations(self, op: ops.ReportAllocations) -> Outcome:
+        facts = self._facts(op.node_id, op.runtime_healthy)
         for status in op.statuses:
             job = self.jobs.get(status.job_id)
             if job is None or job.alloc_id != status.alloc_id or job.node_id != op.node_id:
                 continue  # a report about an older attempt, or from a slave the job left
-            self._observe(job, status, op.at)
+            step = on_report(job, status, facts)
+            if step is not None:
+                self._transition(job, step, op.at, status)
         return Outcome()
+
+    def _facts(self, node_id: str, runtime_healthy: bool) -> Facts:
+        node = self.nodes.get(node_id)
+        return Facts(slave_dead=node is None or node.state == NodeState.DEAD, runtime_healthy=runtime_healthy)
 
     # ------------------------------------------------------ job transitions
 
-    def _observe(self, job: JobRecord, status: AllocationStatus, at: datetime) -> None:
-        if job.state not in PLACED_STATES:
-            return
-        if status.container_id:
-            job.container_id = status.container_id
-        match status.state:
-            case ContainerState.STARTING:
-                if job.state == JobState.SCHEDULED:
-                    self._event(job, at, JobState.STARTING, "container starting", node_id=job.node_id)
-            case ContainerState.RUNNING:
-                if job.state in (JobState.SCHEDULED, JobState.STARTING):
-                    self._event(job, at, JobState.RUNNING, f"container {short(status.container_id)} running")
-            case ContainerState.EXITED | ContainerState.FAILED | ContainerState.MISSING:
-                self._ended(job, status, at)
+    def _stop(self, job: JobRecord, cause: StopCause, at: datetime) -> None:
+        step = on_stop(job, cause)
+        if step is not None:
+            self._transition(job, step, at)
 
-    def _ended(self, job: JobRecord, status: AllocationStatus, at: datetime) -> None:
-        if status.state == ContainerState.EXITED and job.state in (JobState.SCHEDULED, JobState.STARTING):
-            # It ran and ended between two reports: the history still says it ran.
-            self._event(job, at, JobState.RUNNING, f"container {short(status.container_id)} ran")
-        job.exit_code = status.exit_code
-        if status.state == ContainerState.EXITED:
-            what = f"exited with code {status.exit_code}"
-        elif status.state == ContainerState.FAILED:
-            what = f"could not start: {status.message or 'unknown error'}"
-        else:
-            what = status.message or "container disappeared"
-        if job.state == JobState.STOPPING:
-            if job.stop_reason == "drain":
-                self._requeue(job, at, f"{what}; moved off draining node {job.node_id}", charge=False)
-            else:
-                self._finish(job, at, JobState.STOPPED, what)
-            return
-        succeeded = status.state == ContainerState.EXITED and status.exit_code == 0
-        policy = job.spec.restart.policy
-        restart = policy == RestartPolicyName.ALWAYS or (
-            policy == RestartPolicyName.ON_FAILURE and not succeeded and job.restarts < job.spec.restart.max_retries
-        )
-        if restart:
-            self._requeue(job, at, f"{what}; restarting", charge=True)
-        elif succeeded:
-            self._finish(job, at, JobState.COMPLETED, what)
-        else:
-            self._finish(job, at, JobState.FAILED, what)
+    def _transition(
+        self, job: JobRecord, step: Transition, at: datetime, status: AllocationStatus | None = None
+    ) -> None:
+        """Carry out what ``lifecycle`` decided; the only writer of a placed job's state."""
+        if status is not None:
+            if status.container_id:
+                job.container_id = status.container_id
+            if status.state not in (ContainerState.STARTING, ContainerState.RUNNING):
+                job.exit_code = status.exit_code
+        if step.ran:
+            self._event(job, at, JobState.RUNNING, f"container {short(job.container_id)} ran")
+        match step.step:
+            case Step.STARTING:
+                job.seen_started = True
+                self._event(job, at, JobState.STARTING, step.message, node_id=job.node_id)
+            case Step.RUNNING:
+                job.seen_started = True
+                job.running_since = at
+                self._event(job, at, JobState.RUNNING, f"container {short(job.container_id)} running")
+            case Step.STOPPING:
+                job.stop_cause = step.cause
+                if job.state != JobState.STOPPING:
+                    self._event(job, at, JobState.STOPPING, step.message)
+                if job.node_id:
+                    self._bump(job.node_id)
+            case Step.LOST:
+                self._event(job, at, JobState.LOST, step.message)
+                self._requeue(job, at, "rescheduling", charge=False)
+            case Step.RESTART:
+                self._requeue(job, at, step.message, charge=True)
+            case Step.COMPLETED | Step.FAILED | Step.STOPPED:
+                self._finish(job, at, step.to, step.message)
 
     def _place(self, job: JobRecord, node: NodeRecord, at: datetime) -> None:
         self._forget_pending(job.id)
@@ -458,7 +498,9 @@ class StateMachine:
         job.exit_code = None
         job.pending_reason = None
         job.not_before = None
-        job.stop_reason = None
+        job.stop_cause = None
+        job.running_since = None
+        job.seen_started = False
         self._placed_by_node.setdefault(node.id, set()).add(job.id)
         self._event(job, at, JobState.SCHEDULED, f"placed on {node.id} (attempt {job.attempts})", node_id=node.id)
         self._bump(node.id)
@@ -477,23 +519,22 @@ class StateMachine:
     def _finish(self, job: JobRecord, at: datetime, state: JobState, message: str) -> None:
         self._unplace(job)
         self._forget_pending(job.id)
-        job.stop_reason = None
+        job.stop_cause = None
         self._event(job, at, state, message)
 
     def _requeue(self, job: JobRecord, at: datetime, message: str, *, charge: bool) -> None:
         """Back to pending for another attempt; ``charge`` counts it against the restart policy."""
         if charge:  # computed before anything changes
-            restarts = job.restarts + 1
-            delay = restart_delay(restarts)
-            not_before = at + timedelta(seconds=delay)
-            message = f"{message} in {delay:g}s (restart {restarts})"
+            wait = backoff(job, at)
+            not_before = at + timedelta(seconds=wait.delay)
+            message = f"{message} in {wait.delay:g}s (restart {wait.restarts})"
         self._unplace(job)
         if charge:
-            job.restarts = restarts
+            job.restarts, job.quick_exits = wait.restarts, wait.quick_exits
             job.not_before = not_before
             self._backoff[job.id] = not_before
         job.node_id = None
-        job.stop_reason = None
+        job.stop_cause = None
         job.pending_reason = None
         self._pending[job.id] = None
         self._unexplained[job.id] = None
@@ -542,7 +583,7 @@ class StateMachine:
             memory_mb_total=node.memory_mb_total,
             cpu_reserved=sum(cpu_millis(r.cpu) for r in placed) / 1000,
             memory_mb_reserved=sum(r.memory_mb for r in placed),
-            schedulable=node.state == NodeState.ALIVE and not node.draining,
+            schedulable=node.state == NodeState.ALIVE and not node.draining and node.runtime_healthy,
         )
 
     def scheduling_snapshot(
@@ -563,6 +604,8 @@ class StateMachine:
         return min(self._backoff.values()) if self._backoff else None
 
     def desired_allocations(self, node_id: str) -> list[Allocation]:
+        node = self.nodes.get(node_id)
+        forced = node is not None and node.drain_forced
         return [
             Allocation(
                 alloc_id=job.alloc_id or "",
@@ -573,25 +616,24 @@ class StateMachine:
                 command=job.spec.command,
                 env=job.spec.env,
                 resources=job.spec.resources,
-                stop_timeout=job.spec.stop_timeout,
+                # Past a drain's deadline, what is moved is killed, not asked to stop.
+                stop_timeout=0.0 if forced and job.stop_cause is StopCause.DRAIN else job.spec.stop_timeout,
+                may_start=not (job.seen_started or job.state in (JobState.STARTING, JobState.RUNNING)),
             )
             for job in self.placed_jobs(node_id)
         ]
 
-    def relevant_statuses(self, node_id: str, statuses: Iterable[AllocationStatus]) -> list[AllocationStatus]:
-        """The reports that would change the tables; the rest need no log entry."""
+    def relevant_statuses(
+        self, node_id: str, statuses: Iterable[AllocationStatus], runtime_healthy: bool = True
+    ) -> list[AllocationStatus]:
+        """The reports that would change the tables (the same rule apply follows); the rest need no log entry."""
+        facts = self._facts(node_id, runtime_healthy)
         relevant = []
         for status in statuses:
             job = self.jobs.get(status.job_id)
             if job is None or job.alloc_id != status.alloc_id or job.node_id != node_id:
                 continue
-            if job.state not in PLACED_STATES:
-                continue
-            if status.state in (ContainerState.EXITED, ContainerState.FAILED, ContainerState.MISSING):
-                relevant.append(status)
-            elif status.state == ContainerState.RUNNING and job.state in (JobState.SCHEDULED, JobState.STARTING):
-                relevant.append(status)
-            elif status.state == ContainerState.STARTING and job.state == JobState.SCHEDULED:
+            if on_report(job, status, facts) is not None:
                 relevant.append(status)
         return relevant
 
@@ -630,6 +672,9 @@ class StateMachine:
             usage=node.usage,
             allocations=len(self._placed_by_node.get(node.id, ())),
             last_heartbeat=node.last_heartbeat,
+            runtime_healthy=node.runtime_healthy,
+            runtime_error=node.runtime_error,
+            drain_deadline=node.drain_deadline,
         )
 
     # ------------------------------------------------------------ snapshots
