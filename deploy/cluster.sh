@@ -7,7 +7,8 @@
 # secret, default .build/cluster), SKIP_BUILD=1 (use the images as they are),
 # UP_TIMEOUT (seconds to wait for a leader, default 90), CLAUD_TLS=1 (every
 # process serves HTTPS with its own certificate from a CA made here, in
-# $CLAUD_CLUSTER_DIR/tls: compose.tls.yaml); compose.yaml lists more.
+# $CLAUD_CLUSTER_DIR/tls: compose.tls.yaml; unset: as the running cluster);
+# compose.yaml lists more.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,7 +16,13 @@ cd "$here"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-claud}"
 export CLAUD_CLUSTER_DIR="${CLAUD_CLUSTER_DIR:-$here/.build/cluster}"
 project="$COMPOSE_PROJECT_NAME"
-tls="${CLAUD_TLS:-0}"
+tls="${CLAUD_TLS:-}"
+if [ -z "$tls" ]; then
+    # Unset: follow the cluster that runs (so `down`, `info`, `masters` and
+    # cluster-demo.sh need not be told again).
+    if docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$project-master1" 2>/dev/null \
+        | grep -q '^CLAUD_TLS_CERT_FILE='; then tls=1; else tls=0; fi
+fi
 tls_dir="$CLAUD_CLUSTER_DIR/tls"
 files=(-f "$here/compose.yaml")
 if [ "$tls" = 1 ]; then files+=(-f "$here/compose.tls.yaml"); scheme=https; else scheme=http; fi
