@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from claud.client import Client, Untrusted
+from claud.client import ClaudError, Client, Untrusted
 from claud.client import tls_certs
 from support.cluster import Cluster, free_port, wait_until
 from support.tls import ClusterTls
@@ -192,3 +192,24 @@ def test_claud_tls_makes_a_ca_and_certificates_the_processes_load(tmp_path: Path
 
     assert load_tls_files(tmp_path / "dc1-slave-claud.pem", tmp_path / "dc1-slave-claud-key.pem",
                           tmp_path / "claud-agent-ca.pem") is not None
+
+
+def test_masters_that_verify_clients_serve_only_certificate_holders(tmp_path: Path, no_ca_in_env: None) -> None:
+    tls = ClusterTls(tmp_path / "tls")
+    cluster = Cluster(tmp_path, tls=tls)
+    try:
+        master = cluster.start_master(1, "--tls-verify-clients", wait=False)
+        cli = tls.flags("cli", "cli", "127.0.0.1")
+        ok = tls.client_context()
+        ok.load_cert_chain(cli[1], cli[3])
+        master.verify = ok  # the harness itself is a certificate holder now
+        master.wait_ready(60)
+        cluster.start_slave("s1", "--runtime", "simulated")  # the slave's certificate opens the door
+        with Client(master.url, cluster.token, ca_cert=tls.ca_file, failover_timeout=0) as claud:
+            with pytest.raises(ClaudError):  # trusts the master, but has no certificate to show
+                claud.cluster()
+        with Client(master.url, cluster.token, ca_cert=tls.ca_file, client_cert=cli[1], client_key=cli[3]) as claud:
+            job = claud.submit({"name": "mtls", "image": "claud/busybox:latest", "command": ["sleep", "0.2"]})
+            assert claud.wait(job.id, timeout=60).state == "completed"
+    finally:
+        cluster.close()
