@@ -82,3 +82,19 @@ def test_a_leaf_never_outlives_its_ca() -> None:
     ca_cert, ca_key = ca()
     pem = tls_certs.create_cert(ca_cert, ca_key, Role.SLAVE, days=365)  # type: ignore[arg-type]
     assert x509.load_pem_x509_certificate(pem.cert).not_valid_after_utc <= ca_cert.not_valid_after_utc
+
+
+def test_without_cryptography_claud_tls_says_what_to_install(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['cryptography'] = None\n"
+        "from claud.client.cli import main\n"
+        "sys.argv = ['claud', 'tls', 'ca', 'create']\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "claud-client[tls]" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
