@@ -51,8 +51,11 @@ clean: down
 images: venv
 	bash deploy/build-images.sh
 
+# TLS=1: every master and slave serves HTTPS with its own certificate (compose.tls.yaml);
+# TLS=0 plain HTTP; unset: as the cluster already running, else plain HTTP.
+TLS ?=
 cluster-up: venv images
-	SKIP_BUILD=1 bash deploy/cluster.sh up
+	SKIP_BUILD=1 CLAUD_TLS=$(TLS) bash deploy/cluster.sh up
 
 cluster-down:
 	bash deploy/cluster.sh down

@@ -30,6 +30,8 @@ fi
 CLAUD_MASTERS="$(COMPOSE_PROJECT_NAME="$project" CLAUD_CLUSTER_DIR="$cluster_dir" bash deploy/cluster.sh masters)"
 CLAUD_TOKEN="$(cat "$cluster_dir/token")"
 export CLAUD_MASTERS CLAUD_TOKEN
+# A cluster started with TLS (make cluster-up TLS=1) is trusted through its CA.
+case "$CLAUD_MASTERS" in https://*) export CLAUD_CACERT="$cluster_dir/tls/claud-agent-ca.pem" ;; esac
 claud() { "$bin/claud" "$@"; }
 py() { "$bin/python" -c "$@"; }
 

@@ -5,7 +5,10 @@
 #   deploy/cluster.sh info    how to reach the API, the docs and the CLI
 # Environment: COMPOSE_PROJECT_NAME (default claud), CLAUD_CLUSTER_DIR (token and
 # secret, default .build/cluster), SKIP_BUILD=1 (use the images as they are),
-# UP_TIMEOUT (seconds to wait for a leader, default 90); compose.yaml lists more.
+# UP_TIMEOUT (seconds to wait for a leader, default 90), CLAUD_TLS=1 (every
+# process serves HTTPS with its own certificate from a CA made here, in
+# $CLAUD_CLUSTER_DIR/tls: compose.tls.yaml; unset: as the running cluster);
+# compose.yaml lists more.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,16 +16,27 @@ cd "$here"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-claud}"
 export CLAUD_CLUSTER_DIR="${CLAUD_CLUSTER_DIR:-$here/.build/cluster}"
 project="$COMPOSE_PROJECT_NAME"
+tls="${CLAUD_TLS:-}"
+if [ -z "$tls" ]; then
+    # Unset: follow the cluster that runs (so `down`, `info`, `masters` and
+    # cluster-demo.sh need not be told again).
+    if docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$project-master1" 2>/dev/null \
+        | grep -q '^CLAUD_TLS_CERT_FILE='; then tls=1; else tls=0; fi
+fi
+tls_dir="$CLAUD_CLUSTER_DIR/tls"
+files=(-f "$here/compose.yaml")
+if [ "$tls" = 1 ]; then files+=(-f "$here/compose.tls.yaml"); scheme=https; else scheme=http; fi
 
 if command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose -f "$here/compose.yaml" -p "$project")
+    compose=(docker-compose "${files[@]}" -p "$project")
 elif docker compose version >/dev/null 2>&1; then
-    compose=(docker compose -f "$here/compose.yaml" -p "$project")
+    compose=(docker compose "${files[@]}" -p "$project")
 else
     echo "cluster.sh: neither docker-compose nor 'docker compose' is installed" >&2
     exit 1
 fi
 if [ -x "$here/.venv/bin/python" ]; then py="$here/.venv/bin/python"; else py=python3; fi
+if [ -x "$here/.venv/bin/claud" ]; then claud="$here/.venv/bin/claud"; else claud=claud; fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -40,6 +54,35 @@ secrets() {
     done
 }
 
+certificates() {
+    # One CA per cluster directory, one certificate per container, made once
+    # (`claud tls`, which needs cryptography: `make venv` installs it). Each
+    # names the container as the others dial it (<project>-masterN, from
+    # --advertise and discovery) and as the host does (127.0.0.1, published port).
+    (umask 077; mkdir -p "$tls_dir")
+    if [ ! -s "$tls_dir/claud-agent-ca.pem" ]; then
+        say "making the cluster's CA and certificates in $tls_dir (claud tls)"
+        "$claud" tls ca create --out "$tls_dir/claud-agent-ca" --common-name "CLAUD $project CA"
+    fi
+    local role i name
+    for role in master slave; do
+        for i in 1 2 3; do
+            name="$role$i"
+            [ -s "$tls_dir/$name.pem" ] && continue
+            "$claud" tls cert create "--$role" --ca "$tls_dir/claud-agent-ca.pem" --key "$tls_dir/claud-agent-ca-key.pem" \
+                --dns "$project-$name" --dns "$name" --out "$tls_dir/$name" 2>/dev/null
+        done
+    done
+    # The masters run as uid 10001 (Dockerfile.master): their keys stay 0600,
+    # owned by that uid; through the engine when this user may not chown.
+    local keys=() k
+    for i in 1 2 3; do keys+=("master$i-key.pem"); done
+    if ! (cd "$tls_dir" && chown 10001:10001 "${keys[@]}" 2>/dev/null); then
+        docker run --rm --user 0 --entrypoint chown -v "$tls_dir:/tls" "${CLAUD_MASTER_IMAGE:-claud/master:latest}" \
+            10001:10001 $(for k in "${keys[@]}"; do echo "/tls/$k"; done)
+    fi
+}
+
 # The host address of master N's API (from Docker, so random ports work too).
 api_address() {
     local hp
@@ -52,20 +95,26 @@ api_address() {
 masters_urls() {
     local i urls=() a
     for i in 1 2 3; do
-        if a="$(api_address "$i")"; then urls+=("http://$a"); fi
+        if a="$(api_address "$i")"; then urls+=("$scheme://$a"); fi
     done
     (IFS=,; echo "${urls[*]}")
 }
 
+# The CA the host trusts the masters by, when TLS is on; else nothing.
+ca_file() {
+    if [ "$tls" = 1 ]; then echo "$tls_dir/claud-agent-ca.pem"; fi
+}
+
 # Prints "leader_id term" once some master names a leader that all reachable agree on.
 leader() {
-    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" <<'PY'
-import json, sys, urllib.request
+    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" "$(ca_file)" <<'PY'
+import json, ssl, sys, urllib.request
 urls, token = [u for u in sys.argv[1].split(",") if u], sys.argv[2]
+context = ssl.create_default_context(cafile=sys.argv[3]) if sys.argv[3] else None
 for url in urls:
     try:
         req = urllib.request.Request(url + "/v1/cluster", headers={"Authorization": "Bearer " + token})
-        view = json.load(urllib.request.urlopen(req, timeout=2))
+        view = json.load(urllib.request.urlopen(req, timeout=2, context=context))
     except Exception:
         continue
     if view.get("leader_id") is not None:
@@ -76,13 +125,14 @@ PY
 }
 
 slaves_alive() {
-    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" <<'PY'
-import json, sys, urllib.request
+    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" "$(ca_file)" <<'PY'
+import json, ssl, sys, urllib.request
 urls, token = [u for u in sys.argv[1].split(",") if u], sys.argv[2]
+context = ssl.create_default_context(cafile=sys.argv[3]) if sys.argv[3] else None
 for url in urls:
     try:
         req = urllib.request.Request(url + "/v1/nodes", headers={"Authorization": "Bearer " + token})
-        nodes = json.load(urllib.request.urlopen(req, timeout=2))["nodes"]
+        nodes = json.load(urllib.request.urlopen(req, timeout=2, context=context))["nodes"]
     except Exception:
         continue
     print(sum(n["role"] == "slave" and n["state"] == "alive" for n in nodes))
@@ -92,18 +142,19 @@ PY
 }
 
 info() {
-    local urls first token_file
+    local urls first token_file cacert=""
     urls="$(masters_urls)"
     first="${urls%%,*}"
     token_file="$CLAUD_CLUSTER_DIR/token"
     [ "$token_file" = "$here/.build/cluster/token" ] && token_file=".build/cluster/token"
+    if [ "$tls" = 1 ]; then cacert=" CLAUD_CACERT=$(ca_file)"; fi
     cat <<EOF
 
 CLAUD cluster "$project" is up: 3 masters, 3 slaves (docker ps --filter label=com.docker.compose.project=$project)
   API        $urls   (Authorization: Bearer \$(cat $token_file))
   API docs   $first/docs
   dashboard  $first/ui?token=$(cat "$CLAUD_CLUSTER_DIR/token")
-  CLI        export CLAUD_MASTERS=$urls CLAUD_TOKEN=\$(cat $token_file)
+  CLI        export CLAUD_MASTERS=$urls CLAUD_TOKEN=\$(cat $token_file)$cacert
              .venv/bin/claud cluster; .venv/bin/claud nodes
              .venv/bin/claud run --image claud/busybox:latest --cpu 0.25 --memory-mb 32 --wait -- sh -c 'echo hi'
   logs       docker logs -f $project-master1     (or docker-compose -p $project logs -f)
@@ -118,7 +169,10 @@ up() {
         bash deploy/build-images.sh
     fi
     secrets
-    say "starting project $project (compose.yaml)"
+    if [ "$tls" = 1 ]; then certificates; fi
+    local what=compose.yaml
+    if [ "$tls" = 1 ]; then what="compose.yaml + compose.tls.yaml: TLS, CA $tls_dir/claud-agent-ca.pem"; fi
+    say "starting project $project ($what)"
     "${compose[@]}" up -d --no-build --remove-orphans
     say "waiting for a leader"
     local deadline=$((SECONDS + ${UP_TIMEOUT:-90})) got=""

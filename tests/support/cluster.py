@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from support.docker_engine import remove_containers
+from support.tls import ClusterTls
 
 T = TypeVar("T")
 
@@ -94,41 +96,54 @@ class Process:
 
 
 class Master(Process):
-    def __init__(self, master_id: int, ip: str, port: int, data_dir: Path, log_path: Path, extra: list[str]) -> None:
+    def __init__(
+        self, master_id: int, ip: str, port: int, data_dir: Path, log_path: Path, extra: list[str],
+        tls: ClusterTls | None = None,
+    ) -> None:
         self.id, self.ip, self.port, self.data_dir = master_id, ip, port, data_dir
         self.address = f"{ip}:{port}"
-        self.url = f"http://{self.address}"
+        self.url = f"{'https' if tls else 'http'}://{self.address}"
+        self.verify: ssl.SSLContext | bool = tls.client_context() if tls else True
+        tls_flags = tls.flags("master", f"master-{master_id}", ip) if tls else []
         argv = [sys.executable, "-m", "claud.master", "--id", str(master_id), "--listen", self.address,
-                "--data-dir", str(data_dir), "--no-discovery", *extra]
+                "--data-dir", str(data_dir), "--no-discovery", *tls_flags, *extra]
         super().__init__(f"master-{master_id}", argv, log_path)
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=self.verify)
 
     def cluster_view(self, token: str) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=2).json()
+        return httpx.get(
+            f"{self.url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=2, verify=self.verify
+        ).json()
 
     def wait_ready(self, timeout: float = 20) -> None:
         def ready() -> bool:
             if not self.alive:
                 raise AssertionError(f"{self.name} exited:\n{self.log()[-3000:]}")
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify).status_code == 200
 
         wait_until(ready, timeout, what=f"{self.name} ready")
 
 
 class Slave(Process):
-    def __init__(self, slave_id: str, ip: str, port: int, masters: str, log_path: Path, extra: list[str]) -> None:
+    def __init__(
+        self, slave_id: str, ip: str, port: int, masters: str, log_path: Path, extra: list[str],
+        tls: ClusterTls | None = None,
+    ) -> None:
         self.id, self.ip, self.port = slave_id, ip, port
         self.address = f"{ip}:{port}"
+        tls_flags = tls.flags("slave", f"slave-{slave_id}", ip) if tls else []
         argv = [sys.executable, "-m", "claud.slave", "--id", slave_id, "--listen", self.address,
-                "--masters", masters, "--no-discovery", *extra]
+                "--masters", masters, "--no-discovery", *tls_flags, *extra]
         super().__init__(f"slave-{slave_id}", argv, log_path)
 
 
 class Cluster:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: ClusterTls | None = None) -> None:
+        """``tls``: every process serves HTTPS with a certificate from its CA."""
         self.workdir = workdir
+        self.tls = tls
         self.prefix = "t" + uuid.uuid4().hex[:8]
         self.token_file = workdir / "token"
         self.token_file.write_text(uuid.uuid4().hex + "\n")
@@ -150,7 +165,8 @@ class Cluster:
         args = ["--token-file", str(self.token_file), *extra]
         if peers and "--peers" not in extra:
             args += ["--peers", ",".join(peers), "--cluster-size", str(len(self.masters) + (0 if existing else 1))]
-        master = Master(master_id, ip, port, self.workdir / f"m{master_id}", self.workdir / f"master-{master_id}.log", args)
+        master = Master(master_id, ip, port, self.workdir / f"m{master_id}", self.workdir / f"master-{master_id}.log", args,
+                        self.tls)
         if existing:
             self.masters[self.masters.index(existing)] = master
         else:
@@ -166,7 +182,8 @@ class Cluster:
         for i, (ip, port) in slots.items():
             peers = ",".join(f"{p_ip}:{p_port}" for j, (p_ip, p_port) in slots.items() if j != i)
             master = Master(i, ip, port, self.workdir / f"m{i}", self.workdir / f"master-{i}.log",
-                            ["--token-file", str(self.token_file), "--peers", peers, "--cluster-size", str(count), *extra])
+                            ["--token-file", str(self.token_file), "--peers", peers, "--cluster-size", str(count), *extra],
+                            self.tls)
             self.masters.append(master)
             master.start()
         self.wait_leader()
@@ -191,7 +208,7 @@ class Cluster:
         ip = existing.ip if existing else f"127.0.0.{100 + len(self.slaves)}"
         port = port or (existing.port if existing else free_port())
         masters = ",".join(m.address for m in self.masters)
-        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", list(extra))
+        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", list(extra), self.tls)
         if existing:
             self.slaves[self.slaves.index(existing)] = slave
         else:
@@ -227,7 +244,8 @@ class Cluster:
     def http(self) -> httpx.Client:
         if self._http is None:
             self._http = httpx.Client(
-                base_url=self.master.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+                base_url=self.master.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30,
+                verify=self.master.verify,
             )
         return self._http
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import time
 import uuid
@@ -86,9 +87,12 @@ def missing_images() -> list[str]:
 
 
 class ComposeCluster:
-    def __init__(self, workdir: Path, project: str | None = None) -> None:
+    def __init__(self, workdir: Path, project: str | None = None, *, tls: bool = False) -> None:
+        """``tls``: compose.tls.yaml on top, every process with its own certificate from a CA
+        deploy/cluster.sh makes in ``cluster_dir/tls``."""
         self.project = project or f"claudt{uuid.uuid4().hex[:8]}"
         self.workdir = workdir
+        self.tls = tls
         self.cluster_dir = workdir / "cluster"
         self.env = {
             **os.environ,
@@ -99,6 +103,7 @@ class ComposeCluster:
             "CLAUD_M1_PORT": "",
             "CLAUD_M2_PORT": "",
             "CLAUD_M3_PORT": "",
+            "CLAUD_TLS": "1" if tls else "0",
         }
         self._urls: dict[int, str] = {}
         self._http = httpx.Client(timeout=5)
@@ -107,6 +112,13 @@ class ComposeCluster:
 
     def up(self) -> None:
         run(["bash", "deploy/cluster.sh", "up"], env={**self.env, "SKIP_BUILD": "1"}, timeout=300)
+        if self.tls:
+            self._http.close()
+            self._http = httpx.Client(timeout=5, verify=ssl.create_default_context(cafile=str(self.ca_file)))
+
+    @property
+    def ca_file(self) -> Path:
+        return self.cluster_dir / "tls" / "claud-agent-ca.pem"
 
     def down(self) -> None:
         """Remove everything of this project, even after a failed or partial ``up``."""
@@ -192,7 +204,8 @@ class ComposeCluster:
     def url(self, master_id: int) -> str:
         if master_id not in self._urls:
             host_port = docker("port", self.master(master_id), f"{API_PORT}/tcp").splitlines()[0]
-            self._urls[master_id] = "http://" + host_port.replace("0.0.0.0:", "127.0.0.1:")
+            scheme = "https" if self.tls else "http"
+            self._urls[master_id] = f"{scheme}://" + host_port.replace("0.0.0.0:", "127.0.0.1:")
         return self._urls[master_id]
 
     def request(self, master_id: int, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -29,6 +29,7 @@ EXPORTED = [
     "ServerError",
     "Unauthorized",
     "Unreachable",
+    "Untrusted",
     "WaitTimeout",
     "__version__",
 ]
@@ -43,6 +44,7 @@ ERRORS = [
     "ServerError",
     "Unauthorized",
     "Unreachable",
+    "Untrusted",
     "WaitTimeout",
 ]
 
@@ -102,6 +104,9 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "timeout",
         "failover_timeout",
         "transport",
+        "ca_cert",
+        "client_cert",
+        "client_key",
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from claud.client import (
     ServerError,
     Unauthorized,
     Unreachable,
+    Untrusted,
     WaitTimeout,
 )
 from support import fake_wire
@@ -439,6 +441,43 @@ def test_no_master_answering_raises_unreachable_naming_each() -> None:
         claud.jobs()
     assert set(caught.value.reasons) == {M1, M2}
     assert "Connection refused" in str(caught.value)
+
+
+def untrusted(request: httpx.Request) -> httpx.Response:
+    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    cause.verify_message = "unable to get local issuer certificate"
+    raise httpx.ConnectError(str(cause), request=request) from cause
+
+
+def test_untrusted_masters_raise_untrusted_at_once_whatever_the_failover_time() -> None:
+    masters = Masters(m1=untrusted, m2=untrusted)
+    with masters.client(failover_timeout=60) as claud, pytest.raises(Untrusted) as caught:
+        claud.jobs()
+    assert masters.hosts() == ["m1", "m2"]  # one round, no waiting for a certificate to change
+    assert set(caught.value.reasons) == {M1, M2}
+    assert "unable to get local issuer certificate" in str(caught.value)
+
+
+def test_one_untrusted_master_is_skipped_for_a_trusted_one() -> None:
+    masters = Masters(m1=untrusted, m2=answer(200, job_json()))
+    with masters.client() as claud:
+        claud.job("j1")
+    assert masters.hosts() == ["m1", "m2"]
+
+
+def test_untrusted_and_unreachable_masters_raise_unreachable() -> None:
+    masters = Masters(m1=untrusted, m2=refuse)
+    with masters.client() as claud, pytest.raises(Unreachable):
+        claud.jobs()
+
+
+def test_the_async_client_raises_untrusted_too() -> None:
+    async def go() -> None:
+        async with Masters(m1=untrusted).async_client(M1, failover_timeout=60) as claud:
+            with pytest.raises(Untrusted):
+                await claud.jobs()
+
+    asyncio.run(go())
 
 
 def test_masters_without_a_leader_raise_no_leader() -> None:

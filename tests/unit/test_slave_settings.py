@@ -76,3 +76,32 @@ def test_help_shows_defaults_and_env_twins() -> None:
 def test_config_error_type_is_raised_by_load_settings() -> None:
     with pytest.raises(ConfigError):
         load_settings(["--id", "bad id!", "--masters", "m:1"])
+
+
+def _tls_flags(tmp_path: Path) -> list[str]:
+    from claud.client import tls_certs
+
+    tls_certs.write_pem(tmp_path / "ca", ca := tls_certs.create_ca(days=1))
+    ca_cert = tls_certs.x509.load_pem_x509_certificate(ca.cert)
+    ca_key = tls_certs.serialization.load_pem_private_key(ca.key, None)
+    tls_certs.write_pem(tmp_path / "s1", tls_certs.create_cert(ca_cert, ca_key, tls_certs.Role.SLAVE))  # type: ignore[arg-type]
+    return ["--tls-cert-file", str(tmp_path / "s1.pem"), "--tls-key-file", str(tmp_path / "s1-key.pem"),
+            "--tls-ca-file", str(tmp_path / "ca.pem")]
+
+
+def test_with_tls_masters_are_reached_over_https_and_plain_http_is_refused(tmp_path: Path) -> None:
+    flags = _tls_flags(tmp_path)
+    s = load_settings(["--id", "s1", "--no-discovery", "--masters", "m1:8700,https://m2:8700", *flags])
+    assert s.masters == ["https://m1:8700", "https://m2:8700"]
+    assert s.master_url("::1", 8700) == "https://[::1]:8700"
+    with pytest.raises(ConfigError, match="plain HTTP but TLS is on"):
+        load_settings(["--id", "s1", "--no-discovery", "--masters", "http://m1:8700", *flags])
+
+
+def test_tls_needs_all_three_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = _tls_flags(tmp_path)
+    with pytest.raises(ConfigError, match="--tls-key-file"):
+        load_settings(["--id", "s1", "--no-discovery", "--masters", "m1:8700", *flags[:2], *flags[4:]])
+    monkeypatch.setenv("CLAUD_TLS_KEY_FILE", flags[3])  # the environment twin completes the set
+    s = load_settings(["--id", "s1", "--no-discovery", "--masters", "m1:8700", *flags[:2], *flags[4:]])
+    assert s.tls is not None and s.scheme == "https"

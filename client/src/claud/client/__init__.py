@@ -33,6 +33,7 @@ from claud.client.errors import (
     ServerError,
     Unauthorized,
     Unreachable,
+    Untrusted,
     WaitTimeout,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "ServerError",
     "Unauthorized",
     "Unreachable",
+    "Untrusted",
     "WaitTimeout",
     "__version__",
 ]

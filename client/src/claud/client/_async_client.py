@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,7 @@ from claud.client import _wire as wire
 from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
 from claud.client._events import Event, EventDecoder
 from claud.client._masters import Failover, MasterRing, log, parse_masters
+from claud.client._tls import untrusted_reason, verify_setting
 from claud.client.errors import ClaudError, WaitTimeout
 
 
@@ -48,6 +50,9 @@ class AsyncClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_cert: str | Path | None = None,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
     ) -> None:
         self._ring = MasterRing(parse_masters(masters))
         self._failover_timeout = failover_timeout
@@ -55,6 +60,7 @@ class AsyncClient:
             token = os.environ.get("CLAUD_TOKEN")
         self._http = httpx.AsyncClient(
             transport=transport,
+            verify=verify_setting(ca_cert, client_cert, client_key),
             timeout=timeout,
             headers=wire.auth_headers(token),
             follow_redirects=False,
@@ -260,7 +266,10 @@ class AsyncClient:
                     finally:
                         await response.aclose()
             except httpx.TransportError as exc:
-                failover.unreachable(url, wire.describe(exc))
+                if (untrusted := untrusted_reason(exc)) is not None:
+                    failover.untrusted(url, untrusted)
+                else:
+                    failover.unreachable(url, wire.describe(exc))
                 continue
             except httpx.HTTPError as exc:
                 raise ClaudError(f"{url}: {wire.describe(exc)}") from exc

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Generator, Mapping, Sequence
 from contextlib import closing
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +17,7 @@ from claud.api.nodes import ClusterView, NodeList, NodeView
 from claud.client import _wire as wire
 from claud.client._events import Event, EventDecoder
 from claud.client._masters import Failover, MasterRing, log, parse_masters
+from claud.client._tls import untrusted_reason, verify_setting
 from claud.client.errors import ClaudError, WaitTimeout
 
 #: Per request. Connecting is short so that a dead master is skipped quickly;
@@ -40,8 +42,13 @@ class Client:
     client keeps to the master that last answered and moves on to the next one
     when it is unreachable or answers 503, for up to ``failover_timeout``
     seconds per call. ``masters`` and ``token`` default to ``$CLAUD_MASTERS``
-    and ``$CLAUD_TOKEN``. ``transport`` replaces the network, e.g. with an
-    ``httpx.MockTransport`` in tests.
+    and ``$CLAUD_TOKEN``. ``https://`` masters are verified against
+    ``ca_cert``, a CA bundle file (default ``$CLAUD_CACERT``, else the
+    system's CAs); one that fails the check raises
+    :class:`~claud.client.errors.Untrusted`. ``client_cert`` and
+    ``client_key`` (``$CLAUD_CLIENT_CERT``, ``$CLAUD_CLIENT_KEY``) are
+    presented to masters that require a client certificate. ``transport``
+    replaces the network, e.g. with an ``httpx.MockTransport`` in tests.
     """
 
     def __init__(
@@ -52,6 +59,9 @@ class Client:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        ca_cert: str | Path | None = None,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
     ) -> None:
         self._ring = MasterRing(parse_masters(masters))
         self._failover_timeout = failover_timeout
@@ -59,6 +69,7 @@ class Client:
             token = os.environ.get("CLAUD_TOKEN")
         self._http = httpx.Client(
             transport=transport,
+            verify=verify_setting(ca_cert, client_cert, client_key),
             timeout=timeout,
             headers=wire.auth_headers(token),
             follow_redirects=False,
@@ -295,7 +306,10 @@ class Client:
                     with closing(response):
                         response.read()
             except httpx.TransportError as exc:
-                failover.unreachable(url, wire.describe(exc))
+                if (untrusted := untrusted_reason(exc)) is not None:
+                    failover.untrusted(url, untrusted)
+                else:
+                    failover.unreachable(url, wire.describe(exc))
                 continue
             except httpx.HTTPError as exc:
                 raise ClaudError(f"{url}: {wire.describe(exc)}") from exc

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 
-from claud.client.errors import ClaudError, Unreachable
+from claud.client.errors import ClaudError, Unreachable, Untrusted
 
 DEFAULT_MASTER = "http://127.0.0.1:8700"
 
@@ -106,6 +106,7 @@ class Failover:
         self._deadline = clock() + deadline_seconds
         self._reasons: dict[str, str] = {}
         self._unavailable: ClaudError | None = None
+        self._untrusted: dict[str, str] = {}
         self._retry_after: float | None = None
         self._last_failure: tuple[str, str] | None = None
         self._noted: set[tuple[str, str]] = set()
@@ -124,6 +125,8 @@ class Failover:
                 self._note_retry(url, pause)
                 yield url, pause
                 pause = 0.0
+            if len(self._untrusted) == len(self._ring.urls):
+                return  # a certificate that failed verification fails again: no point waiting
             first_round = False
             pause = max(backoff, self._retry_after or 0.0)
             self._retry_after = None
@@ -135,6 +138,11 @@ class Failover:
     def unreachable(self, url: str, reason: str) -> None:
         self._reasons[url] = reason
         self._last_failure = (url, reason)
+
+    def untrusted(self, url: str, reason: str) -> None:
+        """The master's TLS certificate failed verification: try the others, but not again."""
+        self.unreachable(url, reason)
+        self._untrusted[url] = reason
 
     def unavailable(self, url: str, error: ClaudError, retry_after: float | None) -> None:
         """A master answered but cannot serve (503 and friends): try another."""
@@ -163,5 +171,12 @@ class Failover:
         """
         if self._unavailable is not None:
             return self._unavailable
+        if self._untrusted and set(self._untrusted) == set(self._reasons):
+            listed = ", ".join(f"{url} ({reason})" for url, reason in self._untrusted.items())
+            return Untrusted(
+                f"no master's TLS certificate could be verified: {listed}; give the cluster's CA "
+                "with --ca-cert or CLAUD_CACERT",
+                reasons=self._untrusted,
+            )
         listed = ", ".join(f"{url} ({reason})" for url, reason in self._reasons.items())
         return Unreachable(f"no master reachable: {listed}", reasons=self._reasons)

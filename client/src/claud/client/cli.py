@@ -37,6 +37,7 @@ from claud.client import _wire as wire
 from claud.client._client import DEFAULT_POLL_INTERVAL, Client
 from claud.client._masters import log as sdk_log
 from claud.client._masters import parse_masters
+from claud.client.tls_cli import tls
 from claud.client.errors import (
     ClaudError,
     InvalidSpec,
@@ -44,6 +45,7 @@ from claud.client.errors import (
     NotFound,
     Unauthorized,
     Unreachable,
+    Untrusted,
 )
 
 __all__ = ["CliConfig", "ExitCode", "cli", "main"]
@@ -83,6 +85,9 @@ class CliConfig:
     transport: httpx.BaseTransport | None = None
     poll_interval: float = DEFAULT_POLL_INTERVAL
     failover_timeout: float = CLI_FAILOVER_TIMEOUT
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
     @property
     def json(self) -> bool:
@@ -94,6 +99,9 @@ class CliConfig:
             self.token,
             failover_timeout=self.failover_timeout,
             transport=self.transport,
+            ca_cert=self.ca_cert,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
         )
 
 
@@ -113,7 +121,7 @@ def exit_code_for(error: ClaudError) -> ExitCode:
         return ExitCode.UNAVAILABLE
     if isinstance(error, NotFound):
         return ExitCode.NOT_FOUND
-    if isinstance(error, Unauthorized):
+    if isinstance(error, Unauthorized | Untrusted):
         return ExitCode.UNAUTHORIZED
     return ExitCode.FAILED
 
@@ -125,6 +133,8 @@ def describe_error(error: ClaudError) -> str:
         return f"unauthorized: {error} (check --token or CLAUD_TOKEN)"
     if isinstance(error, Unreachable):
         return f"{error} (check --masters or CLAUD_MASTERS)"
+    if isinstance(error, Untrusted):
+        return f"untrusted master: {error}"
     return str(error)
 
 
@@ -163,7 +173,11 @@ def pass_client(command: _F) -> _F:
 
 def open_client(ctx: click.Context) -> tuple[CliConfig, Client]:
     config = ctx.ensure_object(CliConfig)
-    return config, ctx.with_resource(config.client())
+    try:
+        client = config.client()
+    except ValueError as exc:  # a CA bundle or client certificate that does not load
+        raise CommandFailed(str(exc), ExitCode.USAGE) from None
+    return config, ctx.with_resource(client)
 
 
 # --- output --------------------------------------------------------------------
@@ -233,6 +247,9 @@ def _completion_client(ctx: click.Context) -> Client:
         params.get("token") or os.environ.get("CLAUD_TOKEN"),
         timeout=httpx.Timeout(2.0, connect=0.5),
         failover_timeout=0,
+        ca_cert=params.get("ca_cert"),
+        client_cert=params.get("client_cert"),
+        client_key=params.get("client_key"),
     )
 
 
@@ -301,6 +318,28 @@ def _check_masters(ctx: click.Context, param: click.Parameter, value: str | None
     help="How long a command keeps retrying other masters before giving up "
     f"(exit code 3). [default: {CLI_FAILOVER_TIMEOUT:g}]",
 )
+@click.option(
+    "--ca-cert",
+    envvar="CLAUD_CACERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle (PEM) that https:// masters' certificates must chain to "
+    "(claud-agent-ca.pem). [default: the system's CAs]",
+)
+@click.option(
+    "--client-cert",
+    envvar="CLAUD_CLIENT_CERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client certificate (PEM) for masters that require one (claud tls cert create --cli).",
+)
+@click.option(
+    "--client-key",
+    envvar="CLAUD_CLIENT_KEY",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The key of --client-cert (PEM).",
+)
 @click.version_option(package_name="claud-client", prog_name="claud")
 @click.pass_context
 def cli(
@@ -309,13 +348,16 @@ def cli(
     token: str | None,
     output: str,
     failover_timeout: float | None,
+    ca_cert: str | None,
+    client_cert: str | None,
+    client_key: str | None,
 ) -> None:
     """Run and watch containerised jobs on a CLAUD cluster.
 
     \b
     Exit codes: 0 ok, 1 job failed (run --wait: the job's exit code),
     2 usage or invalid spec, 3 no master reachable or no leader,
-    4 not found, 5 unauthorized.
+    4 not found, 5 unauthorized (or an untrusted TLS certificate).
 
     \b
     Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
@@ -328,6 +370,9 @@ def cli(
         config.token = token
     if failover_timeout is not None:
         config.failover_timeout = failover_timeout
+    for name, value in (("ca_cert", ca_cert), ("client_cert", client_cert), ("client_key", client_key)):
+        if value is not None:
+            setattr(config, name, value)
     config.output = output
     show_sdk_notes()
 
@@ -647,6 +692,9 @@ def events(config: CliConfig, client: Client) -> None:
             click.echo(json.dumps({"type": event.type, **payload}))
         else:
             click.echo(render.cluster_event_line(event))
+
+
+cli.add_command(tls)
 
 
 def main() -> NoReturn:

@@ -14,6 +14,7 @@ talk to, no leader, a bad spec) without knowing how the SDK talks to it.
     ├── Unauthorized       401/403: missing or wrong token
     ├── NoLeader           503: masters answered, but none can commit right now
     ├── Unreachable        no master answered at all
+    ├── Untrusted          every master's TLS certificate failed verification (--ca-cert)
     ├── ServerError        any other 5xx
     └── WaitTimeout        wait()/watch() ran out of time (also a TimeoutError)
 """
@@ -35,6 +36,7 @@ __all__ = [
     "ServerError",
     "Unauthorized",
     "Unreachable",
+    "Untrusted",
     "WaitTimeout",
 ]
 
@@ -127,6 +129,19 @@ class Unreachable(ClaudError):
 
     def __init__(self, message: str, *, reasons: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.reasons = dict(reasons or {})
+
+
+class Untrusted(ClaudError):
+    """No master could be trusted: each one's TLS certificate failed verification.
+
+    The CA given (``ca_cert``, ``$CLAUD_CACERT``) did not sign it, or it does
+    not name the address dialled. Retrying will not help; ``reasons`` maps each
+    master to what the check said.
+    """
+
+    def __init__(self, message: str, *, reasons: dict[str, str] | None = None) -> None:
+        super().__init__(message, code="untrusted_certificate")
         self.reasons = dict(reasons or {})
 
 

@@ -38,14 +38,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(1) from None
     node = app.state.node
     host, port = parse_host_port(settings.listen)
-    log_event(logging.getLogger("claud.master"), "master.starting", listen=settings.listen,
+    log_event(logging.getLogger("claud.master"), "master.starting", listen=settings.listen, scheme=settings.scheme,
               data_dir=str(settings.data_dir), token_file=str(node.token_path))
     file_limit = raise_file_limit()
     budget = connection_budget(settings.max_connections, file_limit)
     log_event(logging.getLogger("claud.master"), "master.connections", max_connections=budget, file_limit=file_limit)
+    # TLS wraps the transport below the protocol, so the guarded protocol sees plain HTTP either way.
+    tls_options = settings.tls.uvicorn_options(require_client_cert=settings.tls_verify_clients) if settings.tls else {}
     uvicorn.run(
         app, host=host, port=port, log_config=None, workers=1, timeout_graceful_shutdown=3,
-        http=guarded_protocol(budget, settings.request_header_timeout),
+        http=guarded_protocol(budget, settings.request_header_timeout), **tls_options,  # type: ignore[arg-type]
     )
 
 

@@ -427,7 +427,7 @@ async def job_logs(
     if tail is not None:
         params["tail"] = tail
     request = node.http.build_request(
-        "GET", f"http://{slave.address}/v1/allocations/{job.alloc_id}/logs", params=params, headers=headers
+        "GET", f"{node.scheme}://{slave.address}/v1/allocations/{job.alloc_id}/logs", params=params, headers=headers
     )
     try:
         upstream = await node.http.send(request, stream=True)

@@ -57,10 +57,16 @@ class MasterNode:
         )
         self.store = LogStore(settings.data_dir / "claud.db")
         self.events = EventBroker()
+        # One client context for every call to another CLAUD process: it checks the peer
+        # against the cluster's CA and presents this master's certificate.
+        self.tls_client = settings.tls.client_context() if settings.tls else None
+        self.scheme = settings.scheme
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=None),
+            trust_env=False,  # a proxy from the environment must not sit between CLAUD processes
             transport=httpx.AsyncHTTPTransport(
-                local_address=outgoing_address(settings.listen), limits=httpx.Limits(max_connections=200)
+                local_address=outgoing_address(settings.listen), limits=httpx.Limits(max_connections=200),
+                verify=self.tls_client or True,
             ),
         )
         self.directory = MasterDirectory(self.id, self.address, self._peers_changed)
@@ -71,6 +77,7 @@ class MasterNode:
             directory=self.directory,
             local_address=outgoing_address(settings.listen),
             secret=self.cluster_secret,
+            tls=self.tls_client,
             election_timeout=settings.election_timeout,
             snapshot_every=settings.snapshot_every,
             propose_timeout=settings.propose_timeout,
@@ -103,7 +110,9 @@ class MasterNode:
         self.log.start()
         if self.settings.peers:
             self._background.append(asyncio.create_task(
-                resolve_peer_ids(self.http, self.settings.peers, self.directory, self.cluster_secret), name="resolve-peers"
+                resolve_peer_ids(
+                    self.http, self.scheme, self.settings.peers, self.directory, self.cluster_secret
+                ), name="resolve-peers"
             ))
         if not self.settings.no_discovery:
             self.discovery = Discovery(

@@ -5,8 +5,8 @@ ways, and the writes followers forward. A general-purpose client (httpx)
 spends most of a master's CPU on this traffic in connection-pool
 bookkeeping, cancellation shields and per-request objects; one connection per
 peer that writes a request and reads the answer needs none of that. It is
-still plain HTTP, so ``/v1/internal/*`` keeps one transport, one
-authentication check and one place to look in a packet capture.
+still HTTP (over TLS when the cluster has a CA), so ``/v1/internal/*`` keeps
+one transport and one authentication check.
 
 Only what the masters' own server (uvicorn) answers is understood: a status
 line, headers, and a ``Content-Length`` body. Anything else closes the
@@ -16,6 +16,7 @@ connection and raises :class:`PeerHttpError`.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 from claud.api.addresses import parse_host_port
@@ -54,8 +55,9 @@ class PeerConnection:
     task owns its connection), so there is no lock and no pipelining.
     """
 
-    def __init__(self, local_address: str | None, headers: dict[str, str]) -> None:
+    def __init__(self, local_address: str | None, headers: dict[str, str], tls: ssl.SSLContext | None = None) -> None:
         self._local_address = local_address
+        self._tls = tls
         self._extra_head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -75,6 +77,7 @@ class PeerConnection:
             self.close()
             raise PeerHttpError(f"no answer from {address} within {timeout:g}s", sent=self._sent) from None
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            # ssl.SSLError is an OSError: a peer whose certificate does not verify lands here too.
             self.close()
             raise PeerHttpError(f"{address}: {type(exc).__name__}: {exc}", sent=self._sent) from None
         except BaseException:
@@ -114,7 +117,11 @@ class PeerConnection:
         self.close()
         host, port = parse_host_port(address)
         local = (self._local_address, 0) if self._local_address else None
-        self._reader, self._writer = await asyncio.open_connection(host, port, local_addr=local)
+        # The peer must prove it is the address dialled: the name checked is the host of
+        # that address (an IP or a DNS name, as its certificate's SAN lists it).
+        self._reader, self._writer = await asyncio.open_connection(
+            host, port, local_addr=local, ssl=self._tls, server_hostname=host if self._tls else None,
+        )
         self._address = address
 
     async def _read_response(self, reader: asyncio.StreamReader) -> PeerResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,9 +63,12 @@ class MasterDirectory:
 class PeerLink:
     """An ordered, batching, lossy message pipe to one peer."""
 
-    def __init__(self, directory: MasterDirectory, peer_id: int, local_address: str | None, secret: str | None) -> None:
+    def __init__(
+        self, directory: MasterDirectory, peer_id: int, local_address: str | None, secret: str | None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._directory, self.peer_id = directory, peer_id
-        self._connection = PeerConnection(local_address, cluster_secret_headers(secret))
+        self._connection = PeerConnection(local_address, cluster_secret_headers(secret), tls)
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"peer-link-{peer_id}")
@@ -111,7 +115,7 @@ class PeerLink:
 
 
 async def resolve_peer_ids(
-    http: httpx.AsyncClient, addresses: list[str], directory: MasterDirectory, secret: str | None
+    http: httpx.AsyncClient, scheme: str, addresses: list[str], directory: MasterDirectory, secret: str | None
 ) -> None:
     """Ask each ``--peers`` address for its id until every one has answered, then keep checking slowly."""
     headers = cluster_secret_headers(secret)
@@ -119,7 +123,7 @@ async def resolve_peer_ids(
         unresolved = set(addresses) - {addr for _, addr in directory.items()}
         for address in sorted(unresolved):
             try:
-                resp = await http.get(f"http://{address}/v1/internal/whoami", headers=headers, timeout=1.0)
+                resp = await http.get(f"{scheme}://{address}/v1/internal/whoami", headers=headers, timeout=1.0)
                 if resp.status_code == 200:
                     directory.learn(int(resp.json()["id"]), address)
             except (httpx.HTTPError, OSError, ValueError, KeyError):

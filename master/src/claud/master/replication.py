@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class ReplicatedLog:
         directory: MasterDirectory,
         local_address: str | None,
         secret: str | None,
+        tls: ssl.SSLContext | None = None,
         election_timeout: float,
         snapshot_every: int,
         propose_timeout: float,
@@ -102,6 +104,7 @@ class ReplicatedLog:
         self._directory = directory
         self._local_address = local_address
         self._secret = secret
+        self._tls = tls
         self._snapshot_every = snapshot_every
         self._propose_timeout = propose_timeout
         self._on_applied = on_applied
@@ -258,7 +261,7 @@ class ReplicatedLog:
         if self._forward_connections:
             connection = self._forward_connections.pop()
         else:
-            connection = PeerConnection(self._local_address, cluster_secret_headers(self._secret))
+            connection = PeerConnection(self._local_address, cluster_secret_headers(self._secret), self._tls)
         try:
             while self._forward_queue:
                 batch = self._forward_queue[:MAX_FORWARD_BATCH]
@@ -482,7 +485,9 @@ class ReplicatedLog:
     def _link(self, peer_id: int) -> PeerLink:
         link = self._links.get(peer_id)
         if link is None:
-            link = self._links[peer_id] = PeerLink(self._directory, peer_id, self._local_address, self._secret)
+            link = self._links[peer_id] = PeerLink(
+                self._directory, peer_id, self._local_address, self._secret, self._tls
+            )
         return link
 
     def _notice_role(self) -> None:

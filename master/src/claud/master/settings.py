@@ -12,10 +12,11 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.addresses import parse_host_port
+from claud.api.tls import TlsFiles, load_tls_files
 from claud.master.scheduler import Strategy
 
 
@@ -54,6 +55,19 @@ class MasterSettings(BaseSettings):
     )
     cluster_secret_file: Path | None = Field(
         None, description="file holding the secret that masters and slaves present to each other"
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="this master's TLS certificate (PEM); with the key and CA files, every listener "
+        "serves HTTPS and every call to another master or a slave verifies it against the CA",
+    )
+    tls_key_file: Path | None = Field(None, description="the key of --tls-cert-file (PEM)")
+    tls_ca_file: Path | None = Field(
+        None, description="the CA (PEM) that signed every master's and slave's certificate"
+    )
+    tls_verify_clients: bool = Field(
+        False, description="with TLS, refuse any connection without a client certificate from the CA "
+        "(CLI and SDK users then need one too: claud tls cert create --cli); "
+        "without it, a certificate that is presented must still be from the CA",
     )
     election_timeout: float = Field(
         0.6, gt=0.05, description="base election timeout, seconds; masters rank theirs by id (lowest stands first)"
@@ -97,6 +111,8 @@ class MasterSettings(BaseSettings):
         description="open client connections at most (also kept below the open-files limit); "
         "at the cap the longest-idle connection is closed to make room",
     )
+
+    _tls: TlsFiles | None = PrivateAttr(None)
 
     @field_validator("peers", mode="before")
     @classmethod
@@ -150,6 +166,9 @@ class MasterSettings(BaseSettings):
             )
         if self.suspect_after >= self.node_dead_after:
             raise ValueError("suspect_after must be shorter than node_dead_after")
+        self._tls = load_tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if self.tls_verify_clients and self._tls is None:
+            raise ValueError("--tls-verify-clients needs TLS: --tls-cert-file, --tls-key-file and --tls-ca-file")
         return self
 
     def fencing_bound(self) -> tuple[float, str]:
@@ -171,6 +190,16 @@ class MasterSettings(BaseSettings):
             f"+ stop fan-out margin ({FENCE_FANOUT_MARGIN:g}s)"
         )
         return round(total, 6), terms
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files when TLS is on (checked to load at start), else None."""
+        return self._tls
+
+    @property
+    def scheme(self) -> str:
+        """How every CLAUD process of this cluster is reached: one setting, never mixed."""
+        return "https" if self._tls else "http"
 
     @property
     def advertised_address(self) -> str:

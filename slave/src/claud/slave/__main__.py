@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             _fail(str(exc), EXIT_RUNTIME)
 
     host, port = settings.listen_host_port
+    # Only masters call a slave (for its containers' logs): with TLS each must
+    # present a certificate from the cluster's CA.
+    tls_options = settings.tls.uvicorn_options(require_client_cert=True) if settings.tls else {}
     config = uvicorn.Config(
         create_app(settings, runtime=runtime),
         host=host,
@@ -74,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lifespan="on",
         # A followed log stream would otherwise hold a SIGTERM'd slave forever.
         timeout_graceful_shutdown=3,
+        **tls_options,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down, which

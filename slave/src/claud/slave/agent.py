@@ -93,6 +93,9 @@ class Agent:
             transport=httpx.AsyncHTTPTransport(
                 local_address=outgoing_address(settings.listen),
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+                # With TLS the masters must chain to the cluster's CA and be the address
+                # dialled; they see this slave's certificate in turn.
+                verify=settings.tls.client_context() if settings.tls else True,
             ),
         )
         self._discovery: Discovery | None = None
@@ -171,7 +174,7 @@ class Agent:
     def _discovered(self, event: PeerEvent) -> None:
         if event.peer.role == NodeRole.MASTER and event.kind != "expired":
             host, port = parse_host_port(event.peer.address)
-            self.masters.add_address(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+            self.masters.add_address(self.settings.master_url(host, port))
 
     async def stop(self) -> None:
         """Stop the loops; containers keep running and are found again on restart."""

@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.jobs import LABEL_KEY, check_labels
+from claud.api.tls import TlsFiles, load_tls_files
 
 ENV_PREFIX = "CLAUD_"
 
@@ -61,7 +62,8 @@ class SlaveSettings(BaseSettings):
     )
     masters: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="comma-separated host:port (or http://host:port) of the masters; "
+        description="comma-separated host:port (or https://host:port) of the masters, reached over "
+        "HTTPS when TLS is on; "
         "with discovery on, more are learned from their UDP announcements",
     )
     job_pid_namespace: str | None = Field(
@@ -93,6 +95,15 @@ class SlaveSettings(BaseSettings):
     no_discovery: bool = Field(False, description="do not take part in UDP broadcast discovery")
     cluster_secret_file: Path | None = Field(
         None, description="file holding the secret shared by masters and slaves (stripped)"
+    )
+
+    tls_cert_file: Path | None = Field(
+        None, description="this slave's TLS certificate (PEM); with the key and CA files the slave serves "
+        "HTTPS to masters only (their client certificate is required) and verifies the masters against the CA",
+    )
+    tls_key_file: Path | None = Field(None, description="the key of --tls-cert-file (PEM)")
+    tls_ca_file: Path | None = Field(
+        None, description="the CA (PEM) that signed every master's and slave's certificate"
     )
 
     # --- operations ---
@@ -194,6 +205,7 @@ class SlaveSettings(BaseSettings):
     )
 
     _secret: str | None = PrivateAttr(None)
+    _tls: TlsFiles | None = PrivateAttr(None)
 
     @field_validator("id")
     @classmethod
@@ -225,20 +237,22 @@ class SlaveSettings(BaseSettings):
     @field_validator("masters")
     @classmethod
     def _check_masters(cls, value: list[str]) -> list[str]:
-        urls: list[str] = []
+        # Bare host:port entries get their scheme once TLS is known (_check_invariants).
+        entries: list[str] = []
         for entry in value:
-            scheme = "http"
+            scheme = ""
             rest = entry
             if "://" in entry:
                 scheme, rest = entry.split("://", 1)
                 if scheme not in ("http", "https"):
                     raise ValueError(f"{entry!r}: only http:// and https:// are supported")
+                scheme += "://"
             host, port = split_host_port(rest.rstrip("/"))
             host = f"[{host}]" if ":" in host else host
-            url = f"{scheme}://{host}:{port}"
-            if url not in urls:
-                urls.append(url)
-        return urls
+            normalised = f"{scheme}{host}:{port}"
+            if normalised not in entries:
+                entries.append(normalised)
+        return entries
 
     @field_validator("labels", "container_labels", mode="before")
     @classmethod
@@ -301,7 +315,30 @@ class SlaveSettings(BaseSettings):
             if not secret:
                 raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
             self._secret = secret
+        self._tls = load_tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        urls: list[str] = []
+        for entry in self.masters:
+            if "://" not in entry:
+                entry = f"{self.scheme}://{entry}"
+            elif self._tls is not None and entry.startswith("http://"):
+                raise ValueError(f"--masters {entry!r} is plain HTTP but TLS is on: give host:port or https://")
+            if entry not in urls:
+                urls.append(entry)
+        self.masters = urls
         return self
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files when TLS is on (checked to load at start), else None."""
+        return self._tls
+
+    @property
+    def scheme(self) -> str:
+        """How masters are reached, also those learned by discovery."""
+        return "https" if self._tls else "http"
+
+    def master_url(self, host: str, port: int) -> str:
+        return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"
 
     @property
     def cluster_secret(self) -> str | None:
