@@ -36,7 +36,7 @@ from typing import Any
 import docker
 import httpx
 
-from support.cluster import Cluster
+from support.cluster import Cluster, wait_until
 from support.docker_events import EventRecorder, Overlap, RunInterval, overlaps, successful_exits
 from support.faults import FaultInjector, FaultRecord, Outage, PlannedFault, Timing, plan
 from support.firewall import LoopbackFirewall, firewall_available
@@ -280,8 +280,13 @@ def excused_rerun(earlier: RunInterval, outages: list[Outage], timing: Timing) -
 
 
 def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timing: Timing | None = None,
-                 settle_timeout: float = 45.0, log: Callable[[str], None] = lambda line: None) -> Verdict:
-    """Run one seeded campaign in ``workdir``; always cleans up; never raises for what it judges."""
+                 settle_timeout: float = 45.0, fault_budget: float = math.inf,
+                 log: Callable[[str], None] = lambda line: None) -> Verdict:
+    """Run one seeded campaign in ``workdir``; always cleans up; never raises for what it judges.
+
+    No fault starts later than ``fault_budget`` seconds into the campaign (a loaded
+    machine slows every restart); the ones left out are on the timeline as skipped.
+    """
     timing = timing or Timing()
     rnd = random.Random(seed)
     fault_plan: list[PlannedFault] = plan(rnd, timing, SLAVES, faults)
@@ -298,6 +303,7 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     cluster = Cluster(workdir, net=f"127.{random.SystemRandom().randint(64, 250)}.{random.SystemRandom().randint(0, 255)}")
     firewall = LoopbackFirewall() if firewall_available() else None
     injector: FaultInjector | None = None
+    recorder: EventRecorder | None = None
     api: Api | None = None
     engine = docker.from_env(timeout=60)
     slave_ids: list[str] = []
@@ -310,7 +316,7 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
         api = Api(cluster)
         origin = time.monotonic()
         verdict.origin_wall = time.time()
-        recorder = EventRecorder(slave_ids, since=verdict.origin_wall)
+        recorder = EventRecorder(slave_ids, since=verdict.origin_wall).start()
         injector = FaultInjector(cluster, timing, origin, firewall, SLAVE_FLAGS)
         verdict.timeline = injector.timeline
 
@@ -324,9 +330,19 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
                     log(f"{injector.now():7.2f}s submitted {job_id} ({planned.kind})")
 
         submit_wave(waves[0])
+        # The first fault should find jobs running, not still being placed.
+        first = {s.job_id for s in verdict.submitted}
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: all(api.jobs()[j]["state"] in ("running", *SETTLED_BATCH) for j in first), 60,
+                       interval=0.3, what="the first jobs running")
+        log(f"{injector.now():7.2f}s first jobs running")
         for i, fault in enumerate(fault_plan):
             time.sleep(gaps[i])  # jobs get going between faults: part of the drawn schedule
             submit_wave(waves[i + 1])
+            if injector.now() > fault_budget:
+                injector.timeline.append(FaultRecord(injector.now(), fault.kind, fault.slave or "", fault.duration,
+                                                     fault.band, {"skipped": "over the campaign's time budget"}))
+                continue
             try:
                 record = injector.apply(fault)
                 log(record.describe())
@@ -402,6 +418,8 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     except Exception as exc:
         verdict.errors.append(f"campaign aborted: {exc!r}\n{traceback.format_exc(limit=5)}")
     finally:
+        if recorder is not None:
+            recorder.close()
         if injector is not None:
             with contextlib.suppress(Exception):
                 injector.close()

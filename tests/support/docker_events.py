@@ -200,39 +200,90 @@ def successful_exits(intervals: Iterable[RunInterval]) -> dict[str, list[RunInte
 
 
 class EventRecorder:
-    """Reads the engine's event history of the given slaves' containers over a window.
+    """Records the engine's events of the given slaves' containers, live, from ``start``.
 
-    Nothing runs in the background: Docker keeps the history, so the record is
-    read once, at the end, from ``since`` to ``until``.
+    Live, because the engine keeps only its last 256 events for a ``since`` query
+    (moby's ``eventsLimit``): on a busy engine, history read at the end has lost
+    the starts of the campaign's first containers. At ``stop`` the stream is closed
+    and the short tail since the last event received is read from history, to
+    miss nothing up to ``until``.
     """
 
     def __init__(self, slave_ids: Iterable[str], since: float) -> None:
-        self.slave_ids = list(slave_ids)
-        self.since = since
+        import threading
 
-    def events(self, until: float) -> list[ContainerEvent]:
+        self.slave_ids = set(slave_ids)
+        self.since = since
+        self._raw: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._client: Any = None
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+
+    _FILTERS = {"type": "container", "label": "claud.slave"}
+
+    def _keep(self, raw: Mapping[str, Any]) -> None:
+        attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+        if attributes.get("claud.slave") not in self.slave_ids:
+            return
+        key = (str((raw.get("Actor") or {}).get("ID")), str(raw.get("Action")), int(raw.get("timeNano", 0)))
+        with self._lock:
+            self._raw.setdefault(key, dict(raw))
+
+    def start(self) -> EventRecorder:
         import docker
 
+        self._client = docker.from_env(timeout=60)
+        self._stream = self._client.events(since=int(math.floor(self.since)) - 1, filters=self._FILTERS, decode=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for raw in self._stream:
+                self._keep(raw)
+        except Exception as exc:  # the stream closed by stop(), or the engine went away
+            self.error = exc
+
+    def stop(self, until: float) -> list[ContainerEvent]:
+        """Every event recorded from ``since`` to ``until``, parsed."""
+        import docker
+
+        with self._lock:
+            last = max((k[2] for k in self._raw), default=int(self.since * 1e9)) / 1e9
+        if self._stream is not None:
+            self._stream.close()
+        self._thread.join(10)
         client = docker.from_env(timeout=60)
         try:
-            parsed: list[ContainerEvent] = []
-            seq = 0
-            for slave_id in self.slave_ids:
-                # The SDK takes whole seconds: widen the window, the slave ids are unique to the campaign.
-                stream = client.events(since=int(math.floor(self.since)) - 1, until=int(math.ceil(until)) + 1,
-                                       filters={"type": "container", "label": f"claud.slave={slave_id}"},
-                                       decode=True)
-                try:
-                    for raw in stream:
-                        event = parse_event(raw, seq)
-                        seq += 1
-                        if event is not None and event.slave_id == slave_id:
-                            parsed.append(event)
-                finally:
-                    stream.close()
-            return parsed
+            tail = client.events(since=int(math.floor(last)) - 1, until=int(math.ceil(until)) + 1,
+                                 filters=self._FILTERS, decode=True)
+            try:
+                for raw in tail:
+                    self._keep(raw)
+            finally:
+                tail.close()
         finally:
             client.close()
+            if self._client is not None:
+                self._client.close()
+        with self._lock:
+            ordered = sorted(self._raw.values(), key=lambda r: int(r.get("timeNano", 0)))
+        parsed = [parse_event(raw, seq) for seq, raw in enumerate(ordered)]
+        return [e for e in parsed if e is not None]
 
     def intervals(self, until: float) -> list[RunInterval]:
-        return run_intervals(self.events(until), window_start=self.since)
+        return run_intervals(self.stop(until), window_start=self.since)
+
+    def close(self) -> None:
+        """Stop listening without reading anything (cleanup after a failure)."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            if self._stream is not None:
+                self._stream.close()
+        with contextlib.suppress(Exception):
+            if self._client is not None:
+                self._client.close()

@@ -47,7 +47,9 @@ class Timing:
     def master_flags(self) -> list[str]:
         return ["--heartbeat-interval", f"{self.heartbeat:g}", "--suspect-after", f"{self.suspect_after:g}",
                 "--slave-lease", f"{self.lease:g}", "--fence-stop-grace", f"{self.fence_grace:g}",
-                "--node-dead-after", f"{self.dead_after:g}", "--election-timeout", f"{self.election_timeout:g}"]
+                "--node-dead-after", f"{self.dead_after:g}", "--election-timeout", f"{self.election_timeout:g}",
+                # Spread, so that every slave holds jobs when its fault comes.
+                "--strategy", "spread"]
 
     def outage(self, rnd: random.Random) -> tuple[str, float]:
         """A drawn outage length for a slave that cannot act or be heard, named by the
@@ -293,13 +295,20 @@ class FaultInjector:
         if record is not None:
             record.detail["restart_at"] = round(self.now(), 2)
         self.cluster.reconnect()
+        old = self.cluster.slave(name)
+        if old.alive:
+            old.kill()  # a restart that timed out before: start_slave would orphan it
         self.cluster.start_slave(name, *self.slave_flags, timeout=60)
         self._down_slaves.discard(name)
         if record is not None:
             record.detail["registered_at"] = round(self.now(), 2)
 
     def _restart_master(self, master_id: int) -> None:
-        self.cluster.start_master(master_id, *self.timing.master_flags())
+        old = next(m for m in self.cluster.masters if m.id == master_id)
+        if old.alive:
+            old.kill()  # a restart that timed out before: start_master would orphan it
+        master = self.cluster.start_master(master_id, *self.timing.master_flags(), wait=False)
+        master.wait_ready(timeout=60)  # a loaded machine takes long to start a Python process
         self._down_masters.discard(master_id)
         self.cluster.reconnect()
 
