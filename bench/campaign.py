@@ -43,7 +43,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix=f"claud-campaign-{seed}-") as tmp:
             verdict = run_campaign(Path(tmp), seed, faults=args.faults, jobs=args.jobs, timing=timing,
                                    settle_timeout=args.settle_timeout,
-                                   log=print if args.verbose else (lambda line: None))
+                                   log=print if args.verbose else (lambda line: None),
+                                   keep_logs=Path(tempfile.gettempdir()) / f"claud-campaign-seed{seed}-logs")
         kinds = Counter(r.kind for r in verdict.timeline)
         print(f"run {i + 1}/{args.runs} seed={seed} faults={sum(kinds.values())} "
               f"({', '.join(f'{k}x{n}' for k, n in sorted(kinds.items()))}) "

@@ -10,6 +10,8 @@ with ``bench/campaign.py --runs N``.
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,9 @@ FAULT_BUDGET = float(os.environ.get("CLAUD_CAMPAIGN_FAULT_BUDGET", "60"))
 @pytest.mark.timeout(480)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_seeded_fault_campaign_keeps_every_promise(tmp_path: Path, seed: int) -> None:
-    verdict = run_campaign(tmp_path, seed, faults=FAULTS, jobs=8, fault_budget=FAULT_BUDGET, log=print)
+    # pytest rotates its temporary directories: a failure's logs go where they stay.
+    keep = Path(tempfile.gettempdir()) / f"claud-campaign-seed{seed}-{int(time.time())}"
+    verdict = run_campaign(tmp_path, seed, faults=FAULTS, jobs=8, fault_budget=FAULT_BUDGET, log=print,
+                           keep_logs=keep)
     print(verdict.report())
     assert verdict.ok, "\n" + verdict.report()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import shutil
 import time
 import traceback
 import uuid
@@ -111,6 +112,8 @@ class Verdict:
     wrongly_failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     job_histories: dict[str, str] = field(default_factory=dict)
+    container_histories: dict[str, list[str]] = field(default_factory=dict)
+    logs_kept_in: str | None = None
     origin_wall: float = 0.0
     elapsed: float = 0.0
     settled_after: float | None = None
@@ -158,6 +161,11 @@ class Verdict:
         if not self.ok and self.job_histories:
             lines.append("histories of the jobs named above (seconds since start):")
             lines += [f"  {job_id}: {history}" for job_id, history in sorted(self.job_histories.items())]
+            lines.append("their containers, from Docker's events (seconds since start):")
+            for job_id, runs in sorted(self.container_histories.items()):
+                lines += [f"  {job_id}: {run}" for run in runs]
+        if self.logs_kept_in:
+            lines.append(f"process logs kept in {self.logs_kept_in}")
         return "\n".join(lines)
 
 
@@ -281,11 +289,12 @@ def excused_rerun(earlier: RunInterval, outages: list[Outage], timing: Timing) -
 
 def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timing: Timing | None = None,
                  settle_timeout: float = 45.0, fault_budget: float = math.inf,
-                 log: Callable[[str], None] = lambda line: None) -> Verdict:
+                 log: Callable[[str], None] = lambda line: None, keep_logs: Path | None = None) -> Verdict:
     """Run one seeded campaign in ``workdir``; always cleans up; never raises for what it judges.
 
     No fault starts later than ``fault_budget`` seconds into the campaign (a loaded
     machine slows every restart); the ones left out are on the timeline as skipped.
+    When the verdict fails, the processes' logs are copied to ``keep_logs``.
     """
     timing = timing or Timing()
     rnd = random.Random(seed)
@@ -415,6 +424,8 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
         for job_id in sorted(named & set(final)):
             with contextlib.suppress(Exception):
                 verdict.job_histories[job_id] = history(api.job(job_id), verdict.origin_wall)
+            verdict.container_histories[job_id] = [
+                i.describe(verdict.origin_wall) for i in intervals if i.job_id == job_id]
     except Exception as exc:
         verdict.errors.append(f"campaign aborted: {exc!r}\n{traceback.format_exc(limit=5)}")
     finally:
@@ -430,4 +441,10 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
         cluster.close()
         engine.close()
         verdict.elapsed = time.monotonic() - started
+        if keep_logs is not None and not verdict.ok:
+            with contextlib.suppress(OSError):
+                keep_logs.mkdir(parents=True, exist_ok=True)
+                for path in workdir.glob("*.log"):
+                    shutil.copy(path, keep_logs / path.name)
+                verdict.logs_kept_in = str(keep_logs)
     return verdict

@@ -54,11 +54,16 @@ class RunInterval:
     #: Sub-intervals frozen by ``docker pause``: still running for the judge, since
     #: a paused process resumes where it was and holds what it held.
     paused: list[tuple[float, float]] = field(default_factory=list)
+    #: Signals sent by ``kill`` events while it ran: [15, 9] is a ``docker stop`` that
+    #: ran out of grace, [9] alone a ``docker kill``; who sent them is for the caller to know.
+    signals: list[int] = field(default_factory=list)
 
     def describe(self, origin: float = 0.0) -> str:
         end = "still running" if math.isinf(self.end) else f"{self.end - origin:.3f}"
+        how = f" exit={self.exit_code}" if self.exit_code is not None else ""
+        how += f" signals={self.signals}" if self.signals else ""
         return (f"{self.container_id[:12]} alloc={self.alloc_id} slave={self.slave_id} "
-                f"from {self.start - origin:.3f} to {end}")
+                f"from {self.start - origin:.3f} to {end}{how}")
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,9 @@ def run_intervals(events: Iterable[ContainerEvent], window_start: float = -math.
             current = opened(e, window_start)
         if current is None:
             continue
-        if e.action == "pause":
+        if e.action == "kill" and e.signal is not None:
+            current.signals.append(e.signal)
+        elif e.action == "pause":
             paused_since.setdefault(e.container_id, e.at)
         elif e.action == "unpause":
             since = paused_since.pop(e.container_id, current.start)
