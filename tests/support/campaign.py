@@ -318,9 +318,9 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     slave_ids: list[str] = []
     try:
         # A shared, loaded machine can take tens of seconds to start six Python processes.
-        cluster.start_masters(3, *timing.master_flags(), leader_timeout=60)
+        cluster.start_masters(3, *timing.master_flags(), leader_timeout=120)
         for name in SLAVES:
-            cluster.start_slave(name, *SLAVE_FLAGS, timeout=60)
+            cluster.start_slave(name, *SLAVE_FLAGS, timeout=120)
         slave_ids = [s.id for s in cluster.slaves]
         api = Api(cluster)
         origin = time.monotonic()

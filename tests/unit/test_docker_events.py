@@ -72,7 +72,7 @@ def oracle_overlapping_pairs(all_lives: list[Life]) -> set[tuple[str, frozenset[
     return pairs
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(lives(), st.randoms(use_true_random=False))
 def test_intervals_and_overlaps_whatever_the_interleaving(all_lives: list[Life], rnd: random.Random) -> None:
     events = [e for i, life in enumerate(all_lives) for e in events_of(life, 10 * i)]
