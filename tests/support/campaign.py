@@ -265,16 +265,21 @@ def history(job: dict[str, Any], origin_wall: float) -> str:
 def excused_overlap(overlap: Overlap, outages: list[Outage], timing: Timing) -> bool:
     """The design's known limit: the agent is what stops containers, so while it is
     killed or frozen for longer than node_dead_after, its containers run on as the
-    masters rightly start copies elsewhere. Such an overlap is excused only while
-    the agent was away and for fence_grace + 2 s after it came back, by when it
-    must have stopped them."""
+    masters rightly start copies elsewhere. Such an overlap is excused only if, at
+    every instant of it, one side's agent was away or back for less than
+    fence_grace + 2 s (by then it must have stopped them); back-to-back outages add up."""
     start = max(overlap.first.start, overlap.second.start)
     end = min(overlap.first.end, overlap.second.end)
     for side in (overlap.first, overlap.second):
-        for o in outages:
-            if (o.agent_stopped and o.may_be_declared_dead(timing) and side.slave_id == o.slave_id
-                    and o.began <= start and end <= o.back + timing.fence_grace + 2.0):
-                return True
+        windows = sorted((o.began, o.back + timing.fence_grace + 2.0) for o in outages
+                         if o.agent_stopped and o.may_be_declared_dead(timing) and o.slave_id == side.slave_id)
+        covered_to = start
+        for began, until in windows:
+            if began > covered_to:
+                break
+            covered_to = max(covered_to, until)
+        if windows and windows[0][0] <= start and covered_to >= end:
+            return True
     return False
 
 

@@ -33,3 +33,25 @@ def test_one_seed_one_campaign_with_bands_on_the_right_side(seed: int, timing: T
     assert jobs == plan_jobs(random.Random(seed), 10)
     for job in jobs:
         assert (job.spec.get("type") == "service") == (job.kind == "service")
+
+
+def test_an_overlap_is_excused_only_while_the_agent_was_away() -> None:
+    from support.campaign import excused_overlap
+    from support.docker_events import Overlap, RunInterval
+    from support.faults import Outage
+
+    timing = Timing(fence_grace=1.0, dead_after=7.0)
+    stale = RunInterval("c1", "j", "j-1", "s-a", 0.0, 40.0)
+    copy = RunInterval("c2", "j", "j-2", "s-b", 10.0, float("inf"))
+    away = Outage("s-a", "slave_kill", 2.0, 30.0)  # back at 30: must have stopped by 33
+    assert not excused_overlap(Overlap("j", stale, copy), [away], timing)
+    assert excused_overlap(Overlap("j", RunInterval("c1", "j", "j-1", "s-a", 0.0, 32.5), copy), [away], timing)
+    # Killed again soon after it came back: the two outages add up.
+    again = Outage("s-a", "slave_kill", 31.0, 45.0)
+    assert excused_overlap(Overlap("j", stale, copy), [away, again], timing)
+    # Too short an outage for the masters to move the job: no excuse.
+    assert not excused_overlap(Overlap("j", RunInterval("c1", "j", "j-1", "s-a", 0.0, 12.0), copy),
+                               [Outage("s-a", "slave_kill", 9.0, 12.0)], timing)
+    # A cut leaves the agent running: it must fence, no excuse.
+    assert not excused_overlap(Overlap("j", RunInterval("c1", "j", "j-1", "s-a", 0.0, 32.5), copy),
+                               [Outage("s-a", "slave_cut", 2.0, 30.0)], timing)
