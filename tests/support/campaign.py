@@ -66,10 +66,12 @@ class PlannedJob:
 def plan_jobs(rnd: random.Random, count: int) -> list[PlannedJob]:
     jobs = []
     for i in range(count):
-        kind = rnd.choices(["never", "on-failure", "service"], [3, 2, 3])[0]
+        # The first three are services (spread: one per slave), so that every fault finds
+        # something running; the rest are drawn.
+        kind = "service" if i < 3 else rnd.choices(["never", "on-failure", "service"], [3, 2, 1])[0]
         # Half ignore SIGTERM (sleep as PID 1): only the SIGKILL after the grace stops them.
         polite = rnd.random() < 0.5
-        seconds = 600 if kind == "service" else rnd.randint(2, 6)
+        seconds = 600 if kind == "service" else rnd.randint(2, 8)
         body = f"trap 'exit 143' TERM; sleep {seconds} & wait" if polite else f"exec sleep {seconds}"
         spec: dict[str, Any] = {
             "name": f"{kind}-{i}",
