@@ -63,15 +63,23 @@ class PlannedJob:
         return int(self.spec["restart"].get("max_retries", 0)) if self.kind == "on-failure" else 0
 
 
+#: Jobs submitted before the first fault, whatever the seed.
+ANCHORS = 6
+
+
 def plan_jobs(rnd: random.Random, count: int) -> list[PlannedJob]:
     jobs = []
     for i in range(count):
-        # The first three are services (spread: one per slave), so that every fault finds
-        # something running; the rest are drawn.
-        kind = "service" if i < 3 else rnd.choices(["never", "on-failure", "service"], [3, 2, 1])[0]
+        # The first six are anchors, spread one of each per slave so that every slave fault
+        # finds them running: three services, and three `never` batch jobs long enough to
+        # meet a fault (a fenced one must come back, not fail). The rest are drawn.
+        if i < ANCHORS:
+            kind = "service" if i < 3 else "never"
+        else:
+            kind = rnd.choices(["never", "on-failure", "service"], [3, 2, 1])[0]
         # Half ignore SIGTERM (sleep as PID 1): only the SIGKILL after the grace stops them.
         polite = rnd.random() < 0.5
-        seconds = 600 if kind == "service" else rnd.randint(2, 8)
+        seconds = 600 if kind == "service" else rnd.randint(12, 20) if i < ANCHORS else rnd.randint(2, 8)
         body = f"trap 'exit 143' TERM; sleep {seconds} & wait" if polite else f"exec sleep {seconds}"
         spec: dict[str, Any] = {
             "name": f"{kind}-{i}",
@@ -310,7 +318,7 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     # Which jobs go in before the faults and which between them, also from the seed.
     waves: list[list[PlannedJob]] = [[] for _ in range(faults + 1)]
     for j, planned in enumerate(job_plan):
-        waves[0 if j < max(1, jobs // 2) else rnd.randint(1, faults) if faults else 0].append(planned)
+        waves[0 if j < max(ANCHORS, jobs // 2) else rnd.randint(1, faults) if faults else 0].append(planned)
     gaps = [round(rnd.uniform(0.5, 2.0), 2) for _ in range(faults)]
 
     verdict = Verdict(seed=seed, flags=timing.master_flags())
