@@ -140,10 +140,14 @@ class Slave(Process):
 
 
 class Cluster:
-    def __init__(self, workdir: Path, tls: ClusterTls | None = None) -> None:
-        """``tls``: every process serves HTTPS with a certificate from its CA."""
+    def __init__(self, workdir: Path, tls: ClusterTls | None = None, net: str = "127.0.0") -> None:
+        """``tls``: every process serves HTTPS with a certificate from its CA. ``net`` is
+        the first three octets of the loopback addresses this cluster's processes use;
+        a test that cuts links picks its own, so that its firewall rules touch no other
+        test running on the machine."""
         self.workdir = workdir
         self.tls = tls
+        self.net = net
         self.prefix = "t" + uuid.uuid4().hex[:8]
         self.token_file = workdir / "token"
         self.token_file.write_text(uuid.uuid4().hex + "\n")
@@ -155,7 +159,7 @@ class Cluster:
 
     def _master_slot(self, master_id: int) -> tuple[str, int]:
         existing = next((m for m in self.masters if m.id == master_id), None)
-        return (existing.ip, existing.port) if existing else (f"127.0.0.{10 + master_id}", free_port())
+        return (existing.ip, existing.port) if existing else (f"{self.net}.{10 + master_id}", free_port())
 
     def start_master(self, master_id: int = 1, *extra: str, wait: bool = True) -> Master:
         """Start (or restart, same address and data) master ``master_id``."""
@@ -176,9 +180,9 @@ class Cluster:
             master.wait_ready()
         return master
 
-    def start_masters(self, count: int, *extra: str) -> list[Master]:
+    def start_masters(self, count: int, *extra: str, leader_timeout: float = 20) -> list[Master]:
         """A cluster of ``count`` masters, each told the others' addresses; returns once one leads."""
-        slots = {i: (f"127.0.0.{10 + i}", free_port()) for i in range(1, count + 1)}
+        slots = {i: (f"{self.net}.{10 + i}", free_port()) for i in range(1, count + 1)}
         for i, (ip, port) in slots.items():
             peers = ",".join(f"{p_ip}:{p_port}" for j, (p_ip, p_port) in slots.items() if j != i)
             master = Master(i, ip, port, self.workdir / f"m{i}", self.workdir / f"master-{i}.log",
@@ -186,7 +190,7 @@ class Cluster:
                             self.tls)
             self.masters.append(master)
             master.start()
-        self.wait_leader()
+        self.wait_leader(timeout=leader_timeout)
         return self.masters
 
     def wait_leader(self, among: list[Master] | None = None, timeout: float = 20, other_than: Master | None = None) -> Master:
@@ -202,10 +206,10 @@ class Cluster:
 
         return wait_until(agreed, timeout, what="an agreed leader")
 
-    def start_slave(self, name: str = "s1", *extra: str, port: int | None = None) -> Slave:
+    def start_slave(self, name: str = "s1", *extra: str, port: int | None = None, timeout: float = 20) -> Slave:
         slave_id = f"{self.prefix}-{name}"
         existing = next((s for s in self.slaves if s.id == slave_id), None)
-        ip = existing.ip if existing else f"127.0.0.{100 + len(self.slaves)}"
+        ip = existing.ip if existing else f"{self.net}.{100 + len(self.slaves)}"
         port = port or (existing.port if existing else free_port())
         masters = ",".join(m.address for m in self.masters)
         slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", list(extra), self.tls)
@@ -215,7 +219,7 @@ class Cluster:
             self.slaves.append(slave)
         slave.start()
         wait_until(lambda: (n := self.node(slave_id)) is not None and n["state"] == "alive",
-                   20, what=f"slave {slave_id} registered")
+                   timeout, what=f"slave {slave_id} registered")
         return slave
 
     def slave(self, name: str) -> Slave:
