@@ -28,8 +28,9 @@ if [ ! -s "$cluster_dir/token" ] || ! docker inspect "$project-master1" >/dev/nu
     exit 1
 fi
 CLAUD_MASTERS="$(COMPOSE_PROJECT_NAME="$project" CLAUD_CLUSTER_DIR="$cluster_dir" bash deploy/cluster.sh masters)"
-CLAUD_TOKEN="$(cat "$cluster_dir/token")"
-export CLAUD_MASTERS CLAUD_TOKEN
+CLAUD_TOKEN_FILE="$cluster_dir/token"
+export CLAUD_MASTERS CLAUD_TOKEN_FILE
+unset CLAUD_TOKEN
 # A cluster started with TLS (make cluster-up TLS=1) is trusted through its CA.
 case "$CLAUD_MASTERS" in https://*) export CLAUD_CACERT="$cluster_dir/tls/claud-agent-ca.pem" ;; esac
 claud() { "$bin/claud" "$@"; }

@@ -41,17 +41,24 @@ if [ -x "$here/.venv/bin/claud" ]; then claud="$here/.venv/bin/claud"; else clau
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 secrets() {
-    # Both are read by the containers' users (uid 10001 in the masters): 0644.
-    # The API ports are published on loopback only (CLAUD_PUBLISH_HOST).
-    mkdir -p "$CLAUD_CLUSTER_DIR"
-    local name
+    # Only their owner, and the masters' user inside the containers (group
+    # 10001, Dockerfile.master), read them: 0640, group 10001, in a 0700
+    # directory. The slaves run as root and read them anyway. The API ports are
+    # published on loopback only (CLAUD_PUBLISH_HOST).
+    (umask 077; mkdir -p "$CLAUD_CLUSTER_DIR")
+    chmod 0700 "$CLAUD_CLUSTER_DIR"
+    local name mode=0640
     for name in token secret; do
         if [ ! -s "$CLAUD_CLUSTER_DIR/$name" ]; then
-            (umask 022; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CLAUD_CLUSTER_DIR/$name.tmp")
+            (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CLAUD_CLUSTER_DIR/$name.tmp")
             mv "$CLAUD_CLUSTER_DIR/$name.tmp" "$CLAUD_CLUSTER_DIR/$name"
         fi
-        chmod 0644 "$CLAUD_CLUSTER_DIR/$name"
+        if ! chgrp 10001 "$CLAUD_CLUSTER_DIR/$name" 2>/dev/null; then
+            mode=0644
+        fi
     done
+    [ "$mode" = 0640 ] || echo "warning: cannot give $CLAUD_CLUSTER_DIR/{token,secret} to group 10001 (not root?): they stay readable by every local user (0644) so that the masters can read them" >&2
+    chmod "$mode" "$CLAUD_CLUSTER_DIR/token" "$CLAUD_CLUSTER_DIR/secret"
 }
 
 certificates() {
@@ -153,8 +160,8 @@ info() {
 CLAUD cluster "$project" is up: 3 masters, 3 slaves (docker ps --filter label=com.docker.compose.project=$project)
   API        $urls   (Authorization: Bearer \$(cat $token_file))
   API docs   $first/docs
-  dashboard  $first/ui?token=$(cat "$CLAUD_CLUSTER_DIR/token")
-  CLI        export CLAUD_MASTERS=$urls CLAUD_TOKEN=\$(cat $token_file)$cacert
+  dashboard  $first/ui   (it asks for the token: the contents of $token_file)
+  CLI        export CLAUD_MASTERS=$urls CLAUD_TOKEN_FILE=$token_file$cacert
              .venv/bin/claud cluster; .venv/bin/claud nodes
              .venv/bin/claud run --image claud/busybox:latest --cpu 0.25 --memory-mb 32 --wait -- sh -c 'echo hi'
   logs       docker logs -f $project-master1     (or docker-compose -p $project logs -f)

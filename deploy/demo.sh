@@ -38,20 +38,24 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 up() {
     down
-    rm -rf "$demo" && mkdir -p "$demo"
+    rm -rf "$demo" && (umask 077; mkdir -p "$demo")
     say "starting master 1 on 127.0.0.1:$master_port"
     "$bin/claud-master" --id 1 --listen "127.0.0.1:$master_port" --data-dir "$demo/m1" --no-discovery \
         >"$demo/master-1.log" 2>&1 &
     echo $! >>"$demo/pids"
     wait_for 20 "the master" curl -sf "http://127.0.0.1:$master_port/readyz"
-    export CLAUD_TOKEN="$(cat "$demo/m1/token")"
+    # A lone master generates its API token and cluster secret (0600, in its data
+    # directory); the CLI reads the token from its file, the slaves get the secret.
+    export CLAUD_TOKEN_FILE="$demo/m1/token"
+    unset CLAUD_TOKEN
+    secret="$demo/m1/cluster-secret"
 
     say "starting slaves demo-s1 (zone=a) and demo-s2 (zone=b)"
     "$bin/claud-slave" --id demo-s1 --listen 127.0.0.1:8701 --masters "127.0.0.1:$master_port" \
-        --labels zone=a --no-discovery >"$demo/slave-s1.log" 2>&1 &
+        --labels zone=a --no-discovery --cluster-secret-file "$secret" >"$demo/slave-s1.log" 2>&1 &
     echo $! >>"$demo/pids"
     "$bin/claud-slave" --id demo-s2 --listen 127.0.0.1:8711 --masters "127.0.0.1:$master_port" \
-        --labels zone=b --no-discovery >"$demo/slave-s2.log" 2>&1 &
+        --labels zone=b --no-discovery --cluster-secret-file "$secret" >"$demo/slave-s2.log" 2>&1 &
     echo $! >>"$demo/pids"
     slaves_alive() {
         [ "$("$bin/claud" --output json nodes | "$bin/python" -c \
@@ -90,9 +94,10 @@ sys.exit(0 if ok else 1)"
     cat >&2 <<EOF
 
 The cluster is still running (logs in .demo/). Try:
-  export CLAUD_MASTERS=$CLAUD_MASTERS CLAUD_TOKEN=\$(cat .demo/m1/token)
+  export CLAUD_MASTERS=$CLAUD_MASTERS CLAUD_TOKEN_FILE=.demo/m1/token
   .venv/bin/claud jobs        .venv/bin/claud nodes        .venv/bin/claud cluster
-  API docs: http://127.0.0.1:$master_port/docs    dashboard: http://127.0.0.1:$master_port/ui?token=\$CLAUD_TOKEN
+  API docs: http://127.0.0.1:$master_port/docs
+  dashboard: http://127.0.0.1:$master_port/ui (it asks for the token: the contents of .demo/m1/token)
 Stop it with: make down
 EOF
 }

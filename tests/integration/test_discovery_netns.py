@@ -38,7 +38,7 @@ configure_logging("discovery-test", cfg["id"], "debug")
 async def main():
     me = Announcement(id=cfg["id"], role=cfg["role"], address=cfg["address"], term=cfg.get("term", 0))
     d = Discovery(me, port=cfg["port"], interval=cfg["interval"], expire_after=cfg["expire_after"],
-                  secret=cfg.get("secret"))
+                  secret=cfg["secret"])
     await d.start()
     loop = asyncio.get_running_loop()
     reader = loop.run_in_executor(None, sys.stdin.readline)
@@ -139,7 +139,7 @@ def lab() -> Iterator[NetnsLab]:
         assert lab.exists() == [], "network namespaces left behind"
 
 
-def node_cfg(role: str, node_id: str, address: str, secret: str | None = SECRET, term: int = 0) -> dict[str, Any]:
+def node_cfg(role: str, node_id: str, address: str, secret: str = SECRET, term: int = 0) -> dict[str, Any]:
     return {
         "id": node_id, "role": role, "address": address, "term": term, "secret": secret,
         "port": PORT, "interval": INTERVAL, "expire_after": EXPIRE_AFTER,
@@ -153,8 +153,7 @@ def test_nodes_in_separate_namespaces_learn_each_other_and_ignore_a_stranger(lab
         # Shares namespace (host) and UDP port with master 1: SO_REUSEPORT at work.
         "slave/s2": Node(lab, "a", node_cfg("slave", "s2", f"{a}:8711"), tmp_path),
         "master/2": Node(lab, "b", node_cfg("master", "2", f"{b}:8700", term=3), tmp_path),
-        # Announces its wildcard listen address; receivers fill in the source IP.
-        "slave/s1": Node(lab, "c", node_cfg("slave", "s1", "0.0.0.0:8701"), tmp_path),
+        "slave/s1": Node(lab, "c", node_cfg("slave", "s1", f"{c}:8701"), tmp_path),
     }
     # A stranger with the wrong secret claims to be a master with a high term.
     stranger = Node(lab, "d", node_cfg("master", "9", f"{lab.addresses['d']}:8700", secret="wrong", term=99), tmp_path)
@@ -204,9 +203,9 @@ def test_nodes_in_separate_namespaces_learn_each_other_and_ignore_a_stranger(lab
 
 def test_a_silent_peer_expires(lab: NetnsLab, tmp_path: Path) -> None:
     a, b, c = lab.addresses["a"], lab.addresses["b"], lab.addresses["c"]
-    m1 = Node(lab, "a", node_cfg("master", "1", f"{a}:8700", secret=None), tmp_path)
-    m2 = Node(lab, "b", node_cfg("master", "2", f"{b}:8700", secret=None), tmp_path)
-    s1 = Node(lab, "c", node_cfg("slave", "s1", f"{c}:8701", secret=None), tmp_path)
+    m1 = Node(lab, "a", node_cfg("master", "1", f"{a}:8700", ), tmp_path)
+    m2 = Node(lab, "b", node_cfg("master", "2", f"{b}:8700", ), tmp_path)
+    s1 = Node(lab, "c", node_cfg("slave", "s1", f"{c}:8701", ), tmp_path)
     nodes = [m1, m2, s1]
     wait_until("all three know each other", lambda: all(len(n.peers) == 2 for n in nodes), nodes, timeout=10)
 
@@ -226,3 +225,51 @@ def test_a_silent_peer_expires(lab: NetnsLab, tmp_path: Path) -> None:
         lambda: all(n.log_text().count("event=discovery.peer_expired") == 1 for n in (m1, m2)),
         [m1, m2], timeout=2,
     )
+
+
+# Records the first datagram it hears from argv[1] (an IP), waits argv[2]
+# seconds, then sends it again, from its own address, to argv[3] (the lab's
+# broadcast address), argv[4] times; prints "replayed" when done.
+REPLAYER = r"""
+import socket, sys, time
+source, wait, target, times, port = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind(("", port))
+while True:
+    data, (ip, _) = s.recvfrom(8192)
+    if ip == source:
+        break
+time.sleep(wait)
+for _ in range(times):
+    s.sendto(data, (target, port))
+    time.sleep(0.02)
+print("replayed", flush=True)
+"""
+
+
+def test_a_recorded_datagram_replayed_from_another_address_is_refused(lab: NetnsLab, tmp_path: Path) -> None:
+    """An attacker on the wire records master 2's signed announcement and sends it again from its own
+    address: no receiver takes it, so no master's peer moves (or rolls back its term)."""
+    a, b, c, d = (lab.addresses[n] for n in "abcd")
+    m1 = Node(lab, "a", node_cfg("master", "1", f"{a}:8700", term=3), tmp_path)
+    s1 = Node(lab, "c", node_cfg("slave", "s1", f"{c}:8701"), tmp_path)
+    m2 = Node(lab, "b", node_cfg("master", "2", f"{b}:8700", term=3), tmp_path)
+    nodes = [m1, m2, s1]
+    wait_until("master 2 is known", lambda: all("master/2" in n.peers for n in (m1, s1)), nodes, timeout=10)
+    replayer = lab.popen("d", [sys.executable, "-c", REPLAYER, b, "1.0", lab.broadcast, "5", str(PORT)],
+                         stderr_path=tmp_path / "replayer.log")
+    m2.send("term 4")  # while the recorded datagram (term 3) waits to be replayed
+    assert replayer.stdout is not None
+    assert replayer.stdout.readline().strip() == "replayed", (tmp_path / "replayer.log").read_text()
+    replayer.wait(timeout=5)
+    wait_until(
+        "the replays are refused",
+        lambda: all(n.ignored.get("replayed", 0) >= 5 for n in (m1, s1)),
+        nodes, timeout=5,
+    )
+    for node in (m1, s1):
+        assert node.peers["master/2"] == {"address": f"{b}:8700", "term": 4}, node.status
+        assert f"address={d}" not in node.log_text()

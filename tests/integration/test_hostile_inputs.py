@@ -78,15 +78,10 @@ def _dechunk(data: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def hostile_cluster(tmp_path_factory: pytest.TempPathFactory):
-    workdir = tmp_path_factory.mktemp("hostile")
-    secret = workdir / "cluster-secret"
-    secret.write_text(uuid.uuid4().hex + "\n")
-    secret.chmod(0o600)
-    c = Cluster(workdir)
-    c.secret = secret.read_text().strip()  # type: ignore[attr-defined]
+    c = Cluster(tmp_path_factory.mktemp("hostile"))  # its masters share c.secret_file
     c.acknowledged = []  # type: ignore[attr-defined]
     try:
-        c.start_masters(3, "--cluster-secret-file", str(secret))
+        c.start_masters(3)
         yield c
     finally:
         c.close()
@@ -194,7 +189,7 @@ def test_odd_request_is_refused_and_the_cluster_still_commits(hostile_cluster: C
     target = _target(hostile_cluster, which)
     headers = [*headers, (b"authorization", f"Bearer {hostile_cluster.token}".encode())]
     if path.startswith("/v1/internal/"):
-        headers.append((SECRET_HEADER.lower().encode(), hostile_cluster.secret.encode()))  # type: ignore[attr-defined]
+        headers.append((SECRET_HEADER.lower().encode(), hostile_cluster.secret.encode()))
     status, answer_headers, answer = raw_request(target.address, method, path, headers, body, chunked)
     assert status in expected, (status, answer[:500])
     assert answer_headers.get("content-type", "").startswith("application/json"), (status, answer_headers, answer[:300])
@@ -234,8 +229,7 @@ def test_zz_after_a_restart_of_every_master_the_cluster_still_commits(hostile_cl
     for master in list(hostile_cluster.masters):
         master.terminate()
     for master in list(hostile_cluster.masters):
-        hostile_cluster.start_master(master.id, "--cluster-secret-file", str(hostile_cluster.workdir / "cluster-secret"),
-                                     wait=False)
+        hostile_cluster.start_master(master.id, wait=False)
     leader = hostile_cluster.wait_leader(timeout=30)
     _ordinary_submit_elsewhere(hostile_cluster, leader)
     with httpx.Client(base_url=leader.url, headers={"Authorization": f"Bearer {hostile_cluster.token}"}, timeout=10) as http:

@@ -153,6 +153,10 @@ class SlaveProcess:
     def __init__(self, ids: Any, master: FakeMaster, port: int, log_path: Path, extra: list[str]) -> None:
         self.ids, self.master, self.port, self.log_path = ids, master, port, log_path
         self.url = f"http://127.0.0.1:{port}"
+        if "--cluster-secret-file" not in extra:  # every slave needs one; the fake master checks it only when told
+            secret_file = log_path.with_name("cluster-secret")
+            secret_file.write_text("fake-master-secret\n")
+            extra = [*extra, "--cluster-secret-file", str(secret_file)]
         self.argv = [
             sys.executable, "-m", "claud.slave",
             "--id", ids.slave_id,

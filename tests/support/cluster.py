@@ -2,7 +2,9 @@
 
 Every slave id is unique per test (``t<hex>-s1``), so the containers a test
 caused are exactly those labelled ``claud.slave=<its slave ids>``, and
-``close`` removes them along with the processes.
+``close`` removes them along with the processes. Each Cluster has its own
+cluster secret file, given to every master and slave it starts (a process
+started with ``--cluster-secret-file`` among its extra flags keeps that one).
 """
 
 from __future__ import annotations
@@ -139,6 +141,10 @@ class Slave(Process):
         super().__init__(f"slave-{slave_id}", argv, log_path)
 
 
+def _with_secret(secret_file: Path, extra: tuple[str, ...] | list[str]) -> list[str]:
+    return list(extra) if "--cluster-secret-file" in extra else ["--cluster-secret-file", str(secret_file), *extra]
+
+
 class Cluster:
     def __init__(self, workdir: Path, tls: ClusterTls | None = None, net: str = "127.0.0") -> None:
         """``tls``: every process serves HTTPS with a certificate from its CA. ``net`` is
@@ -151,6 +157,10 @@ class Cluster:
         self.prefix = "t" + uuid.uuid4().hex[:8]
         self.token_file = workdir / "token"
         self.token_file.write_text(uuid.uuid4().hex + "\n")
+        self.secret_file = workdir / "cluster-secret"
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(uuid.uuid4().hex + "\n")
         self.masters: list[Master] = []
         self.slaves: list[Slave] = []
         self._http: httpx.Client | None = None
@@ -166,7 +176,7 @@ class Cluster:
         ip, port = self._master_slot(master_id)
         existing = next((m for m in self.masters if m.id == master_id), None)
         peers = [m.address for m in self.masters if m.id != master_id]
-        args = ["--token-file", str(self.token_file), *extra]
+        args = ["--token-file", str(self.token_file), *_with_secret(self.secret_file, extra)]
         if peers and "--peers" not in extra:
             args += ["--peers", ",".join(peers), "--cluster-size", str(len(self.masters) + (0 if existing else 1))]
         master = Master(master_id, ip, port, self.workdir / f"m{master_id}", self.workdir / f"master-{master_id}.log", args,
@@ -186,7 +196,8 @@ class Cluster:
         for i, (ip, port) in slots.items():
             peers = ",".join(f"{p_ip}:{p_port}" for j, (p_ip, p_port) in slots.items() if j != i)
             master = Master(i, ip, port, self.workdir / f"m{i}", self.workdir / f"master-{i}.log",
-                            ["--token-file", str(self.token_file), "--peers", peers, "--cluster-size", str(count), *extra],
+                            ["--token-file", str(self.token_file), "--peers", peers, "--cluster-size", str(count),
+                             *_with_secret(self.secret_file, extra)],
                             self.tls)
             self.masters.append(master)
             master.start()
@@ -212,7 +223,8 @@ class Cluster:
         ip = existing.ip if existing else f"{self.net}.{100 + len(self.slaves)}"
         port = port or (existing.port if existing else free_port())
         masters = ",".join(m.address for m in self.masters)
-        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", list(extra), self.tls)
+        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", _with_secret(self.secret_file, extra),
+                      self.tls)
         if existing:
             self.slaves[self.slaves.index(existing)] = slave
         else:
@@ -233,6 +245,11 @@ class Cluster:
     @property
     def token(self) -> str:
         return self.token_file.read_text().strip()
+
+    @property
+    def secret(self) -> str:
+        """The cluster secret every process of this cluster was given."""
+        return self.secret_file.read_text().strip()
 
     def close(self) -> None:
         if self._http:

@@ -458,6 +458,37 @@ def test_masters_and_token_come_from_the_environment() -> None:
     assert request.headers["Authorization"] == "Bearer envtoken"
 
 
+def test_the_token_comes_from_a_file_so_that_no_command_line_shows_it(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  filetoken\n")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    listing = {("GET", "/v1/jobs"): {"jobs": [], "index": 0}}
+
+    def sent(*args: str, env: dict[str, str] | None = None) -> str:
+        cluster = Cluster(listing)
+        result = cluster.invoke(*args, "jobs", env={"CLAUD_TOKEN": None, "CLAUD_TOKEN_FILE": None, **(env or {})})
+        assert result.exit_code == 0, result.output
+        return cluster.requests[0].headers["Authorization"]
+
+    assert sent("--token-file", str(token_file)) == "Bearer filetoken"
+    assert sent(env={"CLAUD_TOKEN_FILE": str(token_file)}) == "Bearer filetoken"
+    # The command line beats the environment, whichever of the two it names.
+    assert sent("--token-file", str(token_file), env={"CLAUD_TOKEN": "envtoken"}) == "Bearer filetoken"
+    assert sent("--token", "flagtoken", env={"CLAUD_TOKEN_FILE": str(token_file)}) == "Bearer flagtoken"
+    for args, env, expected in (
+        (["--token-file", str(tmp_path / "missing")], {}, "cannot read"),
+        (["--token-file", str(empty)], {}, "is empty"),
+        (["--token", "t", "--token-file", str(token_file)], {}, "give the token once"),
+        ([], {"CLAUD_TOKEN": "t", "CLAUD_TOKEN_FILE": str(token_file)}, "give the token once"),
+    ):
+        cluster = Cluster(listing)
+        result = cluster.invoke(*args, "jobs", env=env)
+        assert result.exit_code == ExitCode.USAGE, (args, env, result.output)
+        assert expected in result.output, result.output
+        assert cluster.requests == []
+
+
 def test_a_bad_masters_option_is_a_usage_error() -> None:
     assert Cluster().invoke("--masters", "ftp://x", "jobs").exit_code == 2
 

@@ -1,6 +1,10 @@
-"""The masters' start-up invariant: a configuration that could run a job twice is refused."""
+"""The masters' start-up checks: a configuration that could run a job twice is
+refused; none runs its internal routes without a secret, and one that would
+need a shared one refuses to start and names the flag to add."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -21,10 +25,10 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_defaults_and_the_fast_profile_pass() -> None:
-    defaults = MasterSettings(id=1)
+    defaults = MasterSettings(id=1, no_discovery=True)
     needed, _ = defaults.fencing_bound()
     assert needed <= defaults.node_dead_after
-    fast = MasterSettings(id=1, **FAST)
+    fast = MasterSettings(id=1, no_discovery=True, **FAST)
     assert fast.fencing_bound()[0] <= fast.node_dead_after == 4.0
 
 
@@ -32,7 +36,7 @@ def test_a_long_election_timeout_is_refused_naming_every_term() -> None:
     # The issue's case: lease and dead-after agree, but a deposed leader can renew leases
     # for about two election timeouts, so a cut-off slave still runs its jobs at dead-after.
     with pytest.raises(ValidationError) as err:
-        MasterSettings(id=1, election_timeout=3, slave_lease=9, fence_stop_grace=0, node_dead_after=11)
+        MasterSettings(id=1, no_discovery=True, election_timeout=3, slave_lease=9, fence_stop_grace=0, node_dead_after=11)
     message = str(err.value)
     for term in ("slave_lease", "election_timeout", "heartbeat_interval", "fence_stop_grace rounded up",
                  "stop fan-out margin", "two slaves"):
@@ -41,10 +45,10 @@ def test_a_long_election_timeout_is_refused_naming_every_term() -> None:
 
 def test_the_grace_counts_in_whole_seconds_as_docker_rounds_it() -> None:
     # 1.0 + 0.5 + 0.25 + 1 + 1 = 3.75 with a 1 s grace; a 1.01 s grace is a 2 s `docker stop -t`.
-    MasterSettings(id=1, **{**FAST, "node_dead_after": 3.75})
+    MasterSettings(id=1, no_discovery=True, **{**FAST, "node_dead_after": 3.75})
     with pytest.raises(ValidationError, match="rounded up \\(2s\\)"):
-        MasterSettings(id=1, **{**FAST, "fence_stop_grace": 1.01, "node_dead_after": 4.5})
-    MasterSettings(id=1, **{**FAST, "fence_stop_grace": 1.01, "node_dead_after": 4.75})
+        MasterSettings(id=1, no_discovery=True, **{**FAST, "fence_stop_grace": 1.01, "node_dead_after": 4.5})
+    MasterSettings(id=1, no_discovery=True, **{**FAST, "fence_stop_grace": 1.01, "node_dead_after": 4.75})
 
 
 @pytest.mark.parametrize("field, value", [
@@ -52,4 +56,42 @@ def test_the_grace_counts_in_whole_seconds_as_docker_rounds_it() -> None:
 ])
 def test_lengthening_any_term_alone_breaks_the_fast_profile(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=r"node_dead_after \(4s\) must be at least"):
-        MasterSettings(id=1, **{**FAST, field: value})
+        MasterSettings(id=1, no_discovery=True, **{**FAST, field: value})
+
+@pytest.fixture(autouse=True)
+def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CLAUD_CLUSTER_SECRET_FILE", "CLAUD_NO_DISCOVERY", "CLAUD_PEERS", "CLAUD_CLUSTER_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, "discovery (on by default) needs a shared secret: add --cluster-secret-file"),
+        ({"no_discovery": True, "cluster_size": 3}, "a cluster of 3 masters needs a shared secret"),
+        ({"no_discovery": True, "peers": "10.0.0.2:8700"}, "a cluster of 2 masters needs a shared secret"),
+        ({"no_discovery": True, "advertise": "0.0.0.0:8700"}, "names no host"),
+    ],
+)
+def test_what_needs_a_shared_secret_is_refused_without_one(fields: dict, expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        MasterSettings(id=1, **fields)
+
+
+def test_a_lone_master_without_discovery_may_generate_its_secret(tmp_path: Path) -> None:
+    settings = MasterSettings(id=1, no_discovery=True, data_dir=tmp_path)
+    assert settings.cluster_secret_file is None and settings.size == 1
+
+
+def test_with_a_shared_secret_anything_goes(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s\n")
+    assert MasterSettings(id=1, cluster_size=3, cluster_secret_file=secret).size == 3
+
+
+def test_a_wildcard_listen_address_is_never_what_a_master_announces() -> None:
+    settings = MasterSettings(id=1, no_discovery=True, listen="0.0.0.0:8700")
+    host, _, port = settings.advertised_address.rpartition(":")
+    assert port == "8700" and host not in ("0.0.0.0", "", "::")
+    assert MasterSettings(id=1, no_discovery=True, listen="0.0.0.0:8700",
+                          advertise="m1.example:8700").advertised_address == "m1.example:8700"  # fmt: skip

@@ -9,6 +9,15 @@ import pytest
 from claud.slave.__main__ import ConfigError, build_parser, load_settings, main
 
 
+@pytest.fixture(autouse=True)
+def secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every slave needs the cluster secret; its env twin gives it to the tests that are about something else."""
+    path = tmp_path / "cluster-secret"
+    path.write_text("s3cret\n")
+    monkeypatch.setenv("CLAUD_CLUSTER_SECRET_FILE", str(path))
+    return path
+
+
 def test_flags_parse_into_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLAUD_HEARTBEAT_INTERVAL", raising=False)
     s = load_settings(
@@ -51,6 +60,7 @@ def test_cluster_secret_is_read_and_stripped(tmp_path: Path) -> None:
         (["--id", "s1", "--masters", "m:1", "--cluster-secret-file", "/nonexistent/x"], "cannot read"),
         (["--id", "s1", "--masters", "m:1", "--heartbeat-interval", "20"], "at least twice"),
         (["--id", "s1", "--masters", "m:1", "--bogus"], "unrecognized arguments"),
+        (["--id", "s1", "--masters", "m:1", "--advertise", "0.0.0.0:8701"], "names no host"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(
@@ -105,3 +115,12 @@ def test_tls_needs_all_three_files(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CLAUD_TLS_KEY_FILE", flags[3])  # the environment twin completes the set
     s = load_settings(["--id", "s1", "--no-discovery", "--masters", "m1:8700", *flags[:2], *flags[4:]])
     assert s.tls is not None and s.scheme == "https"
+def test_a_slave_without_the_cluster_secret_refuses_to_start(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLAUD_CLUSTER_SECRET_FILE")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--id", "s1", "--masters", "m:1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--cluster-secret-file is required" in err

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from claud.api import Allocation, Assignments, DesiredState, Heartbeat, Resources, WatchRequest
 from claud.slave.agent import Agent
 from claud.slave.resources import Capacity, CgroupLimits, UsageProbe
 from claud.slave.runtime.simulated import SimulatedRuntime, simulated_duration
 from claud.slave.settings import SlaveSettings
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    """Every slave needs a cluster secret; these agents talk to an in-memory master that ignores it."""
+    path = tmp_path / "cluster-secret"
+    path.write_text("s3cret\n")
+    return path
 
 
 def alloc(
@@ -99,7 +109,7 @@ async def wait_until(predicate: Any, timeout: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_many_simulated_agents_share_one_process() -> None:
+def test_many_simulated_agents_share_one_process(secret_file: Path) -> None:
     async def scenario() -> None:
         master = MemoryMaster()
         http = httpx.AsyncClient(transport=httpx.MockTransport(master.handle), base_url="http://m1:1")
@@ -107,7 +117,7 @@ def test_many_simulated_agents_share_one_process() -> None:
         agents = []
         for i in range(40):
             settings = SlaveSettings(
-                id=f"sim{i}", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, watch_wait=2
+                id=f"sim{i}", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, cluster_secret_file=secret_file, watch_wait=2
             )
             agents.append(
                 Agent(
@@ -150,7 +160,7 @@ def test_many_simulated_agents_share_one_process() -> None:
     asyncio.run(scenario())
 
 
-def test_simulated_agent_fences_when_the_master_goes_silent() -> None:
+def test_simulated_agent_fences_when_the_master_goes_silent(secret_file: Path) -> None:
     async def scenario() -> None:
         master = MemoryMaster()
         silent = asyncio.Event()
@@ -162,7 +172,7 @@ def test_simulated_agent_fences_when_the_master_goes_silent() -> None:
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
         settings = SlaveSettings(
-            id="fence", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, watch_wait=1
+            id="fence", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, cluster_secret_file=secret_file, watch_wait=1
         )
         runtime = SimulatedRuntime(settings.id)
         agent = Agent(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
+#: Hosts that name every interface of a listener and no host at all to a peer.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "*"})
+
 
 def parse_host_port(address: str) -> tuple[str, int]:
     """``host:port`` (IPv6 in brackets) -> (host, port); ValueError naming the problem."""

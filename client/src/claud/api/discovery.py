@@ -6,24 +6,36 @@ seconds, immediately at start and whenever what it announces changes, and
 listens on the same port. A peer not heard from for ``expire_after`` seconds is
 forgotten.
 
-Wire format (version 1), one datagram per announcement::
+Wire format (version 2), one datagram per announcement::
 
-    {"v":1,"cluster":"claud","id":"1","role":"master","address":"10.0.0.5:8700","term":3,"sent_at":1764093600.123}
-    \\n<64 hex digits>          <- only when a cluster secret is configured
+    {"v":2,"cluster":"claud","id":"1","role":"master","address":"10.0.0.5:8700","term":3,"seq":1764093600123456789,"sent_at":1764093600.123}
+    \n<64 hex digits>
 
-The first line is compact JSON (never contains a raw newline). With a cluster
-secret, a newline and the hex HMAC-SHA256 of the exact JSON bytes follow; the
-HMAC key is ``HMAC-SHA256(secret, b"claud-discovery-v1")`` so that discovery
-MACs are domain-separated from any other use of the secret. A receiver with a
-secret drops datagrams without a valid MAC; a receiver without one drops
-datagrams that carry a MAC (a configuration mismatch, counted as such). Unknown
-JSON fields are ignored (forward compatible); another ``v`` is rejected.
-Datagrams of other clusters, malformed ones and unauthenticated ones are
-counted and summarised in a rate-limited log line, never logged one by one.
+The first line is compact JSON (never contains a raw newline); a newline and
+the hex HMAC-SHA256 of the exact JSON bytes follow. The HMAC key is
+``HMAC-SHA256(secret, b"claud-discovery-v1")`` so that discovery MACs are
+domain-separated from any other use of the secret. There is no discovery
+without a cluster secret: an unsigned announcement could name any address,
+and masters send Raft traffic, secret attached, to the addresses they learn.
 
-An address whose host is a wildcard (``0.0.0.0:8700``, ``[::]:8700``) is
-completed by the receiver with the datagram's source IP, so a process that
-listens on all interfaces can announce its listen address as is.
+Everything a receiver uses is inside the signed part, never the datagram's
+(unauthenticated) source address:
+
+- ``address`` is used as announced, and must name a host: an announcement of
+  a wildcard (``0.0.0.0:8700``) is refused, since completing it with the
+  source address would let whoever resends a recorded datagram choose it.
+- ``seq`` grows with every datagram a sender sends (it starts from the wall
+  clock in nanoseconds, so it keeps growing across restarts); a receiver
+  accepts from each sender only a ``seq`` above the last it accepted.
+- ``sent_at`` (the sender's wall clock) must be within ``max_clock_skew`` of
+  the receiver's: an old datagram replayed after the receiver forgot its
+  sender is refused as stale.
+
+Unknown JSON fields are ignored (forward compatible); another ``v`` is
+rejected. Datagrams of other clusters, malformed, unauthenticated, stale and
+replayed ones are counted and summarised in a rate-limited log line, never
+logged one by one (exact duplicates, which every sender makes by sending to
+each broadcast address, are counted only).
 
 The pure parts (:func:`encode`, :func:`decode`, :class:`PeerTable`,
 :func:`broadcast_addresses_from_ip_json`) take no sockets and no clock;
@@ -54,13 +66,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from claud.api.addresses import WILDCARD_HOSTS
 from claud.api.logfmt import log_event
 from claud.api.nodes import NodeRole
 
 log = logging.getLogger("claud.discovery")
 
 #: Version of the wire format written in the ``v`` field.
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 DEFAULT_PORT = 8702
 DEFAULT_CLUSTER = "claud"
 LIMITED_BROADCAST = "255.255.255.255"
@@ -68,10 +81,13 @@ LIMITED_BROADCAST = "255.255.255.255"
 MAX_DATAGRAM = 4096
 MAC_HEX_LEN = 64
 _MAC_DOMAIN = b"claud-discovery-v1"
-_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "*"}
+#: How far a sender's clock may be from the receiver's (and how long a datagram stays usable).
+DEFAULT_MAX_CLOCK_SKEW = 30.0
 
 #: Why a datagram was dropped (the keys of :attr:`Discovery.ignored`).
-RejectReason = Literal["malformed", "version", "other_cluster", "unauthenticated", "unexpected_mac"]
+RejectReason = Literal[
+    "malformed", "version", "other_cluster", "unauthenticated", "wildcard_address", "stale", "replayed", "duplicate"
+]
 
 
 # --------------------------------------------------------------------------- model
@@ -87,7 +103,8 @@ class Announcement(BaseModel):
     role: NodeRole
     address: str = Field(..., min_length=3, max_length=262, description="HTTP host:port")
     term: int = Field(0, ge=0, description="current term of a master; 0 for slaves")
-    sent_at: float = Field(0.0, description="sender's wall clock (informational)")
+    seq: int = Field(0, ge=0, lt=2**63, description="grows with every datagram of a sender (replay defence)")
+    sent_at: float = Field(0.0, allow_inf_nan=False, description="sender's wall clock, seconds since the epoch")
 
     @field_validator("address")
     @classmethod
@@ -97,6 +114,8 @@ class Announcement(BaseModel):
             raise ValueError("address must be host:port")
         if host.startswith("[") != host.endswith("]"):
             raise ValueError("address must be host:port ([v6]:port for IPv6)")
+        if host.strip("[]") in WILDCARD_HOSTS:
+            raise ValueError("address must name a host, not a wildcard (announce --advertise)")
         return value
 
     @property
@@ -125,22 +144,24 @@ def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).hexdigest().encode("ascii")
 
 
-def encode(ann: Announcement, secret: str | None = None) -> bytes:
-    """One datagram for ``ann``: compact JSON, plus ``\\n<hmac>`` with a secret."""
+def encode(ann: Announcement, secret: str) -> bytes:
+    """One datagram for ``ann``: compact JSON, then ``\\n<hmac>``."""
+    if not secret:
+        raise ValueError("discovery needs a cluster secret")
     body: dict[str, Any] = {"v": WIRE_VERSION}
     body.update(ann.model_dump(mode="json"))
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-    if secret:
-        return payload + b"\n" + _mac(mac_key(secret), payload)
-    return payload
+    return payload + b"\n" + _mac(mac_key(secret), payload)
 
 
-def decode(data: bytes, cluster: str = DEFAULT_CLUSTER, secret: str | None = None) -> Announcement:
+def decode(data: bytes, cluster: str = DEFAULT_CLUSTER, *, secret: str) -> Announcement:
     """Parse and check one datagram; raise :class:`Rejected` with the reason."""
-    return _decode(data, cluster, mac_key(secret) if secret else None)
+    if not secret:
+        raise ValueError("discovery needs a cluster secret")
+    return _decode(data, cluster, mac_key(secret))
 
 
-def _decode(data: bytes, cluster: str, key: bytes | None) -> Announcement:
+def _decode(data: bytes, cluster: str, key: bytes) -> Announcement:
     if len(data) > MAX_DATAGRAM:
         raise Rejected("malformed", f"{len(data)} bytes")
     payload, sep, mac = data.partition(b"\n")
@@ -151,21 +172,26 @@ def _decode(data: bytes, cluster: str, key: bytes | None) -> Announcement:
     if not isinstance(body, dict):
         raise Rejected("malformed", "not an object")
     if body.get("v") != WIRE_VERSION:
-        raise Rejected("version", repr(body.get("v")))
+        raise Rejected("version", repr(body.get("v"))[:32])
     if body.get("cluster", DEFAULT_CLUSTER) != cluster:
         raise Rejected("other_cluster", str(body.get("cluster"))[:64])
     # Checked before validation so that strangers' data is never trusted, but
     # after the cluster so that a neighbour cluster with its own secret is
     # reported as such rather than as an attack.
-    if key is not None:
-        if not sep or len(mac) != MAC_HEX_LEN or not hmac.compare_digest(_mac(key, payload), mac.lower()):
-            raise Rejected("unauthenticated", "bad or missing MAC" if sep else "no MAC")
-    elif sep:
-        raise Rejected("unexpected_mac", "signed datagram but no cluster secret configured here")
+    if not sep or len(mac) != MAC_HEX_LEN or not hmac.compare_digest(_mac(key, payload), mac.lower()):
+        raise Rejected("unauthenticated", "bad or missing MAC" if sep else "no MAC")
+    address = body.get("address")
+    if isinstance(address, str) and _is_wildcard(address):
+        raise Rejected("wildcard_address", f"{address[:64]} names no host; the sender must announce --advertise")
     try:
         return Announcement.model_validate(body)
     except ValidationError as exc:
         raise Rejected("malformed", exc.errors()[0].get("msg", "invalid")) from exc
+
+
+def _is_wildcard(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep) and port.isdigit() and host.strip("[]") in WILDCARD_HOSTS
 
 
 def split_host_port(address: str) -> tuple[str, str]:
@@ -173,12 +199,40 @@ def split_host_port(address: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
-def resolve_address(address: str, source_ip: str) -> str:
-    """Replace a wildcard host (``0.0.0.0:8700``) by the sender's source IP."""
-    host, port = split_host_port(address)
-    if host not in _WILDCARD_HOSTS:
-        return address
-    return f"[{source_ip}]:{port}" if ":" in source_ip else f"{source_ip}:{port}"
+class ReplayGuard:
+    """Admit each sender's datagrams once, in order, and only while fresh.
+
+    Keyed by (role, id) like the peer table, but kept apart from it: a peer
+    that expired from the table must not make its old datagrams new again.
+    A sender's record is dropped once anything at or below it would be stale
+    anyway, so the guard stays as small as the set of live senders. The clock
+    (seconds since the epoch, the receiver's) is always passed in.
+    """
+
+    def __init__(self, max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW) -> None:
+        if max_clock_skew <= 0:
+            raise ValueError("max_clock_skew must be positive")
+        self.max_clock_skew = max_clock_skew
+        self._last: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (seq, accepted at)
+
+    def admit(self, ann: Announcement, now: float) -> None:
+        """Raise :class:`Rejected` unless ``ann`` is fresh and newer than its sender's last one."""
+        if abs(now - ann.sent_at) > self.max_clock_skew:
+            raise Rejected("stale", f"sent_at {ann.sent_at:.3f} is {now - ann.sent_at:+.1f}s from this clock")
+        last = self._last.get(ann.key)
+        if last is not None:
+            if ann.seq == last[0]:
+                raise Rejected("duplicate", f"seq {ann.seq}")
+            if ann.seq < last[0]:
+                raise Rejected("replayed", f"seq {ann.seq} after {last[0]}")
+        self._last[ann.key] = (ann.seq, now)
+        self._forget_old(now)
+
+    def _forget_old(self, now: float) -> None:
+        horizon = 2 * self.max_clock_skew  # a datagram accepted before this is refused as stale anyway
+        old = [k for k, (_, at) in self._last.items() if now - at > horizon]
+        for key in old:
+            del self._last[key]
 
 
 # ------------------------------------------------------------------- peer table
@@ -380,12 +434,15 @@ class Discovery:
         port: int = DEFAULT_PORT,
         interval: float = 1.0,
         expire_after: float = 5.0,
-        secret: str | None = None,
+        secret: str = "",
         broadcast_addresses: list[str] | None = None,
         bind_address: str = "",
         on_change: Callable[[PeerEvent], None] | None = None,
         logger: logging.Logger | None = None,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     ) -> None:
+        if not secret:
+            raise ValueError("discovery needs a cluster secret (--cluster-secret-file), or turn it off")
         if not 0 < port < 65536:
             raise ValueError(f"discovery port {port} out of range")
         if interval <= 0:
@@ -396,8 +453,11 @@ class Discovery:
         self.interval = interval
         self.expire_after = expire_after
         self.bind_address = bind_address
-        self._secret = secret or None
-        self._key = mac_key(secret) if secret else None
+        self._secret = secret
+        self._key = mac_key(secret)
+        self._replays = ReplayGuard(max_clock_skew)
+        # Starts from the wall clock so that it keeps growing across a restart.
+        self._seq = time.time_ns()
         self._fixed_targets = list(broadcast_addresses) if broadcast_addresses is not None else None
         self._targets: list[str] = list(self._fixed_targets or [])
         self._table = PeerTable(me, expire_after)
@@ -466,7 +526,7 @@ class Discovery:
         log_event(
             self._log, "discovery.started", port=self.port, bind=self.bind_address or "*",
             targets=",".join(self._targets), cluster=self.me.cluster, role=str(self.me.role),
-            id=self.me.id, address=self.me.address, auth="hmac" if self._key else "off",
+            id=self.me.id, address=self.me.address, auth="hmac",
         )
         self._send_announcement()
         self._task = asyncio.create_task(self._run(), name="claud-discovery")
@@ -544,7 +604,8 @@ class Discovery:
     def _send_announcement(self) -> None:
         if self._sock is None:
             return
-        self._table.me = self.me.model_copy(update={"sent_at": round(time.time(), 3)})
+        self._seq = max(self._seq + 1, time.time_ns())
+        self._table.me = self.me.model_copy(update={"sent_at": round(time.time(), 3), "seq": self._seq})
         datagram = encode(self.me, self._secret)
         for target in self._targets:
             try:
@@ -584,18 +645,18 @@ class Discovery:
             self._count_ignored(exc, source_ip)
             return
         if ann.key == self.me.key:
-            host, _ = split_host_port(ann.address)
-            suspicious = ann.address not in self._own_addresses and host not in _WILDCARD_HOSTS
-            if suspicious and ann.address not in self._conflicts:
+            if ann.address not in self._own_addresses and ann.address not in self._conflicts:
                 self._conflicts.add(ann.address)
                 log_event(
                     self._log, "discovery.id_conflict", logging.ERROR, role=str(ann.role), id=ann.id,
                     other_address=ann.address, source=source_ip, address=self.me.address,
                 )
             return
-        resolved = resolve_address(ann.address, source_ip)
-        if resolved != ann.address:
-            ann = ann.model_copy(update={"address": resolved})
+        try:
+            self._replays.admit(ann, time.time())
+        except Rejected as exc:
+            self._count_ignored(exc, source_ip)
+            return
         event = self._table.observe(ann, time.monotonic())
         if event is not None:
             self._emit(event, source_ip)
@@ -623,6 +684,8 @@ class Discovery:
     def _count_ignored(self, exc: Rejected, source_ip: str) -> None:
         ig = self._ignored
         ig.counts[exc.reason] = ig.counts.get(exc.reason, 0) + 1
+        if exc.reason == "duplicate":
+            return  # one datagram per broadcast address: expected, not worth a line
         ig.last_source, ig.last_detail = source_ip, str(exc)
         now = time.monotonic()
         if ig.logged_at is None or now - ig.logged_at >= self.IGNORED_LOG_EVERY:

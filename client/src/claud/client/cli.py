@@ -130,7 +130,7 @@ def describe_error(error: ClaudError) -> str:
     if isinstance(error, InvalidSpec):
         return f"invalid spec: {error}"
     if isinstance(error, Unauthorized):
-        return f"unauthorized: {error} (check --token or CLAUD_TOKEN)"
+        return f"unauthorized: {error} (check --token-file or CLAUD_TOKEN_FILE, --token or CLAUD_TOKEN)"
     if isinstance(error, Unreachable):
         return f"{error} (check --masters or CLAUD_MASTERS)"
     if isinstance(error, Untrusted):
@@ -242,9 +242,16 @@ def _completion_client(ctx: click.Context) -> Client:
     from the root context; it must answer at once, so no failover wait.
     """
     params = ctx.find_root().params
+    token = params.get("token") or os.environ.get("CLAUD_TOKEN")
+    token_file = params.get("token_file") or os.environ.get("CLAUD_TOKEN_FILE")
+    if token is None and token_file:
+        try:
+            token = read_token_file(token_file)
+        except click.BadParameter:
+            token = None
     return Client(
         params.get("masters") or os.environ.get("CLAUD_MASTERS"),
-        params.get("token") or os.environ.get("CLAUD_TOKEN"),
+        token,
         timeout=httpx.Timeout(2.0, connect=0.5),
         failover_timeout=0,
         ca_cert=params.get("ca_cert"),
@@ -276,6 +283,37 @@ def complete_slave_ids(ctx: click.Context, param: click.Parameter, incomplete: s
 # --- the commands ------------------------------------------------------------------
 
 
+def read_token_file(path: str) -> str:
+    """The token in ``path``, stripped; BadParameter naming the file when there is none."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                                 param_hint="'--token-file' / CLAUD_TOKEN_FILE") from None
+    if not token:
+        raise click.BadParameter(f"{path} is empty", param_hint="'--token-file' / CLAUD_TOKEN_FILE")
+    return token
+
+
+def choose_token(ctx: click.Context, token: str | None, token_file: str | None) -> str | None:
+    """One token from --token, --token-file and their environment twins.
+
+    What the command line says beats the environment; given both ways at the
+    same level, the caller must choose (the two could name different clusters)."""
+    if token_file is None:
+        return token
+    if token is None:
+        return read_token_file(token_file)
+    from_env = click.core.ParameterSource.ENVIRONMENT
+    token_from_env = ctx.get_parameter_source("token") == from_env
+    file_from_env = ctx.get_parameter_source("token_file") == from_env
+    if token_from_env and not file_from_env:
+        return read_token_file(token_file)
+    if file_from_env and not token_from_env:
+        return token
+    raise click.UsageError("give the token once: --token (CLAUD_TOKEN) or --token-file (CLAUD_TOKEN_FILE)")
+
+
 def _check_masters(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None:
         try:
@@ -299,7 +337,15 @@ def _check_masters(ctx: click.Context, param: click.Parameter, value: str | None
     "--token",
     envvar="CLAUD_TOKEN",
     show_envvar=True,
-    help="API token, sent as 'Authorization: Bearer <token>'.",
+    help="API token, sent as 'Authorization: Bearer <token>' (a command line is seen by "
+    "every user of the machine: prefer --token-file).",
+)
+@click.option(
+    "--token-file",
+    envvar="CLAUD_TOKEN_FILE",
+    show_envvar=True,
+    metavar="FILE",
+    help="File holding the API token (e.g. a master's <data-dir>/token).",
 )
 @click.option(
     "--output",
@@ -346,6 +392,7 @@ def cli(
     ctx: click.Context,
     masters: str | None,
     token: str | None,
+    token_file: str | None,
     output: str,
     failover_timeout: float | None,
     ca_cert: str | None,
@@ -366,6 +413,7 @@ def cli(
     config = ctx.ensure_object(CliConfig)
     if masters is not None:
         config.masters = masters
+    token = choose_token(ctx, token, token_file)
     if token is not None:
         config.token = token
     if failover_timeout is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Every flag has an environment twin (shown), e.g. --node-dead-after is CLAUD_NODE_DEAD_AFTER. "
         "Durations are seconds (floats allowed).",
     )
+    # Whatever this process creates (the log, its WAL, snapshots, generated
+    # credentials) is for its own user only.
+    os.umask(0o077)
     configure_logging("master", str(settings.id), settings.log_level)
     # Imported late so that --help and bad flags answer without loading FastAPI.
     from claud.master.api import create_app
@@ -39,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     node = app.state.node
     host, port = parse_host_port(settings.listen)
     log_event(logging.getLogger("claud.master"), "master.starting", listen=settings.listen, scheme=settings.scheme,
-              data_dir=str(settings.data_dir), token_file=str(node.token_path))
+              data_dir=str(settings.data_dir), token_file=str(node.token_path),
+              cluster_secret_file=str(node.cluster_secret_path))
     file_limit = raise_file_limit()
     budget = connection_budget(settings.max_connections, file_limit)
     log_event(logging.getLogger("claud.master"), "master.connections", max_connections=budget, file_limit=file_limit)

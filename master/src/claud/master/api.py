@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from urllib.parse import parse_qs
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,11 +46,13 @@ from claud.api import (
 )
 from claud.api.logfmt import log_event
 from claud.api.nodes import MAX_DRAIN_DEADLINE
-from claud.api.jobs import validate_idempotency_key
+from claud.api.refusal_log import RefusalLog
+from claud.api.addresses import WILDCARD_HOSTS, parse_host_port
+from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
 from claud.master import ops, strict_json
 from claud.master.body_limit import BodyLimitMiddleware, replay
 from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, cluster_secret_headers, same_secret
-from claud.master.dashboard import DASHBOARD_HTML
+from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
 from claud.master.metrics import render_metrics
 from claud.master import openapi as docs
 from claud.master.node import MasterNode, NotLeader, utcnow
@@ -105,43 +106,60 @@ async def require_token(_: Annotated[HTTPAuthorizationCredentials | None, Securi
 
 class TokenAuthMiddleware:
     """Refuse unauthenticated requests before routing, so that no route (and no
-    body parsing, no streaming) ever runs for a caller without the token."""
+    body parsing, no streaming) ever runs for a caller without its credential.
 
-    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+    ``/v1/internal/*`` needs the cluster secret (there is always one) and, when
+    it carries a body, ``Content-Type: application/json``: a web page can send
+    a "simple" cross-origin request (text/plain, a form) without a preflight,
+    and none of those may reach a route. Everything else but the open paths
+    needs the API token in the ``Authorization`` header, never in the URL.
+    """
+
+    OPEN_PATHS = frozenset({
+        "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc",
+        *DASHBOARD_PATHS,
+    })
     #: Open by prefix: the docs page's own scripts and styles (served locally, no CDN).
     OPEN_PREFIXES = ("/docs/static/",)
+    #: Methods whose requests carry no body to parse, hence no content type to check.
+    BODYLESS = frozenset({"GET", "HEAD"})
 
     def __init__(self, app: ASGIApp, node: MasterNode) -> None:
         self.app, self.node = app, node
+        self.refusals = RefusalLog(log, node.settings.refused_log_every)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith("/v1/internal/") and self.node.cluster_secret is not None:
-                # Checked before routing, so that no body is parsed without it.
-                given = dict(scope["headers"]).get(CLUSTER_SECRET_HEADER.lower().encode(), b"").decode("latin-1")
-                if not same_secret(given, self.node.cluster_secret):
-                    client = scope.get("client") or ("?", 0)
-                    log_event(log, "auth.refused", logging.WARNING, path=path, client=client[0], credential="cluster_secret")
-                    response = error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
-                    await response(scope, receive, send)
-                    return
-            if path not in self.OPEN_PATHS and not path.startswith(("/v1/internal/", *self.OPEN_PREFIXES)):
-                headers = dict(scope["headers"])
-                given = bearer(headers.get(b"authorization", b"").decode("latin-1"))
-                if given is None and path == "/ui":
-                    # A browser cannot set a header when following a link: /ui?token=...
-                    given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
-                if not same_secret(given, self.node.token):
-                    client = scope.get("client") or ("?", 0)
-                    log_event(log, "auth.refused", logging.WARNING, path=path, client=client[0], credential="token")
-                    response = error_response(
-                        401, "unauthorized", "missing or wrong API token (Authorization: Bearer <token>)",
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
-                    await response(scope, receive, send)
-                    return
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> JSONResponse | None:
+        path: str = scope["path"]
+        if path in self.OPEN_PATHS or path.startswith(self.OPEN_PREFIXES):
+            return None
+        headers = dict(scope["headers"])
+        client = (scope.get("client") or ("?", 0))[0]
+        if path.startswith("/v1/internal/"):
+            given = headers.get(CLUSTER_SECRET_HEADER.lower().encode(), b"").decode("latin-1")
+            if not same_secret(given, self.node.cluster_secret):
+                self.refusals.refused(client, path=path, credential="cluster_secret")
+                return error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
+            content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+            if scope["method"] not in self.BODYLESS and content_type != b"application/json":
+                self.refusals.refused(client, path=path, credential="content_type")
+                return error_response(415, "unsupported_media_type", "internal routes take Content-Type: application/json")
+            return None
+        given_token = bearer(headers.get(b"authorization", b"").decode("latin-1"))
+        if not same_secret(given_token, self.node.token):
+            self.refusals.refused(client, path=path, credential="token")
+            return error_response(
+                401, "unauthorized", "missing or wrong API token (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return None
 
 
 class RaftTransport:
@@ -426,11 +444,14 @@ async def job_logs(
     params: dict[str, Any] = {"follow": str(follow).lower()}
     if tail is not None:
         params["tail"] = tail
-    request = node.http.build_request(
-        "GET", f"{node.scheme}://{slave.address}/v1/allocations/{job.alloc_id}/logs", params=params, headers=headers
-    )
     try:
-        upstream = await node.http.send(request, stream=True)
+        url = slave_logs_url(slave.address, job.alloc_id, node.scheme)
+    except ValueError as exc:
+        raise ApiError(502, "slave_unreachable", f"slave {node_id} has no usable address: {exc}") from None
+    request = node.http.build_request("GET", url, params=params, headers=headers)
+    try:
+        # A redirect would carry the secret wherever the slave's answer points.
+        upstream = await node.http.send(request, stream=True, follow_redirects=False)
     except httpx.HTTPError as exc:
         raise ApiError(502, "slave_unreachable", f"slave {node_id} at {slave.address} is unreachable: {exc}") from None
     if upstream.status_code != 200:
@@ -443,6 +464,22 @@ async def job_logs(
         upstream.aiter_raw(), media_type="text/plain; charset=utf-8", background=BackgroundTask(upstream.aclose),
         headers={"X-Claud-Alloc-Id": job.alloc_id},  # which attempt this is: `logs -f` follows restarts by it
     )
+
+
+def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.URL:
+    """``{scheme}://{host}:{port}/v1/allocations/{alloc}/logs`` of a registered slave, or ValueError.
+
+    The cluster secret goes with this request, so the URL is assembled from
+    parts that were checked again here (a registration validated the address,
+    this keeps a path, a query or a wildcard host from ever reaching it)."""
+    if not ADDRESS.fullmatch(address):
+        raise ValueError(f"{address[:80]!r} is not host:port")
+    host, port = parse_host_port(address)
+    if host in WILDCARD_HOSTS:
+        raise ValueError(f"{address!r} names no host")
+    if not LONG_ID.fullmatch(alloc_id):
+        raise ValueError(f"{alloc_id[:80]!r} is not an allocation id")
+    return httpx.URL(scheme=scheme, host=host, port=port, path=f"/v1/allocations/{alloc_id}/logs")
 
 
 # --------------------------------------------------------------------- nodes
@@ -656,13 +693,25 @@ async def metrics(node: NodeDep) -> PlainTextResponse:
     return PlainTextResponse(render_metrics(node), media_type="text/plain; version=0.0.4")
 
 
-@ops_router.get(
-    "/ui", response_class=HTMLResponse, dependencies=[Depends(require_token)], operation_id="dashboard",
-    responses=docs.AUTHENTICATED,
-)
-async def ui() -> HTMLResponse:
-    """The live dashboard: a page that reads everything through the authenticated API."""
-    return HTMLResponse(DASHBOARD_HTML)
+def _asset(path: str) -> Response:
+    body, media_type = dashboard_asset(path)
+    return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
+
+
+@ops_router.get("/ui", response_class=HTMLResponse)
+async def ui() -> Response:
+    """The dashboard: a page without data that asks for the token and reads /v1 with it."""
+    return _asset("/ui")
+
+
+@ops_router.get("/ui/dashboard.js", include_in_schema=False)
+async def ui_script() -> Response:
+    return _asset("/ui/dashboard.js")
+
+
+@ops_router.get("/ui/dashboard.css", include_in_schema=False)
+async def ui_style() -> Response:
+    return _asset("/ui/dashboard.css")
 
 
 # ------------------------------------------------------------------- the app

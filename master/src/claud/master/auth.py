@@ -1,8 +1,9 @@
 """Credentials: the users' API token and the cluster secret.
 
-Both are compared in constant time and never logged. With no token file
-configured, a master generates a token on first start and keeps it in its
-data directory (mode 0600), so a fresh cluster is never open by accident.
+Both are compared in constant time and never logged. With no token file (or
+no cluster secret file) configured, a master generates one on first start and
+keeps it in its data directory (0700, the file 0600), so a fresh cluster is
+never open by accident: the internal routes always need a secret.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from claud.api.agent import CLUSTER_SECRET_HEADER
@@ -19,6 +21,8 @@ from claud.api.logfmt import log_event
 log = logging.getLogger("claud.master.auth")
 
 TOKEN_FILENAME = "token"
+#: Where a master without --cluster-secret-file keeps the secret it generated.
+CLUSTER_SECRET_FILENAME = "cluster-secret"
 
 
 class ConfigError(Exception):
@@ -35,19 +39,42 @@ def read_secret_file(path: Path, what: str) -> str:
     return value
 
 
-def load_or_create_token(token_file: Path | None, data_dir: Path) -> tuple[str, Path]:
-    if token_file is not None:
-        return read_secret_file(token_file, "token"), token_file
-    path = data_dir / TOKEN_FILENAME
+def private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or tighten it: it holds the log (every job's env) and credentials."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
+
+
+def _load_or_create(configured: Path | None, data_dir: Path, filename: str, what: str, event: str) -> tuple[str, Path]:
+    if configured is not None:
+        return read_secret_file(configured, what), configured
+    private_dir(data_dir)
+    path = data_dir / filename
     if path.exists():
-        return read_secret_file(path, "token"), path
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)  # written by an older version, or copied in by hand
+        return read_secret_file(path, what), path
+    value = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    log_event(log, "auth.token_generated", path=str(path))
-    return token, path
+        f.write(value + "\n")
+    log_event(log, event, path=str(path))
+    return value, path
+
+
+def load_or_create_token(token_file: Path | None, data_dir: Path) -> tuple[str, Path]:
+    return _load_or_create(token_file, data_dir, TOKEN_FILENAME, "token", "auth.token_generated")
+
+
+def load_or_create_cluster_secret(secret_file: Path | None, data_dir: Path) -> tuple[str, Path]:
+    """The secret of the internal routes: the configured file, else one kept in the data directory.
+
+    A generated secret only suits a lone master (settings refuse a cluster or
+    discovery without a shared file); its slaves are given the same file."""
+    return _load_or_create(
+        secret_file, data_dir, CLUSTER_SECRET_FILENAME, "cluster secret", "auth.cluster_secret_generated"
+    )
 
 
 def cluster_secret_headers(secret: str | None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from claud.api.addresses import outgoing_address
 from claud.api.discovery import Announcement, Discovery, PeerEvent
 from claud.api.logfmt import log_event
 from claud.master import ops
-from claud.master.auth import load_or_create_token, read_secret_file
+from claud.master.auth import load_or_create_cluster_secret, load_or_create_token, private_dir
 from claud.master.events import EventBroker
 from claud.master.peers import MasterDirectory, resolve_peer_ids
 from claud.master.replication import ReplicatedLog
@@ -51,9 +51,10 @@ class MasterNode:
         self.settings = settings
         self.id = settings.id
         self.address = settings.advertised_address
+        private_dir(settings.data_dir)
         self.token, self.token_path = load_or_create_token(settings.token_file, settings.data_dir)
-        self.cluster_secret = (
-            read_secret_file(settings.cluster_secret_file, "cluster secret") if settings.cluster_secret_file else None
+        self.cluster_secret, self.cluster_secret_path = load_or_create_cluster_secret(
+            settings.cluster_secret_file, settings.data_dir
         )
         self.store = LogStore(settings.data_dir / "claud.db")
         self.events = EventBroker()
@@ -64,6 +65,7 @@ class MasterNode:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=None),
             trust_env=False,  # a proxy from the environment must not sit between CLAUD processes
+            follow_redirects=False,  # every request it sends carries the cluster secret
             transport=httpx.AsyncHTTPTransport(
                 local_address=outgoing_address(settings.listen), limits=httpx.Limits(max_connections=200),
                 verify=self.tls_client or True,
@@ -100,11 +102,6 @@ class MasterNode:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        if self.cluster_secret is None:
-            log_event(
-                log, "auth.no_cluster_secret", logging.WARNING,
-                msg="master<->master and slave<->master requests are unauthenticated; set --cluster-secret-file",
-            )
         self._applied = asyncio.Event()
         self._schedule_needed = asyncio.Event()
         self.log.start()

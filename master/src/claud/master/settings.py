@@ -9,6 +9,7 @@ a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s.
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.addresses import parse_host_port
 from claud.api.tls import TlsFiles, load_tls_files
+from claud.api.addresses import WILDCARD_HOSTS, parse_host_port
 from claud.master.scheduler import Strategy
 
 
@@ -54,7 +56,10 @@ class MasterSettings(BaseSettings):
         None, description="file holding the API bearer token (default: generated in the data dir)"
     )
     cluster_secret_file: Path | None = Field(
-        None, description="file holding the secret that masters and slaves present to each other"
+        None,
+        description="file holding the secret that masters and slaves present to each other (default: "
+        "generated in the data dir as cluster-secret, for a lone master without discovery; give its "
+        "slaves that file)",
     )
     tls_cert_file: Path | None = Field(
         None, description="this master's TLS certificate (PEM); with the key and CA files, every listener "
@@ -106,6 +111,9 @@ class MasterSettings(BaseSettings):
     request_header_timeout: float = Field(
         10.0, gt=0, description="a connection that sends no complete request headers within this is closed"
     )
+    refused_log_every: float = Field(
+        10.0, gt=0, description="at most one auth.refused line per client address this often (the next counts the rest)"
+    )
     max_connections: int = Field(
         4096, ge=16,
         description="open client connections at most (also kept below the open-files limit); "
@@ -124,6 +132,13 @@ class MasterSettings(BaseSettings):
     def _address(cls, value: str | None) -> str | None:
         if value is not None:
             parse_host_port(value)
+        return value
+
+    @field_validator("advertise")
+    @classmethod
+    def _concrete(cls, value: str | None) -> str | None:
+        if value is not None and parse_host_port(value)[0] in WILDCARD_HOSTS:
+            raise ValueError(f"{value!r} names no host; advertise an address others can reach")
         return value
 
     @field_validator("peers")
@@ -164,6 +179,19 @@ class MasterSettings(BaseSettings):
             raise ValueError(
                 f"--peers names {len(self.peers)} other masters but --cluster-size is {self.cluster_size}"
             )
+        # A generated secret lives on one master only: others (and discovery's
+        # signatures) cannot share it, and no configuration runs without one.
+        if self.cluster_secret_file is None:
+            if self.size > 1:
+                raise ValueError(
+                    f"a cluster of {self.size} masters needs a shared secret: add --cluster-secret-file F "
+                    "(the same file on every master and slave)"
+                )
+            if not self.no_discovery:
+                raise ValueError(
+                    "discovery (on by default) needs a shared secret: add --cluster-secret-file F "
+                    "(the same file on every master and slave), or --no-discovery"
+                )
         if self.suspect_after >= self.node_dead_after:
             raise ValueError("suspect_after must be shorter than node_dead_after")
         self._tls = load_tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
@@ -203,7 +231,16 @@ class MasterSettings(BaseSettings):
 
     @property
     def advertised_address(self) -> str:
-        return self.advertise or self.listen
+        """Where others reach this master: a wildcard bind address is no address.
+
+        Discovery announces it signed and receivers use it as is (never the
+        datagram's unauthenticated source), so it must name a host."""
+        if self.advertise:
+            return self.advertise
+        host, port = parse_host_port(self.listen)
+        if host in WILDCARD_HOSTS:
+            host = socket.gethostname()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def size(self) -> int:

@@ -9,6 +9,7 @@ Calls are blocking; the caller runs them in a worker thread.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import zlib
@@ -36,12 +37,27 @@ class HardState:
     voted_for: int | None = None
 
 
+def private_files(db: Path) -> None:
+    """The database and its -wal and -shm files, 0600 (older versions left them 0644)."""
+    for candidate in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            if candidate.stat().st_mode & 0o077:
+                candidate.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class LogStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The log holds every job's env. SQLite gives -wal and -shm the main
+        # file's mode, so that file is made private before SQLite opens it.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        private_files(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        private_files(path)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(
             """

@@ -9,6 +9,7 @@ unit's journal should see what to fix, not where Python was.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from collections.abc import Sequence
 from typing import NoReturn
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from claud.slave.api import create_app
     from claud.slave.runtime import RuntimeUnavailable, make_runtime
 
+    os.umask(0o077)  # nothing this process writes is for other users
     configure_logging("slave", settings.id, settings.log_level)
     runtime = make_runtime(settings)
     ping = getattr(runtime, "ping", None)

@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import ErrorBody, ErrorDetail
 from claud.api.logfmt import log_event
+from claud.api.refusal_log import RefusalLog
 from claud.slave.agent import Agent
 from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.slave.runtime import Runtime, RuntimeUnavailable, make_runtime
@@ -48,6 +50,32 @@ def parse_tail(tail: str) -> int | None:
     raise ApiError(422, "invalid_request", f"tail must be 'all' or a number of lines, not {tail!r}", "tail")
 
 
+class SecretMiddleware:
+    """Every route but ``/healthz`` needs the cluster secret, checked before routing.
+
+    Only the masters call this server (for a container's logs, which hold
+    whatever a job printed); its docs describe internals, so they are behind
+    the secret too.
+    """
+
+    OPEN_PATHS = frozenset({"/healthz"})
+
+    def __init__(self, app: ASGIApp, secret: str, every: float) -> None:
+        self.app, self.secret = app, secret
+        self.refusals = RefusalLog(logger, every)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.OPEN_PATHS:
+            given = dict(scope["headers"]).get(CLUSTER_SECRET_HEADER.lower().encode(), b"")
+            if not hmac.compare_digest(given, self.secret.encode()):
+                client = (scope.get("client") or ("?", 0))[0]
+                self.refusals.refused(client, path=scope["path"], credential="cluster_secret")
+                response = _error_response(401, "unauthorized", f"missing or wrong {CLUSTER_SECRET_HEADER} header")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> FastAPI:
     """One slave as an ASGI app; ``runtime`` defaults to the one the settings name."""
 
@@ -68,6 +96,7 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         docs_url="/docs",
         redoc_url=None,
     )
+    app.add_middleware(SecretMiddleware, secret=settings.cluster_secret, every=settings.refused_log_every)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -87,14 +116,6 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
             422, "invalid_request", f"{field or 'request'}: {first.get('msg', 'invalid')}", field
         )
 
-    def require_secret(request: Request) -> None:
-        secret = settings.cluster_secret
-        if secret is None:
-            return
-        given = request.headers.get(CLUSTER_SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), secret.encode()):
-            raise ApiError(401, "unauthorized", f"missing or wrong {CLUSTER_SECRET_HEADER} header")
-
     def agent_of(request: Request) -> Agent:
         return request.app.state.agent  # type: ignore[no-any-return]
 
@@ -102,7 +123,7 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/status", dependencies=[Depends(require_secret)])
+    @app.get("/v1/status")
     async def status(request: Request) -> dict[str, Any]:
         """What this agent believes: handy when a job does not start."""
         agent = agent_of(request)
@@ -120,7 +141,6 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
 
     @app.get(
         "/v1/allocations/{alloc_id}/logs",
-        dependencies=[Depends(require_secret)],
         response_class=StreamingResponse,
         responses={200: {"content": {"text/plain": {}}}, 404: {"model": ErrorBody}},
     )

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from claud.api.addresses import WILDCARD_HOSTS
 from claud.api.jobs import LABEL_KEY, check_labels
 from claud.api.tls import TlsFiles, load_tls_files
 
@@ -94,7 +95,12 @@ class SlaveSettings(BaseSettings):
     )
     no_discovery: bool = Field(False, description="do not take part in UDP broadcast discovery")
     cluster_secret_file: Path | None = Field(
-        None, description="file holding the secret shared by masters and slaves (stripped)"
+        None,
+        description="file holding the secret shared by masters and slaves (stripped); required: "
+        "a lone master without one generates <data-dir>/cluster-secret",
+    )
+    refused_log_every: float = Field(
+        10.0, gt=0, description="at most one auth.refused line per client address this often (the next counts the rest)"
     )
 
     tls_cert_file: Path | None = Field(
@@ -225,8 +231,8 @@ class SlaveSettings(BaseSettings):
     @field_validator("advertise")
     @classmethod
     def _check_advertise(cls, value: str | None) -> str | None:
-        if value is not None:
-            split_host_port(value)
+        if value is not None and split_host_port(value)[0] in WILDCARD_HOSTS:
+            raise ValueError(f"{value!r} names no host; advertise an address the masters can reach")
         return value
 
     @field_validator("masters", mode="before")
@@ -304,17 +310,22 @@ class SlaveSettings(BaseSettings):
                 f"default_lease ({self.default_lease}s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
-        if self.cluster_secret_file is not None:
-            try:
-                secret = self.cluster_secret_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(
-                    f"cannot read cluster secret file {str(self.cluster_secret_file)!r}: "
-                    f"{exc.strerror or exc}"
-                ) from None
-            if not secret:
-                raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
-            self._secret = secret
+        if self.cluster_secret_file is None:
+            # Its log route and its heartbeats are authenticated in every configuration.
+            raise ValueError(
+                "--cluster-secret-file is required: give the masters' secret (a lone master "
+                "without one generates <data-dir>/cluster-secret)"
+            )
+        try:
+            secret = self.cluster_secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read cluster secret file {str(self.cluster_secret_file)!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        if not secret:
+            raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
+        self._secret = secret
         self._tls = load_tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
         urls: list[str] = []
         for entry in self.masters:
@@ -341,7 +352,8 @@ class SlaveSettings(BaseSettings):
         return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"
 
     @property
-    def cluster_secret(self) -> str | None:
+    def cluster_secret(self) -> str:
+        assert self._secret is not None  # the validator refuses settings without one
         return self._secret
 
     @property
@@ -354,7 +366,7 @@ class SlaveSettings(BaseSettings):
         if self.advertise:
             return self.advertise
         host, port = self.listen_host_port
-        if host in ("0.0.0.0", "::", ""):
+        if host in WILDCARD_HOSTS:
             host = socket.gethostname()
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
