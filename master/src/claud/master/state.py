@@ -574,6 +574,7 @@ class StateMachine:
                 env=job.spec.env,
                 resources=job.spec.resources,
                 stop_timeout=job.spec.stop_timeout,
+                user=job.spec.user,
             )
             for job in self.placed_jobs(node_id)
         ]

@@ -19,6 +19,15 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.jobs import LABEL_KEY, check_labels
+from claud.slave.runtime.hardening import (
+    DEFAULT_CAP_DROP,
+    DEFAULT_LOG_MAX_FILES,
+    DEFAULT_LOG_MAX_SIZE,
+    DEFAULT_PIDS_LIMIT,
+    Hardening,
+    parse_capability,
+    parse_log_size,
+)
 
 ENV_PREFIX = "CLAUD_"
 
@@ -66,8 +75,10 @@ class SlaveSettings(BaseSettings):
     )
     job_pid_namespace: str | None = Field(
         None,
-        description="PID namespace for job containers: container:<name|id> (e.g. the slave's own "
-        "container, so its jobs die with it as on a real machine) or host; default: their own",
+        description="PID namespace for job containers: container:<name|id> or host; default: "
+        "their own. A job sees, signals and (as the same user) reads the files of every process "
+        "of a namespace it shares: never share one with a process holding the Docker socket "
+        "or the cluster secret",
     )
     runtime: Literal["docker", "simulated"] = Field(
         "docker", description="docker runs real containers; simulated only pretends (benchmarks)"
@@ -185,6 +196,37 @@ class SlaveSettings(BaseSettings):
         "reschedule after their own longer timeout, so the old copy must be dead well before",
     )
 
+    # --- job confinement (runtime/hardening.py says why each) ---
+    job_pids_limit: int = Field(
+        DEFAULT_PIDS_LIMIT,
+        ge=0,
+        le=4_194_304,
+        description="most processes and threads one job container may have (a fork bomb stops "
+        "there); 0: no limit",
+    )
+    job_log_max_size: str = Field(
+        DEFAULT_LOG_MAX_SIZE,
+        description="size at which a job container's log file (json-file) is rotated: a number "
+        "and k, m or g",
+    )
+    job_log_max_files: int = Field(
+        DEFAULT_LOG_MAX_FILES,
+        ge=1,
+        le=100,
+        description="log files kept per job container: its log takes at most this many times "
+        "--job-log-max-size of the engine's disk",
+    )
+    job_cap_drop: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CAP_DROP),
+        description="comma-separated capabilities taken from Docker's default set in job "
+        "containers (ALL for every one; the empty string for none)",
+    )
+    job_allow_new_privileges: bool = Field(
+        False,
+        description="let job processes gain privileges through setuid and file-capability "
+        "binaries (sudo, su, ping on some images); default: no-new-privileges",
+    )
+
     # --- simulated runtime ---
     sim_default_seconds: float = Field(
         1.0,
@@ -267,6 +309,26 @@ class SlaveSettings(BaseSettings):
                 raise ValueError(f"invalid label key {key!r}")
         return value
 
+    @field_validator("job_cap_drop", mode="before")
+    @classmethod
+    def _split_caps(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("job_cap_drop")
+    @classmethod
+    def _check_caps(cls, value: list[str]) -> list[str]:
+        caps: list[str] = []
+        for name in value:
+            cap = parse_capability(name)
+            if cap not in caps:
+                caps.append(cap)
+        return caps
+
+    @field_validator("job_log_max_size")
+    @classmethod
+    def _check_log_size(cls, value: str) -> str:
+        return parse_log_size(value)
+
     @field_validator("job_pid_namespace")
     @classmethod
     def _check_pid_namespace(cls, value: str | None) -> str | None:
@@ -302,6 +364,17 @@ class SlaveSettings(BaseSettings):
                 raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
             self._secret = secret
         return self
+
+    @property
+    def hardening(self) -> Hardening:
+        return Hardening(
+            pids_limit=self.job_pids_limit,
+            log_max_size=self.job_log_max_size,
+            log_max_files=self.job_log_max_files,
+            cap_drop=tuple(self.job_cap_drop),
+            no_new_privileges=not self.job_allow_new_privileges,
+            pid_mode=self.job_pid_namespace,
+        )
 
     @property
     def cluster_secret(self) -> str | None:
