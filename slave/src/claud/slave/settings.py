@@ -398,3 +398,33 @@ class SlaveSettings(BaseSettings):
 def docker_stop_seconds(grace: float) -> int:
     """Docker takes whole seconds; round up so a job never gets less than it asked."""
     return max(0, math.ceil(grace))
+
+
+class OrphanReaperSettings(BaseSettings):
+    """Configuration of ``claud-orphan-reaper`` (claud.slave.orphans), the compose cluster's
+    stand-in for a machine's power: jobs die with their slave's container."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    compose_project: str = Field(
+        ...,
+        description="value of the claud.compose label of the job and slave containers to watch "
+        "(the compose project)",
+    )
+    reap_interval: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="seconds between passes when no Docker event triggers one; bounds how long a "
+        "job outlives its slave when an event is missed",
+    )
+    docker_timeout: float = Field(10.0, gt=0, description="seconds one Docker API call may take")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("compose_project")
+    @classmethod
+    def _check_project(cls, value: str) -> str:
+        # Compose's own rule for project names, so the label filter matches what compose wrote.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", value):
+            raise ValueError(f"{value!r}: a compose project name (lowercase letters, digits, '_', '-')")
+        return value
