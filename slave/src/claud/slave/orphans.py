@@ -90,18 +90,27 @@ class Reaper:
         self._client.ping()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._jobs: dict[str, JobContainer] = {}
 
     def _observe(self) -> tuple[list[JobContainer], list[SlaveContainer]]:
         api = self._client.api
-        jobs: list[JobContainer] = []
-        rows = api.containers(filters={"label": [f"{LABEL_PROJECT}={self._project}", LABEL_SLAVE], "status": "running"})
-        for row in rows:
+        # Paused ones too: a frozen job of a dead slave must not thaw into a second copy.
+        rows = api.containers(filters={
+            "label": [f"{LABEL_PROJECT}={self._project}", LABEL_SLAVE],
+            "status": ["running", "paused", "restarting"],
+        })
+        live = {row["Id"] for row in rows}
+        for cid in set(self._jobs) - live:
+            del self._jobs[cid]
+        for cid in live - set(self._jobs):
+            # A container's creation time and labels never change: one inspect each.
             with contextlib.suppress(docker.errors.NotFound):
-                info = api.inspect_container(row["Id"])
+                info = api.inspect_container(cid)
                 created = parse_docker_time(info.get("Created"))
                 slave_id = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_SLAVE, "")
-                if created is not None and (info.get("State") or {}).get("Running"):
-                    jobs.append(JobContainer(info["Id"], slave_id, created))
+                if created is not None:
+                    self._jobs[cid] = JobContainer(cid, slave_id, created)
+        jobs = [self._jobs[cid] for cid in live if cid in self._jobs]
         slaves: list[SlaveContainer] = []
         rows = api.containers(all=True, filters={"label": [f"{LABEL_PROJECT}={self._project}", LABEL_RUNS_SLAVE]})
         for row in rows:
@@ -192,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     reaper.run()
+
 
 if __name__ == "__main__":
     main()
