@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from support.compose import MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, missing_images, wait_for
+from support.compose import API_PORT, MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, missing_images, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -268,15 +268,14 @@ def test_killed_slave_takes_its_jobs_down_and_they_run_elsewhere(compose_cluster
         )
         assert all(job["container_id"] not in old_containers.values() for job in moved.values())
 
-        # A machine failure takes its containers down with it: the jobs of a
-        # slave container share its PID namespace, so the kernel killed them.
+        # A machine failure takes its containers down with it: the reaper
+        # kills the jobs of a slave container that died.
         for job_id, container_id in old_containers.items():
             state = docker("inspect", "--format", "{{.State.Running}} {{.State.FinishedAt}}", container_id)
             running, finished = state.split()
             assert running == "false", (
                 f"job {job_id}'s container {container_id[:12]} still runs after its slave container was "
-                "killed: the slave must start job containers in its own PID namespace "
-                "(CLAUD_JOB_PID_NAMESPACE=container:<slave container>, see deploy/COMPOSE.md)"
+                f"killed: is {cluster.project}-reaper (claud-orphan-reaper, see deploy/COMPOSE.md) running?"
             )
             lag = (docker_time(finished) - killed_at).total_seconds()
             assert lag < 3, f"job {job_id}'s container outlived its slave by {lag:.1f}s"
@@ -318,3 +317,64 @@ def test_master_that_dies_on_its_own_is_restarted_and_rejoins(compose_cluster: C
     wait_for(rejoined, 30 + SLACK, f"master {victim}, restarted, to rejoin with the job written before its crash")
     assert cluster.running(container)
     healthy(cluster, timeout=30 + SLACK)
+
+
+ESCAPE_PROBE = r"""
+say() { echo "probe $*"; }
+found=""
+for p in /var/run/docker.sock /run/docker.sock /proc/*/root/var/run/docker.sock /proc/*/root/run/docker.sock; do
+    [ -e "$p" ] && found="$found $p"
+done
+[ -n "$found" ] && say "docker-socket: FOUND$found" || say "docker-socket: none"
+found=""
+for p in /run/claud/secret /proc/*/root/run/claud/secret /proc/*/root/data/cluster-secret; do
+    [ -e "$p" ] && found="$found $p" && cat "$p" 2>/dev/null
+done
+[ -n "$found" ] && say "secret-file: FOUND$found" || say "secret-file: none"
+cat /proc/*/environ 2>/dev/null | tr '\0' '\n' | grep -i -e SECRET -e CLAUD_ && say "secret-env: FOUND" || say "secret-env: none"
+say "processes: $(ls /proc | grep -c '^[0-9]')"
+gateway=$(ip route | awk '/^default/ {print $3}')
+for m in $MASTERS; do
+    m=$(echo "$m" | sed "s/^gateway:/$gateway:/")
+    # busybox's wget crashes in this image (static glibc); nc speaks HTTP well enough.
+    out=$(printf 'POST /v1/internal/propose HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' \
+          | nc -w 3 "${m%:*}" "${m##*:}" 2>&1)
+    case "$out" in
+        "HTTP/1."[01]" 2"*) say "internal $m: ACCEPTED $(echo "$out" | head -1)";;
+        HTTP/*) say "internal $m: refused $(echo "$out" | head -1 | cut -c1-40)";;
+        *) say "internal $m: unreachable ($(echo "$out" | tail -1))";;
+    esac
+done
+"""
+
+
+def test_a_job_reaches_no_docker_socket_no_secret_and_no_internal_route(compose_cluster: ComposeCluster) -> None:
+    cluster = compose_cluster
+    leader, _ = healthy(cluster)
+    secret = (cluster.cluster_dir / "secret").read_text().strip()
+    # Every way to a master the job might have: names and addresses on the
+    # cluster's network, and the host's published ports through the job's gateway.
+    targets = []
+    for master_id in MASTER_IDS:
+        name = cluster.master(master_id)
+        ip = docker("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{cluster.network}").IPAddress}}}}', name)
+        port = cluster.url(master_id).rsplit(":", 1)[1]
+        targets += [f"{name}:{API_PORT}", f"{ip}:{API_PORT}", f"gateway:{port}"]
+
+    spec = job_spec("escape", type="batch", command=["sh", "-c", ESCAPE_PROBE], env={"MASTERS": " ".join(targets)})
+    job = cluster.submit(leader, spec)
+    done = wait_for(lambda: (j := cluster.job(leader, job["id"]))["state"] in ("completed", "failed") and j,
+                    60 + 3 * len(targets) * 3, "the probe job to finish")
+    output = docker("logs", done["container_id"])
+    print(output)
+    lines = [line for line in output.splitlines() if line.startswith("probe ")]
+    assert done["state"] == "completed", output
+    assert "probe docker-socket: none" in lines, output
+    assert "probe secret-file: none" in lines, output
+    assert "probe secret-env: none" in lines, output
+    assert secret not in output, "the job printed the cluster secret"
+    # Its own PID namespace: sh, the probe's pipeline, nothing of its slave.
+    assert int(next(line for line in lines if line.startswith("probe processes:")).split()[-1]) < 10, output
+    internal = [line for line in lines if line.startswith("probe internal ")]
+    assert len(internal) == len(targets), output
+    assert all(" refused " in line or " unreachable " in line for line in internal), output

@@ -18,6 +18,7 @@ from claud.api.jobs import (
     MAX_EXIT_CODE,
     Address,
     Command,
+    ContainerUser,
     Environment,
     JobId,
     Labels,
@@ -80,6 +81,7 @@ class Allocation(BaseModel):
     env: Environment = Field(default_factory=dict)
     resources: Resources
     stop_timeout: float = Field(5.0, ge=0, le=600)
+    user: ContainerUser | None = Field(None, description="user[:group] of the job's spec; None: the image's")
     may_start: bool = Field(
         True,
         description="False once the masters have seen this attempt start: a slave that finds no "

@@ -34,6 +34,13 @@ LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 #: Allocation ids are ``<job id>-<attempt>``; container ids are the runtime's.
 LONG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+#: A container's ``user[:group]`` as Docker takes it: each part a numeric id or
+#: a name of the image's /etc/passwd or /etc/group (POSIX portable names, as
+#: useradd accepts them; at most 32 characters, Linux's limit).
+_USER_PART = r"(?:[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31})"
+CONTAINER_USER = re.compile(rf"{_USER_PART}(?::{_USER_PART})?")
+#: The largest uid or gid: (uid_t)-1 means "no id" to the kernel.
+MAX_ID = 2**32 - 2
 #: ``host:port`` as slaves advertise it; IPv6 in brackets.
 ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_.-]{1,253}):[0-9]{1,5}")
 
@@ -163,6 +170,23 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def check_user(user: str) -> str:
+    """The rule for a job's ``user``; ValueError says why not.
+
+    A name Docker cannot resolve fails the start on the slave; what is refused
+    here is what no image could ever resolve, or ids the kernel has no room for.
+    """
+    if not CONTAINER_USER.fullmatch(user):
+        raise ValueError(
+            "must be user or user:group, each a numeric id or a name of 1-32 letters, digits, "
+            "'_', '.', '-' starting with a letter or '_'"
+        )
+    for part in user.split(":"):
+        if part.isdigit() and int(part) > MAX_ID:
+            raise ValueError(f"id {part} is out of range 0-{MAX_ID}")
+    return user
+
+
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
@@ -190,6 +214,7 @@ Environment = Annotated[
     Field(max_length=MAX_ENV_VARS),
     AfterValidator(check_env),
 ]
+ContainerUser = Annotated[str, AfterValidator(check_user)]
 Labels = Annotated[
     dict[str, str],
     Field(max_length=MAX_LABELS),
@@ -292,6 +317,11 @@ class JobSpec(StrictModel):
     constraints: Constraints = Field(default_factory=Constraints)
     stop_timeout: float = Field(
         5.0, ge=0, le=600, description="seconds between SIGTERM and SIGKILL when stopping"
+    )
+    user: ContainerUser | None = Field(
+        None,
+        description="user[:group] the job runs as, each a name (of the image) or a numeric id; "
+        "default: the image's user",
     )
     idempotency_key: str | None = Field(
         None,

@@ -619,6 +619,7 @@ class StateMachine:
                 # Past a drain's deadline, what is moved is killed, not asked to stop.
                 stop_timeout=0.0 if forced and job.stop_cause is StopCause.DRAIN else job.spec.stop_timeout,
                 may_start=not (job.seen_started or job.state in (JobState.STARTING, JobState.RUNNING)),
+                user=job.spec.user,
             )
             for job in self.placed_jobs(node_id)
         ]

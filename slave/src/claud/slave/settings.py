@@ -21,6 +21,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from claud.api.addresses import WILDCARD_HOSTS
 from claud.api.jobs import LABEL_KEY, check_labels
 from claud.api.tls import TlsFiles, load_tls_files
+from claud.slave.runtime.hardening import (
+    DEFAULT_CAP_DROP,
+    DEFAULT_LOG_MAX_FILES,
+    DEFAULT_LOG_MAX_SIZE,
+    DEFAULT_PIDS_LIMIT,
+    Hardening,
+    parse_capability,
+    parse_log_size,
+)
 
 ENV_PREFIX = "CLAUD_"
 
@@ -69,8 +78,10 @@ class SlaveSettings(BaseSettings):
     )
     job_pid_namespace: str | None = Field(
         None,
-        description="PID namespace for job containers: container:<name|id> (e.g. the slave's own "
-        "container, so its jobs die with it as on a real machine) or host; default: their own",
+        description="PID namespace for job containers: container:<name|id> or host; default: "
+        "their own. A job sees, signals and (as the same user) reads the files of every process "
+        "of a namespace it shares: never share one with a process holding the Docker socket "
+        "or the cluster secret",
     )
     runtime: Literal["docker", "simulated"] = Field(
         "docker", description="docker runs real containers; simulated only pretends (benchmarks)"
@@ -202,6 +213,37 @@ class SlaveSettings(BaseSettings):
         "reschedule after their own longer timeout, so the old copy must be dead well before",
     )
 
+    # --- job confinement (runtime/hardening.py says why each) ---
+    job_pids_limit: int = Field(
+        DEFAULT_PIDS_LIMIT,
+        ge=0,
+        le=4_194_304,
+        description="most processes and threads one job container may have (a fork bomb stops "
+        "there); 0: no limit",
+    )
+    job_log_max_size: str = Field(
+        DEFAULT_LOG_MAX_SIZE,
+        description="size at which a job container's log file (json-file) is rotated: a number "
+        "and k, m or g",
+    )
+    job_log_max_files: int = Field(
+        DEFAULT_LOG_MAX_FILES,
+        ge=1,
+        le=100,
+        description="log files kept per job container: its log takes at most this many times "
+        "--job-log-max-size of the engine's disk",
+    )
+    job_cap_drop: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CAP_DROP),
+        description="comma-separated capabilities taken from Docker's default set in job "
+        "containers (ALL for every one; the empty string for none)",
+    )
+    job_allow_new_privileges: bool = Field(
+        False,
+        description="let job processes gain privileges through setuid and file-capability "
+        "binaries (sudo, su, ping on some images); default: no-new-privileges",
+    )
+
     # --- simulated runtime ---
     sim_default_seconds: float = Field(
         1.0,
@@ -287,6 +329,26 @@ class SlaveSettings(BaseSettings):
                 raise ValueError(f"invalid label key {key!r}")
         return value
 
+    @field_validator("job_cap_drop", mode="before")
+    @classmethod
+    def _split_caps(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("job_cap_drop")
+    @classmethod
+    def _check_caps(cls, value: list[str]) -> list[str]:
+        caps: list[str] = []
+        for name in value:
+            cap = parse_capability(name)
+            if cap not in caps:
+                caps.append(cap)
+        return caps
+
+    @field_validator("job_log_max_size")
+    @classmethod
+    def _check_log_size(cls, value: str) -> str:
+        return parse_log_size(value)
+
     @field_validator("job_pid_namespace")
     @classmethod
     def _check_pid_namespace(cls, value: str | None) -> str | None:
@@ -352,6 +414,17 @@ class SlaveSettings(BaseSettings):
         return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"
 
     @property
+    def hardening(self) -> Hardening:
+        return Hardening(
+            pids_limit=self.job_pids_limit,
+            log_max_size=self.job_log_max_size,
+            log_max_files=self.job_log_max_files,
+            cap_drop=tuple(self.job_cap_drop),
+            no_new_privileges=not self.job_allow_new_privileges,
+            pid_mode=self.job_pid_namespace,
+        )
+
+    @property
     def cluster_secret(self) -> str:
         assert self._secret is not None  # the validator refuses settings without one
         return self._secret
@@ -374,3 +447,33 @@ class SlaveSettings(BaseSettings):
 def docker_stop_seconds(grace: float) -> int:
     """Docker takes whole seconds; round up so a job never gets less than it asked."""
     return max(0, math.ceil(grace))
+
+
+class OrphanReaperSettings(BaseSettings):
+    """Configuration of ``claud-orphan-reaper`` (claud.slave.orphans), the compose cluster's
+    stand-in for a machine's power: jobs die with their slave's container."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    compose_project: str = Field(
+        ...,
+        description="value of the claud.compose label of the job and slave containers to watch "
+        "(the compose project)",
+    )
+    reap_interval: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="seconds between passes when no Docker event triggers one; bounds how long a "
+        "job outlives its slave when an event is missed",
+    )
+    docker_timeout: float = Field(10.0, gt=0, description="seconds one Docker API call may take")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("compose_project")
+    @classmethod
+    def _check_project(cls, value: str) -> str:
+        # Compose's own rule for project names, so the label filter matches what compose wrote.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", value):
+            raise ValueError(f"{value!r}: a compose project name (lowercase letters, digits, '_', '-')")
+        return value

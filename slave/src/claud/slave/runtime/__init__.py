@@ -123,7 +123,7 @@ def make_runtime(settings: SlaveSettings) -> Runtime:
             api_timeout=settings.docker_timeout,
             pull_timeout=settings.pull_timeout,
             extra_labels=settings.container_labels,
-            pid_mode=settings.job_pid_namespace,
+            hardening=settings.hardening,
         )
     from claud.slave.runtime.simulated import SimulatedRuntime
 

@@ -33,6 +33,7 @@ import requests.exceptions
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
 from claud.api.logfmt import log_event
 from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartFailed
+from claud.slave.runtime.hardening import Hardening, host_config_kwargs
 from claud.slave.settings import docker_stop_seconds
 
 logger = logging.getLogger(__name__)
@@ -129,12 +130,10 @@ class DockerRuntime(Runtime):
         api_timeout: float = 30.0,
         pull_timeout: float = 120.0,
         extra_labels: dict[str, str] | None = None,
-        pid_mode: str | None = None,
+        hardening: Hardening | None = None,
     ) -> None:
         self._slave_id = slave_id
-        # "container:<slave's container>": when the slave's container stops, the
-        # kernel ends every process of that namespace, its jobs included.
-        self._pid_mode = pid_mode
+        self._hardening = hardening or Hardening()
         self._api_timeout = api_timeout
         self._pull_timeout = pull_timeout
         self._extra_labels = dict(extra_labels or {})
@@ -283,15 +282,12 @@ class DockerRuntime(Runtime):
             LABEL_JOB: alloc.job_id,
             LABEL_ALLOC: alloc.alloc_id,
         }
-        host_config = api.create_host_config(
-            nano_cpus=round(alloc.resources.cpu * 1e9),
-            mem_limit=alloc.resources.memory_mb * MIB,
-            pid_mode=self._pid_mode,
-        )
+        host_config = api.create_host_config(**host_config_kwargs(alloc, self._hardening))
         created = api.create_container(
             image=alloc.image,
             command=list(alloc.command) or None,
             environment=dict(alloc.env),
+            user=alloc.user or None,
             labels=labels,
             name=container_name(alloc.alloc_id),
             host_config=host_config,
