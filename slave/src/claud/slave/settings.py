@@ -10,6 +10,7 @@ with the reason for its default.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 from pathlib import Path
@@ -108,13 +109,39 @@ class SlaveSettings(BaseSettings):
         "(ownership tags; never claud.job/claud.alloc/claud.slave)",
     )
 
+    state_dir: Path | None = Field(
+        None,
+        description="directory (0700, files 0600) where the slave keeps what must outlive its "
+        "process: the lease end and the allocations it fenced (default: /var/lib/claud/slave-<id> "
+        "as root, else $XDG_STATE_HOME or ~/.local/state, /claud/slave-<id>)",
+    )
+
     # --- docker runtime ---
+    docker_host: str | None = Field(
+        None,
+        description="Docker engine address, e.g. unix:///var/run/docker.sock or tcp://host:2375 "
+        "(default: DOCKER_HOST, else the local socket)",
+    )
     docker_workers: int = Field(
         16,
         ge=1,
         le=256,
         description="threads running Docker start/stop/remove calls in parallel; a stop "
         "blocks a thread for the job's whole grace period, so this bounds concurrent stops",
+    )
+    fence_workers: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="threads that send fencing signals; their own pool, so fencing never waits "
+        "behind ordinary stops and signals every container at once",
+    )
+    fence_round_trip: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="seconds one kill takes to reach a container through the engine under load: "
+        "a fence grace shorter than this is met by fencing that much before the lease ends",
     )
     docker_timeout: float = Field(
         30.0,
@@ -162,8 +189,9 @@ class SlaveSettings(BaseSettings):
     default_lease: float = Field(
         10.0,
         gt=0,
-        description="lease assumed from process start until a leader first answers; the "
-        "masters' lease_seconds replaces it",
+        description="longest lease this slave accepts from the masters (a longer one is cut to "
+        "it). Before any leader answered, the agent keeps the lease its previous process "
+        "persisted, or starts fenced",
     )
     reconcile_interval: float = Field(
         1.0,
@@ -267,6 +295,13 @@ class SlaveSettings(BaseSettings):
                 raise ValueError(f"invalid label key {key!r}")
         return value
 
+    @field_validator("docker_host")
+    @classmethod
+    def _check_docker_host(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(unix|tcp|ssh|http|https)://\S+", value):
+            raise ValueError(f"{value!r}: use unix:///path, tcp://host:port or ssh://host")
+        return value
+
     @field_validator("job_pid_namespace")
     @classmethod
     def _check_pid_namespace(cls, value: str | None) -> str | None:
@@ -290,6 +325,17 @@ class SlaveSettings(BaseSettings):
                 f"default_lease ({self.default_lease}s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
+        # A heartbeat that may hang for the whole lease cannot renew it in time.
+        if self.request_timeout >= self.default_lease:
+            raise ValueError(
+                f"request_timeout ({self.request_timeout}s) must be shorter than default_lease "
+                f"({self.default_lease}s)"
+            )
+        if self.fence_round_trip >= self.default_lease:
+            raise ValueError(
+                f"fence_round_trip ({self.fence_round_trip}s) must not exceed default_lease "
+                f"({self.default_lease}s): the slave would be fenced all the time"
+            )
         if self.cluster_secret_file is not None:
             try:
                 secret = self.cluster_secret_file.read_text(encoding="utf-8").strip()
@@ -302,6 +348,16 @@ class SlaveSettings(BaseSettings):
                 raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
             self._secret = secret
         return self
+
+    @property
+    def state_path(self) -> Path:
+        """Where the persisted lease and fenced set live (see ``state_dir``)."""
+        if self.state_dir is not None:
+            return self.state_dir
+        if os.geteuid() == 0:
+            return Path("/var/lib/claud") / f"slave-{self.id}"
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "claud" / f"slave-{self.id}"
 
     @property
     def cluster_secret(self) -> str | None:
@@ -325,3 +381,8 @@ class SlaveSettings(BaseSettings):
 def docker_stop_seconds(grace: float) -> int:
     """Docker takes whole seconds; round up so a job never gets less than it asked."""
     return max(0, math.ceil(grace))
+
+
+def docker_fence_seconds(grace: float) -> int:
+    """Rounded *down*: a fence's kill must land by its deadline, never a second late."""
+    return max(0, math.floor(grace))

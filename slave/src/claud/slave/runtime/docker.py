@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,7 +32,7 @@ import requests.exceptions
 
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
 from claud.api.logfmt import log_event
-from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartFailed
+from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.settings import docker_stop_seconds
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,19 @@ _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d
 # Docker's client errors are spread over several hierarchies (its own, requests',
 # the socket's); these are the ones meaning "the engine did not answer".
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+def engine_trouble(exc: BaseException) -> bool:
+    """Is this the engine failing (unreachable, timing out, a 5xx of its own), not the job?
+
+    Such errors are retried and never make a job fail: the job did nothing
+    wrong. A 4xx is the job's (bad image, bad command, bad limits).
+    """
+    if isinstance(exc, docker.errors.APIError):
+        return exc.status_code is None or exc.status_code >= 500
+    return isinstance(exc, requests.exceptions.RequestException | OSError) or (
+        isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.ImageNotFound)
+    )
 
 
 def container_name(alloc_id: str) -> str:
@@ -130,8 +143,11 @@ class DockerRuntime(Runtime):
         pull_timeout: float = 120.0,
         extra_labels: dict[str, str] | None = None,
         pid_mode: str | None = None,
+        docker_host: str | None = None,
+        fence_workers: int = 64,
     ) -> None:
         self._slave_id = slave_id
+        self._environment = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
         # "container:<slave's container>": when the slave's container stops, the
         # kernel ends every process of that namespace, its jobs included.
         self._pid_mode = pid_mode
@@ -143,6 +159,9 @@ class DockerRuntime(Runtime):
         self._clients_lock = threading.Lock()
         self._actions = ThreadPoolExecutor(workers, thread_name_prefix=f"docker-{slave_id}")
         self._observer = ThreadPoolExecutor(1, thread_name_prefix=f"docker-list-{slave_id}")
+        # Fencing has threads of its own: it must never queue behind ordinary
+        # stops (each holding a thread for its grace) nor behind a slow list.
+        self._fence_pool = ThreadPoolExecutor(fence_workers, thread_name_prefix=f"docker-fence-{slave_id}")
         # Pinning the API version saves every new per-thread client a /version call.
         self._api_version = "auto"
         self._root_dir = "/"
@@ -156,7 +175,7 @@ class DockerRuntime(Runtime):
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         # A timeout of None is what long-lived streams need: no read deadline.
-        return docker.DockerClient.from_env(version=self._api_version, timeout=timeout)
+        return docker.DockerClient.from_env(version=self._api_version, timeout=timeout, environment=self._environment)
 
     def _api(self) -> docker.APIClient:
         client: docker.DockerClient | None = getattr(self._local, "client", None)
@@ -175,7 +194,9 @@ class DockerRuntime(Runtime):
     def ping(self) -> None:
         """Check the engine answers (blocking); called once before the agent starts."""
         try:
-            client = docker.DockerClient.from_env(timeout=min(self._api_timeout, 10.0))
+            client = docker.DockerClient.from_env(
+                timeout=min(self._api_timeout, 10.0), environment=self._environment
+            )
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"cannot reach the Docker engine: {_explain(exc)}") from None
         try:
@@ -196,6 +217,7 @@ class DockerRuntime(Runtime):
         self._closed = True
         self._actions.shutdown(wait=False, cancel_futures=True)
         self._observer.shutdown(wait=False, cancel_futures=True)
+        self._fence_pool.shutdown(wait=False, cancel_futures=True)
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -267,7 +289,11 @@ class DockerRuntime(Runtime):
                 client.images.pull(f"{repository}@{tag}")
             else:
                 client.images.pull(repository, tag=tag)
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
         except _ENGINE_ERRORS as exc:
+            # A registry that refuses or lacks the image answers through the
+            # engine too (even as a 500): that is the image's problem.
             raise StartFailed(
                 f"image {image!r} not found on slave {self._slave_id} and could not be pulled: "
                 f"{_explain(exc)}"
@@ -313,6 +339,8 @@ class DockerRuntime(Runtime):
                     self._pull_sync(alloc.image)
                     return self._create_sync(alloc)
             except docker.errors.APIError as exc:
+                if engine_trouble(exc):
+                    raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
                 if exc.status_code != 409:
                     raise StartFailed(
                         f"cannot create the container of allocation {alloc.alloc_id}: {_explain(exc)}"
@@ -328,9 +356,11 @@ class DockerRuntime(Runtime):
                     ) from None
                 time.sleep(0.05)
 
-    def _start_sync(self, alloc: Allocation) -> Observed:
+    def _start_sync(self, alloc: Allocation, proceed: Callable[[], bool] | None) -> Observed:
         api = self._api()
         name = container_name(alloc.alloc_id)
+        if proceed is not None and not proceed():
+            raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned before create: the lease ended")
         container_id = self._create_or_find(alloc)
         info = api.inspect_container(container_id)
         labels = (info.get("Config") or {}).get("Labels") or {}
@@ -340,9 +370,16 @@ class DockerRuntime(Runtime):
                 f"{alloc.alloc_id} on slave {self._slave_id}"
             )
         if (info.get("State") or {}).get("Status") == "created":
+            # The create may have taken seconds: the lease is asked again at the last moment.
+            if proceed is not None and not proceed():
+                with contextlib.suppress(docker.errors.NotFound):
+                    api.remove_container(info["Id"], force=True)
+                raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned after create: the lease ended")
             try:
                 api.start(info["Id"])
             except docker.errors.APIError as exc:
+                if engine_trouble(exc):
+                    raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
                 raise StartFailed(
                     f"container of allocation {alloc.alloc_id} could not start: {_explain(exc)}"
                 ) from None
@@ -351,10 +388,10 @@ class DockerRuntime(Runtime):
         assert observed is not None  # the labels were checked above
         return observed
 
-    async def start(self, alloc: Allocation) -> Observed:
+    async def start(self, alloc: Allocation, proceed: Callable[[], bool] | None = None) -> Observed:
         try:
-            return await self._run(self._actions, self._start_sync, alloc)
-        except StartFailed:
+            return await self._run(self._actions, self._start_sync, alloc, proceed)
+        except (StartFailed, StartAborted, RuntimeUnavailable):
             raise
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
@@ -368,6 +405,62 @@ class DockerRuntime(Runtime):
             await self._run(self._actions, self._stop_sync, container_id, grace)
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    # --- fencing: its own threads, every container at once, a kill at each deadline ---
+
+    def _signal_sync(self, container_id: str, sig: str) -> None:
+        try:
+            self._api().kill(container_id, signal=sig)
+        except docker.errors.NotFound:
+            pass  # gone: fenced enough
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            # 409: not running (any more), which is the goal; or paused, which
+            # Docker will not signal: a frozen job still holds its work, so it
+            # is thawed and killed at once.
+            if sig == "SIGKILL" and "paused" in _explain(exc).lower():
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    self._api().unpause(container_id)
+                    self._api().kill(container_id, signal="SIGKILL")
+
+    def _running_sync(self) -> list[Observed]:
+        rows = self._api().containers(filters={**self._label_filter(), "status": ["running", "paused", "restarting"]})
+        found = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            if labels.get(LABEL_ALLOC):
+                found.append(
+                    Observed(
+                        container_id=row["Id"],
+                        alloc_id=labels[LABEL_ALLOC],
+                        job_id=labels.get(LABEL_JOB, ""),
+                        phase=Phase.RUNNING,
+                    )
+                )
+        return found
+
+    async def running(self) -> list[Observed]:
+        try:
+            return await self._run(self._fence_pool, self._running_sync)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    async def fence(self, targets: Mapping[str, float]) -> None:
+        began = time.monotonic()
+
+        async def one(container_id: str, grace: float) -> None:
+            if grace > 0:
+                # SIGTERM is a courtesy: a failure here must not delay the kill.
+                with contextlib.suppress(*_ENGINE_ERRORS):
+                    await self._run(self._fence_pool, self._signal_sync, container_id, "SIGTERM")
+                await asyncio.sleep(max(0.0, began + grace - time.monotonic()))
+            await self._run(self._fence_pool, self._signal_sync, container_id, "SIGKILL")
+
+        results = await asyncio.gather(*(one(cid, grace) for cid, grace in targets.items()), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise RuntimeUnavailable(f"docker: {len(errors)} fence kills failed, first: {_explain(errors[0])}")
 
     def _remove_sync(self, container_id: str) -> None:
         try:
