@@ -142,6 +142,7 @@ class Agent:
         self._lease = lease_from_record(
             record, boot=self._boot, now=boottime(), fallback_seconds=settings.default_lease
         )
+        self._inherited_lease = self._lease.seconds > 0 and record is not None and record.boot == self._boot
         self._heartbeat_interval = settings.heartbeat_interval
         self._fenced = False
         self._refused: str | None = None
@@ -191,6 +192,18 @@ class Agent:
             lease_left=round(self._lease.remaining(boottime()), 2),
             state_dir=str(self._state_dir) if self._state_dir else None,
         )
+        if self._lease.expired(boottime()):
+            # No lease on record, or the old process's has ended: whatever runs
+            # here may already run elsewhere. Fenced until a leader answers.
+            self._fenced = True
+            log_event(
+                logger,
+                "lease.expired" if self._inherited_lease else "lease.none",
+                logging.WARNING,
+                lease_from="previous process" if self._inherited_lease else None,
+                action="stopping every container of this slave",
+            )
+            self._spawn(self._fence_sweep())
         if not s.no_discovery:
             self._discovery = Discovery(
                 Announcement(id=s.id, role=NodeRole.SLAVE, address=s.advertise_address),

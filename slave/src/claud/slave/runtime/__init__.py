@@ -47,6 +47,8 @@ class Observed:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The main process's id in the engine host's PID namespace, while it runs (fencing's fast path).
+    pid: int | None = None
 
 
 class StartFailed(Exception):
