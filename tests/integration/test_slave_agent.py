@@ -166,7 +166,6 @@ class SlaveProcess:
             "--container-labels", ids.label,
             "--heartbeat-interval", "0.5",
             "--default-stop-timeout", "1",
-            "--log-level", "debug",
             "--state-dir", str(log_path.parent / "slave-state"),
             *extra,
         ]  # fmt: skip

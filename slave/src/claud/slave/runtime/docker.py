@@ -514,7 +514,7 @@ class DockerRuntime(Runtime):
         log_event(
             logger,
             "fence.killed",
-            logging.DEBUG,
+            logging.WARNING,
             containers=len(targets),
             direct=len(direct),
             seconds=round(time.monotonic() - began, 3),
