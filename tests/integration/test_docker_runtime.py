@@ -280,3 +280,48 @@ def test_remove_deletes_an_exited_container(runtime: DockerRuntime, slave_ids: A
         return await runtime.find(alloc.alloc_id)
 
     assert asyncio.run(scenario()) is None
+
+
+def test_a_start_whose_lease_ends_during_create_gives_up_and_leaves_nothing(
+    runtime: DockerRuntime, slave_ids: Any, slave_docker: Any
+) -> None:
+    from claud.slave.runtime import StartAborted
+
+    asked: list[int] = []
+
+    def lease_ends_after_create() -> bool:
+        asked.append(1)
+        return len(asked) == 1  # yes before the create, no just before the start
+
+    alloc = make_alloc(slave_ids, "late", ["sleep", "300"])
+    with pytest.raises(StartAborted):
+        asyncio.run(runtime.start(alloc, lease_ends_after_create))
+    assert len(asked) == 2
+    assert slave_docker.containers.list(all=True, filters={"label": f"claud.alloc={alloc.alloc_id}"}) == []
+
+
+def test_fence_kills_at_the_deadline_containers_that_ignore_sigterm(
+    runtime: DockerRuntime, slave_ids: Any, slave_docker: Any
+) -> None:
+    allocs = [make_alloc(slave_ids, f"stubborn{i}", ["sh", "-c", 'trap "" TERM; sleep 300']) for i in range(3)]
+    # sleep as PID 1 of its namespace has no handler, so SIGTERM does nothing to it either.
+    polite = make_alloc(slave_ids, "polite", ["sleep", "300"])
+
+    async def scenario() -> tuple[float, list[Any]]:
+        started = [await runtime.start(a) for a in [*allocs, polite]]
+        await runtime.list()  # what the agent would know: ids and PIDs
+        began = time.time()
+        await runtime.fence({o.container_id: 1.0 for o in started})
+        return began, started
+
+    began, started = asyncio.run(scenario())
+    from claud.slave.runtime.docker import parse_docker_time
+
+    for o in started:
+        state = slave_docker.api.inspect_container(o.container_id)["State"]
+        assert not state["Running"]
+        finished = parse_docker_time(state["FinishedAt"])
+        assert finished is not None
+        # Killed at the deadline (1 s), not a whole-second-rounded stop later.
+        assert 0.9 <= finished.timestamp() - began <= 1.0 + 2.0, finished.timestamp() - began
+        assert state["ExitCode"] == 137

@@ -335,3 +335,141 @@ def test_property_applying_a_plan_converges(inp: ReconcileInput) -> None:
     # left to start or stop (only garbage collection may find more to do).
     assert again.starts == []
     assert again.stops == []
+
+
+# --- stop before start, may_start, fenced exits ---
+
+
+def attempt(alloc_id: str, job_id: str, n: int, **kw: object) -> Allocation:
+    return alloc(alloc_id).model_copy(update={"job_id": job_id, "attempt": n, **kw})
+
+
+def of_job(o: Observed, job_id: str) -> Observed:
+    return replace(o, job_id=job_id)
+
+
+def test_a_new_attempt_waits_while_the_old_one_of_its_job_still_runs() -> None:
+    old = of_job(container("a2"), "J")
+    plan = run([attempt("a3", "J", 3)], [old])
+    assert plan.starts == []
+    assert [(s.container_id, s.reason) for s in plan.stops] == [("c-a2", "undesired")]
+    (status,) = [s for s in plan.statuses if s.alloc_id == "a3"]
+    assert status.state is ContainerState.STARTING and "older attempt" in (status.message or "")
+    # Still stopping (a stop in flight): still waiting.
+    assert run([attempt("a3", "J", 3)], [old], busy=frozenset({"c-a2"})).starts == []
+    # Once it has exited, the new attempt starts.
+    gone = replace(old, phase=Phase.EXITED, exit_code=137, finished_at=NOW)
+    assert [a.alloc_id for a in run([attempt("a3", "J", 3)], [gone]).starts] == ["a3"]
+
+
+def test_two_attempts_of_one_job_never_start_in_one_pass_and_the_newest_wins() -> None:
+    plan = run([attempt("a1", "J", 1), attempt("a2", "J", 2)], [])
+    assert [a.alloc_id for a in plan.starts] == ["a2"]
+    assert run([attempt("a2", "J", 2)], [], starting_jobs=frozenset({"J"})).starts == []
+
+
+def test_an_attempt_the_masters_saw_start_is_missing_not_started_again() -> None:
+    plan = run([attempt("a1", "J", 1, may_start=False)], [])
+    assert plan.starts == []
+    (status,) = plan.statuses
+    assert status.state is ContainerState.MISSING and status.message == "container gone"
+
+
+def test_an_exit_caused_by_fencing_is_reported_fenced_even_without_a_lease_now() -> None:
+    fenced_at = NOW - timedelta(seconds=10)
+    killed = container("a", Phase.EXITED, exit_code=137, finished_ago=timedelta(seconds=5))
+    ended_before = container("b", Phase.EXITED, exit_code=0, finished_ago=timedelta(seconds=20))
+    plan = run([alloc("a"), alloc("b")], [killed, ended_before], fenced_allocs={"a": fenced_at, "b": fenced_at})
+    by_id = {s.alloc_id: s for s in plan.statuses}
+    assert by_id["a"].fenced and by_id["a"].exit_code == 137
+    assert not by_id["b"].fenced and by_id["b"].exit_code == 0  # it had ended on its own
+
+
+JOBS = ["J1", "J2", "J3"]
+
+
+@st.composite
+def job_scenarios(draw: st.DrawFn) -> ReconcileInput:
+    """Several attempts per job, in every phase, with starts and stops in flight."""
+    job_of = {a: draw(st.sampled_from(JOBS)) for a in ALLOC_IDS}
+    desired: dict[str, Allocation] | None = None
+    if draw(st.booleans()):
+        desired = {
+            i: attempt(
+                i,
+                job_of[i],
+                draw(st.integers(0, 5)),
+                desired=draw(st.sampled_from(list(DesiredState))),
+                may_start=draw(st.booleans()),
+            )
+            for i in draw(st.lists(st.sampled_from(ALLOC_IDS), unique=True))
+        }
+    observed = []
+    for n, alloc_id in enumerate(draw(st.lists(st.sampled_from(ALLOC_IDS), max_size=8))):
+        phase = draw(st.sampled_from(list(Phase)))
+        observed.append(
+            of_job(
+                container(
+                    alloc_id,
+                    phase,
+                    cid=f"c{n}",
+                    exit_code=137 if phase is Phase.EXITED else None,
+                    finished_ago=timedelta(seconds=draw(st.integers(0, 100))) if phase is Phase.EXITED else None,
+                ),
+                job_of[alloc_id],
+            )
+        )
+    cids = [o.container_id for o in observed]
+    return ReconcileInput(
+        desired=desired,
+        observed=observed,
+        starting=frozenset(draw(st.lists(st.sampled_from(ALLOC_IDS)))),
+        starting_jobs=frozenset(draw(st.lists(st.sampled_from(JOBS)))),
+        busy=frozenset(draw(st.lists(st.sampled_from(cids)))) if cids else frozenset(),
+        launched=frozenset(draw(st.lists(st.sampled_from(ALLOC_IDS)))),
+        fenced=draw(st.booleans()),
+        fenced_allocs={a: NOW - timedelta(seconds=50) for a in draw(st.lists(st.sampled_from(ALLOC_IDS)))},
+        now=NOW,
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(job_scenarios())
+def test_property_never_a_start_while_another_attempt_of_the_job_runs(inp: ReconcileInput) -> None:
+    plan = reconcile(inp)
+    observed = list(inp.observed)
+    started_jobs = [a.job_id for a in plan.starts]
+    assert len(started_jobs) == len(set(started_jobs)), "two attempts of one job started in one pass"
+    for a in plan.starts:
+        others = [o for o in observed if o.job_id == a.job_id and o.alloc_id != a.alloc_id]
+        assert not any(o.phase is Phase.RUNNING for o in others), f"{a.alloc_id} started beside a running attempt"
+        assert a.job_id not in inp.starting_jobs, f"{a.alloc_id} started while another start of its job is in flight"
+        if not a.may_start:
+            assert any(o.alloc_id == a.alloc_id for o in observed), "a may_start=False attempt was started afresh"
+    for s in plan.statuses:
+        if s.fenced:
+            assert s.state is ContainerState.EXITED and s.alloc_id in inp.fenced_allocs
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_scenarios())
+def test_property_carrying_out_plans_never_overlaps_two_attempts_of_a_job(inp: ReconcileInput) -> None:
+    """Run plans to a fixed point (stops land before the next pass): never two of one job running."""
+    observed = {o.container_id: o for o in inp.observed}
+    state = replace(inp, starting=frozenset(), starting_jobs=frozenset(), busy=frozenset())
+    for _ in range(6):
+        plan = reconcile(replace(state, observed=list(observed.values())))
+        for s in plan.stops:
+            observed[s.container_id] = replace(observed[s.container_id], phase=Phase.EXITED, exit_code=143)
+        for a in plan.starts:
+            mine = [cid for cid, o in observed.items() if o.alloc_id == a.alloc_id]
+            cid = mine[0] if mine else f"new-{a.alloc_id}"
+            observed[cid] = of_job(container(a.alloc_id, cid=cid), a.job_id)
+        state = replace(state, launched=state.launched | {a.alloc_id for a in plan.starts})
+        by_job: dict[str, int] = {}
+        for o in observed.values():
+            if o.phase is Phase.RUNNING:
+                by_job[o.job_id] = by_job.get(o.job_id, 0) + 1
+        # What ran twice before the agent looked is its input: it never adds a second.
+        for a in plan.starts:
+            assert by_job[a.job_id] == 1, f"started {a.alloc_id} beside another attempt of {a.job_id}"

@@ -115,6 +115,8 @@ def test_tls_needs_all_three_files(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CLAUD_TLS_KEY_FILE", flags[3])  # the environment twin completes the set
     s = load_settings(["--id", "s1", "--no-discovery", "--masters", "m1:8700", *flags[:2], *flags[4:]])
     assert s.tls is not None and s.scheme == "https"
+
+
 def test_a_slave_without_the_cluster_secret_refuses_to_start(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,3 +126,33 @@ def test_a_slave_without_the_cluster_secret_refuses_to_start(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--cluster-secret-file is required" in err
+
+
+def test_state_dir_and_docker_host_flags_and_twins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    s = load_settings(["--id", "s1", "--masters", "m:1", "--state-dir", str(tmp_path), "--docker-host", "unix:///x.sock"])
+    assert (s.state_path, s.docker_host) == (tmp_path, "unix:///x.sock")
+    monkeypatch.setenv("CLAUD_STATE_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("CLAUD_DOCKER_HOST", "tcp://127.0.0.1:2375")
+    s = load_settings(["--id", "s1", "--masters", "m:1"])
+    assert (s.state_path, s.docker_host) == (tmp_path / "env", "tcp://127.0.0.1:2375")
+
+
+def test_default_state_dir_is_per_slave(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CLAUD_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    a = load_settings(["--id", "s1", "--masters", "m:1"]).state_path
+    b = load_settings(["--id", "s2", "--masters", "m:1"]).state_path
+    assert a != b and a.name == "slave-s1"
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--docker-host", "/var/run/docker.sock"], "docker-host"),
+        (["--request-timeout", "10", "--default-lease", "10"], "request_timeout"),
+        (["--fence-round-trip", "5", "--default-lease", "4"], "fence_round_trip"),
+    ],
+)
+def test_timeouts_that_cannot_work_together_are_refused_at_start(argv: list[str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_settings(["--id", "s1", "--masters", "m:1", *argv])

@@ -7,7 +7,16 @@ Four loops, all triggered rather than polled where they can be:
 * watch: a long poll that brings a new desired set the moment the master has it;
 * reconcile: on every new desired set, every runtime event, every finished
   action, at the lease deadline, and every ``reconcile_interval`` regardless;
-* runtime events: turns "a container started/died" into a reconcile.
+* runtime events: turns "a container started/died" into a reconcile;
+* lease: wakes at the lease's end and fences at once, whatever the other
+  loops are waiting for (a hung ``list()`` included).
+
+Fencing has a path of its own: every container this slave last saw running
+(plus any a label sweep finds) gets SIGTERM at once and SIGKILL at the lease
+end + its grace, on the runtime's own fence threads. The lease end and the
+allocations fenced are persisted in the state directory, so a restarted agent
+honours the lease its previous process held and still reports those exits as
+fenced (lost, not failed).
 
 Decisions are made by the pure ``reconciler.reconcile``; this module only feeds
 it snapshots and carries out its plan. The agent holds no global state, so a
@@ -28,14 +37,26 @@ from typing import Any
 import httpx
 
 from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
+from claud.api.agent import RuntimeHealth
 from claud.api.addresses import outgoing_address, parse_host_port
 from claud.api.discovery import Announcement, Discovery, PeerEvent
 from claud.api.logfmt import log_event
-from claud.slave.fencing import Lease
+from claud.slave.fencing import (
+    FencedLog,
+    LeaseRecord,
+    boot_id,
+    boottime,
+    ensure_state_dir,
+    honour,
+    kill_window,
+    lease_from_record,
+    load_lease,
+    save_lease,
+)
 from claud.slave.masters import MasterClient, MastersUnavailable, ReplyGate
 from claud.slave.reconciler import Plan, ReconcileInput, RemoveAction, StopAction, reconcile
 from claud.slave.resources import Capacity, UsageProbe, probe_capacity
-from claud.slave.runtime import Observed, Phase, Runtime, StartFailed
+from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.settings import SlaveSettings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +91,7 @@ class _Throttle:
 
 def _signature(statuses: list[AllocationStatus]) -> frozenset[tuple[Any, ...]]:
     # What a master acts on; started_at and the like follow from these.
-    return frozenset((s.alloc_id, s.state, s.container_id, s.exit_code, s.message) for s in statuses)
+    return frozenset((s.alloc_id, s.state, s.container_id, s.exit_code, s.message, s.fenced) for s in statuses)
 
 
 class Agent:
@@ -114,15 +135,33 @@ class Agent:
         self._desired: dict[str, Allocation] | None = None
         self._version = -1
         self._applied: tuple[int, int] | None = None
-        self._lease = Lease(settings.default_lease, time.monotonic())
+        # What must outlive this process. Simulated containers do not, so
+        # the simulated runtime persists only when told where.
+        self._state_dir = None
+        if settings.runtime == "docker" or settings.state_dir is not None:
+            self._state_dir = ensure_state_dir(settings.state_path)
+        self._boot = boot_id()
+        record = load_lease(self._state_dir) if self._state_dir is not None else None
+        self._lease = lease_from_record(
+            record, boot=self._boot, now=boottime(), fallback_seconds=settings.default_lease
+        )
+        self._inherited_lease = self._lease.seconds > 0 and record is not None and record.boot == self._boot
         self._heartbeat_interval = settings.heartbeat_interval
         self._fenced = False
-        self._warned_short_lease = False
-        self._fence_grace = self._effective_fence_grace(DEFAULT_FENCE_STOP_GRACE)
+        self._refused: str | None = None
+        self._fence_grace = self._effective_fence_grace(record.grace if record else DEFAULT_FENCE_STOP_GRACE)
+        self._fenced_log = FencedLog(self._state_dir)
+        self._lease_changed = asyncio.Event()
+        self._persist_errors = _Throttle(30.0)
 
         # Memory of actions, read by the reconciler as snapshots.
-        self._starting: set[str] = set()
+        self._starting: dict[str, str] = {}  # alloc id -> job id
         self._busy: set[str] = set()
+        #: Containers a fence is signalling now (cleared when the lease is regained).
+        self._fencing: set[str] = set()
+        #: The last containers seen running, and those started since: the fence's targets.
+        self._known_running: dict[str, Observed] = {}
+        self._runtime_health = RuntimeHealth()
         self._start_failures: dict[str, str] = {}
         self._launched: set[str] = set()
 
@@ -153,8 +192,21 @@ class Agent:
             cpus_from=self.capacity.cpus_source,
             memory_mb=self.capacity.memory_mb,
             memory_from=self.capacity.memory_source,
-            lease=s.default_lease,
+            lease_left=round(self._lease.remaining(boottime()), 2),
+            state_dir=str(self._state_dir) if self._state_dir else None,
         )
+        if self._lease.expired(boottime()):
+            # No lease on record, or the old process's has ended: whatever runs
+            # here may already run elsewhere. Fenced until a leader answers.
+            self._fenced = True
+            log_event(
+                logger,
+                "lease.expired" if self._inherited_lease else "lease.none",
+                logging.WARNING,
+                lease_from="previous process" if self._inherited_lease else None,
+                action="stopping every container of this slave",
+            )
+            self._spawn(self._fence_sweep())
         if not s.no_discovery:
             self._discovery = Discovery(
                 Announcement(id=s.id, role=NodeRole.SLAVE, address=s.advertise_address),
@@ -168,6 +220,7 @@ class Agent:
             ("heartbeat", self._heartbeat_loop),
             ("watch", self._watch_loop),
             ("runtime-events", self._events_loop),
+            ("lease", self._lease_loop),
         ):
             self._loops.append(asyncio.create_task(loop(), name=f"{s.id}-{name}"))
 
@@ -216,23 +269,42 @@ class Agent:
                 version=assignments.version,
             )
             return
-        self._lease.renew(sent_at, assignments.lease_seconds)
-        self._fence_grace = self._effective_fence_grace(assignments.fence_stop_grace)
+        s = self.settings
+        heartbeat = s.heartbeat_interval
         if assignments.heartbeat_interval > 0:
             # Never beat slower than the masters' failure detector expects.
-            self._heartbeat_interval = min(self.settings.heartbeat_interval, assignments.heartbeat_interval)
-        if assignments.lease_seconds < 2 * self._heartbeat_interval and not self._warned_short_lease:
-            self._warned_short_lease = True
-            log_event(
-                logger,
-                "lease.too_short",
-                logging.WARNING,
-                lease=assignments.lease_seconds,
-                heartbeat_interval=self._heartbeat_interval,
-                note="one late heartbeat will stop every job on this slave",
-            )
-        if self._fenced and not self._lease.expired(time.monotonic()):
+            heartbeat = min(heartbeat, assignments.heartbeat_interval)
+        terms = honour(
+            lease=assignments.lease_seconds,
+            grace=assignments.fence_stop_grace,
+            heartbeat=heartbeat,
+            longest_lease=s.default_lease,
+            grace_cap=s.fence_stop_grace,
+            round_trip=s.fence_round_trip,
+        )
+        if terms.problem != self._refused:
+            self._refused = terms.problem
+            if terms.problem is not None:
+                log_event(
+                    logger,
+                    "lease.refused",
+                    logging.WARNING,
+                    lease=assignments.lease_seconds,
+                    grace=assignments.fence_stop_grace,
+                    heartbeat_interval=heartbeat,
+                    applied_lease=round(terms.lease, 3),
+                    applied_grace=terms.grace,
+                    applied_heartbeat=round(terms.heartbeat, 3),
+                    reason=terms.problem,
+                )
+        self._heartbeat_interval = terms.heartbeat
+        self._fence_grace = terms.grace
+        if self._lease.renew(sent_at, terms.lease):
+            self._persist_lease()
+            self._lease_changed.set()
+        if self._fenced and not self._lease.expired(boottime()):
             self._fenced = False
+            self._fencing.clear()
             log_event(logger, "lease.regained", leader=assignments.leader_id, term=assignments.term)
         # A new leader may number its versions afresh: the term is part of the identity.
         key = (assignments.term, assignments.version)
@@ -257,14 +329,25 @@ class Agent:
             )
             self._reconcile_wanted.set()
 
+    def _persist_lease(self) -> None:
+        if self._state_dir is None:
+            return
+        record = LeaseRecord(self._boot, self._lease.last_success, self._lease.seconds, self._fence_grace)
+        try:
+            save_lease(self._state_dir, record)
+        except OSError as exc:
+            # Not fatal: a restarted agent then fences early (an old record), never late.
+            if self._persist_errors.allow(time.monotonic()):
+                log_event(logger, "lease.persist_failed", logging.WARNING, error=str(exc))
+
     def _effective_fence_grace(self, from_masters: float) -> float:
         # Both are upper bounds that keep a job from running twice: the stricter wins.
         local = self.settings.fence_stop_grace
         return from_masters if local is None else min(local, from_masters)
 
     def _master_failed(self, exc: MastersUnavailable) -> None:
-        now = time.monotonic()
-        if self._master_errors.allow(now):
+        now = boottime()
+        if self._master_errors.allow(time.monotonic()):
             log_event(
                 logger,
                 "master.unreachable",
@@ -291,16 +374,18 @@ class Agent:
             memory_mb_total=self.capacity.memory_mb,
             usage=self._usage.sample(),
             allocations=list(self._statuses),
+            runtime=self._runtime_health,
         )
 
     async def _heartbeat_loop(self) -> None:
         # The first heartbeat waits for the first look at the runtime: an empty
         # report from a restarted agent would tell the master its jobs are gone.
+        # An engine that does not answer is worth reporting at once, though.
         await self._observed_once.wait()
         while True:
             self._heartbeat_wanted.clear()
             statuses = self._statuses
-            sent_at = time.monotonic()
+            sent_at = boottime()
             try:
                 assignments = await self.masters.heartbeat(self._heartbeat())
             except MastersUnavailable as exc:
@@ -309,7 +394,7 @@ class Agent:
                 self._sent_signature = _signature(statuses)
                 self._master_ok()
                 self._apply(assignments, sent_at)
-            delay = self._heartbeat_interval - (time.monotonic() - sent_at)
+            delay = self._heartbeat_interval - (boottime() - sent_at)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._heartbeat_wanted.wait(), timeout=max(0.0, delay))
 
@@ -321,7 +406,7 @@ class Agent:
                 known_version=self._version,
                 wait_seconds=self.settings.watch_wait,
             )
-            sent_at = time.monotonic()
+            sent_at = boottime()
             try:
                 assignments = await self.masters.watch(request)
             except MastersUnavailable as exc:
@@ -332,7 +417,7 @@ class Agent:
                 continue
             before = self._applied
             self._apply(assignments, sent_at)
-            held = time.monotonic() - sent_at
+            held = boottime() - sent_at
             if self._applied == before and held < request.wait_seconds / 2:
                 # Back early with nothing new (a refused stale reply, a master that
                 # does not hold long polls): asking again at once would spin.
@@ -361,13 +446,17 @@ class Agent:
                 raise
             except Exception:  # a bug must not end the loop that enforces the lease
                 logger.exception("reconcile pass failed")
-            now = time.monotonic()
-            timeout = self.settings.reconcile_interval
-            if not self._fenced:
-                # Wake exactly when the lease ends, not up to an interval later.
-                timeout = min(timeout, max(0.0, self._lease.remaining(now)) + 0.001)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reconcile_wanted.wait(), timeout=timeout)
+                await asyncio.wait_for(self._reconcile_wanted.wait(), timeout=self.settings.reconcile_interval)
+
+    async def _lease_loop(self) -> None:
+        """Fence the moment the lease ends: nothing else this agent waits for may delay it."""
+        while True:
+            self._lease_changed.clear()
+            self._check_lease()
+            timeout = None if self._fenced else max(0.0, self._lease.remaining(boottime())) + 0.001
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lease_changed.wait(), timeout=timeout)
 
     # --- one reconcile pass ---
 
@@ -377,6 +466,7 @@ class Agent:
         # Snapshot what is in flight *before* looking: an action that ends while
         # we look is then still counted as in flight, never as "gone".
         starting = frozenset(self._starting)
+        starting_jobs = frozenset(self._starting.values())
         busy = frozenset(self._busy)
         launched = frozenset(self._launched)
         failures = dict(self._start_failures)
@@ -388,15 +478,18 @@ class Agent:
         try:
             observed = await self.runtime.list()
         except Exception as exc:  # noqa: BLE001 - reported, retried next pass
-            now = time.monotonic()
-            if self._runtime_errors.allow(now):
-                log_event(logger, "runtime.unavailable", logging.WARNING, error=str(exc))
+            # What was last reported stays as it was: a container we cannot see
+            # is neither missing nor exited, it is unknown.
+            self._runtime_down(str(exc))
+            self._observed_once.set()
             return None
-        if self._runtime_errors.failing:
-            self._runtime_errors.reset()
-            log_event(logger, "runtime.available")
+        self._runtime_up()
         fenced = self._check_lease()
         self._log_transitions(observed)
+        self._known_running = {o.container_id: o for o in observed if o.phase is Phase.RUNNING}
+        if fenced:
+            # A fence stops every container, whatever stop was already under way.
+            busy = frozenset(self._fencing)
 
         s = self.settings
         plan = reconcile(
@@ -408,6 +501,10 @@ class Agent:
                 start_failures=failures,
                 launched=launched,
                 fenced=fenced,
+                starting_jobs=starting_jobs,
+                fenced_allocs={
+                    a: datetime.fromtimestamp(at, UTC) for a, at in self._fenced_log.snapshot().items()
+                },
                 now=datetime.now(UTC),
                 default_grace=s.default_stop_timeout,
                 fence_grace=self._fence_grace,
@@ -416,15 +513,23 @@ class Agent:
             )
         )
         for alloc in plan.starts:
-            self._starting.add(alloc.alloc_id)
+            self._starting[alloc.alloc_id] = alloc.job_id
             self._spawn(self._start(alloc))
+        fence_ids = {stop.container_id for stop in plan.stops if stop.reason == "fenced"}
+        if fence_ids:
+            self._fence([o for o in observed if o.container_id in fence_ids])
         for stop in plan.stops:
+            if stop.reason == "fenced":
+                continue
             self._busy.add(stop.container_id)
             self._spawn(self._stop(stop))
         for removal in plan.removals:
             self._busy.add(removal.container_id)
             self._spawn(self._remove(removal))
 
+        if desired is not None:
+            # Remember fenced allocations only while someone can still ask about them.
+            self._fenced_log.keep_only({*desired, *(o.alloc_id for o in observed)})
         self._statuses = plan.statuses
         self._observed_once.set()
         if _signature(plan.statuses) != self._sent_signature:
@@ -432,8 +537,8 @@ class Agent:
         return plan
 
     def _check_lease(self) -> bool:
-        """Is the lease over? Logs the moment it ends (regaining is logged by _apply)."""
-        fenced = self._lease.expired(time.monotonic())
+        """Is the lease over? The moment it ends, fence (regaining is handled by _apply)."""
+        fenced = self._lease.expired(boottime())
         if fenced and not self._fenced:
             self._fenced = True
             log_event(
@@ -442,9 +547,100 @@ class Agent:
                 logging.WARNING,
                 lease=self._lease.seconds,
                 leader=self.masters.leader[0] if self.masters.leader else None,
+                known_running=len(self._known_running),
                 action="stopping every container of this slave",
             )
+            # The last observation, not a fresh list: the engine may be slow to answer.
+            self._fence(list(self._known_running.values()))
+            self._spawn(self._fence_sweep())
         return fenced
+
+    def _lease_allows_start(self) -> bool:
+        # Asked from a runtime thread just before a container starts.
+        return not self._lease.expired(boottime())
+
+    def _runtime_down(self, error: str) -> None:
+        if self._runtime_health.healthy:
+            self._heartbeat_wanted.set()
+        self._runtime_health = RuntimeHealth(healthy=False, error=error[:4096])
+        if self._runtime_errors.allow(time.monotonic()):
+            log_event(logger, "runtime.unavailable", logging.WARNING, error=error)
+
+    def _runtime_up(self) -> None:
+        if not self._runtime_health.healthy:
+            self._runtime_health = RuntimeHealth()
+            self._heartbeat_wanted.set()
+        if self._runtime_errors.failing:
+            self._runtime_errors.reset()
+            log_event(logger, "runtime.available")
+
+    # --- fencing: its own path ---
+
+    def _fence(self, containers: list[Observed]) -> None:
+        """SIGTERM now, SIGKILL at lease end + grace, for every container not already fenced."""
+        todo = [o for o in containers if o.container_id not in self._fencing]
+        if not todo:
+            return
+        # Recorded before any signal: an agent that dies mid-fence still knows these were its doing.
+        try:
+            self._fenced_log.add([o.alloc_id for o in todo], time.time())
+        except OSError as exc:
+            log_event(logger, "fence.persist_failed", logging.WARNING, error=str(exc))
+        lease_end = self._lease.deadline
+        now = boottime()
+        round_trip = self.settings.fence_round_trip
+        desired = self._desired or {}
+        targets: dict[str, float] = {}
+        for o in todo:
+            self._fencing.add(o.container_id)
+            grace = self._fence_grace
+            if o.alloc_id in desired:
+                grace = min(grace, desired[o.alloc_id].stop_timeout)
+            targets[o.container_id] = max(0.0, lease_end + kill_window(grace, round_trip) - now)
+        self._spawn(self._fence_batch(todo, targets))
+
+    async def _fence_batch(self, containers: list[Observed], targets: dict[str, float]) -> None:
+        began = boottime()
+        try:
+            await self.runtime.fence(targets)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next pass fences what still runs
+            log_event(logger, "fence.failed", logging.WARNING, containers=len(targets), error=str(exc))
+            for o in containers:
+                self._fencing.discard(o.container_id)
+        else:
+            for o in containers:
+                log_event(
+                    logger,
+                    "container.stopped",
+                    logging.WARNING,
+                    job=o.job_id,
+                    alloc=o.alloc_id,
+                    container=o.container_id[:12],
+                    reason="fenced",
+                )
+            log_event(
+                logger,
+                "fence.done",
+                logging.WARNING,
+                containers=len(targets),
+                seconds=round(boottime() - began, 3),
+            )
+        finally:
+            self._reconcile_wanted.set()
+
+    async def _fence_sweep(self) -> None:
+        """Whatever runs under this slave's label that the last observation missed."""
+        try:
+            found = await asyncio.wait_for(self.runtime.running(), timeout=self.settings.docker_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reconcile passes keep trying
+            log_event(logger, "fence.sweep_failed", logging.WARNING, error=str(exc))
+            return
+        if self._fenced:
+            self._fence(found)
 
     def _log_transitions(self, observed: list[Observed]) -> None:
         current = {o.container_id: o.phase for o in observed}
@@ -482,8 +678,16 @@ class Agent:
     async def _start(self, alloc: Allocation) -> None:
         log_event(logger, "container.starting", job=alloc.job_id, alloc=alloc.alloc_id, image=alloc.image)
         try:
-            observed = await self.runtime.start(alloc)
-        except Exception as exc:  # noqa: BLE001 - an engine outage fails this attempt only
+            observed = await self.runtime.start(alloc, self._lease_allows_start)
+        except StartAborted as exc:
+            log_event(logger, "container.start_abandoned", job=alloc.job_id, alloc=alloc.alloc_id, reason=str(exc))
+        except RuntimeUnavailable as exc:
+            # The engine's fault, not the job's: retried by a later pass, never reported failed.
+            self._runtime_down(str(exc))
+            log_event(
+                logger, "container.start_retry", logging.WARNING, job=alloc.job_id, alloc=alloc.alloc_id, error=str(exc)
+            )
+        except Exception as exc:  # noqa: BLE001 - anything else fails this attempt only
             message = (
                 exc.message if isinstance(exc, StartFailed) else f"could not start on slave {self.settings.id}: {exc}"
             )
@@ -491,6 +695,11 @@ class Agent:
             log_event(logger, "container.failed", logging.WARNING, job=alloc.job_id, alloc=alloc.alloc_id, reason=message)
         else:
             self._launched.add(alloc.alloc_id)
+            if observed.phase is Phase.RUNNING:
+                self._known_running[observed.container_id] = observed
+                if self._fenced:
+                    # Started in the instant the lease ended: fenced like the rest.
+                    self._fence([observed])
             log_event(
                 logger,
                 "container.started",
@@ -499,7 +708,7 @@ class Agent:
                 container=observed.container_id[:12],
             )
         finally:
-            self._starting.discard(alloc.alloc_id)
+            self._starting.pop(alloc.alloc_id, None)
             self._reconcile_wanted.set()
 
     async def _stop(self, stop: StopAction) -> None:

@@ -214,12 +214,15 @@ class MasterClient:
 class ReplyGate:
     """Refuses replies older than the one already applied.
 
-    The heartbeat and the watch run concurrently, so an older desired set can
-    arrive after a newer one; applying it would stop a container that was just
-    started. A reply is fresh if its (term, version) is not below the last one
-    applied. This assumes a leader's version never decreases within its term;
-    should a master break that (say, a counter reset), it would repeat the lower
-    version on every reply, so ``tolerance`` consecutive lower replies are
+    Terms never go back: a reply carrying a lower term than the highest this
+    agent has seen comes from a deposed leader, which may no longer renew
+    anything, so it is refused however often it repeats (and with it the lease
+    renewal it would bring). Within one term the heartbeat and the watch run
+    concurrently, so an older desired set can arrive after a newer one;
+    applying it would stop a container that was just started. This assumes a
+    leader's version never decreases within its term; should a master break
+    that (say, a counter reset), it would repeat the lower version on every
+    reply, so ``tolerance`` consecutive lower versions *of the same term* are
     believed rather than ignored forever.
     """
 
@@ -233,8 +236,15 @@ class ReplyGate:
     def version(self) -> int:
         return self._version
 
+    @property
+    def term(self) -> int:
+        """The highest term seen; -1 before any reply."""
+        return self._term
+
     def admit(self, assignments: Assignments) -> bool:
-        if (assignments.term, assignments.version) >= (self._term, self._version):
+        if assignments.term < self._term:
+            return False
+        if assignments.term > self._term or assignments.version >= self._version:
             self._behind = 0
         else:
             self._behind += 1
@@ -246,7 +256,6 @@ class ReplyGate:
                 logging.WARNING,
                 term=assignments.term,
                 version=assignments.version,
-                previous_term=self._term,
                 previous_version=self._version,
             )
             self._behind = 0

@@ -11,6 +11,11 @@ The safety rules, in order of precedence:
 * before the first reply of a leader: touch nothing (no start, stop or removal);
 * at most one start per allocation, never while one is in flight or a container
   exists; never a restart in place (a restart is a new allocation);
+* stop before start: no start for a job while another container of that job
+  runs (or is stopping) here, or another start of it is in flight; at most one
+  start per job per pass;
+* an allocation the masters have seen start (``may_start`` False) whose
+  container is gone is reported missing, never started a second time;
 * never stop the container of an allocation the masters want running.
 """
 
@@ -55,6 +60,10 @@ class ReconcileInput:
     #: Allocations this agent started; if their container vanishes they are "missing".
     launched: frozenset[str] = frozenset()
     fenced: bool = False
+    #: Jobs with a start in flight (whatever the allocation): a second attempt must wait.
+    starting_jobs: frozenset[str] = frozenset()
+    #: Allocations this slave fenced, with when: an exit at or after that moment was ours.
+    fenced_allocs: Mapping[str, datetime] = field(default_factory=dict)
     now: datetime | None = None
     default_grace: float = 5.0
     fence_grace: float = 2.0
@@ -108,6 +117,7 @@ def _status(
     state: ContainerState,
     container: Observed | None = None,
     message: str | None = None,
+    fenced: bool = False,
 ) -> AllocationStatus:
     return AllocationStatus(
         alloc_id=alloc_id,
@@ -118,22 +128,45 @@ def _status(
         message=message,
         started_at=container.started_at if container else None,
         finished_at=container.finished_at if container and state is not ContainerState.RUNNING else None,
+        fenced=fenced,
     )
 
 
-def _status_of_container(c: Observed, job_id: str) -> AllocationStatus:
+def fenced_exit(c: Observed, fenced_allocs: Mapping[str, datetime]) -> bool:
+    """Did this slave's fencing end this container (rather than the job itself)?"""
+    fenced_at = fenced_allocs.get(c.alloc_id)
+    if fenced_at is None or c.phase is not Phase.EXITED:
+        return False
+    return c.finished_at is None or c.finished_at >= fenced_at
+
+
+def _status_of_container(c: Observed, job_id: str, inp: ReconcileInput) -> AllocationStatus:
     if c.phase is Phase.RUNNING:
         return _status(c.alloc_id, job_id, ContainerState.RUNNING, c)
     if c.phase is Phase.CREATED:
         if c.error:
             return _status(c.alloc_id, job_id, ContainerState.FAILED, c, c.error)
         return _status(c.alloc_id, job_id, ContainerState.STARTING, c)
-    return _status(c.alloc_id, job_id, ContainerState.EXITED, c, c.error)
+    fenced = fenced_exit(c, inp.fenced_allocs)
+    message = "stopped by this slave: its lease ended (fenced)" if fenced else c.error
+    return _status(c.alloc_id, job_id, ContainerState.EXITED, c, message, fenced=fenced)
+
+
+def _running_allocs_by_job(observed: Iterable[Observed]) -> dict[str, set[str]]:
+    by_job: dict[str, set[str]] = {}
+    for o in observed:
+        if o.phase is Phase.RUNNING:
+            by_job.setdefault(o.job_id, set()).add(o.alloc_id)
+    return by_job
 
 
 def reconcile(inp: ReconcileInput) -> Plan:
     plan = Plan()
-    primary, extra = _group(inp.observed)
+    observed = list(inp.observed)
+    primary, extra = _group(observed)
+    running_by_job = _running_allocs_by_job(observed)
+    # Jobs that may not get a start this pass; grows as starts are planned.
+    blocked_jobs = set(inp.starting_jobs)
     desired = inp.desired
     known = desired is not None
 
@@ -152,8 +185,12 @@ def reconcile(inp: ReconcileInput) -> Plan:
                 StopAction(c.container_id, c.alloc_id, c.job_id, inp.default_grace, "duplicate")
             )
 
-    for alloc in (desired or {}).values():
-        plan.statuses.append(_decide(alloc, primary.get(alloc.alloc_id), inp, plan))
+    # Newest attempt first: when two of one job could start, the masters' latest wins.
+    decided = {
+        alloc.alloc_id: _decide(alloc, primary.get(alloc.alloc_id), inp, plan, running_by_job, blocked_jobs)
+        for alloc in sorted((desired or {}).values(), key=lambda a: (-a.attempt, a.alloc_id))
+    }
+    plan.statuses.extend(decided[alloc_id] for alloc_id in (desired or {}))
 
     for alloc_id, c in primary.items():
         if desired is not None and alloc_id in desired:
@@ -171,11 +208,28 @@ def reconcile(inp: ReconcileInput) -> Plan:
     return plan
 
 
-def _decide(alloc: Allocation, c: Observed | None, inp: ReconcileInput, plan: Plan) -> AllocationStatus:
+def _decide(
+    alloc: Allocation,
+    c: Observed | None,
+    inp: ReconcileInput,
+    plan: Plan,
+    running_by_job: Mapping[str, set[str]],
+    blocked_jobs: set[str],
+) -> AllocationStatus:
     """Status of one desired allocation, adding the actions it needs to the plan."""
     aid, jid = alloc.alloc_id, alloc.job_id
     in_flight = aid in inp.starting
     failure = inp.start_failures.get(aid)
+
+    def start() -> str | None:
+        """Plan the start if every rule allows it; else say why it waits."""
+        if not _may_start(inp):
+            return None
+        if running_by_job.get(jid, set()) - {aid} or jid in blocked_jobs:
+            return "waiting for an older attempt of this job on this slave to stop"
+        plan.starts.append(alloc)
+        blocked_jobs.add(jid)
+        return None
 
     if alloc.desired is DesiredState.STOP:
         if c is None:
@@ -194,7 +248,7 @@ def _decide(alloc: Allocation, c: Observed | None, inp: ReconcileInput, plan: Pl
             if in_flight:
                 return _status(aid, jid, ContainerState.STARTING, c)
             return _status(aid, jid, ContainerState.MISSING, c, "stopped before it started")
-        return _status_of_container(c, jid)
+        return _status_of_container(c, jid, inp)
 
     # desired = run
     if c is None:
@@ -204,18 +258,21 @@ def _decide(alloc: Allocation, c: Observed | None, inp: ReconcileInput, plan: Pl
             return _status(aid, jid, ContainerState.FAILED, message=failure)
         if aid in inp.launched:
             return _status(aid, jid, ContainerState.MISSING, message="container removed outside CLAUD")
-        if _may_start(inp):
-            plan.starts.append(alloc)
-        return _status(aid, jid, ContainerState.STARTING)
+        if not alloc.may_start:
+            # The masters saw this attempt start: its container ran and is gone
+            # (removed while the agent was away). Starting it again would run it twice.
+            return _status(aid, jid, ContainerState.MISSING, message="container gone")
+        return _status(aid, jid, ContainerState.STARTING, message=start())
     if c.phase is Phase.CREATED and not c.error:
         if failure is not None and not in_flight:
             return _status(aid, jid, ContainerState.FAILED, c, failure)
         # Created but never started (the agent died in between): start it, the
         # runtime adopts the existing container instead of making a second one.
-        if not in_flight and _may_start(inp) and c.container_id not in inp.busy:
-            plan.starts.append(alloc)
-        return _status(aid, jid, ContainerState.STARTING, c)
-    return _status_of_container(c, jid)
+        waiting = None
+        if not in_flight and c.container_id not in inp.busy:
+            waiting = start()
+        return _status(aid, jid, ContainerState.STARTING, c, waiting)
+    return _status_of_container(c, jid, inp)
 
 
 def _may_start(inp: ReconcileInput) -> bool:

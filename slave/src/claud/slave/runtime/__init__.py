@@ -12,7 +12,8 @@ lose, which is what lets a restarted agent find its containers again.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -46,6 +47,8 @@ class Observed:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The main process's id in the engine host's PID namespace, while it runs (fencing's fast path).
+    pid: int | None = None
 
 
 class StartFailed(Exception):
@@ -57,7 +60,11 @@ class StartFailed(Exception):
 
 
 class RuntimeUnavailable(Exception):
-    """The runtime cannot be reached at all (Docker engine down)."""
+    """The runtime cannot be reached at all (Docker engine down); worth retrying, never a job's fault."""
+
+
+class StartAborted(Exception):
+    """A start gave up before running anything (the lease ended meanwhile); no container is left."""
 
 
 class Runtime(abc.ABC):
@@ -74,12 +81,27 @@ class Runtime(abc.ABC):
         """The container of one allocation, if this slave has it."""
 
     @abc.abstractmethod
-    async def start(self, alloc: Allocation) -> Observed:
+    async def start(self, alloc: Allocation, proceed: Callable[[], bool] | None = None) -> Observed:
         """Create and start the allocation's container, or adopt it if it already exists.
 
         Idempotent per allocation id: a second call never makes a second
-        container. Raises StartFailed with a message fit for the user.
+        container. Raises StartFailed with a message fit for the user,
+        RuntimeUnavailable when the engine does not answer (retry later), and
+        StartAborted when ``proceed()``, asked just before the container would
+        start (after a create that may take seconds), says no.
         """
+
+    async def running(self) -> list[Observed]:
+        """This slave's running containers, as cheaply as the runtime can: the fence's sweep."""
+        return [o for o in await self.list() if o.phase is Phase.RUNNING]
+
+    async def fence(self, targets: Mapping[str, float]) -> None:
+        """Stop every target at once: SIGTERM now, SIGKILL ``targets[id]`` seconds from now.
+
+        Its own path, independent of ordinary stops: however many containers,
+        each is killed at its deadline. A gone container is not an error.
+        """
+        await asyncio.gather(*(self.stop(cid, grace) for cid, grace in targets.items()))
 
     @abc.abstractmethod
     async def stop(self, container_id: str, grace: float) -> None:
@@ -124,6 +146,8 @@ def make_runtime(settings: SlaveSettings) -> Runtime:
             pull_timeout=settings.pull_timeout,
             extra_labels=settings.container_labels,
             hardening=settings.hardening,
+            docker_host=settings.docker_host,
+            fence_workers=settings.fence_workers,
         )
     from claud.slave.runtime.simulated import SimulatedRuntime
 
@@ -135,6 +159,7 @@ __all__ = [
     "Phase",
     "Runtime",
     "RuntimeUnavailable",
+    "StartAborted",
     "StartFailed",
     "make_runtime",
 ]

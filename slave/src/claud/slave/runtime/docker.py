@@ -19,9 +19,10 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ import requests.exceptions
 
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
 from claud.api.logfmt import log_event
-from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartFailed
+from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.runtime.hardening import Hardening, host_config_kwargs
 from claud.slave.settings import docker_stop_seconds
 
@@ -58,6 +59,19 @@ _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d
 # Docker's client errors are spread over several hierarchies (its own, requests',
 # the socket's); these are the ones meaning "the engine did not answer".
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+def engine_trouble(exc: BaseException) -> bool:
+    """Is this the engine failing (unreachable, timing out, a 5xx of its own), not the job?
+
+    Such errors are retried and never make a job fail: the job did nothing
+    wrong. A 4xx is the job's (bad image, bad command, bad limits).
+    """
+    if isinstance(exc, docker.errors.APIError):
+        return exc.status_code is None or exc.status_code >= 500
+    return isinstance(exc, requests.exceptions.RequestException | OSError) or (
+        isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.ImageNotFound)
+    )
 
 
 def container_name(alloc_id: str) -> str:
@@ -114,7 +128,36 @@ def observed_from_inspect(info: dict[str, Any]) -> Observed | None:
         created_at=parse_docker_time(info.get("Created")),
         started_at=parse_docker_time(state.get("StartedAt")),
         finished_at=parse_docker_time(state.get("FinishedAt")),
+        pid=state.get("Pid") if phase is Phase.RUNNING and isinstance(state.get("Pid"), int) and state["Pid"] > 0 else None,
     )
+
+
+def kill_directly(container_id: str, pid: int | None, sig: int) -> bool:
+    """Signal a container's main process from this host, without the engine; False if not possible.
+
+    Docker's kill waits for the engine's exit bookkeeping, which it does one
+    container at a time: forty kills take seconds to land. A signal through a
+    pidfd lands at once. The pidfd pins one process, so checking *after*
+    opening it that the process sits in the container's cgroup leaves no race
+    with PID reuse; a slave that does not share the host's PID namespace finds
+    no such process and falls back to the engine.
+    """
+    if pid is None or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="ascii", errors="replace") as cgroup:
+            if container_id not in cgroup.read():
+                return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class DockerRuntime(Runtime):
@@ -131,9 +174,12 @@ class DockerRuntime(Runtime):
         pull_timeout: float = 120.0,
         extra_labels: dict[str, str] | None = None,
         hardening: Hardening | None = None,
+        docker_host: str | None = None,
+        fence_workers: int = 64,
     ) -> None:
         self._slave_id = slave_id
         self._hardening = hardening or Hardening()
+        self._environment = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
         self._api_timeout = api_timeout
         self._pull_timeout = pull_timeout
         self._extra_labels = dict(extra_labels or {})
@@ -142,6 +188,9 @@ class DockerRuntime(Runtime):
         self._clients_lock = threading.Lock()
         self._actions = ThreadPoolExecutor(workers, thread_name_prefix=f"docker-{slave_id}")
         self._observer = ThreadPoolExecutor(1, thread_name_prefix=f"docker-list-{slave_id}")
+        # Fencing has threads of its own: it must never queue behind ordinary
+        # stops (each holding a thread for its grace) nor behind a slow list.
+        self._fence_pool = ThreadPoolExecutor(fence_workers, thread_name_prefix=f"docker-fence-{slave_id}")
         # Pinning the API version saves every new per-thread client a /version call.
         self._api_version = "auto"
         self._root_dir = "/"
@@ -155,7 +204,7 @@ class DockerRuntime(Runtime):
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         # A timeout of None is what long-lived streams need: no read deadline.
-        return docker.DockerClient.from_env(version=self._api_version, timeout=timeout)
+        return docker.DockerClient.from_env(version=self._api_version, timeout=timeout, environment=self._environment)
 
     def _api(self) -> docker.APIClient:
         client: docker.DockerClient | None = getattr(self._local, "client", None)
@@ -174,7 +223,9 @@ class DockerRuntime(Runtime):
     def ping(self) -> None:
         """Check the engine answers (blocking); called once before the agent starts."""
         try:
-            client = docker.DockerClient.from_env(timeout=min(self._api_timeout, 10.0))
+            client = docker.DockerClient.from_env(
+                timeout=min(self._api_timeout, 10.0), environment=self._environment
+            )
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"cannot reach the Docker engine: {_explain(exc)}") from None
         try:
@@ -195,6 +246,7 @@ class DockerRuntime(Runtime):
         self._closed = True
         self._actions.shutdown(wait=False, cancel_futures=True)
         self._observer.shutdown(wait=False, cancel_futures=True)
+        self._fence_pool.shutdown(wait=False, cancel_futures=True)
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -266,7 +318,11 @@ class DockerRuntime(Runtime):
                 client.images.pull(f"{repository}@{tag}")
             else:
                 client.images.pull(repository, tag=tag)
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
         except _ENGINE_ERRORS as exc:
+            # A registry that refuses or lacks the image answers through the
+            # engine too (even as a 500): that is the image's problem.
             raise StartFailed(
                 f"image {image!r} not found on slave {self._slave_id} and could not be pulled: "
                 f"{_explain(exc)}"
@@ -309,6 +365,8 @@ class DockerRuntime(Runtime):
                     self._pull_sync(alloc.image)
                     return self._create_sync(alloc)
             except docker.errors.APIError as exc:
+                if engine_trouble(exc):
+                    raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
                 if exc.status_code != 409:
                     raise StartFailed(
                         f"cannot create the container of allocation {alloc.alloc_id}: {_explain(exc)}"
@@ -324,9 +382,11 @@ class DockerRuntime(Runtime):
                     ) from None
                 time.sleep(0.05)
 
-    def _start_sync(self, alloc: Allocation) -> Observed:
+    def _start_sync(self, alloc: Allocation, proceed: Callable[[], bool] | None) -> Observed:
         api = self._api()
         name = container_name(alloc.alloc_id)
+        if proceed is not None and not proceed():
+            raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned before create: the lease ended")
         container_id = self._create_or_find(alloc)
         info = api.inspect_container(container_id)
         labels = (info.get("Config") or {}).get("Labels") or {}
@@ -336,21 +396,32 @@ class DockerRuntime(Runtime):
                 f"{alloc.alloc_id} on slave {self._slave_id}"
             )
         if (info.get("State") or {}).get("Status") == "created":
+            # The create may have taken seconds: the lease is asked again at the last moment.
+            if proceed is not None and not proceed():
+                with contextlib.suppress(docker.errors.NotFound):
+                    api.remove_container(info["Id"], force=True)
+                raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned after create: the lease ended")
             try:
                 api.start(info["Id"])
             except docker.errors.APIError as exc:
+                if engine_trouble(exc):
+                    raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
                 raise StartFailed(
                     f"container of allocation {alloc.alloc_id} could not start: {_explain(exc)}"
                 ) from None
             info = api.inspect_container(info["Id"])
         observed = observed_from_inspect(info)
         assert observed is not None  # the labels were checked above
+        if observed.phase is Phase.RUNNING:
+            # Known (with its PID) to a fence that comes before the next list.
+            with self._inspected_lock:
+                self._inspected[observed.container_id] = ((info.get("State") or {}).get("Status", ""), observed)
         return observed
 
-    async def start(self, alloc: Allocation) -> Observed:
+    async def start(self, alloc: Allocation, proceed: Callable[[], bool] | None = None) -> Observed:
         try:
-            return await self._run(self._actions, self._start_sync, alloc)
-        except StartFailed:
+            return await self._run(self._actions, self._start_sync, alloc, proceed)
+        except (StartFailed, StartAborted, RuntimeUnavailable):
             raise
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
@@ -364,6 +435,89 @@ class DockerRuntime(Runtime):
             await self._run(self._actions, self._stop_sync, container_id, grace)
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    # --- fencing: its own threads, every container at once, a kill at each deadline ---
+
+    def _signal_sync(self, container_id: str, sig: str) -> None:
+        try:
+            self._api().kill(container_id, signal=sig)
+        except docker.errors.NotFound:
+            pass  # gone: fenced enough
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            # 409: not running (any more), which is the goal; or paused, which
+            # Docker will not signal: a frozen job still holds its work, so it
+            # is thawed and killed at once.
+            if sig == "SIGKILL" and "paused" in _explain(exc).lower():
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    self._api().unpause(container_id)
+                    self._api().kill(container_id, signal="SIGKILL")
+
+    def _running_sync(self) -> list[Observed]:
+        rows = self._api().containers(filters={**self._label_filter(), "status": ["running", "paused", "restarting"]})
+        found = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            if labels.get(LABEL_ALLOC):
+                found.append(
+                    Observed(
+                        container_id=row["Id"],
+                        alloc_id=labels[LABEL_ALLOC],
+                        job_id=labels.get(LABEL_JOB, ""),
+                        phase=Phase.RUNNING,
+                    )
+                )
+        return found
+
+    async def running(self) -> list[Observed]:
+        try:
+            return await self._run(self._fence_pool, self._running_sync)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
+
+    def _pid_of(self, container_id: str) -> int | None:
+        with self._inspected_lock:
+            cached = self._inspected.get(container_id)
+        return cached[1].pid if cached is not None else None
+
+    async def fence(self, targets: Mapping[str, float]) -> None:
+        began = time.monotonic()
+        direct: list[str] = []
+
+        async def term(container_id: str) -> None:
+            # A courtesy: its failure or slowness must not delay the kill.
+            if not kill_directly(container_id, self._pid_of(container_id), signal.SIGTERM):
+                with contextlib.suppress(*_ENGINE_ERRORS):
+                    await self._run(self._fence_pool, self._signal_sync, container_id, "SIGTERM")
+
+        async def one(container_id: str, grace: float) -> None:
+            courtesy = None
+            if grace > 0:
+                courtesy = asyncio.create_task(term(container_id))
+                await asyncio.sleep(max(0.0, began + grace - time.monotonic()))
+            if kill_directly(container_id, self._pid_of(container_id), signal.SIGKILL):
+                direct.append(container_id)
+            # Through the engine as well: the only way when the PID is not ours
+            # to see, and what makes the engine record the exit.
+            try:
+                await self._run(self._fence_pool, self._signal_sync, container_id, "SIGKILL")
+            finally:
+                if courtesy is not None:
+                    courtesy.cancel()
+
+        results = await asyncio.gather(*(one(cid, grace) for cid, grace in targets.items()), return_exceptions=True)
+        log_event(
+            logger,
+            "fence.killed",
+            logging.WARNING,
+            containers=len(targets),
+            direct=len(direct),
+            seconds=round(time.monotonic() - began, 3),
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise RuntimeUnavailable(f"docker: {len(errors)} fence kills failed, first: {_explain(errors[0])}")
 
     def _remove_sync(self, container_id: str) -> None:
         try:

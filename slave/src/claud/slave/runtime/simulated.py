@@ -23,12 +23,12 @@ import asyncio
 import itertools
 import math
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from claud.api import Allocation
-from claud.slave.runtime import Observed, Phase, Runtime, StartFailed
+from claud.slave.runtime import Observed, Phase, Runtime, StartAborted, StartFailed
 
 SIM_SECONDS = "CLAUD_SIM_SECONDS"
 SIM_EXIT_CODE = "CLAUD_SIM_EXIT_CODE"
@@ -83,10 +83,12 @@ class SimulatedRuntime(Runtime):
         cid = self._by_alloc.get(alloc_id)
         return self._containers[cid].observed if cid else None
 
-    async def start(self, alloc: Allocation) -> Observed:
+    async def start(self, alloc: Allocation, proceed: Callable[[], bool] | None = None) -> Observed:
         existing = self._by_alloc.get(alloc.alloc_id)
         if existing is not None:
             return self._containers[existing].observed
+        if proceed is not None and not proceed():
+            raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned: the lease ended")
         if SIM_START_ERROR in alloc.env:
             raise StartFailed(alloc.env[SIM_START_ERROR] or "simulated start failure")
         seconds = simulated_duration(alloc, self._default_seconds)
