@@ -223,8 +223,10 @@ class Cluster:
         ip = existing.ip if existing else f"{self.net}.{100 + len(self.slaves)}"
         port = port or (existing.port if existing else free_port())
         masters = ",".join(m.address for m in self.masters)
-        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", _with_secret(self.secret_file, extra),
-                      self.tls)
+        args = _with_secret(self.secret_file, extra)
+        if "--state-dir" not in args:  # the persisted lease stays with the test, not in /var/lib/claud
+            args += ["--state-dir", str(self.workdir / f"slave-{name}-state")]
+        slave = Slave(slave_id, ip, port, masters, self.workdir / f"slave-{name}.log", args, self.tls)
         if existing:
             self.slaves[self.slaves.index(existing)] = slave
         else:

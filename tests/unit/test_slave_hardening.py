@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,15 @@ from claud.slave.runtime.hardening import (
 )
 
 BASE = ["--id", "s1", "--masters", "m:1"]
+
+
+@pytest.fixture(autouse=True)
+def secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every slave needs the cluster secret; these tests are about something else."""
+    path = tmp_path / "cluster-secret"
+    path.write_text("s3cret\n")
+    monkeypatch.setenv("CLAUD_CLUSTER_SECRET_FILE", str(path))
+    return path
 
 
 def alloc(**kw: Any) -> Allocation:

@@ -698,7 +698,7 @@ def _asset(path: str) -> Response:
     return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
 
 
-@ops_router.get("/ui", response_class=HTMLResponse)
+@ops_router.get("/ui", response_class=HTMLResponse, operation_id="dashboard")
 async def ui() -> Response:
     """The dashboard: a page without data that asks for the token and reads /v1 with it."""
     return _asset("/ui")

@@ -407,6 +407,17 @@ class SlaveSettings(BaseSettings):
                 f"default_lease ({self.default_lease}s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
+        # A heartbeat that may hang for the whole lease cannot renew it in time.
+        if self.request_timeout >= self.default_lease:
+            raise ValueError(
+                f"request_timeout ({self.request_timeout}s) must be shorter than default_lease "
+                f"({self.default_lease}s)"
+            )
+        if self.fence_round_trip >= self.default_lease:
+            raise ValueError(
+                f"fence_round_trip ({self.fence_round_trip}s) must not exceed default_lease "
+                f"({self.default_lease}s): the slave would be fenced all the time"
+            )
         if self.cluster_secret_file is None:
             # Its log route and its heartbeats are authenticated in every configuration.
             raise ValueError(
