@@ -41,23 +41,24 @@ if [ -x "$here/.venv/bin/claud" ]; then claud="$here/.venv/bin/claud"; else clau
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 secrets() {
-    # Only their owner, and the masters' user inside the containers (group
-    # 10001, Dockerfile.master), read them: 0640, group 10001, in a 0700
-    # directory. The slaves run as root and read them anyway. The API ports are
-    # published on loopback only (CLAUD_PUBLISH_HOST).
+    # 0600, owned by the masters' user inside the containers (uid 10001,
+    # Dockerfile.master; its group is a system one, so group bits would not do),
+    # in a 0700 directory. The slaves run as root and read them anyway; so does
+    # root on the host. The API ports are published on loopback only
+    # (CLAUD_PUBLISH_HOST).
     (umask 077; mkdir -p "$CLAUD_CLUSTER_DIR")
     chmod 0700 "$CLAUD_CLUSTER_DIR"
-    local name mode=0640
+    local name mode=0600
     for name in token secret; do
         if [ ! -s "$CLAUD_CLUSTER_DIR/$name" ]; then
             (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CLAUD_CLUSTER_DIR/$name.tmp")
             mv "$CLAUD_CLUSTER_DIR/$name.tmp" "$CLAUD_CLUSTER_DIR/$name"
         fi
-        if ! chgrp 10001 "$CLAUD_CLUSTER_DIR/$name" 2>/dev/null; then
+        if ! chown 10001 "$CLAUD_CLUSTER_DIR/$name" 2>/dev/null; then
             mode=0644
         fi
     done
-    [ "$mode" = 0640 ] || echo "warning: cannot give $CLAUD_CLUSTER_DIR/{token,secret} to group 10001 (not root?): they stay readable by every local user (0644) so that the masters can read them" >&2
+    [ "$mode" = 0600 ] || echo "warning: cannot give $CLAUD_CLUSTER_DIR/{token,secret} to uid 10001 (not root?): they stay readable by every local user (0644) so that the masters can read them" >&2
     chmod "$mode" "$CLAUD_CLUSTER_DIR/token" "$CLAUD_CLUSTER_DIR/secret"
 }
 
