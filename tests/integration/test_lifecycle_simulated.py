@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from claud.api.agent import CLUSTER_SECRET_HEADER
+
 from support.cluster import FAST_PROFILE, Cluster, wait_until
 
 SIM = ["--runtime", "simulated", "--cpus", "4", "--memory-mb", "4096"]
@@ -127,7 +129,8 @@ def fake_slave(cluster: Cluster, slave_id: str, healthy: threading.Event) -> Ite
     last: list[dict[str, Any]] = []
 
     def beat() -> None:
-        with httpx.Client(base_url=cluster.master.url, timeout=5) as http:
+        secret = {CLUSTER_SECRET_HEADER: cluster.secret_file.read_text().strip()}
+        with httpx.Client(base_url=cluster.master.url, timeout=5, headers=secret) as http:
             while not stop.is_set():
                 running = [{"alloc_id": a["alloc_id"], "job_id": a["job_id"], "state": "running",
                             "container_id": f"c-{a['alloc_id']}"} for a in last if a["desired"] == "run"]

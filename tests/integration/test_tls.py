@@ -148,7 +148,10 @@ def test_tls_needs_all_three_files(tmp_path: Path, process: str) -> None:
     argv = [sys.executable, "-m", process, "--id", "1", "--listen", f"127.0.0.1:{free_port()}",
             "--no-discovery", "--data-dir", str(tmp_path / "d")]
     if process == "claud.slave":
-        argv = [a for a in argv if a != "--data-dir" and a != str(tmp_path / "d")] + ["--masters", "127.0.0.1:1"]
+        secret = tmp_path / "secret"
+        secret.write_text("s\n")
+        argv = [a for a in argv if a != "--data-dir" and a != str(tmp_path / "d")] + [
+            "--masters", "127.0.0.1:1", "--cluster-secret-file", str(secret)]
     result = subprocess.run([*argv, *flags[:4]], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -18,26 +18,42 @@ class RefusalLog:
     """
 
     MAX_CLIENTS = 4096
+    #: Stands for every address the full table has no room for.
+    OVERFLOW = "(other addresses)"
+
+    #: Stands for every address the full table has no room for.
+    OVERFLOW = "(other addresses)"
 
     def __init__(self, logger: logging.Logger, every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._log, self.every, self._clock = logger, every, clock
         self._clients: dict[str, tuple[float, int]] = {}  # address -> (last logged at, suppressed since)
+        self._overflow: tuple[float, int] | None = None  # the same, for the addresses with no room
 
     def refused(self, client: str, **fields: object) -> bool:
         """Count one refusal; log it (with the suppressed count) when due. True when logged."""
         now = self._clock()
         last = self._clients.get(client)
-        if last is not None and now - last[0] < self.every:
-            self._clients[client] = (last[0], last[1] + 1)
-            return False
+        overflow = False
         if last is None and len(self._clients) >= self.MAX_CLIENTS:
             self._forget_quiet(now)
+            if len(self._clients) >= self.MAX_CLIENTS:
+                # No room without forgetting an address still inside its period (which
+                # would then log again early): the newcomer shares one line with the rest.
+                overflow, client, last = True, self.OVERFLOW, self._overflow
+        if last is not None and now - last[0] < self.every:
+            self._remember(client, overflow, (last[0], last[1] + 1))
+            return False
         log_event(self._log, "auth.refused", logging.WARNING, **fields, client=client,
                   suppressed=last[1] if last else 0)
-        self._clients[client] = (now, 0)
+        self._remember(client, overflow, (now, 0))
         return True
 
+    def _remember(self, client: str, overflow: bool, state: tuple[float, int]) -> None:
+        if overflow:
+            self._overflow = state
+        else:
+            self._clients[client] = state
+
     def _forget_quiet(self, now: float) -> None:
-        quiet = [c for c, (at, _) in self._clients.items() if now - at >= self.every]
-        for client in quiet or list(self._clients)[: self.MAX_CLIENTS // 2]:
+        for client in [c for c, (at, _) in self._clients.items() if now - at >= self.every]:
             del self._clients[client]
