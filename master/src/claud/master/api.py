@@ -30,7 +30,6 @@ from claud.api import (
     Assignments,
     ClusterView,
     DrainRequest,
-    ErrorBody,
     Heartbeat,
     JobEventList,
     JobList,

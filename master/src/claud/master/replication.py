@@ -17,7 +17,6 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from claud.api.logfmt import log_event
@@ -511,5 +510,3 @@ class _Saved:
     """For the raft loop: this snapshot is on disk, so the log before it may go."""
 
     snapshot: Snapshot
-#: The timestamp of a leader's own no-op entry, which causes no event.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MIB = 1024 * 1024
 #: Docker events that change what the agent would report or do.
 _INTERESTING_ACTIONS = frozenset({"create", "start", "die", "destroy", "oom", "pause", "unpause"})
 _SETTLING_ACTIONS = frozenset({"die", "oom", "destroy"})
