@@ -35,6 +35,7 @@ def main() -> None:
     master_flags = [*(FAST_PROFILE if args.fast else []), *args.master_flags]
 
     times: list[float] = []
+    phases: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp))
         try:
@@ -59,21 +60,59 @@ def main() -> None:
                 for container in engine.containers.list(filters={"label": f"claud.slave={victim.id}"}):
                     container.kill()
 
+                marks: dict[str, float] = {}
+
                 def all_moved() -> bool:
+                    now = time.monotonic() - died
+                    nodes = {n["id"]: n for n in cluster.http.get("/v1/nodes").json()["nodes"]}
+                    if nodes.get(victim.id, {}).get("state") == "dead":
+                        marks.setdefault("dead", now)
                     listed = {j["id"]: j for j in cluster.http.get("/v1/jobs").json()["jobs"]}
-                    return all(listed[j]["state"] == "running" and listed[j]["node_id"] == survivor.id for j in jobs)
+                    placed = [listed[j] for j in jobs if listed[j]["node_id"] == survivor.id]
+                    if placed:
+                        marks.setdefault("first placed", now)
+                    if len(placed) == len(jobs):
+                        marks.setdefault("all placed", now)
+                    if any(j["state"] == "running" for j in placed):
+                        marks.setdefault("first running", now)
+                    return len(placed) == len(jobs) and all(j["state"] == "running" for j in placed)
 
                 wait_until(all_moved, 60, interval=0.05, what="all jobs running elsewhere")
                 times.append(time.monotonic() - died)
+                phases.append(marks)
+                print(f"  round {round_no + 1}: {times[-1]:.2f} s ("
+                      + ", ".join(f"{k} at {v:.2f} s" for k, v in marks.items()) + ")", flush=True)
                 for job_id in jobs:
                     cluster.http.delete(f"/v1/jobs/{job_id}")
                 cluster.start_slave(victim.id.rsplit("-", 1)[1])
+            bare = bare_sdk_start(engine, args.jobs)
             engine.close()
         finally:
             cluster.close()
     settings = " ".join(master_flags) or "defaults (node-dead-after 10 s, heartbeat 1 s, lease 4 s)"
     print(f"slave machine death, {args.jobs} jobs, {len(times)} rounds, settings: {settings}")
     print(f"  death -> all jobs running elsewhere: p50 {statistics.median(times):.2f} s, max {max(times):.2f} s")
+    dead = [m["dead"] for m in phases if "dead" in m]
+    if dead:
+        print(f"  of which declared dead after: p50 {statistics.median(dead):.2f} s")
+    print(f"  peer, same machine, same run: the bare Docker SDK starts {args.jobs} such containers at once "
+          f"in {bare:.2f} s (so the floor is node-dead-after + that)")
+
+
+def bare_sdk_start(engine: docker.DockerClient, count: int) -> float:
+    """Seconds for the Docker SDK alone to run ``count`` containers at once (threads, as the slave does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    label = {"claud.bench": "reschedule-bare-sdk"}
+    began = time.monotonic()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: engine.containers.run("claud/busybox:latest", ["sleep", "600"], detach=True,
+                                                          labels=label), range(count)))
+        return time.monotonic() - began
+    finally:
+        for container in engine.containers.list(all=True, filters={"label": "claud.bench=reschedule-bare-sdk"}):
+            container.remove(force=True)
 
 
 if __name__ == "__main__":
