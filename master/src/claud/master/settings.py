@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claud.api.addresses import WILDCARD_HOSTS, parse_host_port
+from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
 from claud.api.tls import TlsFiles, load_tls_files
 from claud.master.scheduler import Strategy
 

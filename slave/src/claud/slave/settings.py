@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claud.api.addresses import WILDCARD_HOSTS
+from claud.daemon.addresses import WILDCARD_HOSTS
 from claud.api.jobs import LABEL_KEY, check_labels
 from claud.api.tls import TlsFiles, load_tls_files
 from claud.slave.runtime.hardening import (
