@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 CLIENT_SRC = Path(__file__).resolve().parents[2] / "client" / "src"
-DAEMON_MODULES = ("addresses", "discovery", "logfmt", "settings_cli", "refusal_log")
+DAEMON_MODULES = ("addresses", "discovery", "logfmt", "settings_cli", "refusal_log", "tls_settings")
 
 
 def imported_modules(path: Path) -> set[str]:
