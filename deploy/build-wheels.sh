@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Wheels of claud-client, claud-master and claud-slave plus every dependency
+# Wheels of claud-client, claud-daemon, claud-master and claud-slave plus every dependency
 # (CPython 3.11, manylinux x86_64) in .build/wheels, so that the image builds
 # install with `pip install --no-index --find-links` and need no network.
 # pip's own wheel is there too: the images run pip from it and keep no pip.
 #
-#   .build/wheels/claud/   the three CLAUD wheels (change with every edit)
+#   .build/wheels/claud/   the four CLAUD wheels (change with every edit)
 #   .build/wheels/deps/    everything else, and requirements-{master,slave}.txt
 #                          (the images install these in an earlier, cached layer)
 #
@@ -33,22 +33,23 @@ mkdir -p "$claud_out" "$deps_out"
 exec 9>"$here/.build/wheels.lock"
 flock 9
 
-dists=(client master slave)
+dists=(client daemon master slave)
 digest() { (cd "$here" && find "$@" -type f -not -name '*.pyc' -not -path '*/__pycache__/*' \
     -not -path '*.egg-info/*' -not -path '*/.mypy_cache/*' -not -path '*/build/*' -not -path '*/dist/*' -print0 \
     | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64); }
 
-# --- the three CLAUD distributions, built from a copy (never writes into the source tree)
+# --- the four CLAUD distributions, built from a copy (never writes into the source tree)
 src_digest="$(digest "${dists[@]}")"
 if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$out/.claud-src.sha256" 2>/dev/null)" != "$src_digest" ] \
-   || ! ls "$claud_out"/claud_master-*.whl "$claud_out"/claud_slave-*.whl "$claud_out"/claud_client-*.whl >/dev/null 2>&1; then
+   || ! ls "$claud_out"/claud_master-*.whl "$claud_out"/claud_slave-*.whl "$claud_out"/claud_client-*.whl \
+           "$claud_out"/claud_daemon-*.whl >/dev/null 2>&1; then
     rm -rf "$src" && mkdir -p "$src"
     for d in "${dists[@]}"; do
         tar -C "$here" -c --exclude='__pycache__' --exclude='*.egg-info' --exclude='.mypy_cache' \
             --exclude='build' --exclude='dist' "$d" | tar -C "$src" -x
     done
     rm -f "$claud_out"/*.whl
-    "${pip[@]}" wheel --no-deps -w "$claud_out" "$src/client" "$src/master" "$src/slave"
+    "${pip[@]}" wheel --no-deps -w "$claud_out" "$src/client" "$src/daemon" "$src/master" "$src/slave"
     rm -rf "$src"
     echo "$src_digest" >"$out/.claud-src.sha256"
     echo "built $(cd "$claud_out" && ls ./*.whl | sed 's|^./||' | tr '\n' ' ')"
@@ -62,7 +63,7 @@ if [ -x "$here/.venv/bin/python" ]; then
     "$here/.venv/bin/python" -m pip --disable-pip-version-check list --format=freeze --exclude-editable 2>/dev/null \
         | grep -E '^[A-Za-z0-9_.-]+==' | grep -viE '^(claud[-_]|pip==|setuptools==|wheel==)' >"$constraints" || true
 fi
-deps_digest="$( (cat "$here"/{client,master,slave}/pyproject.toml "$constraints"; printf '%s\n' "${target[@]}") | sha256sum | cut -c1-64)"
+deps_digest="$( (cat "$here"/{client,daemon,master,slave}/pyproject.toml "$constraints"; printf '%s\n' "${target[@]}") | sha256sum | cut -c1-64)"
 if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$out/.deps.sha256" 2>/dev/null)" != "$deps_digest" ]; then
     rm -f "$deps_out"/*.whl
     # The direct requirements of each image, from the pyproject files.
@@ -74,12 +75,12 @@ def deps(dist):
     reqs = tomllib.loads((root / dist / "pyproject.toml").read_text())["project"].get("dependencies", [])
     return [r for r in reqs if not r.replace("_", "-").lower().startswith("claud-")]
 for image in ("master", "slave"):
-    reqs = dict.fromkeys(deps("client") + deps(image))
+    reqs = dict.fromkeys(deps("client") + deps("daemon") + deps(image))
     (out / f"requirements-{image}.txt").write_text("".join(f"{r}\n" for r in reqs))
 PY
     # pip resolves claud-* from the wheels above and everything else from the index.
     "${pip[@]}" download -d "$deps_out" --find-links "$claud_out" "${target[@]}" -c "$constraints" \
-        claud-client claud-master claud-slave pip
+        claud-client claud-daemon claud-master claud-slave pip
     rm -f "$deps_out"/claud_*.whl
     echo "$deps_digest" >"$out/.deps.sha256"
     echo "downloaded $(ls "$deps_out"/*.whl | wc -l) wheels into ${deps_out#"$here"/}"
@@ -89,7 +90,7 @@ fi
 if [ "$(cat "$out/.checked" 2>/dev/null)" != "$src_digest $deps_digest" ]; then
     "${pip[@]}" download -d "$here/.build/wheel-check" --no-index --find-links "$claud_out" \
         --find-links "$deps_out" "${target[@]}" -c "$constraints" \
-        claud-client claud-master claud-slave pip
+        claud-client claud-daemon claud-master claud-slave pip
     rm -rf "$here/.build/wheel-check"
     echo "$src_digest $deps_digest" >"$out/.checked"
 fi

@@ -2,7 +2,7 @@
 
 Broadcast does not cross loopback, so the processes run in separate network
 namespaces on a private bridge (see support/netns.py), each a real
-``claud.api.discovery.Discovery`` that prints, as JSON lines, what it knows.
+``claud.daemon.discovery.Discovery`` that prints, as JSON lines, what it knows.
 The test reads those lines and polls them against deadlines.
 """
 
@@ -29,8 +29,8 @@ PORT = 8702
 # stdout gets a JSON status line whenever the status changes.
 NODE = r"""
 import asyncio, json, sys
-from claud.api.discovery import Announcement, Discovery
-from claud.api.logfmt import configure_logging
+from claud.daemon.discovery import Announcement, Discovery
+from claud.daemon.logfmt import configure_logging
 
 cfg = json.loads(sys.argv[1])
 configure_logging("discovery-test", cfg["id"], "debug")

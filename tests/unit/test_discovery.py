@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from claud.api.discovery import (
+from claud.api.nodes import NodeRole
+from claud.daemon.discovery import (
     LIMITED_BROADCAST,
     Announcement,
     Discovery,
@@ -27,7 +28,6 @@ from claud.api.discovery import (
     encode,
     mac_key,
 )
-from claud.api.nodes import NodeRole
 
 SECRET = "s3cret"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claud.api.refusal_log import RefusalLog
+from claud.daemon.refusal_log import RefusalLog
 
 
 class Clock:

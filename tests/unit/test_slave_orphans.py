@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claud.api import settings_cli
-from claud.api.settings_cli import ConfigError
+from claud.daemon import settings_cli
+from claud.daemon.settings_cli import ConfigError
 from claud.slave.orphans import JobContainer, SlaveContainer, orphans
 from claud.slave.settings import OrphanReaperSettings
 

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from claud.api.logfmt import configure_logging, log_event
-from claud.api.settings_cli import parse_settings
+from claud.daemon.logfmt import configure_logging, log_event
+from claud.daemon.settings_cli import parse_settings
 from claud.master.auth import ConfigError
 from claud.master.connection_guard import connection_budget, guarded_protocol, raise_file_limit
-from claud.api.addresses import parse_host_port
+from claud.daemon.addresses import parse_host_port
 from claud.master.settings import MasterSettings
 
 PROG = "claud-master"

@@ -43,10 +43,10 @@ from claud.api import (
     NodeView,
     WatchRequest,
 )
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 from claud.api.nodes import MAX_DRAIN_DEADLINE
-from claud.api.refusal_log import RefusalLog
-from claud.api.addresses import WILDCARD_HOSTS, parse_host_port
+from claud.daemon.refusal_log import RefusalLog
+from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
 from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
 from claud.master import ops, strict_json
 from claud.master.body_limit import BodyLimitMiddleware, replay

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from claud.api.agent import CLUSTER_SECRET_HEADER
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 
 log = logging.getLogger("claud.master.auth")
 

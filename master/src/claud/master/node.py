@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import httpx
 
 from claud.api import Assignments, Heartbeat, HostUsage, NodeRole, NodeState
-from claud.api.addresses import outgoing_address
-from claud.api.discovery import Announcement, Discovery, PeerEvent
-from claud.api.logfmt import log_event
+from claud.daemon.addresses import outgoing_address
+from claud.daemon.discovery import Announcement, Discovery, PeerEvent
+from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import load_or_create_cluster_secret, load_or_create_token, private_dir
 from claud.master.events import EventBroker

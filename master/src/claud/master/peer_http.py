@@ -19,7 +19,7 @@ import asyncio
 import ssl
 import time
 
-from claud.api.addresses import parse_host_port
+from claud.daemon.addresses import parse_host_port
 
 #: A connection unused this long is replaced rather than reused: the server
 #: closes idle ones (uvicorn after 5 s), and a request written into a socket

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 

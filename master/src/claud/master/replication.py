@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError

@@ -13,11 +13,11 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from claud.api.addresses import WILDCARD_HOSTS, parse_host_port
-from claud.api.tls import TlsFiles, load_tls_files
+from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
+from claud.daemon.tls_settings import TlsSettings
 from claud.master.scheduler import Strategy
 
 
@@ -36,7 +36,7 @@ def split_addresses(value: object) -> object:
     return value
 
 
-class MasterSettings(BaseSettings):
+class MasterSettings(TlsSettings):
     model_config = SettingsConfigDict(env_prefix="CLAUD_", extra="forbid")
 
     id: int = Field(..., ge=0, description="this master's id, unique in the cluster; the lowest id leads")
@@ -119,8 +119,6 @@ class MasterSettings(BaseSettings):
         "at the cap the longest-idle connection is closed to make room",
     )
 
-    _tls: TlsFiles | None = PrivateAttr(None)
-
     @field_validator("peers", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -193,8 +191,8 @@ class MasterSettings(BaseSettings):
                 )
         if self.suspect_after >= self.node_dead_after:
             raise ValueError("suspect_after must be shorter than node_dead_after")
-        self._tls = load_tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
-        if self.tls_verify_clients and self._tls is None:
+        self._load_tls()
+        if self.tls_verify_clients and self.tls is None:
             raise ValueError("--tls-verify-clients needs TLS: --tls-cert-file, --tls-key-file and --tls-ca-file")
         return self
 
@@ -217,16 +215,6 @@ class MasterSettings(BaseSettings):
             f"+ stop fan-out margin ({FENCE_FANOUT_MARGIN:g}s)"
         )
         return round(total, 6), terms
-
-    @property
-    def tls(self) -> TlsFiles | None:
-        """The TLS files when TLS is on (checked to load at start), else None."""
-        return self._tls
-
-    @property
-    def scheme(self) -> str:
-        """How every CLAUD process of this cluster is reached: one setting, never mixed."""
-        return "https" if self._tls else "http"
 
     @property
     def advertised_address(self) -> str:

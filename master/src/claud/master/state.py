@@ -39,7 +39,7 @@ from claud.api import (
     NodeState,
     NodeView,
 )
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.lifecycle import Facts, Step, StopCause, Transition, backoff, drain_moves_now, on_report, on_stop
 from claud.master.scheduler import NodeCapacity, PendingJob, cpu_millis, fits

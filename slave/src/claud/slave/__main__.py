@@ -14,9 +14,9 @@ import signal
 from collections.abc import Sequence
 from typing import NoReturn
 
-from claud.api import settings_cli
-from claud.api.logfmt import configure_logging
-from claud.api.settings_cli import ConfigError
+from claud.daemon import settings_cli
+from claud.daemon.logfmt import configure_logging
+from claud.daemon.settings_cli import ConfigError
 from claud.slave.settings import SlaveSettings
 
 PROG = "claud-slave"

@@ -38,9 +38,9 @@ import httpx
 
 from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
 from claud.api.agent import RuntimeHealth
-from claud.api.addresses import outgoing_address, parse_host_port
-from claud.api.discovery import Announcement, Discovery, PeerEvent
-from claud.api.logfmt import log_event
+from claud.daemon.addresses import outgoing_address, parse_host_port
+from claud.daemon.discovery import Announcement, Discovery, PeerEvent
+from claud.daemon.logfmt import log_event
 from claud.slave.fencing import (
     FencedLog,
     LeaseRecord,

@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import ErrorBody, ErrorDetail
-from claud.api.logfmt import log_event
-from claud.api.refusal_log import RefusalLog
+from claud.daemon.logfmt import log_event
+from claud.daemon.refusal_log import RefusalLog
 from claud.slave.agent import Agent
 from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.slave.runtime import Runtime, RuntimeUnavailable, make_runtime

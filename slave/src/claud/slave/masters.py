@@ -18,7 +18,7 @@ import pydantic
 
 from claud.api import Assignments, Heartbeat, WatchRequest
 from claud.api.agent import CLUSTER_SECRET_HEADER
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import docker
 import docker.errors
 
 from claud.api import LABEL_SLAVE
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 from claud.slave.runtime.docker import parse_docker_time
 
 logger = logging.getLogger(__name__)
@@ -179,8 +179,8 @@ class Reaper:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from claud.api import settings_cli
-    from claud.api.logfmt import configure_logging
+    from claud.daemon import settings_cli
+    from claud.daemon.logfmt import configure_logging
     from claud.slave.settings import OrphanReaperSettings
 
     prog = "claud-orphan-reaper"

@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claud.api.addresses import WILDCARD_HOSTS
 from claud.api.jobs import LABEL_KEY, check_labels
-from claud.api.tls import TlsFiles, load_tls_files
+from claud.daemon.addresses import WILDCARD_HOSTS
+from claud.daemon.tls_settings import TlsSettings
 from claud.slave.runtime.hardening import (
     DEFAULT_CAP_DROP,
     DEFAULT_LOG_MAX_FILES,
@@ -59,7 +59,7 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class SlaveSettings(BaseSettings):
+class SlaveSettings(TlsSettings):
     """Configuration of one slave agent (``claud-slave``)."""
 
     model_config = SettingsConfigDict(
@@ -282,7 +282,6 @@ class SlaveSettings(BaseSettings):
     )
 
     _secret: str | None = PrivateAttr(None)
-    _tls: TlsFiles | None = PrivateAttr(None)
 
     @field_validator("id")
     @classmethod
@@ -434,27 +433,17 @@ class SlaveSettings(BaseSettings):
         if not secret:
             raise ValueError(f"cluster secret file {str(self.cluster_secret_file)!r} is empty")
         self._secret = secret
-        self._tls = load_tls_files(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        self._load_tls()
         urls: list[str] = []
         for entry in self.masters:
             if "://" not in entry:
                 entry = f"{self.scheme}://{entry}"
-            elif self._tls is not None and entry.startswith("http://"):
+            elif self.tls is not None and entry.startswith("http://"):
                 raise ValueError(f"--masters {entry!r} is plain HTTP but TLS is on: give host:port or https://")
             if entry not in urls:
                 urls.append(entry)
         self.masters = urls
         return self
-
-    @property
-    def tls(self) -> TlsFiles | None:
-        """The TLS files when TLS is on (checked to load at start), else None."""
-        return self._tls
-
-    @property
-    def scheme(self) -> str:
-        """How masters are reached, also those learned by discovery."""
-        return "https" if self._tls else "http"
 
     def master_url(self, host: str, port: int) -> str:
         return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"

@@ -32,7 +32,7 @@ import docker.errors
 import requests.exceptions
 
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.runtime.hardening import Hardening, host_config_kwargs
 from claud.slave.settings import docker_stop_seconds

@@ -66,9 +66,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from claud.api.addresses import WILDCARD_HOSTS
-from claud.api.logfmt import log_event
 from claud.api.nodes import NodeRole
+from claud.daemon.addresses import WILDCARD_HOSTS
+from claud.daemon.logfmt import log_event
 
 log = logging.getLogger("claud.discovery")
 

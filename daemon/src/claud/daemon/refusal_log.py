@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from claud.api.logfmt import log_event
+from claud.daemon.logfmt import log_event
 
 
 class RefusalLog:
