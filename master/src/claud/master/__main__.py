@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     log_event(logging.getLogger("claud.master"), "master.connections", max_connections=budget, file_limit=file_limit)
     # TLS wraps the transport below the protocol, so the guarded protocol sees plain HTTP either way.
     tls_options = settings.tls.uvicorn_options(require_client_cert=settings.tls_verify_clients) if settings.tls else {}
+    # uvicorn re-raises the signal that stopped it once it has shut down (exit 143 for
+    # SIGTERM); these handlers are what it restores first, so a clean stop exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app, host=host, port=port, log_config=None, workers=1, timeout_graceful_shutdown=3,
         http=guarded_protocol(budget, settings.request_header_timeout), **tls_options,  # type: ignore[arg-type]
