@@ -24,6 +24,13 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
+def test_a_slave_assumes_the_masters_default_fence_grace_until_they_answer() -> None:
+    from claud.api import Assignments
+
+    wire_default = Assignments.model_fields["fence_stop_grace"].default
+    assert MasterSettings(id=1, no_discovery=True).fence_stop_grace == wire_default
+
+
 def test_the_defaults_and_the_fast_profile_pass() -> None:
     defaults = MasterSettings(id=1, no_discovery=True)
     needed, _ = defaults.fencing_bound()

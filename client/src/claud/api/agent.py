@@ -37,6 +37,9 @@ MAX_VERSION = 2**63 - 1
 #: Carries the cluster secret on every master<->master and master<->slave request.
 CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
 
+#: The masters' --fence-stop-grace default, seconds: what a slave assumes until a leader names its own.
+DEFAULT_FENCE_STOP_GRACE = 2.0
+
 
 class ContainerState(StrEnum):
     STARTING = "starting"  # the agent is creating/starting it (maybe pulling)
@@ -120,7 +123,7 @@ class Assignments(BaseModel):
     lease_seconds: float = Field(..., description="stop all containers after this long without a leader")
     heartbeat_interval: float
     fence_stop_grace: float = Field(
-        3.0, description="when fencing, SIGKILL after at most this many seconds of SIGTERM grace"
+        DEFAULT_FENCE_STOP_GRACE, description="when fencing, SIGKILL after at most this many seconds of SIGTERM grace"
     )
 
 

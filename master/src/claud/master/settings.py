@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
 from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.master.scheduler import Strategy
@@ -88,7 +89,7 @@ class MasterSettings(TlsSettings):
         4.0, gt=0, description="a slave that hears no leader this long stops its containers (fencing)"
     )
     fence_stop_grace: float = Field(
-        2.0, ge=0,
+        DEFAULT_FENCE_STOP_GRACE, ge=0,
         description="the longest SIGTERM grace a fencing slave allows before SIGKILL "
         "(Docker rounds it up to whole seconds)",
     )

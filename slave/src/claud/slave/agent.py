@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
-from claud.api.agent import RuntimeHealth
+from claud.api.agent import DEFAULT_FENCE_STOP_GRACE, RuntimeHealth
 from claud.daemon.addresses import outgoing_address, parse_host_port
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
 from claud.daemon.logfmt import log_event
@@ -60,10 +60,6 @@ from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, St
 from claud.slave.settings import SlaveSettings
 
 logger = logging.getLogger(__name__)
-
-#: The masters' default fence_stop_grace (claud.api.Assignments), used until they answer.
-DEFAULT_FENCE_STOP_GRACE: float = Assignments.model_fields["fence_stop_grace"].default
-
 
 class _Throttle:
     """Says yes once per ``period``, counting the noes: for errors that repeat every second."""

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
 from claud.api.jobs import LABEL_KEY, check_labels
 from claud.daemon.addresses import WILDCARD_HOSTS
 from claud.daemon.tls_settings import TlsSettings
@@ -238,7 +239,7 @@ class SlaveSettings(TlsSettings):
         None,
         ge=0,
         description="cap on the SIGTERM grace when the lease expires (default: the masters' "
-        "fence_stop_grace, 3 until they answer; when both are set the smaller wins): the masters "
+        f"fence_stop_grace, {DEFAULT_FENCE_STOP_GRACE:g} until they answer; when both are set the smaller wins): the masters "
         "reschedule after their own longer timeout, so the old copy must be dead well before",
     )
 
