@@ -202,6 +202,21 @@ def test_odd_request_is_refused_and_the_cluster_still_commits(hostile_cluster: C
     _ordinary_submit_elsewhere(hostile_cluster, target)
 
 
+@pytest.mark.parametrize("address", ["0.0.0.0:8701", "[::]:8701", "0:8701", "[::ffff:0.0.0.0]:8701"])
+def test_a_heartbeat_from_a_wildcard_address_is_refused_naming_the_field(hostile_cluster: Cluster, address: str) -> None:
+    """The masters send the cluster secret to a slave's address for its logs: one naming
+    no host would send it to whatever listens on the master's own machine."""
+    leader = hostile_cluster.wait_leader()
+    node_id = f"wild-{abs(hash(address)) % 10_000}"
+    resp = httpx.post(f"{leader.url}/v1/internal/heartbeat", json=_heartbeat(node_id=node_id, address=address),
+                      headers={SECRET_HEADER: hostile_cluster.secret}, timeout=10)
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["field"] == "address" and "names no host" in error["message"], error
+    nodes = httpx.get(f"{leader.url}/v1/nodes", headers={"Authorization": f"Bearer {hostile_cluster.token}"}, timeout=10)
+    assert node_id not in {n["id"] for n in nodes.json()["nodes"]}
+
+
 def test_field_named_in_idempotency_key_error(hostile_cluster: Cluster) -> None:
     target = _target(hostile_cluster, "any")
     status, _, answer = raw_request(

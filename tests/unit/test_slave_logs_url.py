@@ -46,3 +46,28 @@ def test_whatever_it_is_given_the_url_stays_on_the_logs_path_of_the_named_host(a
     assert url.path == f"/v1/allocations/{alloc_id}/logs"
     host, _, port = address.rpartition(":")
     assert url.host == host.strip("[]") and url.port == int(port)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "*", "0", "0x0", "0.0", "::0", "0:0::0", "::ffff:0.0.0.0", "[::]"])
+def test_every_spelling_of_the_unspecified_address_names_no_host(host: str) -> None:
+    from claud.daemon.addresses import names_no_host
+
+    assert names_no_host(host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "10.0.0.7", "slave-1", "claud-slave1", "0.0.0.1", "fe80::1%eth0"])
+def test_concrete_hosts_name_a_host(host: str) -> None:
+    from claud.daemon.addresses import names_no_host
+
+    assert not names_no_host(host)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:8701", "[::]:8701", "0:8701", "[::ffff:0.0.0.0]:8701", "h:0", "h:70000"])
+def test_a_heartbeat_must_come_from_an_address_the_masters_can_reach(address: str) -> None:
+    from claud.master.api import ApiError, check_slave_address
+
+    with pytest.raises(ApiError) as info:
+        check_slave_address(address)
+    assert (info.value.status, info.value.field) == (422, "address")
+    assert slave_logs_url("10.0.0.7:8701", "j1-1")  # and a concrete one passes both
+    check_slave_address("10.0.0.7:8701")

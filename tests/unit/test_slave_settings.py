@@ -60,7 +60,9 @@ def test_cluster_secret_is_read_and_stripped(tmp_path: Path) -> None:
         (["--id", "s1", "--masters", "m:1", "--cluster-secret-file", "/nonexistent/x"], "cannot read"),
         (["--id", "s1", "--masters", "m:1", "--heartbeat-interval", "20"], "at least twice"),
         (["--id", "s1", "--masters", "m:1", "--bogus"], "unrecognized arguments"),
-        (["--id", "s1", "--masters", "m:1", "--advertise", "0.0.0.0:8701"], "names no host"),
+        (["--id", "s1", "--masters", "m:1", "--advertise", "0.0.0.0:8701"], "--advertise"),
+        (["--id", "s1", "--masters", "m:1", "--advertise", "[::]:8701"], "names no host"),
+        (["--id", "s1", "--masters", "m:1", "--advertise", "0:8701"], "names no host"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(
@@ -75,6 +77,22 @@ def test_bad_configuration_is_one_clear_line(
     assert err.count("\n") == 1 and err.startswith("claud-slave: ")
     assert expected in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("hostname", ["", "bad host!", "0.0.0.0", "x" * 300])
+def test_a_slave_that_cannot_derive_a_usable_address_names_advertise(
+    hostname: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listening on every interface, the slave advertises its hostname: one the masters
+    would refuse must stop it at start, not fail every heartbeat."""
+    monkeypatch.setattr("socket.gethostname", lambda: hostname)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--id", "s1", "--masters", "m:1", "--listen", "0.0.0.0:8701"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give --advertise host:port" in err, err
+    monkeypatch.setattr("socket.gethostname", lambda: "slave-7")
+    assert load_settings(["--id", "s1", "--masters", "m:1", "--listen", "[::]:8701"]).advertise_address == "slave-7:8701"
 
 
 def test_help_shows_defaults_and_env_twins() -> None:

@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 #: Hosts that name every interface of a listener and no host at all to a peer.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "*"})
+
+
+def names_no_host(host: str) -> bool:
+    """Is ``host`` a wildcard: every interface to a listener, no host at all to a peer?
+
+    Beyond the spellings of WILDCARD_HOSTS, every form of the unspecified
+    address counts (``::0``, ``0:0::``, ``::ffff:0.0.0.0``, and the shorthands
+    the resolver reads as 0.0.0.0: ``0``, ``0x0``, ``0.0``): connecting to any
+    of them reaches whatever listens on the connecting machine, not the peer.
+    """
+    host = host.strip().strip("[]")
+    if host in WILDCARD_HOSTS:
+        return True
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        try:
+            return socket.inet_aton(host) == bytes(4)
+        except OSError:
+            return False  # a name: concrete as far as this check can tell
+    if address.is_unspecified:
+        return True
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped is not None and mapped.is_unspecified
 
 
 def parse_host_port(address: str) -> tuple[str, int]:

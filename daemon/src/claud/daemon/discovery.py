@@ -67,7 +67,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claud.api.nodes import NodeRole
-from claud.daemon.addresses import WILDCARD_HOSTS
+from claud.daemon.addresses import names_no_host
 from claud.daemon.logfmt import log_event
 
 log = logging.getLogger("claud.discovery")
@@ -114,7 +114,7 @@ class Announcement(BaseModel):
             raise ValueError("address must be host:port")
         if host.startswith("[") != host.endswith("]"):
             raise ValueError("address must be host:port ([v6]:port for IPv6)")
-        if host.strip("[]") in WILDCARD_HOSTS:
+        if names_no_host(host):
             raise ValueError("address must name a host, not a wildcard (announce --advertise)")
         return value
 
@@ -191,7 +191,7 @@ def _decode(data: bytes, cluster: str, key: bytes) -> Announcement:
 
 def _is_wildcard(address: str) -> bool:
     host, sep, port = address.rpartition(":")
-    return bool(sep) and port.isdigit() and host.strip("[]") in WILDCARD_HOSTS
+    return bool(sep) and port.isdigit() and names_no_host(host)
 
 
 def split_host_port(address: str) -> tuple[str, str]:

@@ -46,7 +46,7 @@ from claud.api import (
 from claud.daemon.logfmt import log_event
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.daemon.refusal_log import RefusalLog
-from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
+from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
 from claud.master import ops, strict_json
 from claud.master.body_limit import BodyLimitMiddleware, replay
@@ -465,6 +465,23 @@ async def job_logs(
     )
 
 
+def check_slave_address(address: str) -> None:
+    """A slave registers where the masters will fetch its logs, with the cluster secret:
+    an address naming no host (0.0.0.0, ::, ...) would send that to whatever listens
+    on the master's own machine, so the heartbeat is refused (422, field ``address``)."""
+    try:
+        host, _ = parse_host_port(address)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_spec", f"address: {exc}", "address") from None
+    if names_no_host(host):
+        raise ApiError(
+            422, "invalid_spec",
+            f"address: {address[:80]!r} names no host; the slave must advertise one the masters can reach "
+            "(--advertise)",
+            "address",
+        )
+
+
 def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.URL:
     """``{scheme}://{host}:{port}/v1/allocations/{alloc}/logs`` of a registered slave, or ValueError.
 
@@ -474,7 +491,7 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
     if not ADDRESS.fullmatch(address):
         raise ValueError(f"{address[:80]!r} is not host:port")
     host, port = parse_host_port(address)
-    if host in WILDCARD_HOSTS:
+    if names_no_host(host):
         raise ValueError(f"{address!r} names no host")
     if not LONG_ID.fullmatch(alloc_id):
         raise ValueError(f"{alloc_id[:80]!r} is not an allocation id")
@@ -654,6 +671,7 @@ async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
 
 @internal.post("/heartbeat", response_model=Assignments)
 async def slave_heartbeat(hb: Heartbeat, node: NodeDep) -> JSONResponse:
+    check_slave_address(hb.address)
     reply = await node.heartbeat(hb)
     return JSONResponse(reply.model_dump(mode="json"), headers={"X-Claud-Master-Id": str(node.id)})
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
-from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
+from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.master.scheduler import Strategy
 
@@ -135,7 +135,7 @@ class MasterSettings(TlsSettings):
     @field_validator("advertise")
     @classmethod
     def _concrete(cls, value: str | None) -> str | None:
-        if value is not None and parse_host_port(value)[0] in WILDCARD_HOSTS:
+        if value is not None and names_no_host(parse_host_port(value)[0]):
             raise ValueError(f"{value!r} names no host; advertise an address others can reach")
         return value
 
@@ -226,7 +226,7 @@ class MasterSettings(TlsSettings):
         if self.advertise:
             return self.advertise
         host, port = parse_host_port(self.listen)
-        if host in WILDCARD_HOSTS:
+        if names_no_host(host):
             host = socket.gethostname()
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

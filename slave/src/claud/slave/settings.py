@@ -20,8 +20,8 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
-from claud.api.jobs import LABEL_KEY, check_labels
-from claud.daemon.addresses import WILDCARD_HOSTS
+from claud.api.jobs import ADDRESS, LABEL_KEY, check_labels
+from claud.daemon.addresses import names_no_host
 from claud.daemon.tls_settings import TlsSettings
 from claud.slave.runtime.hardening import (
     DEFAULT_CAP_DROP,
@@ -302,7 +302,7 @@ class SlaveSettings(TlsSettings):
     @field_validator("advertise")
     @classmethod
     def _check_advertise(cls, value: str | None) -> str | None:
-        if value is not None and split_host_port(value)[0] in WILDCARD_HOSTS:
+        if value is not None and names_no_host(split_host_port(value)[0]):
             raise ValueError(f"{value!r} names no host; advertise an address the masters can reach")
         return value
 
@@ -398,6 +398,13 @@ class SlaveSettings(TlsSettings):
         reserved = {"claud.job", "claud.alloc", "claud.slave"} & set(self.container_labels)
         if reserved:
             raise ValueError(f"container_labels may not set {', '.join(sorted(reserved))}")
+        address = self.advertise_address
+        if not ADDRESS.fullmatch(address) or names_no_host(split_host_port(address)[0]):
+            # Derived from --listen and the hostname: the masters would refuse every heartbeat.
+            raise ValueError(
+                f"this slave would advertise {address[:80]!r}, which the masters cannot reach it at: "
+                "give --advertise host:port"
+            )
         if self.retry_min > self.retry_max:
             raise ValueError("retry_min must not exceed retry_max")
         # The fencing lease only protects anything if heartbeats renew it several
@@ -485,7 +492,7 @@ class SlaveSettings(TlsSettings):
         if self.advertise:
             return self.advertise
         host, port = self.listen_host_port
-        if host in WILDCARD_HOSTS:
+        if names_no_host(host):
             host = socket.gethostname()
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
