@@ -26,6 +26,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from support.docker_proxy import DockerSocketProxy
+
 from claud.api import (
     Allocation,
     AllocationStatus,
@@ -629,89 +631,19 @@ def test_an_agent_that_comes_back_stops_the_old_attempt_before_it_starts_the_new
     assert len(containers_of(slave_docker, new.alloc_id)) == 1
 
 
-class DockerSocketProxy:
-    """A unix socket in front of the Docker engine's that the test can pull out (engine unreachable)."""
-
-    def __init__(self, target: str = "/var/run/docker.sock") -> None:
-        import socket as socketlib
-        import tempfile
-
-        self._socketlib = socketlib
-        self.target = target
-        self.path = os.path.join(tempfile.mkdtemp(prefix="claud-dock-"), "docker.sock")
-        self._server: Any = None
-        self._conns: list[Any] = []
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.path}"
-
-    def start(self) -> None:
-        server = self._socketlib.socket(self._socketlib.AF_UNIX, self._socketlib.SOCK_STREAM)
-        server.bind(self.path)
-        server.listen(64)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: Any) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = self._socketlib.socket(self._socketlib.AF_UNIX, self._socketlib.SOCK_STREAM)
-            try:
-                upstream.connect(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: Any, dst: Any) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(2)
-
-    def stop(self) -> None:
-        """The engine stops answering: no new connection, every open one cut."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(2)
-            conn.close()
-
-
 def test_an_unreachable_engine_is_reported_and_fails_nothing(
     start_slave: Any, fake_master: FakeMaster, slave_ids: Any, slave_docker: Any, slave_wait_for: Any
 ) -> None:
     node = slave_ids.slave_id
-    proxy = DockerSocketProxy()
-    proxy.start()
-    try:
+    with DockerSocketProxy() as proxy:
+        proxy.on()
         before = make_alloc(slave_ids, "before", ["sleep", "300"])
         start_slave("--docker-host", proxy.url)
         fake_master.put(before)
         slave_wait_for(lambda: fake_master.status_is(node, before.alloc_id, "running"), 30, "a job running")
         assert fake_master.heartbeats[node].runtime.healthy
 
-        proxy.stop()
+        proxy.off()
         beat = slave_wait_for(
             lambda: next((hb for hb in [fake_master.heartbeats[node]] if not hb.runtime.healthy), None),
             15,
@@ -731,9 +663,7 @@ def test_an_unreachable_engine_is_reported_and_fails_nothing(
             time.sleep(0.2)
         assert running(slave_docker, before.alloc_id)
 
-        proxy.start()
+        proxy.on()
         slave_wait_for(lambda: fake_master.status_is(node, during.alloc_id, "running"), 30, "the placement running")
         slave_wait_for(lambda: fake_master.heartbeats[node].runtime.healthy, 15, "runtime healthy again")
         assert fake_master.status_is(node, before.alloc_id, "running")
-    finally:
-        proxy.stop()

@@ -165,9 +165,18 @@ def test_desired_stop_exited_is_reported_exited() -> None:
 
 
 def test_undesired_running_container_is_reported_then_stopped() -> None:
-    plan = run([], [container("x")], default_grace=4)
+    plan = run([], [container("x")], default_grace=4, fence_grace=5)
     assert [(s.container_id, s.grace, s.reason) for s in plan.stops] == [("c-x", 4, "undesired")]
     assert status_of(plan, "x") is ContainerState.RUNNING
+
+
+def test_a_container_whose_job_may_run_elsewhere_gets_no_more_grace_than_a_fence() -> None:
+    """Its allocation is gone from the desired set: lost while the engine was away, say, with
+    the lease intact, so no fence stops it; it is killed as quickly as a fence would."""
+    plan = run([alloc("a")], [container("x"), container("a", cid="one"),
+                              container("a", cid="two", created_ago=timedelta(minutes=1))],
+               default_grace=5, fence_grace=1)
+    assert sorted((s.reason, s.grace) for s in plan.stops) == [("duplicate", 1), ("undesired", 1)]
 
 
 def test_duplicate_containers_keep_the_running_one() -> None:

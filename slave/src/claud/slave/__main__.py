@@ -9,13 +9,14 @@ unit's journal should see what to fix, not where Python was.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 from collections.abc import Sequence
 from typing import NoReturn
 
 from claud.daemon import settings_cli
-from claud.daemon.logfmt import configure_logging
+from claud.daemon.logfmt import configure_logging, log_event
 from claud.daemon.settings_cli import ConfigError
 from claud.slave.settings import SlaveSettings
 
@@ -64,7 +65,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             ping()
         except RuntimeUnavailable as exc:
-            _fail(str(exc), EXIT_RUNTIME)
+            # Not a reason to stay away: heartbeats then say the runtime is unhealthy (the
+            # masters place nothing here, and lose its jobs if it stays away past
+            # node-dead-after), and the agent takes its containers over once the engine answers.
+            log_event(
+                logging.getLogger("claud.slave"),
+                "runtime.unavailable_at_start",
+                logging.WARNING,
+                error=str(exc),
+                action="starting anyway; reporting the runtime unhealthy until the engine answers",
+            )
 
     host, port = settings.listen_host_port
     # Only masters call a slave (for its containers' logs): with TLS each must

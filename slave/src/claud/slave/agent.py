@@ -124,7 +124,7 @@ class Agent:
             connect_timeout=settings.connect_timeout,
         )
         self.capacity = capacity or probe_capacity(settings.cpus, settings.memory_mb)
-        self._usage = usage or UsageProbe(runtime.disk_path())
+        self._usage = usage or UsageProbe(runtime.disk_path)
         self._gate = ReplyGate()
 
         # What the masters want; None until a leader first answers.

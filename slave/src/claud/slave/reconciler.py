@@ -16,7 +16,10 @@ The safety rules, in order of precedence:
   start per job per pass;
 * an allocation the masters have seen start (``may_start`` False) whose
   container is gone is reported missing, never started a second time;
-* never stop the container of an allocation the masters want running.
+* never stop the container of an allocation the masters want running;
+* a container the masters no longer list (or a second one of an allocation)
+  gets no more grace than a fence: its job may already run elsewhere (lost
+  while this slave, or its engine, was away).
 """
 
 from __future__ import annotations
@@ -179,11 +182,10 @@ def reconcile(inp: ReconcileInput) -> Plan:
                     grace = min(desired[c.alloc_id].stop_timeout, inp.fence_grace)
                 plan.stops.append(StopAction(c.container_id, c.alloc_id, c.job_id, grace, "fenced"))
 
+    stale_grace = min(inp.default_grace, inp.fence_grace)
     for c in extra:
         if known and not inp.fenced and c.phase is Phase.RUNNING and c.container_id not in inp.busy:
-            plan.stops.append(
-                StopAction(c.container_id, c.alloc_id, c.job_id, inp.default_grace, "duplicate")
-            )
+            plan.stops.append(StopAction(c.container_id, c.alloc_id, c.job_id, stale_grace, "duplicate"))
 
     # Newest attempt first: when two of one job could start, the masters' latest wins.
     decided = {
@@ -199,9 +201,7 @@ def reconcile(inp: ReconcileInput) -> Plan:
             # Reported so that a new leader can adopt it rather than run it twice.
             plan.statuses.append(_status(alloc_id, c.job_id, ContainerState.RUNNING, c))
             if known and not inp.fenced and c.container_id not in inp.busy:
-                plan.stops.append(
-                    StopAction(c.container_id, alloc_id, c.job_id, inp.default_grace, "undesired")
-                )
+                plan.stops.append(StopAction(c.container_id, alloc_id, c.job_id, stale_grace, "undesired"))
 
     if known and inp.now is not None:
         plan.removals = _garbage(primary, extra, desired or {}, inp)

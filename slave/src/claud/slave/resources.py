@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,9 +199,14 @@ class UsageProbe:
     """
 
     def __init__(
-        self, disk_path: str = "/", limits: CgroupLimits | None = None, min_interval: float = 1.0
+        self,
+        disk_path: str | Callable[[], str] = "/",
+        limits: CgroupLimits | None = None,
+        min_interval: float = 1.0,
     ) -> None:
-        self._disk_path = disk_path
+        # A callable is asked at every sample: the engine names its root directory
+        # only once it answers, which may be long after the agent started.
+        self._disk_path = disk_path if callable(disk_path) else (lambda: disk_path)
         self._limits = limits if limits is not None else read_cgroup_limits()
         self._min_interval = min_interval
         self._last: HostUsage | None = None
@@ -221,7 +227,7 @@ class UsageProbe:
         if self._last is not None and now - self._last_at < self._min_interval:
             return self._last
         try:
-            disk = psutil.disk_usage(self._disk_path)
+            disk = psutil.disk_usage(self._disk_path())
         except OSError:
             disk = psutil.disk_usage("/")
         self._last = HostUsage(

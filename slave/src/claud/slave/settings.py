@@ -233,7 +233,9 @@ class SlaveSettings(TlsSettings):
     default_stop_timeout: float = Field(
         5.0,
         ge=0,
-        description="grace (SIGTERM to SIGKILL) for containers whose allocation the masters do not list",
+        description="grace (SIGTERM to SIGKILL) for containers whose allocation the masters do not "
+        "list, at most the fence grace: their job may already run elsewhere (lost while this "
+        "slave or its engine was away)",
     )
     fence_stop_grace: float | None = Field(
         None,

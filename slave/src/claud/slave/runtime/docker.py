@@ -190,9 +190,12 @@ class DockerRuntime(Runtime):
         # Fencing has threads of its own: it must never queue behind ordinary
         # stops (each holding a thread for its grace) nor behind a slow list.
         self._fence_pool = ThreadPoolExecutor(fence_workers, thread_name_prefix=f"docker-fence-{slave_id}")
-        # Pinning the API version saves every new per-thread client a /version call.
+        # Pinning the API version saves every new per-thread client a /version call;
+        # learnt (with the root directory) when the engine first answers, which may
+        # be long after the agent started (_pin_sync).
         self._api_version = "auto"
         self._root_dir = "/"
+        self._pinned = False
         # Inspect results of containers whose Docker state has not changed since:
         # a reconcile pass then costs one list call, not one inspect per container.
         self._inspected: dict[str, tuple[str, Observed]] = {}
@@ -220,7 +223,11 @@ class DockerRuntime(Runtime):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def ping(self) -> None:
-        """Check the engine answers (blocking); called once before the agent starts."""
+        """Check the engine answers, learning its API version and root directory (blocking).
+
+        Called once before the agent starts; should the engine not answer then,
+        the first list that reaches it does the same (a slave starts without
+        its engine and picks up when it comes)."""
         try:
             client = docker.DockerClient.from_env(
                 timeout=min(self._api_timeout, 10.0), environment=self._environment
@@ -233,6 +240,7 @@ class DockerRuntime(Runtime):
             root = client.info().get("DockerRootDir")
             if root and os.path.isdir(root):
                 self._root_dir = root
+            self._pinned = True
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"cannot reach the Docker engine: {_explain(exc)}") from None
         finally:
@@ -257,6 +265,8 @@ class DockerRuntime(Runtime):
         return {"label": [f"{LABEL_SLAVE}={self._slave_id}", *extra]}
 
     def _list_sync(self, *extra_labels: str) -> list[Observed]:
+        if not self._pinned:
+            self.ping()
         api = self._api()
         rows = api.containers(all=True, filters=self._label_filter(*extra_labels))
         found: list[Observed] = []
