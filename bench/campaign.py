@@ -3,8 +3,9 @@
 Each run is tests/support/campaign.py with more faults and jobs; run i uses
 seed S + i, so any run can be replayed alone with ``--runs 1 --seed S+i``.
 Prints one line per run (seed, faults, verdict) and the full report of each
-failing run, then a summary: runs, overlaps found, lost jobs, wrongly failed
-jobs. Exits 1 when any run failed.
+failing run, then a summary: runs, overlaps found (and those excused: an agent
+or its engine away past node-dead-after), lost jobs, wrongly failed jobs,
+placements on draining slaves. Exits 1 when any run failed.
 
     .venv/bin/python bench/campaign.py --runs 3 --seed 100 [--faults 12] [--jobs 16]
 """
@@ -62,6 +63,8 @@ def main() -> int:
         totals["wrong outcomes"] += len(verdict.wrong_outcome)
         totals["stuck jobs"] += len(verdict.stuck)
         totals["wrongly failed jobs"] += len(verdict.wrongly_failed)
+        totals["placed on a draining slave"] += len(verdict.placed_while_draining)
+        totals["excused overlaps' seconds"] += round(sum(o.seconds for o in verdict.excused_overlaps), 1)
         totals["campaign errors"] += len(verdict.errors)
     print("summary: " + ", ".join(f"{k}={v}" for k, v in totals.items())
           + f", failed runs={len(failed_seeds)} {failed_seeds}")

@@ -1,6 +1,7 @@
-"""A short seeded fault campaign: random slave, master and container faults
-over 3 masters and 3 slaves, then every promise checked at once (no job
-twice, none lost, none stuck, none failed for a fault of ours).
+"""A short seeded fault campaign: random slave, master, engine and container
+faults and drains, some overlapping, over 3 masters and 3 slaves, then every
+promise checked at once (no job twice, none lost, none stuck, none failed for
+a fault of ours, nothing placed on a draining slave).
 
 The seed and the fault timeline are printed on failure; replay one with
 ``CLAUD_CAMPAIGN_SEEDS=<seed> pytest tests/chaos/test_campaign.py``, run many
@@ -21,8 +22,11 @@ from support.campaign import run_campaign
 pytestmark = pytest.mark.docker
 
 #: Bounded for `make test` on a small machine: one seed, five faults, about a minute and a half
-#: on a quiet machine; on a loaded one no fault starts after FAULT_BUDGET seconds.
-SEEDS = [int(s) for s in os.environ.get("CLAUD_CAMPAIGN_SEEDS", "27").split(",") if s.strip()]
+#: on a quiet machine; on a loaded one no fault starts after FAULT_BUDGET seconds. Seed 3582
+#: meets most kinds of fault in five: a long freeze with a machine death on another slave
+#: during it, an engine away past node-dead-after with a drain (deadline, then its slave's
+#: machine dies) during that, and a long leader kill.
+SEEDS = [int(s) for s in os.environ.get("CLAUD_CAMPAIGN_SEEDS", "3582").split(",") if s.strip()]
 FAULTS = int(os.environ.get("CLAUD_CAMPAIGN_FAULTS", "5"))
 FAULT_BUDGET = float(os.environ.get("CLAUD_CAMPAIGN_FAULT_BUDGET", "60"))
 

@@ -15,6 +15,12 @@ cluster to settle, and judges:
 (d) no job is ``failed`` for a fault of ours: only containers killed from
     outside CLAUD (``docker kill``, a machine that died and came back before
     node_dead_after) may fail a job, and only as often as its policy allows.
+    A drain is ours: a drained job is placed elsewhere, never failed, and a
+    batch job that finished is never run again by it (a);
+(e) nothing is placed on a slave while it drains (the masters' job events).
+
+Every slave talks to its engine through a socket proxy of the campaign's
+(support.docker_proxy), which the ``engine_unreachable`` fault switches off.
 
 Used by tests/chaos/test_campaign.py (short) and bench/campaign.py (long).
 """
@@ -25,10 +31,11 @@ import contextlib
 import math
 import random
 import shutil
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +46,7 @@ import httpx
 
 from support.cluster import Cluster, wait_until
 from support.docker_events import EventRecorder, Overlap, RunInterval, overlaps, successful_exits
+from support.docker_proxy import DockerSocketProxy
 from support.faults import FaultInjector, FaultRecord, Outage, PlannedFault, Timing, plan
 from support.firewall import LoopbackFirewall, firewall_available
 
@@ -120,6 +128,7 @@ class Verdict:
     wrong_outcome: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     wrongly_failed: list[str] = field(default_factory=list)
+    placed_while_draining: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     job_histories: dict[str, str] = field(default_factory=dict)
     container_histories: dict[str, list[str]] = field(default_factory=dict)
@@ -131,14 +140,14 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not (self.overlaps or self.repeated_successes or self.missing or self.wrong_outcome
-                    or self.stuck or self.wrongly_failed or self.errors)
+                    or self.stuck or self.wrongly_failed or self.placed_while_draining or self.errors)
 
     def failed_checks(self) -> list[str]:
         checks = {
             "(a) overlaps": self.overlaps, "(a) batch ran to exit 0 twice": self.repeated_successes,
             "(b) acknowledged but missing": self.missing, "(b) wrong outcome": self.wrong_outcome,
             "(c) stuck": self.stuck, "(d) failed for a fault of ours": self.wrongly_failed,
-            "campaign errors": self.errors,
+            "(e) placed on a draining slave": self.placed_while_draining, "campaign errors": self.errors,
         }
         return [f"{name}: {len(items)}" for name, items in checks.items() if items]
 
@@ -156,7 +165,8 @@ class Verdict:
         if not self.ok:
             lines.append("failed checks: " + "; ".join(self.failed_checks()))
         for title, items in [("(a) overlaps", [o.describe(self.origin_wall) for o in self.overlaps]),
-                             ("(a) excused overlaps (agent not running longer than node_dead_after)",
+                             ("(a) excused overlaps (agent not running, or its engine unreachable, "
+                              "longer than node_dead_after)",
                               [o.describe(self.origin_wall) for o in self.excused_overlaps]),
                              ("(a) batch job ran to exit 0 more than once", self.repeated_successes),
                              ("(a) excused reruns (exit 0 unreported while the slave was away)", self.excused_reruns),
@@ -164,6 +174,7 @@ class Verdict:
                              ("(b) wrong outcome", self.wrong_outcome),
                              ("(c) stuck after quiescence deadline", self.stuck),
                              ("(d) failed for a fault of ours", self.wrongly_failed),
+                             ("(e) placed on a draining slave", self.placed_while_draining),
                              ("campaign errors", self.errors)]:
             if items:
                 lines.append(title + ":")
@@ -273,16 +284,28 @@ def history(job: dict[str, Any], origin_wall: float) -> str:
 
 
 def excused_overlap(overlap: Overlap, outages: list[Outage], timing: Timing) -> bool:
-    """The design's known limit: the agent is what stops containers, so while it is
-    killed or frozen for longer than node_dead_after, its containers run on as the
-    masters rightly start copies elsewhere. Such an overlap is excused only if, at
-    every instant of it, one side's agent was away or back for less than
-    fence_grace + 2 s (by then it must have stopped them); back-to-back outages add up."""
+    """The design's known limit: the agent is what stops containers, and it stops them
+    through its engine. While the agent is killed or frozen, or its engine does not
+    answer it, for longer than node_dead_after, its containers run on as the masters
+    rightly start copies elsewhere. Such an overlap is excused only if, at every
+    instant of it, one side's agent or engine was away, or back for less than
+    fence_grace + 2 s (by then it must have stopped them); back-to-back outages add up.
+
+    Why an unreachable engine counts although the agent runs: it heartbeats (runtime
+    unhealthy) and so holds its lease, never fences, and after node_dead_after the
+    masters lose its jobs and place them elsewhere; the agent, which cannot reach
+    its engine, can neither see nor stop the old copies, and with its lease intact
+    it has no reason to fence them (its pidfd fast path needs one). The moment the engine answers,
+    their allocations are no longer desired and the agent kills them as a fence
+    would (the fence's grace at most), which the fence_grace + 2 s bound holds it
+    to. A cut, by contrast, leaves agent and engine working: the agent fences at
+    its lease's end, and no overlap of a cut slave is ever excused."""
     start = max(overlap.first.start, overlap.second.start)
     end = min(overlap.first.end, overlap.second.end)
     for side in (overlap.first, overlap.second):
         windows = sorted((o.began, o.back + timing.fence_grace + 2.0) for o in outages
-                         if o.agent_stopped and o.may_be_declared_dead(timing) and o.slave_id == side.slave_id)
+                         if o.nothing_could_stop_its_containers and o.may_be_declared_dead(timing)
+                         and o.slave_id == side.slave_id)
         covered_to = start
         for began, until in windows:
             if began > covered_to:
@@ -293,13 +316,36 @@ def excused_overlap(overlap: Overlap, outages: list[Outage], timing: Timing) -> 
     return False
 
 
-def excused_rerun(earlier: RunInterval, outages: list[Outage], timing: Timing) -> bool:
+def excused_rerun(earlier: RunInterval, outages: list[Outage], timing: Timing,
+                  excused_pairs: frozenset[frozenset[str]] = frozenset(), later: Sequence[RunInterval] = ()) -> bool:
     """A batch job that exited 0 while its slave could not report it (and long enough
-    that the masters declared the slave dead) runs again elsewhere: at least once,
-    not exactly once, is all a lost slave allows."""
+    that the masters declared the slave dead, or lost its jobs for its engine) runs
+    again elsewhere: at least once, not exactly once, is all a lost slave allows. So
+    may one that ran at the same time as a later run in an excused overlap: the copy
+    the masters started elsewhere finished first, the stale one, unstoppable, after."""
     margin = 2 * timing.heartbeat + 0.5  # an exit just before the outage whose report was still in flight
+    if any(frozenset((earlier.container_id, run.container_id)) in excused_pairs for run in later):
+        return True
     return any(o.slave_id == earlier.slave_id and o.may_be_declared_dead(timing)
                and o.began - margin <= earlier.end <= o.back for o in outages)
+
+
+def placed_while_draining(jobs: dict[str, dict[str, Any]], drains: list[tuple[str, float, float]],
+                          origin_wall: float) -> list[str]:
+    """Every placement the masters committed on a slave between its drain's answer and
+    the request to undrain it (their events' own times; one machine, one clock)."""
+    found = []
+    for job_id, job in sorted(jobs.items()):
+        for e in job.get("events") or []:
+            if e.get("state") != "scheduled" or not e.get("node_id"):
+                continue
+            at = datetime.fromisoformat(str(e["at"]).replace("Z", "+00:00")).timestamp()
+            for slave_id, drained_from, undrained_at in drains:
+                if e["node_id"] == slave_id and drained_from < at < undrained_at:
+                    found.append(f"{job_id} placed on {slave_id} at {at - origin_wall:.2f}s (attempt "
+                                 f"{e.get('attempt')}), drained from {drained_from - origin_wall:.2f}s "
+                                 f"to {undrained_at - origin_wall:.2f}s")
+    return found
 
 
 def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timing: Timing | None = None,
@@ -331,17 +377,28 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     api: Api | None = None
     engine = docker.from_env(timeout=60)
     slave_ids: list[str] = []
+    proxies = {name: DockerSocketProxy().on() for name in SLAVES}
+    slave_flags = {name: [*SLAVE_FLAGS, "--docker-host", proxies[name].url] for name in SLAVES}
+    active: list[threading.Thread] = []
+
+    def join_all() -> None:
+        for thread in active:
+            thread.join(timeout=300)  # a restart waits 60 s at most: a hung fault is a finding
+            if thread.is_alive():
+                verdict.errors.append(f"fault thread {thread.name} still running after 300 s")
+        active.clear()
+
     try:
         # A shared, loaded machine can take tens of seconds to start six Python processes.
         cluster.start_masters(3, *timing.master_flags(), leader_timeout=120)
         for name in SLAVES:
-            cluster.start_slave(name, *SLAVE_FLAGS, timeout=120)
+            cluster.start_slave(name, *slave_flags[name], timeout=120)
         slave_ids = [s.id for s in cluster.slaves]
         api = Api(cluster)
         origin = time.monotonic()
         verdict.origin_wall = time.time()
         recorder = EventRecorder(slave_ids, since=verdict.origin_wall).start()
-        injector = FaultInjector(cluster, timing, origin, firewall, SLAVE_FLAGS)
+        injector = FaultInjector(cluster, timing, origin, firewall, slave_flags, proxies)
         verdict.timeline = injector.timeline
 
         def submit_wave(wave: list[PlannedJob]) -> None:
@@ -360,20 +417,34 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
             wait_until(lambda: all(api.jobs()[j]["state"] in ("running", *SETTLED_BATCH) for j in first), 60,
                        interval=0.3, what="the first jobs running")
         log(f"{injector.now():7.2f}s first jobs running")
-        for i, fault in enumerate(fault_plan):
-            time.sleep(gaps[i])  # jobs get going between faults: part of the drawn schedule
-            submit_wave(waves[i + 1])
-            if injector.now() > fault_budget:
-                injector.timeline.append(FaultRecord(injector.now(), fault.kind, fault.slave or "", fault.duration,
-                                                     fault.band, {"skipped": "over the campaign's time budget"}))
-                continue
+
+        def run_fault(fault: PlannedFault) -> None:
             try:
-                record = injector.apply(fault)
+                record = injector.apply(fault)  # heals what it broke, even when it fails
                 log(record.describe())
             except Exception as exc:  # a fault that cannot be healed is a finding, not a crash of the judge
                 verdict.errors.append(f"fault {fault.kind} on {fault.slave}: {exc!r}")
                 log(f"fault {fault.kind} failed: {traceback.format_exc(limit=3)}")
-                injector.heal_all()
+
+        previous_began = 0.0
+        for i, fault in enumerate(fault_plan):
+            # The plan lets a fault overlap only one that does not itself overlap: two at most.
+            overlapping = fault.overlap is not None and bool(active)
+            if not overlapping:
+                join_all()
+                time.sleep(gaps[i])  # jobs get going between faults: part of the drawn schedule
+            submit_wave(waves[i + 1])
+            if overlapping:
+                time.sleep(max(0.0, previous_began + (fault.overlap or 0.0) - time.monotonic()))
+            if injector.now() > fault_budget:
+                injector.timeline.append(FaultRecord(injector.now(), fault.kind, fault.slave or "", fault.duration,
+                                                     fault.band, {"skipped": "over the campaign's time budget"}))
+                continue
+            previous_began = time.monotonic()
+            thread = threading.Thread(target=run_fault, args=(fault,), name=f"fault-{i}-{fault.kind}", daemon=True)
+            thread.start()
+            active.append(thread)
+        join_all()
         injector.heal_all()
 
         # (c): settle, polling with a deadline; two clean looks a second apart.
@@ -417,24 +488,35 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
                     f"{s.job_id} ({s.planned.kind}, max_retries={s.planned.spec['restart'].get('max_retries', 0)}) "
                     f"failed (exit {code}, {job.get('message')!r}) after {kills} external kill(s)")
 
+        # (e), from the masters' own events.
+        detailed = {}
+        for s in verdict.submitted:
+            with contextlib.suppress(Exception):
+                detailed[s.job_id] = api.job(s.job_id)
+        verdict.placed_while_draining = placed_while_draining(detailed, injector.drains, verdict.origin_wall)
+
         # (a), from Docker's history.
         intervals = recorder.intervals(until=time.time())
         for overlap in overlaps(intervals):
             excused = excused_overlap(overlap, injector.outages, timing)
             (verdict.excused_overlaps if excused else verdict.overlaps).append(overlap)
+        excused_pairs = frozenset(frozenset((o.first.container_id, o.second.container_id))
+                                  for o in verdict.excused_overlaps)
         batch = {s.job_id for s in verdict.submitted if s.planned.kind != "service"}
         for job_id, runs in successful_exits(intervals).items():
             runs = sorted(runs, key=lambda r: r.end)
             if job_id not in batch or len(runs) < 2:
                 continue
             text = f"{job_id}: " + "; ".join(r.describe(verdict.origin_wall) for r in runs)
-            if all(excused_rerun(r, injector.outages, timing) for r in runs[:-1]):
+            if all(excused_rerun(r, injector.outages, timing, excused_pairs, runs[k + 1:])
+                   for k, r in enumerate(runs[:-1])):
                 verdict.excused_reruns.append(text)
             else:
                 verdict.repeated_successes.append(text)
 
         named = {text.split(" ", 1)[0].split(":", 1)[0] for items in
-                 (verdict.missing, verdict.wrong_outcome, verdict.stuck, verdict.wrongly_failed, verdict.repeated_successes)
+                 (verdict.missing, verdict.wrong_outcome, verdict.stuck, verdict.wrongly_failed, verdict.repeated_successes,
+                  verdict.placed_while_draining)
                  for text in items} | {o.job_id for o in verdict.overlaps + verdict.excused_overlaps}
         for job_id in sorted(named & set(final)):
             with contextlib.suppress(Exception):
@@ -444,6 +526,7 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     except Exception as exc:
         verdict.errors.append(f"campaign aborted: {exc!r}\n{traceback.format_exc(limit=5)}")
     finally:
+        join_all()  # an aborted campaign still waits for its faults before healing them
         if recorder is not None:
             recorder.close()
         if injector is not None:
@@ -454,6 +537,8 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
         if api is not None:
             api.close()
         cluster.close()
+        for proxy in proxies.values():
+            proxy.close()
         engine.close()
         verdict.elapsed = time.monotonic() - started
         if keep_logs is not None and not verdict.ok:

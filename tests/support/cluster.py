@@ -217,7 +217,11 @@ class Cluster:
 
         return wait_until(agreed, timeout, what="an agreed leader")
 
-    def start_slave(self, name: str = "s1", *extra: str, port: int | None = None, timeout: float = 20) -> Slave:
+    def start_slave(
+        self, name: str = "s1", *extra: str, port: int | None = None, timeout: float = 20, wait: bool = True
+    ) -> Slave:
+        """Start (or restart, same address and state dir) slave ``name``; with ``wait``, until
+        the masters list it alive (through this cluster's shared client: not from a thread)."""
         slave_id = f"{self.prefix}-{name}"
         existing = next((s for s in self.slaves if s.id == slave_id), None)
         ip = existing.ip if existing else f"{self.net}.{100 + len(self.slaves)}"
@@ -232,8 +236,9 @@ class Cluster:
         else:
             self.slaves.append(slave)
         slave.start()
-        wait_until(lambda: (n := self.node(slave_id)) is not None and n["state"] == "alive",
-                   timeout, what=f"slave {slave_id} registered")
+        if wait:
+            wait_until(lambda: (n := self.node(slave_id)) is not None and n["state"] == "alive",
+                       timeout, what=f"slave {slave_id} registered")
         return slave
 
     def slave(self, name: str) -> Slave:

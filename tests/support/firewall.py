@@ -38,6 +38,13 @@ class LoopbackFirewall:
         for b in others:
             self.cut(a, b)
 
+    def mend(self, a: str, others: list[str]) -> None:
+        """Undo ``isolate(a, others)`` only: another process's cut stays in place."""
+        for b in others:
+            for src, dst in ((a, b), (b, a)):
+                subprocess.run(["iptables", "-w", "-D", self.chain, "-s", src, "-d", dst, "-j", "DROP"],
+                               capture_output=True)
+
     def heal(self) -> None:
         self._run("-F", self.chain)
 
