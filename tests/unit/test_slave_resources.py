@@ -132,3 +132,17 @@ def test_usage_reports_what_the_cgroup_leaves_free(tmp_path: Path) -> None:
     assert usage.memory_mb_available == min(200, psutil.virtual_memory().available // MIB)
     assert usage.disk_mb_total > 0 and 0 <= usage.disk_mb_free <= usage.disk_mb_total
     assert probe.sample() is usage  # cached within min_interval
+
+
+def test_usage_asks_where_the_disk_is_at_each_sample(tmp_path: Path) -> None:
+    """The engine names its root directory only once it answers, maybe long after the start."""
+    asked: list[str] = []
+
+    def where() -> str:
+        asked.append(str(tmp_path))
+        return str(tmp_path)
+
+    probe = UsageProbe(where, limits=CgroupLimits(), min_interval=0)
+    probe.sample()
+    probe.sample()
+    assert asked == [str(tmp_path)] * 2
