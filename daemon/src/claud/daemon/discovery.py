@@ -49,6 +49,7 @@ you know you want that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -558,10 +559,8 @@ class Discovery:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                except OSError:
-                    pass
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setblocking(False)
             sock.bind((self.bind_address, self.port))
@@ -580,10 +579,8 @@ class Discovery:
             expiry = self._table.next_expiry()
             if expiry is not None:  # wake when a peer goes stale, so `changed` is prompt
                 timeout = min(timeout, expiry - time.monotonic() + 0.001)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
-            except TimeoutError:
-                pass
             now = loop.time()
             if self._wake.is_set() or now >= next_send:
                 self._wake.clear()
