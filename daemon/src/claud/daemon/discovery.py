@@ -68,7 +68,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claud.api.nodes import NodeRole
-from claud.daemon.addresses import WILDCARD_HOSTS
+from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
 from claud.daemon.logfmt import log_event
 
 log = logging.getLogger("claud.discovery")
@@ -110,13 +110,12 @@ class Announcement(BaseModel):
     @field_validator("address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("address must be host:port")
-        if host.startswith("[") != host.endswith("]"):
-            raise ValueError("address must be host:port ([v6]:port for IPv6)")
-        if host.strip("[]") in WILDCARD_HOSTS:
+        if _is_wildcard(value):
             raise ValueError("address must name a host, not a wildcard (announce --advertise)")
+        try:
+            parse_host_port(value)
+        except ValueError:
+            raise ValueError("address must be host:port ([v6]:port for IPv6)") from None
         return value
 
     @property
@@ -191,13 +190,9 @@ def _decode(data: bytes, cluster: str, key: bytes) -> Announcement:
 
 
 def _is_wildcard(address: str) -> bool:
+    # Not parse_host_port: ":8700" (no host at all) is a wildcard too, said as such.
     host, sep, port = address.rpartition(":")
     return bool(sep) and port.isdigit() and host.strip("[]") in WILDCARD_HOSTS
-
-
-def split_host_port(address: str) -> tuple[str, str]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), port
 
 
 class ReplayGuard:

@@ -20,7 +20,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.jobs import LABEL_KEY, check_labels
-from claud.daemon.addresses import WILDCARD_HOSTS
+from claud.daemon.addresses import WILDCARD_HOSTS, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.slave.runtime.hardening import (
     DEFAULT_CAP_DROP,
@@ -37,18 +37,6 @@ ENV_PREFIX = "CLAUD_"
 # Slave ids end up in container labels, names of threads and log lines, and in
 # URLs of the masters' API: keep them to a safe, readable alphabet.
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/]+):(?P<port>[0-9]{1,5})$")
-
-
-def split_host_port(value: str) -> tuple[str, int]:
-    """Parse ``host:port`` (IPv6 in brackets); raise ValueError naming the problem."""
-    match = _HOST_PORT.match(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not host:port")
-    port = int(match["port"])
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} in {value!r} is out of range 1-65535")
-    return match["host"].strip("[]"), port
 
 
 def _split_list(value: Any) -> Any:
@@ -295,13 +283,13 @@ class SlaveSettings(TlsSettings):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        split_host_port(value)
+        parse_host_port(value)
         return value.strip()
 
     @field_validator("advertise")
     @classmethod
     def _check_advertise(cls, value: str | None) -> str | None:
-        if value is not None and split_host_port(value)[0] in WILDCARD_HOSTS:
+        if value is not None and parse_host_port(value)[0] in WILDCARD_HOSTS:
             raise ValueError(f"{value!r} names no host; advertise an address the masters can reach")
         return value
 
@@ -323,7 +311,7 @@ class SlaveSettings(TlsSettings):
                 if scheme not in ("http", "https"):
                     raise ValueError(f"{entry!r}: only http:// and https:// are supported")
                 scheme += "://"
-            host, port = split_host_port(rest.rstrip("/"))
+            host, port = parse_host_port(rest.rstrip("/"))
             host = f"[{host}]" if ":" in host else host
             normalised = f"{scheme}{host}:{port}"
             if normalised not in entries:
@@ -476,7 +464,7 @@ class SlaveSettings(TlsSettings):
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
-        return split_host_port(self.listen)
+        return parse_host_port(self.listen)
 
     @property
     def advertise_address(self) -> str:
