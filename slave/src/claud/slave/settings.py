@@ -54,7 +54,7 @@ class SlaveSettings(TlsSettings):
         env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, populate_by_name=True
     )
 
-    # --- identity and peers (the public contract, shared/CONTRACT.md) ---
+    # --- identity and peers: flags users and scripts rely on (extend, never rename) ---
     id: str = Field(..., description="this slave's id, unique in the cluster (e.g. s1)")
     listen: str = Field(
         "127.0.0.1:8701", description="host:port where the slave serves container logs and /healthz"
