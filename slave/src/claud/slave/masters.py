@@ -131,7 +131,8 @@ class MasterClient:
             self._leader = (leader_id, address)
             log_event(logger, "master.leader", leader=leader_id, address=address)
 
-    async def _call(self, path: str, body: pydantic.BaseModel, timeout: httpx.Timeout) -> Assignments:
+    # `timeout` is httpx's, per request and per phase (connect, read), not a deadline on the call.
+    async def _call(self, path: str, body: pydantic.BaseModel, timeout: httpx.Timeout) -> Assignments:  # noqa: ASYNC109
         content = body.model_dump_json()
         tried: set[str] = set()
         problems: list[str] = []
