@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv image test unit integration demo down bench clean
+.PHONY: venv image lint test unit integration demo down bench clean
 
 $(STAMP): pyproject.toml client/pyproject.toml daemon/pyproject.toml master/pyproject.toml slave/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ venv: $(STAMP)
 image:
 	bash deploy/build-busybox-image.sh
 
+# ruff, then mypy on the packages (strict; settings in pyproject.toml). Seconds
+# once mypy's cache is warm, so `test` runs it first.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 # Every image a test needs is built here, before pytest: the compose tests only
 # check that theirs exist, as a cold build (minutes) would not fit a test timeout.
-test: venv images
+test: venv lint images
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 unit: venv

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.campaign import run_campaign  # noqa: E402
-from support.faults import Timing  # noqa: E402
+from support.campaign import run_campaign
+from support.faults import Timing
 
 
 def main() -> int:

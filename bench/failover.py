@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.cluster import Cluster, wait_until  # noqa: E402
-from support.load import Submitter  # noqa: E402
+from support.cluster import Cluster, wait_until
+from support.load import Submitter
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -10,6 +10,7 @@ number of containers in parallel (the floor any orchestrator sits on).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -24,8 +25,8 @@ import docker
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.cluster import Cluster  # noqa: E402
-from support.docker_engine import remove_containers  # noqa: E402
+from support.cluster import Cluster
+from support.docker_engine import remove_containers
 
 IMAGE = "claud/busybox:latest"
 #: CPU of each burst job. A tiny quota (0.01) makes even runc's start-up crawl
@@ -49,10 +50,8 @@ class RunningWatcher:
         self._thread.start()
 
     def _run(self, url: str, token: str) -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # the cluster went away at the end of the run
             self._follow(url, token)
-        except httpx.HTTPError:
-            pass  # the cluster went away at the end of the run
 
     def _follow(self, url: str, token: str) -> None:
         headers = {"Authorization": f"Bearer {token}"}
@@ -114,7 +113,8 @@ def main() -> None:
             cluster.start_slave("s1", "--cpus", "8")
             watcher = RunningWatcher(cluster.master.url, cluster.token)
             time.sleep(0.5)  # let the event stream connect before the first submit
-            single = {"image": IMAGE, "command": ["sleep", "30"], "resources": {"cpu": 0.25, "memory_mb": 32}, "stop_timeout": 0}
+            single = {"image": IMAGE, "command": ["sleep", "30"], "resources": {"cpu": 0.25, "memory_mb": 32},
+                      "stop_timeout": 0}
             spec = {**single, "resources": {"cpu": BURST_CPU, "memory_mb": 16}}
 
             singles = []

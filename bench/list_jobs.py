@@ -27,7 +27,8 @@ from claud.master.settings import MasterSettings
 
 async def measure(app, token: str, rounds: int) -> None:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers={"Authorization": f"Bearer {token}"}) as http:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as http:
         for path in ("/v1/jobs", "/v1/jobs?limit=100", "/v1/jobs?state=pending"):
             started = time.perf_counter()
             first = await http.get(path)

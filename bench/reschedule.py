@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.cluster import FAST_PROFILE, Cluster, wait_until  # noqa: E402
+from support.cluster import FAST_PROFILE, Cluster, wait_until
 
 
 def main() -> None:
@@ -49,7 +49,8 @@ def main() -> None:
                 cluster.http.post(f"/v1/nodes/{survivor.id}/drain").raise_for_status()
                 jobs = [
                     cluster.submit(name=f"r{round_no}-{i}", type="service", restart={"policy": "always"},
-                                   command=["sleep", "600"], stop_timeout=1, resources={"cpu": 0.05, "memory_mb": 16})["id"]
+                                   command=["sleep", "600"], stop_timeout=1,
+                                   resources={"cpu": 0.05, "memory_mb": 16})["id"]
                     for i in range(args.jobs)
                 ]
                 for job_id in jobs:

@@ -33,7 +33,7 @@ import psutil
 from claud.master.peer_http import PeerConnection, PeerHttpError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.cluster import Cluster  # noqa: E402
+from support.cluster import Cluster
 
 JOB = json.dumps({"name": "load", "image": "claud/busybox"}).encode()
 
@@ -91,7 +91,9 @@ def main() -> None:
             urls = [leader.url] if args.leader_only else [m.url for m in cluster.masters]
             asyncio.run(run(urls, cluster.token, 4, 1.0, args.client))  # warm up connections and caches
             processes = {"leader": psutil.Process(leader.popen.pid)}
-            processes.update({f"follower {m.id}": psutil.Process(m.popen.pid) for m in cluster.masters if m is not leader})
+            processes.update(
+                {f"follower {m.id}": psutil.Process(m.popen.pid) for m in cluster.masters if m is not leader}
+            )
             processes["generator"] = psutil.Process()
             cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
             started = time.monotonic()
@@ -101,7 +103,8 @@ def main() -> None:
         finally:
             cluster.close()
     latencies.sort()
-    print(f"3 masters, {args.clients} {args.client} clients, {'leader only' if args.leader_only else 'random masters'}, "
+    targets = "leader only" if args.leader_only else "random masters"
+    print(f"3 masters, {args.clients} {args.client} clients, {targets}, "
           f"{args.seconds:g} s: {len(latencies) / elapsed:.0f} acknowledged jobs/s; "
           f"submit p50 {statistics.median(latencies) * 1000:.0f} ms, "
           f"p99 {latencies[int(0.99 * (len(latencies) - 1))] * 1000:.0f} ms")

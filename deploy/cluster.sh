@@ -113,40 +113,37 @@ ca_file() {
     if [ "$tls" = 1 ]; then echo "$tls_dir/claud-agent-ca.pem"; fi
 }
 
-# Prints "leader_id term" once some master names a leader that all reachable agree on.
-leader() {
-    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" "$(ca_file)" <<'PY'
-import json, ssl, sys, urllib.request
-urls, token = [u for u in sys.argv[1].split(",") if u], sys.argv[2]
-context = ssl.create_default_context(cafile=sys.argv[3]) if sys.argv[3] else None
-for url in urls:
-    try:
-        req = urllib.request.Request(url + "/v1/cluster", headers={"Authorization": "Bearer " + token})
-        view = json.load(urllib.request.urlopen(req, timeout=2, context=context))
-    except Exception:
-        continue
-    if view.get("leader_id") is not None:
-        print(view["leader_id"], view.get("term"))
-        sys.exit(0)
-sys.exit(1)
-PY
+# The CLI on the masters of this cluster, with its token (and its CA when TLS is
+# on), JSON out, giving up on a master after a second: callers poll.
+claud_json() {
+    local ca=()
+    if [ "$tls" = 1 ]; then ca=(--ca-cert "$(ca_file)"); fi
+    "$claud" --token-file "$CLAUD_CLUSTER_DIR/token" "${ca[@]}" --failover-timeout 1 --output json "$@"
 }
 
+# Prints "leader_id term" once a master names a leader; else status 1. Each
+# master in turn: the first to answer may not know the leader yet when another does.
+leader() {
+    local url view
+    for url in $(masters_urls | tr , ' '); do
+        view="$(claud_json --masters "$url" cluster)" || continue
+        "$py" -c '
+import json, sys
+view = json.loads(sys.argv[1])
+if view["leader_id"] is None:
+    sys.exit(1)
+print(view["leader_id"], view["term"])' "$view" && return 0
+    done
+    return 1
+}
+
+# How many slaves the masters count alive.
 slaves_alive() {
-    "$py" - "$(masters_urls)" "$(cat "$CLAUD_CLUSTER_DIR/token")" "$(ca_file)" <<'PY'
-import json, ssl, sys, urllib.request
-urls, token = [u for u in sys.argv[1].split(",") if u], sys.argv[2]
-context = ssl.create_default_context(cafile=sys.argv[3]) if sys.argv[3] else None
-for url in urls:
-    try:
-        req = urllib.request.Request(url + "/v1/nodes", headers={"Authorization": "Bearer " + token})
-        nodes = json.load(urllib.request.urlopen(req, timeout=2, context=context))["nodes"]
-    except Exception:
-        continue
-    print(sum(n["role"] == "slave" and n["state"] == "alive" for n in nodes))
-    sys.exit(0)
-sys.exit(1)
-PY
+    local nodes
+    nodes="$(claud_json --masters "$(masters_urls)" nodes)" || return 1
+    "$py" -c '
+import json, sys
+print(sum(n["role"] == "slave" and n["state"] == "alive" for n in json.loads(sys.argv[1])))' "$nodes"
 }
 
 info() {

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+
 from support.compose import API_PORT, MASTER_IDS, SLAVE_NUMBERS, ComposeCluster, docker, missing_images, wait_for
 
 pytestmark = pytest.mark.docker
@@ -331,7 +332,8 @@ for p in /run/claud/secret /proc/*/root/run/claud/secret /proc/*/root/data/clust
     [ -e "$p" ] && found="$found $p" && cat "$p" 2>/dev/null
 done
 [ -n "$found" ] && say "secret-file: FOUND$found" || say "secret-file: none"
-cat /proc/*/environ 2>/dev/null | tr '\0' '\n' | grep -i -e SECRET -e CLAUD_ && say "secret-env: FOUND" || say "secret-env: none"
+cat /proc/*/environ 2>/dev/null | tr '\0' '\n' | grep -i -e SECRET -e CLAUD_ \
+    && say "secret-env: FOUND" || say "secret-env: none"
 say "processes: $(ls /proc | grep -c '^[0-9]')"
 gateway=$(ip route | awk '/^default/ {print $3}')
 for m in $MASTERS; do
@@ -357,7 +359,8 @@ def test_a_job_reaches_no_docker_socket_no_secret_and_no_internal_route(compose_
     targets = []
     for master_id in MASTER_IDS:
         name = cluster.master(master_id)
-        ip = docker("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{cluster.network}").IPAddress}}}}', name)
+        address_of = f'{{{{(index .NetworkSettings.Networks "{cluster.network}").IPAddress}}}}'
+        ip = docker("inspect", "--format", address_of, name)
         port = cluster.url(master_id).rsplit(":", 1)[1]
         targets += [f"{name}:{API_PORT}", f"{ip}:{API_PORT}", f"gateway:{port}"]
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support.compose import MASTER_IDS, ComposeCluster, docker, missing_images, wait_for
 
 from claud.client import Client, Untrusted
+from support.compose import MASTER_IDS, ComposeCluster, docker, missing_images, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -60,8 +60,10 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(
 ) -> None:
     for name in ("CLAUD_CACERT", "SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
-    with Client(masters(compose_cluster), compose_cluster.token, failover_timeout=5) as claud:
-        with pytest.raises(Untrusted):
-            claud.cluster()
+    with (
+        Client(masters(compose_cluster), compose_cluster.token, failover_timeout=5) as claud,
+        pytest.raises(Untrusted),
+    ):
+        claud.cluster()
     with pytest.raises(httpx.TransportError):
         httpx.get(compose_cluster.url(1).replace("https://", "http://") + "/healthz", timeout=5)

@@ -15,6 +15,7 @@ once), and the run is bounded by ``EXAMPLES`` per operation and mode.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections import Counter
@@ -23,13 +24,14 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
 from claud.client import Client
 from support.cluster import Cluster, wait_until
 
 schemathesis = pytest.importorskip("schemathesis")
+# After importorskip, so that a missing schemathesis skips this file rather than failing it.
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis import checks as sc  # noqa: E402
 
@@ -84,14 +86,16 @@ def test_the_document_names_every_operation_and_uses_the_projects_error_body(ope
         responses = op["responses"]
         for status, response in responses.items():
             if status >= "400":
-                assert response["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}, (method, path, status)
+                error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                assert response["content"] == error_body, (method, path, status)
         if path not in open_routes:
             assert "WWW-Authenticate" in responses["401"]["headers"], (method, path)
         if op.get("parameters") or op.get("requestBody"):
             assert "422" in responses, (method, path)
         if op.get("requestBody"):
             assert "413" in responses, (method, path)
-    for method, path in [("POST", "/v1/jobs"), ("DELETE", "/v1/jobs/{job_id}"), ("POST", "/v1/nodes/{node_id}/drain"), ("GET", "/readyz")]:
+    for method, path in [("POST", "/v1/jobs"), ("DELETE", "/v1/jobs/{job_id}"), ("POST", "/v1/nodes/{node_id}/drain"),
+                         ("GET", "/readyz")]:
         assert "Retry-After" in openapi["paths"][path][method.lower()]["responses"]["503"]["headers"]
     media = {(m, p): list(op["responses"][min(op["responses"])]["content"]) for m, p, op in operations(openapi)}
     assert media[("GET", "/v1/jobs/{job_id}/logs")] == ["text/plain"]
@@ -193,7 +197,8 @@ def valid_specs() -> st.SearchStrategy[dict[str, Any]]:
             ),
             "type": st.sampled_from(["batch", "service"]),
             "stop_timeout": st.floats(0, 5),
-            "idempotency_key": st.text(st.characters(codec="ascii", exclude_characters="\x00"), min_size=1, max_size=40),
+            "idempotency_key": st.text(st.characters(codec="ascii", exclude_characters="\x00"),
+                                       min_size=1, max_size=40),
         },
     )
 
@@ -238,7 +243,8 @@ def test_every_public_route_answers_as_its_schema_says(cluster: Cluster, openapi
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 strategy = operation.as_strategy(generation_mode=mode)
                 if label == "POST /v1/jobs" and mode is GenerationMode.POSITIVE:
-                    strategy = st.one_of(strategy, st.tuples(strategy, valid_specs()).map(lambda t: with_valid_spec(*t)))
+                    with_spec = st.tuples(strategy, valid_specs()).map(lambda t: with_valid_spec(*t))
+                    strategy = st.one_of(strategy, with_spec)
                 yield operation, label, mode, strategy, EXAMPLES
         job_ids = [job["id"] for job in cluster.http.get("/v1/jobs").json()["jobs"][-5:]]
         known = {"job_id": job_ids, "node_id": [cluster.slaves[0].id, "1"]}
@@ -314,9 +320,11 @@ def test_odd_requests_get_a_documented_refusal_and_the_cluster_still_commits(
     cluster: Cluster, openapi: dict[str, Any]
 ) -> None:
     problems = []
-    with httpx.Client(base_url=cluster.master.url, headers={"Authorization": f"Bearer {cluster.token}"}, timeout=15) as http:
+    auth = {"Authorization": f"Bearer {cluster.token}"}
+    with httpx.Client(base_url=cluster.master.url, headers=auth, timeout=15) as http:
         for what, method, path, body, headers in ODD_REQUESTS:
-            template = next(p for p in openapi["paths"] if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", p), path.split("?")[0]))
+            route = path.split("?")[0]
+            template = next(p for p in openapi["paths"] if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", p), route))
             documented = set(openapi["paths"][template][method.lower()]["responses"])
             try:
                 resp = http.request(method, path, content=body, headers=headers)
@@ -324,12 +332,12 @@ def test_odd_requests_get_a_documented_refusal_and_the_cluster_still_commits(
                 problems.append(f"{what}: {method} {path} -> no answer ({exc!r})")
                 continue
             error = None
-            try:
+            with contextlib.suppress(ValueError):
                 error = resp.json().get("error")
-            except ValueError:
-                pass
-            if not 400 <= resp.status_code < 500 or str(resp.status_code) not in documented or not isinstance(error, dict):
-                problems.append(f"{what}: {method} {path} -> {resp.status_code} {resp.headers.get('content-type')} {resp.text[:200]!r}")
+            documented_error = str(resp.status_code) in documented and isinstance(error, dict)
+            if not 400 <= resp.status_code < 500 or not documented_error:
+                problems.append(f"{what}: {method} {path} -> {resp.status_code} "
+                                f"{resp.headers.get('content-type')} {resp.text[:200]!r}")
         # No request, however odd, stops the cluster from committing.
         after = http.post("/v1/jobs", json={"name": "after-odd", "image": "claud/busybox"})
         if after.status_code != 201:

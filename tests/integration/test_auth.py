@@ -71,14 +71,14 @@ def _routes(app: object) -> dict[str, set[str]]:
         for route in entries:
             included = getattr(route, "original_router", None)  # FastAPI >= 0.165 keeps included routers whole
             if included is not None:
-                walk(included.routes, prefix + route.include_context.prefix)  # type: ignore[attr-defined]
+                walk(included.routes, prefix + route.include_context.prefix)
                 continue
             if isinstance(route, Mount) and route.path == "/docs/static":
                 continue  # the docs page's own files: open by design, like /docs
             assert isinstance(route, Route), f"a kind of route this test does not enumerate: {route!r}"
             routes.setdefault(prefix + route.path, set()).update(route.methods or {"GET"})
 
-    walk(app.routes, "")  # type: ignore[attr-defined]
+    walk(app.routes, "")
     return routes
 
 
@@ -100,7 +100,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def status_of(http: httpx.Client, method: str, url: str, **kwargs: object) -> httpx.Response:
     """The answer's status and headers without reading a body (a stream would never end)."""
-    with http.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
+    with http.stream(method, url, **kwargs) as response:
         if response.status_code != 200:
             response.read()
         return response
@@ -162,7 +162,8 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
                 # The preflight a browser sends before anything else finds no CORS either.
                 preflight = status_of(http, "OPTIONS", url, headers={
                     "Origin": "https://evil.example", "Access-Control-Request-Method": method,
-                    "Access-Control-Request-Headers": "authorization, x-claud-cluster-secret, content-type"})  # fmt: skip
+                    "Access-Control-Request-Headers": "authorization, x-claud-cluster-secret, content-type",
+                })  # fmt: skip
                 assert preflight.status_code == 401, (path, preflight.status_code)
                 no_cors(preflight)
             if internal:
@@ -299,7 +300,8 @@ def test_a_lone_master_generates_its_secrets_private_and_never_logs_them(tmp_pat
         assert token not in master.log() and secret not in master.log()  # ...never what
         assert httpx.get(f"{master.url}/v1/cluster", timeout=5).status_code == 401
         assert httpx.get(f"{master.url}/v1/internal/whoami", timeout=5).status_code == 401
-        assert httpx.get(f"{master.url}/v1/internal/whoami", headers={SECRET_HEADER: secret}, timeout=5).json()["id"] == 1
+        whoami = httpx.get(f"{master.url}/v1/internal/whoami", headers={SECRET_HEADER: secret}, timeout=5)
+        assert whoami.json()["id"] == 1
         # Its slaves are given the file it generated.
         slave = Slave("gen-s1", "127.0.0.120", free_port(), master.address, tmp_path / "slave.log",
                       ["--runtime", "simulated", "--cluster-secret-file", str(secret_file)])  # fmt: skip
@@ -323,13 +325,17 @@ def _run(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--cluster-size", "3", "--no-discovery"], "a cluster of 3 masters needs a shared secret: add --cluster-secret-file"),
-        (["--peers", "127.0.0.1:1", "--no-discovery"], "a cluster of 2 masters needs a shared secret: add --cluster-secret-file"),
+        (["--cluster-size", "3", "--no-discovery"],
+         "a cluster of 3 masters needs a shared secret: add --cluster-secret-file"),
+        (["--peers", "127.0.0.1:1", "--no-discovery"],
+         "a cluster of 2 masters needs a shared secret: add --cluster-secret-file"),
         ([], "discovery (on by default) needs a shared secret: add --cluster-secret-file"),
         (["--advertise", "0.0.0.0:8700", "--no-discovery"], "names no host"),
     ],
 )
-def test_a_master_that_would_need_a_shared_secret_refuses_to_start(tmp_path: Path, argv: list[str], expected: str) -> None:
+def test_a_master_that_would_need_a_shared_secret_refuses_to_start(
+    tmp_path: Path, argv: list[str], expected: str
+) -> None:
     result = _run("claud.master", "--id", "1", "--data-dir", str(tmp_path / "m"), *argv)
     assert result.returncode == 2, result
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr

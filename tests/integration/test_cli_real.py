@@ -41,7 +41,9 @@ class Cli:
         }
         self.env.pop("CLAUD_FAILOVER_TIMEOUT", None)
 
-    def popen(self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*entry_point(), *args], env={**self.env, **(env or {})}, text=True,
             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -4,6 +4,7 @@ or freezes, exactly-once submits, and wait/logs/events with a real slave."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -46,7 +47,7 @@ class SdkSubmitter:
             started = time.monotonic()
             try:
                 job = self.client.submit({"name": "sdk-load", "image": "claud/busybox:latest"})
-            except Exception as exc:  # any failure is a test failure, reported at the end
+            except Exception as exc:  # noqa: BLE001 - any failure is a test failure, reported at the end
                 self.errors.append(exc)
                 continue
             self.latencies.append((started, time.monotonic() - started))
@@ -192,12 +193,13 @@ def test_events_stream_a_jobs_transitions(claud: Client, shared_cluster: Cluster
     seen: list[Event] = []
 
     def consume() -> None:
-        with Client([m.url for m in shared_cluster.masters], shared_cluster.token) as listener:
-            try:
-                for event in listener.events():
-                    seen.append(event)
-            except Exception:  # the cluster went away at the end of the module
-                pass
+        # Whatever ends the stream, the cluster went away at the end of the module.
+        with (
+            Client([m.url for m in shared_cluster.masters], shared_cluster.token) as listener,
+            contextlib.suppress(Exception),
+        ):
+            for event in listener.events():  # appended one by one: the test reads them as they come
+                seen.append(event)
 
     threading.Thread(target=consume, daemon=True).start()
     submitted: list[str] = []
@@ -242,10 +244,8 @@ def test_async_client_against_the_real_cluster(shared_cluster: Cluster) -> None:
             while not connected.is_set():  # the stream is open once it shows a job of ours
                 job = await claud.submit({**QUICK, "command": ["sh", "-c", "echo async; exit 4"]})
                 mine.add(job.id)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(connected.wait(), 0.3)
-                except TimeoutError:
-                    pass
             assert job is not None
             done = await claud.wait(job.id, timeout=30)
             assert (done.state, done.exit_code) == (JobState.FAILED, 4)

@@ -30,12 +30,12 @@ class Listener:
         hits: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 hits.append(self.path)
                 self.send_response(204)
                 self.end_headers()
 
-            do_POST = do_GET  # noqa: N815
+            do_POST = do_GET
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -94,7 +94,9 @@ def test_the_dashboard_is_an_open_page_without_data_under_a_strict_policy(tmp_pa
         cluster.close()
 
 
-def test_hostile_job_values_render_as_text_and_run_nothing(tmp_path: Path, browser: Chromium, listener: Listener) -> None:
+def test_hostile_job_values_render_as_text_and_run_nothing(
+    tmp_path: Path, browser: Chromium, listener: Listener
+) -> None:
     cluster = Cluster(tmp_path)
     try:
         master = cluster.start_master(1)
@@ -137,7 +139,8 @@ def test_hostile_job_values_render_as_text_and_run_nothing(tmp_path: Path, brows
 
         assert browser.evaluate(session, "document.title") == "CLAUD"
         assert listener.hits == []
-        assert browser.evaluate(session, "document.querySelectorAll('img, script:not([src]), iframe, object').length") == 0
+        embedded = "document.querySelectorAll('img, script:not([src]), iframe, object').length"
+        assert browser.evaluate(session, embedded) == 0
         handlers = browser.evaluate(session, """[...document.querySelectorAll('*')].flatMap(
             el => [...el.attributes].map(a => a.name).filter(n => n.startsWith('on') || n === 'autofocus'))""")
         assert handlers == []

@@ -8,6 +8,7 @@ The test reads those lines and polls them against deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -82,10 +83,8 @@ class Node:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            try:
+            with contextlib.suppress(ValueError):
                 self.status = json.loads(line)
-            except ValueError:
-                pass
 
     @property
     def peers(self) -> dict[str, dict[str, Any]]:

@@ -70,7 +70,8 @@ def test_job_too_big_stays_pending_with_a_reason(one_slave: Cluster) -> None:
 
 
 def test_on_failure_restarts_then_fails(one_slave: Cluster) -> None:
-    job = one_slave.submit(name="flaky", command=["sh", "-c", "exit 1"], restart={"policy": "on-failure", "max_retries": 2})
+    job = one_slave.submit(name="flaky", command=["sh", "-c", "exit 1"],
+                           restart={"policy": "on-failure", "max_retries": 2})
     done = one_slave.wait_state(job["id"], "failed", timeout=40)
     assert done["attempts"] == 3
     assert len(containers_of(job["id"])) == 3  # one container per attempt, none reused
@@ -149,7 +150,8 @@ def test_bad_input_is_refused_and_loses_nothing(one_slave: Cluster) -> None:
         (b'{"name": "x",', 400, None),
         (b'{"name": "x", "image": "claud/busybox", "memroy_mb": 1}', 422, "memroy_mb"),
         (b'{"name": "x", "image": "claud/busybox", "resources": {"cpu": -1}}', 422, "resources.cpu"),
-        (b'{"name": "x", "image": "claud/busybox", "resources": {"memory_mb": 99999999999}}', 422, "resources.memory_mb"),
+        (b'{"name": "x", "image": "claud/busybox", "resources": {"memory_mb": 99999999999}}', 422,
+         "resources.memory_mb"),
         (b'{"name": "x", "image": "Not An Image!"}', 422, "image"),
         (b'{"image": "claud/busybox"}', 422, "name"),
         (b'[1, 2]', 422, None),

@@ -56,7 +56,7 @@ def test_a_master_whose_disk_fills_exits_and_recovers(tmp_path: Path, small_disk
 
         acknowledged: list[str] = []
         refused = 0
-        with httpx.Client(base_url=master.url, headers={"Authorization": f"Bearer {cluster.token}"}, timeout=10) as http:
+        with master.client(cluster.token) as http:
             for _ in range(5000):
                 if not master.alive:
                     break
@@ -79,7 +79,7 @@ def test_a_master_whose_disk_fills_exits_and_recovers(tmp_path: Path, small_disk
         filler.unlink()
         master.start()
         master.wait_ready(timeout=30)
-        with httpx.Client(base_url=master.url, headers={"Authorization": f"Bearer {cluster.token}"}, timeout=10) as http:
+        with master.client(cluster.token) as http:
             for job_id in acknowledged:
                 assert http.get(f"/v1/jobs/{job_id}").status_code == 200, f"acknowledged job {job_id} lost"
             resp = http.post("/v1/jobs", json={**SPEC, "env": {}})

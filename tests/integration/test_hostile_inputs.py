@@ -10,11 +10,11 @@ directory and the cluster still commits, with every acknowledged job there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,10 +39,9 @@ def raw_request(address: str, method: str, path: str, headers: list[tuple[bytes,
         head.append(b"Content-Length: %d" % len(body))
         payload = body
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        try:
+        # Refused before the whole body went out (413): the answer is still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before the whole body went out (413): the answer is still there to read
         data = b""
         while True:
             try:
@@ -79,7 +78,7 @@ def _dechunk(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def hostile_cluster(tmp_path_factory: pytest.TempPathFactory):
     c = Cluster(tmp_path_factory.mktemp("hostile"))  # its masters share c.secret_file
-    c.acknowledged = []  # type: ignore[attr-defined]
+    c.acknowledged = []
     try:
         c.start_masters(3)
         yield c
@@ -179,7 +178,7 @@ def _ordinary_submit_elsewhere(cluster: Cluster, not_on: Any) -> None:
         return resp.json() if resp.status_code in (200, 201) else None
 
     job = wait_until(acknowledged, 5, interval=0.1, what=f"an ordinary submit to master {other.id}")
-    cluster.acknowledged.append(job["id"])  # type: ignore[attr-defined]
+    cluster.acknowledged.append(job["id"])
     assert time.monotonic() - started < 5
 
 
@@ -236,7 +235,7 @@ def test_a_valid_header_key_is_one_job(hostile_cluster: Cluster) -> None:
     again = httpx.post(f"{target.url}/v1/jobs", json=SPEC, headers=auth, timeout=10)
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"] and first.json()["idempotency_key"] == "retry-me"
-    hostile_cluster.acknowledged.append(first.json()["id"])  # type: ignore[attr-defined]
+    hostile_cluster.acknowledged.append(first.json()["id"])
 
 
 def test_zz_after_a_restart_of_every_master_the_cluster_still_commits(hostile_cluster: Cluster) -> None:
@@ -248,7 +247,7 @@ def test_zz_after_a_restart_of_every_master_the_cluster_still_commits(hostile_cl
     leader = hostile_cluster.wait_leader(timeout=30)
     _ordinary_submit_elsewhere(hostile_cluster, leader)
     with httpx.Client(base_url=leader.url, headers={"Authorization": f"Bearer {hostile_cluster.token}"}, timeout=10) as http:
-        for job_id in hostile_cluster.acknowledged:  # type: ignore[attr-defined]
+        for job_id in hostile_cluster.acknowledged:
             assert http.get(f"/v1/jobs/{job_id}").status_code == 200, job_id
         rejected = [line for line in http.get("/metrics").text.splitlines() if line.startswith("claud_rejected_entries_total")]
     assert rejected, "the metrics name the rejected entries"

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 
 from claud.api.agent import CLUSTER_SECRET_HEADER
-
 from support.cluster import FAST_PROFILE, Cluster, wait_until
 
 SIM = ["--runtime", "simulated", "--cpus", "4", "--memory-mb", "4096"]

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from support.cluster import Cluster, Master, wait_until
-from support.load import Submitter
 from support.firewall import LoopbackFirewall, firewall_available
+from support.load import Submitter
 
 
 def jobs_on(master: Master, token: str) -> tuple[int, dict[str, str]]:
@@ -102,7 +102,8 @@ def test_partitioned_leader_steps_down_refuses_writes_and_rejoins(cluster: Clust
             firewall.isolate(old.ip, [m.ip for m in others])
             cluster.wait_leader(among=others, timeout=10, other_than=old)
             # The cut-off master is on the minority side: it steps down and refuses writes.
-            wait_until(lambda: old.cluster_view(cluster.token)["leader_id"] is None, 10, what="the old leader to step down")
+            wait_until(lambda: old.cluster_view(cluster.token)["leader_id"] is None, 10,
+                       what="the old leader to step down")
             with old.client(cluster.token) as cut_off:
                 refused = cut_off.post("/v1/jobs", json={"name": "refused", "image": "claud/busybox"})
                 assert refused.status_code == 503 and refused.headers.get("Retry-After")
@@ -158,8 +159,8 @@ def test_a_master_stopped_by_sigterm_exits_0_and_keeps_what_it_had(cluster: Clus
         cluster.start_master(master.id, wait=False)
     cluster.wait_leader(timeout=20)
     for master in cluster.masters:
-        _, jobs = wait_until(lambda: (v := jobs_on(master, cluster.token)) and set(ids) <= v[1].keys() and v, 10,
-                             what=f"master {master.id} to list the jobs")
+        wait_until(lambda: (v := jobs_on(master, cluster.token)) and set(ids) <= v[1].keys() and v, 10,
+                   what=f"master {master.id} to list the jobs")
 
 
 @pytest.mark.skipif(not firewall_available(), reason="iptables is needed to cut links on loopback")

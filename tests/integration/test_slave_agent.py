@@ -363,7 +363,7 @@ def test_sigkill_and_restart_neither_duplicates_nor_orphans(
         time.sleep(0.2)
     for alloc_id, container_id in [*before.items(), (half.alloc_id, created)]:
         assert containers_of(slave_docker, alloc_id)[0].id == container_id
-        assert fake_master.status(node, alloc_id).container_id == container_id  # type: ignore[union-attr]
+        assert fake_master.status(node, alloc_id).container_id == container_id
     assert len(slave_docker.containers.list(filters={"label": slave_ids.label})) == 4
 
 
@@ -534,7 +534,8 @@ def test_fencing_kills_forty_stubborn_containers_within_lease_plus_grace(
     cut = time.time()
     fake_master.answering = False  # the slave is cut off from its only master
     slave_wait_for(
-        lambda: not any(c.status == "running" for c in slave_docker.containers.list(filters={"label": slave_ids.label})),
+        lambda: not any(c.status == "running"
+                        for c in slave_docker.containers.list(filters={"label": slave_ids.label})),
         lease + grace + 15,
         "every container dead",
     )
@@ -582,7 +583,8 @@ def test_an_agent_restarted_during_a_cut_fences_at_the_old_lease_end(
     # The new process hears no master at all; it must not count a fresh lease from its own start.
     again = start_slave(wait=False)
     slave_wait_for(
-        lambda: not any(c.status == "running" for c in slave_docker.containers.list(filters={"label": slave_ids.label})),
+        lambda: not any(c.status == "running"
+                        for c in slave_docker.containers.list(filters={"label": slave_ids.label})),
         lease + grace + 15,
         "every container dead",
     )

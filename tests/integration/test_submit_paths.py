@@ -71,13 +71,14 @@ def test_an_idempotency_key_means_one_job_whichever_path_repeats_it(http: httpx.
     for fast in (True, False):
         other = post(http, {**spec, "name": "twice"}, fast=fast, **{"Idempotency-Key": "k-1"})
         assert other.status_code == 409 and "k-1" in other.json()["error"]["message"]
-    assert job_ids(http) == before + [first.json()["id"]]
+    assert job_ids(http) == [*before, first.json()["id"]]
 
 
 @pytest.mark.parametrize(
     ("spec", "headers", "status", "field"),
     [
-        ({"name": "x", "image": "claud/busybox", "idempotency_key": "a"}, {"Idempotency-Key": "b"}, 422, "idempotency_key"),
+        ({"name": "x", "image": "claud/busybox", "idempotency_key": "a"}, {"Idempotency-Key": "b"}, 422,
+         "idempotency_key"),
         ({"name": "x", "image": "claud/busybox"}, {"Idempotency-Key": "k" * 201}, 422, "idempotency-key"),
         ({"name": "x", "image": "claud/busybox", "memroy_mb": 1}, {}, 422, "memroy_mb"),
         ({"image": "claud/busybox"}, {}, 422, "name"),

@@ -19,8 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from claud.client import ClaudError, Client, Untrusted
-from claud.client import tls_certs
+from claud.client import ClaudError, Client, Untrusted, tls_certs
 from support.cluster import Cluster, free_port, wait_until
 from support.tls import ClusterTls
 
@@ -64,9 +63,11 @@ def test_a_job_is_placed_and_completes_over_tls(tls_cluster: Cluster) -> None:
 
 def test_an_sdk_that_does_not_trust_the_ca_is_refused(tls_cluster: Cluster, no_ca_in_env: None) -> None:
     started = time.monotonic()
-    with Client(urls(tls_cluster), tls_cluster.token, failover_timeout=30) as claud:
-        with pytest.raises(Untrusted) as refused:
-            claud.jobs()
+    with (
+        Client(urls(tls_cluster), tls_cluster.token, failover_timeout=30) as claud,
+        pytest.raises(Untrusted) as refused,
+    ):
+        claud.jobs()
     # A certificate that failed verification fails again: no waiting out the failover.
     assert time.monotonic() - started < 10
     assert set(refused.value.reasons) == {m.url for m in tls_cluster.masters}
@@ -75,9 +76,8 @@ def test_an_sdk_that_does_not_trust_the_ca_is_refused(tls_cluster: Cluster, no_c
 
 def test_an_sdk_that_trusts_another_ca_is_refused(tls_cluster: Cluster, tmp_path: Path, no_ca_in_env: None) -> None:
     other = ClusterTls(tmp_path / "other")
-    with Client(urls(tls_cluster), tls_cluster.token, ca_cert=other.ca_file) as claud:
-        with pytest.raises(Untrusted):
-            claud.cluster()
+    with Client(urls(tls_cluster), tls_cluster.token, ca_cert=other.ca_file) as claud, pytest.raises(Untrusted):
+        claud.cluster()
 
 
 def test_plain_http_to_a_tls_master_gets_no_answer(tls_cluster: Cluster) -> None:
@@ -114,7 +114,8 @@ def test_the_cli_trusts_the_ca_it_is_given(tls_cluster: Cluster) -> None:
     refused = subprocess.run([*claud, "cluster"], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 5, refused
     assert "untrusted master" in refused.stderr and "Traceback" not in refused.stderr
-    trusted = subprocess.run([*claud, "-o", "json", "cluster"], env={**env, "CLAUD_CACERT": str(tls_cluster.tls.ca_file)},
+    trusted = subprocess.run([*claud, "-o", "json", "cluster"],
+                             env={**env, "CLAUD_CACERT": str(tls_cluster.tls.ca_file)},
                              capture_output=True, text=True, timeout=60)
     assert trusted.returncode == 0, trusted
     assert '"leader_id"' in trusted.stdout
@@ -208,9 +209,11 @@ def test_masters_that_verify_clients_serve_only_certificate_holders(tmp_path: Pa
         master.verify = ok  # the harness itself is a certificate holder now
         master.wait_ready(60)
         cluster.start_slave("s1", "--runtime", "simulated")  # the slave's certificate opens the door
-        with Client(master.url, cluster.token, ca_cert=tls.ca_file, failover_timeout=0) as claud:
-            with pytest.raises(ClaudError):  # trusts the master, but has no certificate to show
-                claud.cluster()
+        with (
+            Client(master.url, cluster.token, ca_cert=tls.ca_file, failover_timeout=0) as claud,
+            pytest.raises(ClaudError),  # trusts the master, but has no certificate to show
+        ):
+            claud.cluster()
         with Client(master.url, cluster.token, ca_cert=tls.ca_file, client_cert=cli[1], client_key=cli[3]) as claud:
             job = claud.submit({"name": "mtls", "image": "claud/busybox:latest", "command": ["sleep", "0.2"]})
             assert claud.wait(job.id, timeout=60).state == "completed"

@@ -7,6 +7,7 @@ port, no WebSocket library. Only what the dashboard tests need is here.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -24,7 +25,8 @@ class ChromiumUnavailable(RuntimeError):
 
 
 def chromium_binary() -> str | None:
-    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)
+    names = ("chromium", "chromium-browser", "google-chrome")
+    return next((found for name in names if (found := shutil.which(name))), None)
 
 
 class Chromium:
@@ -42,10 +44,11 @@ class Chromium:
                 f"--user-data-dir={self._profile}", "about:blank"]  # fmt: skip
         # Chromium wants the pipe on fds 3 and 4 exactly; bash puts it there (dash cannot name fds above 9).
         script = f'exec "$@" 3<&{commands_r} 4>&{events_w} {commands_r}<&- {events_w}>&-'
-        self.proc = subprocess.Popen(
-            ["bash", "-c", script, "bash", *argv], pass_fds=(commands_r, events_w),
-            stdout=subprocess.DEVNULL, stderr=open(Path(self._profile) / "stderr.log", "wb"),  # noqa: SIM115
-        )
+        with open(Path(self._profile) / "stderr.log", "wb") as stderr:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                ["bash", "-c", script, "bash", *argv], pass_fds=(commands_r, events_w),
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
         os.close(commands_r)
         os.close(events_w)
         self._buffer = b""
@@ -116,20 +119,16 @@ class Chromium:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(AssertionError, OSError):
                 self.send("Browser.close", timeout=5)
-            except (AssertionError, OSError):
-                pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
         for fd in (self._commands, self._events):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> Chromium:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,10 +50,11 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: floa
             result = predicate()
             if result:
                 return result
-        except Exception as exc:  # a process still starting, say
+        except Exception as exc:  # noqa: BLE001 - a process still starting, say: kept for the timeout's message
             last_exc = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+            last = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
         time.sleep(interval)
 
 
@@ -64,9 +65,8 @@ class Process:
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
     def signal(self, sig: int) -> None:
         if self.popen and self.popen.poll() is None:
@@ -112,7 +112,8 @@ class Master(Process):
         super().__init__(f"master-{master_id}", argv, log_path)
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=self.verify)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10,
+                            verify=self.verify)
 
     def cluster_view(self, token: str) -> dict[str, Any]:
         return httpx.get(
@@ -179,8 +180,8 @@ class Cluster:
         args = ["--token-file", str(self.token_file), *_with_secret(self.secret_file, extra)]
         if peers and "--peers" not in extra:
             args += ["--peers", ",".join(peers), "--cluster-size", str(len(self.masters) + (0 if existing else 1))]
-        master = Master(master_id, ip, port, self.workdir / f"m{master_id}", self.workdir / f"master-{master_id}.log", args,
-                        self.tls)
+        master = Master(master_id, ip, port, self.workdir / f"m{master_id}", self.workdir / f"master-{master_id}.log",
+                        args, self.tls)
         if existing:
             self.masters[self.masters.index(existing)] = master
         else:
@@ -204,7 +205,9 @@ class Cluster:
         self.wait_leader(timeout=leader_timeout)
         return self.masters
 
-    def wait_leader(self, among: list[Master] | None = None, timeout: float = 20, other_than: Master | None = None) -> Master:
+    def wait_leader(
+        self, among: list[Master] | None = None, timeout: float = 20, other_than: Master | None = None
+    ) -> Master:
         """The master that ``among`` (default: all live ones) agree leads, once they agree
         (on one that is not ``other_than``, when given)."""
         def agreed() -> Master | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 
 import docker
 import docker.errors
@@ -15,7 +17,7 @@ def docker_available() -> bool:
         client.ping()
         client.close()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - no SDK config, no socket, no answer: all mean "no Docker here"
         return False
 
 
@@ -25,10 +27,8 @@ def remove_containers(label: str) -> int:
     try:
         containers = client.containers.list(all=True, filters={"label": label})
         for container in containers:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
         return len(containers)
     finally:
         client.close()
@@ -66,7 +66,7 @@ def run_intervals(job_id: str) -> list[tuple[str, float, float]]:
 def assert_never_twice(job_id: str) -> None:
     """No two containers of one job ever ran at the same time (Docker's start/stop times)."""
     intervals = run_intervals(job_id)
-    for (slave_a, start_a, end_a), (slave_b, start_b, end_b) in zip(intervals, intervals[1:]):
+    for (slave_a, _, end_a), (slave_b, start_b, _) in itertools.pairwise(intervals):
         assert end_a <= start_b, (
             f"job {job_id} ran twice at once: on {slave_a} until {end_a:.3f} and on {slave_b} from {start_b:.3f}"
         )

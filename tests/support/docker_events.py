@@ -19,7 +19,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 #: The actions the judge reads; the rest (create, attach, exec_*, ...) say nothing about running.
 ACTIONS = frozenset({"start", "die", "kill", "destroy", "pause", "unpause", "oom"})
@@ -85,7 +85,7 @@ class Overlap:
 
 def _int_or_none(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)
     except (TypeError, ValueError):
         return None
 
@@ -107,10 +107,7 @@ def parse_event(raw: Mapping[str, Any], seq: int = 0) -> ContainerEvent | None:
     job_id = attributes.get("claud.job")
     if not container_id or not job_id:
         return None
-    if "timeNano" in raw:
-        at = int(raw["timeNano"]) / 1e9
-    else:
-        at = float(raw.get("time", 0))
+    at = int(raw["timeNano"]) / 1e9 if "timeNano" in raw else float(raw.get("time", 0))
     return ContainerEvent(
         at=at,
         seq=seq,
@@ -229,7 +226,7 @@ class EventRecorder:
         self._ready = threading.Event()
         self.error: BaseException | None = None
 
-    _FILTERS = {"type": "container", "label": "claud.slave"}
+    _FILTERS: ClassVar[dict[str, str]] = {"type": "container", "label": "claud.slave"}
 
     def _keep(self, raw: Mapping[str, Any]) -> None:
         attributes = (raw.get("Actor") or {}).get("Attributes") or {}
@@ -243,7 +240,7 @@ class EventRecorder:
         import docker
 
         self._client = docker.from_env(timeout=60)
-        self._stream = self._client.events(since=int(math.floor(self.since)) - 1, filters=self._FILTERS, decode=True)
+        self._stream = self._client.events(since=math.floor(self.since) - 1, filters=self._FILTERS, decode=True)
         self._thread.start()
         return self
 
@@ -251,7 +248,7 @@ class EventRecorder:
         try:
             for raw in self._stream:
                 self._keep(raw)
-        except Exception as exc:  # the stream closed by stop(), or the engine went away
+        except Exception as exc:  # noqa: BLE001 - the stream closed by stop(), or the engine went away
             self.error = exc
 
     def stop(self, until: float) -> list[ContainerEvent]:
@@ -265,7 +262,7 @@ class EventRecorder:
         self._thread.join(10)
         client = docker.from_env(timeout=60)
         try:
-            tail = client.events(since=int(math.floor(last)) - 1, until=int(math.ceil(until)) + 1,
+            tail = client.events(since=math.floor(last) - 1, until=math.ceil(until) + 1,
                                  filters=self._FILTERS, decode=True)
             try:
                 for raw in tail:

@@ -13,6 +13,7 @@ Needs root and iproute2; :func:`unavailable_reason` says why not, for a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -98,10 +99,8 @@ class NetnsLab:
             if proc.poll() is None:
                 proc.kill()
         for proc in self._procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         for f in self._files:
             f.close()
         self._procs.clear()
@@ -118,7 +117,9 @@ class NetnsLab:
 
     # -- processes -----------------------------------------------------------
 
-    def popen(self, name: str, argv: Sequence[str], stderr_path: Path | None = None, **kw: Any) -> subprocess.Popen[str]:
+    def popen(
+        self, name: str, argv: Sequence[str], stderr_path: Path | None = None, **kw: Any
+    ) -> subprocess.Popen[str]:
         """Start ``argv`` inside namespace ``name``; stdin/stdout are text pipes.
 
         ``ip netns exec`` execs the command, so the Popen is the process itself.

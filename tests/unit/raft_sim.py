@@ -10,9 +10,8 @@ fresh RaftCore from only what was persisted: hard state, snapshot, entries.
 
 from __future__ import annotations
 
-import json
-
 import heapq
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -446,7 +445,7 @@ class Sim:
 
     def applied_at(self, node: SimNode, index: int) -> tuple[int, str] | None:
         if node.applied and node.applied[0][0] <= index <= node.applied[-1][0]:
-            i, t, d = node.applied[index - node.applied[0][0]]
+            _, t, d = node.applied[index - node.applied[0][0]]
             return (t, d)
         return None
 

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from claud.client.cli import CliConfig, ExitCode, cli
-
 from support import fake_wire
 from support.fake_wire import NOW
+
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -161,7 +161,7 @@ def test_nodes_lists_drains_and_undrains() -> None:
     undrained = cluster.invoke("-o", "json", "nodes", "undrain", "s1")
     assert json.loads(undrained.stdout)["state"] == "alive"
     assert cluster.invoke("nodes", "drain", "s9").exit_code == ExitCode.NOT_FOUND
-    assert [r.content for r in cluster.requests if r.url.path.endswith("/drain")][0] == b""
+    assert next(r.content for r in cluster.requests if r.url.path.endswith("/drain")) == b""
 
 
 def test_nodes_drain_sends_the_deadline_and_refuses_a_bad_one() -> None:
@@ -527,7 +527,8 @@ def test_jobs_and_nodes_follow_every_page() -> None:
         def handle(request: httpx.Request) -> httpx.Response:
             start = int(request.url.params.get("next", "0"))
             end = start + 1  # one item per page, whatever the limit
-            return httpx.Response(200, json={key: items[start:end], "index": 3, "next": str(end) if end < len(items) else None})
+            next_cursor = str(end) if end < len(items) else None
+            return httpx.Response(200, json={key: items[start:end], "index": 3, "next": next_cursor})
 
         return handle
 

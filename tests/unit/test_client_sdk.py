@@ -643,7 +643,8 @@ def test_a_master_that_repeats_its_cursor_is_an_error_not_a_loop() -> None:
 
 def test_an_answer_without_next_is_the_whole_list() -> None:
     # A master from before pagination ignores ?limit and names no cursor.
-    masters = Masters(m1=answer(200, {"nodes": [{"id": "1", "role": "master", "address": "a", "state": "alive"}], "index": 1}))
+    master = {"id": "1", "role": "master", "address": "a", "state": "alive"}
+    masters = Masters(m1=answer(200, {"nodes": [master], "index": 1}))
     with masters.client() as claud:
         assert [n.id for n in claud.nodes()] == ["1"]
     assert len(masters.requests) == 1

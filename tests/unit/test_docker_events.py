@@ -46,7 +46,8 @@ def events_of(life: Life, seq0: int) -> list[ContainerEvent]:
     labels = dict(job_id=job, alloc_id=f"{job}-{cid}", slave_id=f"s{int(cid[1:]) % 3}")
     ev = [ContainerEvent(start, seq0, "start", cid, **labels)]
     for a, b in pauses:
-        ev += [ContainerEvent(a, seq0 + 1, "pause", cid, **labels), ContainerEvent(b, seq0 + 2, "unpause", cid, **labels)]
+        ev += [ContainerEvent(a, seq0 + 1, "pause", cid, **labels),
+               ContainerEvent(b, seq0 + 2, "unpause", cid, **labels)]
     if end is not None:
         # What `docker stop` records: kill (SIGTERM), maybe kill (SIGKILL), die, then perhaps destroy.
         ev += [ContainerEvent(end, seq0 + 3, "kill", cid, signal=15, **labels),
@@ -144,5 +145,6 @@ def test_parse_event_reads_the_engine_record_and_ignores_the_rest() -> None:
     assert parse_event({**raw, "Action": "exec_start: sh -c true"}) is None
     assert parse_event({**raw, "Type": "network"}) is None
     assert parse_event({**raw, "Actor": {"ID": "abc", "Attributes": {"image": "busybox"}}}) is None
-    kill = parse_event({**raw, "Action": "kill", "Actor": {"ID": "abc", "Attributes": {"claud.job": "j1", "signal": "9"}}})
+    kill = parse_event({**raw, "Action": "kill",
+                        "Actor": {"ID": "abc", "Attributes": {"claud.job": "j1", "signal": "9"}}})
     assert kill is not None and kill.signal == 9 and kill.exit_code is None

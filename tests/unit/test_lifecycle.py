@@ -216,10 +216,10 @@ def claud_ended_it(job: Job, r: AllocationStatus, facts: Facts) -> bool:
 @given(JOBS, REPORTS, FACTS)
 def test_what_claud_ended_is_never_failed_nor_charged(job, r, facts) -> None:
     transition = on_report(job, r, facts)
-    if transition is not None and r.state in (ContainerState.EXITED, ContainerState.FAILED, ContainerState.MISSING):
-        if claud_ended_it(job, r, facts):
-            assert transition.step in (Step.LOST, Step.COMPLETED, Step.STOPPED), transition
-            assert not transition.charged
+    ended = (ContainerState.EXITED, ContainerState.FAILED, ContainerState.MISSING)
+    if transition is not None and r.state in ended and claud_ended_it(job, r, facts):
+        assert transition.step in (Step.LOST, Step.COMPLETED, Step.STOPPED), transition
+        assert not transition.charged
 
 
 @given(JOBS, REPORTS, FACTS)

@@ -43,7 +43,8 @@ def test_a_long_election_timeout_is_refused_naming_every_term() -> None:
     # The case: lease and dead-after agree, but a deposed leader can renew leases
     # for about two election timeouts, so a cut-off slave still runs its jobs at dead-after.
     with pytest.raises(ValidationError) as err:
-        MasterSettings(id=1, no_discovery=True, election_timeout=3, slave_lease=9, fence_stop_grace=0, node_dead_after=11)
+        MasterSettings(id=1, no_discovery=True, election_timeout=3, slave_lease=9, fence_stop_grace=0,
+                       node_dead_after=11)
     message = str(err.value)
     for term in ("slave_lease", "election_timeout", "heartbeat_interval", "fence_stop_grace rounded up",
                  "stop fan-out margin", "two slaves"):

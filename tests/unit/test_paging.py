@@ -55,9 +55,10 @@ def test_a_cursor_survives_jobs_added_and_filters() -> None:
     state.apply(99, ops.SubmitJob(at=T0 + timedelta(seconds=10), job_id="late", spec=SPEC))
     state.apply(100, ops.SubmitJob(at=T0 - timedelta(seconds=10), job_id="early", spec=SPEC))
     rest, _ = jobs_page(state, None, cursor, None)
-    assert [j.id for j in first + rest] == ["j0", "j1", "j2", "j3", "j4", "late"]  # none twice, none of the old ones missed
+    # None twice, none of the old ones missed.
+    assert [j.id for j in first + rest] == ["j0", "j1", "j2", "j3", "j4", "late"]
     pending = walk(state, 2, wanted=lambda job: job.state == JobState.PENDING and job.id != "j2")
-    assert sum(pending, []) == ["early", "j0", "j1", "j3", "j4", "late"]
+    assert [job_id for page in pending for job_id in page] == ["early", "j0", "j1", "j3", "j4", "late"]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,7 @@ def test_nodes_masters_by_numeric_id_then_slaves_by_id() -> None:
     assert nodes_page(items, None, None) == (["m2", "m10", "s1", "s2"], None)
     first, cursor = nodes_page(items, None, 3)
     assert first == ["m2", "m10", "s1"]
-    assert nodes_page(items + [(1, "s0", "s0")], cursor, 3) == (["s2"], None)
+    assert nodes_page([*items, (1, "s0", "s0")], cursor, 3) == (["s2"], None)
 
 
 def test_the_list_renderer_keeps_a_rendering_until_the_row_changes() -> None:

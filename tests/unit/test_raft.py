@@ -225,7 +225,7 @@ def test_followers_hearing_a_leader_refuse_votes_except_for_a_transfer() -> None
     follower.step(PreVote(src=3, dst=2, term=2, last_index=9, last_term=1))
     follower.step(RequestVote(src=3, dst=2, term=2, last_index=9, last_term=1))
     rd = flush(follower)
-    assert [getattr(m, "granted") for m in rd.messages] == [False, False]
+    assert [m.granted for m in rd.messages] == [False, False]
     assert follower.term == 1 and rd.hard_state is None and follower.leader_id == 1
 
     follower.step(RequestVote(src=3, dst=2, term=2, last_index=9, last_term=1, transfer=True))
@@ -303,7 +303,8 @@ def test_conflicting_entries_are_truncated_and_the_caller_told_where() -> None:
     assert rd.messages == [AppendEntriesReply(src=2, dst=1, term=3, success=True, match_index=3)]
     assert [e.index for e in rd.committed] == [1, 2]
     # A delayed duplicate of an older, consistent append truncates nothing.
-    follower.step(AppendEntries(src=1, dst=2, term=3, prev_index=1, prev_term=1, entries=(Entry(2, 1, "e2"),), commit=2))
+    follower.step(AppendEntries(src=1, dst=2, term=3, prev_index=1, prev_term=1, entries=(Entry(2, 1, "e2"),),
+                                commit=2))
     rd = flush(follower)
     assert rd.entries == [] and follower.last_index == 3
 
@@ -517,7 +518,8 @@ def test_install_snapshot_replaces_a_stale_log() -> None:
     assert rd.snapshot == snap and rd.entries == [] and rd.committed == []
     assert rd.messages == [InstallSnapshotReply(src=3, dst=1, term=2, match_index=10)]
     assert (follower.last_index, follower.last_term, follower.commit_index) == (10, 2, 10)
-    follower.step(AppendEntries(src=1, dst=3, term=2, prev_index=10, prev_term=2, entries=(Entry(11, 2, "x"),), commit=11))
+    follower.step(AppendEntries(src=1, dst=3, term=2, prev_index=10, prev_term=2, entries=(Entry(11, 2, "x"),),
+                                commit=11))
     rd = flush(follower)
     assert rd.entries == [Entry(11, 2, "x")] and rd.committed == [Entry(11, 2, "x")]
 
@@ -627,7 +629,8 @@ def _messages() -> list[Message]:
         RequestVote(src=1, dst=2, term=3, last_index=4, last_term=2, transfer=True),
         RequestVoteReply(src=2, dst=1, term=3, granted=False),
         AppendEntries(src=1, dst=2, term=3, prev_index=4, prev_term=2, entries=(Entry(5, 3, '{"op": "x"}'),), commit=4),
-        AppendEntriesReply(src=2, dst=1, term=3, success=False, match_index=0, hint_index=3, hint_term=1, reject_index=4),
+        AppendEntriesReply(src=2, dst=1, term=3, success=False, match_index=0, hint_index=3, hint_term=1,
+                           reject_index=4),
         InstallSnapshot(src=1, dst=2, term=3, snapshot=snap),
         InstallSnapshotReply(src=2, dst=1, term=3, match_index=4),
         TimeoutNow(src=1, dst=2, term=3),
@@ -641,7 +644,8 @@ def test_messages_survive_json(msg: Message) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{}, {"type": "Nope"}, {"type": "TimeoutNow", "src": 1, "dst": 2}, {"type": "TimeoutNow", "src": "1", "dst": 2, "term": 1},
+    [{}, {"type": "Nope"}, {"type": "TimeoutNow", "src": 1, "dst": 2},
+     {"type": "TimeoutNow", "src": "1", "dst": 2, "term": 1},
      {"type": "PreVoteReply", "src": 1, "dst": 2, "term": 1, "granted": 1},
      {"type": "TimeoutNow", "src": 1, "dst": 2, "term": -1},
      # entries must run on from prev_index, in terms that never go back or pass the message's own
@@ -667,7 +671,8 @@ def test_append_entries_round_trip(prev_index: int, raw: list[tuple[int, str]], 
     for offset, (step, data) in enumerate(raw, start=1):
         term += step
         entries.append(Entry(prev_index + offset, term, data))
-    msg = AppendEntries(src=1, dst=2, term=term, prev_index=prev_index, prev_term=1, entries=tuple(entries), commit=commit)
+    msg = AppendEntries(src=1, dst=2, term=term, prev_index=prev_index, prev_term=1, entries=tuple(entries),
+                        commit=commit)
     assert message_from_dict(json.loads(json.dumps(message_to_dict(msg)))) == msg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -51,7 +52,7 @@ def test_whatever_the_traffic_lines_are_bounded_and_every_refusal_is_counted(
 
     class Capture(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            fields = record.claud_fields  # type: ignore[attr-defined]
+            fields = record.claud_fields
             lines.append((fields["client"], clock.now, fields["suppressed"]))
 
     handler = Capture()
@@ -70,7 +71,7 @@ def test_whatever_the_traffic_lines_are_bounded_and_every_refusal_is_counted(
         for client in counts:
             times = [at for c, at, _ in lines if c == client]
             # Never two lines for one client within a period...
-            assert all(b - a >= 10 for a, b in zip(times, times[1:]))
+            assert all(b - a >= 10 for a, b in itertools.pairwise(times))
             # ...and the lines account for no more refusals than there were.
             assert sum(1 + n for c, _, n in lines if c == client) <= counts[client]
     finally:

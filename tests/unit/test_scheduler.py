@@ -123,10 +123,10 @@ def test_spread_prefers_the_least_utilised_slave() -> None:
 def test_strategy_accepts_its_string_value() -> None:
     slaves = [node("s1"), node("s2")]
     jobs = [job("a"), job("b")]
-    by_name = schedule(slaves, jobs, "spread")  # type: ignore[arg-type]
+    by_name = schedule(slaves, jobs, "spread")
     assert by_name == schedule(slaves, jobs, Strategy.SPREAD)
     with pytest.raises(ValueError):
-        schedule(slaves, jobs, "random")  # type: ignore[arg-type]
+        schedule(slaves, jobs, "random")
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))

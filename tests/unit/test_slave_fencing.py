@@ -94,8 +94,11 @@ def test_state_dir_is_0700_and_its_files_0600(tmp_path: Path) -> None:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.binary(max_size=64), st.dictionaries(st.sampled_from(["boot", "renewed_at", "seconds", "grace", "x"]), st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=8)), max_size=6).map(
-       lambda d: json.dumps(d).encode())))
+@given(st.one_of(st.binary(max_size=64), st.dictionaries(
+    st.sampled_from(["boot", "renewed_at", "seconds", "grace", "x"]),
+    st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=8)),
+    max_size=6,
+).map(lambda d: json.dumps(d).encode())))
 def test_a_hostile_lease_file_is_no_lease_or_a_sane_one(garbage: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         state = ensure_state_dir(Path(tmp))

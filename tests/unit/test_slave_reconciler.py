@@ -57,7 +57,7 @@ def run(desired: list[Allocation] | None, observed: list[Observed], **kw: object
             desired=None if desired is None else {a.alloc_id: a for a in desired},
             observed=observed,
             now=NOW,
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
     )
 

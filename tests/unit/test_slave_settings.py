@@ -112,7 +112,7 @@ def _tls_flags(tmp_path: Path) -> list[str]:
     tls_certs.write_pem(tmp_path / "ca", ca := tls_certs.create_ca(days=1))
     ca_cert = tls_certs.x509.load_pem_x509_certificate(ca.cert)
     ca_key = tls_certs.serialization.load_pem_private_key(ca.key, None)
-    tls_certs.write_pem(tmp_path / "s1", tls_certs.create_cert(ca_cert, ca_key, tls_certs.Role.SLAVE))  # type: ignore[arg-type]
+    tls_certs.write_pem(tmp_path / "s1", tls_certs.create_cert(ca_cert, ca_key, tls_certs.Role.SLAVE))
     return ["--tls-cert-file", str(tmp_path / "s1.pem"), "--tls-key-file", str(tmp_path / "s1-key.pem"),
             "--tls-ca-file", str(tmp_path / "ca.pem")]
 

@@ -117,7 +117,8 @@ def test_many_simulated_agents_share_one_process(secret_file: Path) -> None:
         agents = []
         for i in range(40):
             settings = SlaveSettings(
-                id=f"sim{i}", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, cluster_secret_file=secret_file, watch_wait=2
+                id=f"sim{i}", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1,
+                cluster_secret_file=secret_file, watch_wait=2,
             )
             agents.append(
                 Agent(
@@ -172,7 +173,8 @@ def test_simulated_agent_fences_when_the_master_goes_silent(secret_file: Path) -
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
         settings = SlaveSettings(
-            id="fence", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1, cluster_secret_file=secret_file, watch_wait=1
+            id="fence", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1,
+            cluster_secret_file=secret_file, watch_wait=1,
         )
         runtime = SimulatedRuntime(settings.id)
         agent = Agent(

@@ -4,8 +4,8 @@ snapshot + replay identical to straight replay)."""
 
 from __future__ import annotations
 
+import itertools
 import json
-
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -191,7 +191,8 @@ def test_plan_is_rechecked_against_the_newest_state(d: Driver) -> None:
     d.submit("a", resources={"cpu": 0.75, "memory_mb": 64})
     d.submit("b", resources={"cpu": 0.75, "memory_mb": 64})
     # A stale plan that puts both on s1 would over-commit it: apply refuses the second.
-    d.apply(ops.ApplyPlan(at=d.now, placements=[ops.Placement(job_id="a", node_id="s1"), ops.Placement(job_id="b", node_id="s1")]))
+    d.apply(ops.ApplyPlan(at=d.now, placements=[ops.Placement(job_id="a", node_id="s1"),
+                                                ops.Placement(job_id="b", node_id="s1")]))
     assert d.state("a") == JobState.SCHEDULED
     assert d.state("b") == JobState.PENDING
 
@@ -246,9 +247,11 @@ NODE_IDS = ["s1", "s2", "s3"]
 actions = st.lists(
     st.one_of(
         st.tuples(st.just("node"), st.sampled_from(NODE_IDS)),
-        st.tuples(st.just("submit"), st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.5]), st.sampled_from(["never", "on-failure", "always"])),
+        st.tuples(st.just("submit"), st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.5]),
+                  st.sampled_from(["never", "on-failure", "always"])),
         st.tuples(st.just("schedule")),
-        st.tuples(st.just("report"), st.integers(0, 30), st.sampled_from(list(ContainerState)), st.sampled_from([0, 1])),
+        st.tuples(st.just("report"), st.integers(0, 30), st.sampled_from(list(ContainerState)),
+                  st.sampled_from([0, 1])),
         st.tuples(st.just("stop"), st.integers(0, 30)),
         st.tuples(st.just("dead"), st.sampled_from(NODE_IDS)),
         st.tuples(st.just("drain"), st.sampled_from(NODE_IDS), st.booleans()),
@@ -319,7 +322,8 @@ def run_actions(d: Driver, steps) -> None:
 
 
 def check_invariants(sm: StateMachine) -> None:
-    placed = {(job.node_id, job.id) for job in sm.jobs.values() if job.state in (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)}
+    holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
+    placed = {(job.node_id, job.id) for job in sm.jobs.values() if job.state in holding}
     indexed = {(node_id, job_id) for node_id in sm.nodes for job_id in sm._placed_by_node.get(node_id, ())}
     assert placed == indexed
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
@@ -339,7 +343,7 @@ def check_invariants(sm: StateMachine) -> None:
         if job.spec.type == "service":
             assert job.state not in (JobState.COMPLETED, JobState.FAILED)
         # What ended because of CLAUD is lost and pending again: never charged.
-        for before, after in zip(job.events, job.events[1:]):
+        for before, after in itertools.pairwise(job.events):
             if before.state == JobState.LOST:
                 assert after.state == JobState.PENDING and "restart" not in after.message
     for node in sm.nodes.values():

@@ -112,7 +112,8 @@ class Replicas(RuleBasedStateMachine):
 
     @rule(valid=VALID, job_id=IDS, name=ADVERSARIAL_TEXT, cpu=FLOATS, memory=INTS,
           policy=st.sampled_from(["never", "on-failure", "always", "sometimes"]), retries=INTS,
-          command=st.lists(ADVERSARIAL_TEXT, max_size=3), env=st.dictionaries(ADVERSARIAL_TEXT, ADVERSARIAL_TEXT, max_size=2),
+          command=st.lists(ADVERSARIAL_TEXT, max_size=3),
+          env=st.dictionaries(ADVERSARIAL_TEXT, ADVERSARIAL_TEXT, max_size=2),
           key=st.one_of(st.none(), ADVERSARIAL_TEXT), stop_timeout=FLOATS, big=st.booleans())
     def submit(self, valid, job_id, name, cpu, memory, policy, retries, command, env, key, stop_timeout, big) -> None:
         if valid:
@@ -123,7 +124,8 @@ class Replicas(RuleBasedStateMachine):
             self.jobs += 1
         else:
             spec = {"name": name, "image": "claud/busybox", "command": command, "env": env,
-                    "resources": {"cpu": cpu, "memory_mb": memory}, "restart": {"policy": policy, "max_retries": retries},
+                    "resources": {"cpu": cpu, "memory_mb": memory},
+                    "restart": {"policy": policy, "max_retries": retries},
                     "stop_timeout": stop_timeout, "idempotency_key": key}
             data = {"kind": "submit_job", "at": self.now.isoformat(), "job_id": job_id, "spec": spec}
         self.append(entry(data, inf_as_1e400=big))
@@ -132,7 +134,8 @@ class Replicas(RuleBasedStateMachine):
     def schedule(self) -> None:
         nodes, jobs = self.a.scheduling_snapshot(self.now)
         plan = schedule(nodes, jobs)
-        op = ops.ApplyPlan(at=self.now, placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+        op = ops.ApplyPlan(at=self.now,
+                           placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
                            unplaced=dict(plan.unplaced))
         self.append(ops.encode(op), well_formed=True)
 
@@ -142,7 +145,8 @@ class Replicas(RuleBasedStateMachine):
                            "placements": [{"job_id": job, "node_id": node}], "unplaced": {job: reason}}))
 
     @rule(n=st.integers(0, 50), attempt=st.sampled_from(["current", "old", "next", "other"]), state=STATES,
-          exit_code=INTS, message=st.one_of(st.none(), ADVERSARIAL_TEXT), container=st.one_of(st.none(), ADVERSARIAL_TEXT),
+          exit_code=INTS, message=st.one_of(st.none(), ADVERSARIAL_TEXT),
+          container=st.one_of(st.none(), ADVERSARIAL_TEXT),
           node=st.one_of(st.none(), IDS), valid=VALID, bad_time=BAD_TIMES, fenced=FLAGS, healthy=FLAGS)
     def report(self, n, attempt, state, exit_code, message, container, node, valid, bad_time, fenced, healthy) -> None:
         job = self.a.jobs.get(self.job_id(n))
@@ -166,8 +170,8 @@ class Replicas(RuleBasedStateMachine):
             "name": "svc", "image": "claud/busybox", "type": "service", "restart": {"policy": "always"}})),
             well_formed=True)
         for i in range(restarts):
-            self.append(ops.encode(ops.ApplyPlan(at=self.now, placements=[ops.Placement(job_id=job_id, node_id="loop")])),
-                        well_formed=True)
+            placements = [ops.Placement(job_id=job_id, node_id="loop")]
+            self.append(ops.encode(ops.ApplyPlan(at=self.now, placements=placements)), well_formed=True)
             job = self.a.jobs[job_id]
             last = i == restarts - 1 and last_at is not None  # the last report at an odd time
             self.append(entry({"kind": "report_allocations", "at": last_at if last else self.now.isoformat(),
@@ -179,7 +183,8 @@ class Replicas(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 50), job=IDS, known=st.booleans(), valid=VALID, bad_time=BAD_TIMES)
     def stop(self, n, job, known, valid, bad_time) -> None:
-        self.append(entry({"kind": "stop_job", "at": self.at(valid, bad_time), "job_id": self.job_id(n) if known else job}))
+        job_id = self.job_id(n) if known else job
+        self.append(entry({"kind": "stop_job", "at": self.at(valid, bad_time), "job_id": job_id}))
 
     @rule(node=IDS, state=st.one_of(st.sampled_from(["alive", "suspect", "dead", "draining"]), ADVERSARIAL_TEXT),
           reason=ADVERSARIAL_TEXT)
@@ -213,7 +218,8 @@ class Replicas(RuleBasedStateMachine):
 
     @rule(node=IDS, valid=VALID, bad_time=BAD_TIMES, cpu=FLOATS, memory=INTS, big=st.booleans())
     def touch(self, node, valid, bad_time, cpu, memory, big) -> None:
-        self.append(entry({"kind": "touch_nodes", "at": self.now.isoformat(), "heartbeats": {node: self.at(valid, bad_time)},
+        self.append(entry({"kind": "touch_nodes", "at": self.now.isoformat(),
+                           "heartbeats": {node: self.at(valid, bad_time)},
                            "usage": {node: {"cpu_percent": cpu, "memory_mb_available": memory}}}, inf_as_1e400=big))
 
     @rule(data=st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode), st.just(b"\xff"), st.just("")))
@@ -221,7 +227,8 @@ class Replicas(RuleBasedStateMachine):
         self.append(data)
 
     @rule(data=st.dictionaries(st.sampled_from(["kind", "at", "job_id", "node_id", "spec", "statuses", "heartbeats"]),
-                               st.one_of(ADVERSARIAL_TEXT, INTS, FLOATS, st.none(), st.lists(INTS, max_size=2)), max_size=5),
+                               st.one_of(ADVERSARIAL_TEXT, INTS, FLOATS, st.none(), st.lists(INTS, max_size=2)),
+                               max_size=5),
           kind=st.sampled_from(["submit_job", "apply_plan", "register_node", "report_allocations", "stop_job",
                                 "set_node_state", "set_drain", "force_drain", "set_runtime_health",
                                 "lose_slave_jobs", "touch_nodes", "noop", "drop_tables"]))

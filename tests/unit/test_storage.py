@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 from claud.api import JobSpec, JobState
 from claud.master import ops
 from claud.master.peers import MasterDirectory

@@ -1,9 +1,11 @@
-"""`claud tls cert create`'s names: whatever is typed, a certificate names exactly what was asked, or nothing is made."""
+"""`claud tls cert create`'s names: whatever is typed, a certificate names exactly what was asked,
+or nothing is made."""
 
 from __future__ import annotations
 
 import ipaddress
 from functools import cache
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +37,7 @@ names = st.one_of(st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z0-9
 def test_a_certificate_names_exactly_what_was_asked(role: Role, ip_list: list[str], dns_list: list[str]) -> None:
     ca_cert, ca_key = ca()
     try:
-        pem = tls_certs.create_cert(ca_cert, ca_key, role, ips=ip_list, dns=dns_list)  # type: ignore[arg-type]
+        pem = tls_certs.create_cert(ca_cert, ca_key, role, ips=ip_list, dns=dns_list)
     except ValueError:
         # Refused only for input that is not an IP address or a DNS name.
         bad_ip = any(not _is_ip(i) for i in ip_list)
@@ -75,16 +77,16 @@ def test_days_are_bounded() -> None:
         tls_certs.create_ca(days=0)
     ca_cert, ca_key = ca()
     with pytest.raises(ValueError):
-        tls_certs.create_cert(ca_cert, ca_key, Role.MASTER, days=10**6)  # type: ignore[arg-type]
+        tls_certs.create_cert(ca_cert, ca_key, Role.MASTER, days=10**6)
 
 
 def test_a_leaf_never_outlives_its_ca() -> None:
     ca_cert, ca_key = ca()
-    pem = tls_certs.create_cert(ca_cert, ca_key, Role.SLAVE, days=365)  # type: ignore[arg-type]
+    pem = tls_certs.create_cert(ca_cert, ca_key, Role.SLAVE, days=365)
     assert x509.load_pem_x509_certificate(pem.cert).not_valid_after_utc <= ca_cert.not_valid_after_utc
 
 
-def test_without_cryptography_claud_tls_says_what_to_install(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_without_cryptography_claud_tls_says_what_to_install(tmp_path: Path) -> None:
     import subprocess
     import sys
 

@@ -45,7 +45,7 @@ def test_lone_surrogates_from_python_are_refused_naming_the_field(extra, loc) ->
 
 
 def test_lone_surrogates_in_json_text_are_invalid_json() -> None:
-    with pytest.raises(ValidationError, match="surrogate|hex escape"):
+    with pytest.raises(ValidationError, match=r"surrogate|hex escape"):
         JobSpec.model_validate_json('{"name":"x","image":"claud/busybox","env":{"A":"\\ud800"}}')
     # A proper pair is a character like any other.
     spec = JobSpec.model_validate_json('{"name":"x","image":"claud/busybox","env":{"A":"\\ud83d\\ude00"}}')

@@ -37,7 +37,8 @@ from claud.api.nodes import (
     NodeView,
 )
 
-#: Labels every CLAUD container carries (shared/CONTRACT.md).
+#: Labels every CLAUD container carries, public names (``docker ps --filter label=claud.job=ID``
+#: works for users, and a restarted slave finds its containers by them): never renamed.
 LABEL_JOB = "claud.job"
 LABEL_ALLOC = "claud.alloc"
 LABEL_SLAVE = "claud.slave"

@@ -1,9 +1,10 @@
 """The job spec users submit and the job view the masters return.
 
-These classes *are* the public contract (see shared/CONTRACT.md): the masters
-validate submissions with them, the SDK parses answers with them. Unknown
-fields are refused rather than ignored, so a typo (``"memroy_mb"``) is a 422
-naming the field instead of a job that silently runs with the default.
+These classes *are* the public API's job fields, which users and scripts rely
+on (extend them, never rename one): the masters validate submissions with
+them, the SDK parses answers with them. Unknown fields are refused rather
+than ignored, so a typo (``"memroy_mb"``) is a 422 naming the field instead
+of a job that silently runs with the default.
 """
 
 from __future__ import annotations

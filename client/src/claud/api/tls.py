@@ -18,12 +18,26 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 #: TLS 1.2 is the oldest version any of our peers speak; nothing older is offered.
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 #: TLS 1.2 suites with forward secrecy and AEAD only (uvicorn's default, "TLSv1",
 #: would also offer CBC suites); TLS 1.3's are all of that kind already.
 SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+class UvicornTlsOptions(TypedDict, total=False):
+    """uvicorn's ``ssl_*`` keyword arguments, typed so that ``**options`` is checked against them.
+
+    Not total: without TLS a process passes an empty one.
+    """
+
+    ssl_certfile: str
+    ssl_keyfile: str
+    ssl_ca_certs: str
+    ssl_cert_reqs: int
+    ssl_ciphers: str
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ class TlsFiles:
         """For calls to other CLAUD processes: verify them, and present our own certificate."""
         return client_context(self.ca_file, self.cert_file, self.key_file)
 
-    def uvicorn_options(self, *, require_client_cert: bool) -> dict[str, object]:
+    def uvicorn_options(self, *, require_client_cert: bool) -> UvicornTlsOptions:
         """uvicorn's ssl_* settings for the same server context as :meth:`server_context`."""
         return {
             "ssl_certfile": str(self.cert_file),

@@ -175,7 +175,7 @@ class AsyncClient:
     async def watch(
         self,
         job_id: str,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - public API, as in the sync Client
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> AsyncGenerator[JobView, None]:
         """See :meth:`Client.watch`."""
@@ -201,7 +201,7 @@ class AsyncClient:
     async def wait(
         self,
         job_id: str,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - public API, as in the sync Client
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> JobView:
         async with aclosing(self.watch(job_id, timeout, poll_interval)) as views:

@@ -187,7 +187,8 @@ class Client:
         finally:
             response.close()
         yield from buffer.flush()
-        return response.headers.get(wire.ALLOC_HEADER)
+        alloc_id: str | None = response.headers.get(wire.ALLOC_HEADER)
+        return alloc_id
 
     def _next_attempt(self, job_id: str, streamed: str | None) -> JobView | None:
         """Poll until the job has an attempt to stream other than ``streamed``; None once it has ended."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import click
 import httpx
@@ -37,7 +37,6 @@ from claud.client import _wire as wire
 from claud.client._client import DEFAULT_POLL_INTERVAL, Client
 from claud.client._masters import log as sdk_log
 from claud.client._masters import parse_masters
-from claud.client.tls_cli import tls
 from claud.client.errors import (
     ClaudError,
     InvalidSpec,
@@ -47,6 +46,7 @@ from claud.client.errors import (
     Unreachable,
     Untrusted,
 )
+from claud.client.tls_cli import tls
 
 __all__ = ["CliConfig", "ExitCode", "cli", "main"]
 
@@ -168,7 +168,9 @@ def pass_client(command: _F) -> _F:
     def with_client(*args: Any, **kwargs: Any) -> Any:
         return command(*open_client(click.get_current_context()), *args, **kwargs)
 
-    return with_client  # type: ignore[return-value]
+    # Not quite _F: the wrapper supplies the first two arguments itself, and the
+    # click decorators above it pass the rest, as they would to the command.
+    return cast(_F, with_client)
 
 
 def open_client(ctx: click.Context) -> tuple[CliConfig, Client]:

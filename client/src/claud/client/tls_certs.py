@@ -35,7 +35,8 @@ MAX_DAYS = 36500
 #: Clocks of the machines that check a new certificate may be a little behind ours.
 BACKDATE = timedelta(minutes=1)
 
-_DNS_NAME = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"^(\*\.)?({_LABEL})(\.{_LABEL})*$")
 _CLUSTER = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -82,7 +83,9 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def create_ca(days: int = DEFAULT_CA_DAYS, common_name: str | None = None) -> Pem:
@@ -124,7 +127,9 @@ def load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Ellip
     except OSError as exc:
         raise ValueError(f"cannot read the CA: {exc.filename}: {exc.strerror}") from None
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{cert_path} and {key_path} are not a PEM certificate and an unencrypted key: {exc}") from None
+        raise ValueError(
+            f"{cert_path} and {key_path} are not a PEM certificate and an unencrypted key: {exc}"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{key_path}: expected the EC key `claud tls ca create` writes")
     try:
@@ -133,7 +138,9 @@ def load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Ellip
         constraints = None
     if constraints is None or not constraints.ca:
         raise ValueError(f"{cert_path} is not a CA certificate")
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    cert_key = cert.public_key()
+    if (not isinstance(cert_key, ec.EllipticCurvePublicKey)
+            or cert_key.public_numbers() != key.public_key().public_numbers()):
         raise ValueError(f"{key_path} is not the key of {cert_path}")
     return cert, key
 

@@ -79,7 +79,8 @@ def cert() -> None:
               help="A DNS name the process is reached at (repeatable; <role>.<cluster>.claud and "
               "localhost are always in).")
 @click.option("--days", type=int, default=365, show_default=True, help="Days the certificate is valid.")
-@click.option("--cluster", default="dc1", show_default=True, help="Cluster name, in the file names and <role>.<cluster>.claud.")
+@click.option("--cluster", default="dc1", show_default=True,
+              help="Cluster name, in the file names and <role>.<cluster>.claud.")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Path prefix: writes PREFIX.pem and PREFIX-key.pem. [default: <cluster>-<role>-claud, "
               "then -1, -2... when taken]")

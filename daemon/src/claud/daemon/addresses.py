@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import re
 
 #: Hosts that name every interface of a listener and no host at all to a peer.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "*"})
+
+# A host is a bracketed IPv6 address or one word without space, colon or slash
+# (so no path, no second port, no unbracketed IPv6); the port is ASCII digits.
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/]+):(?P<port>[0-9]{1,5})")
 
 
 def names_no_host(host: str) -> bool:
@@ -34,12 +39,17 @@ def names_no_host(host: str) -> bool:
 
 
 def parse_host_port(address: str) -> tuple[str, int]:
-    """``host:port`` (IPv6 in brackets) -> (host, port); ValueError naming the problem."""
-    host, sep, port = address.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    """``host:port`` (IPv6 in brackets) -> (host without brackets, port); ValueError naming the problem.
+
+    Every host:port a master, a slave or discovery reads goes through here.
+    """
+    match = _HOST_PORT.fullmatch(address.strip())
+    if not match:
         raise ValueError(f"{address!r} is not host:port")
-    return host, int(port)
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} in {address!r} is out of range 1-65535")
+    return match["host"].strip("[]"), port
 
 
 def outgoing_address(listen: str) -> str | None:

@@ -49,6 +49,7 @@ you know you want that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -67,7 +68,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claud.api.nodes import NodeRole
-from claud.daemon.addresses import names_no_host
+from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.logfmt import log_event
 
 log = logging.getLogger("claud.discovery")
@@ -109,13 +110,12 @@ class Announcement(BaseModel):
     @field_validator("address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("address must be host:port")
-        if host.startswith("[") != host.endswith("]"):
-            raise ValueError("address must be host:port ([v6]:port for IPv6)")
-        if names_no_host(host):
+        if _is_wildcard(value):
             raise ValueError("address must name a host, not a wildcard (announce --advertise)")
+        try:
+            parse_host_port(value)
+        except ValueError:
+            raise ValueError("address must be host:port ([v6]:port for IPv6)") from None
         return value
 
     @property
@@ -190,13 +190,9 @@ def _decode(data: bytes, cluster: str, key: bytes) -> Announcement:
 
 
 def _is_wildcard(address: str) -> bool:
+    # Not parse_host_port: ":8700" (no host at all) is a wildcard too, said as such.
     host, sep, port = address.rpartition(":")
     return bool(sep) and port.isdigit() and names_no_host(host)
-
-
-def split_host_port(address: str) -> tuple[str, str]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), port
 
 
 class ReplayGuard:
@@ -558,10 +554,8 @@ class Discovery:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                except OSError:
-                    pass
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setblocking(False)
             sock.bind((self.bind_address, self.port))
@@ -580,10 +574,8 @@ class Discovery:
             expiry = self._table.next_expiry()
             if expiry is not None:  # wake when a peer goes stale, so `changed` is prompt
                 timeout = min(timeout, expiry - time.monotonic() + 0.001)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
-            except TimeoutError:
-                pass
             now = loop.time()
             if self._wake.is_set() or now >= next_send:
                 self._wake.clear()

@@ -11,6 +11,7 @@ where Python was.
 from __future__ import annotations
 
 import argparse
+import enum
 import sys
 from collections.abc import Sequence
 from typing import Any, Literal, NoReturn, TypeVar, get_args, get_origin
@@ -70,8 +71,9 @@ def build_parser(
         # Values stay strings: pydantic converts and validates them with the
         # same rules (and messages) as the environment twins.
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, str) and hasattr(field.annotation, "__members__"):
-            choices = tuple(m.value for m in field.annotation)  # a StrEnum
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, enum.Enum) and issubclass(annotation, str):
+            choices = tuple(m.value for m in annotation)  # a StrEnum
         metavar = "{" + "|".join(choices) + "}" if choices else name.upper()
         parser.add_argument(flag_name(name), dest=name, metavar=metavar, help=help_text)
     return parser

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lifespan="on",
         # A followed log stream would otherwise hold a SIGTERM'd slave forever.
         timeout_graceful_shutdown=3,
-        **tls_options,  # type: ignore[arg-type]
+        **tls_options,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down, which

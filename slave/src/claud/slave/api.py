@@ -20,10 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import ErrorBody, ErrorDetail
+from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.slave.agent import Agent
-from claud.api.agent import CLUSTER_SECRET_HEADER
 from claud.slave.runtime import Runtime, RuntimeUnavailable, make_runtime
 from claud.slave.settings import SlaveSettings
 
@@ -117,7 +117,8 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         )
 
     def agent_of(request: Request) -> Agent:
-        return request.app.state.agent  # type: ignore[no-any-return]
+        agent: Agent = request.app.state.agent  # Starlette's state is untyped
+        return agent
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

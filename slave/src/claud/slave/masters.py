@@ -1,10 +1,12 @@
 """Talking to the masters: which one is the leader, and which replies to trust.
 
-The slave knows only the addresses it was given. Masters name the leader by
-*id* (shared/CONTRACT.md), so the client learns which id answers at which of
-its addresses (``X-Claud-Master-Id`` on every 200, ``master_id`` in every 421)
-and follows a 421 to the address it has learned for ``leader_id``. When it has
-not learned that id yet, or a master is down, it simply tries the next address.
+The slave knows only the addresses it was given or discovered. Masters name
+the leader by *id*, never by address (so masters can sit behind proxies or
+NAT, where the address a master knows itself by is not the one the slave
+dials), so the client learns which id answers at which of its addresses
+(``X-Claud-Master-Id`` on every 200, ``master_id`` in every 421) and follows
+a 421 to the address it has learned for ``leader_id``. When it has not
+learned that id yet, or a master is down, it simply tries the next address.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ class MasterClient:
             self._leader = (leader_id, address)
             log_event(logger, "master.leader", leader=leader_id, address=address)
 
-    async def _call(self, path: str, body: pydantic.BaseModel, timeout: httpx.Timeout) -> Assignments:
+    # `timeout` is httpx's, per request and per phase (connect, read), not a deadline on the call.
+    async def _call(self, path: str, body: pydantic.BaseModel, timeout: httpx.Timeout) -> Assignments:  # noqa: ASYNC109
         content = body.model_dump_json()
         tried: set[str] = set()
         problems: list[str] = []

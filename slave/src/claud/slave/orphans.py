@@ -86,7 +86,9 @@ class Reaper:
         self._project = project
         self._api_timeout = api_timeout
         self._interval = interval
-        self._client = docker.DockerClient.from_env(timeout=api_timeout)
+        # The SDK hands `timeout` to requests, which takes float seconds (None: no
+        # deadline); the stub follows the SDK's docstring, which says int.
+        self._client = docker.DockerClient.from_env(timeout=api_timeout)  # type: ignore[arg-type]
         self._client.ping()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -118,7 +120,8 @@ class Reaper:
                 info = api.inspect_container(row["Id"])
                 state = info.get("State") or {}
                 slave_id = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_RUNS_SLAVE, "")
-                slaves.append(SlaveContainer(slave_id, bool(state.get("Running")), parse_docker_time(state.get("StartedAt"))))
+                started_at = parse_docker_time(state.get("StartedAt"))
+                slaves.append(SlaveContainer(slave_id, bool(state.get("Running")), started_at))
         return jobs, slaves
 
     def reap_once(self) -> int:
@@ -143,7 +146,8 @@ class Reaper:
         while not self._stop.is_set():
             client = None
             try:
-                client = docker.DockerClient.from_env(timeout=None)
+                # No deadline: the event stream is long-lived (float or None: see __init__).
+                client = docker.DockerClient.from_env(timeout=None)  # type: ignore[arg-type]
                 stream = client.api.events(
                     filters={"type": "container", "label": [f"{LABEL_PROJECT}={self._project}"]}, decode=True
                 )

@@ -291,7 +291,8 @@ def _garbage(
     A container of a desired allocation is never removed (its logs and exit code
     are still wanted), nor one with an action or start in flight.
     """
-    assert inp.now is not None
+    now = inp.now
+    assert now is not None
     # Everything that does not run counts against the cap, including containers
     # created but never started (a crash between create and start).
     finished = [c for c in [*primary.values(), *extra] if c.phase is not Phase.RUNNING]
@@ -302,12 +303,12 @@ def _garbage(
     ]
 
     def ended(c: Observed) -> datetime:
-        return c.finished_at or c.created_at or inp.now  # type: ignore[return-value]
+        return c.finished_at or c.created_at or now
 
     removable.sort(key=ended)
     chosen: dict[str, RemoveAction] = {}
     for c in removable:
-        if inp.now - ended(c) >= inp.retention:
+        if now - ended(c) >= inp.retention:
             chosen[c.container_id] = RemoveAction(c.container_id, c.alloc_id, c.job_id, "expired")
     excess = len(finished) - len(chosen) - inp.max_exited
     for c in removable:

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
 from claud.api.jobs import ADDRESS, LABEL_KEY, check_labels
-from claud.daemon.addresses import names_no_host
+from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.slave.runtime.hardening import (
     DEFAULT_CAP_DROP,
@@ -38,18 +38,6 @@ ENV_PREFIX = "CLAUD_"
 # Slave ids end up in container labels, names of threads and log lines, and in
 # URLs of the masters' API: keep them to a safe, readable alphabet.
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/]+):(?P<port>[0-9]{1,5})$")
-
-
-def split_host_port(value: str) -> tuple[str, int]:
-    """Parse ``host:port`` (IPv6 in brackets); raise ValueError naming the problem."""
-    match = _HOST_PORT.match(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not host:port")
-    port = int(match["port"])
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} in {value!r} is out of range 1-65535")
-    return match["host"].strip("[]"), port
 
 
 def _split_list(value: Any) -> Any:
@@ -67,7 +55,7 @@ class SlaveSettings(TlsSettings):
         env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, populate_by_name=True
     )
 
-    # --- identity and peers (the public contract, shared/CONTRACT.md) ---
+    # --- identity and peers: flags users and scripts rely on (extend, never rename) ---
     id: str = Field(..., description="this slave's id, unique in the cluster (e.g. s1)")
     listen: str = Field(
         "127.0.0.1:8701", description="host:port where the slave serves container logs and /healthz"
@@ -298,13 +286,13 @@ class SlaveSettings(TlsSettings):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        split_host_port(value)
+        parse_host_port(value)
         return value.strip()
 
     @field_validator("advertise")
     @classmethod
     def _check_advertise(cls, value: str | None) -> str | None:
-        if value is not None and names_no_host(split_host_port(value)[0]):
+        if value is not None and names_no_host(parse_host_port(value)[0]):
             raise ValueError(f"{value!r} names no host; advertise an address the masters can reach")
         return value
 
@@ -326,7 +314,7 @@ class SlaveSettings(TlsSettings):
                 if scheme not in ("http", "https"):
                     raise ValueError(f"{entry!r}: only http:// and https:// are supported")
                 scheme += "://"
-            host, port = split_host_port(rest.rstrip("/"))
+            host, port = parse_host_port(rest.rstrip("/"))
             host = f"[{host}]" if ":" in host else host
             normalised = f"{scheme}{host}:{port}"
             if normalised not in entries:
@@ -401,7 +389,7 @@ class SlaveSettings(TlsSettings):
         if reserved:
             raise ValueError(f"container_labels may not set {', '.join(sorted(reserved))}")
         address = self.advertise_address
-        if not ADDRESS.fullmatch(address) or names_no_host(split_host_port(address)[0]):
+        if not ADDRESS.fullmatch(address) or names_no_host(parse_host_port(address)[0]):
             # Derived from --listen and the hostname: the masters would refuse every heartbeat.
             raise ValueError(
                 f"this slave would advertise {address[:80]!r}, which the masters cannot reach it at: "
@@ -486,7 +474,7 @@ class SlaveSettings(TlsSettings):
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
-        return split_host_port(self.listen)
+        return parse_host_port(self.listen)
 
     @property
     def advertise_address(self) -> str:

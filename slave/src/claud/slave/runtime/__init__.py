@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,7 +92,7 @@ class Runtime(abc.ABC):
         start (after a create that may take seconds), says no.
         """
 
-    async def running(self) -> list[Observed]:
+    async def running(self) -> builtins.list[Observed]:  # `list` here is the method above
         """This slave's running containers, as cheaply as the runtime can: the fence's sweep."""
         return [o for o in await self.list() if o.phase is Phase.RUNNING]
 

@@ -15,6 +15,7 @@ and start) can never make a duplicate; the loser adopts the existing one.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
@@ -117,6 +119,7 @@ def observed_from_inspect(info: dict[str, Any]) -> Observed | None:
     if state.get("OOMKilled"):
         error = "killed: out of memory (OOM)"
     exited = phase is Phase.EXITED or (phase is Phase.CREATED and error)
+    pid = state.get("Pid")
     return Observed(
         container_id=info["Id"],
         alloc_id=alloc_id,
@@ -127,7 +130,7 @@ def observed_from_inspect(info: dict[str, Any]) -> Observed | None:
         created_at=parse_docker_time(info.get("Created")),
         started_at=parse_docker_time(state.get("StartedAt")),
         finished_at=parse_docker_time(state.get("FinishedAt")),
-        pid=state.get("Pid") if phase is Phase.RUNNING and isinstance(state.get("Pid"), int) and state["Pid"] > 0 else None,
+        pid=pid if phase is Phase.RUNNING and isinstance(pid, int) and pid > 0 else None,
     )
 
 
@@ -206,7 +209,11 @@ class DockerRuntime(Runtime):
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         # A timeout of None is what long-lived streams need: no read deadline.
-        return docker.DockerClient.from_env(version=self._api_version, timeout=timeout, environment=self._environment)
+        # The SDK hands `timeout` to requests, which takes float seconds (None: no
+        # deadline); the stub follows the SDK's docstring, which says int.
+        return docker.DockerClient.from_env(
+            version=self._api_version, timeout=timeout, environment=self._environment  # type: ignore[arg-type]
+        )
 
     def _api(self) -> docker.APIClient:
         client: docker.DockerClient | None = getattr(self._local, "client", None)
@@ -230,7 +237,8 @@ class DockerRuntime(Runtime):
         its engine and picks up when it comes)."""
         try:
             client = docker.DockerClient.from_env(
-                timeout=min(self._api_timeout, 10.0), environment=self._environment
+                # float seconds: see _new_client
+                timeout=min(self._api_timeout, 10.0), environment=self._environment  # type: ignore[arg-type]
             )
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"cannot reach the Docker engine: {_explain(exc)}") from None
@@ -463,7 +471,7 @@ class DockerRuntime(Runtime):
                     self._api().unpause(container_id)
                     self._api().kill(container_id, signal="SIGKILL")
 
-    def _running_sync(self) -> list[Observed]:
+    def _running_sync(self) -> builtins.list[Observed]:  # `list` here is the method above
         rows = self._api().containers(filters={**self._label_filter(), "status": ["running", "paused", "restarting"]})
         found = []
         for row in rows:
@@ -479,7 +487,7 @@ class DockerRuntime(Runtime):
                 )
         return found
 
-    async def running(self) -> list[Observed]:
+    async def running(self) -> builtins.list[Observed]:
         try:
             return await self._run(self._fence_pool, self._running_sync)
         except _ENGINE_ERRORS as exc:
@@ -581,7 +589,7 @@ class DockerRuntime(Runtime):
                             return
                     if stop.is_set() or not post(chunk):
                         return
-            except BaseException as exc:  # handed to the consumer, which decides
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which decides
                 if not stop.is_set():
                     post(exc)
             finally:
