@@ -86,7 +86,8 @@ def test_an_agent_restarted_while_its_engine_is_away_adopts_its_containers_when_
         wait_until(lambda: cluster.node(slave.id)["runtime_healthy"], 20, what="the slave healthy again")
         wait_until(lambda: "event=container.found" in slave.log(), 20, what="the running container found")
         after = cluster.job(job_id)
-        assert (after["state"], after["alloc_id"], after["attempts"]) == ("running", before["alloc_id"], before["attempts"])
+        assert (after["state"], after["alloc_id"], after["attempts"]) == (
+            "running", before["alloc_id"], before["attempts"])
         assert "lost" not in states(after)
         assert run_intervals(job_id) == [interval]  # the same container, never restarted
 
@@ -119,7 +120,8 @@ def test_a_container_whose_job_was_lost_while_the_engine_was_away_is_killed_befo
         # Killed as a fence would, not granted the job's 30 s nor the agent's default grace:
         # a reconcile pass (1 s), the fence grace, Docker's bookkeeping on a busy machine.
         died = run_intervals(job_id)[0][2]
-        assert died - back < 1.0 + FENCE_GRACE + 2.5, f"the stale container died {died - back:.2f}s after the engine returned"
+        assert died - back < 1.0 + FENCE_GRACE + 2.5, (
+            f"the stale container died {died - back:.2f}s after the engine returned")
         assert_never_twice(job_id)
         assert "failed" not in states(cluster.job(job_id))
     engine.close()

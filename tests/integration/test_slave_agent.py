@@ -8,7 +8,6 @@ and can be told to stop answering (to exercise the fencing lease).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -26,8 +25,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from support.docker_proxy import DockerSocketProxy
-
 from claud.api import (
     Allocation,
     AllocationStatus,
@@ -37,6 +34,7 @@ from claud.api import (
     Resources,
     WatchRequest,
 )
+from support.docker_proxy import DockerSocketProxy
 
 pytestmark = pytest.mark.docker
 

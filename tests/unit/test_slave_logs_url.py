@@ -48,7 +48,8 @@ def test_whatever_it_is_given_the_url_stays_on_the_logs_path_of_the_named_host(a
     assert url.host == host.strip("[]") and url.port == int(port)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "*", "0", "0x0", "0.0", "::0", "0:0::0", "::ffff:0.0.0.0", "[::]"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "*", "0", "0x0", "0.0", "::0", "0:0::0", "::ffff:0.0.0.0",
+                                  "[::]"])
 def test_every_spelling_of_the_unspecified_address_names_no_host(host: str) -> None:
     from claud.daemon.addresses import names_no_host
 

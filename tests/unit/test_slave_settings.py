@@ -92,7 +92,8 @@ def test_a_slave_that_cannot_derive_a_usable_address_names_advertise(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "give --advertise host:port" in err, err
     monkeypatch.setattr("socket.gethostname", lambda: "slave-7")
-    assert load_settings(["--id", "s1", "--masters", "m:1", "--listen", "[::]:8701"]).advertise_address == "slave-7:8701"
+    settings = load_settings(["--id", "s1", "--masters", "m:1", "--listen", "[::]:8701"])
+    assert settings.advertise_address == "slave-7:8701"
 
 
 def test_help_shows_defaults_and_env_twins() -> None:

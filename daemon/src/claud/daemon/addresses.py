@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 import re
+import socket
 
 #: Hosts that name every interface of a listener and no host at all to a peer.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "*"})

@@ -229,7 +229,8 @@ class SlaveSettings(TlsSettings):
         None,
         ge=0,
         description="cap on the SIGTERM grace when the lease expires (default: the masters' "
-        f"fence_stop_grace, {DEFAULT_FENCE_STOP_GRACE:g} until they answer; when both are set the smaller wins): the masters "
+        f"fence_stop_grace, {DEFAULT_FENCE_STOP_GRACE:g} until they answer; when both are set the smaller wins): "
+        "the masters "
         "reschedule after their own longer timeout, so the old copy must be dead well before",
     )
 
