@@ -119,6 +119,9 @@ def test_many_simulated_agents_share_one_process(secret_file: Path) -> None:
             settings = SlaveSettings(
                 id=f"sim{i}", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1,
                 cluster_secret_file=secret_file, watch_wait=2,
+                # Off: the same ids and secret in another run of this suite on the machine (UDP
+                # broadcast on 8702) would be heard as conflicting peers.
+                no_discovery=True,
             )
             agents.append(
                 Agent(
@@ -174,7 +177,7 @@ def test_simulated_agent_fences_when_the_master_goes_silent(secret_file: Path) -
         http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
         settings = SlaveSettings(
             id="fence", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1,
-            cluster_secret_file=secret_file, watch_wait=1,
+            cluster_secret_file=secret_file, watch_wait=1, no_discovery=True,
         )
         runtime = SimulatedRuntime(settings.id)
         agent = Agent(
