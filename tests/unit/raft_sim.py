@@ -16,7 +16,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from claud.master.raft import Message, RaftConfig, RaftCore, Ready, Role
+from claud.master.raft import RaftConfig, RaftCore, Ready, Role
+from claud.master.raft_messages import Message
 from claud.master.storage import Entry, HardState, Snapshot
 
 
@@ -51,6 +52,15 @@ class SimNode:
         return self.core is not None
 
     @property
+    def snapshot_index(self) -> int:
+        return self.snapshot.index if self.snapshot else 0
+
+    def entry(self, index: int) -> Entry | None:
+        """The persisted entry at ``index``; None when compacted away or beyond the log."""
+        pos = index - self.snapshot_index - 1
+        return self.log[pos] if 0 <= pos < len(self.log) else None
+
+    @property
     def applied_index(self) -> int:
         if self.applied:
             return self.applied[-1][0]
@@ -70,7 +80,10 @@ class SimNode:
 
 
 class Checker:
-    """Raft's safety properties, checked as the run goes (Raft paper, Figure 3)."""
+    """Raft's safety properties, checked as the run goes (Raft paper, Figure 3).
+
+    A node's log is read from what it persisted: once its Ready loop is done,
+    that is everything its core holds, and it is what survives a crash."""
 
     def __init__(self) -> None:
         self.leaders: dict[int, int] = {}
@@ -131,8 +144,8 @@ class Checker:
                 self._leader_complete(node)
         seen = self.commit_seen.get(node.id, 0)
         if core.commit_index > seen:
-            for i in range(max(seen, core.first_index - 1) + 1, core.commit_index + 1):
-                e = core.log_entry(i)
+            for i in range(max(seen, node.snapshot_index) + 1, core.commit_index + 1):
+                e = node.entry(i)
                 assert e is not None
                 self._agree_committed(node.id, i, e.term, e.data, core.term)
             self.commit_seen[node.id] = core.commit_index
@@ -142,9 +155,9 @@ class Checker:
         core = node.core
         assert core is not None
         for index, (term, data) in self.committed.items():
-            if self.commit_term.get(index, core.term) >= core.term or index < core.first_index:
+            if self.commit_term.get(index, core.term) >= core.term or index <= node.snapshot_index:
                 continue
-            e = core.log_entry(index)
+            e = node.entry(index)
             if e is None or (e.term, e.data) != (term, data):
                 raise SafetyViolation(f"leader completeness: leader {node.id} of term {core.term} lacks {index}")
 
@@ -304,7 +317,7 @@ class Sim:
                 self.checker.apply(node, e)
             core.advance(rd)
         self.checker.after(node)
-        if self.compact_every and node.applied_index - (core.first_index - 1) >= self.compact_every:
+        if self.compact_every and node.applied_index - node.snapshot_index >= self.compact_every:
             self.compact(node)
 
     def compact(self, node: SimNode) -> None:

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claud.master.raft import (
+from claud.master.raft import RaftConfig, RaftCore, Ready, Role
+from claud.master.raft_messages import (
     AppendEntries,
     AppendEntriesReply,
     InstallSnapshot,
@@ -28,12 +29,8 @@ from claud.master.raft import (
     Message,
     PreVote,
     PreVoteReply,
-    RaftConfig,
-    RaftCore,
-    Ready,
     RequestVote,
     RequestVoteReply,
-    Role,
     TimeoutNow,
     message_from_dict,
     message_to_dict,
@@ -326,7 +323,7 @@ def test_fast_backoff_skips_a_whole_conflicting_term_per_round_trip() -> None:
     refusals = [m for m in sent if isinstance(m, AppendEntriesReply) and not m.success]
     assert len(refusals) <= 2
     assert follower.last_index == leader.last_index == 21
-    assert all(follower.log_entry(i) == leader.log_entry(i) for i in range(1, 22))
+    assert all(follower.term_at(i) == leader.term_at(i) for i in range(1, 22))
     assert follower.commit_index == leader.commit_index == 21
 
 
@@ -517,7 +514,7 @@ def test_install_snapshot_replaces_a_stale_log() -> None:
     rd = flush(follower)
     assert rd.snapshot == snap and rd.entries == [] and rd.committed == []
     assert rd.messages == [InstallSnapshotReply(src=3, dst=1, term=2, match_index=10)]
-    assert (follower.last_index, follower.last_term, follower.commit_index) == (10, 2, 10)
+    assert (follower.last_index, follower.term_at(10), follower.commit_index) == (10, 2, 10)
     follower.step(AppendEntries(src=1, dst=3, term=2, prev_index=10, prev_term=2, entries=(Entry(11, 2, "x"),),
                                 commit=11))
     rd = flush(follower)
@@ -539,7 +536,7 @@ def test_a_lagging_follower_is_sent_the_snapshot() -> None:
     for i in range(100):
         sim.propose(1, f"x{i}")
         sim.tick()
-    assert sim.core(1).first_index > 1
+    assert sim.core(1).term_at(1) is None  # the leader compacted its log
     snapshots: list[Snapshot] = []
     sim.observers.append(lambda node, rd: snapshots.append(rd.snapshot) if rd.snapshot and node.id == 3 else None)
     sim.start(3)
@@ -555,12 +552,12 @@ def test_compact_refuses_what_is_not_applied() -> None:
     with pytest.raises(ValueError):
         core.compact(Snapshot(2, 5, "{}"))
     core.compact(Snapshot(2, 1, "{}"))
-    assert core.first_index == 3 and core.term_at(2) == 1 and core.term_at(1) is None
+    assert core.term_at(3) == 1 and core.term_at(2) == 1 and core.term_at(1) is None
 
 
 def test_restart_from_a_snapshot_and_the_entries_after_it() -> None:
     core = make(1, hard_state=HardState(2, 1), snapshot=Snapshot(5, 2, "{}"), entries=[*log(1, 1), Entry(6, 2, "a")])
-    assert (core.first_index, core.last_index, core.commit_index, core.term) == (6, 6, 5, 2)
+    assert (core.term_at(4), core.term_at(5), core.last_index, core.commit_index, core.term) == (None, 2, 6, 5, 2)
     with pytest.raises(ValueError):
         make(1, snapshot=Snapshot(5, 2, "{}"), entries=[Entry(7, 2, "gap")])
     with pytest.raises(ValueError):

@@ -6,6 +6,11 @@ and what to apply: the shape of etcd-io/raft's ``RawNode``. That keeps every
 rule in one place and lets the unit tests drive thousands of seeded steps with
 loss, delay, partitions and crashes in seconds.
 
+This module decides roles, votes, replication and commit: ``step`` settles the
+term, then hands the message to the step function of the current role. The log
+itself is :mod:`claud.master.raft_log`, the leader's per-follower flow control
+:mod:`claud.master.raft_progress`, the wire :mod:`claud.master.raft_messages`.
+
 Beyond the Raft paper this follows the thesis' operational extensions, because
 CLAUD masters come and go on real networks: pre-vote (§9.6) so a member that
 rejoins cannot bump terms and depose a healthy leader; check-quorum so a
@@ -46,30 +51,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
+from claud.master.raft_log import RaftLog
+from claud.master.raft_messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
+    Message,
+    PreVote,
+    PreVoteReply,
+    RequestVote,
+    RequestVoteReply,
+    TimeoutNow,
+)
+from claud.master.raft_progress import Progress, ProgressState
 from claud.master.storage import Entry, HardState, Snapshot
 
-__all__ = [
-    "AppendEntries",
-    "AppendEntriesReply",
-    "InstallSnapshot",
-    "InstallSnapshotReply",
-    "Message",
-    "PreVote",
-    "PreVoteReply",
-    "RaftConfig",
-    "RaftCore",
-    "Ready",
-    "RequestVote",
-    "RequestVoteReply",
-    "Role",
-    "TimeoutNow",
-    "message_from_dict",
-    "message_to_dict",
-]
+__all__ = ["RaftConfig", "RaftCore", "Ready", "Role"]
 
 
 @dataclass(frozen=True)
@@ -104,167 +105,6 @@ class Role(StrEnum):
     LEADER = "leader"
 
 
-# ------------------------------------------------------------------ messages
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    src: int
-    dst: int
-    term: int
-
-
-@dataclass(frozen=True, slots=True)
-class PreVote(Message):
-    """Asks whether the sender could win at ``term`` (its own term + 1) without
-    anyone changing term; ``transfer`` is never set in practice (transfers skip pre-vote)."""
-
-    last_index: int
-    last_term: int
-    transfer: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PreVoteReply(Message):
-    """``term`` is the asked term when granted, the voter's own term when refused."""
-
-    granted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RequestVote(Message):
-    """``transfer`` marks an election the leader asked for, which voters grant
-    even while they still hear that leader."""
-
-    last_index: int
-    last_term: int
-    transfer: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RequestVoteReply(Message):
-    granted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AppendEntries(Message):
-    """Also the heartbeat (no entries). ``commit`` is the leader's commit index."""
-
-    prev_index: int
-    prev_term: int
-    entries: tuple[Entry, ...]
-    commit: int
-
-
-@dataclass(frozen=True, slots=True)
-class AppendEntriesReply(Message):
-    """On success ``match_index`` is the last index known to equal the leader's
-    log. On refusal ``reject_index`` echoes the refused ``prev_index`` (so the
-    leader can tell stale refusals apart) and ``hint_index``/``hint_term`` name
-    the follower's last entry that might still match, so the leader can skip
-    a whole term of conflicting entries per round trip."""
-
-    success: bool
-    match_index: int
-    hint_index: int = 0
-    hint_term: int = 0
-    reject_index: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class InstallSnapshot(Message):
-    snapshot: Snapshot
-
-
-@dataclass(frozen=True, slots=True)
-class InstallSnapshotReply(Message):
-    match_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutNow(Message):
-    """From the leader to a caught-up member: start an election now."""
-
-
-_MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.__name__: cls
-    for cls in (
-        PreVote,
-        PreVoteReply,
-        RequestVote,
-        RequestVoteReply,
-        AppendEntries,
-        AppendEntriesReply,
-        InstallSnapshot,
-        InstallSnapshotReply,
-        TimeoutNow,
-    )
-}
-
-
-def message_to_dict(msg: Message) -> dict[str, Any]:
-    """JSON-safe form; entries become ``[index, term, data]`` triples to keep
-    large batches compact."""
-    out: dict[str, Any] = {"type": type(msg).__name__}
-    for f in fields(msg):
-        value = getattr(msg, f.name)
-        if f.name == "entries":
-            value = [[e.index, e.term, e.data] for e in value]
-        elif f.name == "snapshot":
-            value = {"index": value.index, "term": value.term, "state": value.state}
-        out[f.name] = value
-    return out
-
-
-def message_from_dict(d: dict[str, Any]) -> Message:
-    """Inverse of :func:`message_to_dict`; raises ValueError on anything malformed,
-    so the transport can answer 400 instead of feeding garbage to the core."""
-    try:
-        cls = _MESSAGE_TYPES[d["type"]]
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            value = d[f.name]
-            if f.name == "entries":
-                value = tuple(Entry(_int(i), _int(t), _str(x)) for i, t, x in value)
-            elif f.name == "snapshot":
-                if not isinstance(value["state"], str):
-                    raise ValueError("snapshot state must be a string")
-                value = Snapshot(_int(value["index"]), _int(value["term"]), value["state"])
-            elif f.type == "bool":
-                if not isinstance(value, bool):
-                    raise ValueError(f"{f.name} must be a boolean")
-            else:
-                value = _int(value)
-            kwargs[f.name] = value
-        msg = cls(**kwargs)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed raft message: {exc!r}") from exc
-    if isinstance(msg, AppendEntries):
-        # The core relies on a batch being the run of entries right after prev_index,
-        # in terms that never go back and never pass the sender's own.
-        expected, last_term = msg.prev_index + 1, msg.prev_term
-        for entry in msg.entries:
-            if entry.index != expected or not last_term <= entry.term <= msg.term:
-                raise ValueError(f"malformed raft message: entry {entry.index} (term {entry.term}) out of sequence")
-            expected, last_term = expected + 1, entry.term
-    return msg
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"expected a non-negative integer, got {v!r}")
-    return v
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"expected a string, got {v!r}")
-    return v
-
-
-# ------------------------------------------------------------------ outputs
-
-
 @dataclass
 class Ready:
     """One batch of work for the caller, in this order: persist ``snapshot``
@@ -282,25 +122,6 @@ class Ready:
     leader_id: int | None
     commit_index: int
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Progress:
-    """The leader's view of one follower.
-
-    Probing: one message at a time until the follower's match point is found.
-    Replicating: up to ``max_inflight`` appends in flight, ``next`` advanced
-    optimistically. A pending snapshot pauses both.
-    """
-
-    next: int
-    match: int = 0
-    probing: bool = True
-    probe_sent: bool = False
-    inflight: list[tuple[int, int]] = field(default_factory=list)  # (last index sent, heartbeat round)
-    snapshot_index: int = 0
-    snapshot_elapsed: int = 0
-    active: bool = False
 
 
 class RaftCore:
@@ -325,23 +146,14 @@ class RaftCore:
 
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
-        self._snapshot = snapshot
-        self._snap_index = snapshot.index if snapshot else 0
-        self._snap_term = snapshot.term if snapshot else 0
-        log = sorted((e for e in entries if e.index > self._snap_index), key=lambda e: e.index)
-        for k, e in enumerate(log):
-            if e.index != self._snap_index + 1 + k:
-                raise ValueError(f"log is not contiguous after the snapshot: entry {e.index} at position {k}")
-        self._log: list[Entry] = log
-        if applied_index < self._snap_index or applied_index > self.last_index:
+        self._log = RaftLog(snapshot, entries)
+        if applied_index < self._log.snap_index or applied_index > self._log.last_index:
             raise ValueError(
-                f"applied_index {applied_index} outside [{self._snap_index}, {self.last_index}] "
+                f"applied_index {applied_index} outside [{self._log.snap_index}, {self._log.last_index}] "
                 "(restore the state machine from the snapshot first)"
             )
         self.commit_index = applied_index
-        self._applied = applied_index
-        self._stable = self.last_index
-        self._unstable_from = self.last_index + 1
+        self._applied = applied_index  # the highest index handed out in Ready.committed
 
         self.role = Role.FOLLOWER
         self.leader_id: int | None = None
@@ -350,7 +162,7 @@ class RaftCore:
         self._heartbeat_round_no = 0
         self._timeout = 0
         self._votes: dict[int, bool] = {}
-        self._progress: dict[int, _Progress] = {}
+        self._progress: dict[int, Progress] = {}
         self.transfer_target: int | None = None
         self._transfer_elapsed = 0
         self._transfer_cooldown: dict[int, int] = {}
@@ -358,7 +170,6 @@ class RaftCore:
         self._commit_dirty = False
 
         self._msgs: list[Message] = []
-        self._pending_snapshot: Snapshot | None = None
         self._handed_hard_state = hard_state
         self._handed_soft: tuple[Role, int, int | None, int] = (self.role, self.term, None, self.commit_index)
         self._outstanding: Ready | None = None
@@ -370,25 +181,7 @@ class RaftCore:
 
     @property
     def last_index(self) -> int:
-        return self._snap_index + len(self._log)
-
-    @property
-    def last_term(self) -> int:
-        return self._log[-1].term if self._log else self._snap_term
-
-    @property
-    def first_index(self) -> int:
-        """The first index still held as an entry (earlier ones are in the snapshot)."""
-        return self._snap_index + 1
-
-    @property
-    def applied_index(self) -> int:
-        """Highest index handed out in ``Ready.committed`` (or restored from a snapshot)."""
-        return self._applied
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        return self._snapshot
+        return self._log.last_index
 
     @property
     def quorum(self) -> int:
@@ -396,22 +189,13 @@ class RaftCore:
 
     def term_at(self, index: int) -> int | None:
         """None when the index is beyond the log or compacted away."""
-        if index == self._snap_index:
-            return self._snap_term
-        if self._snap_index < index <= self.last_index:
-            return self._log[index - self._snap_index - 1].term
-        return None
-
-    def log_entry(self, index: int) -> Entry | None:
-        if self._snap_index < index <= self.last_index:
-            return self._log[index - self._snap_index - 1]
-        return None
+        return self._log.term_at(index)
 
     def match_indexes(self) -> dict[int, int]:
         """The leader's view (itself: what it has persisted); empty on other members."""
         if self.role is not Role.LEADER:
             return {}
-        out = {self.id: self._stable}
+        out = {self.id: self._log.stable}
         out.update({p: pr.match for p, pr in self._progress.items()})
         return dict(sorted(out.items()))
 
@@ -430,7 +214,7 @@ class RaftCore:
         if len(self.members) < self.config.cluster_size:
             self.members.add(peer)
             if self.role is Role.LEADER:
-                self._progress[peer] = _Progress(next=self.last_index + 1)
+                self._progress[peer] = Progress(next=self._log.last_index + 1)
                 self._needs_broadcast = True
             return True
         if peer not in self.ignored:
@@ -461,7 +245,7 @@ class RaftCore:
         that index commits with another term."""
         if self.role is not Role.LEADER or self.transfer_target is not None:
             return None
-        entry = Entry(self.last_index + 1, self.term, data)
+        entry = Entry(self._log.last_index + 1, self.term, data)
         self._log.append(entry)
         self._needs_broadcast = True
         return entry
@@ -476,7 +260,7 @@ class RaftCore:
             return True
         self.transfer_target = target
         self._transfer_elapsed = 0
-        if self._progress[target].match == self.last_index:
+        if self._progress[target].match == self._log.last_index:
             self._send(TimeoutNow(src=self.id, dst=target, term=self.term))
         else:
             self._send_append(target)
@@ -486,19 +270,14 @@ class RaftCore:
         """The caller snapshotted its state machine at ``snapshot.index`` (and
         persisted it); entries up to there are dropped, and the snapshot is kept
         to send to followers that fall behind it."""
-        if snapshot.index <= self._snap_index:
+        if snapshot.index <= self._log.snap_index:
             return
         if snapshot.index > self._applied:
             raise ValueError(f"cannot compact to {snapshot.index}: only {self._applied} applied")
-        if self.term_at(snapshot.index) != snapshot.term:
-            raise ValueError(f"snapshot term {snapshot.term} does not match the log at {snapshot.index}")
-        del self._log[: snapshot.index - self._snap_index]
-        self._snap_index, self._snap_term = snapshot.index, snapshot.term
-        self._snapshot = snapshot
-        self._unstable_from = max(self._unstable_from, snapshot.index + 1)
-        self._stable = max(self._stable, snapshot.index)
+        self._log.compact(snapshot)
 
     def step(self, msg: Message) -> None:
+        """Settle the term the message carries, then let the current role act on it."""
         if msg.dst != self.id or msg.src == self.id:
             return
         if msg.src not in self.members and not self._learn(msg.src):
@@ -525,35 +304,12 @@ class RaftCore:
                 self._send(PreVoteReply(src=self.id, dst=msg.src, term=self.term, granted=False))
             return
 
-        if self.role is Role.LEADER and msg.src in self._progress:
-            self._progress[msg.src].active = True
-
-        match msg:
-            case PreVote() | RequestVote():
-                self._handle_vote_request(msg)
-            case PreVoteReply():
-                if self.role is Role.PRE_CANDIDATE and msg.term == (self.term + 1 if msg.granted else self.term):
-                    self._votes[msg.src] = msg.granted
-                    self._poll()
-            case RequestVoteReply():
-                if self.role is Role.CANDIDATE and msg.term == self.term:
-                    self._votes[msg.src] = msg.granted
-                    self._poll()
-            case AppendEntries():
-                self._hear_leader(msg.src)
-                self._handle_append(msg)
-            case InstallSnapshot():
-                self._hear_leader(msg.src)
-                self._handle_snapshot(msg)
-            case AppendEntriesReply():
-                if self.role is Role.LEADER:
-                    self._handle_append_reply(msg)
-            case InstallSnapshotReply():
-                if self.role is Role.LEADER:
-                    self._handle_snapshot_reply(msg)
-            case TimeoutNow():
-                if self.role is Role.FOLLOWER:
-                    self._campaign(pre=False, transfer=True)
+        if self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(msg)
+        else:
+            self._step_candidate(msg)
 
     # ------------------------------------------------------------ outputs
 
@@ -565,8 +321,7 @@ class RaftCore:
             self._needs_broadcast
             or self._commit_dirty
             or self._msgs
-            or self._pending_snapshot is not None
-            or self._unstable_from <= self.last_index
+            or self._log.has_unstable()
             or self.commit_index > self._applied
             or self._warnings
             or HardState(self.term, self.voted_for) != self._handed_hard_state
@@ -579,12 +334,12 @@ class RaftCore:
         if self.role is Role.LEADER and (self._needs_broadcast or self._commit_dirty):
             self._broadcast()
         hard_state = HardState(self.term, self.voted_for)
-        entries = self._log[self._unstable_from - self._snap_index - 1 :]
-        committed = self._log[self._applied - self._snap_index : self.commit_index - self._snap_index]
+        committed = self._log.entries(self._applied + 1, self.commit_index + 1)
+        snapshot, entries = self._log.hand_out_unstable()
         rd = Ready(
             hard_state=hard_state if hard_state != self._handed_hard_state else None,
             entries=entries,
-            snapshot=self._pending_snapshot,
+            snapshot=snapshot,
             messages=self._msgs,
             committed=committed,
             role=self.role,
@@ -595,9 +350,7 @@ class RaftCore:
         )
         self._handed_hard_state = hard_state
         self._handed_soft = self._soft_state()
-        self._unstable_from = self.last_index + 1
         self._applied = self.commit_index
-        self._pending_snapshot = None
         self._msgs = []
         self._warnings = []
         self._outstanding = rd
@@ -608,11 +361,60 @@ class RaftCore:
             raise ValueError("advance() takes the Ready last returned by ready()")
         self._outstanding = None
         if ready.entries:
-            last = ready.entries[-1]
-            if self.term_at(last.index) == last.term:
-                self._stable = max(self._stable, last.index)
+            self._log.stable_to(ready.entries[-1])
         if self.role is Role.LEADER and self._maybe_commit():
             self._commit_dirty = True
+
+    # ------------------------------------------------------------ one step function per role
+
+    def _step_follower(self, msg: Message) -> None:
+        match msg:
+            case PreVote() | RequestVote():
+                self._handle_vote_request(msg)
+            case AppendEntries():
+                self._hear_leader(msg.src)
+                self._handle_append(msg)
+            case InstallSnapshot():
+                self._hear_leader(msg.src)
+                self._handle_snapshot(msg)
+            case TimeoutNow():
+                self._campaign(pre=False, transfer=True)
+            # Vote and append replies answer a candidacy or a leadership this member no longer holds.
+
+    def _step_candidate(self, msg: Message) -> None:
+        """Pre-candidates and candidates: only the replies to their own round count."""
+        match msg:
+            case PreVote() | RequestVote():
+                self._handle_vote_request(msg)
+            case PreVoteReply():
+                if self.role is Role.PRE_CANDIDATE and msg.term == (self.term + 1 if msg.granted else self.term):
+                    self._votes[msg.src] = msg.granted
+                    self._poll()
+            case RequestVoteReply():
+                if self.role is Role.CANDIDATE and msg.term == self.term:
+                    self._votes[msg.src] = msg.granted
+                    self._poll()
+            case AppendEntries() | InstallSnapshot():
+                # Someone won this term: follow it.
+                self._become_follower(self.term, msg.src)
+                self._step_follower(msg)
+
+    def _step_leader(self, msg: Message) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is not None:
+            pr.active = True  # any message at our term counts for check-quorum
+        match msg:
+            case PreVote() | RequestVote():
+                self._handle_vote_request(msg)
+            case AppendEntriesReply():
+                self._handle_append_reply(msg)
+            case InstallSnapshotReply():
+                self._handle_snapshot_reply(msg)
+            case AppendEntries() | InstallSnapshot():
+                # Another leader of our own term cannot exist (election safety);
+                # should one speak, stepping down is the side that cannot break it.
+                self._become_follower(self.term, msg.src)
+                self._step_follower(msg)
 
     # ------------------------------------------------------------ roles
 
@@ -646,8 +448,6 @@ class RaftCore:
         self._commit_dirty = False
 
     def _hear_leader(self, leader: int) -> None:
-        if self.role is not Role.FOLLOWER:
-            self._become_follower(self.term, leader)
         self.leader_id = leader
         self._election_elapsed = 0
 
@@ -677,8 +477,8 @@ class RaftCore:
                     src=self.id,
                     dst=peer,
                     term=term,
-                    last_index=self.last_index,
-                    last_term=self.last_term,
+                    last_index=self._log.last_index,
+                    last_term=self._log.last_term,
                     transfer=transfer,
                 )
             )
@@ -706,24 +506,22 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._votes = {}
         self.transfer_target = None
-        self._progress = {p: _Progress(next=self.last_index + 1) for p in sorted(self.members - {self.id})}
+        self._progress = {p: Progress(next=self._log.last_index + 1) for p in sorted(self.members - {self.id})}
         # §5.4.2: entries of earlier terms commit only under one of our own.
-        self._log.append(Entry(self.last_index + 1, self.term, ""))
+        self._log.append(Entry(self._log.last_index + 1, self.term, ""))
         self._needs_broadcast = True
         self._maybe_commit()
 
     # ------------------------------------------------------------ votes
 
-    def _up_to_date(self, last_index: int, last_term: int) -> bool:
-        return last_term > self.last_term or (last_term == self.last_term and last_index >= self.last_index)
-
     def _handle_vote_request(self, msg: PreVote | RequestVote) -> None:
+        up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
         if isinstance(msg, PreVote):
             free = msg.term > self.term or self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
-            self._reply_vote(msg, granted=free and self._up_to_date(msg.last_index, msg.last_term))
+            self._reply_vote(msg, granted=free and up_to_date)
             return
         free = self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
-        if free and self._up_to_date(msg.last_index, msg.last_term):
+        if free and up_to_date:
             # The vote lands in the next Ready's hard_state, persisted before this reply goes out.
             self.voted_for = msg.src
             self._election_elapsed = 0
@@ -746,9 +544,9 @@ class RaftCore:
             # skip that part, which also covers a prefix we compacted away.
             entries = entries[self.commit_index - prev_index :]
             prev_index = self.commit_index
-            prev_term = self.term_at(prev_index) or 0
-        if self.term_at(prev_index) != prev_term:
-            hint = self._find_conflict_by_term(prev_index, prev_term)
+            prev_term = self._log.term_at(prev_index) or 0
+        if self._log.term_at(prev_index) != prev_term:
+            hint = self._log.find_conflict_by_term(prev_index, prev_term)
             self._send(
                 AppendEntriesReply(
                     src=self.id,
@@ -757,7 +555,7 @@ class RaftCore:
                     success=False,
                     match_index=0,
                     hint_index=hint,
-                    hint_term=self.term_at(hint) or 0,
+                    hint_term=self._log.term_at(hint) or 0,
                     reject_index=msg.prev_index,
                 )
             )
@@ -770,49 +568,28 @@ class RaftCore:
         self._send(AppendEntriesReply(src=self.id, dst=msg.src, term=self.term, success=True, match_index=last_new))
 
     def _append_from_leader(self, entries: tuple[Entry, ...]) -> None:
-        for k, e in enumerate(entries):
-            existing = self.term_at(e.index)
-            if existing == e.term:
-                continue
-            if existing is not None:
-                self._truncate_from(e.index)
-            self._log.extend(entries[k:])
+        """Entries we already hold stay (a delayed duplicate truncates nothing);
+        from the first one we lack or hold with another term, the leader's win."""
+        new = entries[self._log.first_new(entries) :]
+        if not new:
             return
-
-    def _truncate_from(self, index: int) -> None:
-        if index <= self.commit_index:
-            raise AssertionError(f"raft safety violated: truncating committed index {index} (commit {self.commit_index})")
-        del self._log[index - self._snap_index - 1 :]
-        self._unstable_from = min(self._unstable_from, index)
-        self._stable = min(self._stable, index - 1)
-
-    def _find_conflict_by_term(self, index: int, term: int) -> int:
-        """The last index <= ``index`` whose term is <= ``term``: no entry
-        after it can match a log whose entry at ``index`` has ``term``."""
-        index = min(index, self.last_index)
-        while index > self._snap_index:
-            t = self.term_at(index)
-            if t is not None and t <= term:
-                break
-            index -= 1
-        return index
+        if self._log.term_at(new[0].index) is not None and new[0].index <= self.commit_index:
+            raise AssertionError(
+                f"raft safety violated: truncating committed index {new[0].index} (commit {self.commit_index})"
+            )
+        self._log.truncate_and_append(new)
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         snap = msg.snapshot
         if snap.index <= self.commit_index:
             match = self.commit_index
-        elif self.term_at(snap.index) == snap.term:
+        elif self._log.term_at(snap.index) == snap.term:
             # We already hold that prefix; it is committed, nothing to replace.
             self.commit_index = snap.index
             match = snap.index
         else:
-            self._log = []
-            self._snap_index, self._snap_term = snap.index, snap.term
-            self._snapshot = snap
-            self._pending_snapshot = snap
+            self._log.restore(snap)
             self.commit_index = self._applied = snap.index
-            self._stable = snap.index
-            self._unstable_from = snap.index + 1
             match = snap.index
         self._send(InstallSnapshotReply(src=self.id, dst=msg.src, term=self.term, match_index=match))
 
@@ -827,11 +604,9 @@ class RaftCore:
                 self._transfer_cooldown[self.transfer_target] = 4 * self.config.election_ticks
                 self.transfer_target = None
         for pr in self._progress.values():
-            if pr.snapshot_index:
-                pr.snapshot_elapsed += 1
-                if pr.snapshot_elapsed >= self.config.election_ticks:
-                    pr.snapshot_index = 0  # presumed lost: the next round sends it again
+            pr.tick(self.config.election_ticks)
         if self._election_elapsed >= self.config.election_ticks:
+            # Check-quorum: step down unless a majority was heard from during the timeout.
             self._election_elapsed = 0
             active = 1 + sum(pr.active for pr in self._progress.values())
             for pr in self._progress.values():
@@ -847,15 +622,10 @@ class RaftCore:
     def _heartbeat_round(self) -> None:
         self._heartbeat_round_no += 1
         for peer, pr in self._progress.items():
-            if not pr.probing and pr.inflight and pr.inflight[0][1] <= self._heartbeat_round_no - 2:
-                # Unanswered for a whole heartbeat interval: presume the appends lost.
-                pr.probing = True
-                pr.next = pr.match + 1
-                pr.inflight.clear()
-            pr.probe_sent = False
+            pr.heartbeat(self._heartbeat_round_no)
             if not self._send_append(peer):
                 self._send_heartbeat(peer)
-            if self.transfer_target == peer and pr.match == self.last_index:
+            if self.transfer_target == peer and pr.match == self._log.last_index:
                 self._send(TimeoutNow(src=self.id, dst=peer, term=self.term))
 
     def _broadcast(self) -> None:
@@ -871,14 +641,14 @@ class RaftCore:
         pr = self._progress[peer]
         # prev = match: the follower certainly holds it, so the heartbeat never
         # fails and carries commit safely (the follower commits min(commit, match)).
-        prev = pr.match if pr.match >= self._snap_index else 0
+        prev = pr.match if pr.match >= self._log.snap_index else 0
         self._send(
             AppendEntries(
                 src=self.id,
                 dst=peer,
                 term=self.term,
                 prev_index=prev,
-                prev_term=self.term_at(prev) or 0,
+                prev_term=self._log.term_at(prev) or 0,
                 entries=(),
                 commit=self.commit_index,
             )
@@ -888,26 +658,19 @@ class RaftCore:
         """Send what the follower lacks, within its flow-control window; True if anything went."""
         pr = self._progress[peer]
         sent = False
-        while True:
-            if pr.snapshot_index or (pr.probing and pr.probe_sent):
-                return sent
-            if not pr.probing and (len(pr.inflight) >= self.config.max_inflight or pr.next > self.last_index):
-                return sent
+        while pr.can_send(self._log.last_index, self.config.max_inflight):
             prev = pr.next - 1
-            prev_term = self.term_at(prev)
+            prev_term = self._log.term_at(prev)
             if prev_term is None:
-                if prev > self.last_index:  # cannot happen unless match bookkeeping broke; recover by probing
-                    pr.next = self.last_index + 1
+                if prev > self._log.last_index:  # cannot happen unless match bookkeeping broke; recover by probing
+                    pr.next = self._log.last_index + 1
                     continue
-                assert self._snapshot is not None
-                self._send(InstallSnapshot(src=self.id, dst=peer, term=self.term, snapshot=self._snapshot))
-                pr.snapshot_index = self._snapshot.index
-                pr.snapshot_elapsed = 0
-                pr.probing = True
-                pr.inflight.clear()
+                snapshot = self._log.snapshot
+                assert snapshot is not None
+                self._send(InstallSnapshot(src=self.id, dst=peer, term=self.term, snapshot=snapshot))
+                pr.become_snapshot()
                 return True
-            lo = pr.next - self._snap_index - 1
-            entries = tuple(self._log[lo : lo + self.config.max_entries_per_message])
+            entries = tuple(self._log.entries(pr.next, pr.next + self.config.max_entries_per_message))
             self._send(
                 AppendEntries(
                     src=self.id,
@@ -920,11 +683,8 @@ class RaftCore:
                 )
             )
             sent = True
-            if pr.probing:
-                pr.probe_sent = True
-            else:
-                pr.next = prev + len(entries) + 1
-                pr.inflight.append((pr.next - 1, self._heartbeat_round_no))
+            pr.sent(prev + len(entries), self._heartbeat_round_no)
+        return sent
 
     def _handle_append_reply(self, msg: AppendEntriesReply) -> None:
         pr = self._progress.get(msg.src)
@@ -936,34 +696,22 @@ class RaftCore:
                 # not stale: the follower reached the point afterwards, so what
                 # the refused message carried is still missing.)
                 return
-            if pr.probing:
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_probe()
+            else:
                 if msg.reject_index != pr.next - 1:
                     return  # refusal of an older probe
                 hint = msg.hint_index
                 if msg.hint_term:
-                    hint = self._find_conflict_by_term(msg.hint_index, msg.hint_term)
-                pr.next = max(min(msg.reject_index, hint + 1), pr.match + 1)
-            else:
-                pr.probing = True
-                pr.next = pr.match + 1
-                pr.inflight.clear()
-            pr.probe_sent = False
+                    hint = self._log.find_conflict_by_term(msg.hint_index, msg.hint_term)
+                pr.probe_from(min(msg.reject_index, hint + 1))
             self._send_append(msg.src)
             return
-        if msg.match_index > pr.match:
-            pr.match = msg.match_index
-            if self._maybe_commit():
-                self._commit_dirty = True
-        if pr.probing and not pr.snapshot_index and msg.match_index >= pr.next - 1:
-            # The probe found the match point: switch to pipelining.
-            pr.probing = False
-            pr.inflight.clear()
-            pr.next = pr.match + 1
-        pr.inflight = [f for f in pr.inflight if f[0] > msg.match_index]
-        pr.next = max(pr.next, pr.match + 1)
+        if pr.acked(msg.match_index) and self._maybe_commit():
+            self._commit_dirty = True
         self._send_append(msg.src)
         if self.transfer_target == msg.src:
-            if pr.match == self.last_index:
+            if pr.match == self._log.last_index:
                 self._send(TimeoutNow(src=self.id, dst=msg.src, term=self.term))
         else:
             self._maybe_auto_transfer()
@@ -972,23 +720,18 @@ class RaftCore:
         pr = self._progress.get(msg.src)
         if pr is None:
             return
-        pr.snapshot_index = 0
-        pr.match = max(pr.match, msg.match_index)
-        pr.next = pr.match + 1
-        pr.probing = True
-        pr.probe_sent = False
-        pr.inflight.clear()
+        pr.snapshot_done(msg.match_index)
         if self._maybe_commit():
             self._commit_dirty = True
         self._send_append(msg.src)
 
     def _maybe_commit(self) -> bool:
         """§5.4.2: count replicas, but commit only an entry of the current term."""
-        matches = [self._stable] + [pr.match for pr in self._progress.values()]
+        matches = [self._log.stable] + [pr.match for pr in self._progress.values()]
         matches += [0] * (self.config.cluster_size - len(matches))
         matches.sort(reverse=True)
         candidate = matches[self.quorum - 1]
-        if candidate > self.commit_index and self.term_at(candidate) == self.term:
+        if candidate > self.commit_index and self._log.term_at(candidate) == self.term:
             self.commit_index = candidate
             return True
         return False
@@ -1001,7 +744,7 @@ class RaftCore:
         ready = [
             p
             for p, pr in self._progress.items()
-            if p < self.id and pr.active and pr.match == self.last_index and p not in self._transfer_cooldown
+            if p < self.id and pr.active and pr.match == self._log.last_index and p not in self._transfer_cooldown
         ]
         if ready:
             self.transfer_leadership(min(ready))

@@ -24,7 +24,8 @@ from claud.master import ops
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory, PeerLink
-from claud.master.raft import RaftConfig, RaftCore, Role, message_from_dict, message_to_dict
+from claud.master.raft import RaftConfig, RaftCore, Role
+from claud.master.raft_messages import message_from_dict, message_to_dict
 from claud.master.state import Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, LogStore, Snapshot
 
