@@ -29,7 +29,6 @@ def test_entries_hard_state_and_truncation_survive_reopen(tmp_path: Path) -> Non
     store = LogStore(tmp_path / "db")
     assert [(e.index, e.term) for e in store.entries(1)] == [(1, 1), (2, 1), (3, 1), (4, 2)]
     assert store.hard_state() == HardState(term=2, voted_for=3)
-    assert store.last_index_and_term() == (4, 2)
     store.save_snapshot(Snapshot(index=2, term=1, state="{}"))
     assert [e.index for e in store.entries(1)] == [3, 4]
     store.save_snapshot(Snapshot(index=3, term=1, state="{}"), replace_log=True)

@@ -99,13 +99,6 @@ class LogStore:
             ).fetchall()
         return [Entry(*row) for row in rows]
 
-    def last_index_and_term(self) -> tuple[int, int]:
-        with self._lock:
-            row = self._db.execute("SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1").fetchone()
-            if row is None:
-                row = self._db.execute("SELECT idx, term FROM snapshot WHERE id = 1").fetchone()
-        return (row[0], row[1]) if row else (0, 0)
-
     # -------------------------------------------------------------- writing
 
     def append(self, entries: list[Entry]) -> None:
