@@ -284,11 +284,10 @@ class RaftCore:
             return
 
         if msg.term > self.term:
-            if isinstance(msg, (PreVote, RequestVote)):
-                if not msg.transfer and self._in_lease():
-                    # Stickiness: a live leader exists; do not even adopt the term.
-                    self._reply_vote(msg, granted=False)
-                    return
+            if isinstance(msg, (PreVote, RequestVote)) and not msg.transfer and self._in_lease():
+                # Stickiness: a live leader exists; do not even adopt the term.
+                self._reply_vote(msg, granted=False)
+                return
             if isinstance(msg, PreVote) or (isinstance(msg, PreVoteReply) and msg.granted):
                 pass  # a pre-vote is about a future term, nobody moves to it
             elif isinstance(msg, (AppendEntries, InstallSnapshot, TimeoutNow)):
@@ -516,12 +515,12 @@ class RaftCore:
 
     def _handle_vote_request(self, msg: PreVote | RequestVote) -> None:
         up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
+        unclaimed = self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
         if isinstance(msg, PreVote):
-            free = msg.term > self.term or self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
-            self._reply_vote(msg, granted=free and up_to_date)
+            # A pre-vote asks about the next term, where this member has not voted yet.
+            self._reply_vote(msg, granted=(msg.term > self.term or unclaimed) and up_to_date)
             return
-        free = self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
-        if free and up_to_date:
+        if unclaimed and up_to_date:
             # The vote lands in the next Ready's hard_state, persisted before this reply goes out.
             self.voted_for = msg.src
             self._election_elapsed = 0
