@@ -66,7 +66,7 @@ def main() -> int:
         totals["placed on a draining slave"] += len(verdict.placed_while_draining)
         totals["excused overlaps' seconds"] += round(sum(o.seconds for o in verdict.excused_overlaps), 1)
         totals["campaign errors"] += len(verdict.errors)
-    print("summary: " + ", ".join(f"{k}={v}" for k, v in totals.items())
+    print("summary: " + ", ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}" for k, v in totals.items())
           + f", failed runs={len(failed_seeds)} {failed_seeds}")
     return 1 if failed_seeds else 0
 
