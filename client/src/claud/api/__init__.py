@@ -1,6 +1,6 @@
 """CLAUD wire models, shared by the masters, the slaves and the SDK."""
 
-from claud.api.agent import (
+from claud.api.slave_protocol import (
     Allocation,
     AllocationStatus,
     Assignments,

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
-from claud.api.agent import RuntimeHealth
+from claud.api.slave_protocol import RuntimeHealth
 from claud.api.addresses import outgoing_address, parse_host_port
 from claud.api.discovery import Announcement, Discovery, PeerEvent
 from claud.api.logfmt import log_event

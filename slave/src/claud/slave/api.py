@@ -23,7 +23,7 @@ from claud.api import ErrorBody, ErrorDetail
 from claud.api.logfmt import log_event
 from claud.api.refusal_log import RefusalLog
 from claud.slave.agent import Agent
-from claud.api.agent import CLUSTER_SECRET_HEADER
+from claud.api.protocol import CLUSTER_SECRET_HEADER, CONTAINER_ID_HEADER, SLAVE_LOGS_ROUTE
 from claud.slave.runtime import Runtime, RuntimeUnavailable, make_runtime
 from claud.slave.settings import SlaveSettings
 
@@ -140,7 +140,7 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         }
 
     @app.get(
-        "/v1/allocations/{alloc_id}/logs",
+        SLAVE_LOGS_ROUTE,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/plain": {}}}, 404: {"model": ErrorBody}},
     )
@@ -175,7 +175,7 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         return StreamingResponse(
             body(),
             media_type="text/plain; charset=utf-8",
-            headers={"X-Claud-Container-Id": container.container_id},
+            headers={CONTAINER_ID_HEADER: container.container_id},
         )
 
     return app

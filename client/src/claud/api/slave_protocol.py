@@ -34,10 +34,6 @@ from claud.api.nodes import MAX_CPUS, MAX_MB, HostUsage
 MAX_ALLOCATIONS = 100_000
 MAX_VERSION = 2**63 - 1
 
-#: Carries the cluster secret on every master<->master and master<->slave request.
-CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
-
-
 class ContainerState(StrEnum):
     STARTING = "starting"  # the agent is creating/starting it (maybe pulling)
     RUNNING = "running"
