@@ -85,6 +85,19 @@ class _Throttle:
         return suppressed
 
 
+async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+    """Until ``event`` is set or ``timeout`` seconds pass, whichever is first.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
+    arrives as the wait ends (cpython#86296), and a loop that survives its
+    cancel makes ``Agent.stop()`` wait forever (seen in the lease loop, whose
+    timeouts can be a millisecond). ``asyncio.timeout`` passes it on.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
 def _signature(statuses: list[AllocationStatus]) -> frozenset[tuple[Any, ...]]:
     # What a master acts on; started_at and the like follow from these.
     return frozenset((s.alloc_id, s.state, s.container_id, s.exit_code, s.message, s.fenced) for s in statuses)
@@ -391,8 +404,7 @@ class Agent:
                 self._master_ok()
                 self._apply(assignments, sent_at)
             delay = self._heartbeat_interval - (boottime() - sent_at)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_wanted.wait(), timeout=max(0.0, delay))
+            await _wait(self._heartbeat_wanted, max(0.0, delay))
 
     async def _watch_loop(self) -> None:
         backoff = self.settings.retry_min
@@ -442,8 +454,7 @@ class Agent:
                 raise
             except Exception:  # a bug must not end the loop that enforces the lease
                 logger.exception("reconcile pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reconcile_wanted.wait(), timeout=self.settings.reconcile_interval)
+            await _wait(self._reconcile_wanted, self.settings.reconcile_interval)
 
     async def _lease_loop(self) -> None:
         """Fence the moment the lease ends: nothing else this agent waits for may delay it."""
@@ -451,8 +462,7 @@ class Agent:
             self._lease_changed.clear()
             self._check_lease()
             timeout = None if self._fenced else max(0.0, self._lease.remaining(boottime())) + 0.001
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lease_changed.wait(), timeout=timeout)
+            await _wait(self._lease_changed, timeout)
 
     # --- one reconcile pass ---
 
