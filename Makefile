@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv image lint test unit integration demo down bench clean
+.PHONY: venv image lint test test-tools unit integration demo down bench clean
 
 $(STAMP): pyproject.toml client/pyproject.toml daemon/pyproject.toml master/pyproject.toml slave/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ lint: venv
 
 # Every image a test needs is built here, before pytest: the compose tests only
 # check that theirs exist, as a cold build (minutes) would not fit a test timeout.
-test: venv lint images
+test: venv lint images test-tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Headless Chromium for the dashboard tests, from Debian's packages when missing.
+test-tools:
+	bash deploy/install-test-tools.sh
 
 unit: venv
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
