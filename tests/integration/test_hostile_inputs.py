@@ -20,9 +20,17 @@ from typing import Any
 import httpx
 import pytest
 
+from claud.api.protocol import (
+    CLUSTER_SECRET_HEADER,
+    HEARTBEAT_PATH,
+    INTERNAL_PREFIX,
+    PROPOSE_PATH,
+    RAFT_PATH,
+    WATCH_PATH,
+    WHOAMI_PATH,
+)
 from support.cluster import Cluster, wait_until
 
-SECRET_HEADER = "X-Claud-Cluster-Secret"
 SPEC = {"name": "ok", "image": "claud/busybox:latest", "command": ["true"]}
 
 
@@ -136,24 +144,24 @@ CASES: list[tuple[str, str, str, str, list[tuple[bytes, bytes]], bytes, bool, se
     ("long-job-id", "any", "GET", "/v1/jobs/" + "a" * 5000, [], b"", False, {404, 414, 422}),
     ("stop-unknown-job", "any", "DELETE", "/v1/jobs/%00%ff", [], b"", False, {404, 422}),
     ("drain-unknown", "any", "POST", "/v1/nodes/" + "n" * 300 + "/drain", [], b"", False, {404, 422}),
-    ("heartbeat-nan", "leader", "POST", "/v1/internal/heartbeat", [JSON], _raw_heartbeat(cpu_total="NaN"), False, {400, 422}),
-    ("heartbeat-infinity", "leader", "POST", "/v1/internal/heartbeat", [JSON], _raw_heartbeat(memory_mb_total="Infinity"), False, {400, 422}),
-    ("heartbeat-usage-nan", "leader", "POST", "/v1/internal/heartbeat", [JSON], _raw_heartbeat(usage='{"cpu_percent":NaN}'), False, {400, 422}),
-    ("heartbeat-1e300-cpu", "leader", "POST", "/v1/internal/heartbeat", [JSON], _json_body(_heartbeat(cpu_total=1e300)), False, {400, 422}),
-    ("heartbeat-bad-address", "leader", "POST", "/v1/internal/heartbeat", [JSON], _json_body(_heartbeat(address="127.0.0.1:18900/v1/internal/whoami?")), False, {400, 422}),
-    ("heartbeat-empty-id", "leader", "POST", "/v1/internal/heartbeat", [JSON], _json_body(_heartbeat(node_id="")), False, {400, 422}),
-    ("heartbeat-huge-exit-code", "leader", "POST", "/v1/internal/heartbeat", [JSON], _json_body(_heartbeat(allocations=[{"alloc_id": "j-1", "job_id": "j", "state": "exited", "exit_code": 2**70}])), False, {400, 422}),
-    ("heartbeat-surrogate-label", "leader", "POST", "/v1/internal/heartbeat", [JSON], b'{"node_id":"s","address":"127.0.0.1:1","cpu_total":1,"memory_mb_total":64,"labels":{"a":"\\ud800"}}', False, {400, 422}),
-    ("watch-nan", "leader", "POST", "/v1/internal/watch", [JSON], b'{"node_id":"s","known_version":0,"wait_seconds":NaN}', False, {400, 422}),
-    ("propose-nan", "leader", "POST", "/v1/internal/propose", [JSON], b'{"ops":[{"kind":"register_node","at":"2026-01-01T00:00:00Z","node_id":"x","address":"127.0.0.1:1","cpu_total":NaN,"memory_mb_total":1}]}', False, {400}),
-    ("propose-1e300", "leader", "POST", "/v1/internal/propose", [JSON], _json_body({"ops": [{"kind": "register_node", "at": "2026-01-01T00:00:00Z", "node_id": "x", "address": "127.0.0.1:1", "cpu_total": 1e300, "memory_mb_total": 1}]}), False, {400}),
-    ("propose-unknown-kind", "leader", "POST", "/v1/internal/propose", [JSON], _json_body({"ops": [{"kind": "drop_tables", "at": "2026-01-01T00:00:00Z"}]}), False, {400}),
-    ("propose-bad-spec", "leader", "POST", "/v1/internal/propose", [JSON], _json_body({"ops": [{"kind": "submit_job", "at": "2026-01-01T00:00:00Z", "job_id": "j", "spec": {"name": "x", "image": "claud/busybox", "idempotency_key": ""}}]}), False, {400}),
-    ("propose-deep-nesting", "leader", "POST", "/v1/internal/propose", [JSON], b'{"ops":' + b"[" * 200_000 + b"]" * 200_000 + b"}", False, {400}),
-    ("raft-out-of-sequence", "any", "POST", "/v1/internal/raft", [JSON], _json_body({"messages": [{"type": "AppendEntries", "src": 2, "dst": 1, "term": 1, "prev_index": 5, "prev_term": 1, "commit": 0, "entries": [[9, 1, "x"]]}]}), False, {400}),
-    ("raft-nan", "any", "POST", "/v1/internal/raft", [JSON], b'{"messages":[{"type":"TimeoutNow","src":2,"dst":1,"term":NaN}]}', False, {400}),
-    ("raft-negative", "any", "POST", "/v1/internal/raft", [JSON], _json_body({"messages": [{"type": "TimeoutNow", "src": 2, "dst": 1, "term": -5}]}), False, {400}),
-    ("raft-not-a-list", "any", "POST", "/v1/internal/raft", [JSON], b'{"messages":{"a":1}}', False, {400}),
+    ("heartbeat-nan", "leader", "POST", HEARTBEAT_PATH, [JSON], _raw_heartbeat(cpu_total="NaN"), False, {400, 422}),
+    ("heartbeat-infinity", "leader", "POST", HEARTBEAT_PATH, [JSON], _raw_heartbeat(memory_mb_total="Infinity"), False, {400, 422}),
+    ("heartbeat-usage-nan", "leader", "POST", HEARTBEAT_PATH, [JSON], _raw_heartbeat(usage='{"cpu_percent":NaN}'), False, {400, 422}),
+    ("heartbeat-1e300-cpu", "leader", "POST", HEARTBEAT_PATH, [JSON], _json_body(_heartbeat(cpu_total=1e300)), False, {400, 422}),
+    ("heartbeat-bad-address", "leader", "POST", HEARTBEAT_PATH, [JSON], _json_body(_heartbeat(address="127.0.0.1:18900" + WHOAMI_PATH + "?")), False, {400, 422}),
+    ("heartbeat-empty-id", "leader", "POST", HEARTBEAT_PATH, [JSON], _json_body(_heartbeat(node_id="")), False, {400, 422}),
+    ("heartbeat-huge-exit-code", "leader", "POST", HEARTBEAT_PATH, [JSON], _json_body(_heartbeat(allocations=[{"alloc_id": "j-1", "job_id": "j", "state": "exited", "exit_code": 2**70}])), False, {400, 422}),
+    ("heartbeat-surrogate-label", "leader", "POST", HEARTBEAT_PATH, [JSON], b'{"node_id":"s","address":"127.0.0.1:1","cpu_total":1,"memory_mb_total":64,"labels":{"a":"\\ud800"}}', False, {400, 422}),
+    ("watch-nan", "leader", "POST", WATCH_PATH, [JSON], b'{"node_id":"s","known_version":0,"wait_seconds":NaN}', False, {400, 422}),
+    ("propose-nan", "leader", "POST", PROPOSE_PATH, [JSON], b'{"ops":[{"kind":"register_node","at":"2026-01-01T00:00:00Z","node_id":"x","address":"127.0.0.1:1","cpu_total":NaN,"memory_mb_total":1}]}', False, {400}),
+    ("propose-1e300", "leader", "POST", PROPOSE_PATH, [JSON], _json_body({"ops": [{"kind": "register_node", "at": "2026-01-01T00:00:00Z", "node_id": "x", "address": "127.0.0.1:1", "cpu_total": 1e300, "memory_mb_total": 1}]}), False, {400}),
+    ("propose-unknown-kind", "leader", "POST", PROPOSE_PATH, [JSON], _json_body({"ops": [{"kind": "drop_tables", "at": "2026-01-01T00:00:00Z"}]}), False, {400}),
+    ("propose-bad-spec", "leader", "POST", PROPOSE_PATH, [JSON], _json_body({"ops": [{"kind": "submit_job", "at": "2026-01-01T00:00:00Z", "job_id": "j", "spec": {"name": "x", "image": "claud/busybox", "idempotency_key": ""}}]}), False, {400}),
+    ("propose-deep-nesting", "leader", "POST", PROPOSE_PATH, [JSON], b'{"ops":' + b"[" * 200_000 + b"]" * 200_000 + b"}", False, {400}),
+    ("raft-out-of-sequence", "any", "POST", RAFT_PATH, [JSON], _json_body({"messages": [{"type": "AppendEntries", "src": 2, "dst": 1, "term": 1, "prev_index": 5, "prev_term": 1, "commit": 0, "entries": [[9, 1, "x"]]}]}), False, {400}),
+    ("raft-nan", "any", "POST", RAFT_PATH, [JSON], b'{"messages":[{"type":"TimeoutNow","src":2,"dst":1,"term":NaN}]}', False, {400}),
+    ("raft-negative", "any", "POST", RAFT_PATH, [JSON], _json_body({"messages": [{"type": "TimeoutNow", "src": 2, "dst": 1, "term": -5}]}), False, {400}),
+    ("raft-not-a-list", "any", "POST", RAFT_PATH, [JSON], b'{"messages":{"a":1}}', False, {400}),
 ]
 
 
@@ -187,8 +195,8 @@ def test_odd_request_is_refused_and_the_cluster_still_commits(hostile_cluster: C
     _, which, method, path, headers, body, chunked, expected = case
     target = _target(hostile_cluster, which)
     headers = [*headers, (b"authorization", f"Bearer {hostile_cluster.token}".encode())]
-    if path.startswith("/v1/internal/"):
-        headers.append((SECRET_HEADER.lower().encode(), hostile_cluster.secret.encode()))
+    if path.startswith(INTERNAL_PREFIX):
+        headers.append((CLUSTER_SECRET_HEADER.lower().encode(), hostile_cluster.secret.encode()))
     status, answer_headers, answer = raw_request(target.address, method, path, headers, body, chunked)
     assert status in expected, (status, answer[:500])
     assert answer_headers.get("content-type", "").startswith("application/json"), (status, answer_headers, answer[:300])
@@ -207,8 +215,8 @@ def test_a_heartbeat_from_a_wildcard_address_is_refused_naming_the_field(hostile
     no host would send it to whatever listens on the master's own machine."""
     leader = hostile_cluster.wait_leader()
     node_id = f"wild-{abs(hash(address)) % 10_000}"
-    resp = httpx.post(f"{leader.url}/v1/internal/heartbeat", json=_heartbeat(node_id=node_id, address=address),
-                      headers={SECRET_HEADER: hostile_cluster.secret}, timeout=10)
+    resp = httpx.post(leader.url + HEARTBEAT_PATH, json=_heartbeat(node_id=node_id, address=address),
+                      headers={CLUSTER_SECRET_HEADER: hostile_cluster.secret}, timeout=10)
     assert resp.status_code == 422, resp.text
     error = resp.json()["error"]
     assert error["field"] == "address" and "names no host" in error["message"], error

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from claud.api.agent import CLUSTER_SECRET_HEADER
+from claud.api.protocol import CLUSTER_SECRET_HEADER, HEARTBEAT_PATH
 from support.cluster import FAST_PROFILE, Cluster, wait_until
 
 SIM = ["--runtime", "simulated", "--cpus", "4", "--memory-mb", "4096"]
@@ -138,7 +138,7 @@ def fake_slave(cluster: Cluster, slave_id: str, healthy: threading.Event) -> Ite
                         "runtime": {"healthy": healthy.is_set(),
                                     "error": None if healthy.is_set() else "Connection refused"}}
                 try:
-                    resp = http.post("/v1/internal/heartbeat", json=body)
+                    resp = http.post(HEARTBEAT_PATH, json=body)
                     if resp.status_code == 200:
                         last[:] = resp.json()["allocations"]
                 except httpx.HTTPError:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from claud.api.protocol import CLUSTER_SECRET_HEADER, RAFT_PATH
 from claud.master import peer_http
 from claud.master.peer_http import PeerConnection, PeerHttpError
 
@@ -92,15 +93,15 @@ async def test_requests_share_one_connection_and_carry_the_secret() -> None:
 
     tiny = TinyServer(handler)
     async with tiny as address:
-        connection = PeerConnection(None, {"X-Claud-Cluster-Secret": "s3cret"})
+        connection = PeerConnection(None, {CLUSTER_SECRET_HEADER: "s3cret"})
         for n in range(3):
-            resp = await connection.post(address, "/v1/internal/raft", f'{{"n":{n}}}'.encode(), 2)
+            resp = await connection.post(address, RAFT_PATH, f'{{"n":{n}}}'.encode(), 2)
             assert (resp.status, resp.body) == (200, f'{{"n":{n}}}'.encode())
         connection.close()
     assert len(tiny.peers) == 1
     head, _ = tiny.requests[0]
-    assert head.startswith(b"POST /v1/internal/raft HTTP/1.1\r\n")
-    assert b"X-Claud-Cluster-Secret: s3cret\r\n" in head
+    assert head.startswith(f"POST {RAFT_PATH} HTTP/1.1\r\n".encode())
+    assert f"{CLUSTER_SECRET_HEADER}: s3cret\r\n".encode() in head
 
 
 @in_event_loop

@@ -1,7 +1,7 @@
 """The real ``claud-slave`` process, real Docker, and a fake master we control.
 
 The fake master serves the two internal endpoints of the protocol
-(claud.api.agent) with a desired set the test edits, records every heartbeat,
+(claud.api.slave_protocol) with a desired set the test edits, records every heartbeat,
 and can be told to stop answering (to exercise the fencing lease).
 """
 
@@ -34,12 +34,12 @@ from claud.api import (
     Resources,
     WatchRequest,
 )
+from claud.api.protocol import CLUSTER_SECRET_HEADER, HEARTBEAT_PATH, MASTER_ID_HEADER, WATCH_PATH
 from support.docker_proxy import DockerSocketProxy
 
 pytestmark = pytest.mark.docker
 
 IMAGE = "claud/busybox:latest"
-SECRET_HEADER = "X-Claud-Cluster-Secret"
 
 
 class FakeMaster:
@@ -101,10 +101,10 @@ class FakeMaster:
                 heartbeat_interval=self.heartbeat_interval,
                 fence_stop_grace=self.fence_stop_grace,
             )
-        return JSONResponse(body.model_dump(mode="json"), headers={"X-Claud-Master-Id": str(self.master_id)})
+        return JSONResponse(body.model_dump(mode="json"), headers={MASTER_ID_HEADER: str(self.master_id)})
 
     def _refuse(self, request: Request) -> JSONResponse | None:
-        if self.secret is not None and request.headers.get(SECRET_HEADER) != self.secret:
+        if self.secret is not None and request.headers.get(CLUSTER_SECRET_HEADER) != self.secret:
             return JSONResponse({"error": {"code": "unauthorized", "message": "secret"}}, status_code=401)
         if not self.answering:
             return JSONResponse({"error": {"code": "no_leader", "message": "down"}}, status_code=503)
@@ -113,7 +113,7 @@ class FakeMaster:
     def _app(self) -> FastAPI:
         app = FastAPI()
 
-        @app.post("/v1/internal/heartbeat")
+        @app.post(HEARTBEAT_PATH)
         async def heartbeat(request: Request) -> JSONResponse:
             if (refused := self._refuse(request)) is not None:
                 return refused
@@ -122,7 +122,7 @@ class FakeMaster:
                 self.heartbeats[beat.node_id] = beat
             return self._assignments()
 
-        @app.post("/v1/internal/watch")
+        @app.post(WATCH_PATH)
         async def watch(request: Request) -> JSONResponse:
             if (refused := self._refuse(request)) is not None:
                 return refused
@@ -445,7 +445,7 @@ def test_logs_endpoint_streams_output_and_needs_the_secret(
         slave = start_slave("--cluster-secret-file", str(secret_file), master=master)
         master.put(chatty)
         slave_wait_for(lambda: master.status_is(node, chatty.alloc_id, "running"), 15, "chatty running")
-        auth = {SECRET_HEADER: "s3cret"}
+        auth = {CLUSTER_SECRET_HEADER: "s3cret"}
         url = f"{slave.url}/v1/allocations/{chatty.alloc_id}/logs"
 
         def full_logs() -> str | None:
@@ -468,7 +468,7 @@ def test_logs_endpoint_streams_output_and_needs_the_secret(
         assert "hello" in seen
 
         assert httpx.get(url, timeout=5).status_code == 401
-        assert httpx.get(url, headers={SECRET_HEADER: "wrong"}, timeout=5).status_code == 401
+        assert httpx.get(url, headers={CLUSTER_SECRET_HEADER: "wrong"}, timeout=5).status_code == 401
         missing = httpx.get(f"{slave.url}/v1/allocations/nope/logs", headers=auth, timeout=5)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         bad = httpx.get(url, params={"tail": "lots"}, headers=auth, timeout=5)

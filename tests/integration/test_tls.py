@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from claud.api.protocol import WHOAMI_PATH
 from claud.client import ClaudError, Client, Untrusted, tls_certs
 from support.cluster import Cluster, free_port, wait_until
 from support.tls import ClusterTls
@@ -85,7 +86,7 @@ def test_plain_http_to_a_tls_master_gets_no_answer(tls_cluster: Cluster) -> None
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://{master.address}/healthz", timeout=5)
     with pytest.raises(httpx.TransportError):
-        httpx.post(f"http://{master.address}/v1/internal/whoami", timeout=5)
+        httpx.post(f"http://{master.address}{WHOAMI_PATH}", timeout=5)
 
 
 def test_a_slave_serves_only_clients_with_a_certificate_from_the_ca(tls_cluster: Cluster, tmp_path: Path) -> None:

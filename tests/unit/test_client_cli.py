@@ -18,6 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client.cli import CliConfig, ExitCode, cli
 from support import fake_wire
 from support.fake_wire import NOW
@@ -232,7 +233,7 @@ def test_logs_follow_prints_each_attempt_and_notes_it_on_stderr(
             current["alloc"] = view["alloc_id"]
             return httpx.Response(200, json=view)
         alloc = current["alloc"]
-        return httpx.Response(200, text=output[alloc], headers={"X-Claud-Alloc-Id": alloc})
+        return httpx.Response(200, text=output[alloc], headers={ALLOC_ID_HEADER: alloc})
 
     config = CliConfig(transport=httpx.MockTransport(master), poll_interval=0, failover_timeout=0)
     result = CliRunner().invoke(cli, ["logs", "-f", "j1"], obj=config)

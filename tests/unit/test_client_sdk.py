@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from claud.api.jobs import JobSpec, JobState, JobView
+from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import (
     AsyncClient,
     ClaudError,
@@ -209,7 +210,7 @@ class Attempts:
         answer = self.output[self.alloc]
         if isinstance(answer, httpx.Response):
             return answer
-        return httpx.Response(200, text=answer, headers={"X-Claud-Alloc-Id": str(self.alloc)})
+        return httpx.Response(200, text=answer, headers={ALLOC_ID_HEADER: str(self.alloc)})
 
 
 @pytest.fixture

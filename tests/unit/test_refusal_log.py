@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from claud.api.protocol import RAFT_PATH
 from claud.daemon.refusal_log import RefusalLog
 
 
@@ -33,11 +34,11 @@ def test_one_line_per_client_per_period_counting_the_suppressed(caplog: pytest.L
         assert not refusals.refused("10.0.0.1", path="/v1/jobs", credential="token")
     assert refusals.refused("10.0.0.2", path="/metrics", credential="token")  # another client: its own line
     clock.now = 10.0
-    assert refusals.refused("10.0.0.1", path="/v1/internal/raft", credential="cluster_secret")
+    assert refusals.refused("10.0.0.1", path=RAFT_PATH, credential="cluster_secret")
     assert events(caplog) == [
         {"path": "/v1/jobs", "credential": "token", "client": "10.0.0.1", "suppressed": 0},
         {"path": "/metrics", "credential": "token", "client": "10.0.0.2", "suppressed": 0},
-        {"path": "/v1/internal/raft", "credential": "cluster_secret", "client": "10.0.0.1", "suppressed": 99},
+        {"path": RAFT_PATH, "credential": "cluster_secret", "client": "10.0.0.1", "suppressed": 99},
     ]
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from claud.api.protocol import WHOAMI_PATH
 from claud.master.api import slave_logs_url
 
 
@@ -20,7 +21,7 @@ def test_a_registered_address_gives_the_logs_url() -> None:
 @pytest.mark.parametrize(
     "address",
     [
-        "127.0.0.1:18900/v1/internal/whoami?",  # the issue's: a path and a query after the port
+        "127.0.0.1:18900" + WHOAMI_PATH + "?",  # the issue's: a path and a query after the port
         "127.0.0.1:18900?x=1", "127.0.0.1:18900#f", "user@127.0.0.1:1", "http://127.0.0.1:1",
         "127.0.0.1", "0.0.0.0:8701", "[::]:8701", "127.0.0.1:0", "127.0.0.1:70000", "a b:1", "",
     ],

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from claud.api import Assignments, Heartbeat
+from claud.api.protocol import CLUSTER_SECRET_HEADER, MASTER_ID_HEADER
 from claud.slave.fencing import Lease
 from claud.slave.masters import MasterClient, MastersUnavailable, ReplyGate
 
@@ -32,7 +33,7 @@ def ok(master_id: int, version: int = 1) -> httpx.Response:
     return httpx.Response(
         200,
         content=assignments(version, leader_id=master_id).model_dump_json(),
-        headers={"X-Claud-Master-Id": str(master_id)},
+        headers={MASTER_ID_HEADER: str(master_id)},
     )
 
 
@@ -132,7 +133,7 @@ def test_cluster_secret_header_is_sent() -> None:
     seen: list[str | None] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("X-Claud-Cluster-Secret"))
+        seen.append(request.headers.get(CLUSTER_SECRET_HEADER))
         assert json.loads(request.content)["node_id"] == "s1"
         return ok(1)
 

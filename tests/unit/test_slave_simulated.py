@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from claud.api import Allocation, Assignments, DesiredState, Heartbeat, Resources, WatchRequest
+from claud.api.protocol import HEARTBEAT_PATH, MASTER_ID_HEADER
 from claud.slave.agent import Agent
 from claud.slave.resources import Capacity, CgroupLimits, UsageProbe
 from claud.slave.runtime.simulated import SimulatedRuntime, simulated_duration
@@ -80,10 +81,10 @@ class MemoryMaster:
             lease_seconds=self.lease_seconds,
             heartbeat_interval=0.1,
         )
-        return httpx.Response(200, content=body.model_dump_json(), headers={"X-Claud-Master-Id": "1"})
+        return httpx.Response(200, content=body.model_dump_json(), headers={MASTER_ID_HEADER: "1"})
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/internal/heartbeat":
+        if request.url.path == HEARTBEAT_PATH:
             beat = Heartbeat.model_validate_json(request.content)
             self.heartbeats[beat.node_id] = beat
             return self.reply(beat.node_id)

@@ -1,14 +1,5 @@
 """CLAUD wire models, shared by the masters, the slaves and the SDK."""
 
-from claud.api.agent import (
-    Allocation,
-    AllocationStatus,
-    Assignments,
-    ContainerState,
-    DesiredState,
-    Heartbeat,
-    WatchRequest,
-)
 from claud.api.errors import ErrorBody, ErrorDetail
 from claud.api.jobs import (
     PLACED_STATES,
@@ -35,6 +26,15 @@ from claud.api.nodes import (
     NodeRole,
     NodeState,
     NodeView,
+)
+from claud.api.slave_protocol import (
+    Allocation,
+    AllocationStatus,
+    Assignments,
+    ContainerState,
+    DesiredState,
+    Heartbeat,
+    WatchRequest,
 )
 
 #: Labels every CLAUD container carries, public names (``docker ps --filter label=claud.job=ID``

@@ -20,6 +20,7 @@ import httpx
 
 from claud.api.jobs import JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, NodeList, NodeView
+from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _wire as wire
 from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
 from claud.client._events import Event, EventDecoder
@@ -150,7 +151,7 @@ class AsyncClient:
     ) -> AsyncGenerator[str, None]:
         """One container's output; puts the allocation it came from in ``seen["alloc"]``."""
         response = await self._send(wire.job_logs(job_id, follow, tail))
-        seen["alloc"] = response.headers.get(wire.ALLOC_HEADER)
+        seen["alloc"] = response.headers.get(ALLOC_ID_HEADER)
         buffer = wire.LineBuffer()
         try:
             async for chunk in response.aiter_text():

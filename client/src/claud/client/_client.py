@@ -14,6 +14,7 @@ import httpx
 
 from claud.api.jobs import JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, NodeList, NodeView
+from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _wire as wire
 from claud.client._events import Event, EventDecoder
 from claud.client._masters import Failover, MasterRing, log, parse_masters
@@ -187,7 +188,7 @@ class Client:
         finally:
             response.close()
         yield from buffer.flush()
-        alloc_id: str | None = response.headers.get(wire.ALLOC_HEADER)
+        alloc_id: str | None = response.headers.get(ALLOC_ID_HEADER)
         return alloc_id
 
     def _next_attempt(self, job_id: str, streamed: str | None) -> JobView | None:

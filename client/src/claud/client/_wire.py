@@ -44,8 +44,6 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 SLAVE_ERROR_CODES = frozenset({"slave_unreachable", "slave_error"})
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-#: Names the allocation (attempt) whose output a logs answer carries, when the master says.
-ALLOC_HEADER = "X-Claud-Alloc-Id"
 #: Items asked for per page when the SDK walks a list (the masters allow 1..1000).
 PAGE_SIZE = 500
 

@@ -15,7 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from claud.api.agent import CLUSTER_SECRET_HEADER
+from claud.api.protocol import CLUSTER_SECRET_HEADER
 from claud.daemon.logfmt import log_event
 
 log = logging.getLogger("claud.master.auth")

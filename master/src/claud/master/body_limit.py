@@ -17,7 +17,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-INTERNAL_PREFIX = "/v1/internal/"
+from claud.api.protocol import INTERNAL_PREFIX
+
 
 
 class BodyTooLarge(Exception):

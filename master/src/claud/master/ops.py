@@ -15,7 +15,7 @@ from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
-from claud.api.agent import MAX_ALLOCATIONS
+from claud.api.slave_protocol import MAX_ALLOCATIONS
 from claud.api.jobs import Address, JobId, Labels, Message, NodeId, Reason
 from claud.api.jobs import WireModel as BaseModel
 from claud.api.nodes import MAX_CPUS, MAX_MB

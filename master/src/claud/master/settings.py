@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
+from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.master.scheduler import Strategy

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
-from claud.api.agent import DEFAULT_FENCE_STOP_GRACE, RuntimeHealth
+from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE, RuntimeHealth
 from claud.daemon.addresses import outgoing_address, parse_host_port
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
 from claud.daemon.logfmt import log_event

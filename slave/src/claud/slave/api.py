@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import ErrorBody, ErrorDetail
-from claud.api.agent import CLUSTER_SECRET_HEADER
+from claud.api.protocol import CLUSTER_SECRET_HEADER, CONTAINER_ID_HEADER, SLAVE_LOGS_ROUTE
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.slave.agent import Agent
@@ -141,7 +141,7 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         }
 
     @app.get(
-        "/v1/allocations/{alloc_id}/logs",
+        SLAVE_LOGS_ROUTE,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/plain": {}}}, 404: {"model": ErrorBody}},
     )
@@ -176,7 +176,7 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         return StreamingResponse(
             body(),
             media_type="text/plain; charset=utf-8",
-            headers={"X-Claud-Container-Id": container.container_id},
+            headers={CONTAINER_ID_HEADER: container.container_id},
         )
 
     return app

@@ -19,14 +19,10 @@ import httpx
 import pydantic
 
 from claud.api import Assignments, Heartbeat, WatchRequest
-from claud.api.agent import CLUSTER_SECRET_HEADER
+from claud.api.protocol import CLUSTER_SECRET_HEADER, HEARTBEAT_PATH, JSON_CONTENT_TYPE, MASTER_ID_HEADER, WATCH_PATH
 from claud.daemon.logfmt import log_event
 
 logger = logging.getLogger(__name__)
-
-MASTER_ID_HEADER = "X-Claud-Master-Id"
-HEARTBEAT_PATH = "/v1/internal/heartbeat"
-WATCH_PATH = "/v1/internal/watch"
 
 
 class MastersUnavailable(Exception):
@@ -66,7 +62,7 @@ class MasterClient:
     ) -> None:
         self._addresses = list(addresses)
         self._http = http
-        self._headers = {"Content-Type": "application/json"}
+        self._headers = {"Content-Type": JSON_CONTENT_TYPE}
         if secret:
             self._headers[CLUSTER_SECRET_HEADER] = secret
         self._request_timeout = request_timeout

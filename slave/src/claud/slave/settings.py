@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claud.api.agent import DEFAULT_FENCE_STOP_GRACE
 from claud.api.jobs import ADDRESS, LABEL_KEY, check_labels
+from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.slave.runtime.hardening import (

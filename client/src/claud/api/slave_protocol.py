@@ -34,9 +34,6 @@ from claud.api.nodes import MAX_CPUS, MAX_MB, HostUsage
 MAX_ALLOCATIONS = 100_000
 MAX_VERSION = 2**63 - 1
 
-#: Carries the cluster secret on every master<->master and master<->slave request.
-CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
-
 #: The masters' --fence-stop-grace default, seconds: what a slave assumes until a leader names its own.
 DEFAULT_FENCE_STOP_GRACE = 2.0
 

@@ -1,0 +1,49 @@
+"""The names the CLAUD processes agree on below the models: internal paths and headers.
+
+Every ``/v1/internal/*`` route, every ``X-Claud-*`` header and the one
+content type the internal routes take are spelled here only; masters, slaves,
+the SDK and the tests import them. The bodies those routes carry are the
+models of :mod:`claud.api.slave_protocol` (master <-> slave) and the codec of
+``claud.master.transport`` (master <-> master).
+"""
+
+from __future__ import annotations
+
+#: Every route under this prefix needs the cluster secret (and, with a body, JSON).
+INTERNAL_PREFIX = "/v1/internal/"
+
+# master <-> master
+#: A batch of consensus messages, one way (answered 204).
+RAFT_PATH = INTERNAL_PREFIX + "raft"
+#: A batch of writes a follower forwards to the leader.
+PROPOSE_PATH = INTERNAL_PREFIX + "propose"
+#: A master's id, address and view of the leader; how a ``--peers`` address learns its id.
+WHOAMI_PATH = INTERNAL_PREFIX + "whoami"
+
+# slave -> master
+HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"
+WATCH_PATH = INTERNAL_PREFIX + "watch"
+
+# master -> slave (the slave's own server; the cluster secret guards it too)
+#: The route a slave serves its containers' output on, as FastAPI spells a path parameter.
+SLAVE_LOGS_ROUTE = "/v1/allocations/{alloc_id}/logs"
+
+
+def slave_logs_path(alloc_id: str) -> str:
+    """``SLAVE_LOGS_ROUTE`` for one allocation; the caller has checked ``alloc_id``."""
+    return SLAVE_LOGS_ROUTE.format(alloc_id=alloc_id)
+
+
+#: Carries the cluster secret on every master<->master and master<->slave request.
+CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
+#: On every 200 (and 421) of a heartbeat or watch: which master answered, so a
+#: slave learns the id behind each address it was given.
+MASTER_ID_HEADER = "X-Claud-Master-Id"
+#: On a job's logs (public /v1): the allocation (attempt) the output comes from.
+ALLOC_ID_HEADER = "X-Claud-Alloc-Id"
+#: On a slave's logs answer: the container the output comes from.
+CONTAINER_ID_HEADER = "X-Claud-Container-Id"
+
+#: The only content type an internal route with a body accepts (a web page
+#: cannot send it cross-origin without a preflight).
+JSON_CONTENT_TYPE = "application/json"
