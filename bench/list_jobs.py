@@ -21,7 +21,7 @@ import httpx
 from claud.api import JobSpec
 from claud.master import ops
 from claud.master.api import create_app
-from claud.master.node import utcnow
+from claud.master.ops import utcnow
 from claud.master.settings import MasterSettings
 
 
@@ -52,11 +52,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         app = create_app(MasterSettings(id=1, data_dir=Path(data), no_discovery=True))
-        node = app.state.node
+        master = app.state.master
         spec = JobSpec(name="bench", image="claud/busybox:latest", command=["sh", "-c", "echo hi"], env={"A": "1"})
         for i in range(args.jobs):
-            node.state.apply(i + 1, ops.SubmitJob(at=utcnow(), job_id=f"{i:012x}", spec=spec))
-        asyncio.run(measure(app, node.token, args.rounds))
+            master.state.apply(i + 1, ops.SubmitJob(at=utcnow(), job_id=f"{i:012x}", spec=spec))
+        asyncio.run(measure(app, master.token, args.rounds))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,19 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
+from claud.api.protocol import (
+    CLUSTER_SECRET_HEADER,
+    HEARTBEAT_PATH,
+    INTERNAL_PREFIX,
+    PROPOSE_PATH,
+    RAFT_PATH,
+    WATCH_PATH,
+    WHOAMI_PATH,
+)
 from claud.client import Client, JobState
 from support.cluster import Cluster, Master, Slave, free_port, wait_until
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-SECRET_HEADER = "X-Claud-Cluster-Secret"
 #: Open by design on a master: liveness, readiness, the API's documentation, and
 #: the dashboard's page, script and style (they hold no data; the page reads /v1 with the token).
 MASTER_OPEN = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc",
@@ -40,15 +48,15 @@ REFUSE_LOG_EVERY = 1.0
 
 def master_routes(tmp_path: Path) -> dict[str, set[str]]:
     """path -> methods of every route of a master app, and of the paths answered below the router."""
-    from claud.master.api import RaftTransport, SubmitFastPath, create_app
+    from claud.master.api import RaftReceiver, SubmitFastPath, create_app
     from claud.master.settings import MasterSettings
 
     app = create_app(MasterSettings(id=1, data_dir=tmp_path / "routes", no_discovery=True))
     try:
         routes = _routes(app)
     finally:
-        app.state.node.store.close()
-    for fast in (RaftTransport, SubmitFastPath):
+        app.state.master.store.close()
+    for fast in (RaftReceiver, SubmitFastPath):
         routes.setdefault(fast.PATH, set()).add("POST")
     return routes
 
@@ -118,12 +126,12 @@ def wrong_credentials(token: str, secret: str, internal: bool) -> list[dict[str,
         {"Authorization": "Bearer wrong-token"},
         {"Authorization": f"Basic {token}"},
         {"Authorization": "Bearer"},
-        {SECRET_HEADER: "wrong-secret"},
+        {CLUSTER_SECRET_HEADER: "wrong-secret"},
         {"Origin": "https://evil.example"},
     ]
     # The token is no cluster secret, and the secret is no token.
-    knocks.append({"Authorization": f"Bearer {token}"} if internal else {SECRET_HEADER: secret})
-    knocks.append({"Authorization": f"Bearer {secret}"} if not internal else {SECRET_HEADER: token})
+    knocks.append({"Authorization": f"Bearer {token}"} if internal else {CLUSTER_SECRET_HEADER: secret})
+    knocks.append({"Authorization": f"Bearer {secret}"} if not internal else {CLUSTER_SECRET_HEADER: token})
     return knocks
 
 
@@ -132,8 +140,8 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
     routes = master_routes(tmp_path)
     schema_paths = set(httpx.get(f"{master.url}/openapi.json", timeout=5).json()["paths"])
     assert schema_paths <= set(routes), schema_paths - set(routes)
-    assert {"/v1/jobs", "/v1/jobs/{job_id}/logs", "/v1/events", "/metrics", "/v1/internal/raft",
-            "/v1/internal/propose", "/v1/internal/heartbeat", "/v1/internal/watch"} <= set(routes)  # fmt: skip
+    assert {"/v1/jobs", "/v1/jobs/{job_id}/logs", "/v1/events", "/metrics", RAFT_PATH,
+            PROPOSE_PATH, HEARTBEAT_PATH, WATCH_PATH} <= set(routes)  # fmt: skip
     refused = 0
     with httpx.Client(timeout=5) as http:
         for path, methods in sorted(routes.items()):
@@ -143,7 +151,7 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
                 assert response.status_code == 200, path
                 no_cors(response)
                 continue
-            internal = path.startswith("/v1/internal/")
+            internal = path.startswith(INTERNAL_PREFIX)
             # Each routed method and the others too: nothing is routed before the check.
             for method in sorted(methods | set(ALL_METHODS)):
                 for headers in wrong_credentials(secured.token, secured.secret, internal):
@@ -170,11 +178,11 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
                 # Even with the secret, a body that is not JSON by its content type never reaches a route.
                 for content_type in [*SIMPLE_CONTENT_TYPES, "", "application/jsonx"]:
                     response = http.post(url, content=b'{"ops": []}',
-                                         headers={SECRET_HEADER: secured.secret, "Content-Type": content_type})
+                                         headers={CLUSTER_SECRET_HEADER: secured.secret, "Content-Type": content_type})
                     assert response.status_code == 415, (path, content_type, response.text)
                     assert response.json()["error"]["code"] == "unsupported_media_type"
             # With the right credential, every routed method gets past authentication.
-            good = {SECRET_HEADER: secured.secret} if internal else {"Authorization": f"Bearer {secured.token}"}
+            good = {CLUSTER_SECRET_HEADER: secured.secret} if internal else {"Authorization": f"Bearer {secured.token}"}
             for method in methods - {"HEAD"}:
                 response = status_of(http, method, url, headers={**good, "Content-Type": "application/json"},
                                      content=b"{}" if method != "GET" else None)
@@ -203,7 +211,7 @@ def test_every_route_of_a_slave_needs_the_cluster_secret(secured: Cluster, tmp_p
                                          headers={"Content-Type": content_type})
                     assert response.status_code == 401, (method, path, content_type)
             for method in methods - {"HEAD"}:
-                response = status_of(http, method, concrete(path), headers={SECRET_HEADER: secured.secret})
+                response = status_of(http, method, concrete(path), headers={CLUSTER_SECRET_HEADER: secured.secret})
                 assert response.status_code != 401, (method, path)
 
 
@@ -224,7 +232,7 @@ def test_refusals_are_logged_at_most_once_per_client_per_period(secured: Cluster
 
         def summarised() -> bool:
             # Once the period is over, the next refusal is logged, counting those it stood for.
-            http.get(f"{master.url}/v1/internal/whoami")
+            http.get(f"{master.url}{WHOAMI_PATH}")
             return any(re.search(r"suppressed=(\d+)", line) and int(re.search(r"suppressed=(\d+)", line)[1]) >= 29
                        for line in lines_for("127.0.0.77"))  # fmt: skip
 
@@ -241,7 +249,7 @@ def test_tokens_are_never_logged(secured: Cluster) -> None:
         http.get(f"{master.url}/v1/jobs", headers={"Authorization": f"Bearer {secured.token}"})
         http.get(f"{master.url}/v1/jobs", headers={"Authorization": "Bearer a-wrong-token-9f2c"})
         http.get(f"{master.url}/ui?token={secured.token}")  # an old bookmark: the page ignores it
-        http.get(f"{master.url}/v1/internal/whoami", headers={SECRET_HEADER: "a-wrong-secret-77ab"})
+        http.get(f"{master.url}{WHOAMI_PATH}", headers={CLUSTER_SECRET_HEADER: "a-wrong-secret-77ab"})
     wait_until(lambda: "client=127.0.0.79" in master.log(), 5, what="the refusals to be logged")
     log = master.log() + secured.slaves[0].log()
     assert "event=auth.refused" in log
@@ -299,8 +307,8 @@ def test_a_lone_master_generates_its_secrets_private_and_never_logs_them(tmp_pat
         assert str(token_file) in start_line and str(secret_file) in start_line  # it says where...
         assert token not in master.log() and secret not in master.log()  # ...never what
         assert httpx.get(f"{master.url}/v1/cluster", timeout=5).status_code == 401
-        assert httpx.get(f"{master.url}/v1/internal/whoami", timeout=5).status_code == 401
-        whoami = httpx.get(f"{master.url}/v1/internal/whoami", headers={SECRET_HEADER: secret}, timeout=5)
+        assert httpx.get(f"{master.url}{WHOAMI_PATH}", timeout=5).status_code == 401
+        whoami = httpx.get(f"{master.url}{WHOAMI_PATH}", headers={CLUSTER_SECRET_HEADER: secret}, timeout=5)
         assert whoami.json()["id"] == 1
         # Its slaves are given the file it generated.
         slave = Slave("gen-s1", "127.0.0.120", free_port(), master.address, tmp_path / "slave.log",
@@ -373,7 +381,7 @@ def test_masters_and_slaves_work_together_with_a_cluster_secret(cluster: Cluster
 
     def refused_heartbeat() -> bool:
         lines = [line for m in cluster.masters for line in m.log().splitlines()]
-        return any("event=auth.refused path=/v1/internal/heartbeat" in line
+        return any(f"event=auth.refused path={HEARTBEAT_PATH}" in line
                    and "credential=cluster_secret" in line for line in lines)  # fmt: skip
 
     wait_until(refused_heartbeat, 15, what="the rogue slave's heartbeat refused")

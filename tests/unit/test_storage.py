@@ -12,6 +12,7 @@ from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.replication import ReplicatedLog
 from claud.master.storage import Entry, HardState, LogStore, Snapshot
+from support.memory_master import LoneTransport
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -48,11 +49,10 @@ def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
 
 
 def single_master(store: LogStore, snapshot_every: int = 50) -> ReplicatedLog:
-    directory = MasterDirectory(1, "127.0.0.1:1", lambda: None)
+    directory = MasterDirectory(1, "127.0.0.1:1")
     return ReplicatedLog(
-        node_id=1, cluster_size=1, store=store, directory=directory, local_address=None, secret=None,
-        election_timeout=0.1, snapshot_every=snapshot_every, propose_timeout=5, on_applied=lambda: None,
-        on_role_change=lambda: None,
+        master_id=1, cluster_size=1, store=store, directory=directory, transport=LoneTransport(),
+        election_timeout=0.1, snapshot_every=snapshot_every, propose_timeout=5,
     )
 
 

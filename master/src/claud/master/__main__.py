@@ -41,11 +41,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # the data directory cannot be read back: stop, say why
         print(f"{PROG}: cannot recover from {settings.data_dir}: {exc!r}", file=sys.stderr)
         raise SystemExit(1) from None
-    node = app.state.node
+    credentials = app.state.master.credentials
     host, port = parse_host_port(settings.listen)
     log_event(logging.getLogger("claud.master"), "master.starting", listen=settings.listen, scheme=settings.scheme,
-              data_dir=str(settings.data_dir), token_file=str(node.token_path),
-              cluster_secret_file=str(node.cluster_secret_path))
+              data_dir=str(settings.data_dir), token_file=str(credentials.token_path),
+              cluster_secret_file=str(credentials.cluster_secret_path))
     file_limit = raise_file_limit()
     budget = connection_budget(settings.max_connections, file_limit)
     log_event(logging.getLogger("claud.master"), "master.connections", max_connections=budget, file_limit=file_limit)

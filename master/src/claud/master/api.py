@@ -1,13 +1,14 @@
-"""The master's HTTP API: thin routes over ``MasterNode``.
+"""The master's HTTP API: thin routes over :class:`~claud.master.master.Master`.
 
 Routes validate, propose and render; they never touch the tables directly.
+The internal routes hand their bodies to :mod:`claud.master.transport`
+(master <-> master) and :mod:`claud.master.slave_sessions` (slave -> master).
 Every error is ``{"error": {"code", "message", "field"}}`` with the status
 code an HTTP client expects.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -48,18 +49,33 @@ from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.daemon.refusal_log import RefusalLog
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
-from claud.master import ops, strict_json
-from claud.master.body_limit import BodyLimitMiddleware, replay
-from claud.master.auth import CLUSTER_SECRET_HEADER, bearer, cluster_secret_headers, same_secret
-from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
-from claud.master.metrics import render_metrics
+from claud.api.protocol import (
+    ALLOC_ID_HEADER,
+    CLUSTER_SECRET_HEADER,
+    HEARTBEAT_PATH,
+    INTERNAL_PREFIX,
+    JSON_CONTENT_TYPE,
+    MASTER_ID_HEADER,
+    PROPOSE_PATH,
+    RAFT_PATH,
+    WATCH_PATH,
+    WHOAMI_PATH,
+    slave_logs_path,
+)
+from claud.master import ops
 from claud.master import openapi as docs
-from claud.master.node import MasterNode, NotLeader, utcnow
+from claud.master import transport
+from claud.master.auth import bearer, cluster_secret_headers, same_secret
+from claud.master.body_limit import BodyLimitMiddleware, replay, replayed_body
+from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
+from claud.master.master import Master, build_master
+from claud.master.metrics import render_metrics
+from claud.master.ops import utcnow
 from claud.master.paging import MAX_CURSOR, MAX_LIMIT, InvalidCursor, JobListRenderer, events_page, jobs_page, nodes_page
 from claud.master.raft import Role
-from claud.master.replication import NoLeader, NotCommitted, OutcomeUnknown, outcome_to_dict
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
+from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
 
 log = logging.getLogger("claud.master.api")
 
@@ -88,11 +104,11 @@ def raise_for(outcome: Outcome) -> None:
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a
 # thread pool, a thread hop per request on the hottest path.
-async def _node(request: Request) -> MasterNode:
-    return request.app.state.node
+async def _master(request: Request) -> Master:
+    return request.app.state.master
 
 
-NodeDep = Annotated[MasterNode, Depends(_node)]
+MasterDep = Annotated[Master, Depends(_master)]
 
 
 #: Shown in the OpenAPI docs ("Authorize" button); enforcement is TokenAuthMiddleware's.
@@ -123,9 +139,9 @@ class TokenAuthMiddleware:
     #: Methods whose requests carry no body to parse, hence no content type to check.
     BODYLESS = frozenset({"GET", "HEAD"})
 
-    def __init__(self, app: ASGIApp, node: MasterNode) -> None:
-        self.app, self.node = app, node
-        self.refusals = RefusalLog(log, node.settings.refused_log_every)
+    def __init__(self, app: ASGIApp, master: Master) -> None:
+        self.app, self.master = app, master
+        self.refusals = RefusalLog(log, master.settings.refused_log_every)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -141,18 +157,20 @@ class TokenAuthMiddleware:
             return None
         headers = dict(scope["headers"])
         client = (scope.get("client") or ("?", 0))[0]
-        if path.startswith("/v1/internal/"):
+        if path.startswith(INTERNAL_PREFIX):
             given = headers.get(CLUSTER_SECRET_HEADER.lower().encode(), b"").decode("latin-1")
-            if not same_secret(given, self.node.cluster_secret):
+            if not same_secret(given, self.master.cluster_secret):
                 self.refusals.refused(client, path=path, credential="cluster_secret")
                 return error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
             content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-            if scope["method"] not in self.BODYLESS and content_type != b"application/json":
+            if scope["method"] not in self.BODYLESS and content_type != JSON_CONTENT_TYPE.encode():
                 self.refusals.refused(client, path=path, credential="content_type")
-                return error_response(415, "unsupported_media_type", "internal routes take Content-Type: application/json")
+                return error_response(
+                    415, "unsupported_media_type", f"internal routes take Content-Type: {JSON_CONTENT_TYPE}"
+                )
             return None
         given_token = bearer(headers.get(b"authorization", b"").decode("latin-1"))
-        if not same_secret(given_token, self.node.token):
+        if not same_secret(given_token, self.master.token):
             self.refusals.refused(client, path=path, credential="token")
             return error_response(
                 401, "unauthorized", "missing or wrong API token (Authorization: Bearer <token>)",
@@ -161,19 +179,20 @@ class TokenAuthMiddleware:
         return None
 
 
-class RaftTransport:
+class RaftReceiver:
     """``POST /v1/internal/raft``, answered below the framework.
 
     Every batch of consensus messages between masters lands here, many per
     commit: it is the hottest path of a cluster, and it needs none of the
     routing, dependency solving and validation a route pays for. It runs
-    inside TokenAuthMiddleware, which has checked the cluster secret.
+    inside TokenAuthMiddleware, which has checked the cluster secret; the
+    transport decodes the batch.
     """
 
-    PATH = "/v1/internal/raft"
+    PATH = RAFT_PATH
 
-    def __init__(self, app: ASGIApp, node: MasterNode) -> None:
-        self.app, self.node = app, node
+    def __init__(self, app: ASGIApp, master: Master) -> None:
+        self.app, self.master = app, master
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.PATH:
@@ -182,13 +201,12 @@ class RaftTransport:
         if scope["method"] != "POST":
             await error_response(405, "method_not_allowed", "POST a batch of messages")(scope, receive, send)
             return
-        body = await _read_body(receive)
         try:
-            self.node.log.receive(strict_json.loads(body)["messages"])
-        except (ValueError, KeyError, TypeError) as exc:
-            response = error_response(400, "malformed_message", f"not a batch of consensus messages: {exc}")
-            await response(scope, receive, send)
+            messages = transport.decode_raft_batch(await replayed_body(receive))
+        except MalformedRequest as exc:
+            await error_response(400, exc.code, str(exc))(scope, receive, send)
             return
+        self.master.replicated.receive(messages)
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -207,8 +225,8 @@ class SubmitFastPath:
 
     PATH = "/v1/jobs"
 
-    def __init__(self, app: ASGIApp, node: MasterNode) -> None:
-        self.app, self.node = app, node
+    def __init__(self, app: ASGIApp, master: Master) -> None:
+        self.app, self.master = app, master
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
@@ -220,9 +238,9 @@ class SubmitFastPath:
                 content_type = value
             elif name == b"idempotency-key":
                 keys.append(value)
-        body = await _read_body(receive)
+        body = await replayed_body(receive)
         spec = None
-        if content_type.partition(b";")[0].strip().lower() == b"application/json" and (
+        if content_type.partition(b";")[0].strip().lower() == JSON_CONTENT_TYPE.encode() and (
             not keys or (len(keys) == 1 and _legal_key(keys[0]))
         ):
             try:
@@ -233,26 +251,13 @@ class SubmitFastPath:
             await self.app(scope, replay(body, receive), send)
             return
         try:
-            response = await submit(self.node, spec, keys[0].decode("latin-1") if keys else None)  # as Starlette would
+            response = await submit(self.master, spec, keys[0].decode("latin-1") if keys else None)  # as Starlette would
         except Exception as exc:
-            known = known_error_response(exc, self.node)
+            known = known_error_response(exc, self.master)
             if known is None:
                 raise
             response = known
         await response(scope, receive, send)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    """The body BodyLimitMiddleware has already read (and bounded), as one message."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 def _legal_key(raw: bytes) -> bool:
@@ -303,8 +308,8 @@ async def _renderer(request: Request) -> JobListRenderer:
     return request.app.state.job_list_renderer
 
 
-def _get_job(node: MasterNode, job_id: str) -> JobRecord:
-    job = node.state.jobs.get(job_id)
+def _get_job(master: Master, job_id: str) -> JobRecord:
+    job = master.state.jobs.get(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"job {job_id} not found")
     return job
@@ -323,7 +328,7 @@ def _get_job(node: MasterNode, job_id: str) -> JobRecord:
 )
 async def submit_job(
     spec: JobSpec,
-    node: NodeDep,
+    master: MasterDep,
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> Any:
@@ -338,10 +343,10 @@ async def submit_job(
     if len(given) > 1:
         raise ApiError(422, "invalid_spec", f"Idempotency-Key header given {len(given)} times; send one",
                        "Idempotency-Key")
-    return await submit(node, spec, idempotency_key)
+    return await submit(master, spec, idempotency_key)
 
 
-async def submit(node: MasterNode, spec: JobSpec, idempotency_key: str | None) -> JSONResponse:
+async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> JSONResponse:
     """Propose the job and render it: 201 when created, 200 when the key names an existing one."""
     if idempotency_key is not None:
         idempotency_key = idempotency_key_from_header(idempotency_key)
@@ -353,18 +358,18 @@ async def submit(node: MasterNode, spec: JobSpec, idempotency_key: str | None) -
             # Through validation, never model_copy(update=...): only a valid spec may enter the log.
             spec = spec.with_idempotency_key(idempotency_key)
     for _ in range(3):  # a fresh id collides with an existing one only by (rare) chance
-        outcome = await node.propose(ops.SubmitJob(at=utcnow(), job_id=secrets.token_hex(6), spec=spec))
+        outcome = await master.propose(ops.SubmitJob(at=utcnow(), job_id=secrets.token_hex(6), spec=spec))
         if outcome.ok or "already exists" not in outcome.message:
             break
     raise_for(outcome)
     job_id, created = outcome.value
-    view = node.state.job_view(node.state.jobs[job_id])
+    view = master.state.job_view(master.state.jobs[job_id])
     return JSONResponse(view.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @jobs.get("", response_model=JobList, operation_id="listJobs", responses=docs.INVALID)
 async def list_jobs(
-    node: NodeDep,
+    master: MasterDep,
     renderer: Annotated[JobListRenderer, Depends(_renderer)],
     state: JobState | None = None,
     limit: Limit = None,
@@ -376,42 +381,42 @@ async def list_jobs(
     """
     wanted = None if state is None else (lambda job: job.state == state)
     try:
-        found, next_cursor = jobs_page(node.state, wanted, cursor, limit)
+        found, next_cursor = jobs_page(master.state, wanted, cursor, limit)
     except InvalidCursor as exc:
         raise _cursor_error(exc) from None
     # Rendered from each job's kept JSON: no model per job, no second validation.
-    return Response(renderer.body(node.state, found, node.commit_index, next_cursor), media_type="application/json")
+    return Response(renderer.body(master.state, found, master.commit_index, next_cursor), media_type=JSON_CONTENT_TYPE)
 
 
 @jobs.get("/{job_id}", response_model=JobView, operation_id="getJob", responses={**docs.NOT_FOUND, **docs.INVALID})
-async def get_job(job_id: str, node: NodeDep) -> JobView:
+async def get_job(job_id: str, master: MasterDep) -> JobView:
     """One job, with its events (the latest ones; ``/events`` pages through them)."""
-    return node.state.job_view(_get_job(node, job_id))
+    return master.state.job_view(_get_job(master, job_id))
 
 
 @jobs.get(
     "/{job_id}/events", response_model=JobEventList, operation_id="jobEvents",
     responses={**docs.NOT_FOUND, **docs.INVALID},
 )
-async def job_events(job_id: str, node: NodeDep, limit: Limit = None, cursor: Cursor = None) -> JobEventList:
+async def job_events(job_id: str, master: MasterDep, limit: Limit = None, cursor: Cursor = None) -> JobEventList:
     """The job's transitions, oldest first (a job keeps its latest ones); with ``limit``, a page at a time."""
-    job = _get_job(node, job_id)
+    job = _get_job(master, job_id)
     try:
         found, next_cursor = events_page(job.events, cursor, limit)
     except InvalidCursor as exc:
         raise _cursor_error(exc) from None
-    return JobEventList(events=found, next=next_cursor, index=node.commit_index)
+    return JobEventList(events=found, next=next_cursor, index=master.commit_index)
 
 
 @jobs.delete(
     "/{job_id}", status_code=202, response_model=JobView, operation_id="stopJob",
     responses={202: {"description": "the job, stopping"}, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
 )
-async def stop_job(job_id: str, node: NodeDep) -> JobView:
+async def stop_job(job_id: str, master: MasterDep) -> JobView:
     """Stop a job: its container gets SIGTERM, then SIGKILL after the job's ``stop_timeout``."""
-    _get_job(node, job_id)
-    raise_for(await node.propose(ops.StopJob(at=utcnow(), job_id=job_id)))
-    return node.state.job_view(node.state.jobs[job_id])
+    _get_job(master, job_id)
+    raise_for(await master.propose(ops.StopJob(at=utcnow(), job_id=job_id)))
+    return master.state.job_view(master.state.jobs[job_id])
 
 
 @jobs.get(
@@ -419,49 +424,49 @@ async def stop_job(job_id: str, node: NodeDep) -> JobView:
     responses={
         200: {
             "description": "the container's output, as it was written",
-            "headers": {"X-Claud-Alloc-Id": {"description": "the attempt this output comes from", "schema": {"type": "string"}}},
+            "headers": {ALLOC_ID_HEADER: {"description": "the attempt this output comes from", "schema": {"type": "string"}}},
         },
         **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.BAD_GATEWAY,
     },
 )
 async def job_logs(
     job_id: str,
-    node: NodeDep,
+    master: MasterDep,
     follow: bool = False,
     tail: Annotated[int | None, Query(ge=0)] = None,
 ) -> StreamingResponse:
     """The output of the job's latest container, streamed from its slave."""
-    job = _get_job(node, job_id)
-    node_id = next((e.node_id for e in reversed(job.events) if e.state == JobState.SCHEDULED), None)
-    if job.alloc_id is None or node_id is None:
+    job = _get_job(master, job_id)
+    slave_id = next((e.node_id for e in reversed(job.events) if e.state == JobState.SCHEDULED), None)
+    if job.alloc_id is None or slave_id is None:
         raise ApiError(409, "conflict", f"job {job_id} has not been placed on a slave yet; it has no logs")
-    slave = node.state.nodes.get(node_id)
+    slave = master.state.nodes.get(slave_id)
     if slave is None:
-        raise ApiError(404, "not_found", f"slave {node_id} that ran job {job_id} is unknown")
-    assert node.http is not None
-    headers = cluster_secret_headers(node.cluster_secret)
+        raise ApiError(404, "not_found", f"slave {slave_id} that ran job {job_id} is unknown")
+    http = master.slave_http
+    headers = cluster_secret_headers(master.cluster_secret)
     params: dict[str, Any] = {"follow": str(follow).lower()}
     if tail is not None:
         params["tail"] = tail
     try:
-        url = slave_logs_url(slave.address, job.alloc_id, node.scheme)
+        url = slave_logs_url(slave.address, job.alloc_id, master.scheme)
     except ValueError as exc:
-        raise ApiError(502, "slave_unreachable", f"slave {node_id} has no usable address: {exc}") from None
-    request = node.http.build_request("GET", url, params=params, headers=headers)
+        raise ApiError(502, "slave_unreachable", f"slave {slave_id} has no usable address: {exc}") from None
+    request = http.build_request("GET", url, params=params, headers=headers)
     try:
         # A redirect would carry the secret wherever the slave's answer points.
-        upstream = await node.http.send(request, stream=True, follow_redirects=False)
+        upstream = await http.send(request, stream=True, follow_redirects=False)
     except httpx.HTTPError as exc:
-        raise ApiError(502, "slave_unreachable", f"slave {node_id} at {slave.address} is unreachable: {exc}") from None
+        raise ApiError(502, "slave_unreachable", f"slave {slave_id} at {slave.address} is unreachable: {exc}") from None
     if upstream.status_code != 200:
         await upstream.aread()
         await upstream.aclose()
         if upstream.status_code == 404:
-            raise ApiError(404, "not_found", f"the container of job {job_id} is gone from slave {node_id}")
-        raise ApiError(502, "slave_error", f"slave {node_id} answered {upstream.status_code} for the logs")
+            raise ApiError(404, "not_found", f"the container of job {job_id} is gone from slave {slave_id}")
+        raise ApiError(502, "slave_error", f"slave {slave_id} answered {upstream.status_code} for the logs")
     return StreamingResponse(
         upstream.aiter_raw(), media_type="text/plain; charset=utf-8", background=BackgroundTask(upstream.aclose),
-        headers={"X-Claud-Alloc-Id": job.alloc_id},  # which attempt this is: `logs -f` follows restarts by it
+        headers={ALLOC_ID_HEADER: job.alloc_id},  # which attempt this is: `logs -f` follows restarts by it
     )
 
 
@@ -495,7 +500,7 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
         raise ValueError(f"{address!r} names no host")
     if not LONG_ID.fullmatch(alloc_id):
         raise ValueError(f"{alloc_id[:80]!r} is not an allocation id")
-    return httpx.URL(scheme=scheme, host=host, port=port, path=f"/v1/allocations/{alloc_id}/logs")
+    return httpx.URL(scheme=scheme, host=host, port=port, path=slave_logs_path(alloc_id))
 
 
 # --------------------------------------------------------------------- nodes
@@ -503,60 +508,60 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
 nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED)
 
 
-def _master_role(node: MasterNode, master_id: int) -> str:
-    if master_id == node.leader_id:
+def _master_role(master: Master, master_id: int) -> str:
+    if master_id == master.leader_id:
         return "leader"
-    if master_id == node.id:
-        return {Role.CANDIDATE: "candidate", Role.PRE_CANDIDATE: "candidate"}.get(node.log.core.role, "follower")
-    return "follower" if node.leader_id is not None else "unknown"
+    if master_id == master.id:
+        return {Role.CANDIDATE: "candidate", Role.PRE_CANDIDATE: "candidate"}.get(master.replicated.core.role, "follower")
+    return "follower" if master.leader_id is not None else "unknown"
 
 
-def _master_views(node: MasterNode) -> list[NodeView]:
+def _master_views(master: Master) -> list[NodeView]:
     views = []
-    for master_id, address in node.directory.items():
-        reachable = master_id == node.id or node.log.peer_reachable(master_id) or not node.is_leader
+    for master_id, address in master.directory.items():
+        reachable = master_id == master.id or master.transport.reachable(master_id) or not master.is_leader
         views.append(
             NodeView(
                 id=str(master_id),
                 role=NodeRole.MASTER,
                 address=address,
                 state=NodeState.ALIVE if reachable else NodeState.SUSPECT,
-                labels={"raft": _master_role(node, master_id)},
-                last_heartbeat=datetime.now(UTC) if master_id == node.id else None,
+                labels={"raft": _master_role(master, master_id)},
+                last_heartbeat=datetime.now(UTC) if master_id == master.id else None,
             )
         )
     return views
 
 
-def _slave_view(node: MasterNode, node_id: str) -> NodeView:
-    view = node.state.node_view(node.state.nodes[node_id])
+def _slave_view(master: Master, slave_id: str) -> NodeView:
+    view = master.state.node_view(master.state.nodes[slave_id])
     # The leader's own memory is fresher than the replicated copy (touched every few seconds).
-    view.usage = node.usage(node_id) or view.usage
-    view.last_heartbeat = node.last_heartbeat(node_id) or view.last_heartbeat
+    view.usage = master.slaves.usage(slave_id) or view.usage
+    view.last_heartbeat = master.slaves.last_heartbeat(slave_id) or view.last_heartbeat
     return view
 
 
 @nodes.get("", response_model=NodeList, operation_id="listNodes", responses=docs.INVALID)
-async def list_nodes(node: NodeDep, limit: Limit = None, cursor: Cursor = None) -> NodeList:
+async def list_nodes(master: MasterDep, limit: Limit = None, cursor: Cursor = None) -> NodeList:
     """Masters by id, then slaves by id; with ``limit``, a page at a time."""
-    items = [(0, view.id, view) for view in _master_views(node)]
-    items += [(1, node_id, _slave_view(node, node_id)) for node_id in node.state.nodes]
+    items = [(0, view.id, view) for view in _master_views(master)]
+    items += [(1, slave_id, _slave_view(master, slave_id)) for slave_id in master.state.nodes]
     try:
         found, next_cursor = nodes_page(items, cursor, limit)
     except InvalidCursor as exc:
         raise _cursor_error(exc) from None
-    return NodeList(nodes=found, next=next_cursor, index=node.commit_index)
+    return NodeList(nodes=found, next=next_cursor, index=master.commit_index)
 
 
-async def _set_drain(node: MasterNode, node_id: str, draining: bool, deadline: float | None = None) -> NodeView:
-    if node_id not in node.state.nodes:
-        if node_id == str(node.id):
-            raise ApiError(409, "conflict", f"node {node_id} is a master; masters run no jobs")
-        raise ApiError(404, "not_found", f"node {node_id} not found")
+async def _set_drain(master: Master, slave_id: str, draining: bool, deadline: float | None = None) -> NodeView:
+    if slave_id not in master.state.nodes:
+        if slave_id == str(master.id):
+            raise ApiError(409, "conflict", f"node {slave_id} is a master; masters run no jobs")
+        raise ApiError(404, "not_found", f"node {slave_id} not found")
     now = utcnow()
     until = None if deadline is None else now + timedelta(seconds=deadline)
-    raise_for(await node.propose(ops.SetDrain(at=now, node_id=node_id, draining=draining, deadline=until)))
-    return _slave_view(node, node_id)
+    raise_for(await master.propose(ops.SetDrain(at=now, node_id=slave_id, draining=draining, deadline=until)))
+    return _slave_view(master, slave_id)
 
 
 _DRAIN_DOCS: dict[int | str, dict[str, Any]] = {**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE}
@@ -565,7 +570,7 @@ _DRAIN_DOCS: dict[int | str, dict[str, Any]] = {**docs.BAD_JSON, **docs.NOT_FOUN
 @nodes.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
 async def drain_node(
     node_id: str,
-    node: NodeDep,
+    master: MasterDep,
     body: DrainRequest | None = None,
     deadline: Annotated[float | None, Query(ge=0, le=MAX_DRAIN_DEADLINE, allow_inf_nan=False)] = None,
 ) -> NodeView:
@@ -579,13 +584,13 @@ async def drain_node(
     given = body.deadline if body is not None else None
     if given is not None and deadline is not None and given != deadline:
         raise ApiError(422, "invalid_spec", "deadline given in both the query and the body, differently", "deadline")
-    return await _set_drain(node, node_id, True, given if given is not None else deadline)
+    return await _set_drain(master, node_id, True, given if given is not None else deadline)
 
 
 @nodes.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)
-async def undrain_node(node_id: str, node: NodeDep) -> NodeView:
+async def undrain_node(node_id: str, master: MasterDep) -> NodeView:
     """Let the scheduler place jobs on a drained slave again."""
-    return await _set_drain(node, node_id, False)
+    return await _set_drain(master, node_id, False)
 
 
 # ------------------------------------------------------------------- cluster
@@ -594,24 +599,24 @@ cluster = APIRouter(prefix="/v1", tags=["cluster"], dependencies=[Depends(requir
 
 
 @cluster.get("/cluster", response_model=ClusterView, operation_id="clusterStatus")
-async def cluster_status(node: NodeDep) -> ClusterView:
+async def cluster_status(master: MasterDep) -> ClusterView:
     """Who leads, in which term, how far the log is committed, and each master's replication progress."""
-    matches = node.log.match_indexes()
+    matches = master.replicated.match_indexes()
     return ClusterView(
-        leader_id=node.leader_id,
-        leader_address=node.leader_address,
-        term=node.term,
-        commit_index=node.commit_index,
-        quorum=node.settings.quorum,
+        leader_id=master.leader_id,
+        leader_address=master.leader_address,
+        term=master.term,
+        commit_index=master.commit_index,
+        quorum=master.settings.quorum,
         masters=[
             MasterView(
                 id=master_id,
                 address=address,
-                role=_master_role(node, master_id),
-                match_index=node.log.core.last_index if master_id == node.id else matches.get(master_id),
-                reachable=master_id == node.id or node.log.peer_reachable(master_id) or not node.is_leader,
+                role=_master_role(master, master_id),
+                match_index=master.replicated.core.last_index if master_id == master.id else matches.get(master_id),
+                reachable=master_id == master.id or master.transport.reachable(master_id) or not master.is_leader,
             )
-            for master_id, address in node.directory.items()
+            for master_id, address in master.directory.items()
         ],
     )
 
@@ -620,12 +625,12 @@ async def cluster_status(node: NodeDep) -> ClusterView:
     "/events", response_class=docs.EventStream, operation_id="events",
     responses={200: {"description": "`event: <type>` / `data: <JSON>` pairs; comments keep the connection alive"}},
 )
-async def events(node: NodeDep) -> StreamingResponse:
+async def events(master: MasterDep) -> StreamingResponse:
     """Server-sent events: every committed job and node transition, as it commits."""
 
     async def stream() -> AsyncIterator[str]:
         yield ": connected\n\n"
-        async for event in node.events.subscribe():
+        async for event in master.events.subscribe():
             if event is None:
                 yield ": keep-alive\n\n"
             else:
@@ -637,49 +642,31 @@ async def events(node: NodeDep) -> StreamingResponse:
 # ------------------------------------------------------------------ internal
 
 #: Master<->master and slave<->master routes; TokenAuthMiddleware checks the cluster secret.
-internal = APIRouter(prefix="/v1/internal", include_in_schema=False)
+internal = APIRouter(include_in_schema=False)
 
 
-@internal.get("/whoami")
-async def whoami(node: NodeDep) -> dict[str, Any]:
-    return {"id": node.id, "address": node.address, "term": node.term, "leader_id": node.leader_id}
+@internal.get(WHOAMI_PATH)
+async def whoami(master: MasterDep) -> dict[str, Any]:
+    return transport.whoami(master.id, master.address, master.term, master.leader_id)
 
 
-@internal.post("/propose")
-async def propose_forwarded(request: Request, node: NodeDep) -> JSONResponse:
+@internal.post(PROPOSE_PATH)
+async def propose_forwarded(request: Request, master: MasterDep) -> JSONResponse:
     """Writes a follower forwarded, in a batch; each answered once committed, like a direct one."""
-    try:
-        batch = [ops.operation_adapter.validate_python(raw) for raw in strict_json.loads(await request.body())["ops"]]
-    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError included
-        raise ApiError(400, "malformed_operation", f"not a batch of operations: {exc}") from None
-    if not node.is_leader:
-        raise NotLeader(node.leader_id, node.leader_address)
-    results: list[dict[str, Any]] = []
-    for result in await asyncio.gather(*(node.log.propose_local(op) for op in batch), return_exceptions=True):
-        if isinstance(result, Outcome):
-            results.append(outcome_to_dict(result))
-        elif isinstance(result, NotCommitted):
-            results.append({"error": {"code": "not_committed", "message": str(result)}})
-        elif isinstance(result, OutcomeUnknown):
-            results.append({"error": {"code": "outcome_unknown", "message": str(result)}})
-        elif isinstance(result, NoLeader):
-            results.append({"error": {"code": "no_leader", "message": str(result)}})
-        else:
-            raise result
-    return JSONResponse({"results": results, "index": node.commit_index})
+    return JSONResponse(await transport.answer_proposals(master.replicated, await request.body()))
 
 
-@internal.post("/heartbeat", response_model=Assignments)
-async def slave_heartbeat(hb: Heartbeat, node: NodeDep) -> JSONResponse:
+@internal.post(HEARTBEAT_PATH, response_model=Assignments)
+async def slave_heartbeat(hb: Heartbeat, master: MasterDep) -> JSONResponse:
     check_slave_address(hb.address)
-    reply = await node.heartbeat(hb)
-    return JSONResponse(reply.model_dump(mode="json"), headers={"X-Claud-Master-Id": str(node.id)})
+    reply = await master.slaves.heartbeat(hb)
+    return JSONResponse(reply.model_dump(mode="json"), headers={MASTER_ID_HEADER: str(master.id)})
 
 
-@internal.post("/watch", response_model=Assignments)
-async def slave_watch(req: WatchRequest, node: NodeDep) -> JSONResponse:
-    reply = await node.watch(req.node_id, req.known_version, req.wait_seconds)
-    return JSONResponse(reply.model_dump(mode="json"), headers={"X-Claud-Master-Id": str(node.id)})
+@internal.post(WATCH_PATH, response_model=Assignments)
+async def slave_watch(req: WatchRequest, master: MasterDep) -> JSONResponse:
+    reply = await master.slaves.watch(req.node_id, req.known_version, req.wait_seconds)
+    return JSONResponse(reply.model_dump(mode="json"), headers={MASTER_ID_HEADER: str(master.id)})
 
 
 # --------------------------------------------------------- health, metrics, ui
@@ -694,20 +681,20 @@ async def healthz() -> dict[str, str]:
 
 
 @ops_router.get("/readyz", operation_id="readyz", responses=docs.NOT_READY)
-async def readyz(node: NodeDep) -> Any:
+async def readyz(master: MasterDep) -> Any:
     """Readiness: this master belongs to a cluster that has a leader."""
-    if node.leader_id is None:
+    if master.leader_id is None:
         return error_response(503, "no_leader", "no leader elected yet", headers={"Retry-After": "1"})
-    return {"status": "ready", "leader_id": node.leader_id}
+    return {"status": "ready", "leader_id": master.leader_id}
 
 
 @ops_router.get(
     "/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_token)], operation_id="metrics",
     responses={200: {"description": "Prometheus text format (version 0.0.4)"}, **docs.AUTHENTICATED},
 )
-async def metrics(node: NodeDep) -> PlainTextResponse:
+async def metrics(master: MasterDep) -> PlainTextResponse:
     """The master's metrics, in Prometheus text format."""
-    return PlainTextResponse(render_metrics(node), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(render_metrics(master), media_type="text/plain; version=0.0.4")
 
 
 def _asset(path: str) -> Response:
@@ -739,11 +726,13 @@ def _field_of(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def known_error_response(exc: Exception, node: MasterNode) -> JSONResponse | None:
+def known_error_response(exc: Exception, master: Master) -> JSONResponse | None:
     """The answer to each error a route may raise on purpose; None for anything else (a bug: 500)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
-    if isinstance(exc, NoLeader):
+    if isinstance(exc, MalformedRequest):
+        return error_response(400, exc.code, str(exc))
+    if isinstance(exc, LeaderUnavailable):
         return error_response(503, "no_leader", f"no leader can take this write now: {exc}", headers={"Retry-After": "1"})
     if isinstance(exc, NotCommitted):
         return error_response(
@@ -761,23 +750,26 @@ def known_error_response(exc: Exception, node: MasterNode) -> JSONResponse | Non
             "error": {"code": "not_leader", "message": str(exc), "field": None},
             "leader_id": exc.leader_id,
             "leader_address": exc.leader_address,
-            "master_id": node.id,
+            "master_id": master.id,
         }
-        return JSONResponse(body, status_code=421, headers={"X-Claud-Master-Id": str(node.id)})
+        return JSONResponse(body, status_code=421, headers={MASTER_ID_HEADER: str(master.id)})
     return None
 
 
-def create_app(settings: MasterSettings) -> FastAPI:
-    """One app per master process; the node and its loops live in the lifespan."""
-    node = MasterNode(settings)
+def create_app(settings: MasterSettings, master: Master | None = None) -> FastAPI:
+    """One app per master process; the master's loops live in the lifespan.
+
+    ``master`` defaults to the one :func:`build_master` makes from ``settings``."""
+    if master is None:
+        master = build_master(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await node.start()
+        await master.start()
         try:
             yield
         finally:
-            await node.stop()
+            await master.stop()
 
     app = FastAPI(
         title="CLAUD master",
@@ -790,28 +782,29 @@ def create_app(settings: MasterSettings) -> FastAPI:
         redoc_url=None,
         generate_unique_id_function=docs.operation_id,
     )
-    app.state.node = node
+    app.state.master = master
     app.state.job_list_renderer = JobListRenderer()
     # Each added middleware wraps the ones before it: auth runs first, then the
     # body is read within its limits, then the two fast paths.
-    app.add_middleware(SubmitFastPath, node=node)
-    app.add_middleware(RaftTransport, node=node)
+    app.add_middleware(SubmitFastPath, master=master)
+    app.add_middleware(RaftReceiver, master=master)
     app.add_middleware(
         BodyLimitMiddleware,
         public_limit=settings.max_request_bytes,
         internal_limit=settings.max_internal_request_bytes,
         read_timeout=settings.request_read_timeout,
     )
-    app.add_middleware(TokenAuthMiddleware, node=node)
+    app.add_middleware(TokenAuthMiddleware, master=master)
 
     @app.exception_handler(ApiError)
-    @app.exception_handler(NoLeader)
+    @app.exception_handler(MalformedRequest)
+    @app.exception_handler(LeaderUnavailable)
     @app.exception_handler(NotCommitted)
     @app.exception_handler(OutcomeUnknown)
     @app.exception_handler(ops.InvalidOperation)
     @app.exception_handler(NotLeader)
     async def _known_error(request: Request, exc: Exception) -> JSONResponse:
-        response = known_error_response(exc, node)
+        response = known_error_response(exc, master)
         assert response is not None, f"no rendering for {type(exc).__name__}"
         return response
 

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from claud.api.protocol import CLUSTER_SECRET_HEADER
@@ -75,6 +76,22 @@ def load_or_create_cluster_secret(secret_file: Path | None, data_dir: Path) -> t
     return _load_or_create(
         secret_file, data_dir, CLUSTER_SECRET_FILENAME, "cluster secret", "auth.cluster_secret_generated"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A master's two credentials, and the files they were read from (logged at start, never the values)."""
+
+    token: str
+    token_path: Path
+    cluster_secret: str
+    cluster_secret_path: Path
+
+
+def load_credentials(token_file: Path | None, cluster_secret_file: Path | None, data_dir: Path) -> Credentials:
+    token, token_path = load_or_create_token(token_file, data_dir)
+    secret, secret_path = load_or_create_cluster_secret(cluster_secret_file, data_dir)
+    return Credentials(token, token_path, secret, secret_path)
 
 
 def cluster_secret_headers(secret: str | None) -> dict[str, str]:

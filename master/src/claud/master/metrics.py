@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 from claud.api import JobState, NodeState
 
 if TYPE_CHECKING:
-    from claud.master.node import MasterNode
+    from claud.master.master import Master
 
 
-def render_metrics(node: MasterNode) -> str:
-    jobs = Counter(job.state for job in node.state.jobs.values())
-    nodes = Counter(
-        NodeState.DRAINING if n.draining and n.state == NodeState.ALIVE else n.state
-        for n in node.state.nodes.values()
+def render_metrics(master: Master) -> str:
+    jobs = Counter(job.state for job in master.state.jobs.values())
+    slaves = Counter(
+        NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
+        for slave in master.state.nodes.values()
     )
     lines = [
         "# HELP claud_jobs Jobs by state.",
@@ -23,18 +23,18 @@ def render_metrics(node: MasterNode) -> str:
         *(f'claud_jobs{{state="{s.value}"}} {jobs.get(s, 0)}' for s in JobState),
         "# HELP claud_slaves Slaves by state.",
         "# TYPE claud_slaves gauge",
-        *(f'claud_slaves{{state="{s.value}"}} {nodes.get(s, 0)}' for s in NodeState),
+        *(f'claud_slaves{{state="{s.value}"}} {slaves.get(s, 0)}' for s in NodeState),
         "# HELP claud_commit_index Index of the last committed log entry.",
         "# TYPE claud_commit_index gauge",
-        f"claud_commit_index {node.commit_index}",
+        f"claud_commit_index {master.commit_index}",
         "# HELP claud_term Current leadership term.",
         "# TYPE claud_term gauge",
-        f"claud_term {node.term}",
+        f"claud_term {master.term}",
         "# HELP claud_rejected_entries_total Committed log entries this master could not apply (skipped alike on every master).",
         "# TYPE claud_rejected_entries_total counter",
-        f"claud_rejected_entries_total {node.state.rejected_entries}",
+        f"claud_rejected_entries_total {master.state.rejected_entries}",
         "# HELP claud_is_leader 1 when this master is the leader.",
         "# TYPE claud_is_leader gauge",
-        f"claud_is_leader {int(node.is_leader)}",
+        f"claud_is_leader {int(master.is_leader)}",
     ]
     return "\n".join(lines) + "\n"

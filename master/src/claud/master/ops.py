@@ -28,6 +28,11 @@ MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 MAX_ITEMS = 1_000_000
 
 
+def utcnow() -> datetime:
+    """The proposer's wall clock, the ``at`` of every operation it proposes (apply reads none)."""
+    return datetime.now(UTC)
+
+
 class InvalidOperation(ValueError):
     """An operation that could not be encoded as an entry every replica can apply."""
 

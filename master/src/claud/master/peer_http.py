@@ -1,12 +1,21 @@
-"""A lean keep-alive HTTP/1.1 client for the masters' internal POSTs.
+"""The one HTTP client masters use with each other: lean keep-alive HTTP/1.1.
 
 Masters talk to each other many times per commit: consensus messages both
 ways, and the writes followers forward. A general-purpose client (httpx)
-spends most of a master's CPU on this traffic in connection-pool
-bookkeeping, cancellation shields and per-request objects; one connection per
-peer that writes a request and reads the answer needs none of that. It is
-still HTTP (over TLS when the cluster has a CA), so ``/v1/internal/*`` keeps
-one transport and one authentication check.
+spent more of a master's CPU on this traffic than the work itself, in
+connection-pool bookkeeping, cancellation shields and per-request objects
+(measured with bench/throughput.py when this client replaced it: see commit
+bc34a89 and the README's benchmark table, where the same httpx machinery
+caps a load generator at ≈ 2.4 ms CPU per request). One connection per peer
+that writes a request and reads the answer needs none of that. It is still
+HTTP (over TLS when the cluster has a CA), so ``/v1/internal/*`` keeps one
+server, one transport and one authentication check.
+
+Every master<->master exchange goes through it, the rare ones too (asking a
+``--peers`` address for its id), so there is one client to configure (local
+address, TLS, the cluster secret) and one failure type, :class:`PeerHttpError`.
+The master keeps httpx for one thing only: streaming a container's output
+from a slave, a body of unknown length (chunked) that this client does not read.
 
 Only what the masters' own server (uvicorn) answers is understood: a status
 line, headers, and a ``Content-Length`` body. Anything else closes the
@@ -20,6 +29,7 @@ import ssl
 import time
 
 from claud.daemon.addresses import parse_host_port
+from claud.api.protocol import JSON_CONTENT_TYPE
 
 #: A connection unused this long is replaced rather than reused: the server
 #: closes idle ones (uvicorn after 5 s), and a request written into a socket
@@ -69,10 +79,20 @@ class PeerConnection:
         self, address: str, path: str, body: bytes, timeout: float, headers: dict[str, str] | None = None
     ) -> PeerResponse:
         """POST a JSON ``body``; a failure of any kind closes the connection, so the next call starts clean."""
+        return await self._request("POST", address, path, body, timeout, headers)
+
+    async def get(self, address: str, path: str, timeout: float) -> PeerResponse:
+        """GET ``path`` (no body); fails like :meth:`post`."""
+        return await self._request("GET", address, path, None, timeout, None)
+
+    async def _request(
+        self, method: str, address: str, path: str, body: bytes | None, timeout: float,
+        headers: dict[str, str] | None,
+    ) -> PeerResponse:
         self._sent = False
         try:
             async with asyncio.timeout(timeout):  # unlike wait_for, no task per request
-                return await self._exchange(address, path, body, headers)
+                return await self._exchange(method, address, path, body, headers)
         except TimeoutError:
             self.close()
             raise PeerHttpError(f"no answer from {address} within {timeout:g}s", sent=self._sent) from None
@@ -89,7 +109,9 @@ class PeerConnection:
             self._writer.close()
         self._reader = self._writer = self._address = None
 
-    async def _exchange(self, address: str, path: str, body: bytes, headers: dict[str, str] | None) -> PeerResponse:
+    async def _exchange(
+        self, method: str, address: str, path: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> PeerResponse:
         now = time.monotonic()
         if (
             self._writer is None
@@ -99,14 +121,14 @@ class PeerConnection:
         ):
             await self._connect(address)
         assert self._reader is not None and self._writer is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{self._extra_head}"
-        )
+        head = f"{method} {path} HTTP/1.1\r\nHost: {address}\r\n"
+        if body is not None:
+            head += f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(body)}\r\n"
+        head += self._extra_head
         if headers:
             head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head += "\r\n"
-        self._writer.write(head.encode("latin-1") + body)
+        self._writer.write(head.encode("latin-1") + (body or b""))
         self._sent = True
         await self._writer.drain()
         response = await self._read_response(self._reader)

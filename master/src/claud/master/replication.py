@@ -4,16 +4,21 @@ The order of every round is the one Raft's safety rests on: persist the hard
 state and entries (fsync), then send messages, then apply committed entries.
 ``propose`` answers only once the entry is committed (on a quorum's disks)
 and applied here; on a follower it forwards the operation to the leader.
+
+The disk (a :class:`LogStore`) and the network (a
+:class:`~claud.master.transport.MasterTransport`) are given to it, so a test
+can run a master's log in memory. What happens after a round applied entries,
+and after the role or the leader changed, is up to the subscribers registered
+by name with :meth:`ReplicatedLog.subscribe_applied` and
+:meth:`ReplicatedLog.subscribe_role_change`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,13 +26,12 @@ from typing import Any
 
 from claud.daemon.logfmt import log_event
 from claud.master import ops
-from claud.master.auth import cluster_secret_headers
-from claud.master.peer_http import PeerConnection, PeerHttpError
-from claud.master.peers import MasterDirectory, PeerLink
+from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
-from claud.master.raft_messages import message_from_dict, message_to_dict
-from claud.master.state import Outcome, SnapshotParts, StateMachine, join_snapshot
+from claud.master.raft_messages import Message
+from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, LogStore, Snapshot
+from claud.master.transport import LeaderUnavailable, MasterTransport, NotCommitted, OutcomeUnknown
 
 log = logging.getLogger("claud.master.replication")
 
@@ -49,17 +53,8 @@ COMMIT_INDEX_SAVE_INTERVAL = 0.5
 FAIL_STOP_EXIT_CODE = 70
 
 
-class NoLeader(Exception):
-    """No leader is known, or it cannot be reached: the write may be retried."""
-
-
-class NotCommitted(Exception):
-    """The entry was overwritten by another leader's: it did not and will not commit."""
-
-
-class OutcomeUnknown(Exception):
-    """The write may or may not commit: it timed out after the leader took it, or
-    a snapshot superseded it. Retrying with the same idempotency key is safe."""
+#: Called with the changes of a round that applied entries (in the order registered).
+AppliedSubscriber = Callable[[list[Change]], None]
 
 
 def fail_stop(event: str, exc: BaseException, **fields: Any) -> None:
@@ -72,43 +67,27 @@ def fail_stop(event: str, exc: BaseException, **fields: Any) -> None:
     os._exit(FAIL_STOP_EXIT_CODE)
 
 
-def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
-    return {"ok": outcome.ok, "value": outcome.value, "code": outcome.code, "message": outcome.message}
-
-
-def outcome_from_dict(data: dict[str, Any]) -> Outcome:
-    value = data.get("value")
-    return Outcome(ok=data["ok"], value=tuple(value) if isinstance(value, list) else value,
-                   code=data.get("code", ""), message=data.get("message", ""))
-
-
 class ReplicatedLog:
     def __init__(
         self,
         *,
-        node_id: int,
+        master_id: int,
         cluster_size: int,
         store: LogStore,
         directory: MasterDirectory,
-        local_address: str | None,
-        secret: str | None,
-        tls: ssl.SSLContext | None = None,
+        transport: MasterTransport,
         election_timeout: float,
         snapshot_every: int,
         propose_timeout: float,
-        on_applied: Callable[[], None],
-        on_role_change: Callable[[], None],
     ) -> None:
-        self.node_id = node_id
+        self.master_id = master_id
         self._store = store
         self._directory = directory
-        self._local_address = local_address
-        self._secret = secret
-        self._tls = tls
+        self._transport = transport
         self._snapshot_every = snapshot_every
         self._propose_timeout = propose_timeout
-        self._on_applied = on_applied
-        self._on_role_change = on_role_change
+        self._applied_subscribers: list[tuple[str, AppliedSubscriber]] = []
+        self._role_subscribers: list[tuple[str, Callable[[], None]]] = []
         self.tick_seconds = election_timeout / ELECTION_TICKS
 
         started = time.perf_counter()
@@ -130,7 +109,7 @@ class ReplicatedLog:
                   jobs=len(self.state.jobs), nodes=len(self.state.nodes),
                   ms=round((time.perf_counter() - started) * 1000))
         self.core = RaftCore(
-            RaftConfig(id=node_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS),
+            RaftConfig(id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS),
             random.Random(),
             store.hard_state(),
             snapshot,
@@ -144,20 +123,36 @@ class ReplicatedLog:
         self._warmup: asyncio.Task[None] | None = None
         self._saving: asyncio.Task[None] | None = None
         self._warmups_done = 0
-        #: Idle connections to the leader for forwarding, one per forwarding task in flight.
-        self._forward_connections: list[PeerConnection] = []
         self._commit_saved_at = 0.0
         self._applied_waiters: list[asyncio.Future[None]] = []
         self._inbox: list[Any] = []
         self._wakeup = asyncio.Event()
         self._waiting: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
-        self._links: dict[int, PeerLink] = {}
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._role = self.core.role
         self._leader_id = self.core.leader_id
         #: The first index of this master's current leadership; duties start once it applies.
         self.leadership_index: int | None = None
+        # The core's peer set follows the directory.
+        directory.watch(self.peers_changed)
+
+    def subscribe_applied(self, name: str, subscriber: AppliedSubscriber) -> None:
+        """Run ``subscriber`` after every round that applied entries, with the changes they made.
+
+        Subscribers run in the order registered, on the consensus loop: they
+        must be quick and must not raise (one that does stops this master, as
+        any failure of the loop does; its name is on the traceback)."""
+        self._applied_subscribers.append((name, subscriber))
+
+    @property
+    def applied_subscribers(self) -> list[str]:
+        """The names of the applied subscribers, in the order they run."""
+        return [name for name, _ in self._applied_subscribers]
+
+    def subscribe_role_change(self, name: str, subscriber: Callable[[], None]) -> None:
+        """Run ``subscriber`` whenever this master's role or the leader it knows changes."""
+        self._role_subscribers.append((name, subscriber))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -177,13 +172,10 @@ class ReplicatedLog:
         await asyncio.gather(*(t for t in (self._ticker, self._task) if t), return_exceptions=True)
         if self._saving:  # the loop's last round may have started one
             await asyncio.gather(self._saving, return_exceptions=True)
-        await asyncio.gather(*(link.close() for link in self._links.values()))
-        for connection in self._forward_connections:
-            connection.close()
         self._store.save_commit_index(self.state.applied_index)
         for _, fut in self._waiting.values():
             if not fut.done():
-                fut.set_exception(NoLeader("master is shutting down"))
+                fut.set_exception(LeaderUnavailable("master is shutting down"))
 
     # --------------------------------------------------------------- status
 
@@ -204,16 +196,16 @@ class ReplicatedLog:
         return self.core.leader_id
 
     @property
+    def leader_address(self) -> str | None:
+        return self._directory.address(self.core.leader_id)
+
+    @property
     def leader_ready(self) -> bool:
         """Leader, and its own first entry has been applied (§5.4.2): safe to act on the tables."""
         return self.is_leader and self.leadership_index is not None and self.state.applied_index >= self.leadership_index
 
     def match_indexes(self) -> dict[int, int]:
         return self.core.match_indexes() if self.is_leader else {}
-
-    def peer_reachable(self, peer_id: int) -> bool:
-        link = self._links.get(peer_id)
-        return link.reachable if link else False
 
     def peers_changed(self) -> None:
         self.core.set_peers(self._directory.peer_ids())
@@ -229,10 +221,10 @@ class ReplicatedLog:
 
     async def propose_local(self, op: ops.Operation) -> Outcome:
         if not self.is_leader:
-            raise NoLeader(f"master {self.node_id} is not the leader")
+            raise LeaderUnavailable(f"master {self.master_id} is not the leader")
         entry = self.core.propose(ops.encode(op))
         if entry is None:
-            raise NoLeader("leadership is moving to another master")
+            raise LeaderUnavailable("leadership is moving to another master")
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[entry.index] = (entry.term, fut)
         self._wakeup.set()
@@ -245,8 +237,8 @@ class ReplicatedLog:
 
     async def _forward(self, op: ops.Operation) -> Outcome:
         """Queue ``op`` for the leader; writes arriving together travel in one request."""
-        if self._directory.address(self.leader_id) is None or self.leader_id == self.node_id:
-            raise NoLeader("no leader elected")
+        if self._directory.address(self.leader_id) is None or self.leader_id == self.master_id:
+            raise LeaderUnavailable("no leader elected")
         fut: asyncio.Future[tuple[Outcome, int]] = asyncio.get_running_loop().create_future()
         self._forward_queue.append((op, fut))
         if self._forwarders < MAX_FORWARDS_IN_FLIGHT:
@@ -258,16 +250,17 @@ class ReplicatedLog:
         return outcome
 
     async def _forward_batches(self) -> None:
-        if self._forward_connections:
-            connection = self._forward_connections.pop()
-        else:
-            connection = PeerConnection(self._local_address, cluster_secret_headers(self._secret), self._tls)
         try:
             while self._forward_queue:
                 batch = self._forward_queue[:MAX_FORWARD_BATCH]
                 del self._forward_queue[:MAX_FORWARD_BATCH]
+                leader_id = self.leader_id
                 try:
-                    results, index = await self._send_forward(connection, [op for op, _ in batch])
+                    if leader_id is None:
+                        raise LeaderUnavailable("no leader elected")
+                    results, index = await self._transport.forward(
+                        leader_id, [op for op, _ in batch], self._propose_timeout + 1
+                    )
                 except Exception as exc:
                     for _, fut in batch:
                         if not fut.done():
@@ -276,47 +269,18 @@ class ReplicatedLog:
                 for (_, fut), result in zip(batch, results):
                     if fut.done():
                         continue
-                    error = result.get("error")
-                    if error is None:
-                        fut.set_result((outcome_from_dict(result), index))
-                    elif error.get("code") == "not_committed":
-                        fut.set_exception(NotCommitted(error["message"]))
-                    elif error.get("code") == "outcome_unknown":
-                        fut.set_exception(OutcomeUnknown(error["message"]))
+                    if isinstance(result, Exception):
+                        fut.set_exception(result)
                     else:
-                        fut.set_exception(NoLeader(error.get("message", "the leader refused")))
+                        fut.set_result((result, index))
         finally:
             self._forwarders -= 1
-            self._forward_connections.append(connection)
-
-    async def _send_forward(
-        self, connection: PeerConnection, batch: list[ops.Operation]
-    ) -> tuple[list[dict[str, Any]], int]:
-        leader_id = self.leader_id
-        address = self._directory.address(leader_id)
-        if address is None or leader_id == self.node_id:
-            raise NoLeader("no leader elected")
-        body = '{"ops":[' + ",".join(ops.encode(op) for op in batch) + "]}"
-        try:
-            resp = await connection.post(address, "/v1/internal/propose", body.encode(), self._propose_timeout + 1)
-        except PeerHttpError as exc:
-            if exc.sent:  # the leader may have taken the batch before the answer was lost
-                raise OutcomeUnknown(f"no answer from leader {leader_id} after forwarding: {exc}") from None
-            raise NoLeader(f"leader {leader_id} unreachable: {exc}") from None
-        try:
-            answer = json.loads(resp.body)
-            if resp.status == 200:
-                return answer["results"], answer["index"]
-            message = answer["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = resp.body[:200].decode("utf-8", "replace")
-        raise NoLeader(f"leader {leader_id} answered {resp.status}: {message}")
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.state.applied_index < index:
             if time.monotonic() > deadline:
-                raise OutcomeUnknown(f"entry {index} committed but not yet applied on master {self.node_id}")
+                raise OutcomeUnknown(f"entry {index} committed but not yet applied on master {self.master_id}")
             fut = asyncio.get_running_loop().create_future()
             self._applied_waiters.append(fut)
             try:
@@ -324,9 +288,9 @@ class ReplicatedLog:
             except TimeoutError:
                 pass
 
-    def receive(self, messages: list[dict[str, Any]]) -> None:
-        """Queue a batch for the core; ValueError (nothing queued) if any message is malformed."""
-        self._inbox.extend([message_from_dict(raw) for raw in messages])
+    def receive(self, messages: list[Message]) -> None:
+        """Queue a batch of messages (decoded by the transport) for the core."""
+        self._inbox.extend(messages)
         self._wakeup.set()
 
     # ------------------------------------------------------------ the loop
@@ -371,7 +335,7 @@ class ReplicatedLog:
         if rd.snapshot is not None or rd.hard_state is not None or rd.entries:
             await asyncio.to_thread(self._persist, rd.snapshot, rd.hard_state, rd.entries)
         for msg in rd.messages:
-            self._link(msg.dst).send(message_to_dict(msg))
+            self._transport.send(msg)
         if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
             # Restoring costs seconds for a big table: in a thread, the loop keeps
             # answering (reads see the old tables until the new ones are whole).
@@ -407,7 +371,7 @@ class ReplicatedLog:
                 # Only a hint for a faster restart, so it need not cost an fsync per batch.
                 self._commit_saved_at = now
                 await asyncio.to_thread(self._store.save_commit_index, self.state.applied_index)
-            self._on_applied()
+            self._publish_applied()
             since = self.state.applied_index - self._snapshot_index
             if since >= self._snapshot_every:
                 if self._saving is None:
@@ -419,6 +383,15 @@ class ReplicatedLog:
             ):
                 self._warmups_done += 1
                 self._warmup = asyncio.create_task(self._warm_up_snapshot(), name="snapshot-warmup")
+
+    def _publish_applied(self) -> None:
+        changes = self.state.drain_changes()
+        for name, subscriber in self._applied_subscribers:
+            try:
+                subscriber(changes)
+            except Exception as exc:
+                exc.add_note(f"in the applied subscriber {name!r}")
+                raise
 
     def _persist(self, snapshot: Snapshot | None, hard_state, entries: list[Entry]) -> None:
         if snapshot is not None:
@@ -482,14 +455,6 @@ class ReplicatedLog:
         log_event(log, "snapshot.taken" if saved else "snapshot.superseded", index=index,
                   jobs=len(self.state.jobs), encode_ms=encode_ms, ms=round((time.perf_counter() - started) * 1000))
 
-    def _link(self, peer_id: int) -> PeerLink:
-        link = self._links.get(peer_id)
-        if link is None:
-            link = self._links[peer_id] = PeerLink(
-                self._directory, peer_id, self._local_address, self._secret, self._tls
-            )
-        return link
-
     def _notice_role(self) -> None:
         role, leader = self.core.role, self.core.leader_id
         if (role, leader) == (self._role, self._leader_id):
@@ -500,7 +465,12 @@ class ReplicatedLog:
             self.leadership_index = None
         log_event(log, "raft.role", role=role.value, term=self.core.term, leader=leader, index=self.core.last_index)
         self._role, self._leader_id = role, leader
-        self._on_role_change()
+        for name, subscriber in self._role_subscribers:
+            try:
+                subscriber()
+            except Exception as exc:
+                exc.add_note(f"in the role-change subscriber {name!r}")
+                raise
 
 
 _TICK = object()

@@ -565,9 +565,6 @@ class StateMachine:
         changes, self._changes = self._changes, []
         return changes
 
-    def pending_jobs(self) -> list[JobRecord]:
-        return [self.jobs[job_id] for job_id in self._pending]
-
     def has_pending(self) -> bool:
         return bool(self._pending)
 

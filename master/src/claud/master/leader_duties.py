@@ -1,0 +1,198 @@
+"""What only the leader does, run exactly while this master leads a term that has begun.
+
+Three loops, started together when this master's first entry of its term has
+applied (§5.4.2: only then are its tables the cluster's) and cancelled when it
+stops leading:
+
+- the scheduler: pending jobs -> pure scheduler -> a plan that apply re-checks;
+- the failure detector: suspect, then declare dead, the slaves that stopped
+  heartbeating; lose the jobs of a slave whose engine stayed away; force the
+  drains whose deadline passed;
+- the touches: replicate heartbeat times and usage now and then, not on every
+  heartbeat.
+
+They read what the slaves said from :class:`~claud.master.slave_sessions.SlaveSessions`
+and change the tables only through the replicated log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from claud.api import NodeState
+from claud.daemon.logfmt import log_event
+from claud.master import ops
+from claud.master.ops import utcnow
+from claud.master.replication import ReplicatedLog
+from claud.master.scheduler import schedule
+from claud.master.settings import MasterSettings
+from claud.master.slave_sessions import SlaveSessions
+from claud.master.state import Change, NodeRecord
+
+log = logging.getLogger("claud.master")
+
+#: The failure detector looks at the slaves this often.
+FAILURE_CHECK_INTERVAL = 0.25
+#: After an unexpected error the scheduler waits this long before it tries again.
+SCHEDULER_ERROR_BACKOFF = 0.5
+#: A backoff timer fires this long after the expiry it waits for, so the job is surely due.
+BACKOFF_SLACK = 0.01
+
+
+class LeaderDuties:
+    def __init__(self, settings: MasterSettings, replicated: ReplicatedLog, slaves: SlaveSessions) -> None:
+        self._settings = settings
+        self._replicated = replicated
+        self._slaves = slaves
+        self._schedule_needed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    def sync(self) -> None:
+        """Start the duties once this master's leadership has begun; stop them once it has ended."""
+        if self._replicated.leader_ready and not self._tasks:
+            self._start()
+        elif not self._replicated.is_leader and self._tasks:
+            self._cancel()
+            log_event(log, "leader.stepped_down", term=self._replicated.term, leader=self._replicated.leader_id)
+
+    def wake_scheduler(self, _changes: list[Change] | None = None) -> None:
+        """Look for pending jobs again (an applied subscriber: a commit may have made some)."""
+        if self._tasks and self._replicated.state.has_pending():
+            self._schedule_needed.set()
+
+    def _start(self) -> None:
+        self._slaves.begin_leadership()
+        log_event(log, "leader.elected", term=self._replicated.term, index=self._replicated.commit_index)
+        self._tasks = [
+            asyncio.create_task(self._scheduler_loop(), name="scheduler"),
+            asyncio.create_task(self._failure_detector_loop(), name="failure-detector"),
+            asyncio.create_task(self._touch_loop(), name="touch-nodes"),
+        ]
+        self._schedule_needed.set()
+
+    def _cancel(self) -> list[asyncio.Task[None]]:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self._cancel(), return_exceptions=True)
+
+    # ------------------------------------------------------------ the loops
+
+    async def _scheduler_loop(self) -> None:
+        """Place pending jobs: snapshot -> pure scheduler -> plan re-checked by apply."""
+        loop = asyncio.get_running_loop()
+        backoff_timer: asyncio.TimerHandle | None = None
+        seen_epoch: int | None = None
+        while True:
+            await self._schedule_needed.wait()
+            self._schedule_needed.clear()
+            try:
+                now = utcnow()
+                state = self._replicated.state
+                # Jobs that fitted nowhere are looked at again only when some slave may have gained room.
+                epoch = state.capacity_epoch
+                slaves, jobs = state.scheduling_snapshot(now, only_unexplained=epoch == seen_epoch)
+                seen_epoch = epoch
+                if jobs:
+                    plan = schedule(slaves, jobs, self._settings.strategy)
+                    changed_reasons = {
+                        job_id: reason
+                        for job_id, reason in plan.unplaced.items()
+                        if state.jobs[job_id].pending_reason != reason
+                    }
+                    if plan.placements or changed_reasons:
+                        await self._replicated.propose(
+                            ops.ApplyPlan(
+                                at=now,
+                                placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+                                unplaced=changed_reasons,
+                            )
+                        )
+                expiry = self._replicated.state.next_backoff_expiry()
+                if backoff_timer:
+                    backoff_timer.cancel()
+                    backoff_timer = None
+                if expiry is not None:
+                    delay = max(0.0, (expiry - utcnow()).total_seconds()) + BACKOFF_SLACK
+                    backoff_timer = loop.call_later(delay, self._schedule_needed.set)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log_event(log, "scheduler.error", logging.ERROR, error=repr(exc))
+                await asyncio.sleep(SCHEDULER_ERROR_BACKOFF)
+                self._schedule_needed.set()
+
+    async def _failure_detector_loop(self) -> None:
+        """Suspect, then declare dead, the slaves that stopped heartbeating; lose
+        the jobs of those whose engine stayed away; force overdue drains."""
+        settings = self._settings
+        while True:
+            await asyncio.sleep(FAILURE_CHECK_INTERVAL)
+            now = time.monotonic()
+            for slave in list(self._replicated.state.nodes.values()):
+                if slave.state == NodeState.DEAD:
+                    continue
+                await self._check_drain_deadline(slave)
+                await self._check_runtime(slave, now)
+                silent = now - self._slaves.last_seen.setdefault(slave.id, now)
+                verdict = None
+                if silent >= settings.node_dead_after:
+                    verdict = NodeState.DEAD
+                elif silent >= settings.suspect_after and slave.state == NodeState.ALIVE:
+                    verdict = NodeState.SUSPECT
+                if verdict is not None:
+                    try:
+                        await self._replicated.propose(
+                            ops.SetNodeState(
+                                at=utcnow(), node_id=slave.id, state=verdict, reason=f"no heartbeat for {silent:.1f}s"
+                            )
+                        )
+                    except Exception as exc:
+                        log_event(log, "failure_detector.error", logging.ERROR, node=slave.id, error=repr(exc))
+
+    async def _touch_loop(self) -> None:
+        """Replicate heartbeat times and usage now and then (not every heartbeat)."""
+        while True:
+            await asyncio.sleep(self._settings.node_touch_interval)
+            touches = self._slaves.take_touches()
+            if not touches.heartbeats:
+                continue
+            try:
+                await self._replicated.propose(ops.TouchNodes(at=utcnow(), heartbeats=touches.heartbeats, usage=touches.usage))
+            except Exception as exc:
+                log_event(log, "touch.error", logging.ERROR, error=repr(exc))
+
+    async def _check_drain_deadline(self, slave: NodeRecord) -> None:
+        if not slave.draining or slave.drain_forced or slave.drain_deadline is None or slave.drain_deadline > utcnow():
+            return
+        try:
+            await self._replicated.propose(ops.ForceDrain(at=utcnow(), node_id=slave.id))
+        except Exception as exc:
+            log_event(log, "drain.force_error", logging.ERROR, node=slave.id, error=repr(exc))
+
+    async def _check_runtime(self, slave: NodeRecord, now: float) -> None:
+        """A slave whose engine has not answered for node-dead-after has lost its jobs.
+
+        Measured from the slave's own heartbeats, like death: the agent still
+        answers, so it will stop those containers (no longer desired) once its
+        engine is back."""
+        since = self._slaves.unhealthy_since.get(slave.id)
+        if slave.runtime_healthy or since is None or now - since < self._settings.node_dead_after:
+            return
+        if not self._replicated.state.placed_jobs(slave.id):
+            return
+        try:
+            await self._replicated.propose(ops.LoseSlaveJobs(
+                at=utcnow(), node_id=slave.id, reason=f"unhealthy for {now - since:.1f}s: {slave.runtime_error or ''}"
+            ))
+        except Exception as exc:
+            log_event(log, "failure_detector.error", logging.ERROR, node=slave.id, error=repr(exc))

@@ -1,0 +1,171 @@
+"""The leader's end of the slave protocol: heartbeats, watches, assignments.
+
+A heartbeat is turned into the writes it calls for (a registration, a change
+of engine health, the container reports that change a job), committed before
+the answer; a watch waits until the slave's desired set changes. Both answer
+the whole desired set (:class:`~claud.api.slave_protocol.Assignments`), and
+only a leader whose term has begun answers them at all (else NotLeader, 421).
+
+The sessions also keep what the slaves said since this master became leader,
+soft state that is not replicated on every heartbeat: when each was last
+heard from (the failure detector reads it), its usage and heartbeat time
+(replicated now and then by the leader's duties), and since when its engine
+has not answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from claud.api import Assignments, Heartbeat, HostUsage, NodeState
+from claud.daemon.logfmt import log_event
+from claud.master import ops
+from claud.master.ops import utcnow
+from claud.master.replication import ReplicatedLog
+from claud.master.settings import MasterSettings
+from claud.master.state import Change
+from claud.master.transport import NotLeader
+
+log = logging.getLogger("claud.master")
+
+
+@dataclass(frozen=True, slots=True)
+class Touches:
+    """Heartbeat times and usage of the slaves heard from since the last time these were taken."""
+
+    heartbeats: dict[str, datetime]
+    usage: dict[str, HostUsage]
+
+
+class SlaveSessions:
+    def __init__(self, settings: MasterSettings, replicated: ReplicatedLog) -> None:
+        self._settings = settings
+        self._replicated = replicated
+        self._applied = asyncio.Event()
+        # Leader-only soft state: what the slaves told us since we became leader.
+        #: When (monotonic) each slave was last heard from.
+        self.last_seen: dict[str, float] = {}
+        self._heartbeat_at: dict[str, datetime] = {}
+        self._usage: dict[str, HostUsage] = {}
+        self._touched: set[str] = set()
+        #: Since when (monotonic) each slave has said its container engine does not answer.
+        self.unhealthy_since: dict[str, float] = {}
+
+    def begin_leadership(self) -> None:
+        """Forget what an earlier leadership heard; give every slave a full period from now.
+
+        The new leader has not heard from anyone yet, which says nothing about
+        them: every known slave gets a full dead-after period from now, and so
+        does a slave whose engine was down."""
+        now = time.monotonic()
+        slaves = self._replicated.state.nodes
+        self.last_seen = {slave_id: now for slave_id in slaves}
+        self._heartbeat_at, self._usage, self._touched = {}, {}, set()
+        self.unhealthy_since = {s.id: now for s in slaves.values() if not s.runtime_healthy}
+
+    def wake_watchers(self, _changes: list[Change] | None = None) -> None:
+        """Wake every long-polling watch; each checks its own slave's version (an applied subscriber)."""
+        self._applied.set()
+        self._applied = asyncio.Event()
+
+    def take_touches(self) -> Touches:
+        """The slaves heard from since the last call (and still registered), for one replicated touch."""
+        touched, self._touched = self._touched, set()
+        touched &= self._replicated.state.nodes.keys()
+        return Touches(
+            heartbeats={s: self._heartbeat_at[s] for s in touched},
+            usage={s: self._usage[s] for s in touched if s in self._usage},
+        )
+
+    def usage(self, slave_id: str) -> HostUsage | None:
+        return self._usage.get(slave_id)
+
+    def last_heartbeat(self, slave_id: str) -> datetime | None:
+        return self._heartbeat_at.get(slave_id)
+
+    # ---------------------------------------------------------- the protocol
+
+    def _require_leader(self) -> None:
+        if not self._replicated.leader_ready:
+            leader_id = self._replicated.leader_id
+            raise NotLeader(leader_id if leader_id != self._replicated.master_id else None, self._replicated.leader_address)
+
+    async def heartbeat(self, hb: Heartbeat) -> Assignments:
+        self._require_leader()
+        slave_id = hb.node_id
+        self.last_seen[slave_id] = time.monotonic()
+        self._heartbeat_at[slave_id] = utcnow()
+        self._usage[slave_id] = hb.usage
+        self._touched.add(slave_id)
+        state = self._replicated.state
+        slave = state.nodes.get(slave_id)
+        proposals: list[ops.Operation] = []
+        if (
+            slave is None
+            or slave.state != NodeState.ALIVE
+            or (slave.address, slave.labels, slave.cpu_total, slave.memory_mb_total)
+            != (hb.address, hb.labels, hb.cpu_total, hb.memory_mb_total)
+        ):
+            proposals.append(
+                ops.RegisterNode(
+                    at=utcnow(),
+                    node_id=slave_id,
+                    address=hb.address,
+                    labels=hb.labels,
+                    cpu_total=hb.cpu_total,
+                    memory_mb_total=hb.memory_mb_total,
+                )
+            )
+        healthy = hb.runtime.healthy
+        if healthy:
+            self.unhealthy_since.pop(slave_id, None)
+        else:
+            self.unhealthy_since.setdefault(slave_id, time.monotonic())
+        if (slave.runtime_healthy if slave is not None else True) != healthy:
+            if not healthy:
+                log_event(log, "slave.runtime_unhealthy", logging.WARNING, node=slave_id, error=hb.runtime.error)
+            proposals.append(ops.SetRuntimeHealth(
+                at=utcnow(), node_id=slave_id, healthy=healthy, error=None if healthy else hb.runtime.error
+            ))
+        statuses = state.relevant_statuses(slave_id, hb.allocations, runtime_healthy=healthy)
+        if statuses:
+            proposals.append(ops.ReportAllocations(
+                at=utcnow(), node_id=slave_id, statuses=statuses, runtime_healthy=healthy
+            ))
+        if proposals and isinstance(proposals[0], ops.RegisterNode):
+            # A slave's registration goes first: its health and reports need its row.
+            await self._replicated.propose(proposals.pop(0))
+        if proposals:
+            await asyncio.gather(*(self._replicated.propose(op) for op in proposals))
+        return self.assignments(slave_id)
+
+    async def watch(self, slave_id: str, known_version: int, wait_seconds: float) -> Assignments:
+        self._require_leader()
+        deadline = time.monotonic() + min(wait_seconds, self._settings.watch_max_wait)
+        while self._replicated.state.node_versions.get(slave_id, 0) == known_version:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._applied.wait(), remaining)
+            except TimeoutError:
+                break
+        self._require_leader()  # leadership may have moved while this watch waited
+        return self.assignments(slave_id)
+
+    def assignments(self, slave_id: str) -> Assignments:
+        state, settings = self._replicated.state, self._settings
+        return Assignments(
+            term=self._replicated.term,
+            leader_id=self._replicated.leader_id,
+            leader_address=self._replicated.leader_address,
+            version=state.node_versions.get(slave_id, 0),
+            allocations=state.desired_allocations(slave_id),
+            lease_seconds=settings.slave_lease,
+            heartbeat_interval=settings.heartbeat_interval,
+            fence_stop_grace=settings.fence_stop_grace,
+        )

@@ -1,0 +1,349 @@
+"""The masters' internal protocol, both ends of each message in one place.
+
+Three exchanges travel between masters, each over ``/v1/internal/*``
+(:mod:`claud.api.protocol` names the paths and headers) and the one client of
+:mod:`claud.master.peer_http`:
+
+- consensus messages (``RAFT_PATH``): a batch one way, answered 204, lossy
+  (Raft resends); :class:`PeerLink` sends, :func:`decode_raft_batch` reads;
+- forwarded writes (``PROPOSE_PATH``): a follower's batch of operations,
+  answered per operation with an outcome or a typed refusal;
+  :meth:`HttpTransport.forward` sends and parses, :func:`answer_proposals`
+  decodes and answers;
+- ``WHOAMI_PATH``: how a ``--peers`` address tells its id;
+  :meth:`HttpTransport.resolve_peers` asks, :func:`whoami` answers.
+
+The typed outcomes a write may end in besides an :class:`Outcome` are defined
+here too, each with the wire code it travels (and is rendered) as, so the
+follower raises exactly what the leader raised. The HTTP routes only hand
+bodies to these functions; the replicated log talks to a
+:class:`MasterTransport`, which a unit test replaces with one in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from claud.daemon.logfmt import log_event
+from claud.api.protocol import PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
+from claud.master import ops, strict_json
+from claud.master.auth import cluster_secret_headers
+from claud.master.peer_http import PeerConnection, PeerHttpError
+from claud.master.peers import MasterDirectory
+from claud.master.raft_messages import Message, message_from_dict, message_to_dict
+from claud.master.state import Outcome
+
+if TYPE_CHECKING:
+    from claud.master.replication import ReplicatedLog
+
+log = logging.getLogger("claud.master.transport")
+
+#: Messages queued for one peer beyond this are dropped (Raft tolerates loss).
+LINK_QUEUE_LIMIT = 20_000
+#: A message batch to a peer must be answered this fast, or it is dropped.
+SEND_TIMEOUT = 1.0
+#: How long a ``--peers`` address has to tell its id.
+WHOAMI_TIMEOUT = 1.0
+#: How often unresolved --peers addresses are asked for their id; resolved ones are checked slowly.
+RESOLVE_INTERVAL = 0.5
+RESOLVED_CHECK_INTERVAL = 5.0
+#: A link logs its peer unreachable again after this long, while it stays so.
+UNREACHABLE_LOG_EVERY = 30.0
+#: After a failed batch a link waits this long: the core resends on its own schedule.
+LINK_BACKOFF = 0.05
+
+
+# ------------------------------------------------------------ typed outcomes
+
+
+class NotLeader(Exception):
+    """This master cannot serve a leader-only request; says who can (HTTP 421)."""
+
+    def __init__(self, leader_id: int | None, leader_address: str | None) -> None:
+        super().__init__(f"not the leader; leader is {leader_id}")
+        self.leader_id, self.leader_address = leader_id, leader_address
+
+
+class LeaderUnavailable(Exception):
+    """No leader is known, or it cannot be reached: the write may be retried (503 ``no_leader``)."""
+
+    code = "no_leader"
+
+
+class NotCommitted(Exception):
+    """The entry was overwritten by another leader's: it did not and will not commit."""
+
+    code = "not_committed"
+
+
+class OutcomeUnknown(Exception):
+    """The write may or may not commit: it timed out after the leader took it, or
+    a snapshot superseded it. Retrying with the same idempotency key is safe."""
+
+    code = "outcome_unknown"
+
+
+#: A forwarded write's refusal, by the code it travels as.
+REFUSALS: dict[str, type[Exception]] = {cls.code: cls for cls in (LeaderUnavailable, NotCommitted, OutcomeUnknown)}
+
+
+class MalformedRequest(ValueError):
+    """An internal request body that is not what its route takes (HTTP 400 with ``code``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------ consensus messages
+
+
+def encode_raft_batch(messages: list[dict[str, Any]]) -> bytes:
+    """Messages already in their JSON form (:func:`claud.master.raft_messages.message_to_dict`)."""
+    return json.dumps({"messages": messages}).encode()
+
+
+def decode_raft_batch(body: bytes) -> list[Message]:
+    """The messages of a ``RAFT_PATH`` body; MalformedRequest (nothing taken) if any is malformed."""
+    try:
+        return [message_from_dict(raw) for raw in strict_json.loads(body)["messages"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedRequest("malformed_message", f"not a batch of consensus messages: {exc}") from None
+
+
+# ------------------------------------------------------------ forwarded writes
+
+
+def encode_proposals(batch: list[ops.Operation]) -> bytes:
+    return ('{"ops":[' + ",".join(ops.encode(op) for op in batch) + "]}").encode()
+
+
+def decode_proposals(body: bytes) -> list[ops.Operation]:
+    try:
+        return [ops.operation_adapter.validate_python(raw) for raw in strict_json.loads(body)["ops"]]
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError included
+        raise MalformedRequest("malformed_operation", f"not a batch of operations: {exc}") from None
+
+
+def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
+    return {"ok": outcome.ok, "value": outcome.value, "code": outcome.code, "message": outcome.message}
+
+
+def outcome_from_dict(data: dict[str, Any]) -> Outcome:
+    value = data.get("value")
+    return Outcome(ok=data["ok"], value=tuple(value) if isinstance(value, list) else value,
+                   code=data.get("code", ""), message=data.get("message", ""))
+
+
+async def answer_proposals(replicated: ReplicatedLog, body: bytes) -> dict[str, Any]:
+    """The leader's end of ``PROPOSE_PATH``: each write answered once committed, like a direct one.
+
+    Raises MalformedRequest for a body that is not a batch of operations and
+    NotLeader on a follower; any other exception of a write is a bug (500)."""
+    batch = decode_proposals(body)
+    if not replicated.is_leader:
+        raise NotLeader(replicated.leader_id, replicated.leader_address)
+    results: list[dict[str, Any]] = []
+    for result in await asyncio.gather(*(replicated.propose_local(op) for op in batch), return_exceptions=True):
+        if isinstance(result, Outcome):
+            results.append(outcome_to_dict(result))
+        elif isinstance(result, LeaderUnavailable | NotCommitted | OutcomeUnknown):
+            results.append({"error": {"code": result.code, "message": str(result)}})
+        else:
+            raise result
+    return {"results": results, "index": replicated.commit_index}
+
+
+def parse_proposal_answer(
+    leader_id: int, status: int, body: bytes, expected: int
+) -> tuple[list[Outcome | Exception], int]:
+    """The follower's end of ``PROPOSE_PATH``: an outcome or a refusal per write, and the index to wait for.
+
+    An answer other than 200 refuses the whole batch (LeaderUnavailable): the
+    leader said it took none of it."""
+    try:
+        answer = json.loads(body)
+        if status == 200:
+            raw_results, index = list(answer["results"]), answer["index"]
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise TypeError(f"index {index!r} is not an integer")
+        else:
+            message = answer["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace")
+    else:
+        if status == 200:
+            results = [_result(raw) for raw in raw_results[:expected]]
+            # A leader that answered fewer results than writes took the batch: their fate is unknown.
+            results += [OutcomeUnknown(f"leader {leader_id} did not answer for this write")] * (expected - len(results))
+            return results, index
+    raise LeaderUnavailable(f"leader {leader_id} answered {status}: {message}")
+
+
+def _result(raw: Any) -> Outcome | Exception:
+    try:
+        error = raw.get("error")
+        if error is None:
+            return outcome_from_dict(raw)
+        refusal = REFUSALS.get(error.get("code"), LeaderUnavailable)
+        return refusal(error.get("message", "the leader refused"))
+    except (AttributeError, KeyError, TypeError) as exc:
+        return OutcomeUnknown(f"the leader's answer for this write is malformed: {exc!r}")
+
+
+# ------------------------------------------------------------ whoami
+
+
+def whoami(master_id: int, address: str, term: int, leader_id: int | None) -> dict[str, Any]:
+    return {"id": master_id, "address": address, "term": term, "leader_id": leader_id}
+
+
+def parse_whoami(body: bytes) -> int:
+    """The id in a ``WHOAMI_PATH`` answer; ValueError if there is none."""
+    try:
+        return int(json.loads(body)["id"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a whoami answer: {exc!r}") from None
+
+
+# ------------------------------------------------------------ the client end
+
+
+class MasterTransport(Protocol):
+    """What the replicated log needs from the network: the client end of the internal routes."""
+
+    def send(self, message: Message) -> None:
+        """Queue one consensus message for its destination; lossy, never blocks."""
+
+    def reachable(self, peer_id: int) -> bool:
+        """Whether the last batch sent to ``peer_id`` was answered."""
+
+    async def forward(self, leader_id: int, batch: list[ops.Operation], timeout: float) -> tuple[list[Outcome | Exception], int]:
+        """Send writes to the leader in one request: an outcome or refusal each, and the leader's commit index."""
+
+    async def resolve_peers(self, addresses: list[str]) -> None:
+        """Learn the ids of ``addresses`` into the directory; runs until cancelled."""
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    """:class:`MasterTransport` over :class:`~claud.master.peer_http.PeerConnection`.
+
+    One link (one connection) per peer for consensus messages, so a slow or
+    frozen peer never delays the others; a small pool of connections to the
+    leader for forwarded writes, one per request in flight."""
+
+    def __init__(
+        self, directory: MasterDirectory, local_address: str | None, secret: str | None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._directory = directory
+        self._local_address, self._headers, self._tls = local_address, cluster_secret_headers(secret), tls
+        self._links: dict[int, PeerLink] = {}
+        #: Idle connections to the leader for forwarding.
+        self._forward_connections: list[PeerConnection] = []
+
+    def _connection(self) -> PeerConnection:
+        return PeerConnection(self._local_address, self._headers, self._tls)
+
+    def send(self, message: Message) -> None:
+        link = self._links.get(message.dst)
+        if link is None:
+            link = self._links[message.dst] = PeerLink(self._directory, message.dst, self._connection())
+        link.send(message_to_dict(message))
+
+    def reachable(self, peer_id: int) -> bool:
+        link = self._links.get(peer_id)
+        return link.reachable if link else False
+
+    async def forward(self, leader_id: int, batch: list[ops.Operation], timeout: float) -> tuple[list[Outcome | Exception], int]:
+        address = self._directory.address(leader_id)
+        if address is None or leader_id == self._directory.self_id:
+            raise LeaderUnavailable("no leader elected")
+        connection = self._forward_connections.pop() if self._forward_connections else self._connection()
+        try:
+            resp = await connection.post(address, PROPOSE_PATH, encode_proposals(batch), timeout)
+        except PeerHttpError as exc:
+            if exc.sent:  # the leader may have taken the batch before the answer was lost
+                raise OutcomeUnknown(f"no answer from leader {leader_id} after forwarding: {exc}") from None
+            raise LeaderUnavailable(f"leader {leader_id} unreachable: {exc}") from None
+        finally:
+            self._forward_connections.append(connection)
+        return parse_proposal_answer(leader_id, resp.status, resp.body, len(batch))
+
+    async def resolve_peers(self, addresses: list[str]) -> None:
+        """Ask each ``--peers`` address for its id until every one has answered, then keep checking slowly."""
+        connection = self._connection()
+        try:
+            while True:
+                unresolved = set(addresses) - {addr for _, addr in self._directory.items()}
+                for address in sorted(unresolved):
+                    try:
+                        resp = await connection.get(address, WHOAMI_PATH, WHOAMI_TIMEOUT)
+                        if resp.status == 200:
+                            self._directory.learn(parse_whoami(resp.body), address)
+                    except (PeerHttpError, ValueError):
+                        pass
+                await asyncio.sleep(RESOLVE_INTERVAL if unresolved else RESOLVED_CHECK_INTERVAL)
+        finally:
+            connection.close()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self._links.values()))
+        for connection in self._forward_connections:
+            connection.close()
+
+
+class PeerLink:
+    """An ordered, batching, lossy message pipe to one peer."""
+
+    def __init__(self, directory: MasterDirectory, peer_id: int, connection: PeerConnection) -> None:
+        self._directory, self.peer_id = directory, peer_id
+        self._connection = connection
+        self._queue: list[dict[str, Any]] = []
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"peer-link-{peer_id}")
+        self.reachable = True
+        self._last_error_log = 0.0
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._queue.append(message)
+        if len(self._queue) > LINK_QUEUE_LIMIT:
+            del self._queue[: len(self._queue) - LINK_QUEUE_LIMIT]
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._connection.close()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                address = self._directory.address(self.peer_id)
+                if address is None:
+                    break
+                try:
+                    resp = await self._connection.post(address, RAFT_PATH, encode_raft_batch(batch), SEND_TIMEOUT)
+                    if resp.status >= 300:
+                        raise PeerHttpError(f"answered {resp.status}: {resp.body[:200]!r}", sent=True)
+                    if not self.reachable:
+                        log_event(log, "peer.reachable", master=self.peer_id, address=address)
+                    self.reachable = True
+                except PeerHttpError as exc:
+                    now = time.monotonic()
+                    if self.reachable or now - self._last_error_log > UNREACHABLE_LOG_EVERY:
+                        log_event(log, "peer.unreachable", logging.WARNING, master=self.peer_id, address=address,
+                                  error=str(exc))
+                        self._last_error_log = now
+                    self.reachable = False
+                    await asyncio.sleep(LINK_BACKOFF)

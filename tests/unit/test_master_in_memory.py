@@ -1,0 +1,119 @@
+"""A whole master driven in memory: heartbeat -> commit -> watch, no sockets.
+
+The master is wired by hand from a store in a temporary directory and a
+transport that never touches the network (tests/support/memory_master.py), as
+build_master wires the real parts; every socket call fails for the test's
+duration, so nothing here can lean on a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claud.api import AllocationStatus, ContainerState, DesiredState, Heartbeat, JobSpec, JobState, NodeState
+from claud.master import ops
+from claud.master.master import Master
+from claud.master.transport import NotLeader
+from support.memory_master import memory_master
+
+SLAVE = "s1"
+DEADLINE = 10.0
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the in-memory master touched the network")
+
+    for name in ("connect", "connect_ex", "bind", "sendto"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    yield
+
+
+def heartbeat(**fields: object) -> Heartbeat:
+    return Heartbeat.model_validate(
+        {"node_id": SLAVE, "address": "127.0.0.1:18901", "cpu_total": 2, "memory_mb_total": 1024, **fields}
+    )
+
+
+async def leading(master: Master) -> None:
+    """Start ``master`` and wait (polling, with a deadline) until its leader's duties run."""
+    await master.start()
+    async with asyncio.timeout(DEADLINE):
+        while not (master.replicated.leader_ready and master.duties.running):
+            await asyncio.sleep(0.01)
+
+
+def test_heartbeat_commit_watch(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        master, transport = memory_master(tmp_path)
+        events = master.events.subscribe()
+        first_event = asyncio.ensure_future(anext(events))
+        await leading(master)
+        try:
+            # A heartbeat commits the slave's registration before it is answered.
+            answer = await master.slaves.heartbeat(heartbeat())
+            assert master.state.nodes[SLAVE].state == NodeState.ALIVE
+            assert (answer.leader_id, answer.allocations, answer.term) == (1, [], master.term)
+            assert answer.version == master.state.node_versions.get(SLAVE, 0)
+            assert (await first_event)["id"] == SLAVE  # published on the event stream once committed
+
+            # A watch on that version waits; a submit, placed by the leader's scheduler, wakes it.
+            watch = asyncio.create_task(master.slaves.watch(SLAVE, answer.version, wait_seconds=DEADLINE))
+            await asyncio.sleep(0)
+            assert not watch.done()
+            outcome = await master.propose(ops.SubmitJob(
+                at=ops.utcnow(), job_id="j1", spec=JobSpec(name="hello", image="claud/busybox:latest")
+            ))
+            assert outcome.ok, outcome
+            async with asyncio.timeout(DEADLINE):
+                told = await watch
+            assert told.version > answer.version
+            [allocation] = told.allocations
+            assert (allocation.job_id, allocation.desired) == ("j1", DesiredState.RUN)
+            assert master.state.jobs["j1"].state == JobState.SCHEDULED
+
+            # The slave's report of the container, in the next heartbeat, is committed too.
+            running = AllocationStatus(alloc_id=allocation.alloc_id, job_id="j1", state=ContainerState.RUNNING,
+                                       container_id="c" * 12, started_at=ops.utcnow())
+            await master.slaves.heartbeat(heartbeat(allocations=[running.model_dump(mode="json")]))
+            assert master.state.jobs["j1"].state == JobState.RUNNING
+            assert master.slaves.last_heartbeat(SLAVE) is not None
+        finally:
+            await events.aclose()
+            await master.stop()
+        assert transport.sent == [] and transport.closed  # a lone master sent nothing
+
+    asyncio.run(scenario())
+
+
+def test_slave_protocol_needs_a_leader_whose_term_has_begun(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        master, _ = memory_master(tmp_path)
+        try:
+            with pytest.raises(NotLeader) as refused:  # not started: no leader yet
+                await master.slaves.heartbeat(heartbeat())
+            assert (refused.value.leader_id, refused.value.leader_address) == (None, None)
+            with pytest.raises(NotLeader):
+                await master.slaves.watch(SLAVE, 0, wait_seconds=0)
+        finally:
+            await master.stop()
+
+    asyncio.run(scenario())
+
+
+def test_what_follows_a_commit_is_a_named_list(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        master, _ = memory_master(tmp_path)
+        try:
+            assert master.replicated.applied_subscribers == ["events", "log", "watchers", "scheduler", "discovery",
+                                                             "duties"]
+        finally:
+            await master.stop()
+
+    asyncio.run(scenario())
