@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from claud.api.protocol import CLUSTER_SECRET_HEADER, RAFT_PATH
+from claud.api.protocol import CLUSTER_SECRET_HEADER, RAFT_PATH, WHOAMI_PATH
 from claud.master import peer_http
 from claud.master.peer_http import PeerConnection, PeerHttpError
 
@@ -49,9 +49,9 @@ class TinyServer:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
+                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length")),
+                    0,  # a GET carries no body
                 )
                 body = await reader.readexactly(length)
                 self.requests.append((head, body))
@@ -101,6 +101,24 @@ async def test_requests_share_one_connection_and_carry_the_secret() -> None:
     assert len(tiny.peers) == 1
     head, _ = tiny.requests[0]
     assert head.startswith(f"POST {RAFT_PATH} HTTP/1.1\r\n".encode())
+    assert f"{CLUSTER_SECRET_HEADER}: s3cret\r\n".encode() in head
+
+
+@in_event_loop
+async def test_a_get_has_no_body_and_shares_the_connection_with_posts() -> None:
+    async def handler(head: bytes, body: bytes) -> bytes:
+        return ok(b'{"id":2}')
+
+    tiny = TinyServer(handler)
+    async with tiny as address:
+        connection = PeerConnection(None, {CLUSTER_SECRET_HEADER: "s3cret"})
+        assert (await connection.get(address, WHOAMI_PATH, 2)).body == b'{"id":2}'
+        assert (await connection.post(address, RAFT_PATH, b"{}", 2)).status == 200
+        connection.close()
+    assert len(tiny.peers) == 1
+    head, body = tiny.requests[0]
+    assert head.startswith(f"GET {WHOAMI_PATH} HTTP/1.1\r\n".encode()) and body == b""
+    assert b"content-length" not in head.lower() and b"content-type" not in head.lower()
     assert f"{CLUSTER_SECRET_HEADER}: s3cret\r\n".encode() in head
 
 
