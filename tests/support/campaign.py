@@ -260,9 +260,11 @@ def unsettled(submitted: list[Submitted], jobs: dict[str, dict[str, Any]],
             elif len(running) != 1:
                 problems.append(f"{s.job_id} (service) has {len(running)} live containers: "
                                 f"{[(c.get('claud.alloc'), c.get('claud.slave')) for c in running]}")
-            elif running[0].get("claud.alloc") != job.get("alloc_id") or running[0].get("claud.slave") != job.get("node_id"):
+            elif (running[0].get("claud.alloc"), running[0].get("claud.slave")) != (job.get("alloc_id"),
+                                                                                   job.get("node_id")):
                 problems.append(f"{s.job_id} (service) runs alloc {running[0].get('claud.alloc')} on "
-                                f"{running[0].get('claud.slave')}, the masters say {job.get('alloc_id')} on {job.get('node_id')}")
+                                f"{running[0].get('claud.slave')}, "
+                                f"the masters say {job.get('alloc_id')} on {job.get('node_id')}")
         else:
             if state not in SETTLED_BATCH:
                 problems.append(f"{s.job_id} ({s.planned.kind}) is {state}")
@@ -370,7 +372,8 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
     verdict = Verdict(seed=seed, flags=timing.master_flags())
     started = time.monotonic()
     # Addresses of its own (not drawn from the seed): the cuts must touch no other test on the machine.
-    cluster = Cluster(workdir, net=f"127.{random.SystemRandom().randint(64, 250)}.{random.SystemRandom().randint(0, 255)}")
+    own = random.SystemRandom()
+    cluster = Cluster(workdir, net=f"127.{own.randint(64, 250)}.{own.randint(0, 255)}")
     firewall = LoopbackFirewall() if firewall_available() else None
     injector: FaultInjector | None = None
     recorder: EventRecorder | None = None
@@ -422,7 +425,7 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
             try:
                 record = injector.apply(fault)  # heals what it broke, even when it fails
                 log(record.describe())
-            except Exception as exc:  # a fault that cannot be healed is a finding, not a crash of the judge
+            except Exception as exc:  # noqa: BLE001 - a fault that cannot be healed is a finding, not a crash of the judge
                 verdict.errors.append(f"fault {fault.kind} on {fault.slave}: {exc!r}")
                 log(f"fault {fault.kind} failed: {traceback.format_exc(limit=3)}")
 
@@ -454,7 +457,7 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
         while time.monotonic() < settle_deadline:
             try:
                 problems = unsettled(verdict.submitted, api.jobs(), running_containers(engine, slave_ids))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an unreadable cluster is not settled: try again
                 problems = [f"could not read the cluster: {exc!r}"]
             if problems:
                 clean_since = None
@@ -478,7 +481,8 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
             kills = len(injector.external_kills.get(s.job_id, set()))
             if s.planned.kind == "service":
                 if state in SETTLED_BATCH:
-                    verdict.wrong_outcome.append(f"{s.job_id} (service) ended {state} (exit {code}): a service is kept running")
+                    verdict.wrong_outcome.append(
+                        f"{s.job_id} (service) ended {state} (exit {code}): a service is kept running")
             elif state == "completed" and code != 0:
                 verdict.wrong_outcome.append(f"{s.job_id} ({s.planned.kind}) completed with exit code {code}")
             elif state == "stopped":
@@ -515,15 +519,15 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
                 verdict.repeated_successes.append(text)
 
         named = {text.split(" ", 1)[0].split(":", 1)[0] for items in
-                 (verdict.missing, verdict.wrong_outcome, verdict.stuck, verdict.wrongly_failed, verdict.repeated_successes,
-                  verdict.placed_while_draining)
+                 (verdict.missing, verdict.wrong_outcome, verdict.stuck, verdict.wrongly_failed,
+                  verdict.repeated_successes, verdict.placed_while_draining)
                  for text in items} | {o.job_id for o in verdict.overlaps + verdict.excused_overlaps}
         for job_id in sorted(named & set(final)):
             with contextlib.suppress(Exception):
                 verdict.job_histories[job_id] = history(api.job(job_id), verdict.origin_wall)
             verdict.container_histories[job_id] = [
                 i.describe(verdict.origin_wall) for i in intervals if i.job_id == job_id]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the verdict records why the campaign stopped
         verdict.errors.append(f"campaign aborted: {exc!r}\n{traceback.format_exc(limit=5)}")
     finally:
         join_all()  # an aborted campaign still waits for its faults before healing them

@@ -12,7 +12,7 @@ import pytest
 
 from claud.api import JobSpec
 from claud.master import ops, transport
-from claud.master.raft import TimeoutNow, message_to_dict
+from claud.master.raft_messages import TimeoutNow, message_to_dict
 from claud.master.state import Outcome
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
 
@@ -65,14 +65,18 @@ def test_a_follower_refuses_a_forwarded_batch_and_names_the_leader() -> None:
     assert (refused.value.leader_id, refused.value.leader_address) == (1, "10.0.0.1:8700")
 
 
-@pytest.mark.parametrize("body", [b"", b"{}", b'{"ops":{"a":1}}', b'{"ops":[{"kind":"drop_tables"}]}', b'{"ops":[NaN]}'])
+@pytest.mark.parametrize(
+    "body", [b"", b"{}", b'{"ops":{"a":1}}', b'{"ops":[{"kind":"drop_tables"}]}', b'{"ops":[NaN]}']
+)
 def test_a_body_that_is_not_a_batch_of_operations_is_malformed(body: bytes) -> None:
     with pytest.raises(MalformedRequest) as refused:
         transport.decode_proposals(body)
     assert refused.value.code == "malformed_operation"
 
 
-@pytest.mark.parametrize("body", [b"{}", b'{"messages":{"a":1}}', b'{"messages":[{"type":"TimeoutNow","src":2,"dst":1,"term":-5}]}'])
+@pytest.mark.parametrize(
+    "body", [b"{}", b'{"messages":{"a":1}}', b'{"messages":[{"type":"TimeoutNow","src":2,"dst":1,"term":-5}]}']
+)
 def test_a_body_that_is_not_a_batch_of_messages_is_malformed(body: bytes) -> None:
     with pytest.raises(MalformedRequest) as refused:
         transport.decode_raft_batch(body)

@@ -70,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from claud.api.nodes import NodeRole
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.logfmt import log_event
+from claud.daemon.waits import wait_set
 
 log = logging.getLogger("claud.discovery")
 
@@ -574,8 +575,7 @@ class Discovery:
             expiry = self._table.next_expiry()
             if expiry is not None:  # wake when a peer goes stale, so `changed` is prompt
                 timeout = min(timeout, expiry - time.monotonic() + 0.001)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            await wait_set(self._wake, max(0.0, timeout))
             now = loop.time()
             if self._wake.is_set() or now >= next_send:
                 self._wake.clear()

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from claud.daemon.addresses import parse_host_port
 from claud.daemon.logfmt import configure_logging, log_event
 from claud.daemon.settings_cli import parse_settings
 from claud.master.auth import ConfigError
 from claud.master.connection_guard import connection_budget, guarded_protocol, raise_file_limit
-from claud.daemon.addresses import parse_host_port
 from claud.master.settings import MasterSettings
 
 PROG = "claud-master"
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"{PROG}: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception as exc:  # the data directory cannot be read back: stop, say why
+    except Exception as exc:  # noqa: BLE001 - the data directory cannot be read back: stop, say why
         print(f"{PROG}: cannot recover from {settings.data_dir}: {exc!r}", file=sys.stderr)
         raise SystemExit(1) from None
     credentials = app.state.master.credentials
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app, host=host, port=port, log_config=None, workers=1, timeout_graceful_shutdown=3,
-        http=guarded_protocol(budget, settings.request_header_timeout), **tls_options,  # type: ignore[arg-type]
+        http=guarded_protocol(budget, settings.request_header_timeout), **tls_options,
     )
 
 

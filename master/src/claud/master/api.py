@@ -9,6 +9,7 @@ code an HTTP client expects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -19,13 +20,13 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import (
     Assignments,
@@ -44,11 +45,8 @@ from claud.api import (
     NodeView,
     WatchRequest,
 )
-from claud.daemon.logfmt import log_event
-from claud.api.nodes import MAX_DRAIN_DEADLINE
-from claud.daemon.refusal_log import RefusalLog
-from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
+from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.protocol import (
     ALLOC_ID_HEADER,
     CLUSTER_SECRET_HEADER,
@@ -62,16 +60,26 @@ from claud.api.protocol import (
     WHOAMI_PATH,
     slave_logs_path,
 )
-from claud.master import ops
+from claud.daemon.addresses import names_no_host, parse_host_port
+from claud.daemon.logfmt import log_event
+from claud.daemon.refusal_log import RefusalLog
 from claud.master import openapi as docs
-from claud.master import transport
+from claud.master import ops, transport
 from claud.master.auth import bearer, cluster_secret_headers, same_secret
 from claud.master.body_limit import BodyLimitMiddleware, replay, replayed_body
 from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
 from claud.master.master import Master, build_master
 from claud.master.metrics import render_metrics
 from claud.master.ops import utcnow
-from claud.master.paging import MAX_CURSOR, MAX_LIMIT, InvalidCursor, JobListRenderer, events_page, jobs_page, nodes_page
+from claud.master.paging import (
+    MAX_CURSOR,
+    MAX_LIMIT,
+    InvalidCursor,
+    JobListRenderer,
+    events_page,
+    jobs_page,
+    nodes_page,
+)
 from claud.master.raft import Role
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
@@ -92,7 +100,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None, headers=None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "field": field}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -105,7 +115,8 @@ def raise_for(outcome: Outcome) -> None:
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a
 # thread pool, a thread hop per request on the hottest path.
 async def _master(request: Request) -> Master:
-    return request.app.state.master
+    master: Master = request.app.state.master
+    return master
 
 
 MasterDep = Annotated[Master, Depends(_master)]
@@ -243,15 +254,14 @@ class SubmitFastPath:
         if content_type.partition(b";")[0].strip().lower() == JSON_CONTENT_TYPE.encode() and (
             not keys or (len(keys) == 1 and _legal_key(keys[0]))
         ):
-            try:
+            with contextlib.suppress(ValidationError):  # the full validation below names the field
                 spec = JobSpec.model_validate_json(body)
-            except ValidationError:
-                pass
         if spec is None:
             await self.app(scope, replay(body, receive), send)
             return
         try:
-            response = await submit(self.master, spec, keys[0].decode("latin-1") if keys else None)  # as Starlette would
+            key = keys[0].decode("latin-1") if keys else None  # as Starlette would
+            response = await submit(self.master, spec, key)
         except Exception as exc:
             known = known_error_response(exc, self.master)
             if known is None:
@@ -305,7 +315,8 @@ def _cursor_error(exc: InvalidCursor) -> ApiError:
 
 
 async def _renderer(request: Request) -> JobListRenderer:
-    return request.app.state.job_list_renderer
+    renderer: JobListRenderer = request.app.state.job_list_renderer
+    return renderer
 
 
 def _get_job(master: Master, job_id: str) -> JobRecord:
@@ -410,7 +421,9 @@ async def job_events(job_id: str, master: MasterDep, limit: Limit = None, cursor
 
 @jobs.delete(
     "/{job_id}", status_code=202, response_model=JobView, operation_id="stopJob",
-    responses={202: {"description": "the job, stopping"}, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
+    responses={
+        202: {"description": "the job, stopping"}, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE,
+    },
 )
 async def stop_job(job_id: str, master: MasterDep) -> JobView:
     """Stop a job: its container gets SIGTERM, then SIGKILL after the job's ``stop_timeout``."""
@@ -424,7 +437,9 @@ async def stop_job(job_id: str, master: MasterDep) -> JobView:
     responses={
         200: {
             "description": "the container's output, as it was written",
-            "headers": {ALLOC_ID_HEADER: {"description": "the attempt this output comes from", "schema": {"type": "string"}}},
+            "headers": {
+                ALLOC_ID_HEADER: {"description": "the attempt this output comes from", "schema": {"type": "string"}},
+            },
         },
         **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.BAD_GATEWAY,
     },
@@ -505,14 +520,17 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
 
 # --------------------------------------------------------------------- nodes
 
-nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED)
+nodes = APIRouter(
+    prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED
+)
 
 
 def _master_role(master: Master, master_id: int) -> str:
     if master_id == master.leader_id:
         return "leader"
     if master_id == master.id:
-        return {Role.CANDIDATE: "candidate", Role.PRE_CANDIDATE: "candidate"}.get(master.replicated.core.role, "follower")
+        campaigning = {Role.CANDIDATE: "candidate", Role.PRE_CANDIDATE: "candidate"}
+        return campaigning.get(master.replicated.core.role, "follower")
     return "follower" if master.leader_id is not None else "unknown"
 
 
@@ -564,7 +582,9 @@ async def _set_drain(master: Master, slave_id: str, draining: bool, deadline: fl
     return _slave_view(master, slave_id)
 
 
-_DRAIN_DOCS: dict[int | str, dict[str, Any]] = {**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE}
+_DRAIN_DOCS: dict[int | str, dict[str, Any]] = {
+    **docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE,
+}
 
 
 @nodes.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
@@ -733,7 +753,9 @@ def known_error_response(exc: Exception, master: Master) -> JSONResponse | None:
     if isinstance(exc, MalformedRequest):
         return error_response(400, exc.code, str(exc))
     if isinstance(exc, LeaderUnavailable):
-        return error_response(503, "no_leader", f"no leader can take this write now: {exc}", headers={"Retry-After": "1"})
+        return error_response(
+            503, "no_leader", f"no leader can take this write now: {exc}", headers={"Retry-After": "1"}
+        )
     if isinstance(exc, NotCommitted):
         return error_response(
             503, "not_committed", f"{exc}; retry with the same idempotency key", headers={"Retry-After": "1"}
@@ -811,9 +833,10 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
         if first.get("type") == "json_invalid":
-            return error_response(400, "malformed_json", f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+            reason = first.get("ctx", {}).get("error", first["msg"])
+            return error_response(400, "malformed_json", f"request body is not valid JSON: {reason}")
         field = _field_of(tuple(first["loc"]))
         if field is None and tuple(first["loc"]) == ("body",):
             return error_response(

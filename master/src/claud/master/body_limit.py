@@ -20,7 +20,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from claud.api.protocol import INTERNAL_PREFIX
 
 
-
 class BodyTooLarge(Exception):
     pass
 
@@ -48,7 +47,8 @@ class BodyLimitMiddleware:
         try:
             body = await read_body(receive, scope, limit, self.read_timeout)
         except BodyTooLarge:
-            await _error(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")(scope, receive, send)
+            too_large = _error(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
+            await too_large(scope, receive, send)
             return
         except BodyTimeout:
             await _error(408, "body_timeout", f"request body not received within {self.read_timeout:g}s")(
@@ -68,7 +68,7 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def read_body(receive: Receive, scope: Scope, limit: int, timeout: float) -> bytes:
+async def read_body(receive: Receive, scope: Scope, limit: int, timeout: float) -> bytes:  # noqa: ASYNC109 - expiry is a 408, not a cancel
     declared = declared_length(scope)
     if declared is not None and declared > limit:
         raise BodyTooLarge

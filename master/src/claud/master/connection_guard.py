@@ -81,7 +81,9 @@ def guarded_protocol(max_connections: int, header_timeout: float) -> type[HttpTo
             head = [b"HTTP/1.1 400 Bad Request\r\n"]
             for name, value in self.server_state.default_headers:
                 head.append(name + b": " + value + b"\r\n")
-            head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            head.append(
+                b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            )
             self.transport.write(b"".join(head) + body)
             self.transport.close()
 

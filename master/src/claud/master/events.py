@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from claud.daemon.waits import within
+
 QUEUE_LIMIT = 10_000
 #: An idle stream yields ``None`` this often, so the caller can send a keep-alive.
 KEEPALIVE_SECONDS = 15.0
@@ -45,7 +47,7 @@ class EventBroker:
         try:
             while True:
                 try:
-                    yield await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_SECONDS)
+                    yield await within(KEEPALIVE_SECONDS, sub.queue.get())
                 except TimeoutError:
                     if sub.cut:
                         return

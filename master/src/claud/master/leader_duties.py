@@ -126,7 +126,7 @@ class LeaderDuties:
                     backoff_timer = loop.call_later(delay, self._schedule_needed.set)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a bad pass must not stop scheduling: logged, retried
                 log_event(log, "scheduler.error", logging.ERROR, error=repr(exc))
                 await asyncio.sleep(SCHEDULER_ERROR_BACKOFF)
                 self._schedule_needed.set()
@@ -156,7 +156,7 @@ class LeaderDuties:
                                 at=utcnow(), node_id=slave.id, state=verdict, reason=f"no heartbeat for {silent:.1f}s"
                             )
                         )
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a verdict not proposed now is proposed next round
                         log_event(log, "failure_detector.error", logging.ERROR, node=slave.id, error=repr(exc))
 
     async def _touch_loop(self) -> None:
@@ -167,8 +167,9 @@ class LeaderDuties:
             if not touches.heartbeats:
                 continue
             try:
-                await self._replicated.propose(ops.TouchNodes(at=utcnow(), heartbeats=touches.heartbeats, usage=touches.usage))
-            except Exception as exc:
+                touch = ops.TouchNodes(at=utcnow(), heartbeats=touches.heartbeats, usage=touches.usage)
+                await self._replicated.propose(touch)
+            except Exception as exc:  # noqa: BLE001 - soft state: the next touch carries newer times
                 log_event(log, "touch.error", logging.ERROR, error=repr(exc))
 
     async def _check_drain_deadline(self, slave: NodeRecord) -> None:
@@ -176,7 +177,7 @@ class LeaderDuties:
             return
         try:
             await self._replicated.propose(ops.ForceDrain(at=utcnow(), node_id=slave.id))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the deadline is checked again next round
             log_event(log, "drain.force_error", logging.ERROR, node=slave.id, error=repr(exc))
 
     async def _check_runtime(self, slave: NodeRecord, now: float) -> None:
@@ -194,5 +195,5 @@ class LeaderDuties:
             await self._replicated.propose(ops.LoseSlaveJobs(
                 at=utcnow(), node_id=slave.id, reason=f"unhealthy for {now - since:.1f}s: {slave.runtime_error or ''}"
             ))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - checked again next round
             log_event(log, "failure_detector.error", logging.ERROR, node=slave.id, error=repr(exc))

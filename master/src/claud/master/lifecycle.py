@@ -269,7 +269,7 @@ def drain_moves_now(job: Job, has_deadline: bool) -> bool:
 def restart_delay(restarts: int) -> float:
     """Seconds before restart number ``restarts`` (1, 2, ...) may be placed."""
     exponent = min(max(restarts - 1, 0), RESTART_BACKOFF_MAX_EXPONENT)
-    return min(RESTART_BACKOFF_BASE * 2**exponent, RESTART_BACKOFF_MAX)
+    return float(min(RESTART_BACKOFF_BASE * 2**exponent, RESTART_BACKOFF_MAX))
 
 
 def is_quick_exit(job: Job, at: datetime) -> bool:

@@ -30,7 +30,8 @@ def render_metrics(master: Master) -> str:
         "# HELP claud_term Current leadership term.",
         "# TYPE claud_term gauge",
         f"claud_term {master.term}",
-        "# HELP claud_rejected_entries_total Committed log entries this master could not apply (skipped alike on every master).",
+        "# HELP claud_rejected_entries_total Committed log entries this master could not apply "
+        "(skipped alike on every master).",
         "# TYPE claud_rejected_entries_total counter",
         f"claud_rejected_entries_total {master.state.rejected_entries}",
         "# HELP claud_is_leader 1 when this master is the leader.",

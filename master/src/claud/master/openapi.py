@@ -28,6 +28,10 @@ _RETRY_AFTER = {
 }
 
 
+#: What FastAPI's ``responses=`` takes: a status (or "default") to its description.
+Responses = dict[int | str, dict[str, Any]]
+
+
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"model": ErrorBody, "description": description}
     if headers:
@@ -35,32 +39,32 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return response
 
 
-BAD_JSON = {400: _error("the body is not valid JSON (`malformed_json`), or the request is malformed")}
-UNAUTHORIZED = {
+BAD_JSON: Responses = {400: _error("the body is not valid JSON (`malformed_json`), or the request is malformed")}
+UNAUTHORIZED: Responses = {
     401: _error(
         "missing or wrong API token (`unauthorized`)",
         {"WWW-Authenticate": {"description": "`Bearer`: send `Authorization: Bearer <token>`", "schema": _STRING}},
     )
 }
-NOT_FOUND = {404: _error("no such job or node (`not_found`)")}
-CONFLICT = {409: _error("the request contradicts the object's state (`conflict`)")}
-TOO_LARGE = {413: _error("the body is over the size limit")}
-INVALID = {422: _error("a parameter or the body is invalid (`invalid_spec`); `field` names it")}
-BAD_GATEWAY = {502: _error("the job's slave is unreachable (`slave_unreachable`) or failed (`slave_error`)")}
-UNAVAILABLE = {
+NOT_FOUND: Responses = {404: _error("no such job or node (`not_found`)")}
+CONFLICT: Responses = {409: _error("the request contradicts the object's state (`conflict`)")}
+TOO_LARGE: Responses = {413: _error("the body is over the size limit")}
+INVALID: Responses = {422: _error("a parameter or the body is invalid (`invalid_spec`); `field` names it")}
+BAD_GATEWAY: Responses = {502: _error("the job's slave is unreachable (`slave_unreachable`) or failed (`slave_error`)")}
+UNAVAILABLE: Responses = {
     503: _error(
         "the write cannot be committed now: no leader (`no_leader`), not committed in time "
         "(`not_committed`) or its fate is unknown (`outcome_unknown`); retry (with the same idempotency key)",
         _RETRY_AFTER,
     )
 }
-NOT_READY = {503: _error("no leader elected yet (`no_leader`)", _RETRY_AFTER)}
-SERVER_ERROR = {500: _error("an unexpected error in the master")}
+NOT_READY: Responses = {503: _error("no leader elected yet (`no_leader`)", _RETRY_AFTER)}
+SERVER_ERROR: Responses = {500: _error("an unexpected error in the master")}
 
 #: On every route behind the token.
-AUTHENTICATED = {**UNAUTHORIZED, **SERVER_ERROR}
+AUTHENTICATED: Responses = {**UNAUTHORIZED, **SERVER_ERROR}
 #: On every write: it is committed through the replicated log.
-WRITE = {**UNAVAILABLE}
+WRITE: Responses = {**UNAVAILABLE}
 
 
 class TextStream(StreamingResponse):

@@ -9,16 +9,16 @@ the network.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
-from claud.api.slave_protocol import MAX_ALLOCATIONS
 from claud.api.jobs import Address, JobId, Labels, Message, NodeId, Reason
 from claud.api.jobs import WireModel as BaseModel
 from claud.api.nodes import MAX_CPUS, MAX_MB
+from claud.api.slave_protocol import MAX_ALLOCATIONS
 
 #: Timestamps an operation may carry. The upper bound leaves room for every
 #: sum apply makes (a restart backoff) below ``datetime.max``.
@@ -157,10 +157,8 @@ class Noop(_Op):
 
 
 Operation = Annotated[
-    Union[
-        SubmitJob, ApplyPlan, RegisterNode, ReportAllocations, StopJob, SetNodeState, SetDrain, ForceDrain,
-        SetRuntimeHealth, LoseSlaveJobs, TouchNodes, Noop,
-    ],
+    SubmitJob | ApplyPlan | RegisterNode | ReportAllocations | StopJob | SetNodeState | SetDrain | ForceDrain
+    | SetRuntimeHealth | LoseSlaveJobs | TouchNodes | Noop,
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)

@@ -56,7 +56,7 @@ def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
     if (
         not isinstance(key, list)
         or len(key) != len(shape)
-        or not all(type(part) is kind for part, kind in zip(key, shape))  # bool is no int here
+        or not all(type(part) is kind for part, kind in zip(key, shape, strict=True))  # bool is no int here
     ):
         raise InvalidCursor("next is not a cursor this list handed out")
     return key

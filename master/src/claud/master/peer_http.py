@@ -28,8 +28,8 @@ import asyncio
 import ssl
 import time
 
-from claud.daemon.addresses import parse_host_port
 from claud.api.protocol import JSON_CONTENT_TYPE
+from claud.daemon.addresses import parse_host_port
 
 #: A connection unused this long is replaced rather than reused: the server
 #: closes idle ones (uvicorn after 5 s), and a request written into a socket
@@ -52,7 +52,7 @@ class PeerHttpError(Exception):
 
 
 class PeerResponse:
-    __slots__ = ("status", "body")
+    __slots__ = ("body", "status")
 
     def __init__(self, status: int, body: bytes) -> None:
         self.status, self.body = status, body
@@ -76,17 +76,18 @@ class PeerConnection:
         self._sent = False
 
     async def post(
-        self, address: str, path: str, body: bytes, timeout: float, headers: dict[str, str] | None = None
+        self, address: str, path: str, body: bytes, timeout: float,  # noqa: ASYNC109 - expiry closes the connection
+        headers: dict[str, str] | None = None,
     ) -> PeerResponse:
         """POST a JSON ``body``; a failure of any kind closes the connection, so the next call starts clean."""
         return await self._request("POST", address, path, body, timeout, headers)
 
-    async def get(self, address: str, path: str, timeout: float) -> PeerResponse:
+    async def get(self, address: str, path: str, timeout: float) -> PeerResponse:  # noqa: ASYNC109 - as post
         """GET ``path`` (no body); fails like :meth:`post`."""
         return await self._request("GET", address, path, None, timeout, None)
 
     async def _request(
-        self, method: str, address: str, path: str, body: bytes | None, timeout: float,
+        self, method: str, address: str, path: str, body: bytes | None, timeout: float,  # noqa: ASYNC109 - as post
         headers: dict[str, str] | None,
     ) -> PeerResponse:
         self._sent = False

@@ -16,6 +16,7 @@ by name with :meth:`ReplicatedLog.subscribe_applied` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -25,12 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from claud.daemon.logfmt import log_event
+from claud.daemon.waits import within
 from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
 from claud.master.raft_messages import Message
 from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
-from claud.master.storage import Entry, LogStore, Snapshot
+from claud.master.storage import Entry, HardState, LogStore, Snapshot
 from claud.master.transport import LeaderUnavailable, MasterTransport, NotCommitted, OutcomeUnknown
 
 log = logging.getLogger("claud.master.replication")
@@ -109,7 +111,9 @@ class ReplicatedLog:
                   jobs=len(self.state.jobs), nodes=len(self.state.nodes),
                   ms=round((time.perf_counter() - started) * 1000))
         self.core = RaftCore(
-            RaftConfig(id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS),
+            RaftConfig(
+                id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS
+            ),
             random.Random(),
             store.hard_state(),
             snapshot,
@@ -119,7 +123,8 @@ class ReplicatedLog:
         )
         self._stopping = False
         self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
-        self._forwarders = 0
+        # Held here, not only by the loop, which keeps just a weak reference to a task.
+        self._forwarders: set[asyncio.Task[None]] = set()
         self._warmup: asyncio.Task[None] | None = None
         self._saving: asyncio.Task[None] | None = None
         self._warmups_done = 0
@@ -202,7 +207,8 @@ class ReplicatedLog:
     @property
     def leader_ready(self) -> bool:
         """Leader, and its own first entry has been applied (§5.4.2): safe to act on the tables."""
-        return self.is_leader and self.leadership_index is not None and self.state.applied_index >= self.leadership_index
+        index = self.leadership_index
+        return self.is_leader and index is not None and self.state.applied_index >= index
 
     def match_indexes(self) -> dict[int, int]:
         return self.core.match_indexes() if self.is_leader else {}
@@ -229,7 +235,7 @@ class ReplicatedLog:
         self._waiting[entry.index] = (entry.term, fut)
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(fut, self._propose_timeout)
+            return await within(self._propose_timeout, fut)
         except TimeoutError:
             raise OutcomeUnknown(
                 f"entry {entry.index} was not committed within {self._propose_timeout:g}s; it may still commit"
@@ -241,9 +247,9 @@ class ReplicatedLog:
             raise LeaderUnavailable("no leader elected")
         fut: asyncio.Future[tuple[Outcome, int]] = asyncio.get_running_loop().create_future()
         self._forward_queue.append((op, fut))
-        if self._forwarders < MAX_FORWARDS_IN_FLIGHT:
-            self._forwarders += 1
-            asyncio.create_task(self._forward_batches())
+        if len(self._forwarders) < MAX_FORWARDS_IN_FLIGHT:
+            task = asyncio.create_task(self._forward_batches())
+            self._forwarders.add(task)
         outcome, index = await fut
         # Read-your-writes on this master too: wait until it has applied the entry.
         await self.wait_applied(index, self._propose_timeout)
@@ -261,12 +267,12 @@ class ReplicatedLog:
                     results, index = await self._transport.forward(
                         leader_id, [op for op, _ in batch], self._propose_timeout + 1
                     )
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - handed to each waiting writer, which decides
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                for (_, fut), result in zip(batch, results):
+                for (_, fut), result in zip(batch, results, strict=True):  # the transport pads
                     if fut.done():
                         continue
                     if isinstance(result, Exception):
@@ -274,19 +280,19 @@ class ReplicatedLog:
                     else:
                         fut.set_result((result, index))
         finally:
-            self._forwarders -= 1
+            # Here, not in a done callback: a write queued after the loop ended but
+            # before a callback ran would find every forwarder slot taken, and wait forever.
+            self._forwarders.discard(asyncio.current_task())
 
-    async def wait_applied(self, index: int, timeout: float) -> None:
+    async def wait_applied(self, index: int, timeout: float) -> None:  # noqa: ASYNC109 - expiry is OutcomeUnknown
         deadline = time.monotonic() + timeout
         while self.state.applied_index < index:
             if time.monotonic() > deadline:
                 raise OutcomeUnknown(f"entry {index} committed but not yet applied on master {self.master_id}")
             fut = asyncio.get_running_loop().create_future()
             self._applied_waiters.append(fut)
-            try:
-                await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await within(max(0.0, deadline - time.monotonic()), fut)
 
     def receive(self, messages: list[Message]) -> None:
         """Queue a batch of messages (decoded by the transport) for the core."""
@@ -363,9 +369,9 @@ class ReplicatedLog:
         self.core.advance(rd)
         if applied_any:
             waiters, self._applied_waiters = self._applied_waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             now = time.monotonic()
             if now - self._commit_saved_at >= COMMIT_INDEX_SAVE_INTERVAL:
                 # Only a hint for a faster restart, so it need not cost an fsync per batch.
@@ -393,7 +399,7 @@ class ReplicatedLog:
                 exc.add_note(f"in the applied subscriber {name!r}")
                 raise
 
-    def _persist(self, snapshot: Snapshot | None, hard_state, entries: list[Entry]) -> None:
+    def _persist(self, snapshot: Snapshot | None, hard_state: HardState | None, entries: list[Entry]) -> None:
         if snapshot is not None:
             self._store.save_snapshot(snapshot, replace_log=True)
         if hard_state is not None:
@@ -430,13 +436,17 @@ class ReplicatedLog:
         background, so the loop goes on replicating; compact the log once stored."""
         index = self.state.applied_index
         term = self.core.term_at(index)
+        # Applied means committed, and a snapshot never covers more than is applied.
+        assert term is not None, f"no term for applied entry {index}"
         started = time.perf_counter()
         # The only part on the event loop: it encodes the rows changed since the last snapshot.
         parts = self.state.snapshot_parts()
         encode_ms = round((time.perf_counter() - started) * 1000)
         self._snapshot_index = index
         self._warmups_done = 0
-        self._saving = asyncio.create_task(self._save_snapshot(index, term, parts, started, encode_ms), name="snapshot-save")
+        self._saving = asyncio.create_task(
+            self._save_snapshot(index, term, parts, started, encode_ms), name="snapshot-save"
+        )
 
     async def _save_snapshot(self, index: int, term: int, parts: SnapshotParts, started: float, encode_ms: int) -> None:
         def join_and_store() -> tuple[Snapshot, bool]:
@@ -445,7 +455,7 @@ class ReplicatedLog:
 
         try:
             snapshot, saved = await asyncio.to_thread(join_and_store)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any disk trouble stops this master (fail-stop)
             fail_stop("snapshot.failed", exc, index=index)
         finally:
             self._saving = None

@@ -21,7 +21,6 @@ from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.master.scheduler import Strategy
 
-
 #: What a fencing slave needs beyond the grace to issue every stop and have
 #: Docker act on it (the stop fan-out), seconds; part of the start-up invariant.
 FENCE_FANOUT_MARGIN = 1.0

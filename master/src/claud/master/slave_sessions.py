@@ -23,6 +23,7 @@ from datetime import datetime
 
 from claud.api import Assignments, Heartbeat, HostUsage, NodeState
 from claud.daemon.logfmt import log_event
+from claud.daemon.waits import wait_set
 from claud.master import ops
 from claud.master.ops import utcnow
 from claud.master.replication import ReplicatedLog
@@ -92,7 +93,8 @@ class SlaveSessions:
     def _require_leader(self) -> None:
         if not self._replicated.leader_ready:
             leader_id = self._replicated.leader_id
-            raise NotLeader(leader_id if leader_id != self._replicated.master_id else None, self._replicated.leader_address)
+            known = leader_id if leader_id != self._replicated.master_id else None
+            raise NotLeader(known, self._replicated.leader_address)
 
     async def heartbeat(self, hb: Heartbeat) -> Assignments:
         self._require_leader()
@@ -150,9 +152,7 @@ class SlaveSessions:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                await asyncio.wait_for(self._applied.wait(), remaining)
-            except TimeoutError:
+            if not await wait_set(self._applied, remaining):
                 break
         self._require_leader()  # leadership may have moved while this watch waited
         return self.assignments(slave_id)

@@ -67,17 +67,18 @@ class _Row(BaseModel):
 
     # The kept encoding is read and cleared through ``__pydantic_private__``
     # directly: pydantic's attribute hooks cost more than the lookup itself,
-    # and a snapshot does one per row.
+    # and a snapshot does one per row. (Typed ``| None``, it is always a dict
+    # on a model that declares a private attribute.)
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        self.__pydantic_private__["_encoded"] = None
+        self.__pydantic_private__["_encoded"] = None  # type: ignore[index]
 
     def touch(self) -> None:
-        self.__pydantic_private__["_encoded"] = None
+        self.__pydantic_private__["_encoded"] = None  # type: ignore[index]
 
     def encoded(self) -> str:
-        private = self.__pydantic_private__
-        kept = private["_encoded"]
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        kept: str | None = private["_encoded"]
         if kept is None:
             kept = private["_encoded"] = self.model_dump_json()
         return kept
@@ -237,10 +238,11 @@ class StateMachine:
         if handler is None:
             return self._reject(index, "unknown_operation", ValueError(f"no such operation {op.kind!r}"))
         try:
-            return handler(op)
+            outcome: Outcome = handler(op)
+            return outcome
         except (MemoryError, RecursionError):
             raise  # not a verdict on the entry: it could differ between masters; fail-stop
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - apply never raises: the entry is rejected alike everywhere
             # A bug: the handlers compute before they assign, so this should never
             # happen. Every master meets the same exception at the same point; the
             # indexes are rebuilt from the rows just as a snapshot restore would.
@@ -409,7 +411,8 @@ class StateMachine:
         node.runtime_healthy, node.runtime_error = op.healthy, error
         if flipped:
             self._node_change(
-                node, op.at, "container engine answers again" if op.healthy else f"container engine does not answer: {error}"
+                node, op.at,
+                "container engine answers again" if op.healthy else f"container engine does not answer: {error}",
             )
         if op.healthy:
             self.capacity_epoch += 1

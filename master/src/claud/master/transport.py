@@ -29,8 +29,8 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from claud.daemon.logfmt import log_event
 from claud.api.protocol import PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
+from claud.daemon.logfmt import log_event
 from claud.master import ops, strict_json
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
@@ -223,7 +223,9 @@ class MasterTransport(Protocol):
     def reachable(self, peer_id: int) -> bool:
         """Whether the last batch sent to ``peer_id`` was answered."""
 
-    async def forward(self, leader_id: int, batch: list[ops.Operation], timeout: float) -> tuple[list[Outcome | Exception], int]:
+    async def forward(
+        self, leader_id: int, batch: list[ops.Operation], timeout: float,  # noqa: ASYNC109 - the request's own budget
+    ) -> tuple[list[Outcome | Exception], int]:
         """Send writes to the leader in one request: an outcome or refusal each, and the leader's commit index."""
 
     async def resolve_peers(self, addresses: list[str]) -> None:
@@ -262,7 +264,9 @@ class HttpTransport:
         link = self._links.get(peer_id)
         return link.reachable if link else False
 
-    async def forward(self, leader_id: int, batch: list[ops.Operation], timeout: float) -> tuple[list[Outcome | Exception], int]:
+    async def forward(
+        self, leader_id: int, batch: list[ops.Operation], timeout: float,  # noqa: ASYNC109 - the request's own budget
+    ) -> tuple[list[Outcome | Exception], int]:
         address = self._directory.address(leader_id)
         if address is None or leader_id == self._directory.self_id:
             raise LeaderUnavailable("no leader elected")

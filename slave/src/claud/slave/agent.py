@@ -26,7 +26,6 @@ benchmark can run hundreds of them (with the simulated runtime) in one process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -41,6 +40,7 @@ from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE, RuntimeHealth
 from claud.daemon.addresses import outgoing_address, parse_host_port
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
 from claud.daemon.logfmt import log_event
+from claud.daemon.waits import wait_set, within
 from claud.slave.fencing import (
     FencedLog,
     LeaseRecord,
@@ -83,19 +83,6 @@ class _Throttle:
         suppressed = self.suppressed
         self.failing, self.suppressed, self._next = False, 0, 0.0
         return suppressed
-
-
-async def _wait(event: asyncio.Event, timeout: float | None) -> None:
-    """Until ``event`` is set or ``timeout`` seconds pass, whichever is first.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
-    arrives as the wait ends (cpython#86296), and a loop that survives its
-    cancel makes ``Agent.stop()`` wait forever (seen in the lease loop, whose
-    timeouts can be a millisecond). ``asyncio.timeout`` passes it on.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await event.wait()
 
 
 def _signature(statuses: list[AllocationStatus]) -> frozenset[tuple[Any, ...]]:
@@ -404,7 +391,7 @@ class Agent:
                 self._master_ok()
                 self._apply(assignments, sent_at)
             delay = self._heartbeat_interval - (boottime() - sent_at)
-            await _wait(self._heartbeat_wanted, max(0.0, delay))
+            await wait_set(self._heartbeat_wanted, max(0.0, delay))
 
     async def _watch_loop(self) -> None:
         backoff = self.settings.retry_min
@@ -454,7 +441,7 @@ class Agent:
                 raise
             except Exception:  # a bug must not end the loop that enforces the lease
                 logger.exception("reconcile pass failed")
-            await _wait(self._reconcile_wanted, self.settings.reconcile_interval)
+            await wait_set(self._reconcile_wanted, self.settings.reconcile_interval)
 
     async def _lease_loop(self) -> None:
         """Fence the moment the lease ends: nothing else this agent waits for may delay it."""
@@ -462,7 +449,7 @@ class Agent:
             self._lease_changed.clear()
             self._check_lease()
             timeout = None if self._fenced else max(0.0, self._lease.remaining(boottime())) + 0.001
-            await _wait(self._lease_changed, timeout)
+            await wait_set(self._lease_changed, timeout)
 
     # --- one reconcile pass ---
 
@@ -639,7 +626,7 @@ class Agent:
     async def _fence_sweep(self) -> None:
         """Whatever runs under this slave's label that the last observation missed."""
         try:
-            found = await asyncio.wait_for(self.runtime.running(), timeout=self.settings.docker_timeout)
+            found = await within(self.settings.docker_timeout, self.runtime.running())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reconcile passes keep trying
@@ -698,7 +685,9 @@ class Agent:
                 exc.message if isinstance(exc, StartFailed) else f"could not start on slave {self.settings.id}: {exc}"
             )
             self._start_failures[alloc.alloc_id] = message
-            log_event(logger, "container.failed", logging.WARNING, job=alloc.job_id, alloc=alloc.alloc_id, reason=message)
+            log_event(
+                logger, "container.failed", logging.WARNING, job=alloc.job_id, alloc=alloc.alloc_id, reason=message
+            )
         else:
             self._launched.add(alloc.alloc_id)
             if observed.phase is Phase.RUNNING:
