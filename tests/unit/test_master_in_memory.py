@@ -58,9 +58,9 @@ def test_heartbeat_commit_watch(tmp_path: Path) -> None:
         try:
             # A heartbeat commits the slave's registration before it is answered.
             answer = await master.slaves.heartbeat(heartbeat())
-            assert master.state.nodes[SLAVE].state == NodeState.ALIVE
+            assert master.state.slaves[SLAVE].state == NodeState.ALIVE
             assert (answer.leader_id, answer.allocations, answer.term) == (1, [], master.term)
-            assert answer.version == master.state.node_versions.get(SLAVE, 0)
+            assert answer.version == master.state.slave_versions.get(SLAVE, 0)
             assert (await first_event)["id"] == SLAVE  # published on the event stream once committed
 
             # A watch on that version waits; a submit, placed by the leader's scheduler, wakes it.

@@ -12,6 +12,7 @@ import inspect
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -19,18 +20,26 @@ from hypothesis import strategies as st
 
 from claud.master import scheduler
 from claud.master.scheduler import (
-    NodeCapacity,
     PendingJob,
     Plan,
+    SlaveCapacity,
     Strategy,
     cpu_millis,
     fits,
-    reserve,
     schedule,
 )
 
 
-def node(
+def reserve(slave: SlaveCapacity, job: PendingJob) -> SlaveCapacity:
+    """``slave`` with ``job``'s resources added, as the leader's re-check replays a plan."""
+    return replace(
+        slave,
+        cpu_reserved=(cpu_millis(slave.cpu_reserved) + cpu_millis(job.cpu)) / 1000,
+        memory_mb_reserved=slave.memory_mb_reserved + job.memory_mb,
+    )
+
+
+def slave(
     id: str,
     cpu: float = 4.0,
     mem: int = 4096,
@@ -39,8 +48,8 @@ def node(
     mem_reserved: int = 0,
     labels: Mapping[str, str] | None = None,
     schedulable: bool = True,
-) -> NodeCapacity:
-    return NodeCapacity(id, labels or {}, cpu, mem, cpu_reserved, mem_reserved, schedulable)
+) -> SlaveCapacity:
+    return SlaveCapacity(id, labels or {}, cpu, mem, cpu_reserved, mem_reserved, schedulable)
 
 
 def job(id: str, cpu: float = 1.0, mem: int = 256, **constraints: str) -> PendingJob:
@@ -48,16 +57,16 @@ def job(id: str, cpu: float = 1.0, mem: int = 256, **constraints: str) -> Pendin
 
 
 def where(plan: Plan) -> dict[str, str]:
-    return {p.job_id: p.node_id for p in plan.placements}
+    return {p.job_id: p.slave_id for p in plan.placements}
 
 
-def apply(nodes: Sequence[NodeCapacity], jobs: Sequence[PendingJob], plan: Plan) -> list[NodeCapacity]:
+def apply(slaves: Sequence[SlaveCapacity], jobs: Sequence[PendingJob], plan: Plan) -> list[SlaveCapacity]:
     """The slaves as the leader would see them after committing ``plan``."""
     by_job = {j.id: j for j in jobs}
-    state = {n.id: n for n in nodes}
+    state = {n.id: n for n in slaves}
     for placement in plan.placements:
-        state[placement.node_id] = reserve(state[placement.node_id], by_job[placement.job_id])
-    return [state[n.id] for n in nodes]
+        state[placement.slave_id] = reserve(state[placement.slave_id], by_job[placement.job_id])
+    return [state[n.id] for n in slaves]
 
 
 # --- units ----------------------------------------------------------------
@@ -73,18 +82,18 @@ def test_cpu_millis_rounds_to_the_nearest_millicore() -> None:
 
 
 def test_float_drift_never_refuses_a_job_that_exactly_fills_a_slave() -> None:
-    slaves = [node("s1", cpu=0.3, mem=300)]
+    slaves = [slave("s1", cpu=0.3, mem=300)]
     jobs = [job(f"j{i}", cpu=0.1, mem=100) for i in range(3)]
     plan = schedule(slaves, jobs)
     assert len(plan.placements) == 3 and not plan.unplaced
     # A reservation summed in floats (0.7000000000000001) still leaves 0.3.
-    drifted = node("s1", cpu=1.0, cpu_reserved=sum([0.1] * 7))
+    drifted = slave("s1", cpu=1.0, cpu_reserved=sum([0.1] * 7))
     assert fits(drifted, job("j", cpu=0.3))
     assert not fits(drifted, job("j", cpu=0.301))
 
 
 def test_reserve_adds_exactly() -> None:
-    n = node("s1", cpu=1.0, mem=1000)
+    n = slave("s1", cpu=1.0, mem=1000)
     for _ in range(10):
         n = reserve(n, job("j", cpu=0.1, mem=100))
     assert n.cpu_reserved == 1.0 and n.memory_mb_reserved == 1000
@@ -96,32 +105,32 @@ def test_reserve_adds_exactly() -> None:
 
 
 def test_binpack_fills_the_fullest_slave_first() -> None:
-    slaves = [node("s1"), node("s2", cpu_reserved=2.0, mem_reserved=2048)]
+    slaves = [slave("s1"), slave("s2", cpu_reserved=2.0, mem_reserved=2048)]
     plan = schedule(slaves, [job("a", cpu=1), job("b", cpu=1), job("c", cpu=1)])
     # s2 is half full, so it takes jobs until its two free cores are gone.
     assert where(plan) == {"a": "s2", "b": "s2", "c": "s1"}
 
 
 def test_binpack_prefers_the_small_slave_so_the_big_one_stays_free() -> None:
-    slaves = [node("big", cpu=16, mem=65536), node("small", cpu=2, mem=2048)]
+    slaves = [slave("big", cpu=16, mem=65536), slave("small", cpu=2, mem=2048)]
     plan = schedule(slaves, [job("a", cpu=1, mem=512)])
     assert where(plan) == {"a": "small"}
 
 
 def test_spread_evens_the_load() -> None:
-    slaves = [node("s1"), node("s2"), node("s3")]
+    slaves = [slave("s1"), slave("s2"), slave("s3")]
     jobs = [job(f"j{i}") for i in range(6)]
     plan = schedule(slaves, jobs, Strategy.SPREAD)
     assert where(plan) == {"j0": "s1", "j1": "s2", "j2": "s3", "j3": "s1", "j4": "s2", "j5": "s3"}
 
 
 def test_spread_prefers_the_least_utilised_slave() -> None:
-    slaves = [node("s1", cpu_reserved=3.0), node("s2", cpu_reserved=1.0), node("s3", cpu_reserved=2.0)]
+    slaves = [slave("s1", cpu_reserved=3.0), slave("s2", cpu_reserved=1.0), slave("s3", cpu_reserved=2.0)]
     assert where(schedule(slaves, [job("a")], Strategy.SPREAD)) == {"a": "s2"}
 
 
 def test_strategy_accepts_its_string_value() -> None:
-    slaves = [node("s1"), node("s2")]
+    slaves = [slave("s1"), slave("s2")]
     jobs = [job("a"), job("b")]
     by_name = schedule(slaves, jobs, "spread")
     assert by_name == schedule(slaves, jobs, Strategy.SPREAD)
@@ -131,26 +140,26 @@ def test_strategy_accepts_its_string_value() -> None:
 
 @pytest.mark.parametrize("strategy", list(Strategy))
 def test_ties_go_to_the_lowest_id_whatever_the_input_order(strategy: Strategy) -> None:
-    slaves = [node("s3"), node("s1"), node("s2")]
+    slaves = [slave("s3"), slave("s1"), slave("s2")]
     assert where(schedule(slaves, [job("a")], strategy)) == {"a": "s1"}
     assert where(schedule(list(reversed(slaves)), [job("a")], strategy)) == {"a": "s1"}
 
 
 def test_reservations_earlier_in_the_plan_count_for_later_jobs() -> None:
-    plan = schedule([node("s1", cpu=4)], [job("a", cpu=3), job("b", cpu=3)])
+    plan = schedule([slave("s1", cpu=4)], [job("a", cpu=3), job("b", cpu=3)])
     assert where(plan) == {"a": "s1"}
     assert plan.unplaced == {"b": "no slave with 3.0 free cpu; best: s1 with 1.0"}
 
 
 def test_jobs_are_served_in_the_given_order() -> None:
     # The older job takes the only room even though the younger one is smaller.
-    plan = schedule([node("s1", cpu=2)], [job("old", cpu=2), job("young", cpu=1)])
+    plan = schedule([slave("s1", cpu=2)], [job("old", cpu=2), job("young", cpu=1)])
     assert where(plan) == {"old": "s1"}
     assert list(plan.unplaced) == ["young"]
 
 
 def test_zero_sized_job_goes_anywhere_schedulable() -> None:
-    plan = schedule([node("s1", cpu=1, cpu_reserved=1, mem=1, mem_reserved=1)], [job("a", cpu=0, mem=0)])
+    plan = schedule([slave("s1", cpu=1, cpu_reserved=1, mem=1, mem_reserved=1)], [job("a", cpu=0, mem=0)])
     assert where(plan) == {"a": "s1"}
 
 
@@ -159,19 +168,19 @@ def test_zero_sized_job_goes_anywhere_schedulable() -> None:
 
 def test_constraints_pick_the_labelled_slave() -> None:
     slaves = [
-        node("s1", labels={"zone": "a"}, cpu_reserved=3.0),
-        node("s2", labels={"zone": "b", "disk": "ssd"}),
+        slave("s1", labels={"zone": "a"}, cpu_reserved=3.0),
+        slave("s2", labels={"zone": "b", "disk": "ssd"}),
     ]
     plan = schedule(slaves, [job("a", zone="b", disk="ssd"), job("b", zone="a")])
     assert where(plan) == {"a": "s2", "b": "s1"}
 
 
 def test_unschedulable_slaves_get_nothing() -> None:
-    slaves = [node("s1", schedulable=False), node("s2", cpu_reserved=3.5)]
+    slaves = [slave("s1", schedulable=False), slave("s2", cpu_reserved=3.5)]
     plan = schedule(slaves, [job("a", cpu=0.5), job("b", cpu=0.5)])
     assert where(plan) == {"a": "s2"}
     assert plan.unplaced == {"b": "no slave with 0.5 free cpu; best: s2 with 0.0"}
-    assert not fits(node("s1", schedulable=False), job("a"))
+    assert not fits(slave("s1", schedulable=False), job("a"))
 
 
 def test_no_slaves_at_all() -> None:
@@ -179,24 +188,24 @@ def test_no_slaves_at_all() -> None:
 
 
 def test_all_slaves_draining() -> None:
-    plan = schedule([node("s1", schedulable=False), node("s2", schedulable=False)], [job("a")])
+    plan = schedule([slave("s1", schedulable=False), slave("s2", schedulable=False)], [job("a")])
     assert plan.unplaced == {"a": "no schedulable slaves (2 known, all down or draining)"}
 
 
 def test_no_jobs_no_plan() -> None:
-    assert schedule([node("s1")], []) == Plan((), {})
+    assert schedule([slave("s1")], []) == Plan((), {})
 
 
 # --- reasons ----------------------------------------------------------------
 
 
 def test_reason_constraints_match_nothing() -> None:
-    plan = schedule([node("s1", labels={"zone": "a"})], [job("a", zone="b", disk="ssd")])
+    plan = schedule([slave("s1", labels={"zone": "a"})], [job("a", zone="b", disk="ssd")])
     assert plan.unplaced == {"a": "no slave matches constraints disk=ssd,zone=b"}
 
 
 def test_reason_only_draining_slaves_match_the_constraints() -> None:
-    slaves = [node("s1", labels={"zone": "a"}), node("s2", labels={"zone": "b"}, schedulable=False)]
+    slaves = [slave("s1", labels={"zone": "a"}), slave("s2", labels={"zone": "b"}, schedulable=False)]
     plan = schedule(slaves, [job("a", zone="b")])
     assert plan.unplaced == {
         "a": "no schedulable slave matches constraints zone=b; matching but down or draining: s2"
@@ -204,23 +213,23 @@ def test_reason_only_draining_slaves_match_the_constraints() -> None:
 
 
 def test_reason_short_of_cpu_keeps_fractions() -> None:
-    slaves = [node("s1", cpu=1, cpu_reserved=0.75), node("s2", cpu=1, cpu_reserved=0.5)]
+    slaves = [slave("s1", cpu=1, cpu_reserved=0.75), slave("s2", cpu=1, cpu_reserved=0.5)]
     plan = schedule(slaves, [job("a", cpu=0.75)])
     assert plan.unplaced == {"a": "no slave with 0.75 free cpu; best: s2 with 0.5"}
-    plan = schedule([node("s1", cpu=1, cpu_reserved=0.875)], [job("a", cpu=0.25)])
+    plan = schedule([slave("s1", cpu=1, cpu_reserved=0.875)], [job("a", cpu=0.25)])
     assert plan.unplaced == {"a": "no slave with 0.25 free cpu; best: s1 with 0.125"}
 
 
 def test_reason_short_of_memory() -> None:
-    slaves = [node("s1", mem=4096, mem_reserved=3584), node("s2", mem=4096, mem_reserved=4000)]
+    slaves = [slave("s1", mem=4096, mem_reserved=3584), slave("s2", mem=4096, mem_reserved=4000)]
     plan = schedule(slaves, [job("a", mem=2048)])
     assert plan.unplaced == {"a": "no slave with 2048 MiB free memory; best: s1 with 512"}
 
 
 def test_reason_short_of_both_everywhere() -> None:
     slaves = [
-        node("s1", cpu_reserved=2.5, mem_reserved=4000),
-        node("s2", cpu_reserved=3.5, mem_reserved=3584),
+        slave("s1", cpu_reserved=2.5, mem_reserved=4000),
+        slave("s2", cpu_reserved=3.5, mem_reserved=3584),
     ]
     plan = schedule(slaves, [job("a", cpu=4, mem=2048)])
     assert plan.unplaced == {
@@ -229,7 +238,7 @@ def test_reason_short_of_both_everywhere() -> None:
 
 
 def test_reason_each_resource_free_but_not_on_one_slave() -> None:
-    slaves = [node("s1", cpu_reserved=3.0), node("s2", mem_reserved=3584)]
+    slaves = [slave("s1", cpu_reserved=3.0), slave("s2", mem_reserved=3584)]
     plan = schedule(slaves, [job("a", cpu=2, mem=2048)])
     assert plan.unplaced == {
         "a": "no slave has both 2.0 cpu and 2048 MiB free; best: s1 with 1.0 cpu, 4096 MiB"
@@ -237,30 +246,30 @@ def test_reason_each_resource_free_but_not_on_one_slave() -> None:
 
 
 def test_reason_names_the_constraints_when_capacity_is_short() -> None:
-    slaves = [node("s1", labels={"zone": "a"}), node("s2", labels={"zone": "b"}, cpu_reserved=3)]
+    slaves = [slave("s1", labels={"zone": "a"}), slave("s2", labels={"zone": "b"}, cpu_reserved=3)]
     plan = schedule(slaves, [job("a", cpu=2, zone="b")])
     assert plan.unplaced == {"a": "no slave matching zone=b with 2.0 free cpu; best: s2 with 1.0"}
 
 
 def test_reason_larger_than_any_slave_cpu() -> None:
-    plan = schedule([node("s1", cpu=8), node("s2", cpu=2)], [job("a", cpu=64)])
+    plan = schedule([slave("s1", cpu=8), slave("s2", cpu=2)], [job("a", cpu=64)])
     assert plan.unplaced == {"a": "larger than any slave: needs 64.0 cpu, largest has 8.0"}
 
 
 def test_reason_larger_than_any_slave_memory() -> None:
-    plan = schedule([node("s1", mem=2048)], [job("a", mem=4096)])
+    plan = schedule([slave("s1", mem=2048)], [job("a", mem=4096)])
     assert plan.unplaced == {"a": "larger than any slave: needs 4096 MiB memory, largest has 2048"}
 
 
 def test_reason_larger_than_any_slave_both() -> None:
-    plan = schedule([node("s1", cpu=8, mem=2048)], [job("a", cpu=16, mem=4096)])
+    plan = schedule([slave("s1", cpu=8, mem=2048)], [job("a", cpu=16, mem=4096)])
     assert plan.unplaced == {
         "a": "larger than any slave: needs 16.0 cpu and 4096 MiB memory, largest has 8.0 cpu and 2048 MiB"
     }
 
 
 def test_reason_larger_than_any_slave_in_combination() -> None:
-    slaves = [node("cpu", cpu=8, mem=1024), node("mem", cpu=1, mem=8192)]
+    slaves = [slave("cpu", cpu=8, mem=1024), slave("mem", cpu=1, mem=8192)]
     plan = schedule(slaves, [job("a", cpu=4, mem=4096)])
     assert plan.unplaced == {
         "a": "larger than any slave: needs 4.0 cpu with 4096 MiB memory, none has both; "
@@ -269,13 +278,13 @@ def test_reason_larger_than_any_slave_in_combination() -> None:
 
 
 def test_reason_larger_than_the_slaves_matching_the_constraints() -> None:
-    slaves = [node("s1", cpu=16, labels={"zone": "a"}), node("s2", cpu=2, labels={"zone": "b"})]
+    slaves = [slave("s1", cpu=16, labels={"zone": "a"}), slave("s2", cpu=2, labels={"zone": "b"})]
     plan = schedule(slaves, [job("a", cpu=4, zone="b")])
     assert plan.unplaced == {"a": "larger than any slave matching zone=b: needs 4.0 cpu, largest has 2.0"}
 
 
 def test_reason_only_a_draining_slave_is_big_enough() -> None:
-    slaves = [node("s1", cpu=2), node("s2", cpu=16, schedulable=False)]
+    slaves = [slave("s1", cpu=2), slave("s2", cpu=16, schedulable=False)]
     plan = schedule(slaves, [job("a", cpu=4)])
     assert plan.unplaced == {
         "a": "larger than any schedulable slave: needs 4.0 cpu, largest has 2.0; "
@@ -284,14 +293,14 @@ def test_reason_only_a_draining_slave_is_big_enough() -> None:
 
 
 def test_reason_lists_at_most_three_slaves() -> None:
-    slaves = [node(f"s{i}", labels={"gpu": "yes"}, schedulable=False) for i in range(5)] + [node("t")]
+    slaves = [slave(f"s{i}", labels={"gpu": "yes"}, schedulable=False) for i in range(5)] + [slave("t")]
     plan = schedule(slaves, [job("a", gpu="yes")])
     assert plan.unplaced["a"].endswith("down or draining: s0, s1, s2 and 2 more")
 
 
 def test_reason_reflects_the_slaves_as_the_plan_leaves_them() -> None:
     # b fails while s1 still has 2 cores; c then takes one; the reason says 1.
-    plan = schedule([node("s1", cpu=4)], [job("a", cpu=2), job("b", cpu=3), job("c", cpu=1)])
+    plan = schedule([slave("s1", cpu=4)], [job("a", cpu=2), job("b", cpu=3), job("c", cpu=1)])
     assert where(plan) == {"a": "s1", "c": "s1"}
     assert plan.unplaced == {"b": "no slave with 3.0 free cpu; best: s1 with 1.0"}
 
@@ -307,21 +316,21 @@ def test_reason_reflects_the_slaves_as_the_plan_leaves_them() -> None:
 )
 def test_invalid_requests_are_refused_not_trusted(cpu: float, mem: int, text: str) -> None:
     bad = job("bad", cpu=cpu, mem=mem)
-    plan = schedule([node("s1")], [bad, job("ok", cpu=4, mem=4096)])
+    plan = schedule([slave("s1")], [bad, job("ok", cpu=4, mem=4096)])
     assert where(plan) == {"ok": "s1"}
     assert plan.unplaced == {"bad": text}
-    assert not fits(node("s1"), bad)
+    assert not fits(slave("s1"), bad)
 
 
 def test_a_slave_reporting_nan_gets_nothing() -> None:
-    broken = node("s1", cpu=float("nan"))
+    broken = slave("s1", cpu=float("nan"))
     assert not fits(broken, job("a"))
     plan = schedule([broken], [job("a")])
     assert plan.unplaced == {"a": "no schedulable slaves (1 known, all down or draining)"}
 
 
 def test_duplicate_ids_use_the_first_occurrence() -> None:
-    slaves = [node("s1", cpu=1), node("s1", cpu=8)]
+    slaves = [slave("s1", cpu=1), slave("s1", cpu=8)]
     jobs = [job("a", cpu=1), job("a", cpu=1), job("b", cpu=1)]
     plan = schedule(slaves, jobs)
     assert where(plan) == {"a": "s1"}
@@ -330,7 +339,7 @@ def test_duplicate_ids_use_the_first_occurrence() -> None:
 
 def test_unplaced_follows_the_job_order() -> None:
     jobs = [job("x", cpu=64), job("y", cpu=-1), job("z", cpu=64)]
-    assert list(schedule([node("s1")], jobs).unplaced) == ["x", "y", "z"]
+    assert list(schedule([slave("s1")], jobs).unplaced) == ["x", "y", "z"]
 
 
 def test_the_module_stays_pure() -> None:
@@ -369,7 +378,7 @@ RESERVED_MEMS = st.one_of(
 
 
 @st.composite
-def slaves(draw: st.DrawFn) -> list[NodeCapacity]:
+def slaves(draw: st.DrawFn) -> list[SlaveCapacity]:
     count = draw(st.integers(min_value=0, max_value=8))
     out = []
     for i in range(count):
@@ -382,7 +391,7 @@ def slaves(draw: st.DrawFn) -> list[NodeCapacity]:
         schedulable = draw(st.sampled_from([True, True, True, False]))
         labels = draw(LABELS)
         out.append(
-            NodeCapacity(f"s{i}", labels, cpu_total, mem_total, cpu_reserved, mem_reserved, schedulable)
+            SlaveCapacity(f"s{i}", labels, cpu_total, mem_total, cpu_reserved, mem_reserved, schedulable)
         )
     return draw(st.permutations(out))
 
@@ -399,9 +408,9 @@ PROPERTY = settings(max_examples=250, deadline=None)
 @PROPERTY
 @given(slaves(), pending(), st.sampled_from(list(Strategy)))
 def test_every_job_is_accounted_for_exactly_once(
-    nodes: list[NodeCapacity], jobs: list[PendingJob], strategy: Strategy
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy
 ) -> None:
-    plan = schedule(nodes, jobs, strategy)
+    plan = schedule(slaves, jobs, strategy)
     placed = [p.job_id for p in plan.placements]
     assert Counter(placed + list(plan.unplaced)) == Counter(j.id for j in jobs)
     assert placed == [j.id for j in jobs if j.id in set(placed)]  # oldest first
@@ -411,17 +420,17 @@ def test_every_job_is_accounted_for_exactly_once(
 @PROPERTY
 @given(slaves(), pending(), st.sampled_from(list(Strategy)))
 def test_never_over_commit_a_slave(
-    nodes: list[NodeCapacity], jobs: list[PendingJob], strategy: Strategy
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy
 ) -> None:
-    plan = schedule(nodes, jobs, strategy)
+    plan = schedule(slaves, jobs, strategy)
     by_job = {j.id: j for j in jobs}
     extra_cpu: Counter[str] = Counter()
     extra_mem: Counter[str] = Counter()
     for p in plan.placements:
-        extra_cpu[p.node_id] += cpu_millis(by_job[p.job_id].cpu)
-        extra_mem[p.node_id] += by_job[p.job_id].memory_mb
-    for n in nodes:
-        if n.id in {p.node_id for p in plan.placements}:
+        extra_cpu[p.slave_id] += cpu_millis(by_job[p.job_id].cpu)
+        extra_mem[p.slave_id] += by_job[p.job_id].memory_mb
+    for n in slaves:
+        if n.id in {p.slave_id for p in plan.placements}:
             assert cpu_millis(n.cpu_reserved) + extra_cpu[n.id] <= cpu_millis(n.cpu_total)
             assert n.memory_mb_reserved + extra_mem[n.id] <= n.memory_mb_total
 
@@ -429,13 +438,13 @@ def test_never_over_commit_a_slave(
 @PROPERTY
 @given(slaves(), pending(), st.sampled_from(list(Strategy)))
 def test_constraints_and_schedulability_are_never_violated(
-    nodes: list[NodeCapacity], jobs: list[PendingJob], strategy: Strategy
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy
 ) -> None:
-    plan = schedule(nodes, jobs, strategy)
-    by_node = {n.id: n for n in nodes}
+    plan = schedule(slaves, jobs, strategy)
+    by_node = {n.id: n for n in slaves}
     by_job = {j.id: j for j in jobs}
     for p in plan.placements:
-        n, j = by_node[p.node_id], by_job[p.job_id]
+        n, j = by_node[p.slave_id], by_job[p.job_id]
         assert n.schedulable
         assert all(n.labels.get(k) == v for k, v in j.constraints.items())
 
@@ -443,10 +452,10 @@ def test_constraints_and_schedulability_are_never_violated(
 @PROPERTY
 @given(slaves(), pending(), st.sampled_from(list(Strategy)))
 def test_no_job_waits_while_a_slave_has_room_for_it(
-    nodes: list[NodeCapacity], jobs: list[PendingJob], strategy: Strategy
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy
 ) -> None:
-    plan = schedule(nodes, jobs, strategy)
-    after = apply(nodes, jobs, plan)
+    plan = schedule(slaves, jobs, strategy)
+    after = apply(slaves, jobs, plan)
     for j in jobs:
         if j.id in plan.unplaced:
             assert not any(fits(n, j) for n in after), plan.unplaced[j.id]
@@ -455,11 +464,11 @@ def test_no_job_waits_while_a_slave_has_room_for_it(
 @PROPERTY
 @given(slaves(), pending(), st.sampled_from(list(Strategy)), st.randoms(use_true_random=False))
 def test_deterministic_and_blind_to_slave_order(
-    nodes: list[NodeCapacity], jobs: list[PendingJob], strategy: Strategy, rnd: random.Random
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy, rnd: random.Random
 ) -> None:
-    plan = schedule(nodes, jobs, strategy)
-    assert schedule(list(nodes), list(jobs), strategy) == plan
-    shuffled = list(nodes)
+    plan = schedule(slaves, jobs, strategy)
+    assert schedule(list(slaves), list(jobs), strategy) == plan
+    shuffled = list(slaves)
     rnd.shuffle(shuffled)
     assert schedule(shuffled, jobs, strategy) == plan
 
@@ -467,24 +476,24 @@ def test_deterministic_and_blind_to_slave_order(
 @PROPERTY
 @given(slaves(), pending(), st.sampled_from(list(Strategy)))
 def test_the_leaders_recheck_accepts_the_plan(
-    nodes: list[NodeCapacity], jobs: list[PendingJob], strategy: Strategy
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy
 ) -> None:
     """Replaying the plan with fits + reserve, as the leader does, never refuses a step."""
-    plan = schedule(nodes, jobs, strategy)
-    state = {n.id: n for n in nodes}
+    plan = schedule(slaves, jobs, strategy)
+    state = {n.id: n for n in slaves}
     by_job = {j.id: j for j in jobs}
     for p in plan.placements:
-        assert fits(state[p.node_id], by_job[p.job_id])
-        state[p.node_id] = reserve(state[p.node_id], by_job[p.job_id])
+        assert fits(state[p.slave_id], by_job[p.job_id])
+        state[p.slave_id] = reserve(state[p.slave_id], by_job[p.job_id])
 
 
 @PROPERTY
 @given(slaves(), CPUS, MEMS, CONSTRAINTS, st.sampled_from(list(Strategy)))
 def test_fits_agrees_with_schedule(
-    nodes: list[NodeCapacity], cpu: float, mem: int, constraints: dict[str, str], strategy: Strategy
+    slaves: list[SlaveCapacity], cpu: float, mem: int, constraints: dict[str, str], strategy: Strategy
 ) -> None:
     j = PendingJob("j", cpu, mem, constraints)
-    for n in nodes:
+    for n in slaves:
         placed = bool(schedule([n], [j], strategy).placements)
         assert placed == fits(n, j)
         free_cpu = cpu_millis(n.cpu_total) - cpu_millis(n.cpu_reserved)
@@ -497,17 +506,17 @@ def test_fits_agrees_with_schedule(
         )
         assert fits(n, j) == expected
     # Across all slaves: placed exactly when some slave fits.
-    assert bool(schedule(nodes, [j], strategy).placements) == any(fits(n, j) for n in nodes)
+    assert bool(schedule(slaves, [j], strategy).placements) == any(fits(n, j) for n in slaves)
 
 
 @PROPERTY
 @given(slaves(), pending())
 def test_binpack_and_spread_choose_among_the_same_slaves(
-    nodes: list[NodeCapacity], jobs: list[PendingJob]
+    slaves: list[SlaveCapacity], jobs: list[PendingJob]
 ) -> None:
     """The strategy only ranks slaves with room; a single job is placed by both or neither."""
     for j in jobs:
-        a = schedule(nodes, [j], Strategy.BINPACK)
-        b = schedule(nodes, [j], Strategy.SPREAD)
+        a = schedule(slaves, [j], Strategy.BINPACK)
+        b = schedule(slaves, [j], Strategy.SPREAD)
         assert bool(a.placements) == bool(b.placements)
         assert a.unplaced == b.unplaced

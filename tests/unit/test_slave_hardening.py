@@ -150,10 +150,10 @@ def test_user_travels_from_the_spec_to_the_slaves_allocation() -> None:
     sm = StateMachine()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     ops_ = [
-        ops.RegisterNode(at=t0, node_id="s1", address="s1:1", labels={}, cpu_total=2, memory_mb_total=1024),
+        ops.RegisterSlave(at=t0, slave_id="s1", address="s1:1", labels={}, cpu_total=2, memory_mb_total=1024),
         ops.SubmitJob(at=t0, job_id="j1", spec=JobSpec(name="j1", image="claud/busybox", user="1234:5678")),
         ops.SubmitJob(at=t0, job_id="j2", spec=JobSpec(name="j2", image="claud/busybox")),
-        ops.ApplyPlan(at=t0, placements=[ops.Placement(job_id=j, node_id="s1") for j in ("j1", "j2")], unplaced={}),
+        ops.ApplyPlan(at=t0, placements=[ops.PlacedJob(job_id=j, slave_id="s1") for j in ("j1", "j2")], unplaced={}),
     ]
     for index, op in enumerate(ops_, 1):
         assert sm.apply(index, op).ok

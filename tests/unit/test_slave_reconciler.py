@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claud.api import Allocation, ContainerState, DesiredState, Resources
-from claud.slave.reconciler import Plan, ReconcileInput, reconcile
+from claud.slave.reconciler import ReconcileInput, ReconcileOutput, reconcile
 from claud.slave.runtime import Observed, Phase
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ def container(
     )
 
 
-def run(desired: list[Allocation] | None, observed: list[Observed], **kw: object) -> Plan:
+def run(desired: list[Allocation] | None, observed: list[Observed], **kw: object) -> ReconcileOutput:
     return reconcile(
         ReconcileInput(
             desired=None if desired is None else {a.alloc_id: a for a in desired},
@@ -62,7 +62,7 @@ def run(desired: list[Allocation] | None, observed: list[Observed], **kw: object
     )
 
 
-def status_of(plan: Plan, alloc_id: str) -> ContainerState:
+def status_of(plan: ReconcileOutput, alloc_id: str) -> ContainerState:
     (status,) = [s for s in plan.statuses if s.alloc_id == alloc_id]
     return status.state
 

@@ -35,10 +35,10 @@ class Driver:
         self.log.append(op)
         return self.sm.apply(len(self.log), op)
 
-    def node(self, node_id: str, cpu: float = 2.0, memory: int = 1024, labels: dict | None = None) -> None:
+    def slave(self, slave_id: str, cpu: float = 2.0, memory: int = 1024, labels: dict | None = None) -> None:
         self.apply(
-            ops.RegisterNode(
-                at=self.now, node_id=node_id, address=f"{node_id}:1", labels=labels or {}, cpu_total=cpu,
+            ops.RegisterSlave(
+                at=self.now, slave_id=slave_id, address=f"{slave_id}:1", labels=labels or {}, cpu_total=cpu,
                 memory_mb_total=memory,
             )
         )
@@ -51,12 +51,12 @@ class Driver:
         return outcome.value[0]
 
     def schedule(self) -> None:
-        nodes, jobs = self.sm.scheduling_snapshot(self.now)
-        plan = schedule(nodes, jobs)
+        slaves, jobs = self.sm.scheduling_snapshot(self.now)
+        plan = schedule(slaves, jobs)
         self.apply(
             ops.ApplyPlan(
                 at=self.now,
-                placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+                placements=[ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id) for p in plan.placements],
                 unplaced=dict(plan.unplaced),
             )
         )
@@ -67,7 +67,7 @@ class Driver:
             alloc_id=job.alloc_id, job_id=job_id, state=state, container_id="c" * 64, exit_code=exit_code,
             message=message,
         )
-        self.apply(ops.ReportAllocations(at=self.now, node_id=job.node_id, statuses=[status]))
+        self.apply(ops.ReportAllocations(at=self.now, slave_id=job.slave_id, statuses=[status]))
 
     def state(self, job_id: str) -> JobState:
         return self.sm.jobs[job_id].state
@@ -79,12 +79,12 @@ def d() -> Driver:
 
 
 def test_batch_job_runs_to_completion_with_an_event_per_transition(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1", command=["true"])
     d.schedule()
     assert d.state("j1") == JobState.SCHEDULED
     job = d.sm.jobs["j1"]
-    assert (job.node_id, job.alloc_id, job.attempts) == ("s1", "j1-1", 1)
+    assert (job.slave_id, job.alloc_id, job.attempts) == ("s1", "j1-1", 1)
     assert [a.alloc_id for a in d.sm.desired_allocations("s1")] == ["j1-1"]
     d.report("j1", ContainerState.STARTING)
     d.report("j1", ContainerState.RUNNING)
@@ -93,11 +93,11 @@ def test_batch_job_runs_to_completion_with_an_event_per_transition(d: Driver) ->
     assert job.exit_code == 0
     assert [e.state for e in job.events] == ["pending", "scheduled", "starting", "running", "completed"]
     assert d.sm.desired_allocations("s1") == []
-    assert d.sm.capacity(d.sm.nodes["s1"]).cpu_reserved == 0
+    assert d.sm.capacity(d.sm.slaves["s1"]).cpu_reserved == 0
 
 
 def test_failed_start_and_nonzero_exit_are_failures(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1")
     d.submit("j2")
     d.schedule()
@@ -109,7 +109,7 @@ def test_failed_start_and_nonzero_exit_are_failures(d: Driver) -> None:
 
 
 def test_on_failure_restarts_up_to_max_retries_with_backoff(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1", restart={"policy": "on-failure", "max_retries": 2})
     for attempt in (1, 2, 3):
         d.schedule()
@@ -126,7 +126,7 @@ def test_on_failure_restarts_up_to_max_retries_with_backoff(d: Driver) -> None:
 
 
 def test_on_failure_does_not_restart_a_success_and_always_does(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("ok", restart={"policy": "on-failure", "max_retries": 5})
     d.submit("svc", type="service", restart={"policy": "always"})
     d.schedule()
@@ -137,7 +137,7 @@ def test_on_failure_does_not_restart_a_success_and_always_does(d: Driver) -> Non
 
 
 def test_stale_reports_from_an_older_attempt_are_ignored(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1", restart={"policy": "always"})
     d.schedule()
     old_alloc = d.sm.jobs["j1"].alloc_id
@@ -146,7 +146,7 @@ def test_stale_reports_from_an_older_attempt_are_ignored(d: Driver) -> None:
     d.schedule()
     late = AllocationStatus(alloc_id=old_alloc, job_id="j1", state=ContainerState.EXITED, exit_code=9)
     assert d.sm.relevant_statuses("s1", [late]) == []
-    d.apply(ops.ReportAllocations(at=d.now, node_id="s1", statuses=[late]))
+    d.apply(ops.ReportAllocations(at=d.now, slave_id="s1", statuses=[late]))
     assert d.state("j1") == JobState.SCHEDULED
 
 
@@ -154,7 +154,7 @@ def test_stop_pending_is_immediate_and_running_goes_through_stopping(d: Driver) 
     d.submit("waiting")
     assert d.apply(ops.StopJob(at=d.now, job_id="waiting")).ok
     assert d.state("waiting") == JobState.STOPPED
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1")
     d.schedule()
     d.report("j1", ContainerState.RUNNING)
@@ -168,7 +168,7 @@ def test_stop_pending_is_immediate_and_running_goes_through_stopping(d: Driver) 
 
 
 def test_stop_of_finished_or_unknown_job_is_an_error(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1")
     d.schedule()
     d.report("j1", ContainerState.EXITED, exit_code=0)
@@ -187,54 +187,54 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_spec(d: Driver
 
 
 def test_plan_is_rechecked_against_the_newest_state(d: Driver) -> None:
-    d.node("s1", cpu=1.0)
+    d.slave("s1", cpu=1.0)
     d.submit("a", resources={"cpu": 0.75, "memory_mb": 64})
     d.submit("b", resources={"cpu": 0.75, "memory_mb": 64})
     # A stale plan that puts both on s1 would over-commit it: apply refuses the second.
-    d.apply(ops.ApplyPlan(at=d.now, placements=[ops.Placement(job_id="a", node_id="s1"),
-                                                ops.Placement(job_id="b", node_id="s1")]))
+    d.apply(ops.ApplyPlan(at=d.now, placements=[ops.PlacedJob(job_id="a", slave_id="s1"),
+                                                ops.PlacedJob(job_id="b", slave_id="s1")]))
     assert d.state("a") == JobState.SCHEDULED
     assert d.state("b") == JobState.PENDING
 
 
 def test_dead_node_loses_its_jobs_which_go_back_to_pending(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("run")
     d.submit("halt")
     d.schedule()
     d.report("run", ContainerState.RUNNING)
     d.apply(ops.StopJob(at=d.now, job_id="halt"))
-    d.apply(ops.SetNodeState(at=d.now, node_id="s1", state=NodeState.DEAD, reason="no heartbeat for 10.0s"))
+    d.apply(ops.SetSlaveState(at=d.now, slave_id="s1", state=NodeState.DEAD, reason="no heartbeat for 10.0s"))
     assert d.state("run") == JobState.PENDING
     assert JobState.LOST in [e.state for e in d.sm.jobs["run"].events]
     assert d.state("halt") == JobState.STOPPED
-    d.node("s2")
+    d.slave("s2")
     d.schedule()
-    assert d.sm.jobs["run"].node_id == "s2" and d.sm.jobs["run"].attempts == 2
+    assert d.sm.jobs["run"].slave_id == "s2" and d.sm.jobs["run"].attempts == 2
     # The dead slave comes back: alive, with nothing to run.
-    d.node("s1")
-    assert d.sm.nodes["s1"].state == NodeState.ALIVE
+    d.slave("s1")
+    assert d.sm.slaves["s1"].state == NodeState.ALIVE
     assert d.sm.desired_allocations("s1") == []
 
 
 def test_drain_moves_jobs_off_and_places_none_there(d: Driver) -> None:
-    d.node("s1")
+    d.slave("s1")
     d.submit("j1")
     d.schedule()
     d.report("j1", ContainerState.RUNNING)
-    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=True))
+    d.apply(ops.SetDrain(at=d.now, slave_id="s1", draining=True))
     assert d.state("j1") == JobState.STOPPING
     d.report("j1", ContainerState.EXITED, exit_code=143)
     assert d.state("j1") == JobState.PENDING
     d.schedule()
     assert d.state("j1") == JobState.PENDING and "no" in (d.sm.jobs["j1"].pending_reason or "")
-    d.node("s2")
+    d.slave("s2")
     d.schedule()
-    assert d.sm.jobs["j1"].node_id == "s2"
+    assert d.sm.jobs["j1"].slave_id == "s2"
 
 
 def test_unplaceable_job_stays_pending_with_a_reason(d: Driver) -> None:
-    d.node("s1", cpu=2.0)
+    d.slave("s1", cpu=2.0)
     d.submit("big", resources={"cpu": 64, "memory_mb": 64})
     d.schedule()
     assert d.state("big") == JobState.PENDING
@@ -271,8 +271,8 @@ def run_actions(d: Driver, steps) -> None:
     submitted: list[str] = []
     for step in steps:
         match step:
-            case ("node", node_id):
-                d.node(node_id, cpu=2.0, memory=512)
+            case ("node", slave_id):
+                d.slave(slave_id, cpu=2.0, memory=512)
             case ("submit", cpu, policy):
                 job_id = f"j{len(submitted)}"
                 d.submit(job_id, resources={"cpu": cpu, "memory_mb": 64}, restart={"policy": policy, "max_retries": 2})
@@ -282,17 +282,17 @@ def run_actions(d: Driver, steps) -> None:
             case ("report", n, state, code):
                 if submitted:
                     job = d.sm.jobs[submitted[n % len(submitted)]]
-                    if job.alloc_id and job.node_id:
+                    if job.alloc_id and job.slave_id:
                         d.report(job.id, state, exit_code=code if state == ContainerState.EXITED else None)
             case ("stop", n):
                 if submitted:
                     d.apply(ops.StopJob(at=d.now, job_id=submitted[n % len(submitted)]))
-            case ("dead", node_id):
-                if node_id in d.sm.nodes:
-                    d.apply(ops.SetNodeState(at=d.now, node_id=node_id, state=NodeState.DEAD))
-            case ("drain", node_id, on):
-                if node_id in d.sm.nodes:
-                    d.apply(ops.SetDrain(at=d.now, node_id=node_id, draining=on))
+            case ("dead", slave_id):
+                if slave_id in d.sm.slaves:
+                    d.apply(ops.SetSlaveState(at=d.now, slave_id=slave_id, state=NodeState.DEAD))
+            case ("drain", slave_id, on):
+                if slave_id in d.sm.slaves:
+                    d.apply(ops.SetDrain(at=d.now, slave_id=slave_id, draining=on))
             case ("tick",):
                 d.tick(40)
             case ("service", policy):
@@ -302,39 +302,39 @@ def run_actions(d: Driver, steps) -> None:
             case ("fence", n, code):
                 if submitted:
                     job = d.sm.jobs[submitted[n % len(submitted)]]
-                    if job.alloc_id and job.node_id:
+                    if job.alloc_id and job.slave_id:
                         status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id, state=ContainerState.EXITED,
                                                   exit_code=code, fenced=True)
-                        d.apply(ops.ReportAllocations(at=d.now, node_id=job.node_id, statuses=[status]))
-            case ("drain_until", node_id, seconds):
-                if node_id in d.sm.nodes:
-                    d.apply(ops.SetDrain(at=d.now, node_id=node_id, draining=True,
+                        d.apply(ops.ReportAllocations(at=d.now, slave_id=job.slave_id, statuses=[status]))
+            case ("drain_until", slave_id, seconds):
+                if slave_id in d.sm.slaves:
+                    d.apply(ops.SetDrain(at=d.now, slave_id=slave_id, draining=True,
                                          deadline=d.now + timedelta(seconds=seconds)))
-            case ("force", node_id):
-                if node_id in d.sm.nodes:
-                    d.apply(ops.ForceDrain(at=d.now, node_id=node_id))
-            case ("health", node_id, healthy):
-                if node_id in d.sm.nodes:
-                    d.apply(ops.SetRuntimeHealth(at=d.now, node_id=node_id, healthy=healthy, error="engine down"))
-            case ("lose", node_id):
-                if node_id in d.sm.nodes:
-                    d.apply(ops.LoseSlaveJobs(at=d.now, node_id=node_id, reason="engine away"))
+            case ("force", slave_id):
+                if slave_id in d.sm.slaves:
+                    d.apply(ops.ForceDrain(at=d.now, slave_id=slave_id))
+            case ("health", slave_id, healthy):
+                if slave_id in d.sm.slaves:
+                    d.apply(ops.SetRuntimeHealth(at=d.now, slave_id=slave_id, healthy=healthy, error="engine down"))
+            case ("lose", slave_id):
+                if slave_id in d.sm.slaves:
+                    d.apply(ops.LoseSlaveJobs(at=d.now, slave_id=slave_id, reason="engine away"))
 
 
 def check_invariants(sm: StateMachine) -> None:
     holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
-    placed = {(job.node_id, job.id) for job in sm.jobs.values() if job.state in holding}
-    indexed = {(node_id, job_id) for node_id in sm.nodes for job_id in sm._placed_by_node.get(node_id, ())}
+    placed = {(job.slave_id, job.id) for job in sm.jobs.values() if job.state in holding}
+    indexed = {(slave_id, job_id) for slave_id in sm.slaves for job_id in sm._placed_by_slave.get(slave_id, ())}
     assert placed == indexed
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
     assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
     assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}
-    for node in sm.nodes.values():
-        cap = sm.capacity(node)
-        assert cpu_millis(cap.cpu_reserved) <= cpu_millis(node.cpu_total)
-        assert cap.memory_mb_reserved <= node.memory_mb_total
-        if node.state == NodeState.DEAD:
-            assert not sm._placed_by_node.get(node.id)
+    for slave in sm.slaves.values():
+        cap = sm.capacity(slave)
+        assert cpu_millis(cap.cpu_reserved) <= cpu_millis(slave.cpu_total)
+        assert cap.memory_mb_reserved <= slave.memory_mb_total
+        if slave.state == NodeState.DEAD:
+            assert not sm._placed_by_slave.get(slave.id)
     for job in sm.jobs.values():
         assert job.state != JobState.LOST  # lost is a transition, never a resting state
         kept_running = job.spec.restart.policy == "always" or job.spec.type == "service"
@@ -346,9 +346,9 @@ def check_invariants(sm: StateMachine) -> None:
         for before, after in itertools.pairwise(job.events):
             if before.state == JobState.LOST:
                 assert after.state == JobState.PENDING and "restart" not in after.message
-    for node in sm.nodes.values():
-        if not node.runtime_healthy:
-            assert not sm.capacity(node).schedulable
+    for slave in sm.slaves.values():
+        if not slave.runtime_healthy:
+            assert not sm.capacity(slave).schedulable
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -380,7 +380,7 @@ def test_snapshot_then_replay_equals_straight_replay(steps, cut) -> None:
     assert json.loads(partial.to_snapshot()) == {
         "applied_index": partial.applied_index,
         "jobs": [job.model_dump(mode="json") for job in partial.jobs.values()],
-        "nodes": [node.model_dump(mode="json") for node in partial.nodes.values()],
+        "nodes": [slave.model_dump(mode="json") for slave in partial.slaves.values()],
         "pending": list(partial._pending),
     }
     check_invariants(restored)

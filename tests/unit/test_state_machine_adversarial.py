@@ -96,18 +96,18 @@ class Replicas(RuleBasedStateMachine):
 
     # -------------------------------------------------------------- rules
 
-    @rule(node=IDS, valid=VALID, cpu=FLOATS, memory=INTS, address=ADVERSARIAL_TEXT,
+    @rule(slave=IDS, valid=VALID, cpu=FLOATS, memory=INTS, address=ADVERSARIAL_TEXT,
           labels=st.dictionaries(ADVERSARIAL_TEXT, ADVERSARIAL_TEXT, max_size=2), bad_time=BAD_TIMES,
           big=st.booleans())
-    def register(self, node, valid, cpu, memory, address, labels, bad_time, big) -> None:
+    def register(self, slave, valid, cpu, memory, address, labels, bad_time, big) -> None:
         if valid:
-            node = NODE_IDS[hash(node) % len(NODE_IDS)]
-            self.append(entry({"kind": "register_node", "at": self.now.isoformat(), "node_id": node,
-                               "address": f"{node}:8701", "labels": {"zone": "a"}, "cpu_total": 4.0,
+            slave = NODE_IDS[hash(slave) % len(NODE_IDS)]
+            self.append(entry({"kind": "register_node", "at": self.now.isoformat(), "node_id": slave,
+                               "address": f"{slave}:8701", "labels": {"zone": "a"}, "cpu_total": 4.0,
                                "memory_mb_total": 4096}))
         else:
             self.append(entry({"kind": "register_node", "at": self.at(hash(address) % 2 == 0, bad_time),
-                               "node_id": node, "address": address, "labels": labels, "cpu_total": cpu,
+                               "node_id": slave, "address": address, "labels": labels, "cpu_total": cpu,
                                "memory_mb_total": memory}, inf_as_1e400=big))
 
     @rule(valid=VALID, job_id=IDS, name=ADVERSARIAL_TEXT, cpu=FLOATS, memory=INTS,
@@ -132,31 +132,31 @@ class Replicas(RuleBasedStateMachine):
 
     @rule()
     def schedule(self) -> None:
-        nodes, jobs = self.a.scheduling_snapshot(self.now)
-        plan = schedule(nodes, jobs)
+        slaves, jobs = self.a.scheduling_snapshot(self.now)
+        plan = schedule(slaves, jobs)
         op = ops.ApplyPlan(at=self.now,
-                           placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+                           placements=[ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id) for p in plan.placements],
                            unplaced=dict(plan.unplaced))
         self.append(ops.encode(op), well_formed=True)
 
-    @rule(job=IDS, node=IDS, reason=ADVERSARIAL_TEXT, valid=VALID, bad_time=BAD_TIMES)
-    def random_plan(self, job, node, reason, valid, bad_time) -> None:
+    @rule(job=IDS, slave=IDS, reason=ADVERSARIAL_TEXT, valid=VALID, bad_time=BAD_TIMES)
+    def random_plan(self, job, slave, reason, valid, bad_time) -> None:
         self.append(entry({"kind": "apply_plan", "at": self.at(valid, bad_time),
-                           "placements": [{"job_id": job, "node_id": node}], "unplaced": {job: reason}}))
+                           "placements": [{"job_id": job, "node_id": slave}], "unplaced": {job: reason}}))
 
     @rule(n=st.integers(0, 50), attempt=st.sampled_from(["current", "old", "next", "other"]), state=STATES,
           exit_code=INTS, message=st.one_of(st.none(), ADVERSARIAL_TEXT),
           container=st.one_of(st.none(), ADVERSARIAL_TEXT),
-          node=st.one_of(st.none(), IDS), valid=VALID, bad_time=BAD_TIMES, fenced=FLAGS, healthy=FLAGS)
-    def report(self, n, attempt, state, exit_code, message, container, node, valid, bad_time, fenced, healthy) -> None:
+          slave=st.one_of(st.none(), IDS), valid=VALID, bad_time=BAD_TIMES, fenced=FLAGS, healthy=FLAGS)
+    def report(self, n, attempt, state, exit_code, message, container, slave, valid, bad_time, fenced, healthy) -> None:
         job = self.a.jobs.get(self.job_id(n))
         attempts = job.attempts if job else 0
         alloc = {"current": attempts, "old": attempts - 1, "next": attempts + 1, "other": 7}[attempt]
         job_id = job.id if job else "j0"
         status = {"alloc_id": f"{job_id}-{alloc}", "job_id": job_id, "state": state, "container_id": container,
                   "exit_code": exit_code, "message": message, "fenced": fenced}
-        node_id = node if node is not None else (job.node_id if job and job.node_id else "s1")
-        self.append(entry({"kind": "report_allocations", "at": self.at(valid, bad_time), "node_id": node_id,
+        slave_id = slave if slave is not None else (job.slave_id if job and job.slave_id else "s1")
+        self.append(entry({"kind": "report_allocations", "at": self.at(valid, bad_time), "node_id": slave_id,
                            "statuses": [status], "runtime_healthy": healthy}))
 
     @rule(restarts=st.integers(1, 80), years=st.integers(0, 40), last_at=st.one_of(st.none(), BAD_TIMES))
@@ -164,13 +164,13 @@ class Replicas(RuleBasedStateMachine):
         """An ``always`` service that exits at once, again and again, its clock leaping ahead."""
         job_id = f"j{self.jobs}"
         self.jobs += 1
-        self.append(ops.encode(ops.RegisterNode(at=self.now, node_id="loop", address="loop:1", cpu_total=64,
+        self.append(ops.encode(ops.RegisterSlave(at=self.now, slave_id="loop", address="loop:1", cpu_total=64,
                                                 memory_mb_total=1 << 20)), well_formed=True)
         self.append(ops.encode(ops.SubmitJob(at=self.now, job_id=job_id, spec={
             "name": "svc", "image": "claud/busybox", "type": "service", "restart": {"policy": "always"}})),
             well_formed=True)
         for i in range(restarts):
-            placements = [ops.Placement(job_id=job_id, node_id="loop")]
+            placements = [ops.PlacedJob(job_id=job_id, slave_id="loop")]
             self.append(ops.encode(ops.ApplyPlan(at=self.now, placements=placements)), well_formed=True)
             job = self.a.jobs[job_id]
             last = i == restarts - 1 and last_at is not None  # the last report at an odd time
@@ -186,41 +186,41 @@ class Replicas(RuleBasedStateMachine):
         job_id = self.job_id(n) if known else job
         self.append(entry({"kind": "stop_job", "at": self.at(valid, bad_time), "job_id": job_id}))
 
-    @rule(node=IDS, state=st.one_of(st.sampled_from(["alive", "suspect", "dead", "draining"]), ADVERSARIAL_TEXT),
+    @rule(slave=IDS, state=st.one_of(st.sampled_from(["alive", "suspect", "dead", "draining"]), ADVERSARIAL_TEXT),
           reason=ADVERSARIAL_TEXT)
-    def node_state(self, node, state, reason) -> None:
-        self.append(entry({"kind": "set_node_state", "at": self.now.isoformat(), "node_id": node, "state": state,
+    def node_state(self, slave, state, reason) -> None:
+        self.append(entry({"kind": "set_node_state", "at": self.now.isoformat(), "node_id": slave, "state": state,
                            "reason": reason}))
 
-    @rule(node=IDS, draining=st.one_of(st.booleans(), st.sampled_from(["yes", 2, None])),
+    @rule(slave=IDS, draining=st.one_of(st.booleans(), st.sampled_from(["yes", 2, None])),
           deadline=st.one_of(st.none(), st.sampled_from([-3600, 0, 60, 86_400 * 365 * 100]), BAD_TIMES))
-    def drain(self, node, draining, deadline) -> None:
-        data = {"kind": "set_drain", "at": self.now.isoformat(), "node_id": node, "draining": draining}
+    def drain(self, slave, draining, deadline) -> None:
+        data = {"kind": "set_drain", "at": self.now.isoformat(), "node_id": slave, "draining": draining}
         if isinstance(deadline, int):  # seconds from now; far ones run past MAX_TIME
             deadline = (self.now + timedelta(seconds=min(deadline, 86_400 * 365 * 2000))).isoformat()
         if deadline is not None:
             data["deadline"] = deadline
         self.append(entry(data))
 
-    @rule(node=IDS, valid=VALID, bad_time=BAD_TIMES)
-    def force_drain(self, node, valid, bad_time) -> None:
-        self.append(entry({"kind": "force_drain", "at": self.at(valid, bad_time), "node_id": node}))
+    @rule(slave=IDS, valid=VALID, bad_time=BAD_TIMES)
+    def force_drain(self, slave, valid, bad_time) -> None:
+        self.append(entry({"kind": "force_drain", "at": self.at(valid, bad_time), "node_id": slave}))
 
-    @rule(node=IDS, healthy=FLAGS, error=st.one_of(st.none(), ADVERSARIAL_TEXT))
-    def runtime_health(self, node, healthy, error) -> None:
-        self.append(entry({"kind": "set_runtime_health", "at": self.now.isoformat(), "node_id": node,
+    @rule(slave=IDS, healthy=FLAGS, error=st.one_of(st.none(), ADVERSARIAL_TEXT))
+    def runtime_health(self, slave, healthy, error) -> None:
+        self.append(entry({"kind": "set_runtime_health", "at": self.now.isoformat(), "node_id": slave,
                            "healthy": healthy, "error": error}))
 
-    @rule(node=IDS, reason=ADVERSARIAL_TEXT, valid=VALID, bad_time=BAD_TIMES)
-    def lose_jobs(self, node, reason, valid, bad_time) -> None:
-        self.append(entry({"kind": "lose_slave_jobs", "at": self.at(valid, bad_time), "node_id": node,
+    @rule(slave=IDS, reason=ADVERSARIAL_TEXT, valid=VALID, bad_time=BAD_TIMES)
+    def lose_jobs(self, slave, reason, valid, bad_time) -> None:
+        self.append(entry({"kind": "lose_slave_jobs", "at": self.at(valid, bad_time), "node_id": slave,
                            "reason": reason}))
 
-    @rule(node=IDS, valid=VALID, bad_time=BAD_TIMES, cpu=FLOATS, memory=INTS, big=st.booleans())
-    def touch(self, node, valid, bad_time, cpu, memory, big) -> None:
+    @rule(slave=IDS, valid=VALID, bad_time=BAD_TIMES, cpu=FLOATS, memory=INTS, big=st.booleans())
+    def touch(self, slave, valid, bad_time, cpu, memory, big) -> None:
         self.append(entry({"kind": "touch_nodes", "at": self.now.isoformat(),
-                           "heartbeats": {node: self.at(valid, bad_time)},
-                           "usage": {node: {"cpu_percent": cpu, "memory_mb_available": memory}}}, inf_as_1e400=big))
+                           "heartbeats": {slave: self.at(valid, bad_time)},
+                           "usage": {slave: {"cpu_percent": cpu, "memory_mb_available": memory}}}, inf_as_1e400=big))
 
     @rule(data=st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode), st.just(b"\xff"), st.just("")))
     def raw(self, data) -> None:
@@ -256,9 +256,9 @@ class Replicas(RuleBasedStateMachine):
     @invariant()
     def indexes_consistent(self) -> None:
         sm = self.a
-        placed = {(j.node_id, j.id) for j in sm.jobs.values()
+        placed = {(j.slave_id, j.id) for j in sm.jobs.values()
                   if j.state in (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)}
-        indexed = {(node_id, job_id) for node_id, ids in sm._placed_by_node.items() for job_id in ids}
+        indexed = {(slave_id, job_id) for slave_id, ids in sm._placed_by_slave.items() for job_id in ids}
         assert placed == indexed
         assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
         assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
@@ -270,10 +270,10 @@ class Replicas(RuleBasedStateMachine):
             assert (job.stop_cause is not None) == (job.state == JobState.STOPPING), (job.state, job.stop_cause)
             if job.not_before is not None and job.state == JobState.PENDING:
                 assert job.not_before - job.updated_at <= timedelta(seconds=30)
-        for node in sm.nodes.values():
-            assert node.drain_deadline is None or node.draining
-            assert not node.drain_forced or node.drain_deadline is not None
-            assert node.runtime_healthy or not sm.capacity(node).schedulable
+        for slave in sm.slaves.values():
+            assert slave.drain_deadline is None or slave.draining
+            assert not slave.drain_forced or slave.drain_deadline is not None
+            assert slave.runtime_healthy or not sm.capacity(slave).schedulable
 
     def teardown(self) -> None:
         straight = StateMachine()
@@ -316,7 +316,7 @@ def test_a_heartbeat_with_nan_or_infinity_never_reaches_the_tables() -> None:
         data = (f'{{"kind":"register_node","at":"{T0.isoformat()}","node_id":"s1","address":"s1:1",'
                 f'"cpu_total":{value},"memory_mb_total":1024}}')
         assert sm.apply_entry(i, data).code == "rejected"
-    assert sm.nodes == {} and sm.rejected_entries == 4
+    assert sm.slaves == {} and sm.rejected_entries == 4
 
 
 def test_an_always_service_restarting_for_hours_keeps_a_capped_backoff() -> None:
@@ -331,15 +331,15 @@ def test_an_always_service_restarting_for_hours_keeps_a_capped_backoff() -> None
         assert outcome.ok, outcome
 
     now = T0
-    apply(ops.RegisterNode(at=now, node_id="s1", address="s1:1", cpu_total=4, memory_mb_total=4096))
+    apply(ops.RegisterSlave(at=now, slave_id="s1", address="s1:1", cpu_total=4, memory_mb_total=4096))
     apply(ops.SubmitJob(at=now, job_id="svc", spec={"name": "svc", "image": "claud/busybox", "type": "service",
                                                   "restart": {"policy": "always"}}))
     for _ in range(1100):
-        apply(ops.ApplyPlan(at=now, placements=[ops.Placement(job_id="svc", node_id="s1")]))
+        apply(ops.ApplyPlan(at=now, placements=[ops.PlacedJob(job_id="svc", slave_id="s1")]))
         job = sm.jobs["svc"]
         assert job.state == JobState.SCHEDULED
         status = {"alloc_id": job.alloc_id, "job_id": "svc", "state": "exited", "exit_code": 1}
-        apply(ops.ReportAllocations(at=now, node_id="s1", statuses=[status]))
+        apply(ops.ReportAllocations(at=now, slave_id="s1", statuses=[status]))
         assert job.not_before - now <= timedelta(seconds=30)
         now += timedelta(seconds=31)
     job = sm.jobs["svc"]
@@ -363,8 +363,8 @@ def test_a_failing_apply_is_rejected_and_leaves_indexes_that_agree_with_the_rows
     assert (sm.applied_index, sm.rejected_entries) == (2, 1)
     assert "a" not in sm._pending and "a" not in sm._unexplained
     restored = StateMachine.from_snapshot(sm.to_snapshot())
-    assert (restored._pending, restored._unexplained, restored._backoff, restored._placed_by_node) == (
-        sm._pending, sm._unexplained, sm._backoff, sm._placed_by_node)
+    assert (restored._pending, restored._unexplained, restored._backoff, restored._placed_by_slave) == (
+        sm._pending, sm._unexplained, sm._backoff, sm._placed_by_slave)
 
 
 def test_an_index_already_applied_is_a_programming_error() -> None:

@@ -20,7 +20,7 @@ def fenced(d: Driver, job_id: str, code: int = 137) -> None:
     job = d.sm.jobs[job_id]
     status = AllocationStatus(alloc_id=job.alloc_id, job_id=job_id, state=ContainerState.EXITED, exit_code=code,
                               fenced=True)
-    d.apply(ops.ReportAllocations(at=d.now, node_id=job.node_id, statuses=[status]))
+    d.apply(ops.ReportAllocations(at=d.now, slave_id=job.slave_id, statuses=[status]))
 
 
 def running(d: Driver, *job_ids: str) -> None:
@@ -30,7 +30,7 @@ def running(d: Driver, *job_ids: str) -> None:
 
 def test_a_blip_that_fences_a_never_job_loses_it_without_charging_a_retry() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("never")
     d.submit("retry", restart={"policy": "on-failure", "max_retries": 1})
     d.schedule()
@@ -47,109 +47,109 @@ def test_a_blip_that_fences_a_never_job_loses_it_without_charging_a_retry() -> N
 
 def test_a_draining_slave_that_dies_has_its_jobs_placed_elsewhere() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("moved")
     d.submit("halted")
     d.schedule()
     running(d, "moved", "halted")
-    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=True))
+    d.apply(ops.SetDrain(at=d.now, slave_id="s1", draining=True))
     d.apply(ops.StopJob(at=d.now, job_id="halted"))
     assert d.sm.jobs["moved"].stop_cause is StopCause.DRAIN
     assert d.sm.jobs["halted"].stop_cause is StopCause.USER
-    d.apply(ops.SetNodeState(at=d.now, node_id="s1", state=NodeState.DEAD, reason="no heartbeat for 10.0s"))
+    d.apply(ops.SetSlaveState(at=d.now, slave_id="s1", state=NodeState.DEAD, reason="no heartbeat for 10.0s"))
     assert d.state("moved") == JobState.PENDING and d.sm.jobs["moved"].restarts == 0
     assert d.state("halted") == JobState.STOPPED
-    d.node("s2")
+    d.slave("s2")
     d.schedule()
-    assert d.sm.jobs["moved"].node_id == "s2"
+    assert d.sm.jobs["moved"].slave_id == "s2"
 
 
 def test_a_drain_deadline_lets_batch_jobs_finish_then_forces_the_rest_off() -> None:
     d = Driver()
-    d.node("s1", cpu=4)
+    d.slave("s1", cpu=4)
     d.submit("done")
     d.submit("slow")
     d.submit("svc", type="service")
     d.schedule()
     running(d, "done", "slow", "svc")
     deadline = d.now + timedelta(seconds=60)
-    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=True, deadline=deadline))
-    assert d.sm.nodes["s1"].drain_deadline == deadline
+    d.apply(ops.SetDrain(at=d.now, slave_id="s1", draining=True, deadline=deadline))
+    assert d.sm.slaves["s1"].drain_deadline == deadline
     assert d.state("svc") == JobState.STOPPING  # a service moves at once
     assert (d.state("done"), d.state("slow")) == (JobState.RUNNING, JobState.RUNNING)
     d.report("done", ContainerState.EXITED, exit_code=0)
     assert d.state("done") == JobState.COMPLETED  # finished while draining: never run again
-    d.apply(ops.ForceDrain(at=d.now, node_id="s1"))  # too early: the tables refuse it
+    d.apply(ops.ForceDrain(at=d.now, slave_id="s1"))  # too early: the tables refuse it
     assert d.state("slow") == JobState.RUNNING
     d.tick(61)
-    d.apply(ops.ForceDrain(at=d.now, node_id="s1"))
+    d.apply(ops.ForceDrain(at=d.now, slave_id="s1"))
     assert d.state("slow") == JobState.STOPPING
     wanted = {a.job_id: a for a in d.sm.desired_allocations("s1")}
     assert wanted["slow"].desired == DesiredState.STOP and wanted["slow"].stop_timeout == 0
     d.report("slow", ContainerState.EXITED, exit_code=137)
     job = d.sm.jobs["slow"]
     assert job.state == JobState.PENDING and job.restarts == 0
-    d.node("s2", cpu=4)
+    d.slave("s2", cpu=4)
     d.schedule()
-    assert job.node_id == "s2" and d.sm.jobs["done"].state == JobState.COMPLETED
+    assert job.slave_id == "s2" and d.sm.jobs["done"].state == JobState.COMPLETED
 
 
 def test_a_drain_whose_deadline_is_now_forces_at_once_and_undrain_clears_it() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("b")
     d.schedule()
     running(d, "b")
-    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=True, deadline=d.now))
-    assert d.state("b") == JobState.STOPPING and d.sm.nodes["s1"].drain_forced
-    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=False))
-    node = d.sm.nodes["s1"]
-    assert (node.draining, node.drain_deadline, node.drain_forced) == (False, None, False)
-    assert d.sm.node_view(node).drain_deadline is None
+    d.apply(ops.SetDrain(at=d.now, slave_id="s1", draining=True, deadline=d.now))
+    assert d.state("b") == JobState.STOPPING and d.sm.slaves["s1"].drain_forced
+    d.apply(ops.SetDrain(at=d.now, slave_id="s1", draining=False))
+    slave = d.sm.slaves["s1"]
+    assert (slave.draining, slave.drain_deadline, slave.drain_forced) == (False, None, False)
+    assert d.sm.slave_view(slave).drain_deadline is None
 
 
 def test_an_unhealthy_runtime_takes_no_placements_and_loses_its_jobs_after_dead_after() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("a")
     d.schedule()
     running(d, "a")
-    d.apply(ops.SetRuntimeHealth(at=d.now, node_id="s1", healthy=False, error="connection refused"))
-    node = d.sm.nodes["s1"]
-    view = d.sm.node_view(node)
+    d.apply(ops.SetRuntimeHealth(at=d.now, slave_id="s1", healthy=False, error="connection refused"))
+    slave = d.sm.slaves["s1"]
+    view = d.sm.slave_view(slave)
     assert (view.runtime_healthy, view.runtime_error, view.state) == (False, "connection refused", NodeState.ALIVE)
-    assert not d.sm.capacity(node).schedulable
+    assert not d.sm.capacity(slave).schedulable
     d.submit("b")
     d.schedule()
     assert d.state("b") == JobState.PENDING
-    d.apply(ops.LoseSlaveJobs(at=d.now, node_id="s1", reason="unhealthy for 10.1s"))
+    d.apply(ops.LoseSlaveJobs(at=d.now, slave_id="s1", reason="unhealthy for 10.1s"))
     assert d.state("a") == JobState.PENDING and d.sm.jobs["a"].restarts == 0
     assert d.sm.desired_allocations("s1") == []
-    d.apply(ops.SetRuntimeHealth(at=d.now, node_id="s1", healthy=True))
-    assert d.sm.capacity(node).schedulable and d.sm.node_view(node).runtime_error is None
+    d.apply(ops.SetRuntimeHealth(at=d.now, slave_id="s1", healthy=True))
+    assert d.sm.capacity(slave).schedulable and d.sm.slave_view(slave).runtime_error is None
     d.schedule()
     assert d.state("a") == JobState.SCHEDULED and d.state("b") == JobState.SCHEDULED
     # Proposed before the engine came back, applied after: nothing is lost.
-    d.apply(ops.LoseSlaveJobs(at=d.now, node_id="s1", reason="late"))
+    d.apply(ops.LoseSlaveJobs(at=d.now, slave_id="s1", reason="late"))
     assert d.state("a") == JobState.SCHEDULED
 
 
 def test_a_start_error_while_the_engine_is_away_is_retried_never_failed() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("a")
     d.schedule()
     job = d.sm.jobs["a"]
     status = AllocationStatus(alloc_id=job.alloc_id, job_id="a", state=ContainerState.FAILED,
                               message="could not start: Connection refused")
     assert d.sm.relevant_statuses("s1", [status], runtime_healthy=False) == [status]
-    d.apply(ops.ReportAllocations(at=d.now, node_id="s1", statuses=[status], runtime_healthy=False))
+    d.apply(ops.ReportAllocations(at=d.now, slave_id="s1", statuses=[status], runtime_healthy=False))
     assert job.state == JobState.PENDING and job.restarts == 0
 
 
 def test_a_service_that_exits_0_is_restarted_with_a_backoff_that_grows_with_quick_exits() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("svc", type="service")  # policy never: a service is kept running anyway
     waits = []
     for _ in range(4):
@@ -172,7 +172,7 @@ def test_a_service_that_exits_0_is_restarted_with_a_backoff_that_grows_with_quic
 
 def test_may_start_is_withdrawn_once_the_attempt_was_seen_starting() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("a", restart={"policy": "on-failure", "max_retries": 1})
     d.schedule()
     assert d.sm.desired_allocations("s1")[0].may_start
@@ -188,11 +188,11 @@ def test_may_start_is_withdrawn_once_the_attempt_was_seen_starting() -> None:
 
 def test_a_snapshot_of_the_previous_masters_still_loads() -> None:
     d = Driver()
-    d.node("s1")
+    d.slave("s1")
     d.submit("a")
     d.schedule()
     running(d, "a")
-    d.apply(ops.SetDrain(at=d.now, node_id="s1", draining=True))
+    d.apply(ops.SetDrain(at=d.now, slave_id="s1", draining=True))
     data = json.loads(d.sm.to_snapshot())
     new_job_fields = ("stop_cause", "running_since", "seen_started", "quick_exits")
     new_node_fields = ("drain_deadline", "drain_forced", "runtime_healthy", "runtime_error")
@@ -200,12 +200,12 @@ def test_a_snapshot_of_the_previous_masters_still_loads() -> None:
         job["stop_reason"] = job.pop("stop_cause")
         for name in new_job_fields[1:]:
             job.pop(name)
-    for node in data["nodes"]:
+    for slave in data["nodes"]:
         for name in new_node_fields:
-            node.pop(name)
+            slave.pop(name)
     restored = StateMachine.from_snapshot(json.dumps(data))
     assert restored.jobs["a"].stop_cause is StopCause.DRAIN
-    assert restored.nodes["s1"].runtime_healthy
+    assert restored.slaves["s1"].runtime_healthy
     d.report("a", ContainerState.EXITED, exit_code=143)
     restored.apply(len(d.log), d.log[-1])
     assert restored.jobs["a"].state == JobState.PENDING
@@ -221,17 +221,17 @@ def test_the_heartbeat_filter_and_apply_make_the_same_decision(steps, reports) -
     """A report the filter drops changes nothing when applied; one it keeps changes the job."""
     d = Driver()
     run_actions(d, steps)
-    jobs = [j for j in d.sm.jobs.values() if j.alloc_id and j.node_id]
+    jobs = [j for j in d.sm.jobs.values() if j.alloc_id and j.slave_id]
     if not jobs:
         return
     for n, state, code, is_fenced, healthy in reports:
         job = jobs[n % len(jobs)]
-        if job.node_id is None:
+        if job.slave_id is None:
             continue
         status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id, state=state, exit_code=code, fenced=is_fenced,
                                   container_id="c1")
-        kept = d.sm.relevant_statuses(job.node_id, [status], runtime_healthy=healthy)
+        kept = d.sm.relevant_statuses(job.slave_id, [status], runtime_healthy=healthy)
         before = job.model_dump_json()
-        d.apply(ops.ReportAllocations(at=d.now, node_id=job.node_id, statuses=[status], runtime_healthy=healthy))
+        d.apply(ops.ReportAllocations(at=d.now, slave_id=job.slave_id, statuses=[status], runtime_healthy=healthy))
         assert (job.model_dump_json() != before) == bool(kept), (status, before)
     check_invariants(d.sm)

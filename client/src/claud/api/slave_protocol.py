@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from claud.api.jobs import (
     MAX_EXIT_CODE,
@@ -96,10 +97,19 @@ class RuntimeHealth(BaseModel):
     error: Message | None = Field(None, description="why not, cut to 4096 characters")
 
 
+#: A slave's id on the wire: ``node_id``, its name from before slaves had a word of
+#: their own, so slaves and masters of the earlier version still understand each other.
+SlaveId = Annotated[NodeId, Field(alias="node_id")]
+#: Models with a :data:`SlaveId`: built in code by the field's name, sent by the alias.
+_BY_ALIAS = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+
 class Heartbeat(BaseModel):
     """Sent by a slave every heartbeat interval, and at once when a container changes."""
 
-    node_id: NodeId
+    model_config = _BY_ALIAS
+
+    slave_id: SlaveId
     address: Address = Field(..., description="host:port where the slave serves container logs")
     labels: Labels = Field(default_factory=dict)
     cpu_total: float = Field(..., ge=0, le=MAX_CPUS)
@@ -125,6 +135,8 @@ class Assignments(BaseModel):
 
 
 class WatchRequest(BaseModel):
-    node_id: NodeId
+    model_config = _BY_ALIAS
+
+    slave_id: SlaveId
     known_version: int = Field(..., ge=0, le=MAX_VERSION)
     wait_seconds: float = Field(10.0, ge=0, le=60)

@@ -12,8 +12,7 @@ import uvicorn
 
 from claud.daemon.addresses import parse_host_port
 from claud.daemon.logfmt import configure_logging, log_event
-from claud.daemon.settings_cli import parse_settings
-from claud.master.auth import ConfigError
+from claud.daemon.settings_cli import ConfigError, parse_settings
 from claud.master.connection_guard import connection_budget, guarded_protocol, raise_file_limit
 from claud.master.settings import MasterSettings
 

@@ -61,6 +61,7 @@ from claud.api.protocol import (
     slave_logs_path,
 )
 from claud.daemon.addresses import names_no_host, parse_host_port
+from claud.daemon.api_errors import ApiError, error_body
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.master import openapi as docs
@@ -92,19 +93,10 @@ ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid_spec": 422}
 MAX_IDEMPOTENCY_KEY = 200
 
 
-class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
-
-
 def error_response(
     status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "field": field}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
 
 
 def raise_for(outcome: Outcome) -> None:
@@ -455,7 +447,7 @@ async def job_logs(
     slave_id = next((e.node_id for e in reversed(job.events) if e.state == JobState.SCHEDULED), None)
     if job.alloc_id is None or slave_id is None:
         raise ApiError(409, "conflict", f"job {job_id} has not been placed on a slave yet; it has no logs")
-    slave = master.state.nodes.get(slave_id)
+    slave = master.state.slaves.get(slave_id)
     if slave is None:
         raise ApiError(404, "not_found", f"slave {slave_id} that ran job {job_id} is unknown")
     http = master.slave_http
@@ -520,7 +512,7 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
 
 # --------------------------------------------------------------------- nodes
 
-nodes = APIRouter(
+slaves = APIRouter(
     prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED
 )
 
@@ -552,18 +544,18 @@ def _master_views(master: Master) -> list[NodeView]:
 
 
 def _slave_view(master: Master, slave_id: str) -> NodeView:
-    view = master.state.node_view(master.state.nodes[slave_id])
+    view = master.state.slave_view(master.state.slaves[slave_id])
     # The leader's own memory is fresher than the replicated copy (touched every few seconds).
     view.usage = master.slaves.usage(slave_id) or view.usage
     view.last_heartbeat = master.slaves.last_heartbeat(slave_id) or view.last_heartbeat
     return view
 
 
-@nodes.get("", response_model=NodeList, operation_id="listNodes", responses=docs.INVALID)
+@slaves.get("", response_model=NodeList, operation_id="listNodes", responses=docs.INVALID)
 async def list_nodes(master: MasterDep, limit: Limit = None, cursor: Cursor = None) -> NodeList:
     """Masters by id, then slaves by id; with ``limit``, a page at a time."""
     items = [(0, view.id, view) for view in _master_views(master)]
-    items += [(1, slave_id, _slave_view(master, slave_id)) for slave_id in master.state.nodes]
+    items += [(1, slave_id, _slave_view(master, slave_id)) for slave_id in master.state.slaves]
     try:
         found, next_cursor = nodes_page(items, cursor, limit)
     except InvalidCursor as exc:
@@ -572,13 +564,13 @@ async def list_nodes(master: MasterDep, limit: Limit = None, cursor: Cursor = No
 
 
 async def _set_drain(master: Master, slave_id: str, draining: bool, deadline: float | None = None) -> NodeView:
-    if slave_id not in master.state.nodes:
+    if slave_id not in master.state.slaves:
         if slave_id == str(master.id):
             raise ApiError(409, "conflict", f"node {slave_id} is a master; masters run no jobs")
         raise ApiError(404, "not_found", f"node {slave_id} not found")
     now = utcnow()
     until = None if deadline is None else now + timedelta(seconds=deadline)
-    raise_for(await master.propose(ops.SetDrain(at=now, node_id=slave_id, draining=draining, deadline=until)))
+    raise_for(await master.propose(ops.SetDrain(at=now, slave_id=slave_id, draining=draining, deadline=until)))
     return _slave_view(master, slave_id)
 
 
@@ -587,9 +579,9 @@ _DRAIN_DOCS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@nodes.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
+@slaves.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
 async def drain_node(
-    node_id: str,
+    slave_id: str,
     master: MasterDep,
     body: DrainRequest | None = None,
     deadline: Annotated[float | None, Query(ge=0, le=MAX_DRAIN_DEADLINE, allow_inf_nan=False)] = None,
@@ -604,13 +596,13 @@ async def drain_node(
     given = body.deadline if body is not None else None
     if given is not None and deadline is not None and given != deadline:
         raise ApiError(422, "invalid_spec", "deadline given in both the query and the body, differently", "deadline")
-    return await _set_drain(master, node_id, True, given if given is not None else deadline)
+    return await _set_drain(master, slave_id, True, given if given is not None else deadline)
 
 
-@nodes.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)
-async def undrain_node(node_id: str, master: MasterDep) -> NodeView:
+@slaves.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)
+async def undrain_node(slave_id: str, master: MasterDep) -> NodeView:
     """Let the scheduler place jobs on a drained slave again."""
-    return await _set_drain(master, node_id, False)
+    return await _set_drain(master, slave_id, False)
 
 
 # ------------------------------------------------------------------- cluster
@@ -685,7 +677,7 @@ async def slave_heartbeat(hb: Heartbeat, master: MasterDep) -> JSONResponse:
 
 @internal.post(WATCH_PATH, response_model=Assignments)
 async def slave_watch(req: WatchRequest, master: MasterDep) -> JSONResponse:
-    reply = await master.slaves.watch(req.node_id, req.known_version, req.wait_seconds)
+    reply = await master.slaves.watch(req.slave_id, req.known_version, req.wait_seconds)
     return JSONResponse(reply.model_dump(mode="json"), headers={MASTER_ID_HEADER: str(master.id)})
 
 
@@ -860,7 +852,7 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    for router in (jobs, nodes, cluster, internal, ops_router):
+    for router in (jobs, slaves, cluster, internal, ops_router):
         app.include_router(router)
     docs.install_docs(app)
     docs.install_openapi(app)

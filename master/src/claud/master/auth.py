@@ -18,16 +18,13 @@ from pathlib import Path
 
 from claud.api.protocol import CLUSTER_SECRET_HEADER
 from claud.daemon.logfmt import log_event
+from claud.daemon.settings_cli import ConfigError
 
 log = logging.getLogger("claud.master.auth")
 
 TOKEN_FILENAME = "token"
 #: Where a master without --cluster-secret-file keeps the secret it generated.
 CLUSTER_SECRET_FILENAME = "cluster-secret"
-
-
-class ConfigError(Exception):
-    """Bad configuration: the process exits with this one line."""
 
 
 def read_secret_file(path: Path, what: str) -> str:

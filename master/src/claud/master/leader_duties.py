@@ -29,7 +29,7 @@ from claud.master.replication import ReplicatedLog
 from claud.master.scheduler import schedule
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
-from claud.master.state import Change, NodeRecord
+from claud.master.state import Change, SlaveRecord
 
 log = logging.getLogger("claud.master")
 
@@ -113,7 +113,9 @@ class LeaderDuties:
                         await self._replicated.propose(
                             ops.ApplyPlan(
                                 at=now,
-                                placements=[ops.Placement(job_id=p.job_id, node_id=p.node_id) for p in plan.placements],
+                                placements=[
+                                    ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id) for p in plan.placements
+                                ],
                                 unplaced=changed_reasons,
                             )
                         )
@@ -138,7 +140,7 @@ class LeaderDuties:
         while True:
             await asyncio.sleep(FAILURE_CHECK_INTERVAL)
             now = time.monotonic()
-            for slave in list(self._replicated.state.nodes.values()):
+            for slave in list(self._replicated.state.slaves.values()):
                 if slave.state == NodeState.DEAD:
                     continue
                 await self._check_drain_deadline(slave)
@@ -152,12 +154,12 @@ class LeaderDuties:
                 if verdict is not None:
                     try:
                         await self._replicated.propose(
-                            ops.SetNodeState(
-                                at=utcnow(), node_id=slave.id, state=verdict, reason=f"no heartbeat for {silent:.1f}s"
+                            ops.SetSlaveState(
+                                at=utcnow(), slave_id=slave.id, state=verdict, reason=f"no heartbeat for {silent:.1f}s"
                             )
                         )
                     except Exception as exc:  # noqa: BLE001 - a verdict not proposed now is proposed next round
-                        log_event(log, "failure_detector.error", logging.ERROR, node=slave.id, error=repr(exc))
+                        log_event(log, "failure_detector.error", logging.ERROR, slave=slave.id, error=repr(exc))
 
     async def _touch_loop(self) -> None:
         """Replicate heartbeat times and usage now and then (not every heartbeat)."""
@@ -167,20 +169,20 @@ class LeaderDuties:
             if not touches.heartbeats:
                 continue
             try:
-                touch = ops.TouchNodes(at=utcnow(), heartbeats=touches.heartbeats, usage=touches.usage)
+                touch = ops.TouchSlaves(at=utcnow(), heartbeats=touches.heartbeats, usage=touches.usage)
                 await self._replicated.propose(touch)
             except Exception as exc:  # noqa: BLE001 - soft state: the next touch carries newer times
                 log_event(log, "touch.error", logging.ERROR, error=repr(exc))
 
-    async def _check_drain_deadline(self, slave: NodeRecord) -> None:
+    async def _check_drain_deadline(self, slave: SlaveRecord) -> None:
         if not slave.draining or slave.drain_forced or slave.drain_deadline is None or slave.drain_deadline > utcnow():
             return
         try:
-            await self._replicated.propose(ops.ForceDrain(at=utcnow(), node_id=slave.id))
+            await self._replicated.propose(ops.ForceDrain(at=utcnow(), slave_id=slave.id))
         except Exception as exc:  # noqa: BLE001 - the deadline is checked again next round
-            log_event(log, "drain.force_error", logging.ERROR, node=slave.id, error=repr(exc))
+            log_event(log, "drain.force_error", logging.ERROR, slave=slave.id, error=repr(exc))
 
-    async def _check_runtime(self, slave: NodeRecord, now: float) -> None:
+    async def _check_runtime(self, slave: SlaveRecord, now: float) -> None:
         """A slave whose engine has not answered for node-dead-after has lost its jobs.
 
         Measured from the slave's own heartbeats, like death: the agent still
@@ -193,7 +195,7 @@ class LeaderDuties:
             return
         try:
             await self._replicated.propose(ops.LoseSlaveJobs(
-                at=utcnow(), node_id=slave.id, reason=f"unhealthy for {now - since:.1f}s: {slave.runtime_error or ''}"
+                at=utcnow(), slave_id=slave.id, reason=f"unhealthy for {now - since:.1f}s: {slave.runtime_error or ''}"
             ))
         except Exception as exc:  # noqa: BLE001 - checked again next round
-            log_event(log, "failure_detector.error", logging.ERROR, node=slave.id, error=repr(exc))
+            log_event(log, "failure_detector.error", logging.ERROR, slave=slave.id, error=repr(exc))

@@ -173,10 +173,10 @@ class Master:
         level = logging.INFO if self.replicated.is_leader else logging.DEBUG
         for change in changes:
             if change.kind == "job":
-                log_event(log, "job." + change.state, level, job=change.id, node=change.node_id, index=change.index,
+                log_event(log, "job." + change.state, level, job=change.id, slave=change.slave_id, index=change.index,
                           msg=change.message)
             else:
-                log_event(log, "node." + change.state, level, node=change.id, index=change.index, msg=change.message)
+                log_event(log, "node." + change.state, level, slave=change.id, index=change.index, msg=change.message)
 
     def _announce_term(self, _changes: list[Change] | None = None) -> None:
         if self.discovery is not None:

@@ -15,7 +15,7 @@ def render_metrics(master: Master) -> str:
     jobs = Counter(job.state for job in master.state.jobs.values())
     slaves = Counter(
         NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
-        for slave in master.state.nodes.values()
+        for slave in master.state.slaves.values()
     )
     lines = [
         "# HELP claud_jobs Jobs by state.",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
@@ -48,7 +48,19 @@ def _utc(at: datetime) -> datetime:
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
-class _Op(BaseModel):
+class _Stored(BaseModel):
+    """An operation's part, as entries store it: fields may keep an older name on the wire."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+
+#: A slave's id as entries store it: under ``node_id``, its name from before slaves had
+#: a word of their own, so the entries already in a log (and a master of the earlier
+#: version, during an upgrade) still read the same.
+SlaveId = Annotated[NodeId, Field(alias="node_id")]
+
+
+class _Op(_Stored):
     at: Timestamp = Field(..., description="proposer's wall clock, UTC; the time of every event it causes")
 
 
@@ -58,26 +70,29 @@ class SubmitJob(_Op):
     spec: JobSpec
 
 
-class Placement(BaseModel):
+class PlacedJob(_Stored):
+    """One job placed on one slave, as an ApplyPlan entry stores it
+    (what the scheduler chose is a :class:`claud.master.scheduler.Placement`)."""
+
     job_id: JobId
-    node_id: NodeId
+    slave_id: SlaveId
 
 
 class ApplyPlan(_Op):
     """A scheduler plan. Apply re-checks every placement against the newest state."""
 
     kind: Literal["apply_plan"] = "apply_plan"
-    placements: list[Placement] = Field(default_factory=list, max_length=MAX_ITEMS)
+    placements: list[PlacedJob] = Field(default_factory=list, max_length=MAX_ITEMS)
     unplaced: dict[JobId, Reason] = Field(
         default_factory=dict, max_length=MAX_ITEMS, description="job id -> pending reason"
     )
 
 
-class RegisterNode(_Op):
+class RegisterSlave(_Op):
     """A slave appeared, changed its advertised capacity or labels, or came back."""
 
     kind: Literal["register_node"] = "register_node"
-    node_id: NodeId
+    slave_id: SlaveId
     address: Address
     labels: Labels = Field(default_factory=dict)
     cpu_total: float = Field(..., ge=0, le=MAX_CPUS)
@@ -88,7 +103,7 @@ class ReportAllocations(_Op):
     """Container states a slave observed that differ from what the tables say."""
 
     kind: Literal["report_allocations"] = "report_allocations"
-    node_id: NodeId
+    slave_id: SlaveId
     statuses: list[AllocationStatus] = Field(..., max_length=MAX_ALLOCATIONS)
     runtime_healthy: bool = Field(
         True, description="the slave's engine answered when it sent these: if not, what ended is lost, not failed"
@@ -100,18 +115,18 @@ class StopJob(_Op):
     job_id: JobId
 
 
-class SetNodeState(_Op):
+class SetSlaveState(_Op):
     """The failure detector's verdicts: alive, suspect or dead (dead loses its jobs)."""
 
     kind: Literal["set_node_state"] = "set_node_state"
-    node_id: NodeId
+    slave_id: SlaveId
     state: NodeState
     reason: Message = ""
 
 
 class SetDrain(_Op):
     kind: Literal["set_drain"] = "set_drain"
-    node_id: NodeId
+    slave_id: SlaveId
     draining: bool
     deadline: Timestamp | None = Field(
         None, description="when draining: batch jobs may finish until this time, then are forced off"
@@ -122,14 +137,14 @@ class ForceDrain(_Op):
     """A drain's deadline passed: what still runs on the slave is killed and moved."""
 
     kind: Literal["force_drain"] = "force_drain"
-    node_id: NodeId
+    slave_id: SlaveId
 
 
 class SetRuntimeHealth(_Op):
     """A slave's container engine stopped or started answering (``Heartbeat.runtime``)."""
 
     kind: Literal["set_runtime_health"] = "set_runtime_health"
-    node_id: NodeId
+    slave_id: SlaveId
     healthy: bool
     error: Message | None = None
 
@@ -138,11 +153,11 @@ class LoseSlaveJobs(_Op):
     """A slave that heartbeats but whose engine stayed away past node-dead-after: its jobs are lost."""
 
     kind: Literal["lose_slave_jobs"] = "lose_slave_jobs"
-    node_id: NodeId
+    slave_id: SlaveId
     reason: Message = ""
 
 
-class TouchNodes(_Op):
+class TouchSlaves(_Op):
     """Last heartbeat times, committed now and then so followers can show them."""
 
     kind: Literal["touch_nodes"] = "touch_nodes"
@@ -157,8 +172,8 @@ class Noop(_Op):
 
 
 Operation = Annotated[
-    SubmitJob | ApplyPlan | RegisterNode | ReportAllocations | StopJob | SetNodeState | SetDrain | ForceDrain
-    | SetRuntimeHealth | LoseSlaveJobs | TouchNodes | Noop,
+    SubmitJob | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState | SetDrain | ForceDrain
+    | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | Noop,
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)

@@ -18,7 +18,7 @@ leader cut off from a majority steps down, and leader stickiness so followers
 that hear a live leader refuse votes; leadership transfer (§3.10).
 
 CLAUD rules on top: the cluster size N is configured and never exceeded (peers
-learned beyond N are ignored and reported), so no node's view can hold two
+learned beyond N are ignored and reported), so no master's view can hold two
 majorities; election timeouts are ranked by id so the lowest id stands first;
 a leader hands over to a lower id once that member has caught up.
 
@@ -66,6 +66,7 @@ from claud.master.raft_messages import (
     RequestVote,
     RequestVoteReply,
     TimeoutNow,
+    VoteRequest,
 )
 from claud.master.raft_progress import Progress, ProgressState
 from claud.master.storage import Entry, HardState, Snapshot
@@ -204,7 +205,7 @@ class RaftCore:
     def set_peers(self, ids: Iterable[int]) -> None:
         """Learn members. Membership only grows, and stops at ``cluster_size``:
         a member that drops out of discovery keeps its seat, so a later newcomer
-        can never make this node count more than N voters."""
+        can never make this master count more than N voters."""
         for peer in sorted(set(ids)):
             self._learn(peer)
 
@@ -284,7 +285,7 @@ class RaftCore:
             return
 
         if msg.term > self.term:
-            if isinstance(msg, (PreVote, RequestVote)) and not msg.transfer and self._in_lease():
+            if isinstance(msg, VoteRequest) and not msg.transfer and self._in_lease():
                 # Stickiness: a live leader exists; do not even adopt the term.
                 self._reply_vote(msg, granted=False)
                 return
@@ -368,7 +369,7 @@ class RaftCore:
 
     def _step_follower(self, msg: Message) -> None:
         match msg:
-            case PreVote() | RequestVote():
+            case VoteRequest():
                 self._handle_vote_request(msg)
             case AppendEntries():
                 self._hear_leader(msg.src)
@@ -383,7 +384,7 @@ class RaftCore:
     def _step_candidate(self, msg: Message) -> None:
         """Pre-candidates and candidates: only the replies to their own round count."""
         match msg:
-            case PreVote() | RequestVote():
+            case VoteRequest():
                 self._handle_vote_request(msg)
             case PreVoteReply():
                 if self.role is Role.PRE_CANDIDATE and msg.term == (self.term + 1 if msg.granted else self.term):
@@ -403,7 +404,7 @@ class RaftCore:
         if pr is not None:
             pr.active = True  # any message at our term counts for check-quorum
         match msg:
-            case PreVote() | RequestVote():
+            case VoteRequest():
                 self._handle_vote_request(msg)
             case AppendEntriesReply():
                 self._handle_append_reply(msg)
@@ -513,7 +514,7 @@ class RaftCore:
 
     # ------------------------------------------------------------ votes
 
-    def _handle_vote_request(self, msg: PreVote | RequestVote) -> None:
+    def _handle_vote_request(self, msg: VoteRequest) -> None:
         up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
         unclaimed = self.voted_for == msg.src or (self.voted_for is None and self.leader_id is None)
         if isinstance(msg, PreVote):
@@ -528,7 +529,7 @@ class RaftCore:
         else:
             self._reply_vote(msg, granted=False)
 
-    def _reply_vote(self, msg: PreVote | RequestVote, *, granted: bool) -> None:
+    def _reply_vote(self, msg: VoteRequest, *, granted: bool) -> None:
         if isinstance(msg, PreVote):
             self._send(PreVoteReply(src=self.id, dst=msg.src, term=msg.term if granted else self.term, granted=granted))
         else:

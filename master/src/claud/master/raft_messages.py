@@ -25,6 +25,8 @@ __all__ = [
     "RequestVote",
     "RequestVoteReply",
     "TimeoutNow",
+    "VoteReply",
+    "VoteRequest",
     "message_from_dict",
     "message_to_dict",
 ]
@@ -38,35 +40,43 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class PreVote(Message):
+class VoteRequest(Message):
+    """What both rounds of an election ask with: the candidate's last entry, so
+    a voter grants only a log at least as up to date as its own (§5.4.1).
+    ``transfer`` marks an election the leader asked for, which voters grant
+    even while they still hear that leader. Never sent as itself."""
+
+    last_index: int
+    last_term: int
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReply(Message):
+    """A voter's answer to a :class:`VoteRequest`. Never sent as itself."""
+
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PreVote(VoteRequest):
     """Asks whether the sender could win at ``term`` (its own term + 1) without
     anyone changing term; ``transfer`` is never set in practice (transfers skip pre-vote)."""
 
-    last_index: int
-    last_term: int
-    transfer: bool = False
-
 
 @dataclass(frozen=True, slots=True)
-class PreVoteReply(Message):
+class PreVoteReply(VoteReply):
     """``term`` is the asked term when granted, the voter's own term when refused."""
 
-    granted: bool
+
+@dataclass(frozen=True, slots=True)
+class RequestVote(VoteRequest):
+    """Asks for the sender's vote at ``term``."""
 
 
 @dataclass(frozen=True, slots=True)
-class RequestVote(Message):
-    """``transfer`` marks an election the leader asked for, which voters grant
-    even while they still hear that leader."""
-
-    last_index: int
-    last_term: int
-    transfer: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RequestVoteReply(Message):
-    granted: bool
+class RequestVoteReply(VoteReply):
+    """A vote granted or refused at ``term``."""
 
 
 @dataclass(frozen=True, slots=True)

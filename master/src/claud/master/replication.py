@@ -108,7 +108,7 @@ class ReplicatedLog:
             replayed += 1
         self.state.drain_changes()
         log_event(log, "state.recovered", index=self.state.applied_index, replayed=replayed,
-                  jobs=len(self.state.jobs), nodes=len(self.state.nodes),
+                  jobs=len(self.state.jobs), slaves=len(self.state.slaves),
                   ms=round((time.perf_counter() - started) * 1000))
         self.core = RaftCore(
             RaftConfig(
@@ -423,7 +423,7 @@ class ReplicatedLog:
         that taking it holds the loop only for rows changed since (an election
         timeout must never pass without heartbeats)."""
         try:
-            rows = [*self.state.jobs.values(), *self.state.nodes.values()]
+            rows = [*self.state.jobs.values(), *self.state.slaves.values()]
             for start in range(0, len(rows), SNAPSHOT_WARMUP_CHUNK):
                 for row in rows[start : start + SNAPSHOT_WARMUP_CHUNK]:
                     row.encoded()

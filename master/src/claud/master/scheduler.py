@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
-    "NodeCapacity",
     "PendingJob",
     "Placement",
     "Plan",
+    "SlaveCapacity",
     "Strategy",
     "cpu_millis",
     "fits",
-    "reserve",
     "schedule",
 ]
 
@@ -46,7 +45,7 @@ class Strategy(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class NodeCapacity:
+class SlaveCapacity:
     """One slave as the scheduler sees it: advertised totals minus reservations.
 
     Reservations are what placed jobs asked for, not what psutil measures, so a
@@ -75,7 +74,7 @@ class PendingJob:
 @dataclass(frozen=True, slots=True)
 class Placement:
     job_id: str
-    node_id: str
+    slave_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,34 +99,20 @@ def cpu_millis(cores: float) -> int:
     return round(cores * 1000)
 
 
-def fits(node: NodeCapacity, job: PendingJob) -> bool:
-    """Whether ``job`` may go on ``node`` now; the leader's re-check of a plan.
+def fits(slave: SlaveCapacity, job: PendingJob) -> bool:
+    """Whether ``job`` may go on ``slave`` now; the leader's re-check of a plan.
 
     It is the very test :func:`schedule` applies, so a plan built from a
     snapshot passes it unless the state moved on in between.
     """
-    if _job_problem(job) is not None or not _matches(node.labels, job.constraints):
+    if _job_problem(job) is not None or not _matches(slave.labels, job.constraints):
         return False
-    slot = _Slot.of(node)
+    slot = _Slot.of(slave)
     return slot.usable and slot.has_room(cpu_millis(job.cpu), job.memory_mb)
 
 
-def reserve(node: NodeCapacity, job: PendingJob) -> NodeCapacity:
-    """``node`` with ``job``'s resources added to its reservations.
-
-    For replaying a plan on a snapshot, e.g. to re-check several placements
-    that land on one slave. The CPU sum goes through milli-cores so repeated
-    reservations do not accumulate float error. It does not check :func:`fits`.
-    """
-    return replace(
-        node,
-        cpu_reserved=(cpu_millis(node.cpu_reserved) + cpu_millis(job.cpu)) / 1000,
-        memory_mb_reserved=node.memory_mb_reserved + job.memory_mb,
-    )
-
-
 def schedule(
-    nodes: Sequence[NodeCapacity],
+    slaves: Sequence[SlaveCapacity],
     jobs: Sequence[PendingJob],
     strategy: Strategy = Strategy.BINPACK,
 ) -> Plan:
@@ -143,12 +128,12 @@ def schedule(
     """
     strategy = Strategy(strategy)
     slots: list[_Slot] = []
-    seen_nodes: set[str] = set()
-    for node in nodes:
-        if node.id not in seen_nodes:
-            seen_nodes.add(node.id)
-            slots.append(_Slot.of(node))
-    slots.sort(key=lambda slot: slot.node.id)
+    seen_slaves: set[str] = set()
+    for slave in slaves:
+        if slave.id not in seen_slaves:
+            seen_slaves.add(slave.id)
+            slots.append(_Slot.of(slave))
+    slots.sort(key=lambda slot: slot.slave.id)
     usable = [slot for slot in slots if slot.usable]
     # Most jobs share a handful of constraint sets (usually none), so filter
     # the slaves once per set rather than once per job.
@@ -170,7 +155,7 @@ def schedule(
             continue
         key = _constraint_key(job.constraints)
         if key not in candidates:
-            candidates[key] = [s for s in usable if _matches(s.node.labels, job.constraints)]
+            candidates[key] = [s for s in usable if _matches(s.slave.labels, job.constraints)]
         need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
         best = _pick(candidates[key], need_cpu, need_mem, strategy)
         if best is None:
@@ -179,7 +164,7 @@ def schedule(
             continue
         best.cpu_used += need_cpu
         best.mem_used += need_mem
-        placements.append(Placement(job.id, best.node.id))
+        placements.append(Placement(job.id, best.slave.id))
 
     for job in waiting:
         unplaced[job.id] = _explain(job, slots)
@@ -194,7 +179,7 @@ def schedule(
 class _Slot:
     """A slave's capacity in exact units, updated as a plan takes shape."""
 
-    node: NodeCapacity
+    slave: SlaveCapacity
     usable: bool
     cpu_total: int
     mem_total: int
@@ -202,19 +187,19 @@ class _Slot:
     mem_used: int
 
     @classmethod
-    def of(cls, node: NodeCapacity) -> _Slot:
+    def of(cls, slave: SlaveCapacity) -> _Slot:
         # A slave reporting NaN or infinity would make every comparison
         # meaningless; it gets nothing rather than crashing the leader's loop.
-        numbers = (node.cpu_total, node.cpu_reserved, node.memory_mb_total, node.memory_mb_reserved)
+        numbers = (slave.cpu_total, slave.cpu_reserved, slave.memory_mb_total, slave.memory_mb_reserved)
         if not all(_finite(n) for n in numbers):
-            return cls(node, False, 0, 0, 0, 0)
+            return cls(slave, False, 0, 0, 0, 0)
         return cls(
-            node,
-            bool(node.schedulable),
-            cpu_millis(node.cpu_total),
-            int(node.memory_mb_total),
-            cpu_millis(node.cpu_reserved),
-            int(node.memory_mb_reserved),
+            slave,
+            bool(slave.schedulable),
+            cpu_millis(slave.cpu_total),
+            int(slave.memory_mb_total),
+            cpu_millis(slave.cpu_reserved),
+            int(slave.memory_mb_reserved),
         )
 
     @property
@@ -277,7 +262,7 @@ def _pick(slots: Iterable[_Slot], need_cpu: int, need_mem: int, strategy: Strate
         score = _free_fraction(slot.cpu_free - need_cpu, slot.cpu_total) + _free_fraction(
             slot.mem_free - need_mem, slot.mem_total
         )
-        key = (-score if spread else score, slot.node.id)
+        key = (-score if spread else score, slot.slave.id)
         if best_key is None or key < best_key:
             best, best_key = slot, key
     return best
@@ -299,7 +284,7 @@ def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:
         return f"no schedulable slaves ({len(slots)} known, all down or draining)"
 
     wanted = _fmt_constraints(job.constraints)
-    matching_any = [s for s in slots if _matches(s.node.labels, job.constraints)]
+    matching_any = [s for s in slots if _matches(s.slave.labels, job.constraints)]
     matching = [s for s in matching_any if s.usable]
     if not matching:
         if matching_any:
@@ -316,26 +301,26 @@ def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:
     cpu, mem = _fmt_cpu(need_cpu), f"{need_mem} MiB"
     cpu_ok = any(s.cpu_free >= need_cpu for s in matching)
     mem_ok = any(s.mem_free >= need_mem for s in matching)
-    most_cpu = min(matching, key=lambda s: (-s.cpu_free, s.node.id))
-    most_mem = min(matching, key=lambda s: (-s.mem_free, s.node.id))
+    most_cpu = min(matching, key=lambda s: (-s.cpu_free, s.slave.id))
+    most_mem = min(matching, key=lambda s: (-s.mem_free, s.slave.id))
     if not cpu_ok and not mem_ok:
         return (
             f"no slave{where} with {cpu} free cpu or {mem} free memory; "
-            f"best: {most_cpu.node.id} with {_fmt_cpu(most_cpu.cpu_free)} cpu, "
-            f"{most_mem.node.id} with {most_mem.mem_free} MiB"
+            f"best: {most_cpu.slave.id} with {_fmt_cpu(most_cpu.cpu_free)} cpu, "
+            f"{most_mem.slave.id} with {most_mem.mem_free} MiB"
         )
     if not cpu_ok:
         return (
             f"no slave{where} with {cpu} free cpu; "
-            f"best: {most_cpu.node.id} with {_fmt_cpu(most_cpu.cpu_free)}"
+            f"best: {most_cpu.slave.id} with {_fmt_cpu(most_cpu.cpu_free)}"
         )
     if not mem_ok:
-        return f"no slave{where} with {mem} free memory; best: {most_mem.node.id} with {most_mem.mem_free}"
+        return f"no slave{where} with {mem} free memory; best: {most_mem.slave.id} with {most_mem.mem_free}"
     # Each resource is free somewhere, just never both on the same slave.
     near = _closest(matching, need_cpu, need_mem, free=True)
     return (
         f"no slave{where} has both {cpu} cpu and {mem} free; "
-        f"best: {near.node.id} with {_fmt_cpu(near.cpu_free)} cpu, {near.mem_free} MiB"
+        f"best: {near.slave.id} with {_fmt_cpu(near.cpu_free)} cpu, {near.mem_free} MiB"
     )
 
 
@@ -363,7 +348,7 @@ def _too_large(
         near = _closest(matching, need_cpu, need_mem, free=False)
         body = (
             f"needs {cpu} cpu with {mem}, none has both; "
-            f"closest: {near.node.id} with {_fmt_cpu(near.cpu_total)} cpu, {near.mem_total} MiB"
+            f"closest: {near.slave.id} with {_fmt_cpu(near.cpu_total)} cpu, {near.mem_total} MiB"
         )
     return prefix + body + suffix
 
@@ -383,7 +368,7 @@ def _closest(slots: Sequence[_Slot], need_cpu: int, need_mem: int, *, free: bool
     def key(slot: _Slot) -> tuple[float, float, str]:
         cpu = coverage(slot.cpu_free if free else slot.cpu_total, need_cpu)
         mem = coverage(slot.mem_free if free else slot.mem_total, need_mem)
-        return (-min(cpu, mem), -(cpu + mem), slot.node.id)
+        return (-min(cpu, mem), -(cpu + mem), slot.slave.id)
 
     return min(slots, key=key)
 
@@ -399,6 +384,6 @@ def _fmt_constraints(constraints: Mapping[str, str]) -> str:
 
 
 def _fmt_ids(slots: Sequence[_Slot], limit: int = 3) -> str:
-    ids = [slot.node.id for slot in slots]
+    ids = [slot.slave.id for slot in slots]
     shown = ", ".join(ids[:limit])
     return f"{shown} and {len(ids) - limit} more" if len(ids) > limit else shown

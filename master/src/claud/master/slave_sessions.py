@@ -63,7 +63,7 @@ class SlaveSessions:
         them: every known slave gets a full dead-after period from now, and so
         does a slave whose engine was down."""
         now = time.monotonic()
-        slaves = self._replicated.state.nodes
+        slaves = self._replicated.state.slaves
         self.last_seen = {slave_id: now for slave_id in slaves}
         self._heartbeat_at, self._usage, self._touched = {}, {}, set()
         self.unhealthy_since = {s.id: now for s in slaves.values() if not s.runtime_healthy}
@@ -76,7 +76,7 @@ class SlaveSessions:
     def take_touches(self) -> Touches:
         """The slaves heard from since the last call (and still registered), for one replicated touch."""
         touched, self._touched = self._touched, set()
-        touched &= self._replicated.state.nodes.keys()
+        touched &= self._replicated.state.slaves.keys()
         return Touches(
             heartbeats={s: self._heartbeat_at[s] for s in touched},
             usage={s: self._usage[s] for s in touched if s in self._usage},
@@ -98,13 +98,13 @@ class SlaveSessions:
 
     async def heartbeat(self, hb: Heartbeat) -> Assignments:
         self._require_leader()
-        slave_id = hb.node_id
+        slave_id = hb.slave_id
         self.last_seen[slave_id] = time.monotonic()
         self._heartbeat_at[slave_id] = utcnow()
         self._usage[slave_id] = hb.usage
         self._touched.add(slave_id)
         state = self._replicated.state
-        slave = state.nodes.get(slave_id)
+        slave = state.slaves.get(slave_id)
         proposals: list[ops.Operation] = []
         if (
             slave is None
@@ -113,9 +113,9 @@ class SlaveSessions:
             != (hb.address, hb.labels, hb.cpu_total, hb.memory_mb_total)
         ):
             proposals.append(
-                ops.RegisterNode(
+                ops.RegisterSlave(
                     at=utcnow(),
-                    node_id=slave_id,
+                    slave_id=slave_id,
                     address=hb.address,
                     labels=hb.labels,
                     cpu_total=hb.cpu_total,
@@ -129,16 +129,16 @@ class SlaveSessions:
             self.unhealthy_since.setdefault(slave_id, time.monotonic())
         if (slave.runtime_healthy if slave is not None else True) != healthy:
             if not healthy:
-                log_event(log, "slave.runtime_unhealthy", logging.WARNING, node=slave_id, error=hb.runtime.error)
+                log_event(log, "slave.runtime_unhealthy", logging.WARNING, slave=slave_id, error=hb.runtime.error)
             proposals.append(ops.SetRuntimeHealth(
-                at=utcnow(), node_id=slave_id, healthy=healthy, error=None if healthy else hb.runtime.error
+                at=utcnow(), slave_id=slave_id, healthy=healthy, error=None if healthy else hb.runtime.error
             ))
         statuses = state.relevant_statuses(slave_id, hb.allocations, runtime_healthy=healthy)
         if statuses:
             proposals.append(ops.ReportAllocations(
-                at=utcnow(), node_id=slave_id, statuses=statuses, runtime_healthy=healthy
+                at=utcnow(), slave_id=slave_id, statuses=statuses, runtime_healthy=healthy
             ))
-        if proposals and isinstance(proposals[0], ops.RegisterNode):
+        if proposals and isinstance(proposals[0], ops.RegisterSlave):
             # A slave's registration goes first: its health and reports need its row.
             await self._replicated.propose(proposals.pop(0))
         if proposals:
@@ -148,7 +148,7 @@ class SlaveSessions:
     async def watch(self, slave_id: str, known_version: int, wait_seconds: float) -> Assignments:
         self._require_leader()
         deadline = time.monotonic() + min(wait_seconds, self._settings.watch_max_wait)
-        while self._replicated.state.node_versions.get(slave_id, 0) == known_version:
+        while self._replicated.state.slave_versions.get(slave_id, 0) == known_version:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -163,7 +163,7 @@ class SlaveSessions:
             term=self._replicated.term,
             leader_id=self._replicated.leader_id,
             leader_address=self._replicated.leader_address,
-            version=state.node_versions.get(slave_id, 0),
+            version=state.slave_versions.get(slave_id, 0),
             allocations=state.desired_allocations(slave_id),
             lease_seconds=settings.slave_lease,
             heartbeat_interval=settings.heartbeat_interval,

@@ -1,4 +1,4 @@
-"""The replicated state machine: the nodes table and the jobs table.
+"""The replicated state machine: the slaves table and the jobs table.
 
 Every master applies the same committed operations in the same order and so
 holds the same tables. ``apply`` is deterministic (no clocks, no I/O) and
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, PrivateAttr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr
 
 from claud.api import (
     PLACED_STATES,
@@ -42,7 +42,7 @@ from claud.api import (
 from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.lifecycle import Facts, Step, StopCause, Transition, backoff, drain_moves_now, on_report, on_stop
-from claud.master.scheduler import NodeCapacity, PendingJob, cpu_millis, fits
+from claud.master.scheduler import PendingJob, SlaveCapacity, cpu_millis, fits
 
 #: Events kept per job; older ones are dropped so a crash-looping service
 #: cannot grow one record without bound.
@@ -62,6 +62,9 @@ class _Row(BaseModel):
     only by assigning its attributes (a change inside a nested list must also
     assign, or call ``touch``), or the snapshot misses the change.
     """
+
+    # A field may keep an older name in snapshots (an alias): built by name, stored by alias.
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     _encoded: str | None = PrivateAttr(None)
 
@@ -88,7 +91,8 @@ class JobRecord(_Row):
     id: str
     spec: JobSpec
     state: JobState
-    node_id: str | None = None
+    #: The slave it is placed on; ``node_id`` in snapshots, its name before slaves had a word of their own.
+    slave_id: str | None = Field(None, alias="node_id")
     alloc_id: str | None = None
     container_id: str | None = None
     attempts: int = 0  # placements so far; the alloc id is "<job id>-<attempt>"
@@ -111,7 +115,7 @@ class JobRecord(_Row):
     events: list[JobEvent] = Field(default_factory=list)
 
 
-class NodeRecord(_Row):
+class SlaveRecord(_Row):
     id: str
     address: str
     labels: dict[str, str] = Field(default_factory=dict)
@@ -153,7 +157,7 @@ class Change:
     id: str
     state: str
     at: datetime
-    node_id: str | None = None
+    slave_id: str | None = None
     message: str = ""
     index: int = 0
 
@@ -163,7 +167,7 @@ class Change:
             "id": self.id,
             "state": self.state,
             "at": self.at.isoformat(),
-            "node_id": self.node_id,
+            "node_id": self.slave_id,
             "message": self.message,
             "index": self.index,
         }
@@ -173,20 +177,20 @@ class Change:
 class SnapshotParts:
     applied_index: int
     jobs: list[str]
-    nodes: list[str]
+    slaves: list[str]
     pending: list[str]
 
 
 def join_snapshot(parts: SnapshotParts) -> str:
-    jobs, nodes = ",".join(parts.jobs), ",".join(parts.nodes)
+    jobs, slaves = ",".join(parts.jobs), ",".join(parts.slaves)
     pending = json.dumps(parts.pending, separators=(",", ":"))
-    return f'{{"applied_index":{parts.applied_index},"jobs":[{jobs}],"nodes":[{nodes}],"pending":{pending}}}'
+    return f'{{"applied_index":{parts.applied_index},"jobs":[{jobs}],"nodes":[{slaves}],"pending":{pending}}}'
 
 
 @dataclass
 class StateMachine:
     jobs: dict[str, JobRecord] = field(default_factory=dict)
-    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    slaves: dict[str, SlaveRecord] = field(default_factory=dict)
     applied_index: int = 0
     # Indexes derived from ``jobs``; rebuilt on restore, never persisted.
     _pending: dict[str, None] = field(default_factory=dict)
@@ -195,10 +199,10 @@ class StateMachine:
     _unexplained: dict[str, None] = field(default_factory=dict)
     #: Pending jobs in restart backoff, and until when.
     _backoff: dict[str, datetime] = field(default_factory=dict)
-    _placed_by_node: dict[str, set[str]] = field(default_factory=dict)
+    _placed_by_slave: dict[str, set[str]] = field(default_factory=dict)
     _by_idempotency_key: dict[str, str] = field(default_factory=dict)
     #: Log index of the last change to each slave's desired set (the watch version).
-    node_versions: dict[str, int] = field(default_factory=dict)
+    slave_versions: dict[str, int] = field(default_factory=dict)
     #: Rises whenever a slave may have gained room (registered, came back, undrained,
     #: a job left it): only then can a job that fitted nowhere fit somewhere.
     capacity_epoch: int = 0
@@ -286,15 +290,15 @@ class StateMachine:
         placed = 0
         for placement in op.placements:
             job = self.jobs.get(placement.job_id)
-            node = self.nodes.get(placement.node_id)
-            if job is None or node is None or job.state != JobState.PENDING:
+            slave = self.slaves.get(placement.slave_id)
+            if job is None or slave is None or job.state != JobState.PENDING:
                 continue
             if job.not_before is not None and job.not_before > op.at:
                 continue
             # The plan was made on a snapshot; the newest state has the last word.
-            if not fits(self.capacity(node), as_pending(job)):
+            if not fits(self.capacity(slave), as_pending(job)):
                 continue
-            self._place(job, node, op.at)
+            self._place(job, slave, op.at)
             placed += 1
         for job_id, reason in op.unplaced.items():
             job = self.jobs.get(job_id)
@@ -305,11 +309,11 @@ class StateMachine:
                     job.updated_at = op.at
         return Outcome(value=placed)
 
-    def _apply_register_node(self, op: ops.RegisterNode) -> Outcome:
-        node = self.nodes.get(op.node_id)
-        if node is None:
-            node = NodeRecord(
-                id=op.node_id,
+    def _apply_register_node(self, op: ops.RegisterSlave) -> Outcome:
+        slave = self.slaves.get(op.slave_id)
+        if slave is None:
+            slave = SlaveRecord(
+                id=op.slave_id,
                 address=op.address,
                 labels=op.labels,
                 cpu_total=op.cpu_total,
@@ -317,46 +321,46 @@ class StateMachine:
                 registered_at=op.at,
                 last_heartbeat=op.at,
             )
-            self.nodes[node.id] = node
-            self._node_change(node, op.at, "registered")
+            self.slaves[slave.id] = slave
+            self._slave_change(slave, op.at, "registered")
             self.capacity_epoch += 1
         else:
             self.capacity_epoch += 1
-            node.address, node.labels = op.address, op.labels
-            node.cpu_total, node.memory_mb_total = op.cpu_total, op.memory_mb_total
-            node.last_heartbeat = op.at
-            if node.state != NodeState.ALIVE:
-                node.state = NodeState.ALIVE
-                self._node_change(node, op.at, "heartbeats resumed")
-        self._bump(node.id)
+            slave.address, slave.labels = op.address, op.labels
+            slave.cpu_total, slave.memory_mb_total = op.cpu_total, op.memory_mb_total
+            slave.last_heartbeat = op.at
+            if slave.state != NodeState.ALIVE:
+                slave.state = NodeState.ALIVE
+                self._slave_change(slave, op.at, "heartbeats resumed")
+        self._bump(slave.id)
         return Outcome()
 
-    def _apply_touch_nodes(self, op: ops.TouchNodes) -> Outcome:
-        for node_id, at in op.heartbeats.items():
-            if node := self.nodes.get(node_id):
-                node.last_heartbeat = at
-        for node_id, usage in op.usage.items():
-            if node := self.nodes.get(node_id):
-                node.usage = usage
+    def _apply_touch_nodes(self, op: ops.TouchSlaves) -> Outcome:
+        for slave_id, at in op.heartbeats.items():
+            if slave := self.slaves.get(slave_id):
+                slave.last_heartbeat = at
+        for slave_id, usage in op.usage.items():
+            if slave := self.slaves.get(slave_id):
+                slave.usage = usage
         return Outcome()
 
-    def _apply_set_node_state(self, op: ops.SetNodeState) -> Outcome:
-        node = self.nodes.get(op.node_id)
-        if node is None:
-            return Outcome.error("not_found", f"node {op.node_id} not found")
-        if node.state == op.state:
+    def _apply_set_node_state(self, op: ops.SetSlaveState) -> Outcome:
+        slave = self.slaves.get(op.slave_id)
+        if slave is None:
+            return Outcome.error("not_found", f"node {op.slave_id} not found")
+        if slave.state == op.state:
             return Outcome()
-        node.state = op.state
-        self._node_change(node, op.at, op.reason)
+        slave.state = op.state
+        self._slave_change(slave, op.at, op.reason)
         if op.state == NodeState.ALIVE:
             self.capacity_epoch += 1
         if op.state == NodeState.DEAD:
-            self._lose_jobs(node, op.at, f"slave {node.id} is dead: {op.reason}".rstrip(": "))
-        self._bump(node.id)
+            self._lose_jobs(slave, op.at, f"slave {slave.id} is dead: {op.reason}".rstrip(": "))
+        self._bump(slave.id)
         return Outcome()
 
-    def _lose_jobs(self, node: NodeRecord, at: datetime, why: str) -> None:
-        for job_id in sorted(self._placed_by_node.get(node.id, ())):
+    def _lose_jobs(self, slave: SlaveRecord, at: datetime, why: str) -> None:
+        for job_id in sorted(self._placed_by_slave.get(slave.id, ())):
             job = self.jobs[job_id]
             step = on_stop(job, StopCause.SLAVE_LOST)
             if step is not None:
@@ -364,54 +368,55 @@ class StateMachine:
                 self._transition(job, Transition(step.step, message), at)
 
     def _apply_set_drain(self, op: ops.SetDrain) -> Outcome:
-        node = self.nodes.get(op.node_id)
-        if node is None:
-            return Outcome.error("not_found", f"node {op.node_id} not found")
+        slave = self.slaves.get(op.slave_id)
+        if slave is None:
+            return Outcome.error("not_found", f"node {op.slave_id} not found")
         deadline = op.deadline if op.draining else None
-        if node.draining == op.draining and node.drain_deadline == deadline:
+        if slave.draining == op.draining and slave.drain_deadline == deadline:
             return Outcome()
-        if node.draining != op.draining:
-            self._node_change(node, op.at, "draining" if op.draining else "drain cancelled")
-        node.draining, node.drain_deadline, node.drain_forced = op.draining, deadline, False
+        if slave.draining != op.draining:
+            self._slave_change(slave, op.at, "draining" if op.draining else "drain cancelled")
+        slave.draining, slave.drain_deadline, slave.drain_forced = op.draining, deadline, False
         if not op.draining:
             self.capacity_epoch += 1
         else:
-            for job in self.placed_jobs(node.id):
+            for job in self.placed_jobs(slave.id):
                 if drain_moves_now(job, deadline is not None):
                     self._stop(job, StopCause.DRAIN, op.at)
             if deadline is not None and deadline <= op.at:
-                self._force_drain(node, op.at)
-        self._bump(node.id)
+                self._force_drain(slave, op.at)
+        self._bump(slave.id)
         return Outcome()
 
     def _apply_force_drain(self, op: ops.ForceDrain) -> Outcome:
-        node = self.nodes.get(op.node_id)
-        if node is None:
-            return Outcome.error("not_found", f"node {op.node_id} not found")
+        slave = self.slaves.get(op.slave_id)
+        if slave is None:
+            return Outcome.error("not_found", f"node {op.slave_id} not found")
         # Proposed when the leader saw the deadline pass; the tables have the last word.
-        if node.draining and not node.drain_forced and node.drain_deadline is not None and node.drain_deadline <= op.at:
-            self._force_drain(node, op.at)
-            self._bump(node.id)
+        deadline = slave.drain_deadline
+        if slave.draining and not slave.drain_forced and deadline is not None and deadline <= op.at:
+            self._force_drain(slave, op.at)
+            self._bump(slave.id)
         return Outcome()
 
-    def _force_drain(self, node: NodeRecord, at: datetime) -> None:
-        node.drain_forced = True
-        self._node_change(node, at, "drain deadline passed; forcing the remaining jobs off")
-        for job in self.placed_jobs(node.id):
+    def _force_drain(self, slave: SlaveRecord, at: datetime) -> None:
+        slave.drain_forced = True
+        self._slave_change(slave, at, "drain deadline passed; forcing the remaining jobs off")
+        for job in self.placed_jobs(slave.id):
             self._stop(job, StopCause.DRAIN, at)
 
     def _apply_set_runtime_health(self, op: ops.SetRuntimeHealth) -> Outcome:
-        node = self.nodes.get(op.node_id)
-        if node is None:
-            return Outcome.error("not_found", f"node {op.node_id} not found")
+        slave = self.slaves.get(op.slave_id)
+        if slave is None:
+            return Outcome.error("not_found", f"node {op.slave_id} not found")
         error = None if op.healthy else (op.error or "unknown error")
-        if (node.runtime_healthy, node.runtime_error) == (op.healthy, error):
+        if (slave.runtime_healthy, slave.runtime_error) == (op.healthy, error):
             return Outcome()
-        flipped = node.runtime_healthy != op.healthy
-        node.runtime_healthy, node.runtime_error = op.healthy, error
+        flipped = slave.runtime_healthy != op.healthy
+        slave.runtime_healthy, slave.runtime_error = op.healthy, error
         if flipped:
-            self._node_change(
-                node, op.at,
+            self._slave_change(
+                slave, op.at,
                 "container engine answers again" if op.healthy else f"container engine does not answer: {error}",
             )
         if op.healthy:
@@ -419,13 +424,13 @@ class StateMachine:
         return Outcome()
 
     def _apply_lose_slave_jobs(self, op: ops.LoseSlaveJobs) -> Outcome:
-        node = self.nodes.get(op.node_id)
-        if node is None:
-            return Outcome.error("not_found", f"node {op.node_id} not found")
-        if node.runtime_healthy:
+        slave = self.slaves.get(op.slave_id)
+        if slave is None:
+            return Outcome.error("not_found", f"node {op.slave_id} not found")
+        if slave.runtime_healthy:
             return Outcome()  # the engine came back while this was proposed: nothing is lost
-        self._lose_jobs(node, op.at, f"slave {node.id}'s container engine stayed away: {op.reason}".rstrip(": "))
-        self._bump(node.id)
+        self._lose_jobs(slave, op.at, f"slave {slave.id}'s container engine stayed away: {op.reason}".rstrip(": "))
+        self._bump(slave.id)
         return Outcome()
 
     def _apply_stop_job(self, op: ops.StopJob) -> Outcome:
@@ -438,19 +443,27 @@ class StateMachine:
         return Outcome(value=job.id)
 
     def _apply_report_allocations(self, op: ops.ReportAllocations) -> Outcome:
-        facts = self._facts(op.node_id, op.runtime_healthy)
-        for status in op.statuses:
+        for job, status, step in self._report_steps(op.slave_id, op.statuses, op.runtime_healthy):
+            self._transition(job, step, op.at, status)
+        return Outcome()
+
+    def _report_steps(
+        self, slave_id: str, statuses: Iterable[AllocationStatus], runtime_healthy: bool
+    ) -> Iterator[tuple[JobRecord, AllocationStatus, Transition]]:
+        """The transitions a slave's reports cause, by ``lifecycle.on_report``: apply and
+        the leader's choice of which reports to log both ask here, so they never disagree."""
+        facts = self._facts(slave_id, runtime_healthy)
+        for status in statuses:
             job = self.jobs.get(status.job_id)
-            if job is None or job.alloc_id != status.alloc_id or job.node_id != op.node_id:
+            if job is None or job.alloc_id != status.alloc_id or job.slave_id != slave_id:
                 continue  # a report about an older attempt, or from a slave the job left
             step = on_report(job, status, facts)
             if step is not None:
-                self._transition(job, step, op.at, status)
-        return Outcome()
+                yield job, status, step
 
-    def _facts(self, node_id: str, runtime_healthy: bool) -> Facts:
-        node = self.nodes.get(node_id)
-        return Facts(slave_dead=node is None or node.state == NodeState.DEAD, runtime_healthy=runtime_healthy)
+    def _facts(self, slave_id: str, runtime_healthy: bool) -> Facts:
+        slave = self.slaves.get(slave_id)
+        return Facts(slave_dead=slave is None or slave.state == NodeState.DEAD, runtime_healthy=runtime_healthy)
 
     # ------------------------------------------------------ job transitions
 
@@ -473,7 +486,7 @@ class StateMachine:
         match step.step:
             case Step.STARTING:
                 job.seen_started = True
-                self._event(job, at, JobState.STARTING, step.message, node_id=job.node_id)
+                self._event(job, at, JobState.STARTING, step.message, slave_id=job.slave_id)
             case Step.RUNNING:
                 job.seen_started = True
                 job.running_since = at
@@ -482,8 +495,8 @@ class StateMachine:
                 job.stop_cause = step.cause
                 if job.state != JobState.STOPPING:
                     self._event(job, at, JobState.STOPPING, step.message)
-                if job.node_id:
-                    self._bump(job.node_id)
+                if job.slave_id:
+                    self._bump(job.slave_id)
             case Step.LOST:
                 self._event(job, at, JobState.LOST, step.message)
                 self._requeue(job, at, "rescheduling", charge=False)
@@ -492,10 +505,10 @@ class StateMachine:
             case Step.COMPLETED | Step.FAILED | Step.STOPPED:
                 self._finish(job, at, step.to, step.message)
 
-    def _place(self, job: JobRecord, node: NodeRecord, at: datetime) -> None:
+    def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime) -> None:
         self._forget_pending(job.id)
         job.attempts += 1
-        job.node_id = node.id
+        job.slave_id = slave.id
         job.alloc_id = f"{job.id}-{job.attempts}"
         job.container_id = None
         job.exit_code = None
@@ -504,9 +517,9 @@ class StateMachine:
         job.stop_cause = None
         job.running_since = None
         job.seen_started = False
-        self._placed_by_node.setdefault(node.id, set()).add(job.id)
-        self._event(job, at, JobState.SCHEDULED, f"placed on {node.id} (attempt {job.attempts})", node_id=node.id)
-        self._bump(node.id)
+        self._placed_by_slave.setdefault(slave.id, set()).add(job.id)
+        self._event(job, at, JobState.SCHEDULED, f"placed on {slave.id} (attempt {job.attempts})", slave_id=slave.id)
+        self._bump(slave.id)
 
     def _forget_pending(self, job_id: str) -> None:
         self._pending.pop(job_id, None)
@@ -514,9 +527,9 @@ class StateMachine:
         self._backoff.pop(job_id, None)
 
     def _unplace(self, job: JobRecord) -> None:
-        if job.node_id is not None:
-            self._placed_by_node.get(job.node_id, set()).discard(job.id)
-            self._bump(job.node_id)
+        if job.slave_id is not None:
+            self._placed_by_slave.get(job.slave_id, set()).discard(job.id)
+            self._bump(job.slave_id)
             self.capacity_epoch += 1
 
     def _finish(self, job: JobRecord, at: datetime, state: JobState, message: str) -> None:
@@ -536,31 +549,31 @@ class StateMachine:
             job.restarts, job.quick_exits = wait.restarts, wait.quick_exits
             job.not_before = not_before
             self._backoff[job.id] = not_before
-        job.node_id = None
+        job.slave_id = None
         job.stop_cause = None
         job.pending_reason = None
         self._pending[job.id] = None
         self._unexplained[job.id] = None
         self._event(job, at, JobState.PENDING, message)
 
-    def _event(self, job: JobRecord, at: datetime, state: JobState, message: str, node_id: str | None = None) -> None:
+    def _event(self, job: JobRecord, at: datetime, state: JobState, message: str, slave_id: str | None = None) -> None:
         job.state = state
         job.updated_at = at
         job.message = message
         job.events.append(
-            JobEvent(at=at, state=state, message=message, node_id=node_id or job.node_id, attempt=job.attempts)
+            JobEvent(at=at, state=state, message=message, node_id=slave_id or job.slave_id, attempt=job.attempts)
         )
         if len(job.events) > MAX_EVENTS_PER_JOB:
             del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
         job.touch()  # the list changed in place
-        self._changes.append(Change("job", job.id, state.value, at, job.node_id, message, self.applied_index))
+        self._changes.append(Change("job", job.id, state.value, at, job.slave_id, message, self.applied_index))
 
-    def _node_change(self, node: NodeRecord, at: datetime, message: str) -> None:
-        state = NodeState.DRAINING if node.draining and node.state == NodeState.ALIVE else node.state
-        self._changes.append(Change("node", node.id, state.value, at, node.id, message, self.applied_index))
+    def _slave_change(self, slave: SlaveRecord, at: datetime, message: str) -> None:
+        state = NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
+        self._changes.append(Change("node", slave.id, state.value, at, slave.id, message, self.applied_index))
 
-    def _bump(self, node_id: str) -> None:
-        self.node_versions[node_id] = self.applied_index
+    def _bump(self, slave_id: str) -> None:
+        self.slave_versions[slave_id] = self.applied_index
 
     # ---------------------------------------------------------------- reads
 
@@ -571,41 +584,41 @@ class StateMachine:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
-    def placed_jobs(self, node_id: str) -> list[JobRecord]:
-        return [self.jobs[j] for j in sorted(self._placed_by_node.get(node_id, ()))]
+    def placed_jobs(self, slave_id: str) -> list[JobRecord]:
+        return [self.jobs[j] for j in sorted(self._placed_by_slave.get(slave_id, ()))]
 
-    def capacity(self, node: NodeRecord) -> NodeCapacity:
-        placed = [self.jobs[j].spec.resources for j in self._placed_by_node.get(node.id, ())]
-        return NodeCapacity(
-            id=node.id,
-            labels=node.labels,
-            cpu_total=node.cpu_total,
-            memory_mb_total=node.memory_mb_total,
+    def capacity(self, slave: SlaveRecord) -> SlaveCapacity:
+        placed = [self.jobs[j].spec.resources for j in self._placed_by_slave.get(slave.id, ())]
+        return SlaveCapacity(
+            id=slave.id,
+            labels=slave.labels,
+            cpu_total=slave.cpu_total,
+            memory_mb_total=slave.memory_mb_total,
             cpu_reserved=sum(cpu_millis(r.cpu) for r in placed) / 1000,
             memory_mb_reserved=sum(r.memory_mb for r in placed),
-            schedulable=node.state == NodeState.ALIVE and not node.draining and node.runtime_healthy,
+            schedulable=slave.state == NodeState.ALIVE and not slave.draining and slave.runtime_healthy,
         )
 
     def scheduling_snapshot(
         self, now: datetime, only_unexplained: bool = False
-    ) -> tuple[list[NodeCapacity], list[PendingJob]]:
+    ) -> tuple[list[SlaveCapacity], list[PendingJob]]:
         """What the scheduler needs, as immutable values: jobs in backoff are left out,
         and with ``only_unexplained`` so are jobs already found to fit nowhere."""
-        nodes = [self.capacity(n) for n in self.nodes.values()]
+        slaves = [self.capacity(n) for n in self.slaves.values()]
         candidates = self._unexplained if only_unexplained else self._pending
         jobs = [
             as_pending(j)
             for j in map(self.jobs.__getitem__, candidates)
             if j.not_before is None or j.not_before <= now
         ]
-        return nodes, jobs
+        return slaves, jobs
 
     def next_backoff_expiry(self) -> datetime | None:
         return min(self._backoff.values()) if self._backoff else None
 
-    def desired_allocations(self, node_id: str) -> list[Allocation]:
-        node = self.nodes.get(node_id)
-        forced = node is not None and node.drain_forced
+    def desired_allocations(self, slave_id: str) -> list[Allocation]:
+        slave = self.slaves.get(slave_id)
+        forced = slave is not None and slave.drain_forced
         return [
             Allocation(
                 alloc_id=job.alloc_id or "",
@@ -621,29 +634,21 @@ class StateMachine:
                 may_start=not (job.seen_started or job.state in (JobState.STARTING, JobState.RUNNING)),
                 user=job.spec.user,
             )
-            for job in self.placed_jobs(node_id)
+            for job in self.placed_jobs(slave_id)
         ]
 
     def relevant_statuses(
-        self, node_id: str, statuses: Iterable[AllocationStatus], runtime_healthy: bool = True
+        self, slave_id: str, statuses: Iterable[AllocationStatus], runtime_healthy: bool = True
     ) -> list[AllocationStatus]:
-        """The reports that would change the tables (the same rule apply follows); the rest need no log entry."""
-        facts = self._facts(node_id, runtime_healthy)
-        relevant = []
-        for status in statuses:
-            job = self.jobs.get(status.job_id)
-            if job is None or job.alloc_id != status.alloc_id or job.node_id != node_id:
-                continue
-            if on_report(job, status, facts) is not None:
-                relevant.append(status)
-        return relevant
+        """The reports that would change the tables; the rest need no log entry."""
+        return [status for _, status, _ in self._report_steps(slave_id, statuses, runtime_healthy)]
 
     def job_view(self, job: JobRecord, with_events: bool = True) -> JobView:
         return JobView(
             **job.spec.model_dump(),
             id=job.id,
             state=job.state,
-            node_id=job.node_id,
+            node_id=job.slave_id,
             alloc_id=job.alloc_id,
             container_id=job.container_id,
             attempts=job.attempts,
@@ -655,27 +660,27 @@ class StateMachine:
             events=list(job.events) if with_events else None,
         )
 
-    def node_view(self, node: NodeRecord) -> NodeView:
-        cap = self.capacity(node)
-        state = NodeState.DRAINING if node.draining and node.state == NodeState.ALIVE else node.state
+    def slave_view(self, slave: SlaveRecord) -> NodeView:
+        cap = self.capacity(slave)
+        state = NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
         return NodeView(
-            id=node.id,
+            id=slave.id,
             role=NodeRole.SLAVE,
-            address=node.address,
+            address=slave.address,
             state=state,
-            labels=node.labels,
+            labels=slave.labels,
             resources=NodeResources(
-                cpu_total=node.cpu_total,
-                cpu_free=round(node.cpu_total - cap.cpu_reserved, 3),
-                memory_mb_total=node.memory_mb_total,
-                memory_mb_free=node.memory_mb_total - cap.memory_mb_reserved,
+                cpu_total=slave.cpu_total,
+                cpu_free=round(slave.cpu_total - cap.cpu_reserved, 3),
+                memory_mb_total=slave.memory_mb_total,
+                memory_mb_free=slave.memory_mb_total - cap.memory_mb_reserved,
             ),
-            usage=node.usage,
-            allocations=len(self._placed_by_node.get(node.id, ())),
-            last_heartbeat=node.last_heartbeat,
-            runtime_healthy=node.runtime_healthy,
-            runtime_error=node.runtime_error,
-            drain_deadline=node.drain_deadline,
+            usage=slave.usage,
+            allocations=len(self._placed_by_slave.get(slave.id, ())),
+            last_heartbeat=slave.last_heartbeat,
+            runtime_healthy=slave.runtime_healthy,
+            runtime_error=slave.runtime_error,
+            drain_deadline=slave.drain_deadline,
         )
 
     # ------------------------------------------------------------ snapshots
@@ -691,7 +696,7 @@ class StateMachine:
         return SnapshotParts(
             self.applied_index,
             [job.encoded() for job in self.jobs.values()],
-            [node.encoded() for node in self.nodes.values()],
+            [slave.encoded() for slave in self.slaves.values()],
             list(self._pending),
         )
 
@@ -700,9 +705,9 @@ class StateMachine:
         data = json.loads(encoded)
         sm = cls(applied_index=data["applied_index"])
         for raw in data["nodes"]:
-            node = NodeRecord.model_validate(raw)
-            sm.nodes[node.id] = node
-            sm.node_versions[node.id] = sm.applied_index
+            slave = SlaveRecord.model_validate(raw)
+            sm.slaves[slave.id] = slave
+            sm.slave_versions[slave.id] = sm.applied_index
         for raw in data["jobs"]:
             job = JobRecord.model_validate(raw)
             sm.jobs[job.id] = job
@@ -712,13 +717,13 @@ class StateMachine:
 
     def _derive_indexes(self) -> None:
         """Every index but ``_pending`` (whose order is the tables'), from the rows."""
-        self._by_idempotency_key, self._placed_by_node = {}, {}
+        self._by_idempotency_key, self._placed_by_slave = {}, {}
         self._unexplained, self._backoff = {}, {}
         for job in self.jobs.values():
             if job.spec.idempotency_key is not None:
                 self._by_idempotency_key.setdefault(job.spec.idempotency_key, job.id)
-            if job.state in PLACED_STATES and job.node_id is not None:
-                self._placed_by_node.setdefault(job.node_id, set()).add(job.id)
+            if job.state in PLACED_STATES and job.slave_id is not None:
+                self._placed_by_slave.setdefault(job.slave_id, set()).add(job.id)
         for job_id in self._pending:
             job = self.jobs[job_id]
             if job.pending_reason is None:
@@ -733,8 +738,8 @@ class StateMachine:
         self._pending = dict.fromkeys(pending)
         self._derive_indexes()
         self.capacity_epoch += 1
-        for node_id in self.nodes:
-            self.node_versions[node_id] = self.applied_index
+        for slave_id in self.slaves:
+            self.slave_versions[slave_id] = self.applied_index
 
 
 def as_pending(job: JobRecord) -> PendingJob:

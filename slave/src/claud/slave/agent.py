@@ -54,7 +54,7 @@ from claud.slave.fencing import (
     save_lease,
 )
 from claud.slave.masters import MasterClient, MastersUnavailable, ReplyGate
-from claud.slave.reconciler import Plan, ReconcileInput, RemoveAction, StopAction, reconcile
+from claud.slave.reconciler import ReconcileInput, ReconcileOutput, RemoveAction, StopAction, reconcile
 from claud.slave.resources import Capacity, UsageProbe, probe_capacity
 from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.settings import SlaveSettings
@@ -363,7 +363,7 @@ class Agent:
     def _heartbeat(self) -> Heartbeat:
         s = self.settings
         return Heartbeat(
-            node_id=s.id,
+            slave_id=s.id,
             address=s.advertise_address,
             labels=s.labels,
             cpu_total=self.capacity.cpus,
@@ -397,7 +397,7 @@ class Agent:
         backoff = self.settings.retry_min
         while True:
             request = WatchRequest(
-                node_id=self.settings.id,
+                slave_id=self.settings.id,
                 known_version=self._version,
                 wait_seconds=self.settings.watch_wait,
             )
@@ -453,7 +453,7 @@ class Agent:
 
     # --- one reconcile pass ---
 
-    async def reconcile_once(self) -> Plan | None:
+    async def reconcile_once(self) -> ReconcileOutput | None:
         """One pass: look, decide, launch the actions. Only the reconcile loop calls it,
         so passes never overlap (the in-flight snapshots below rely on that)."""
         # Snapshot what is in flight *before* looking: an action that ends while

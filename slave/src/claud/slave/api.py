@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from claud.api import ErrorBody, ErrorDetail
+from claud.api import ErrorBody
 from claud.api.protocol import CLUSTER_SECRET_HEADER, CONTAINER_ID_HEADER, SLAVE_LOGS_ROUTE
+from claud.daemon.api_errors import ApiError, error_body
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.slave.agent import Agent
@@ -30,15 +31,8 @@ from claud.slave.settings import SlaveSettings
 logger = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
 def _error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+    return JSONResponse(error_body(code, message, field), status_code=status)
 
 
 def parse_tail(tail: str) -> int | None:

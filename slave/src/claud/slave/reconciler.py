@@ -75,7 +75,9 @@ class ReconcileInput:
 
 
 @dataclass(slots=True)
-class Plan:
+class ReconcileOutput:
+    """What one pass decided: what to start, stop and remove, and what to tell the masters."""
+
     starts: list[Allocation] = field(default_factory=list)
     stops: list[StopAction] = field(default_factory=list)
     removals: list[RemoveAction] = field(default_factory=list)
@@ -163,8 +165,8 @@ def _running_allocs_by_job(observed: Iterable[Observed]) -> dict[str, set[str]]:
     return by_job
 
 
-def reconcile(inp: ReconcileInput) -> Plan:
-    plan = Plan()
+def reconcile(inp: ReconcileInput) -> ReconcileOutput:
+    plan = ReconcileOutput()
     observed = list(inp.observed)
     primary, extra = _group(observed)
     running_by_job = _running_allocs_by_job(observed)
@@ -212,7 +214,7 @@ def _decide(
     alloc: Allocation,
     c: Observed | None,
     inp: ReconcileInput,
-    plan: Plan,
+    plan: ReconcileOutput,
     running_by_job: Mapping[str, set[str]],
     blocked_jobs: set[str],
 ) -> AllocationStatus:
