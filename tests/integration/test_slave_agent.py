@@ -119,7 +119,7 @@ class FakeMaster:
                 return refused
             beat = Heartbeat.model_validate_json(await request.body())
             with self._lock:
-                self.heartbeats[beat.node_id] = beat
+                self.heartbeats[beat.slave_id] = beat
             return self._assignments()
 
         @app.post(WATCH_PATH)

@@ -66,7 +66,7 @@ def client(
     return MasterClient(addresses, http, secret=secret)
 
 
-HB = Heartbeat(node_id="s1", address="127.0.0.1:8701", cpu_total=1, memory_mb_total=64)
+HB = Heartbeat(slave_id="s1", address="127.0.0.1:8701", cpu_total=1, memory_mb_total=64)
 
 
 def test_follows_421_to_the_leader_by_id_and_remembers_it() -> None:

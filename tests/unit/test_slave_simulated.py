@@ -86,16 +86,16 @@ class MemoryMaster:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == HEARTBEAT_PATH:
             beat = Heartbeat.model_validate_json(request.content)
-            self.heartbeats[beat.node_id] = beat
-            return self.reply(beat.node_id)
+            self.heartbeats[beat.slave_id] = beat
+            return self.reply(beat.slave_id)
         ask = WatchRequest.model_validate_json(request.content)
         deadline = time.monotonic() + ask.wait_seconds
-        while self.version.get(ask.node_id, 0) == ask.known_version and time.monotonic() < deadline:
+        while self.version.get(ask.slave_id, 0) == ask.known_version and time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(self.changed.wait(), deadline - time.monotonic())
             except TimeoutError:
                 break
-        return self.reply(ask.node_id)
+        return self.reply(ask.slave_id)
 
     def state(self, node: str, alloc_id: str) -> tuple[str, int | None] | None:
         beat = self.heartbeats.get(node)
