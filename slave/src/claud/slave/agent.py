@@ -1,6 +1,6 @@
 """The agent: one object owning every long-running loop of one slave.
 
-Four loops, all triggered rather than polled where they can be:
+Its loops, all triggered rather than polled where they can be:
 
 * heartbeat: every interval, and at once (coalesced) when a reported status
   changes, so the master learns of a start or an exit without waiting;
@@ -9,7 +9,10 @@ Four loops, all triggered rather than polled where they can be:
   action, at the lease deadline, and every ``reconcile_interval`` regardless;
 * runtime events: turns "a container started/died" into a reconcile;
 * lease: wakes at the lease's end and fences at once, whatever the other
-  loops are waiting for (a hung ``list()`` included).
+  loops are waiting for (a hung ``list()`` included);
+* engine fence: wakes when an engine that stopped answering has been away as
+  long as a lease, and kills the containers' processes itself, through pidfds
+  (``engine_fence``): by then the masters may run those jobs elsewhere.
 
 Fencing has a path of its own: every container this slave last saw running
 (plus any a label sweep finds) gets SIGTERM at once and SIGKILL at the lease
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
@@ -41,6 +45,7 @@ from claud.daemon.addresses import outgoing_address, parse_host_port
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
 from claud.daemon.logfmt import log_event
 from claud.daemon.waits import wait_set, within
+from claud.slave.engine_fence import EngineFence, Pin, fence_times
 from claud.slave.fencing import (
     FencedLog,
     LeaseRecord,
@@ -158,6 +163,9 @@ class Agent:
         #: The last containers seen running, and those started since: the fence's targets.
         self._known_running: dict[str, Observed] = {}
         self._runtime_health = RuntimeHealth()
+        #: Pidfds of the running containers and the engine's absence: the fence without the engine.
+        self._engine_fence = EngineFence(settings.id)
+        self._engine_changed = asyncio.Event()
         self._start_failures: dict[str, str] = {}
         self._launched: set[str] = set()
 
@@ -217,6 +225,7 @@ class Agent:
             ("watch", self._watch_loop),
             ("runtime-events", self._events_loop),
             ("lease", self._lease_loop),
+            ("engine-fence", self._engine_fence_loop),
         ):
             self._loops.append(asyncio.create_task(loop(), name=f"{s.id}-{name}"))
 
@@ -234,6 +243,7 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
+        self._engine_fence.close()
         if self._own_http:
             await self._http.aclose()
         await self.runtime.aclose()
@@ -298,6 +308,7 @@ class Agent:
         if self._lease.renew(sent_at, terms.lease):
             self._persist_lease()
             self._lease_changed.set()
+            self._engine_changed.set()  # its deadline follows the lease's length
         if self._fenced and not self._lease.expired(boottime()):
             self._fenced = False
             self._fencing.clear()
@@ -382,13 +393,16 @@ class Agent:
             self._heartbeat_wanted.clear()
             statuses = self._statuses
             sent_at = boottime()
+            heartbeat = self._heartbeat()
             try:
-                assignments = await self.masters.heartbeat(self._heartbeat())
+                assignments = await self.masters.heartbeat(heartbeat)
             except MastersUnavailable as exc:
                 self._master_failed(exc)
             else:
                 self._sent_signature = _signature(statuses)
                 self._master_ok()
+                if heartbeat.runtime.healthy:
+                    self._engine_fence.healthy_heard()
                 self._apply(assignments, sent_at)
             delay = self._heartbeat_interval - (boottime() - sent_at)
             await wait_set(self._heartbeat_wanted, max(0.0, delay))
@@ -451,6 +465,21 @@ class Agent:
             timeout = None if self._fenced else max(0.0, self._lease.remaining(boottime())) + 0.001
             await wait_set(self._lease_changed, timeout)
 
+    async def _engine_fence_loop(self) -> None:
+        """Fence without the engine once it has been away as long as a lease (``engine_fence``).
+
+        A loop of its own for the lease loop's reason: a reconcile pass may sit
+        in a hung engine call for the whole Docker timeout.
+        """
+        while True:
+            self._engine_changed.clear()
+            now = boottime()
+            term_at = self._engine_fence.term_at(self._lease.seconds)
+            if term_at is not None and now >= term_at:
+                self._engine_fence_now(term_at)
+                term_at = None  # until something changes: a start that lands, the engine back
+            await wait_set(self._engine_changed, None if term_at is None else term_at - now + 0.001)
+
     # --- one reconcile pass ---
 
     async def reconcile_once(self) -> ReconcileOutput | None:
@@ -480,6 +509,7 @@ class Agent:
         fenced = self._check_lease()
         self._log_transitions(observed)
         self._known_running = {o.container_id: o for o in observed if o.phase is Phase.RUNNING}
+        self._engine_fence.observe(observed)
         if fenced:
             # A fence stops every container, whatever stop was already under way.
             busy = frozenset(self._fencing)
@@ -553,6 +583,10 @@ class Agent:
         return not self._lease.expired(boottime())
 
     def _runtime_down(self, error: str) -> None:
+        if not self._engine_fence.down:
+            # Before any heartbeat can carry the news: the masters count from later.
+            self._engine_fence.engine_failed(boottime())
+            self._engine_changed.set()
         if self._runtime_health.healthy:
             self._heartbeat_wanted.set()
         self._runtime_health = RuntimeHealth(healthy=False, error=error[:4096])
@@ -560,6 +594,9 @@ class Agent:
             log_event(logger, "runtime.unavailable", logging.WARNING, error=error)
 
     def _runtime_up(self) -> None:
+        if self._engine_fence.down:
+            self._engine_fence.engine_answered()
+            self._engine_changed.set()
         if not self._runtime_health.healthy:
             self._runtime_health = RuntimeHealth()
             self._heartbeat_wanted.set()
@@ -622,6 +659,78 @@ class Agent:
             )
         finally:
             self._reconcile_wanted.set()
+
+    def _engine_fence_now(self, term_at: float) -> None:
+        """The engine has been away a lease long: signal every pinned process ourselves."""
+        targets = self._engine_fence.take_targets()
+        if not targets:
+            return
+        # Recorded before any signal, as the lease fence does: when the engine returns,
+        # these exits are reported fenced (lost, not failed) and never restarted.
+        try:
+            self._fenced_log.add([t.alloc_id for t in targets], time.time())
+        except OSError as exc:
+            log_event(logger, "fence.persist_failed", logging.WARNING, error=str(exc))
+        away = self._engine_fence.away_since
+        assert away is not None  # term_at came from it
+        desired = self._desired or {}
+        schedule: list[tuple[Pin, float]] = []
+        for t in targets:
+            grace = self._fence_grace
+            if t.alloc_id in desired:
+                grace = min(grace, desired[t.alloc_id].stop_timeout)
+            schedule.append((t, fence_times(away, self._lease.seconds, grace, self.settings.fence_round_trip)[1]))
+        log_event(
+            logger,
+            "engine_fence.begun",
+            logging.WARNING,
+            slave=self.settings.id,
+            containers=len(targets),
+            engine_away=round(boottime() - away, 2),
+            late=round(max(0.0, boottime() - term_at), 3) or None,
+            lease=self._lease.seconds,
+            error=self._runtime_health.error,
+            action="killing the containers' processes without the engine: the masters may run their jobs elsewhere",
+        )
+        self._spawn(self._engine_fence_kill(schedule))
+
+    async def _engine_fence_kill(self, schedule: list[tuple[Pin, float]]) -> None:
+        """SIGTERM now, SIGKILL at each one's time; carried through even if the engine returns meanwhile:
+        the allocations are recorded fenced, and the masters may already be placing them elsewhere."""
+        began = boottime()
+        for target, kill_at in schedule:
+            if kill_at > began:
+                self._engine_fence.send(target, signal.SIGTERM)
+        killed = 0
+        for target, kill_at in sorted(schedule, key=lambda item: item[1]):
+            delay = kill_at - boottime()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = self._engine_fence.send(target, signal.SIGKILL)
+            self._engine_fence.killed(target)
+            killed += sent
+            log_event(
+                logger,
+                "container.stopped",
+                logging.WARNING,
+                slave=self.settings.id,
+                job=target.job_id,
+                alloc=target.alloc_id,
+                container=target.container_id[:12],
+                pid=target.pid,
+                reason="engine-fenced",
+                signalled=sent,
+            )
+        log_event(
+            logger,
+            "engine_fence.done",
+            logging.WARNING,
+            slave=self.settings.id,
+            containers=len(schedule),
+            killed=killed,
+            seconds=round(boottime() - began, 3),
+        )
+        self._reconcile_wanted.set()
 
     async def _fence_sweep(self) -> None:
         """Whatever runs under this slave's label that the last observation missed."""
@@ -692,6 +801,8 @@ class Agent:
             self._launched.add(alloc.alloc_id)
             if observed.phase is Phase.RUNNING:
                 self._known_running[observed.container_id] = observed
+                self._engine_fence.pin(observed)
+                self._engine_changed.set()  # started as the engine went away: fenced like the rest
                 if self._fenced:
                     # Started in the instant the lease ended: fenced like the rest.
                     self._fence([observed])

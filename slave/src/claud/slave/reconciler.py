@@ -153,7 +153,7 @@ def _status_of_container(c: Observed, job_id: str, inp: ReconcileInput) -> Alloc
             return _status(c.alloc_id, job_id, ContainerState.FAILED, c, c.error)
         return _status(c.alloc_id, job_id, ContainerState.STARTING, c)
     fenced = fenced_exit(c, inp.fenced_allocs)
-    message = "stopped by this slave: its lease ended (fenced)" if fenced else c.error
+    message = "stopped by this slave (fenced): its lease ended or its engine stopped answering" if fenced else c.error
     return _status(c.alloc_id, job_id, ContainerState.EXITED, c, message, fenced=fenced)
 
 
