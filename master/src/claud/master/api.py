@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -512,7 +512,7 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
 
 # --------------------------------------------------------------------- nodes
 
-slaves = APIRouter(
+nodes = APIRouter(
     prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED
 )
 
@@ -551,7 +551,7 @@ def _slave_view(master: Master, slave_id: str) -> NodeView:
     return view
 
 
-@slaves.get("", response_model=NodeList, operation_id="listNodes", responses=docs.INVALID)
+@nodes.get("", response_model=NodeList, operation_id="listNodes", responses=docs.INVALID)
 async def list_nodes(master: MasterDep, limit: Limit = None, cursor: Cursor = None) -> NodeList:
     """Masters by id, then slaves by id; with ``limit``, a page at a time."""
     items = [(0, view.id, view) for view in _master_views(master)]
@@ -574,14 +574,17 @@ async def _set_drain(master: Master, slave_id: str, draining: bool, deadline: fl
     return _slave_view(master, slave_id)
 
 
+#: A slave's id in a /v1/nodes path: ``node_id`` in the public API, where a node is a master or a slave.
+SlavePath = Annotated[str, Path(alias="node_id", description="the slave's id")]
+
 _DRAIN_DOCS: dict[int | str, dict[str, Any]] = {
     **docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE,
 }
 
 
-@slaves.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
+@nodes.post("/{node_id}/drain", response_model=NodeView, operation_id="drainNode", responses=_DRAIN_DOCS)
 async def drain_node(
-    slave_id: str,
+    slave_id: SlavePath,
     master: MasterDep,
     body: DrainRequest | None = None,
     deadline: Annotated[float | None, Query(ge=0, le=MAX_DRAIN_DEADLINE, allow_inf_nan=False)] = None,
@@ -599,8 +602,8 @@ async def drain_node(
     return await _set_drain(master, slave_id, True, given if given is not None else deadline)
 
 
-@slaves.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)
-async def undrain_node(slave_id: str, master: MasterDep) -> NodeView:
+@nodes.post("/{node_id}/undrain", response_model=NodeView, operation_id="undrainNode", responses=_DRAIN_DOCS)
+async def undrain_node(slave_id: SlavePath, master: MasterDep) -> NodeView:
     """Let the scheduler place jobs on a drained slave again."""
     return await _set_drain(master, slave_id, False)
 
@@ -852,7 +855,7 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    for router in (jobs, slaves, cluster, internal, ops_router):
+    for router in (jobs, nodes, cluster, internal, ops_router):
         app.include_router(router)
     docs.install_docs(app)
     docs.install_openapi(app)
