@@ -249,6 +249,32 @@ def test_checksummed_bytes_that_are_no_snapshot_are_refused_or_never_delivered(t
     assert delivered.messages == []
 
 
+def test_an_older_snapshot_than_the_one_under_way_or_received_is_refused(tmp_path: Path) -> None:
+    older, newer = tables(3), tables(5)
+    old_blob, new_blob = compress_state(older.to_snapshot()), compress_state(newer.to_snapshot())
+    delivered = Delivered()
+    receiver = SnapshotReceiver(2, tmp_path, delivered)
+
+    async def stale(blob: bytes, index: int, transfer: str) -> str:
+        with pytest.raises(ChunkRefused) as refused:
+            await receiver.accept(header_for(blob, index, transfer=transfer), blob[:50])
+        assert refused.value.next_offset is None  # the sender gives up: nothing to resume
+        return refused.value.code
+
+    async def run() -> None:
+        await receiver.accept(header_for(new_blob, newer.applied_index), new_blob[:50])
+        # Chunks of transfers the leader gave up on, processed late: the newer one under way stays.
+        assert await stale(old_blob, older.applied_index, "cd" * 16) == "stale_transfer"
+        for offset in range(50, len(new_blob), 50):
+            header = header_for(new_blob, newer.applied_index, offset=offset)
+            await receiver.accept(header, new_blob[offset:offset + 50])
+        await settle(receiver)
+        assert await stale(old_blob, older.applied_index, "ef" * 16) == "stale_transfer"
+
+    asyncio.run(run())
+    assert [m.snapshot.index for m, _ in delivered.messages] == [newer.applied_index]
+
+
 def test_the_snapshot_already_received_is_answered_done_and_told_again(tmp_path: Path) -> None:
     sm = tables()
     blob = compress_state(sm.to_snapshot())

@@ -269,6 +269,10 @@ class SnapshotReceiver:
                 if received.delivered:
                     self._deliver(self._message(header, received.snapshot), None)
                 return {"next_offset": header.size, "done": True}
+            if received is not None and _newer(received.header, header):
+                # A chunk the leader gave up on, buffered while this master was paused, say:
+                # the core already has something newer, and tells the leader in its answers.
+                raise ChunkRefused(409, "stale_transfer", f"snapshot {received.header.index} was received already")
             assembly = await self._assembly_for(header)
             if header.offset != assembly.received:
                 raise ChunkRefused(
@@ -312,8 +316,8 @@ class SnapshotReceiver:
             if not current.header.same_transfer(header):
                 raise ChunkRefused(400, "malformed_chunk", "a chunk of this transfer describes another snapshot")
             return current
-        if current is not None and current.header.term > header.term:
-            raise ChunkRefused(409, "stale_transfer", f"a transfer at term {current.header.term} is under way")
+        if current is not None and _newer(current.header, header):
+            raise ChunkRefused(409, "stale_transfer", f"a transfer of snapshot {current.header.index} is under way")
         if header.offset != 0:
             # Not the transfer under way (this master restarted, or gave that one up): from the start.
             raise ChunkRefused(409, "unknown_transfer", f"no transfer {header.transfer} under way; start at 0", 0)
@@ -332,6 +336,12 @@ class SnapshotReceiver:
                 self._assembly = None
         if self._restoring is not None:
             await asyncio.gather(self._restoring, return_exceptions=True)
+
+
+def _newer(kept: ChunkHeader, arriving: ChunkHeader) -> bool:
+    """Whether ``kept`` (under way, or received) supersedes the transfer ``arriving`` is part of:
+    a later leader's snapshot wins, and of one leader, the later snapshot."""
+    return (kept.term, kept.index) > (arriving.term, arriving.index)
 
 
 # ------------------------------------------------------------ the leader's end
