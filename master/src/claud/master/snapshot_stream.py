@@ -141,11 +141,15 @@ class ChunkHeader:
 def check_chunk(header: ChunkHeader, data: bytes) -> None:
     """What a chunk must satisfy on its own, before any state is touched (ChunkRefused otherwise)."""
     if header.size == 0 or header.size > MAX_SNAPSHOT_BYTES:
-        raise ChunkRefused(413, "snapshot_too_large", f"a snapshot of {header.size} bytes: 1 to {MAX_SNAPSHOT_BYTES}")
+        raise ChunkRefused(
+            413, "snapshot_too_large", f"a snapshot of {header.size} bytes; the limit is 1 to {MAX_SNAPSHOT_BYTES}"
+        )
     if not data:
         raise ChunkRefused(400, "empty_chunk", "a chunk carries at least one byte")
     if len(data) > MAX_CHUNK_BYTES:
-        raise ChunkRefused(413, "chunk_too_large", f"a chunk of {len(data)} bytes; at most {MAX_CHUNK_BYTES}")
+        raise ChunkRefused(
+            413, "chunk_too_large", f"a chunk of {len(data)} bytes exceeds the limit of {MAX_CHUNK_BYTES}"
+        )
     if header.offset + len(data) > header.size:
         raise ChunkRefused(
             400, "chunk_past_end", f"bytes {header.offset}-{header.offset + len(data)} of a {header.size}-byte snapshot"
