@@ -19,6 +19,9 @@ RAFT_PATH = INTERNAL_PREFIX + "raft"
 PROPOSE_PATH = INTERNAL_PREFIX + "propose"
 #: A master's id, address and view of the leader; how a ``--peers`` address learns its id.
 WHOAMI_PATH = INTERNAL_PREFIX + "whoami"
+#: One chunk of a snapshot the leader streams to a follower (raw bytes, described
+#: by ``SNAPSHOT_CHUNK_HEADER``), answered with the offset the follower expects next.
+SNAPSHOT_CHUNK_PATH = INTERNAL_PREFIX + "snapshot/chunk"
 
 # slave -> master
 HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"
@@ -44,6 +47,12 @@ ALLOC_ID_HEADER = "X-Claud-Alloc-Id"
 #: On a slave's logs answer: the container the output comes from.
 CONTAINER_ID_HEADER = "X-Claud-Container-Id"
 
+#: On a snapshot chunk: which transfer, snapshot, offset, total size and checksum it belongs to (compact JSON).
+SNAPSHOT_CHUNK_HEADER = "X-Claud-Snapshot-Chunk"
+
 #: The only content type an internal route with a body accepts (a web page
 #: cannot send it cross-origin without a preflight).
 JSON_CONTENT_TYPE = "application/json"
+#: The content type of a snapshot chunk, the one internal body that is not JSON
+#: (no more a "simple" cross-origin request than JSON is: it needs a preflight too).
+SNAPSHOT_CONTENT_TYPE = "application/octet-stream"

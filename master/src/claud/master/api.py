@@ -56,6 +56,9 @@ from claud.api.protocol import (
     MASTER_ID_HEADER,
     PROPOSE_PATH,
     RAFT_PATH,
+    SNAPSHOT_CHUNK_HEADER,
+    SNAPSHOT_CHUNK_PATH,
+    SNAPSHOT_CONTENT_TYPE,
     WATCH_PATH,
     WHOAMI_PATH,
     slave_logs_path,
@@ -127,7 +130,8 @@ class TokenAuthMiddleware:
     body parsing, no streaming) ever runs for a caller without its credential.
 
     ``/v1/internal/*`` needs the cluster secret (there is always one) and, when
-    it carries a body, ``Content-Type: application/json``: a web page can send
+    it carries a body, ``Content-Type: application/json`` (``application/octet-stream``
+    for a snapshot chunk, which is no simple request either): a web page can send
     a "simple" cross-origin request (text/plain, a form) without a preflight,
     and none of those may reach a route. Everything else but the open paths
     needs the API token in the ``Authorization`` header, never in the URL.
@@ -166,11 +170,10 @@ class TokenAuthMiddleware:
                 self.refusals.refused(client, path=path, credential="cluster_secret")
                 return error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
             content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-            if scope["method"] not in self.BODYLESS and content_type != JSON_CONTENT_TYPE.encode():
+            expected = SNAPSHOT_CONTENT_TYPE if path == SNAPSHOT_CHUNK_PATH else JSON_CONTENT_TYPE
+            if scope["method"] not in self.BODYLESS and content_type != expected.encode():
                 self.refusals.refused(client, path=path, credential="content_type")
-                return error_response(
-                    415, "unsupported_media_type", f"internal routes take Content-Type: {JSON_CONTENT_TYPE}"
-                )
+                return error_response(415, "unsupported_media_type", f"{path} takes Content-Type: {expected}")
             return None
         given_token = bearer(headers.get(b"authorization", b"").decode("latin-1"))
         if not same_secret(given_token, self.master.token):
@@ -669,6 +672,14 @@ async def whoami(master: MasterDep) -> dict[str, Any]:
 async def propose_forwarded(request: Request, master: MasterDep) -> JSONResponse:
     """Writes a follower forwarded, in a batch; each answered once committed, like a direct one."""
     return JSONResponse(await transport.answer_proposals(master.replicated, await request.body()))
+
+
+@internal.post(SNAPSHOT_CHUNK_PATH)
+async def snapshot_chunk(request: Request, master: MasterDep) -> JSONResponse:
+    """One chunk of a snapshot the leader streams here; answered with the offset expected next."""
+    status, answer = await master.snapshot_receiver.answer(request.headers.get(SNAPSHOT_CHUNK_HEADER),
+                                                           await request.body())
+    return JSONResponse(answer, status_code=status)
 
 
 @internal.post(HEARTBEAT_PATH, response_model=Assignments)

@@ -12,7 +12,8 @@ memory. Each decision lives in one part:
   commits and what a slave is told;
 - the leader's duties (:mod:`claud.master.leader_duties`): where a job goes,
   when a slave is dead, which drains are overdue; run only while leading;
-- the transport (:mod:`claud.master.transport`): the master<->master protocol.
+- the transport (:mod:`claud.master.transport`): the master<->master protocol,
+  whose snapshots stream apart (:mod:`claud.master.snapshot_stream`).
 
 What follows a commit is a list of named subscribers of the log, in this
 order: publish the changes on the event stream, log them, wake the slaves'
@@ -40,6 +41,7 @@ from claud.master.peers import MasterDirectory
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
+from claud.master.snapshot_stream import SnapshotReceiver
 from claud.master.state import Change, Outcome, StateMachine
 from claud.master.storage import LogStore
 from claud.master.transport import HttpTransport, MasterTransport
@@ -80,6 +82,8 @@ class Master:
         self.events = EventBroker()
         self.slaves = SlaveSessions(settings, replicated)
         self.duties = LeaderDuties(settings, replicated, self.slaves)
+        #: Where a leader's streamed snapshots land (``SNAPSHOT_CHUNK_PATH``).
+        self.snapshot_receiver = SnapshotReceiver(settings.id, settings.data_dir, replicated.receive_snapshot)
         self.discovery: Discovery | None = None
         self._background: list[asyncio.Task[None]] = []
         replicated.subscribe_applied("events", self._publish_changes)
@@ -116,6 +120,7 @@ class Master:
         if self.discovery is not None:
             await self.discovery.stop()
         await self.replicated.stop()
+        await self.snapshot_receiver.close()
         await self.transport.close()
         await self.slave_http.aclose()
         self.store.close()
@@ -209,7 +214,8 @@ def build_master(settings: MasterSettings) -> Master:
     # against the cluster's CA and presents this master's certificate.
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
-    transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls)
+    transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls,
+                              snapshot_source=store.snapshot_blob)
     replicated = ReplicatedLog(
         master_id=settings.id,
         cluster_size=settings.size,

@@ -30,7 +30,7 @@ from claud.daemon.waits import within
 from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
-from claud.master.raft_messages import Message
+from claud.master.raft_messages import InstallSnapshot, Message
 from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, HardState, LogStore, Snapshot
 from claud.master.transport import LeaderUnavailable, MasterTransport, NotCommitted, OutcomeUnknown
@@ -131,6 +131,8 @@ class ReplicatedLog:
         self._commit_saved_at = 0.0
         self._applied_waiters: list[asyncio.Future[None]] = []
         self._inbox: list[Any] = []
+        #: A streamed snapshot and the tables its receiver restored from it, until the core installs it.
+        self._prepared: tuple[Snapshot, StateMachine] | None = None
         self._wakeup = asyncio.Event()
         self._waiting: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -299,6 +301,13 @@ class ReplicatedLog:
         self._inbox.extend(messages)
         self._wakeup.set()
 
+    def receive_snapshot(self, message: InstallSnapshot, tables: StateMachine | None) -> None:
+        """Queue a snapshot streamed from the leader, with the tables already restored from it
+        (off the loop, by the receiver), so that installing it costs no second restore."""
+        if tables is not None:
+            self._prepared = (message.snapshot, tables)
+        self.receive([message])
+
     # ------------------------------------------------------------ the loop
 
     async def _tick_loop(self) -> None:
@@ -343,10 +352,16 @@ class ReplicatedLog:
         for msg in rd.messages:
             self._transport.send(msg)
         if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
-            # Restoring costs seconds for a big table: in a thread, the loop keeps
-            # answering (reads see the old tables until the new ones are whole).
+            # Restoring costs seconds for a big table: done by the snapshot's receiver, or
+            # here in a thread; the loop keeps answering (reads see the old tables until
+            # the new ones are whole).
             rejected = self.state.rejected_entries
-            self.state = await asyncio.to_thread(StateMachine.from_snapshot, rd.snapshot.state)
+            prepared = self._prepared
+            if prepared is not None and prepared[0] is rd.snapshot:
+                self._prepared = None
+                self.state = prepared[1]
+            else:
+                self.state = await asyncio.to_thread(StateMachine.from_snapshot, rd.snapshot.state)
             self.state.rejected_entries += rejected  # a process-local counter: it survives the install
             self._snapshot_index = rd.snapshot.index
             self._fail_waiting_up_to(rd.snapshot.index)

@@ -102,7 +102,7 @@ class MasterSettings(TlsSettings):
     )
     max_internal_request_bytes: int = Field(
         256 * 1024 * 1024, ge=1024 * 1024,
-        description="largest master<->master or slave request body, bytes (a snapshot travels in one)",
+        description="largest master<->master or slave request body, bytes (a snapshot travels in 1 MiB chunks)",
     )
     request_read_timeout: float = Field(
         30.0, gt=0, description="a request body not received within this answers 408"

@@ -32,6 +32,20 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    """A snapshot in its stored form: the state text compressed with :func:`compress_state`."""
+
+    index: int
+    term: int
+    blob: bytes
+
+
+def compress_state(state: str) -> bytes:
+    """How a snapshot's state is stored and streamed (zlib's own check covers the whole text)."""
+    return zlib.compress(state.encode(), 1)
+
+
+@dataclass(frozen=True, slots=True)
 class HardState:
     term: int = 0
     voted_for: int | None = None
@@ -90,6 +104,12 @@ class LogStore:
             return None
         return Snapshot(index=row[0], term=row[1], state=zlib.decompress(row[2]).decode())
 
+    def snapshot_blob(self) -> StoredSnapshot | None:
+        """The snapshot as stored (compressed): what a leader streams to a follower, as it is."""
+        with self._lock:
+            row = self._db.execute("SELECT idx, term, data FROM snapshot WHERE id = 1").fetchone()
+        return None if row is None else StoredSnapshot(index=row[0], term=row[1], blob=bytes(row[2]))
+
     def entries(self, first: int, last: int | None = None) -> list[Entry]:
         """Entries with ``first <= index <= last`` (to the end when last is None)."""
         with self._lock:
@@ -136,7 +156,7 @@ class LogStore:
         A snapshot no newer than the stored one is ignored (False): a master's own
         snapshot is saved in the background and may lose a race with one its
         leader sent, which must not be replaced by an older one."""
-        blob = zlib.compress(snapshot.state.encode(), 1)  # outside the lock: log appends go on meanwhile
+        blob = compress_state(snapshot.state)  # outside the lock: log appends go on meanwhile
         with self._lock, self._db:
             self._db.execute("BEGIN")
             row = self._db.execute("SELECT idx FROM snapshot WHERE id = 1").fetchone()

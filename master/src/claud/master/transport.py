@@ -11,7 +11,11 @@ Three exchanges travel between masters, each over ``/v1/internal/*``
   :meth:`HttpTransport.forward` sends and parses, :func:`answer_proposals`
   decodes and answers;
 - ``WHOAMI_PATH``: how a ``--peers`` address tells its id;
-  :meth:`HttpTransport.resolve_peers` asks, :func:`whoami` answers.
+  :meth:`HttpTransport.resolve_peers` asks, :func:`whoami` answers;
+- snapshots (``SNAPSHOT_CHUNK_PATH``): an ``InstallSnapshot`` the core emits
+  is not put in a batch but streamed in chunks by
+  :class:`~claud.master.snapshot_stream.SnapshotSenders`, and assembled by
+  the follower's :class:`~claud.master.snapshot_stream.SnapshotReceiver`.
 
 The typed outcomes a write may end in besides an :class:`Outcome` are defined
 here too, each with the wire code it travels (and is rendered) as, so the
@@ -35,7 +39,8 @@ from claud.master import ops, strict_json
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory
-from claud.master.raft_messages import Message, message_from_dict, message_to_dict
+from claud.master.raft_messages import InstallSnapshot, Message, message_from_dict, message_to_dict
+from claud.master.snapshot_stream import SnapshotSenders, SnapshotSource
 from claud.master.state import Outcome
 
 if TYPE_CHECKING:
@@ -239,22 +244,29 @@ class HttpTransport:
 
     One link (one connection) per peer for consensus messages, so a slow or
     frozen peer never delays the others; a small pool of connections to the
-    leader for forwarded writes, one per request in flight."""
+    leader for forwarded writes, one per request in flight; a connection per
+    snapshot transfer, so heartbeats never wait behind a snapshot.
+    ``snapshot_source`` reads the stored snapshot (``LogStore.snapshot_blob``),
+    which is what a transfer streams."""
 
     def __init__(
         self, directory: MasterDirectory, local_address: str | None, secret: str | None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, snapshot_source: SnapshotSource | None = None,
     ) -> None:
         self._directory = directory
         self._local_address, self._headers, self._tls = local_address, cluster_secret_headers(secret), tls
         self._links: dict[int, PeerLink] = {}
         #: Idle connections to the leader for forwarding.
         self._forward_connections: list[PeerConnection] = []
+        self.snapshots = SnapshotSenders(directory, self._connection, snapshot_source)
 
     def _connection(self) -> PeerConnection:
         return PeerConnection(self._local_address, self._headers, self._tls)
 
     def send(self, message: Message) -> None:
+        if isinstance(message, InstallSnapshot):
+            self.snapshots.send(message)
+            return
         link = self._links.get(message.dst)
         if link is None:
             link = self._links[message.dst] = PeerLink(self._directory, message.dst, self._connection())
@@ -299,6 +311,7 @@ class HttpTransport:
             connection.close()
 
     async def close(self) -> None:
+        await self.snapshots.close()
         await asyncio.gather(*(link.close() for link in self._links.values()))
         for connection in self._forward_connections:
             connection.close()
