@@ -19,15 +19,18 @@ from claud.master import ops
 from claud.master.transport import encode_proposals
 from support.cluster import Cluster, Master, wait_until
 
-#: The table the follower falls behind by; CLAUD_TEST_SNAPSHOT_JOBS makes it smaller for a quick run.
-JOBS = int(os.environ.get("CLAUD_TEST_SNAPSHOT_JOBS", "100000"))
+#: The table the follower falls behind by (the issue asks 100,000: CLAUD_TEST_SNAPSHOT_JOBS=100000).
+JOBS = int(os.environ.get("CLAUD_TEST_SNAPSHOT_JOBS", "30000"))
 #: Writes per forwarded batch: one request, one fsync, as a follower forwards them.
 BATCH = 500
 #: This machine's two cores are shared with other suites, and committing writes
 #: as fast as they go (each validated by every master) holds the masters' loops
 #: long enough to cost elections at the default timeouts while the table grows:
 #: those happen before the follower resumes, and are not what this test is about.
-SLOW_MACHINE = ["--election-timeout", "2", "--slave-lease", "6", "--node-dead-after", "15"]
+SLOW_MACHINE = ["--election-timeout", "2", "--slave-lease", "6", "--node-dead-after", "15",
+                # Chunks small enough that even the suite's table (30,000 jobs, ~1.5 MB) takes several;
+                # CLAUD_TEST_SNAPSHOT_JOBS=100000 runs the issue's size (about 5 minutes here).
+                "--snapshot-chunk-bytes", "262144"]
 
 
 def submit_batches(cluster: Cluster, masters: list[Master], count: int) -> None:
@@ -94,7 +97,7 @@ def job_states(master: Master, token: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
-def test_a_follower_100k_jobs_behind_catches_up_by_a_chunked_snapshot_without_an_election(
+def test_a_follower_far_behind_catches_up_by_a_chunked_snapshot_without_an_election(
     cluster: Cluster,
 ) -> None:
     cluster.start_masters(3, *SLOW_MACHINE)
@@ -126,8 +129,7 @@ def test_a_follower_100k_jobs_behind_catches_up_by_a_chunked_snapshot_without_an
     assert "raft.role" not in log, log[-3000:]
     sent = [line for line in log.splitlines() if "event=snapshot.sent" in line]
     chunks = max(int(line.split(" chunks=")[1].split()[0]) for line in sent)
-    if JOBS >= 100_000:  # a table this big never fits one chunk
-        assert chunks > 1, sent
+    assert chunks > 1, sent
     # The follower's tables are the leader's.
     leader_jobs = job_states(leader, cluster.token)
     assert len(leader_jobs) >= JOBS

@@ -215,7 +215,7 @@ def build_master(settings: MasterSettings) -> Master:
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
     transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls,
-                              snapshot_source=store.snapshot_blob)
+                              snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes)
     replicated = ReplicatedLog(
         master_id=settings.id,
         cluster_size=settings.size,

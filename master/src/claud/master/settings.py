@@ -94,6 +94,11 @@ class MasterSettings(TlsSettings):
     )
     strategy: Strategy = Field(Strategy.BINPACK, description="placement strategy: binpack or spread")
     snapshot_every: int = Field(10_000, ge=10, description="log entries between snapshots")
+    snapshot_chunk_bytes: int = Field(
+        1 << 20, ge=64 << 10, le=8 << 20,
+        description="a snapshot streams to a lagging follower in chunks of this many bytes, each with its own "
+        "timeout: smaller for slow links",
+    )
     node_touch_interval: float = Field(5.0, gt=0, description="how often heartbeat times are replicated")
     watch_max_wait: float = Field(15.0, gt=0, description="longest a slave's watch long-poll is held")
     log_level: str = Field("info", description="debug, info, warning or error")

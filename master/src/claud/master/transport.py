@@ -40,7 +40,7 @@ from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory
 from claud.master.raft_messages import InstallSnapshot, Message, message_from_dict, message_to_dict
-from claud.master.snapshot_stream import SnapshotSenders, SnapshotSource
+from claud.master.snapshot_stream import CHUNK_BYTES, SnapshotSenders, SnapshotSource
 from claud.master.state import Outcome
 
 if TYPE_CHECKING:
@@ -252,13 +252,14 @@ class HttpTransport:
     def __init__(
         self, directory: MasterDirectory, local_address: str | None, secret: str | None,
         tls: ssl.SSLContext | None = None, snapshot_source: SnapshotSource | None = None,
+        snapshot_chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self._directory = directory
         self._local_address, self._headers, self._tls = local_address, cluster_secret_headers(secret), tls
         self._links: dict[int, PeerLink] = {}
         #: Idle connections to the leader for forwarding.
         self._forward_connections: list[PeerConnection] = []
-        self.snapshots = SnapshotSenders(directory, self._connection, snapshot_source)
+        self.snapshots = SnapshotSenders(directory, self._connection, snapshot_source, snapshot_chunk_bytes)
 
     def _connection(self) -> PeerConnection:
         return PeerConnection(self._local_address, self._headers, self._tls)
