@@ -29,6 +29,8 @@ class Snapshot:
     index: int
     term: int
     state: str  # the state machine's own encoding; the consensus core never looks inside
+    #: The cluster configuration in effect at ``index`` (claud.master.raft_config), "" before the first one.
+    config: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class LogStore:
             );
             """
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(snapshot)")}
+        if "config" not in columns:  # a data directory from before configurations were replicated
+            self._db.execute("ALTER TABLE snapshot ADD COLUMN config TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -85,10 +90,10 @@ class LogStore:
 
     def snapshot(self) -> Snapshot | None:
         with self._lock:
-            row = self._db.execute("SELECT idx, term, data FROM snapshot WHERE id = 1").fetchone()
+            row = self._db.execute("SELECT idx, term, data, config FROM snapshot WHERE id = 1").fetchone()
         if row is None:
             return None
-        return Snapshot(index=row[0], term=row[1], state=zlib.decompress(row[2]).decode())
+        return Snapshot(index=row[0], term=row[1], state=zlib.decompress(row[2]).decode(), config=row[3])
 
     def entries(self, first: int, last: int | None = None) -> list[Entry]:
         """Entries with ``first <= index <= last`` (to the end when last is None)."""
@@ -143,8 +148,8 @@ class LogStore:
             if row is not None and row[0] >= snapshot.index:
                 return False
             self._db.execute(
-                "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
-                (snapshot.index, snapshot.term, blob),
+                "INSERT OR REPLACE INTO snapshot (id, idx, term, data, config) VALUES (1, ?, ?, ?, ?)",
+                (snapshot.index, snapshot.term, blob, snapshot.config),
             )
             if replace_log:
                 self._db.execute("DELETE FROM log")
