@@ -16,6 +16,7 @@ from claud.master import ops
 from claud.master.auth import Credentials
 from claud.master.master import Master
 from claud.master.peers import MasterDirectory
+from claud.master.raft_config import ConfChange
 from claud.master.raft_messages import Message
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
@@ -42,6 +43,9 @@ class LoneTransport:
     async def forward(
         self, leader_id: int, batch: list[ops.Operation], timeout: float
     ) -> tuple[list[Outcome | Exception], int]:
+        raise LeaderUnavailable("a lone master forwards nothing")
+
+    async def forward_conf_change(self, leader_id: int, change: ConfChange, timeout: float) -> int:
         raise LeaderUnavailable("a lone master forwards nothing")
 
     async def resolve_peers(self, addresses: list[str]) -> None:

@@ -19,6 +19,8 @@ RAFT_PATH = INTERNAL_PREFIX + "raft"
 PROPOSE_PATH = INTERNAL_PREFIX + "propose"
 #: A master's id, address and view of the leader; how a ``--peers`` address learns its id.
 WHOAMI_PATH = INTERNAL_PREFIX + "whoami"
+#: A configuration change (add, remove a master) a follower forwards to the leader.
+MEMBERS_PATH = INTERNAL_PREFIX + "members"
 
 # slave -> master
 HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"

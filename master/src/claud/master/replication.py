@@ -30,6 +30,7 @@ from claud.daemon.waits import within
 from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
+from claud.master.raft_config import ConfChange, Configuration, is_config_entry
 from claud.master.raft_messages import Message
 from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, HardState, LogStore, Snapshot
@@ -119,8 +120,9 @@ class ReplicatedLog:
             snapshot,
             entries,
             self.state.applied_index,
-            directory.peer_ids(),
+            dict(directory.items()),
         )
+        self._configuration_index = -1
         self._stopping = False
         self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
         # Held here, not only by the loop, which keeps just a weak reference to a task.
@@ -214,8 +216,31 @@ class ReplicatedLog:
         return self.core.match_indexes() if self.is_leader else {}
 
     def peers_changed(self) -> None:
-        self.core.set_peers(self._directory.peer_ids())
+        self.core.set_peers(dict(self._directory.items()))
         self._wakeup.set()
+
+    @property
+    def configuration(self) -> Configuration | None:
+        """The cluster configuration in use (the latest in the log); None before bootstrap."""
+        return self.core.configuration
+
+    async def change_membership(self, change: ConfChange) -> int:
+        """Make a configuration change on the leader and wait until it commits;
+        returns its index. ConfChangeRefused when it cannot be made now,
+        OutcomeUnknown when it did not commit in time (it may still)."""
+        entry = self.core.propose_config_change(change)
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[entry.index] = (entry.term, fut)
+        self._wakeup.set()
+        log_event(log, "raft.configuration_change", change=change.kind.value, master=change.id, index=entry.index)
+        try:
+            await within(self._propose_timeout, fut)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"configuration entry {entry.index} was not committed within {self._propose_timeout:g}s; "
+                "it may still commit"
+            ) from None
+        return entry.index
 
     # ------------------------------------------------------------ proposals
 
@@ -367,6 +392,7 @@ class ReplicatedLog:
                 else:
                     fut.set_exception(NotCommitted(f"entry {entry.index} was replaced by another leader's"))
         self.core.advance(rd)
+        self._notice_configuration()
         if applied_any:
             waiters, self._applied_waiters = self._applied_waiters, []
             for waiter in waiters:
@@ -410,7 +436,22 @@ class ReplicatedLog:
     def _apply_entry(self, entry: Entry) -> Outcome:
         # Total: an entry that cannot be decoded or applied is rejected (logged,
         # counted), alike on every master, and the applied index moves past it.
-        return self.state.apply_entry(entry.index, entry.data)
+        # A configuration entry is the consensus core's: the tables see a no-op.
+        return self.state.apply_entry(entry.index, "" if is_config_entry(entry.data) else entry.data)
+
+    def _notice_configuration(self) -> None:
+        """The directory learns the members' addresses from the configuration, which is the truth."""
+        index = self.core.configuration_index
+        configuration = self.core.configuration
+        if index == self._configuration_index or configuration is None:
+            return
+        self._configuration_index = index
+        log_event(log, "raft.configuration", index=index, cluster=configuration.cluster_id,
+                  voters=",".join(map(str, sorted(configuration.voters))),
+                  learners=",".join(map(str, sorted(configuration.learners))))
+        for member in configuration.members:
+            if member.address:
+                self._directory.learn(member.id, member.address)
 
     def _fail_waiting_up_to(self, index: int) -> None:
         for i in [i for i in self._waiting if i <= index]:
@@ -441,16 +482,20 @@ class ReplicatedLog:
         started = time.perf_counter()
         # The only part on the event loop: it encodes the rows changed since the last snapshot.
         parts = self.state.snapshot_parts()
+        configuration = self.core.configuration_at(index)
+        config = configuration.encode() if configuration else ""
         encode_ms = round((time.perf_counter() - started) * 1000)
         self._snapshot_index = index
         self._warmups_done = 0
         self._saving = asyncio.create_task(
-            self._save_snapshot(index, term, parts, started, encode_ms), name="snapshot-save"
+            self._save_snapshot(index, term, parts, config, started, encode_ms), name="snapshot-save"
         )
 
-    async def _save_snapshot(self, index: int, term: int, parts: SnapshotParts, started: float, encode_ms: int) -> None:
+    async def _save_snapshot(
+        self, index: int, term: int, parts: SnapshotParts, config: str, started: float, encode_ms: int
+    ) -> None:
         def join_and_store() -> tuple[Snapshot, bool]:
-            snapshot = Snapshot(index=index, term=term, state=join_snapshot(parts))
+            snapshot = Snapshot(index=index, term=term, state=join_snapshot(parts), config=config)
             return snapshot, self._store.save_snapshot(snapshot)
 
         try:

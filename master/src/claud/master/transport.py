@@ -29,12 +29,13 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from claud.api.protocol import PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
+from claud.api.protocol import MEMBERS_PATH, PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
 from claud.daemon.logfmt import log_event
 from claud.master import ops, strict_json
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory
+from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.raft_messages import Message, message_from_dict, message_to_dict
 from claud.master.state import Outcome
 
@@ -196,6 +197,56 @@ def _result(raw: Any) -> Outcome | Exception:
         return OutcomeUnknown(f"the leader's answer for this write is malformed: {exc!r}")
 
 
+# ------------------------------------------------------------ forwarded configuration changes
+
+#: How a refused configuration change travels, and the status it is answered with.
+CONF_CHANGE_STATUS = {"not_leader": 503, "in_flight": 409, "already_member": 409, "unknown_member": 404,
+                      "invalid": 422}
+
+
+def encode_conf_change(change: ConfChange) -> bytes:
+    return json.dumps({"kind": change.kind.value, "id": change.id, "address": change.address}).encode()
+
+
+def decode_conf_change(body: bytes) -> ConfChange:
+    try:
+        raw = strict_json.loads(body)
+        member_id, address = raw["id"], raw["address"]
+        if isinstance(member_id, bool) or not isinstance(member_id, int) or not isinstance(address, str):
+            raise TypeError("id must be an integer and address a string")
+        return ConfChange(ChangeKind(raw["kind"]), member_id, address)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedRequest("malformed_change", f"not a configuration change: {exc}") from None
+
+
+async def answer_conf_change(replicated: ReplicatedLog, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The leader's end of ``MEMBERS_PATH``: the index the change committed at, or its refusal."""
+    change = decode_conf_change(body)
+    if not replicated.is_leader:
+        raise NotLeader(replicated.leader_id, replicated.leader_address)
+    try:
+        index = await replicated.change_membership(change)
+    except ConfChangeRefused as exc:
+        return CONF_CHANGE_STATUS[exc.reason], {"error": {"code": exc.reason, "message": str(exc)}}
+    return 200, {"index": index}
+
+
+def parse_conf_change_answer(leader_id: int, status: int, body: bytes) -> int:
+    """The follower's end of ``MEMBERS_PATH``: the index, ConfChangeRefused, or LeaderUnavailable."""
+    try:
+        answer = json.loads(body)
+        if status == 200:
+            return int(answer["index"])
+        code, message = answer["error"]["code"], answer["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        raise LeaderUnavailable(f"leader {leader_id} answered {status}: {body[:200]!r}") from None
+    if code in CONF_CHANGE_STATUS:
+        raise ConfChangeRefused(code, message)
+    if code == OutcomeUnknown.code:
+        raise OutcomeUnknown(message)
+    raise LeaderUnavailable(f"leader {leader_id} answered {status}: {message}")
+
+
 # ------------------------------------------------------------ whoami
 
 
@@ -227,6 +278,11 @@ class MasterTransport(Protocol):
         self, leader_id: int, batch: list[ops.Operation], timeout: float,  # noqa: ASYNC109 - the request's own budget
     ) -> tuple[list[Outcome | Exception], int]:
         """Send writes to the leader in one request: an outcome or refusal each, and the leader's commit index."""
+
+    async def forward_conf_change(
+        self, leader_id: int, change: ConfChange, timeout: float,  # noqa: ASYNC109 - the request's own budget
+    ) -> int:
+        """Ask the leader to make a configuration change: the index it committed at."""
 
     async def resolve_peers(self, addresses: list[str]) -> None:
         """Learn the ids of ``addresses`` into the directory; runs until cancelled."""
@@ -280,6 +336,23 @@ class HttpTransport:
         finally:
             self._forward_connections.append(connection)
         return parse_proposal_answer(leader_id, resp.status, resp.body, len(batch))
+
+    async def forward_conf_change(
+        self, leader_id: int, change: ConfChange, timeout: float,  # noqa: ASYNC109 - the request's own budget
+    ) -> int:
+        address = self._directory.address(leader_id)
+        if address is None or leader_id == self._directory.self_id:
+            raise LeaderUnavailable("no leader elected")
+        connection = self._connection()
+        try:
+            resp = await connection.post(address, MEMBERS_PATH, encode_conf_change(change), timeout)
+        except PeerHttpError as exc:
+            if exc.sent:
+                raise OutcomeUnknown(f"no answer from leader {leader_id} about the change: {exc}") from None
+            raise LeaderUnavailable(f"leader {leader_id} unreachable: {exc}") from None
+        finally:
+            connection.close()
+        return parse_conf_change_answer(leader_id, resp.status, resp.body)
 
     async def resolve_peers(self, addresses: list[str]) -> None:
         """Ask each ``--peers`` address for its id until every one has answered, then keep checking slowly."""
