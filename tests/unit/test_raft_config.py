@@ -13,6 +13,7 @@ import json
 import os
 
 import pytest
+from test_raft import E, configuration, elect, flush, make, out
 
 from claud.master.raft import Role
 from claud.master.raft_config import (
@@ -36,7 +37,6 @@ from claud.master.raft_messages import (
 )
 from claud.master.storage import Entry, HardState, Snapshot
 from raft_sim import Faults, Sim
-from test_raft import E, configuration, elect, flush, make, out
 
 ADD, PROMOTE, REMOVE = ChangeKind.ADD_LEARNER, ChangeKind.PROMOTE, ChangeKind.REMOVE
 
