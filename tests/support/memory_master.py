@@ -14,6 +14,7 @@ import httpx
 
 from claud.master import ops
 from claud.master.auth import Credentials
+from claud.master.identity import Identity
 from claud.master.master import Master
 from claud.master.peers import MasterDirectory
 from claud.master.raft_config import ConfChange
@@ -79,5 +80,6 @@ def memory_master(data_dir: Path, **settings: object) -> tuple[Master, LoneTrans
     master = Master(
         config, credentials=credentials, store=store, directory=directory, replicated=replicated,
         transport=transport, slave_http=httpx.AsyncClient(transport=httpx.MockTransport(_refuse)),
+        identity=Identity(config.id, store),
     )
     return master, transport

@@ -144,6 +144,8 @@ class TokenAuthMiddleware:
     })
     #: Open by prefix: the docs page's own scripts and styles (served locally, no CDN).
     OPEN_PREFIXES = ("/docs/static/",)
+    #: The routes only masters call: their sender's cluster and data directory are checked.
+    MASTER_PATHS = frozenset({RAFT_PATH, PROPOSE_PATH, MEMBERS_PATH})
     #: Methods whose requests carry no body to parse, hence no content type to check.
     BODYLESS = frozenset({"GET", "HEAD"})
 
@@ -176,6 +178,10 @@ class TokenAuthMiddleware:
                 return error_response(
                     415, "unsupported_media_type", f"internal routes take Content-Type: {JSON_CONTENT_TYPE}"
                 )
+            if path in self.MASTER_PATHS:
+                stranger = self.master.identity.check(headers)
+                if stranger is not None:  # logged once by the check
+                    return error_response(403, stranger.code, stranger.message)
             return None
         given_token = bearer(headers.get(b"authorization", b"").decode("latin-1"))
         if not same_secret(given_token, self.master.token):
@@ -620,7 +626,7 @@ async def cluster_status(master: MasterDep) -> ClusterView:
     """Who leads, in which term, how far the log is committed, each master's
     replication progress, and the cluster configuration."""
     matches = master.replicated.match_indexes()
-    members = member_list(master.replicated)
+    members = member_list(master.replicated, master.identity.member_ids())
     return ClusterView(
         leader_id=master.leader_id,
         leader_address=master.leader_address,
@@ -676,14 +682,14 @@ async def _change(master: Master, change: ConfChange) -> MemberList:
         await change_members(master.replicated, master.transport, change, master.settings.propose_timeout + 1)
     except ConfChangeRefused as exc:
         raise refusal(exc) from None
-    return member_list(master.replicated)
+    return member_list(master.replicated, master.identity.member_ids())
 
 
 @operator.get("/members", response_model=MemberList, operation_id="listMembers")
 async def list_members(master: MasterDep) -> MemberList:
     """The cluster configuration: every master that votes or learns, with its
     address and (on the leader) how far its log matches."""
-    return member_list(master.replicated)
+    return member_list(master.replicated, master.identity.member_ids())
 
 
 @operator.post("/members", response_model=MemberList, operation_id="addMember", responses=_MEMBER_CHANGE_DOCS)

@@ -35,6 +35,7 @@ from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import Credentials, load_credentials, private_dir
 from claud.master.events import EventBroker
+from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
 from claud.master.peers import MasterDirectory
 from claud.master.replication import ReplicatedLog
@@ -65,6 +66,7 @@ class Master:
         replicated: ReplicatedLog,
         transport: MasterTransport,
         slave_http: httpx.AsyncClient,
+        identity: Identity,
     ) -> None:
         self.settings = settings
         self.id = settings.id
@@ -77,6 +79,9 @@ class Master:
         self.replicated = replicated
         self.transport = transport
         self.slave_http = slave_http
+        self.identity = identity
+        identity.adopt(replicated.committed_configuration)
+        replicated.subscribe_configuration("identity", identity.committed)
         self.events = EventBroker()
         self.slaves = SlaveSessions(settings, replicated)
         self.duties = LeaderDuties(settings, replicated, self.slaves)
@@ -209,7 +214,10 @@ def build_master(settings: MasterSettings) -> Master:
     # against the cluster's CA and presents this master's certificate.
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
-    transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls)
+    identity = Identity(settings.id, store)
+    transport = HttpTransport(
+        directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers
+    )
     replicated = ReplicatedLog(
         master_id=settings.id,
         cluster_size=settings.size,
@@ -222,5 +230,5 @@ def build_master(settings: MasterSettings) -> Master:
     )
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
-        transport=transport, slave_http=slave_http_client(settings, tls),
+        transport=transport, slave_http=slave_http_client(settings, tls), identity=identity,
     )

@@ -30,7 +30,7 @@ from claud.daemon.waits import within
 from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
-from claud.master.raft_config import ConfChange, Configuration, is_config_entry
+from claud.master.raft_config import ConfChange, Configuration, config_from_entry, is_config_entry
 from claud.master.raft_messages import Message
 from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, HardState, LogStore, Snapshot
@@ -91,12 +91,17 @@ class ReplicatedLog:
         self._propose_timeout = propose_timeout
         self._applied_subscribers: list[tuple[str, AppliedSubscriber]] = []
         self._role_subscribers: list[tuple[str, Callable[[], None]]] = []
+        self._configuration_subscribers: list[tuple[str, Callable[[Configuration], None]]] = []
         self.tick_seconds = election_timeout / ELECTION_TICKS
 
         started = time.perf_counter()
         snapshot = store.snapshot()
         self.state = StateMachine.from_snapshot(snapshot.state) if snapshot else StateMachine()
         self._snapshot_index = snapshot.index if snapshot else 0
+        #: The configuration of the last entry applied (committed, unlike the core's latest).
+        self.committed_configuration = (
+            Configuration.decode(snapshot.config) if snapshot is not None and snapshot.config else None
+        )
         entries = store.entries(self.state.applied_index + 1)
         # Entries known committed before the restart are applied at once, so a
         # restarted follower serves reads before it hears from a leader.
@@ -156,6 +161,11 @@ class ReplicatedLog:
     def applied_subscribers(self) -> list[str]:
         """The names of the applied subscribers, in the order they run."""
         return [name for name, _ in self._applied_subscribers]
+
+    def subscribe_configuration(self, name: str, subscriber: Callable[[Configuration], None]) -> None:
+        """Run ``subscriber`` with each configuration as it commits (in log order),
+        and with the configuration of every snapshot installed."""
+        self._configuration_subscribers.append((name, subscriber))
 
     def subscribe_role_change(self, name: str, subscriber: Callable[[], None]) -> None:
         """Run ``subscriber`` whenever this master's role or the leader it knows changes."""
@@ -374,6 +384,8 @@ class ReplicatedLog:
             self.state = await asyncio.to_thread(StateMachine.from_snapshot, rd.snapshot.state)
             self.state.rejected_entries += rejected  # a process-local counter: it survives the install
             self._snapshot_index = rd.snapshot.index
+            if rd.snapshot.config:
+                self._committed(Configuration.decode(rd.snapshot.config))
             self._fail_waiting_up_to(rd.snapshot.index)
             log_event(log, "snapshot.installed", index=rd.snapshot.index, jobs=len(self.state.jobs))
         applied_any = False
@@ -437,7 +449,21 @@ class ReplicatedLog:
         # Total: an entry that cannot be decoded or applied is rejected (logged,
         # counted), alike on every master, and the applied index moves past it.
         # A configuration entry is the consensus core's: the tables see a no-op.
-        return self.state.apply_entry(entry.index, "" if is_config_entry(entry.data) else entry.data)
+        if is_config_entry(entry.data):
+            configuration = config_from_entry(entry.data)
+            assert configuration is not None
+            self._committed(configuration)
+            return self.state.apply_entry(entry.index, "")
+        return self.state.apply_entry(entry.index, entry.data)
+
+    def _committed(self, configuration: Configuration) -> None:
+        self.committed_configuration = configuration
+        for name, subscriber in self._configuration_subscribers:
+            try:
+                subscriber(configuration)
+            except Exception as exc:
+                exc.add_note(f"in the configuration subscriber {name!r}")
+                raise
 
     def _notice_configuration(self) -> None:
         """The directory learns the members' addresses from the configuration, which is the truth."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import zlib
@@ -122,6 +123,30 @@ class LogStore:
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hard_state', ?)", (value,))
+
+    def member_id(self) -> str:
+        """This data directory's identity, made the first time it is asked for: a
+        master whose directory is wiped comes back under another member id."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'member_id'").fetchone()
+            if row is not None:
+                return str(row[0])
+            member_id = secrets.token_hex(8)
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('member_id', ?)", (member_id,))
+            return member_id
+
+    def peer_member_ids(self) -> dict[int, str]:
+        """The member id each peer spoke with first (see claud.master.identity)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'peer_member_ids'").fetchone()
+        return {int(k): str(v) for k, v in json.loads(row[0]).items()} if row else {}
+
+    def save_peer_member_ids(self, pins: dict[int, str]) -> None:
+        value = json.dumps({str(k): v for k, v in sorted(pins.items())})
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('peer_member_ids', ?)", (value,))
 
     def commit_index(self) -> int:
         """The last commit index this master recorded (a hint for recovery, not a promise)."""

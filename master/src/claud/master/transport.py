@@ -27,6 +27,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from claud.api.protocol import MEMBERS_PATH, PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
@@ -299,9 +300,11 @@ class HttpTransport:
 
     def __init__(
         self, directory: MasterDirectory, local_address: str | None, secret: str | None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, identity: Callable[[], dict[str, str]] | None = None,
     ) -> None:
+        """``identity`` gives the headers naming this master on each request (claud.master.identity)."""
         self._directory = directory
+        self._identity = identity or dict
         self._local_address, self._headers, self._tls = local_address, cluster_secret_headers(secret), tls
         self._links: dict[int, PeerLink] = {}
         #: Idle connections to the leader for forwarding.
@@ -313,7 +316,9 @@ class HttpTransport:
     def send(self, message: Message) -> None:
         link = self._links.get(message.dst)
         if link is None:
-            link = self._links[message.dst] = PeerLink(self._directory, message.dst, self._connection())
+            link = self._links[message.dst] = PeerLink(
+                self._directory, message.dst, self._connection(), self._identity
+            )
         link.send(message_to_dict(message))
 
     def reachable(self, peer_id: int) -> bool:
@@ -328,7 +333,7 @@ class HttpTransport:
             raise LeaderUnavailable("no leader elected")
         connection = self._forward_connections.pop() if self._forward_connections else self._connection()
         try:
-            resp = await connection.post(address, PROPOSE_PATH, encode_proposals(batch), timeout)
+            resp = await connection.post(address, PROPOSE_PATH, encode_proposals(batch), timeout, self._identity())
         except PeerHttpError as exc:
             if exc.sent:  # the leader may have taken the batch before the answer was lost
                 raise OutcomeUnknown(f"no answer from leader {leader_id} after forwarding: {exc}") from None
@@ -345,7 +350,9 @@ class HttpTransport:
             raise LeaderUnavailable("no leader elected")
         connection = self._connection()
         try:
-            resp = await connection.post(address, MEMBERS_PATH, encode_conf_change(change), timeout)
+            resp = await connection.post(
+                address, MEMBERS_PATH, encode_conf_change(change), timeout, self._identity()
+            )
         except PeerHttpError as exc:
             if exc.sent:
                 raise OutcomeUnknown(f"no answer from leader {leader_id} about the change: {exc}") from None
@@ -380,8 +387,12 @@ class HttpTransport:
 class PeerLink:
     """An ordered, batching, lossy message pipe to one peer."""
 
-    def __init__(self, directory: MasterDirectory, peer_id: int, connection: PeerConnection) -> None:
+    def __init__(
+        self, directory: MasterDirectory, peer_id: int, connection: PeerConnection,
+        identity: Callable[[], dict[str, str]] = dict,
+    ) -> None:
         self._directory, self.peer_id = directory, peer_id
+        self._identity = identity
         self._connection = connection
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
@@ -410,7 +421,9 @@ class PeerLink:
                 if address is None:
                     break
                 try:
-                    resp = await self._connection.post(address, RAFT_PATH, encode_raft_batch(batch), SEND_TIMEOUT)
+                    resp = await self._connection.post(
+                        address, RAFT_PATH, encode_raft_batch(batch), SEND_TIMEOUT, self._identity()
+                    )
                     if resp.status >= 300:
                         raise PeerHttpError(f"answered {resp.status}: {resp.body[:200]!r}", sent=True)
                     if not self.reachable:
