@@ -19,6 +19,7 @@ from claud.master.master import Master
 from claud.master.peers import MasterDirectory
 from claud.master.raft_config import ConfChange
 from claud.master.raft_messages import Message
+from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
 from claud.master.state import Outcome
@@ -64,6 +65,8 @@ def memory_master(data_dir: Path, **settings: object) -> tuple[Master, LoneTrans
     """A one-master cluster whose disk is a SQLite file under ``data_dir`` and whose network is in memory."""
     config = MasterSettings(id=1, listen=ADDRESS, data_dir=data_dir, no_discovery=True, **settings)  # type: ignore[arg-type]
     store = LogStore(data_dir / "claud.db")
+    if config.recover_from_data_dir:  # as build_master does
+        recover_as_one_member_cluster(store, config.id, config.advertised_address)
     directory = MasterDirectory(config.id, config.advertised_address)
     transport = LoneTransport()
     replicated = ReplicatedLog(

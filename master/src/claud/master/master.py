@@ -38,6 +38,7 @@ from claud.master.events import EventBroker
 from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
 from claud.master.peers import MasterDirectory
+from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
@@ -214,6 +215,8 @@ def build_master(settings: MasterSettings) -> Master:
     # against the cluster's CA and presents this master's certificate.
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
+    if settings.recover_from_data_dir:
+        recover_as_one_member_cluster(store, settings.id, settings.advertised_address)
     identity = Identity(settings.id, store)
     transport = HttpTransport(
         directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers
