@@ -635,7 +635,7 @@ def test_ready_reports_role_and_leader_changes() -> None:
 
 
 def _messages() -> list[Message]:
-    snap = Snapshot(4, 2, '{"jobs": {"a": [1, 2]}, "n": null}')
+    snap = Snapshot(4, 2, '{"jobs": {"a": [1, 2]}, "n": null}', configuration(1, 2, learners=[3]).encode())
     return [
         PreVote(src=1, dst=2, term=3, last_index=4, last_term=2),
         PreVoteReply(src=2, dst=1, term=3, granted=True),
