@@ -327,3 +327,17 @@ def test_membership_changes_under_faults_keep_raft_safe(n: int) -> None:
         committed += k
     # The faults and changes were real, and work still got done.
     assert changes > SEEDS and committed > 50 * SEEDS
+
+
+def test_while_a_change_is_uncommitted_any_candidate_is_answered() -> None:
+    """Two deposed leaders may have appended rival changes (one removing 5, one
+    removing 6): the master holding the other one must still answer, or no
+    candidate could ever gather a quorum (found by the simulator, seed 101)."""
+    follower = make(1, n=3)
+    rival = configuration(1, 2)  # 3 removed, not yet committed
+    follower.step(AppendEntries(src=2, dst=1, term=1, prev_index=0, prev_term=0,
+                                entries=(Entry(1, 1, rival.entry_data()),), commit=0))
+    flush(follower)
+    assert follower.change_in_flight and 3 not in follower.members
+    follower.step(PreVote(src=3, dst=1, term=2, last_index=1, last_term=1))
+    assert [type(m).__name__ for m in out(follower)] == ["PreVoteReply"]

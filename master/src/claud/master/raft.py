@@ -433,7 +433,7 @@ class RaftCore:
             # as if the request were lost. Members are answered whatever this
             # master's own part (§4.2.2): the candidate counts its configuration's voters.
             return
-        if not member and not isinstance(msg, (AppendEntries, InstallSnapshot)):
+        if not member and not isinstance(msg, (VoteRequest, AppendEntries, InstallSnapshot)):
             return  # appends are taken from any leader: this master's configuration may be behind its
 
         if msg.term > self.term:
