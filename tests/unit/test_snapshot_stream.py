@@ -23,6 +23,7 @@ from claud.api.protocol import SNAPSHOT_CHUNK_HEADER, SNAPSHOT_CHUNK_PATH
 from claud.master import snapshot_stream
 from claud.master.peer_http import PeerConnection
 from claud.master.peers import MasterDirectory
+from claud.master.raft_config import Configuration
 from claud.master.raft_messages import InstallSnapshot
 from claud.master.snapshot_stream import (
     ChunkHeader,
@@ -339,7 +340,8 @@ def test_a_leader_streams_its_stored_snapshot_and_resumes_after_a_broken_connect
 ) -> None:
     sm = tables(200)
     state = sm.to_snapshot()
-    stored = StoredSnapshot(index=sm.applied_index, term=2, blob=compress_state(state))
+    config = Configuration.bootstrap({1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"}, "c" * 32).encode()
+    stored = StoredSnapshot(index=sm.applied_index, term=2, blob=compress_state(state), config=config)
     delivered = Delivered()
     receiver = SnapshotReceiver(2, tmp_path, delivered)
     server = FollowerServer(receiver)
@@ -364,6 +366,7 @@ def test_a_leader_streams_its_stored_snapshot_and_resumes_after_a_broken_connect
         asyncio.run(run())
     ((message, restored),) = delivered.messages
     assert message.snapshot.index == sm.applied_index and message.snapshot.state == state
+    assert message.snapshot.config == config  # the members travel with the tables
     assert restored is not None and restored.to_snapshot() == state
     chunks = -(-len(stored.blob) // 1000)
     assert server.chunks == chunks + 2  # each chunk whose answer was lost went again, once, answered 409

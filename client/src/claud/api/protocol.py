@@ -22,6 +22,8 @@ WHOAMI_PATH = INTERNAL_PREFIX + "whoami"
 #: One chunk of a snapshot the leader streams to a follower (raw bytes, described
 #: by ``SNAPSHOT_CHUNK_HEADER``), answered with the offset the follower expects next.
 SNAPSHOT_CHUNK_PATH = INTERNAL_PREFIX + "snapshot/chunk"
+#: A configuration change (add, remove a master) a follower forwards to the leader.
+MEMBERS_PATH = INTERNAL_PREFIX + "members"
 
 # slave -> master
 HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"
@@ -42,6 +44,12 @@ CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
 #: On every 200 (and 421) of a heartbeat or watch: which master answered, so a
 #: slave learns the id behind each address it was given.
 MASTER_ID_HEADER = "X-Claud-Master-Id"
+#: On every master -> master request, with MASTER_ID_HEADER (the sender's id):
+#: the cluster the sender belongs to ("" before it has a configuration) and the
+#: identity of its data directory. A master refuses (403) another cluster's, and
+#: a member that comes back with another data directory (claud.master.identity).
+CLUSTER_ID_HEADER = "X-Claud-Cluster-Id"
+MEMBER_ID_HEADER = "X-Claud-Member-Id"
 #: On a job's logs (public /v1): the allocation (attempt) the output comes from.
 ALLOC_ID_HEADER = "X-Claud-Alloc-Id"
 #: On a slave's logs answer: the container the output comes from.

@@ -36,8 +36,10 @@ from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import Credentials, load_credentials, private_dir
 from claud.master.events import EventBroker
+from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
 from claud.master.peers import MasterDirectory
+from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
@@ -67,6 +69,7 @@ class Master:
         replicated: ReplicatedLog,
         transport: MasterTransport,
         slave_http: httpx.AsyncClient,
+        identity: Identity,
     ) -> None:
         self.settings = settings
         self.id = settings.id
@@ -79,6 +82,9 @@ class Master:
         self.replicated = replicated
         self.transport = transport
         self.slave_http = slave_http
+        self.identity = identity
+        identity.adopt(replicated.committed_configuration)
+        replicated.subscribe_configuration("identity", identity.committed)
         self.events = EventBroker()
         self.slaves = SlaveSessions(settings, replicated)
         self.duties = LeaderDuties(settings, replicated, self.slaves)
@@ -214,8 +220,13 @@ def build_master(settings: MasterSettings) -> Master:
     # against the cluster's CA and presents this master's certificate.
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
-    transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls,
-                              snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes)
+    if settings.recover_from_data_dir:
+        recover_as_one_member_cluster(store, settings.id, settings.advertised_address)
+    identity = Identity(settings.id, store)
+    transport = HttpTransport(
+        directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers,
+        snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes,
+    )
     replicated = ReplicatedLog(
         master_id=settings.id,
         cluster_size=settings.size,
@@ -228,5 +239,5 @@ def build_master(settings: MasterSettings) -> Master:
     )
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
-        transport=transport, slave_http=slave_http_client(settings, tls),
+        transport=transport, slave_http=slave_http_client(settings, tls), identity=identity,
     )

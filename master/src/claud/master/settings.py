@@ -49,6 +49,12 @@ class MasterSettings(TlsSettings):
         default_factory=list, description="other masters' HTTP addresses, comma separated"
     )
     cluster_size: int | None = Field(None, ge=1, description="masters in the cluster (default: 1 + number of peers)")
+    recover_from_data_dir: bool = Field(
+        False,
+        description="disaster recovery, for one start: make this master's data the only member of a new "
+        "cluster (a new cluster id) with everything its log holds; then add others with empty data dirs "
+        "(claud operator members add) and start without this flag",
+    )
     discovery_port: int = Field(8702, ge=1, le=65535, description="UDP broadcast discovery port")
     no_discovery: bool = Field(False, description="disable UDP broadcast discovery")
     token_file: Path | None = Field(

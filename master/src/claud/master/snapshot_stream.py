@@ -54,6 +54,7 @@ from claud.api.protocol import SNAPSHOT_CHUNK_HEADER, SNAPSHOT_CHUNK_PATH, SNAPS
 from claud.daemon.logfmt import log_event
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory
+from claud.master.raft_config import Configuration
 from claud.master.raft_messages import InstallSnapshot
 from claud.master.state import SnapshotCorrupt, StateMachine
 from claud.master.storage import Snapshot, StoredSnapshot, compress_state
@@ -64,6 +65,8 @@ log = logging.getLogger("claud.master.snapshot")
 CHUNK_BYTES = 1 << 20
 #: The largest chunk a follower takes (a leader of another version may send larger ones).
 MAX_CHUNK_BYTES = 8 << 20
+#: The longest configuration a chunk header carries (it rides in an HTTP header; ~60 bytes a member).
+MAX_CONFIG_CHARS = 32_000
 #: The largest snapshot (compressed, as stored) a follower takes.
 MAX_SNAPSHOT_BYTES = 4 << 30
 #: The largest state text a snapshot may decompress to.
@@ -108,6 +111,8 @@ class ChunkHeader:
     size: int  # the whole snapshot, as stored (compressed)
     sha256: str  # of the whole snapshot as stored
     offset: int
+    #: The cluster configuration at ``index`` (claud.master.raft_config), "" before the first one.
+    config: str = ""
 
     def encode(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
@@ -130,6 +135,10 @@ class ChunkHeader:
                 raise ValueError("transfer must be 16-64 lowercase hex digits")
             if not isinstance(header.sha256, str) or not _SHA256.fullmatch(header.sha256):
                 raise ValueError("sha256 must be 64 lowercase hex digits")
+            if not isinstance(header.config, str) or len(header.config) > MAX_CONFIG_CHARS:
+                raise ValueError(f"config must be a string of at most {MAX_CONFIG_CHARS} characters")
+            if header.config:
+                Configuration.decode(header.config)  # a ValueError if it is not one
         except (ValueError, TypeError) as exc:  # JSON errors are ValueErrors
             raise ChunkRefused(400, "malformed_chunk", f"not a snapshot chunk header: {exc}") from None
         return header
@@ -288,7 +297,9 @@ class SnapshotReceiver:
                 return {"next_offset": assembly.received, "done": False}
             self._assembly = None
             state = await asyncio.to_thread(assembly.finish)
-            self._received = _Received(header, Snapshot(index=header.index, term=header.snapshot_term, state=state))
+            self._received = _Received(
+                header, Snapshot(index=header.index, term=header.snapshot_term, state=state, config=header.config)
+            )
             self._restoring = asyncio.create_task(self._restore(self._received), name="snapshot-restore")
             return {"next_offset": header.size, "done": True}
 
@@ -361,6 +372,7 @@ class _Outgoing:
     term: int
     blob: bytes
     sha256: str
+    config: str
 
 
 class SnapshotSenders:
@@ -368,9 +380,11 @@ class SnapshotSenders:
 
     def __init__(
         self, directory: MasterDirectory, connection: Callable[[], PeerConnection], source: SnapshotSource | None,
-        chunk_bytes: int = CHUNK_BYTES,
+        chunk_bytes: int = CHUNK_BYTES, identity: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._directory = directory
+        #: The headers naming this master (cluster and member id), on every chunk as on every message.
+        self._identity = identity
         self._connection = connection
         self._source = source
         self._chunk_bytes = chunk_bytes
@@ -403,8 +417,10 @@ class SnapshotSenders:
         stored = self._source() if self._source is not None else None
         snapshot = message.snapshot
         if stored is None or stored.index < snapshot.index:
-            stored = StoredSnapshot(index=snapshot.index, term=snapshot.term, blob=compress_state(snapshot.state))
-        return _Outgoing(stored.index, stored.term, stored.blob, hashlib.sha256(stored.blob).hexdigest())
+            stored = StoredSnapshot(
+                index=snapshot.index, term=snapshot.term, blob=compress_state(snapshot.state), config=snapshot.config
+            )
+        return _Outgoing(stored.index, stored.term, stored.blob, hashlib.sha256(stored.blob).hexdigest(), stored.config)
 
     async def _transfer(self, message: InstallSnapshot) -> None:
         peer = message.dst
@@ -413,7 +429,7 @@ class SnapshotSenders:
         size = len(outgoing.blob)
         header = ChunkHeader(
             transfer=secrets.token_hex(16), leader=message.src, term=message.term, index=outgoing.index,
-            snapshot_term=outgoing.term, size=size, sha256=outgoing.sha256, offset=0,
+            snapshot_term=outgoing.term, size=size, sha256=outgoing.sha256, offset=0, config=outgoing.config,
         )
         log_event(log, "snapshot.send_started", master=peer, index=outgoing.index, term=outgoing.term, bytes=size,
                   chunk_bytes=self._chunk_bytes)
@@ -431,7 +447,10 @@ class SnapshotSenders:
                 try:
                     resp = await connection.post(
                         address, SNAPSHOT_CHUNK_PATH, chunk, CHUNK_TIMEOUT,
-                        headers={SNAPSHOT_CHUNK_HEADER: dataclasses.replace(header, offset=offset).encode()},
+                        headers={
+                            **self._identity(),
+                            SNAPSHOT_CHUNK_HEADER: dataclasses.replace(header, offset=offset).encode(),
+                        },
                         content_type=SNAPSHOT_CONTENT_TYPE,
                     )
                 except PeerHttpError:
