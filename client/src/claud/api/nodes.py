@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from claud.api.backup import GcSummary
 from claud.api.jobs import StrictModel
 from claud.api.jobs import WireModel as BaseModel
 
@@ -102,3 +103,6 @@ class ClusterView(BaseModel):
     commit_index: int
     quorum: int
     masters: list[MasterView]
+    last_gc: GcSummary | None = Field(
+        None, description="the last GC pass this master applied (null: none since it loaded its tables)"
+    )

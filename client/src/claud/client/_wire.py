@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from claud.api.backup import SNAPSHOT_MEDIA_TYPE
 from claud.api.errors import ErrorBody
 from claud.api.jobs import JobSpec, JobState, JobView
 from claud.client.errors import (
@@ -64,6 +65,8 @@ class Call:
     headers: Mapping[str, str] | None = None
     #: Raised on 404, so a missing job is a JobNotFound and not a generic NotFound.
     not_found: type[NotFound] = NotFound
+    #: A raw body (a backup to restore), sent instead of ``json``.
+    content: bytes | None = None
     #: Streams stay open while idle (a quiet container, no cluster events), so
     #: they get no read timeout; connecting still times out.
     streaming: bool = False
@@ -159,6 +162,23 @@ def undrain(node_id: str) -> Call:
 
 def cluster() -> Call:
     return Call("GET", "/v1/cluster")
+
+
+def system_gc() -> Call:
+    return Call("POST", "/v1/system/gc")
+
+
+def save_snapshot() -> Call:
+    # Streamed: a big backup takes longer than one read timeout to arrive.
+    return Call("GET", "/v1/operator/snapshot", streaming=True)
+
+
+def restore_snapshot(data: bytes) -> Call:
+    # No read timeout either: the master checks every record before it answers.
+    return Call(
+        "POST", "/v1/operator/snapshot", content=data,
+        headers={"Content-Type": SNAPSHOT_MEDIA_TYPE}, streaming=True,
+    )
 
 
 def events() -> Call:
