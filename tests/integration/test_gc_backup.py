@@ -90,6 +90,21 @@ def test_a_backup_restores_every_job_into_a_fresh_cluster(cluster: Cluster, tmp_
     assert header.jobs == len(before) and header.slaves == 1
     assert f"index {header.index}" in saved.stdout and header.sha256 in saved.stdout
     assert backup.stat().st_mode & 0o777 == 0o600
+    # Restored into the same cluster: a job made since is gone; the running one runs on, untouched.
+    later = cluster.submit(resources=SMALL, name="later", command=["sleep", "600"])["id"]
+    cluster.wait_state(later, "running")
+    alloc = cluster.job(running)["alloc_id"]
+    with Client(cluster.master.url, cluster.token) as sdk:
+        result = sdk.restore_snapshot(backup)
+        assert (result.jobs, result.source_index) == (len(before), header.index)
+        restored_at = sdk.cluster().commit_index
+    assert status(cluster, later) == 404
+    slave_id = cluster.slave("a").id
+    seen = cluster.node(slave_id)["last_heartbeat"]
+    wait_until(lambda: cluster.node(slave_id)["last_heartbeat"] != seen, 10, what="a heartbeat after the restore")
+    job = cluster.job(running)
+    assert (job["state"], job["alloc_id"]) == ("running", alloc), job
+    assert cluster.http.get("/v1/jobs").json()["index"] >= restored_at
     cluster.close()  # the first cluster is gone, with its data directories
     for master in cluster.masters:
         shutil.rmtree(master.data_dir)

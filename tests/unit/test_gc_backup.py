@@ -18,6 +18,7 @@ from claud.api.backup import InvalidBackup, SnapshotHeader, checksum, encode_bac
 from claud.master import ops
 from claud.master.state import StateMachine, slave_last_alive
 
+
 @pytest.fixture
 def d() -> Driver:
     return Driver()
@@ -138,8 +139,8 @@ def test_gc_after_any_history_removes_only_what_qualifies(steps, keep, cutoff_s,
     terminal = sorted((t, j) for j, (s, t) in before.items() if s.terminal)
     newest = {j for _, j in terminal[len(terminal) - keep:]} if keep else set()
     cutoff = T0 + timedelta(seconds=cutoff_s * 40)
-    chosen_jobs = rnd.sample(sorted(before) + ["ghost"], k=rnd.randint(0, len(before) + 1))
-    chosen_slaves = rnd.sample(sorted(d.sm.slaves) + ["ghost"], k=rnd.randint(0, len(d.sm.slaves) + 1))
+    chosen_jobs = rnd.sample([*sorted(before), "ghost"], k=rnd.randint(0, len(before) + 1))
+    chosen_slaves = rnd.sample([*sorted(d.sm.slaves), "ghost"], k=rnd.randint(0, len(d.sm.slaves) + 1))
     outcome = d.apply(gc_op(d, chosen_jobs, chosen_slaves, keep=keep, jobs_before=cutoff, slaves_before=cutoff))
     assert outcome.ok
     for job_id in outcome.value["jobs"]:

@@ -21,7 +21,6 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from claud.api.backup import SNAPSHOT_MEDIA_TYPE
 from claud.api.errors import ErrorBody
 from claud.api.jobs import JobSpec, JobState, JobView
 from claud.client.errors import (
@@ -177,7 +176,7 @@ def restore_snapshot(data: bytes) -> Call:
     # No read timeout either: the master checks every record before it answers.
     return Call(
         "POST", "/v1/operator/snapshot", content=data,
-        headers={"Content-Type": SNAPSHOT_MEDIA_TYPE}, streaming=True,
+        headers={"Content-Type": "application/octet-stream"}, streaming=True,
     )
 
 

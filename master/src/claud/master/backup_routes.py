@@ -138,7 +138,9 @@ def check_backup(data: bytes) -> tuple[SnapshotHeader, str]:
         422: {"model": ErrorBody, "description": "a whole backup whose tables do not restore (`invalid_snapshot`)"},
         **docs.TOO_LARGE, **docs.WRITE,
     },
-    openapi_extra={"requestBody": {"required": True, "content": {SNAPSHOT_MEDIA_TYPE: {}}}},
+    openapi_extra={"requestBody": {"required": True, "description": "a file `claud operator snapshot save` wrote",
+                                   "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                       "format": "binary"}}}}},
 )
 async def restore_snapshot(request: Request, master: MasterDep) -> RestoreResult:
     """Replace the jobs and slaves tables with a backup's, on every master, through the log.
