@@ -258,17 +258,34 @@ def test_a_restore_entry_that_does_not_restore_changes_nothing(d: Driver) -> Non
     d.slave("s1")
     d.submit("j1")
     before = d.sm.to_snapshot()
-    tables = json.dumps({"applied_index": 1, "jobs": [{"id": "x"}], "nodes": [], "pending": []})
+    tables = json.dumps({"applied_index": 1, "jobs": [], "nodes": [], "pending": []})
+    shapeless = ["[1, 2]", "{}", "not json", json.dumps({"applied_index": 1, "jobs": 5, "nodes": [], "pending": []})]
     bad = [
         ops.RestoreTables(at=d.now, tables=tables, sha256=checksum(b"other"), source_index=1, source_term=1),
-        ops.RestoreTables(at=d.now, tables=tables, sha256=checksum(tables.encode()), source_index=1, source_term=1),
-        ops.RestoreTables(at=d.now, tables="[1, 2]", sha256=checksum(b"[1, 2]"), source_index=1, source_term=1),
+        *(ops.RestoreTables(at=d.now, tables=t, sha256=checksum(t.encode()), source_index=1, source_term=1)
+          for t in shapeless),
     ]
     for op in bad:
         outcome = d.apply(op)
         assert not outcome.ok and outcome.code == "invalid_snapshot", outcome
         assert d.sm.to_snapshot().split(",", 1)[1] == before.split(",", 1)[1]  # all but the applied index
-    twice = json.loads(d.sm.to_snapshot())
-    twice["jobs"] *= 2
-    with pytest.raises(ValueError, match="appears twice"):
-        StateMachine.from_backup(json.dumps(twice))
+    assert d.sm.applied_index == len(d.log)
+
+
+def test_a_backup_with_an_invalid_record_is_refused_naming_it(d: Driver) -> None:
+    """What the route checks before it proposes: every record, as if it came from anywhere."""
+    d.slave("s1")
+    d.submit("j1")
+    good = json.loads(d.sm.to_snapshot())
+    cases = {
+        "appears twice": {**good, "jobs": good["jobs"] * 2},
+        r"jobs\[0\] is not a valid record": {**good, "jobs": [{"id": "x"}]},
+        r"nodes\[0\] is not a valid record": {**good, "nodes": [{**good["nodes"][0], "cpu_total": "many"}]},
+        "no 'pending' list": {k: v for k, v in good.items() if k != "pending"},
+        "not a JSON object": [good],
+        "not JSON": "{",
+    }
+    for named, tables in cases.items():
+        with pytest.raises(ValueError, match=named):
+            StateMachine.from_backup(tables if isinstance(tables, str) else json.dumps(tables))
+    StateMachine.from_backup(json.dumps(good))
