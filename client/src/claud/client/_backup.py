@@ -8,15 +8,16 @@ import tempfile
 from pathlib import Path
 
 from claud.api.backup import InvalidBackup, SnapshotHeader, parse_backup
-from claud.client.errors import ClaudError
+from claud.client.errors import InvalidSpec
 
 
 def check(data: bytes, source: str) -> SnapshotHeader:
-    """The header of a whole, unaltered backup, or ClaudError (code ``invalid_snapshot``) naming the problem."""
+    """The header of a whole, unaltered backup, or InvalidSpec (code ``invalid_snapshot``, as a
+    master answers for one) naming the problem: refused before it costs a round trip."""
     try:
         header, _ = parse_backup(data)
     except InvalidBackup as exc:
-        raise ClaudError(f"{source}: {exc}", code="invalid_snapshot") from None
+        raise InvalidSpec(f"{source}: {exc}", code="invalid_snapshot") from None
     return header
 
 
