@@ -865,12 +865,19 @@ class StateMachine:
                 if record.id in rows:
                     raise ValueError(f"{table}[{position}]: id {record.id!r} appears twice")
                 rows[record.id] = record  # type: ignore[assignment]
-        pending = [job_id for job_id in data["pending"] if isinstance(job_id, str)]
-        sm._pending = dict.fromkeys(j for j in pending if j in sm.jobs and sm.jobs[j].state == JobState.PENDING)
-        # A pending job the list left out is still pending: none is stranded.
+        # What the log's restore (from_snapshot) trusts, checked here: the pending
+        # list is exactly the pending jobs, and a placed job is on a known slave.
+        pending = data["pending"]
+        if not all(isinstance(job_id, str) for job_id in pending) or len(set(pending)) != len(pending):
+            raise ValueError("the pending list holds something other than distinct job ids")
+        waiting = {job.id for job in sm.jobs.values() if job.state == JobState.PENDING}
+        if set(pending) != waiting:
+            odd = sorted(set(pending) ^ waiting)[:3]
+            raise ValueError(f"the pending list does not match the pending jobs (e.g. {', '.join(odd)})")
         for job in sm.jobs.values():
-            if job.state == JobState.PENDING:
-                sm._pending.setdefault(job.id, None)
+            if job.state in PLACED_STATES and job.slave_id not in sm.slaves:
+                raise ValueError(f"job {job.id} is {job.state.value} on slave {job.slave_id!r}, which the tables lack")
+        sm._pending = dict.fromkeys(pending)
         sm._derive_indexes()
         for slave_id in sm.slaves:
             sm.slave_versions[slave_id] = sm.applied_index
