@@ -296,3 +296,30 @@ def test_a_backup_with_an_invalid_record_is_refused_naming_it(d: Driver) -> None
         with pytest.raises(ValueError, match=named):
             StateMachine.from_backup(tables if isinstance(tables, str) else json.dumps(tables))
     StateMachine.from_backup(json.dumps(good))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "j0", "s1", "pending", "running"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["id", "state", "spec"]), inner,
+                                                                 max_size=3),
+    max_leaves=10,
+)
+tables_like = st.fixed_dictionaries(
+    {}, optional={"applied_index": json_values, "jobs": json_values, "nodes": json_values, "pending": json_values},
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions, st.one_of(tables_like, json_values))
+def test_apply_never_raises_on_any_restore_entry_and_a_refused_one_changes_nothing(steps, tables) -> None:
+    d = Driver()
+    run_actions(d, steps)
+    before = json.loads(d.sm.to_snapshot())
+    text = json.dumps(tables)
+    entry = {"kind": "restore_tables", "at": "2026-01-01T00:00:00Z", "tables": text, "sha256": checksum(text.encode()),
+             "source_index": 1, "source_term": 1}
+    outcome = d.sm.apply_entry(len(d.log) + 1, json.dumps(entry))
+    if not outcome.ok:
+        after = json.loads(d.sm.to_snapshot())
+        assert (after["jobs"], after["nodes"], after["pending"]) == (before["jobs"], before["nodes"], before["pending"])
+    check_invariants(d.sm)
