@@ -14,8 +14,11 @@ from pathlib import Path
 
 import httpx
 
-from claud.api.backup import parse_backup
+from claud.api import JobSpec
+from claud.api.backup import SnapshotHeader, checksum, encode_backup, parse_backup
 from claud.client import Client
+from claud.master import ops
+from claud.master.state import StateMachine
 from support.cluster import FAST_PROFILE, Cluster, wait_until
 
 SIM = ["--runtime", "simulated", "--cpus", "4", "--memory-mb", "4096"]
@@ -158,3 +161,39 @@ def test_a_backup_restores_every_job_into_a_fresh_cluster(cluster: Cluster, tmp_
         assert json.loads(backup.read_bytes().split(b"\n", 1)[0])["format"] == "claud-snapshot"
     finally:
         fresh.close()
+
+
+def synthetic_backup(jobs: int) -> bytes:
+    """A backup of ``jobs`` stopped jobs, made by applying their history to a state machine."""
+    sm = StateMachine()
+    at = ops.utcnow()
+    index = 0
+    for n in range(jobs):
+        spec = JobSpec(name=f"b{n}", image="claud/busybox:latest", env={"K": "v" * 40}, idempotency_key=f"bk-{n}")
+        for op in (ops.SubmitJob(at=at, job_id=f"big-{n:05d}", spec=spec), ops.StopJob(at=at, job_id=f"big-{n:05d}")):
+            index += 1
+            sm.apply(index, op)
+    body = sm.to_snapshot().encode()
+    header = SnapshotHeader(index=index, term=1, size=len(body), sha256=checksum(body), jobs=jobs, slaves=0,
+                            taken_at=at)
+    return encode_backup(header) + body
+
+
+def test_a_large_backup_restores_on_every_master_through_the_cli(cluster: Cluster, tmp_path: Path) -> None:
+    """Applying it holds each master for seconds (elections may follow): the CLI still
+    answers with the restore, and every master ends with every job."""
+    backup = tmp_path / "big.snap"
+    backup.write_bytes(synthetic_backup(5_000))
+    cluster.start_masters(3)
+    restored = claud(cluster, "--failover-timeout", "60", "operator", "snapshot", "restore", str(backup))
+    assert restored.returncode == 0, restored
+    assert "5000 jobs" in restored.stdout
+    for master in cluster.masters:
+        with master.client(cluster.token) as http:
+            def count(http: httpx.Client = http) -> bool:
+                return len(http.get("/v1/jobs", timeout=30).json()["jobs"]) == 5_000
+
+            wait_until(count, 60, interval=0.5, what=f"master {master.id} holds every job")
+    saved = claud(cluster, "--failover-timeout", "60", "operator", "snapshot", "save", str(tmp_path / "again.snap"))
+    assert saved.returncode == 0, saved
+    assert parse_backup((tmp_path / "again.snap").read_bytes())[0].jobs == 5_000

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
@@ -40,11 +41,16 @@ from claud.master.api import MasterDep, log, raise_for, require_token
 from claud.master.master import Master
 from claud.master.ops import utcnow
 from claud.master.state import StateMachine, join_snapshot
+from claud.master.transport import OutcomeUnknown
 
 #: The path a backup is restored through; the only public route with a large body (--max-restore-bytes).
 RESTORE_PATH = "/v1/operator/snapshot"
 #: A backup is streamed in pieces of this size.
 STREAM_CHUNK = 1024 * 1024
+#: A restore whose commit outlasted --propose-timeout is looked for this long more before
+#: the answer is 503 ``outcome_unknown``: applying a big one holds every master for seconds.
+RESTORE_WAIT = 60.0
+RESTORE_POLL = 0.05
 
 router = APIRouter(prefix="/v1", tags=["operator"], dependencies=[Depends(require_token)],
                    responses=docs.AUTHENTICATED)
@@ -150,11 +156,25 @@ async def restore_snapshot(request: Request, master: MasterDep) -> RestoreResult
     same allocation."""
     data = await request.body()
     header, tables = await asyncio.to_thread(check_backup, data)
-    outcome = await master.propose(ops.RestoreTables(
+    before = master.state.applied_index
+    op = ops.RestoreTables(
         at=utcnow(), tables=tables, sha256=header.sha256, source_index=header.index, source_term=header.term,
-    ))
-    raise_for(outcome)
+    )
+    try:
+        raise_for(await master.propose(op))
+    except OutcomeUnknown:
+        await _restored_since(master, header.sha256, before)
     log_event(log, "backup.restored", source_index=header.index, source_term=header.term, jobs=header.jobs,
               slaves=header.slaves, index=master.commit_index)
-    return RestoreResult(jobs=outcome.value["jobs"], slaves=outcome.value["slaves"], index=master.commit_index,
+    return RestoreResult(jobs=len(master.state.jobs), slaves=len(master.state.slaves), index=master.commit_index,
                          source_index=header.index, source_term=header.term)
+
+
+async def _restored_since(master: Master, sha256: str, index: int) -> None:
+    """Wait until this master has applied a restore of ``sha256`` after ``index``; if it
+    does not within RESTORE_WAIT, its fate stays unknown (OutcomeUnknown: retry, it is safe)."""
+    deadline = time.monotonic() + RESTORE_WAIT
+    while not ((done := master.state.last_restore) is not None and done.sha256 == sha256 and done.index > index):
+        if time.monotonic() > deadline:
+            raise OutcomeUnknown(f"the restore was not seen applied within {RESTORE_WAIT:g}s; it may still be")
+        await asyncio.sleep(RESTORE_POLL)

@@ -186,6 +186,14 @@ class GcPass:
 
 
 @dataclass(frozen=True, slots=True)
+class RestorePass:
+    """The last backup restored into these tables: which one (its checksum), at which index."""
+
+    sha256: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class Garbage:
     """The ids a GC pass would remove now, and the rules that chose them (apply checks them again)."""
 
@@ -248,6 +256,9 @@ class StateMachine:
     #: The last GC pass applied since these tables were loaded (not in snapshots:
     #: after a restart it is unknown until the next pass).
     last_gc: GcPass | None = None
+    #: The last restore applied since these tables were loaded (process-local, like ``last_gc``):
+    #: a restore route whose answer was lost looks here for its own.
+    last_restore: RestorePass | None = None
 
     # ---------------------------------------------------------------- apply
 
@@ -556,6 +567,7 @@ class StateMachine:
         # has none now): each watch version moves, so every slave asks again.
         for slave_id in [*self.slaves, *gone]:
             self.slave_versions[slave_id] = self.applied_index
+        self.last_restore = RestorePass(op.sha256, self.applied_index)
         return Outcome(value={"jobs": len(self.jobs), "slaves": len(self.slaves)})
 
     def _apply_stop_job(self, op: ops.StopJob) -> Outcome:
