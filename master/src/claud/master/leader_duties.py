@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from claud.api import NodeState
 from claud.daemon.logfmt import log_event
@@ -45,6 +45,14 @@ SCHEDULER_ERROR_BACKOFF = 0.5
 BACKOFF_SLACK = 0.01
 #: Ids one GC entry removes at most: a pass over a big backlog is several modest entries.
 GC_BATCH = 5_000
+
+
+def _cutoff(now: datetime, seconds: float) -> datetime:
+    """``seconds`` before ``now``, but never before the earliest time an entry may carry."""
+    try:
+        return max(ops.MIN_TIME, now - timedelta(seconds=seconds))
+    except OverflowError:
+        return ops.MIN_TIME
 
 
 @dataclass
@@ -210,9 +218,9 @@ class LeaderDuties:
         while True:
             now = utcnow()
             garbage = self._replicated.state.garbage(
-                jobs_finished_before=now - timedelta(seconds=settings.job_gc_after),
+                jobs_finished_before=_cutoff(now, settings.job_gc_after),
                 keep_jobs=settings.job_gc_keep,
-                slaves_dead_before=now - timedelta(seconds=settings.node_gc_after),
+                slaves_dead_before=_cutoff(now, settings.node_gc_after),
                 limit=GC_BATCH,
             )
             outcome = await self._replicated.propose(ops.CollectGarbage(
