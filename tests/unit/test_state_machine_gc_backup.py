@@ -137,7 +137,7 @@ def test_gc_after_any_history_removes_only_what_qualifies(steps, keep, cutoff_s,
     placed = {slave_id: bool(d.sm._placed_by_slave.get(slave_id)) for slave_id in d.sm.slaves}
     dead = {slave_id for slave_id, slave in d.sm.slaves.items() if slave.state == NodeState.DEAD}
     terminal = sorted((t, j) for j, (s, t) in before.items() if s.terminal)
-    newest = {j for _, j in terminal[len(terminal) - keep:]} if keep else set()
+    newest = {j for _, j in terminal[max(0, len(terminal) - keep):]} if keep else set()
     cutoff = T0 + timedelta(seconds=cutoff_s * 40)
     chosen_jobs = rnd.sample([*sorted(before), "ghost"], k=rnd.randint(0, len(before) + 1))
     chosen_slaves = rnd.sample([*sorted(d.sm.slaves), "ghost"], k=rnd.randint(0, len(d.sm.slaves) + 1))
