@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,23 +32,45 @@ def entry_point() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "claud.client.cli"]
 
 
+def cli_env() -> dict[str, str]:
+    env = {
+        **os.environ,
+        # A CLI that hangs dumps its stack on SIGABRT (see finish).
+        "PYTHONFAULTHANDLER": "1",
+    }
+    env.pop("CLAUD_FAILOVER_TIMEOUT", None)
+    return env
+
+
+#: Runs argv with SIGINT at its default. A test run started in the background
+#: of a shell without job control (`make test &`, a CI step) ignores SIGINT,
+#: a child inherits that, and a CLI rightly stays deaf to Ctrl-C then: every
+#: test that sends SIGINT would fail in such a run and pass on a rerun.
+_SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def spawn(*args: str, env: dict[str, str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    argv = [*entry_point(), *args]
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        argv = [sys.executable, "-c", _SIGINT_DEFAULT, *argv]
+    return subprocess.Popen(argv, env=env, text=True, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 class Cli:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.env = {
-            **os.environ,
+            **cli_env(),
             "CLAUD_MASTERS": ",".join(m.url for m in cluster.masters),
             "CLAUD_TOKEN": cluster.token,
         }
-        self.env.pop("CLAUD_FAILOVER_TIMEOUT", None)
 
     def popen(
         self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
     ) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*entry_point(), *args], env={**self.env, **(env or {})}, text=True,
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        return spawn(*args, env={**self.env, **(env or {})}, stdin=stdin)
 
     def __call__(
         self, *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
@@ -69,9 +92,13 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> subprocess.Compl
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-        raise AssertionError(f"{proc.args} did not finish in {timeout}s: {stderr[-2000:]}") from None
+        proc.send_signal(signal.SIGABRT)  # faulthandler writes where it hangs to stderr
+        try:
+            stdout, stderr = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        raise AssertionError(f"{proc.args} did not finish in {timeout}s: {stderr[-4000:]}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -200,7 +227,10 @@ def test_events_streams_lines_until_interrupted(claud: Cli) -> None:
         for line in proc.stdout:
             lines.put(line)
 
-    threading.Thread(target=read, daemon=True).start()
+    # The reader owns stdout to its end; interrupt() reads only stderr, so two
+    # readers never share the pipe.
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     seen: list[dict[str, Any]] = []
     submitted: list[str] = []
     try:
@@ -214,12 +244,93 @@ def test_events_streams_lines_until_interrupted(claud: Cli) -> None:
                 return any(e["id"] in submitted and e["state"] == "completed" for e in seen)
 
             wait_until(one_of_ours_completed, 30, interval=0.1, what="the stream to show a job completing")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        result = finish(proc, 10)
-    assert result.returncode == 130
+    except BaseException:
+        proc.kill()  # not streaming: whatever SIGINT did now would hide why
+        proc.communicate()
+        raise
+    result = interrupt(proc, stdout_reader=reader)
+    assert result.returncode == 130, result.stderr
     no_traceback(result)
     assert all(e["type"] in ("job", "node") for e in seen)
+
+
+# --- Ctrl-C at awkward moments ---------------------------------------------------------------
+# No cluster needed: each case holds the CLI at one moment with a listener of its own, and
+# waits (with a deadline) until the CLI is there before sending SIGINT.
+
+
+def interrupt(
+    proc: subprocess.Popen[str], *, stdout_reader: threading.Thread | None = None, within: float = 10
+) -> subprocess.CompletedProcess[str]:
+    """SIGINT, then the CLI must be gone within ``within`` seconds.
+
+    Loose enough for a loaded machine (exiting alone can take a second there),
+    tight enough to fail a CLI that waits for the master's next byte: the
+    listeners here send none, and a real master's keep-alives are 15 s apart.
+    """
+    proc.send_signal(signal.SIGINT)
+    if stdout_reader is None:
+        return finish(proc, within)
+    try:
+        proc.wait(within)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler writes where it hangs to stderr
+        proc.wait(5)
+        assert proc.stderr is not None
+        raise AssertionError(f"{proc.args} did not finish in {within}s: {proc.stderr.read()[-4000:]}") from None
+    stdout_reader.join(5)
+    assert proc.stderr is not None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr.read())
+
+
+def loading_pydantic(pid: int) -> bool:
+    """Whether the process has mapped pydantic's compiled core: the CLI's imports are under way."""
+    return "_pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_ctrl_c_while_the_cli_is_still_loading_exits_130_without_a_traceback() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # should the CLI get that far
+        proc = spawn("events", env={**cli_env(), "CLAUD_MASTERS": f"127.0.0.1:{silent.getsockname()[1]}"})
+        # Not earlier: while the interpreter itself starts (site, encodings) a SIGINT is
+        # Python's own "Fatal Python error", before any code of ours runs.
+        wait_until(lambda: proc.poll() is None and loading_pydantic(proc.pid), 20, interval=0.001, what="imports")
+        result = interrupt(proc)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("moment", ["awaiting the answer", "on a quiet stream"])
+def test_ctrl_c_before_the_first_event_exits_130(moment: str) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    with server:
+        proc = spawn("events", env={**cli_env(), "CLAUD_MASTERS": f"127.0.0.1:{server.getsockname()[1]}"})
+        server.settimeout(20)
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(20)
+            assert b"/v1/events" in conn.recv(65536)  # the request is in: the CLI now waits on its read
+            if moment == "on a quiet stream":
+                # Headers and the comment a master sends first; then nothing for a while, as
+                # between a real master's keep-alives (15 s apart).
+                comment = b": connected\n\n"
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                    + b"%x\r\n%s\r\n" % (len(comment), comment)
+                )
+            result = interrupt(proc)
+    assert result.returncode == 130, result.stderr
+    no_traceback(result)
+
+
+def test_ctrl_c_while_retrying_an_unreachable_master_exits_130() -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    proc = spawn("--failover-timeout", "60", "events", env={**cli_env(), "CLAUD_MASTERS": closed})
+    assert proc.stderr is not None
+    first_note = proc.stderr.readline()  # the CLI says so before each pause between attempts
+    assert "retrying" in first_note, first_note
+    result = interrupt(proc)
+    assert result.returncode == 130, first_note + result.stderr
+    no_traceback(result)
 
 
 # --- exit codes ----------------------------------------------------------------------------

@@ -18,8 +18,11 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -138,12 +141,67 @@ def describe_error(error: ClaudError) -> str:
     return str(error)
 
 
+#: The longest a Ctrl-C may wait for a blocking read to return (see prompt_interrupts).
+INTERRUPT_LATENCY = 0.25
+
+
+@contextmanager
+def prompt_interrupts(interval: float = INTERRUPT_LATENCY) -> Iterator[None]:
+    """Make a Ctrl-C take effect within ``interval`` seconds even during a blocking read.
+
+    CPython turns SIGINT into KeyboardInterrupt between bytecodes, or when a
+    system call fails with EINTR. A SIGINT that lands after the last check but
+    before ``recv()`` has started is not acted on until the read returns: on a
+    quiet ``claud events`` stream that is the master's next keep-alive, 15 s
+    later. A no-op SIGALRM every ``interval`` fails such a read with EINTR, and
+    CPython raises the pending interrupt there (it retries the read otherwise,
+    PEP 475). SIGALRM is only taken when nobody holds it (pytest-timeout does);
+    off the main thread, or without setitimer (Windows), nothing changes.
+    """
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    )
+    if not usable:
+        yield
+        return
+    signal.signal(signal.SIGALRM, lambda signum, frame: None)
+    signal.setitimer(signal.ITIMER_REAL, interval, interval)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
 class ClaudGroup(click.Group):
-    """Turns failures into one line on stderr and the matching exit code, never a traceback."""
+    """Turns failures into one line on stderr and the matching exit code, never a traceback.
+
+    Ctrl-C at any moment exits 130 without one too: while the options are
+    parsed, while the command runs, and promptly during a blocking read
+    (:func:`prompt_interrupts`). Before this module is loaded the console
+    script's own handler does the same (:mod:`claud._cli_entry`).
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            # click would print "Aborted!" and exit 1.
+            raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with prompt_interrupts():
+                return super().invoke(ctx)
         except ClaudError as error:
             fail(ctx, describe_error(error), exit_code_for(error))
         except CommandFailed as failure:
