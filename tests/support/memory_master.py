@@ -14,10 +14,9 @@ import httpx
 
 from claud.master import ops
 from claud.master.auth import Credentials
-from claud.master.master import Master
+from claud.master.master import Master, replicated_log
 from claud.master.peers import MasterDirectory
 from claud.master.raft_messages import Message
-from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
 from claud.master.state import Outcome
 from claud.master.storage import LogStore
@@ -61,16 +60,7 @@ def memory_master(data_dir: Path, **settings: object) -> tuple[Master, LoneTrans
     store = LogStore(data_dir / "claud.db")
     directory = MasterDirectory(config.id, config.advertised_address)
     transport = LoneTransport()
-    replicated = ReplicatedLog(
-        master_id=config.id,
-        cluster_size=config.size,
-        store=store,
-        directory=directory,
-        transport=transport,
-        election_timeout=config.election_timeout,
-        snapshot_every=config.snapshot_every,
-        propose_timeout=config.propose_timeout,
-    )
+    replicated = replicated_log(config, store, directory, transport)
     credentials = Credentials("test-token", data_dir / "token", "test-secret", data_dir / "cluster-secret")
     master = Master(
         config, credentials=credentials, store=store, directory=directory, replicated=replicated,

@@ -200,6 +200,22 @@ def slave_http_client(settings: MasterSettings, tls: ssl.SSLContext | None) -> h
     )
 
 
+def replicated_log(
+    settings: MasterSettings, store: LogStore, directory: MasterDirectory, transport: MasterTransport
+) -> ReplicatedLog:
+    """The replicated log with this master's consensus settings, over the given store and transport."""
+    return ReplicatedLog(
+        master_id=settings.id,
+        cluster_size=settings.size,
+        store=store,
+        directory=directory,
+        transport=transport,
+        election_timeout=settings.election_timeout,
+        snapshot_every=settings.snapshot_every,
+        propose_timeout=settings.propose_timeout,
+    )
+
+
 def build_master(settings: MasterSettings) -> Master:
     """A master with the real parts: its data directory, HTTP to masters and slaves, TLS when configured."""
     private_dir(settings.data_dir)
@@ -210,16 +226,7 @@ def build_master(settings: MasterSettings) -> Master:
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
     transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls)
-    replicated = ReplicatedLog(
-        master_id=settings.id,
-        cluster_size=settings.size,
-        store=store,
-        directory=directory,
-        transport=transport,
-        election_timeout=settings.election_timeout,
-        snapshot_every=settings.snapshot_every,
-        propose_timeout=settings.propose_timeout,
-    )
+    replicated = replicated_log(settings, store, directory, transport)
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
         transport=transport, slave_http=slave_http_client(settings, tls),
