@@ -101,14 +101,17 @@ def test_a_job_cannot_open_raw_sockets_make_devices_or_gain_privileges(
 def test_a_fork_bomb_stops_at_the_pids_limit_and_the_slave_carries_on(
     runtime: DockerRuntime, slave_ids: Any, slave_docker: Any
 ) -> None:
-    # Each child sleeps on, so the bomb only grows until the kernel refuses a fork.
+    # Each child sleeps on, so the bomb only grows until the kernel refuses a fork. Each process
+    # costs its kernel stack and page tables in the container's memory cgroup (about 120 KiB on
+    # some kernels): 1024 of them would reach a 128 MiB limit first, and the OOM killer, not the
+    # pids limit, would end the bomb. 512 MiB leaves the pids limit the only one it can meet.
     bomb = make_alloc(
         slave_ids, "bomb", ["sh", "-c", "n=0; while true; do sleep 600 & n=$((n+1)); echo $n; done"],
-        resources=Resources(cpu=0.5, memory_mb=128),
+        resources=Resources(cpu=0.5, memory_mb=512),
     )
     code, out = run_to_exit(runtime, slave_docker, bomb, timeout=60)
     lines = out.split()
-    assert "fork" in out and code != 0, out[-500:]
+    assert "fork" in out and code != 0, (code, out[-500:])
     spawned = max(int(x) for x in lines if x.isdigit())
     # The shell and its children share the 1024: it stopped there, not at the memory limit.
     assert 1000 <= spawned < 1024, spawned
