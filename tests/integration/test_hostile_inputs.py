@@ -26,6 +26,8 @@ from claud.api.protocol import (
     INTERNAL_PREFIX,
     PROPOSE_PATH,
     RAFT_PATH,
+    SNAPSHOT_CHUNK_HEADER,
+    SNAPSHOT_CHUNK_PATH,
     WATCH_PATH,
     WHOAMI_PATH,
 )
@@ -114,7 +116,15 @@ def _raw_heartbeat(**overrides: str) -> bytes:
 
 
 JSON = (b"content-type", b"application/json")
+OCTETS = (b"content-type", b"application/octet-stream")
 HUGE = 40 * 1024 * 1024
+
+
+def _chunk(**overrides: Any) -> tuple[bytes, bytes]:
+    """A snapshot chunk's header (a 10-byte snapshot from master 9, unless overridden)."""
+    header = {"transfer": "ab" * 16, "leader": 9, "term": 1, "index": 5, "snapshot_term": 1, "size": 10,
+              "sha256": "00" * 32, "offset": 0, **overrides}
+    return SNAPSHOT_CHUNK_HEADER.lower().encode(), json.dumps(header).encode()
 
 # (id, target, method, path, headers, body, chunked, statuses that count as a clear refusal)
 # target: "any" (a follower), "leader"; internal paths get the cluster secret added.
@@ -162,6 +172,14 @@ CASES: list[tuple[str, str, str, str, list[tuple[bytes, bytes]], bytes, bool, se
     ("raft-nan", "any", "POST", RAFT_PATH, [JSON], b'{"messages":[{"type":"TimeoutNow","src":2,"dst":1,"term":NaN}]}', False, {400}),
     ("raft-negative", "any", "POST", RAFT_PATH, [JSON], _json_body({"messages": [{"type": "TimeoutNow", "src": 2, "dst": 1, "term": -5}]}), False, {400}),
     ("raft-not-a-list", "any", "POST", RAFT_PATH, [JSON], b'{"messages":{"a":1}}', False, {400}),
+    ("snapshot-chunk-as-json", "any", "POST", SNAPSHOT_CHUNK_PATH, [JSON, _chunk()], b"x" * 10, False, {415}),
+    ("snapshot-chunk-no-header", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS], b"x" * 10, False, {400}),
+    ("snapshot-chunk-bad-header", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS, (_chunk()[0], b"{nope")], b"x", False, {400}),
+    ("snapshot-chunk-negative", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS, _chunk(offset=-1)], b"x" * 10, False, {400}),
+    ("snapshot-chunk-past-end", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS, _chunk(size=4)], b"x" * 10, False, {400}),
+    ("snapshot-chunk-9MiB", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS, _chunk(size=16 << 20)], b"x" * (9 << 20), False, {413}),
+    ("snapshot-chunk-unknown-transfer", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS, _chunk(offset=5)], b"x" * 5, False, {409}),
+    ("snapshot-chunk-bad-checksum", "any", "POST", SNAPSHOT_CHUNK_PATH, [OCTETS, _chunk()], b"x" * 10, False, {422}),
 ]
 
 

@@ -14,9 +14,12 @@ import httpx
 
 from claud.master import ops
 from claud.master.auth import Credentials
+from claud.master.identity import Identity
 from claud.master.master import Master, replicated_log
 from claud.master.peers import MasterDirectory
+from claud.master.raft_config import ConfChange
 from claud.master.raft_messages import Message
+from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.settings import MasterSettings
 from claud.master.state import Outcome
 from claud.master.storage import LogStore
@@ -43,6 +46,9 @@ class LoneTransport:
     ) -> tuple[list[Outcome | Exception], int]:
         raise LeaderUnavailable("a lone master forwards nothing")
 
+    async def forward_conf_change(self, leader_id: int, change: ConfChange, timeout: float) -> int:
+        raise LeaderUnavailable("a lone master forwards nothing")
+
     async def resolve_peers(self, addresses: list[str]) -> None:
         raise AssertionError("a lone master has no --peers to resolve")
 
@@ -58,6 +64,8 @@ def memory_master(data_dir: Path, **settings: object) -> tuple[Master, LoneTrans
     """A one-master cluster whose disk is a SQLite file under ``data_dir`` and whose network is in memory."""
     config = MasterSettings(id=1, listen=ADDRESS, data_dir=data_dir, no_discovery=True, **settings)  # type: ignore[arg-type]
     store = LogStore(data_dir / "claud.db")
+    if config.recover_from_data_dir:  # as build_master does
+        recover_as_one_member_cluster(store, config.id, config.advertised_address)
     directory = MasterDirectory(config.id, config.advertised_address)
     transport = LoneTransport()
     replicated = replicated_log(config, store, directory, transport)
@@ -65,5 +73,6 @@ def memory_master(data_dir: Path, **settings: object) -> tuple[Master, LoneTrans
     master = Master(
         config, credentials=credentials, store=store, directory=directory, replicated=replicated,
         transport=transport, slave_http=httpx.AsyncClient(transport=httpx.MockTransport(_refuse)),
+        identity=Identity(config.id, store),
     )
     return master, transport

@@ -6,6 +6,13 @@ delivered in rounds until the network is quiet, which matches the real masters
 (a tick is 50-100 ms, a round trip about a millisecond). A node persists each
 Ready before sending its messages, as the master will, and a restart builds a
 fresh RaftCore from only what was persisted: hard state, snapshot, entries.
+
+Membership: a cluster starts configured (every id a voter, given as the
+configuration of a snapshot at index 0) or, with ``bootstrap``, from seats
+only, the way real masters do; :meth:`Sim.change` asks the leader to add,
+promote or remove a member, :meth:`Sim.add_node` starts a master with an
+empty data directory, and ``chaos(membership=True)`` mixes random adds,
+removes and replacements into the faults.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from claud.master.raft import RaftConfig, RaftCore, Ready, Role
+from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused, Configuration, Member
 from claud.master.raft_messages import Message
 from claud.master.storage import Entry, HardState, Snapshot
 
@@ -175,22 +183,30 @@ class Sim:
         max_inflight: int = 4,
         compact_every: int = 0,
         peers_known: bool = True,
+        bootstrap: bool = False,
+        peers: dict[int, list[int]] | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.ids = sorted(ids or range(1, n + 1))
         self.n = n
+        self._config_args = {
+            "cluster_size": n,
+            "election_ticks": election_ticks,
+            "heartbeat_ticks": heartbeat_ticks,
+            "max_entries_per_message": max_entries_per_message,
+            "max_inflight": max_inflight,
+        }
+        #: Ids whose machine is gone for good (heal_all leaves them down).
+        self.retired: set[int] = set()
         self.nodes: dict[int, SimNode] = {}
+        first = None
+        if not bootstrap and peers_known and peers is None:
+            members = tuple(Member(i, f"sim://{i}", True) for i in self.ids)
+            voters = Configuration(members, cluster_id=f"sim-{seed}").encode()
+            first = Snapshot(0, 0, json.dumps({"applied": []}), voters)
         for i in self.ids:
-            config = RaftConfig(
-                id=i,
-                cluster_size=n,
-                election_ticks=election_ticks,
-                heartbeat_ticks=heartbeat_ticks,
-                max_entries_per_message=max_entries_per_message,
-                max_inflight=max_inflight,
-            )
-            self.nodes[i] = SimNode(i, config)
+            self.nodes[i] = SimNode(i, RaftConfig(id=i, **self._config_args), snapshot=first)
         self.now = 0
         self.faults = CALM
         self.groups: dict[int, int] | None = None
@@ -202,10 +218,42 @@ class Sim:
         self.heard: dict[int, dict[int, int]] = {}
         self.drop_if: Callable[[Message], bool] | None = None
         self.observers: list[Callable[[SimNode, Ready], None]] = []
+        self._config_seen: dict[tuple[int, int, int], int] = {}
         for i in self.ids:
-            self.start(i, peers=self.ids if peers_known else ())
+            self.start(i, peers=(peers or {}).get(i, self.ids if peers_known else ()))
 
     # ---------------------------------------------------------- nodes
+
+    def add_node(self, node_id: int) -> None:
+        """A new master with an empty data directory, knowing every master (as discovery tells it)."""
+        assert node_id not in self.nodes
+        self.ids = sorted([*self.ids, node_id])
+        self.nodes[node_id] = SimNode(node_id, RaftConfig(id=node_id, **self._config_args))
+        if self.groups is not None:
+            self.groups.setdefault(node_id, 10_000 + node_id)
+        self.start(node_id)
+
+    def configuration(self) -> Configuration | None:
+        """The configuration the current leader uses."""
+        leader = self.leader()
+        return None if leader is None else self.core(leader).configuration
+
+    def members(self) -> list[int]:
+        """The ids in the leader's configuration (every id while there is none)."""
+        configuration = self.configuration()
+        return sorted(configuration.ids) if configuration else list(self.ids)
+
+    def change(self, kind: ChangeKind, node_id: int) -> Entry | None:
+        """Ask the leader for a configuration change; None when it refuses (or there is none)."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        try:
+            entry = self.core(leader).propose_config_change(ConfChange(kind, node_id, f"sim://{node_id}"))
+        except ConfChangeRefused:
+            return None
+        self.process(self.nodes[leader])
+        return entry
 
     def start(self, node_id: int, peers: list[int] | tuple[int, ...] | None = None) -> None:
         node = self.nodes[node_id]
@@ -324,7 +372,13 @@ class Sim:
         core = node.core
         assert core is not None
         index, term, _ = node.applied[-1]
-        snap = Snapshot(index, term, json.dumps({"applied": [list(x) for x in node.applied]}))
+        configuration = core.configuration_at(index)
+        snap = Snapshot(
+            index,
+            term,
+            json.dumps({"applied": [list(x) for x in node.applied]}),
+            configuration.encode() if configuration else "",
+        )
         node.snapshot = snap  # the caller persists its own snapshot, then tells the core
         node.log = [e for e in node.log if e.index > index]
         core.compact(snap)
@@ -351,15 +405,22 @@ class Sim:
     def _watch_minority(self) -> None:
         """Check-quorum: a leader must step down once it has not heard from a
         quorum for an election timeout; with the check running once per
-        timeout, that is at most two timeouts after it last did."""
+        timeout, that is at most two timeouts after it last did. The quorum is
+        the configuration's: once that changes, the clock starts again."""
         window = 2 * self.nodes[self.ids[0]].config.election_ticks + 1
         for node in self.alive():
             core = node.core
             assert core is not None
             if core.role is not Role.LEADER:
                 continue
+            since = self._config_seen.setdefault((node.id, core.term, core.configuration_index), self.now)
+            if self.now - since < window:
+                continue
             heard = self.heard.get(node.id, {})
-            recent = 1 + sum(1 for src, at in heard.items() if src != node.id and at >= self.now - window)
+            voters = core.voters
+            recent = (node.id in voters) + sum(
+                1 for src, at in heard.items() if src != node.id and src in voters and at >= self.now - window
+            )
             if recent < core.quorum:
                 raise SafetyViolation(f"node {node.id} still leads term {core.term} from a minority")
 
@@ -369,11 +430,14 @@ class Sim:
 
     # ---------------------------------------------------------- scenarios
 
-    def chaos(self, steps: int, *, proposal_rate: float = 0.3) -> int:
-        """Random faults and proposals for ``steps`` ticks; returns the number of proposals accepted."""
+    def chaos(self, steps: int, *, proposal_rate: float = 0.3, membership: bool = False) -> int:
+        """Random faults and proposals (and with ``membership`` configuration
+        changes) for ``steps`` ticks; returns the number of proposals accepted."""
         rng = self.rng
         accepted = 0
         for step in range(steps):
+            if membership and rng.random() < 0.02:
+                self._random_change()
             if step % 150 == 0:
                 self.faults = rng.choice(
                     [
@@ -400,7 +464,7 @@ class Sim:
                 if live:
                     self.crash(rng.choice(live).id)
             if rng.random() < 0.03:
-                dead = [i for i in self.ids if self.nodes[i].core is None]
+                dead = [i for i in self.ids if self.nodes[i].core is None and i not in self.retired]
                 if dead:
                     self.start(rng.choice(dead))
             if rng.random() < proposal_rate:
@@ -413,11 +477,36 @@ class Sim:
             self.tick()
         return accepted
 
+    def _random_change(self) -> None:
+        """Add a new master, remove a member (its machine retired, or left
+        running outside the cluster), or add one to replace a member."""
+        configuration = self.configuration()
+        if configuration is None:
+            return
+        rng = self.rng
+        ids = sorted(configuration.ids)
+        r = rng.random()
+        if r < 0.4 and len(ids) < 6:
+            new = max(self.ids) + 1
+            self.add_node(new)
+            self.change(ChangeKind.ADD_LEARNER, new)
+        elif r < 0.8 and len(configuration.voters) > 2:
+            victim = rng.choice(ids)
+            if self.change(ChangeKind.REMOVE, victim) is not None and rng.random() < 0.5:
+                self.retired.add(victim)
+                self.crash(victim)
+        else:
+            # A replacement's second half: a machine that died is removed once
+            # its successor has joined (the order an operator would choose).
+            dead = [i for i in ids if self.nodes[i].core is None]
+            if dead and len(configuration.learners) == 0:
+                self.change(ChangeKind.REMOVE, dead[0])
+
     def heal_all(self) -> None:
         self.heal()
         self.faults = CALM
         for i in self.ids:
-            if self.nodes[i].core is None:
+            if self.nodes[i].core is None and i not in self.retired:
                 self.start(i)
 
     def await_commit(self, limit: int, data: str = "final") -> int:
@@ -434,7 +523,7 @@ class Sim:
                     pending, proposer = self.propose(leader, f"{data}-{attempt}"), leader
             self.tick()
             if pending is not None:
-                got = [self.applied_at(n, pending.index) for n in self.nodes.values()]
+                got = [self.applied_at(self.nodes[i], pending.index) for i in self.members()]
                 if all(g == (pending.term, pending.data) for g in got):
                     return self.now - t0
                 if any(g is not None and g != (pending.term, pending.data) for g in got):
@@ -446,12 +535,17 @@ class Sim:
         raise AssertionError(f"seed {self.seed}: nothing committed on every node within {limit} ticks")
 
     def await_lowest_leader(self, limit: int) -> int:
-        """Ticks until the lowest id leads and every node follows it."""
+        """Ticks until the lowest voter leads and every member follows it."""
         t0 = self.now
-        lowest = self.ids[0]
         while self.now - t0 < limit:
             self.tick()
-            if self.leaders() == [lowest] and self.settled() == lowest:
+            configuration = self.configuration()
+            lowest = min(configuration.voters) if configuration else self.ids[0]
+            leader = self.leader()
+            members = self.members()
+            if leader == lowest and all(
+                self.nodes[i].core is not None and self.core(i).leader_id == lowest for i in members
+            ) and [i for i in self.leaders() if i in members] == [lowest]:
                 return self.now - t0
         states = [(i, core.term, core.role.value) for i, core in self.live()]
         raise AssertionError(f"seed {self.seed}: leaders {self.leaders()} ({states}) after {limit} ticks")

@@ -545,3 +545,52 @@ def test_jobs_and_nodes_follow_every_page() -> None:
     assert result.exit_code == 0, result.output
     assert [n["id"] for n in json.loads(result.stdout)] == ["s0", "s1", "s2"]
     assert [r.url.params.get("next") for r in cluster.requests] == [None, "1", None, "1", "2"]
+
+
+MEMBERS = {
+    "cluster_id": "c0ffee",
+    "configuration_index": 7,
+    "members": [
+        {"id": 1, "address": "10.0.0.1:8700", "role": "voter", "match_index": 42, "member_id": "aa11"},
+        {"id": 4, "address": "10.0.0.4:8700", "role": "learner", "match_index": 3},
+    ],
+}
+
+
+def test_operator_members_lists_adds_and_removes() -> None:
+    cluster = Cluster(
+        {
+            ("GET", "/v1/operator/members"): MEMBERS,
+            ("POST", "/v1/operator/members"): MEMBERS,
+            ("DELETE", "/v1/operator/members/3"): MEMBERS,
+        }
+    )
+    table = cluster.invoke("operator", "members")
+    assert table.exit_code == 0, table.stderr
+    assert "c0ffee" in table.stdout and "learner" in table.stdout and "10.0.0.4:8700" in table.stdout
+    added = cluster.invoke("operator", "members", "add", "4", "10.0.0.4:8700")
+    assert added.exit_code == 0, added.stderr
+    assert json.loads(cluster.requests[-1].content) == {"id": 4, "address": "10.0.0.4:8700"}
+    removed = cluster.invoke("-o", "json", "operator", "members", "remove", "3")
+    assert removed.exit_code == 0 and json.loads(removed.stdout)["configuration_index"] == 7
+    assert cluster.requests[-1].method == "DELETE"
+    sent = len(cluster.requests)
+    assert cluster.invoke("operator", "members", "add", "zero", "h:1").exit_code == 2
+    assert len(cluster.requests) == sent
+
+
+def test_operator_members_says_why_a_change_is_refused() -> None:
+    cluster = Cluster(
+        {("POST", "/v1/operator/members"): lambda r: httpx.Response(
+            409, json=error_json("conflict", "a configuration change is not committed yet"))}
+    )
+    result = cluster.invoke("operator", "members", "add", "5", "10.0.0.5:8700")
+    assert result.exit_code != 0 and "not committed yet" in result.stderr
+
+
+def test_cluster_shows_the_members() -> None:
+    view = {"leader_id": 1, "leader_address": "10.0.0.1:8700", "term": 3, "commit_index": 42, "quorum": 1,
+            "masters": [{"id": 1, "address": "10.0.0.1:8700", "role": "leader", "match_index": 42}],
+            "cluster_id": "c0ffee", "members": MEMBERS["members"]}
+    table = Cluster({("GET", "/v1/cluster"): view}).invoke("cluster")
+    assert table.exit_code == 0 and "Members" in table.stdout and "c0ffee" in table.stdout

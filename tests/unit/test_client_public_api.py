@@ -96,6 +96,9 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "drain",
         "undrain",
         "cluster",
+        "members",
+        "add_member",
+        "remove_member",
         "events",
     ]
     assert list(inspect.signature(Client).parameters) == [

@@ -9,6 +9,7 @@ A failing simulator seed replays exactly: ``Sim(n, seed, ...)`` in raft_sim.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from claud.master.raft import RaftConfig, RaftCore, Ready, Role
+from claud.master.raft_config import Configuration, Member
 from claud.master.raft_messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -51,8 +53,15 @@ def make(
     entries: Iterable[Entry] = (),
     applied: int | None = None,
     peers: Iterable[int] | None = None,
+    bootstrap: bool = False,
     **config: int,
 ) -> RaftCore:
+    """A member of a cluster already configured with voters 1..n (given as the
+    configuration of a snapshot at 0, or of ``snapshot``), or with ``bootstrap``
+    one still to bootstrap."""
+    if not bootstrap:
+        voters = configuration(*range(1, n + 1)).encode()
+        snapshot = dataclasses.replace(snapshot, config=voters) if snapshot else Snapshot(0, 0, "{}", voters)
     return RaftCore(
         RaftConfig(id=node_id, cluster_size=n, election_ticks=E, **config),
         random.Random(node_id),
@@ -61,6 +70,13 @@ def make(
         list(entries),
         applied if applied is not None else (snapshot.index if snapshot else 0),
         range(1, n + 1) if peers is None else peers,
+    )
+
+
+def configuration(*voters: int, learners: Iterable[int] = ()) -> Configuration:
+    addresses = {i: f"http://m{i}" for i in (*voters, *learners)}
+    return Configuration(
+        tuple(Member(i, addresses[i], i in voters) for i in sorted(addresses)), cluster_id="c0ffee"
     )
 
 
@@ -568,7 +584,7 @@ def test_restart_from_a_snapshot_and_the_entries_after_it() -> None:
 
 
 def test_membership_never_exceeds_the_cluster_size() -> None:
-    core = make(1, n=3, peers=[2, 3, 4, 5])
+    core = make(1, n=3, peers=[2, 3, 4, 5], bootstrap=True)
     assert core.members == {1, 2, 3} and core.ignored == {4, 5}
     rd = flush(core)
     assert len(rd.warnings) == 2 and "master 4 ignored" in rd.warnings[0]
@@ -619,7 +635,7 @@ def test_ready_reports_role_and_leader_changes() -> None:
 
 
 def _messages() -> list[Message]:
-    snap = Snapshot(4, 2, '{"jobs": {"a": [1, 2]}, "n": null}')
+    snap = Snapshot(4, 2, '{"jobs": {"a": [1, 2]}, "n": null}', configuration(1, 2, learners=[3]).encode())
     return [
         PreVote(src=1, dst=2, term=3, last_index=4, last_term=2),
         PreVoteReply(src=2, dst=1, term=3, granted=True),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from claud.api import AllocationStatus, ContainerState, DesiredState, JobSpec, JobState, NodeState
 from claud.master import ops
 from claud.master.scheduler import cpu_millis, schedule
-from claud.master.state import StateMachine
+from claud.master.state import SNAPSHOT_FORMAT, StateMachine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -378,6 +378,7 @@ def test_snapshot_then_replay_equals_straight_replay(steps, cut) -> None:
     # partial's rows changed after their encodings were kept: none may be stale.
     assert partial.to_snapshot() == restored.to_snapshot() == straight.to_snapshot() == d.sm.to_snapshot()
     assert json.loads(partial.to_snapshot()) == {
+        "format": SNAPSHOT_FORMAT,
         "applied_index": partial.applied_index,
         "jobs": [job.model_dump(mode="json") for job in partial.jobs.values()],
         "nodes": [slave.model_dump(mode="json") for slave in partial.slaves.values()],

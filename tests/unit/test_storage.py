@@ -90,3 +90,41 @@ def test_batched_commits_recovery_and_snapshot(tmp_path: Path) -> None:
         await log.stop()
 
     asyncio.run(second_life())
+
+
+def test_a_snapshot_keeps_its_configuration_and_an_old_table_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "old.db")  # the snapshot table as it was before configurations
+    old.execute("CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, "
+                "term INTEGER NOT NULL, data BLOB NOT NULL)")
+    old.commit()
+    old.close()
+    store = LogStore(tmp_path / "old.db")
+    assert store.snapshot() is None
+    assert store.save_snapshot(Snapshot(index=5, term=2, state="{}", config='{"cluster_id":"c","members":[]}'))
+    store.close()
+    assert LogStore(tmp_path / "old.db").snapshot() == Snapshot(5, 2, "{}", '{"cluster_id":"c","members":[]}')
+
+
+def test_the_configuration_survives_snapshots_and_restarts(tmp_path: Path) -> None:
+    async def life(first: int, proposals: int) -> tuple[str, int]:
+        log = single_master(LogStore(tmp_path / "db"), snapshot_every=20)
+        log.start()
+        await until_leader(log)
+        assert all(o.ok for o in await asyncio.gather(*(log.propose(submit(first + i)) for i in range(proposals))))
+        configuration = log.configuration
+        committed = log.committed_configuration
+        await log.stop()
+        log._store.close()
+        assert configuration is not None and configuration == committed and configuration.voters == {1}
+        return configuration.cluster_id, log.core.configuration_index
+
+    cluster_id, _ = asyncio.run(life(0, 60))
+    store = LogStore(tmp_path / "db")
+    snapshot = store.snapshot()
+    assert snapshot is not None and snapshot.index > 1 and cluster_id in snapshot.config
+    assert store.entries(1, snapshot.index) == []  # the configuration entry itself is compacted away
+    store.close()
+    again, _ = asyncio.run(life(100, 1))
+    assert again == cluster_id  # restarted from the snapshot: the same cluster, not a new bootstrap

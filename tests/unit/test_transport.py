@@ -12,6 +12,7 @@ import pytest
 
 from claud.api import JobSpec
 from claud.master import ops, transport
+from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.raft_messages import TimeoutNow, message_to_dict
 from claud.master.state import Outcome
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
@@ -109,3 +110,51 @@ def test_whoami_answers_what_the_resolver_reads() -> None:
     assert transport.parse_whoami(json.dumps(transport.whoami(3, "10.0.0.3:8700", 5, 1)).encode()) == 3
     with pytest.raises(ValueError):
         transport.parse_whoami(b'{"address":"x"}')
+
+
+class FakeMembershipLeader:
+    """The part of a replicated log the leader's end of MEMBERS_PATH uses."""
+
+    def __init__(self, refusal: ConfChangeRefused | None = None, *, is_leader: bool = True) -> None:
+        self.refusal, self.is_leader = refusal, is_leader
+        self.leader_id, self.leader_address = 1, "10.0.0.1:8700"
+        self.changes: list[ConfChange] = []
+
+    async def change_membership(self, change: ConfChange) -> int:
+        if self.refusal is not None:
+            raise self.refusal
+        self.changes.append(change)
+        return 17
+
+
+def conf_round_trip(leader: FakeMembershipLeader, change: ConfChange) -> int:
+    status, answer = asyncio.run(
+        transport.answer_conf_change(leader, transport.encode_conf_change(change))  # type: ignore[arg-type]
+    )
+    return transport.parse_conf_change_answer(1, status, json.dumps(answer).encode())
+
+
+def test_a_forwarded_configuration_change_comes_back_as_its_index_or_its_refusal() -> None:
+    leader = FakeMembershipLeader()
+    change = ConfChange(ChangeKind.ADD_LEARNER, 4, "10.0.0.4:8700")
+    assert conf_round_trip(leader, change) == 17 and leader.changes == [change]
+    for reason in ("in_flight", "unknown_member", "already_member", "invalid", "not_leader"):
+        with pytest.raises(ConfChangeRefused) as refused:
+            conf_round_trip(FakeMembershipLeader(ConfChangeRefused(reason, "no")), change)
+        assert refused.value.reason == reason
+    with pytest.raises(NotLeader):
+        conf_round_trip(FakeMembershipLeader(is_leader=False), change)
+
+
+@pytest.mark.parametrize("body", [b"", b"[]", b'{"kind": "grow", "id": 1, "address": ""}',
+                                  b'{"kind": "remove", "id": true, "address": ""}', b'{"kind": "remove"}'])
+def test_a_body_that_is_not_a_configuration_change_is_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedRequest):
+        transport.decode_conf_change(body)
+
+
+def test_an_answer_about_a_change_the_follower_cannot_use_means_no_leader() -> None:
+    with pytest.raises(LeaderUnavailable):
+        transport.parse_conf_change_answer(1, 502, b"<html>bad gateway</html>")
+    with pytest.raises(OutcomeUnknown):
+        transport.parse_conf_change_answer(1, 503, b'{"error": {"code": "outcome_unknown", "message": "m"}}')

@@ -95,6 +95,34 @@ class MasterView(BaseModel):
     reachable: bool = True
 
 
+class MemberRole(StrEnum):
+    VOTER = "voter"
+    LEARNER = "learner"  # replicates, neither votes nor counts; promoted once caught up
+
+
+class MemberView(BaseModel):
+    """One master of the cluster configuration (the one in the answering master's log)."""
+
+    id: int
+    address: str
+    role: MemberRole
+    match_index: int | None = Field(None, description="how far its log matches the leader's (known on the leader)")
+    member_id: str | None = Field(None, description="the identity of its data directory, once it has spoken")
+
+
+class MemberList(BaseModel):
+    cluster_id: str | None = Field(None, description="made when the cluster bootstrapped; None before")
+    configuration_index: int = Field(0, description="the log index of the configuration entry shown")
+    members: list[MemberView]
+
+
+class AddMemberRequest(StrictModel):
+    """The body of POST /v1/operator/members: a new master joins as a learner."""
+
+    id: int = Field(..., ge=1, le=2**31 - 1)
+    address: str = Field(..., min_length=1, max_length=300, description="host:port where the others reach it")
+
+
 class ClusterView(BaseModel):
     leader_id: int | None
     leader_address: str | None
@@ -102,3 +130,6 @@ class ClusterView(BaseModel):
     commit_index: int
     quorum: int
     masters: list[MasterView]
+    cluster_id: str | None = None
+    #: The cluster configuration (empty before bootstrap).
+    members: list[MemberView] = Field(default_factory=list)

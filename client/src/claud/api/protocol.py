@@ -19,6 +19,11 @@ RAFT_PATH = INTERNAL_PREFIX + "raft"
 PROPOSE_PATH = INTERNAL_PREFIX + "propose"
 #: A master's id, address and view of the leader; how a ``--peers`` address learns its id.
 WHOAMI_PATH = INTERNAL_PREFIX + "whoami"
+#: One chunk of a snapshot the leader streams to a follower (raw bytes, described
+#: by ``SNAPSHOT_CHUNK_HEADER``), answered with the offset the follower expects next.
+SNAPSHOT_CHUNK_PATH = INTERNAL_PREFIX + "snapshot/chunk"
+#: A configuration change (add, remove a master) a follower forwards to the leader.
+MEMBERS_PATH = INTERNAL_PREFIX + "members"
 
 # slave -> master
 HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"
@@ -39,11 +44,23 @@ CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
 #: On every 200 (and 421) of a heartbeat or watch: which master answered, so a
 #: slave learns the id behind each address it was given.
 MASTER_ID_HEADER = "X-Claud-Master-Id"
+#: On every master -> master request, with MASTER_ID_HEADER (the sender's id):
+#: the cluster the sender belongs to ("" before it has a configuration) and the
+#: identity of its data directory. A master refuses (403) another cluster's, and
+#: a member that comes back with another data directory (claud.master.identity).
+CLUSTER_ID_HEADER = "X-Claud-Cluster-Id"
+MEMBER_ID_HEADER = "X-Claud-Member-Id"
 #: On a job's logs (public /v1): the allocation (attempt) the output comes from.
 ALLOC_ID_HEADER = "X-Claud-Alloc-Id"
 #: On a slave's logs answer: the container the output comes from.
 CONTAINER_ID_HEADER = "X-Claud-Container-Id"
 
+#: On a snapshot chunk: which transfer, snapshot, offset, total size and checksum it belongs to (compact JSON).
+SNAPSHOT_CHUNK_HEADER = "X-Claud-Snapshot-Chunk"
+
 #: The only content type an internal route with a body accepts (a web page
 #: cannot send it cross-origin without a preflight).
 JSON_CONTENT_TYPE = "application/json"
+#: The content type of a snapshot chunk, the one internal body that is not JSON
+#: (no more a "simple" cross-origin request than JSON is: it needs a preflight too).
+SNAPSHOT_CONTENT_TYPE = "application/octet-stream"

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from claud.api.jobs import JobList, JobSpec, JobState, JobView
-from claud.api.nodes import ClusterView, NodeList, NodeView
+from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _wire as wire
 from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
@@ -236,6 +236,15 @@ class AsyncClient:
 
     async def cluster(self) -> ClusterView:
         return wire.parse(ClusterView, await self._send(wire.cluster()))
+
+    async def members(self) -> MemberList:
+        return wire.parse(MemberList, await self._send(wire.members()))
+
+    async def add_member(self, member_id: int, address: str) -> MemberList:
+        return wire.parse(MemberList, await self._send(wire.add_member(member_id, address)))
+
+    async def remove_member(self, member_id: int) -> MemberList:
+        return wire.parse(MemberList, await self._send(wire.remove_member(member_id)))
 
     async def events(self) -> AsyncGenerator[Event, None]:
         decoder = EventDecoder()

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from claud.api.jobs import JobList, JobSpec, JobState, JobView
-from claud.api.nodes import ClusterView, NodeList, NodeView
+from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _wire as wire
 from claud.client._events import Event, EventDecoder
@@ -273,6 +273,22 @@ class Client:
     def cluster(self) -> ClusterView:
         """Leader, term, commit index and the masters' replication status."""
         return wire.parse(ClusterView, self._send(wire.cluster()))
+
+    # --- operator: the cluster configuration ---------------------------------
+
+    def members(self) -> MemberList:
+        """The cluster configuration: each master's id, address, voter or learner, match index."""
+        return wire.parse(MemberList, self._send(wire.members()))
+
+    def add_member(self, member_id: int, address: str) -> MemberList:
+        """Add a master as a learner; the leader makes it a voter once it has caught up.
+
+        ``Conflict`` while another change is not committed yet (retry)."""
+        return wire.parse(MemberList, self._send(wire.add_member(member_id, address)))
+
+    def remove_member(self, member_id: int) -> MemberList:
+        """Remove a master from the configuration (``NotFound`` if it is no member)."""
+        return wire.parse(MemberList, self._send(wire.remove_member(member_id)))
 
     def events(self) -> Generator[Event, None, None]:
         """Every job and node transition from now on, until the iterator is closed."""

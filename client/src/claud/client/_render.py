@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from claud.api.jobs import JobEvent, JobState, JobView
-from claud.api.nodes import ClusterView, NodeState, NodeView
+from claud.api.nodes import ClusterView, MemberList, MemberView, NodeState, NodeView
 from claud.client._events import Event
 
 JOB_STATE_STYLES: Mapping[JobState, str] = {
@@ -198,7 +198,30 @@ def cluster_view(cluster: ClusterView) -> RenderableType:
             text(master.match_index),
             Text("yes", style="green") if master.reachable else Text("no", style="bold red"),
         )
-    return Group(facts, Text(), masters)
+    if cluster.cluster_id is not None:
+        facts.add_row("Cluster id", text(cluster.cluster_id))
+    if not cluster.members:
+        return Group(facts, Text(), masters)
+    return Group(facts, Text(), masters, Text(), members_table(cluster.members))
+
+
+def members_table(members: list[MemberView]) -> Table:
+    table = Table(title="Members", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "ADDRESS", "ROLE", "MATCH INDEX", "MEMBER ID"):
+        table.add_column(column, no_wrap=True)
+    for member in members:
+        table.add_row(
+            text(member.id), text(member.address), text(member.role.value, "bold" if member.role == "voter" else ""),
+            text(member.match_index), text(member.member_id),
+        )
+    return table
+
+
+def member_list(found: MemberList) -> RenderableType:
+    if found.cluster_id is None:
+        return Text("no configuration yet: the cluster has not bootstrapped (every --cluster-size master must be up)")
+    head = text(f"cluster {found.cluster_id}, configuration at index {found.configuration_index}")
+    return Group(head, Text(), members_table(found.members))
 
 
 def job_event_line(job_id: str, event: JobEvent) -> str:

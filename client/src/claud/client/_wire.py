@@ -161,6 +161,18 @@ def cluster() -> Call:
     return Call("GET", "/v1/cluster")
 
 
+def members() -> Call:
+    return Call("GET", "/v1/operator/members")
+
+
+def add_member(member_id: int, address: str) -> Call:
+    return Call("POST", "/v1/operator/members", json={"id": member_id, "address": address})
+
+
+def remove_member(member_id: int) -> Call:
+    return Call("DELETE", f"/v1/operator/members/{member_id}")
+
+
 def events() -> Call:
     return Call("GET", "/v1/events", headers={"Accept": "text/event-stream"}, streaming=True)
 

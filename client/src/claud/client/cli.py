@@ -721,6 +721,51 @@ def undrain(config: CliConfig, client: Client, node_id: str) -> None:
     show(config, dump(node), lambda: render.text(f"node {node.id} {node.state.value}"))
 
 
+@cli.group("operator")
+def operator_group() -> None:
+    """Operate the masters themselves: the cluster configuration.
+
+    \b
+      claud operator members
+      claud operator members add 4 10.0.0.4:8700
+      claud operator members remove 3
+    """
+
+
+@operator_group.group(invoke_without_command=True)
+@click.pass_context
+def members(ctx: click.Context) -> None:
+    """List the cluster configuration; add or remove a master.
+
+    A master is added as a learner (it gets the log, does not vote) and made a
+    voter by the leader once it has caught up. To replace a dead master, add
+    its successor (a new id, an empty data directory), then remove it.
+    """
+    if ctx.invoked_subcommand is None:
+        config, client = open_client(ctx)
+        found = client.members()
+        show(config, dump(found), lambda: render.member_list(found))
+
+
+@members.command("add")
+@click.argument("member_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("address", metavar="ADDRESS")
+@pass_client
+def members_add(config: CliConfig, client: Client, member_id: int, address: str) -> None:
+    """Add master ID, reached at ADDRESS (host:port), as a learner."""
+    found = client.add_member(member_id, address)
+    show(config, dump(found), lambda: render.member_list(found))
+
+
+@members.command("remove")
+@click.argument("member_id", metavar="ID", type=click.IntRange(min=1))
+@pass_client
+def members_remove(config: CliConfig, client: Client, member_id: int) -> None:
+    """Remove master ID from the configuration."""
+    found = client.remove_member(member_id)
+    show(config, dump(found), lambda: render.member_list(found))
+
+
 @cli.command()
 @pass_client
 def cluster(config: CliConfig, client: Client) -> None:

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import (
+    AddMemberRequest,
     Assignments,
     ClusterView,
     DrainRequest,
@@ -39,6 +40,7 @@ from claud.api import (
     JobState,
     JobView,
     MasterView,
+    MemberList,
     NodeList,
     NodeRole,
     NodeState,
@@ -54,8 +56,12 @@ from claud.api.protocol import (
     INTERNAL_PREFIX,
     JSON_CONTENT_TYPE,
     MASTER_ID_HEADER,
+    MEMBERS_PATH,
     PROPOSE_PATH,
     RAFT_PATH,
+    SNAPSHOT_CHUNK_HEADER,
+    SNAPSHOT_CHUNK_PATH,
+    SNAPSHOT_CONTENT_TYPE,
     WATCH_PATH,
     WHOAMI_PATH,
     slave_logs_path,
@@ -70,6 +76,7 @@ from claud.master.auth import bearer, cluster_secret_headers, same_secret
 from claud.master.body_limit import BodyLimitMiddleware, replay, replayed_body
 from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
 from claud.master.master import Master, build_master
+from claud.master.members import change_members, check_member_address, member_list, refusal
 from claud.master.metrics import render_metrics
 from claud.master.ops import utcnow
 from claud.master.paging import (
@@ -82,6 +89,7 @@ from claud.master.paging import (
     nodes_page,
 )
 from claud.master.raft import Role
+from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
@@ -127,7 +135,8 @@ class TokenAuthMiddleware:
     body parsing, no streaming) ever runs for a caller without its credential.
 
     ``/v1/internal/*`` needs the cluster secret (there is always one) and, when
-    it carries a body, ``Content-Type: application/json``: a web page can send
+    it carries a body, ``Content-Type: application/json`` (``application/octet-stream``
+    for a snapshot chunk, which is no simple request either): a web page can send
     a "simple" cross-origin request (text/plain, a form) without a preflight,
     and none of those may reach a route. Everything else but the open paths
     needs the API token in the ``Authorization`` header, never in the URL.
@@ -139,6 +148,8 @@ class TokenAuthMiddleware:
     })
     #: Open by prefix: the docs page's own scripts and styles (served locally, no CDN).
     OPEN_PREFIXES = ("/docs/static/",)
+    #: The routes only masters call: their sender's cluster and data directory are checked.
+    MASTER_PATHS = frozenset({RAFT_PATH, PROPOSE_PATH, MEMBERS_PATH, SNAPSHOT_CHUNK_PATH})
     #: Methods whose requests carry no body to parse, hence no content type to check.
     BODYLESS = frozenset({"GET", "HEAD"})
 
@@ -166,11 +177,14 @@ class TokenAuthMiddleware:
                 self.refusals.refused(client, path=path, credential="cluster_secret")
                 return error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
             content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-            if scope["method"] not in self.BODYLESS and content_type != JSON_CONTENT_TYPE.encode():
+            expected = SNAPSHOT_CONTENT_TYPE if path == SNAPSHOT_CHUNK_PATH else JSON_CONTENT_TYPE
+            if scope["method"] not in self.BODYLESS and content_type != expected.encode():
                 self.refusals.refused(client, path=path, credential="content_type")
-                return error_response(
-                    415, "unsupported_media_type", f"internal routes take Content-Type: {JSON_CONTENT_TYPE}"
-                )
+                return error_response(415, "unsupported_media_type", f"{path} takes Content-Type: {expected}")
+            if path in self.MASTER_PATHS:
+                stranger = self.master.identity.check(headers)
+                if stranger is not None:  # logged once by the check
+                    return error_response(403, stranger.code, stranger.message)
             return None
         given_token = bearer(headers.get(b"authorization", b"").decode("latin-1"))
         if not same_secret(given_token, self.master.token):
@@ -615,14 +629,18 @@ cluster = APIRouter(prefix="/v1", tags=["cluster"], dependencies=[Depends(requir
 
 @cluster.get("/cluster", response_model=ClusterView, operation_id="clusterStatus")
 async def cluster_status(master: MasterDep) -> ClusterView:
-    """Who leads, in which term, how far the log is committed, and each master's replication progress."""
+    """Who leads, in which term, how far the log is committed, each master's
+    replication progress, and the cluster configuration."""
     matches = master.replicated.match_indexes()
+    members = member_list(master.replicated, master.identity.member_ids())
     return ClusterView(
         leader_id=master.leader_id,
         leader_address=master.leader_address,
         term=master.term,
         commit_index=master.commit_index,
-        quorum=master.settings.quorum,
+        quorum=master.replicated.core.quorum,
+        cluster_id=members.cluster_id,
+        members=members.members,
         masters=[
             MasterView(
                 id=master_id,
@@ -654,6 +672,51 @@ async def events(master: MasterDep) -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+# ------------------------------------------------------------------ operator
+
+operator = APIRouter(
+    prefix="/v1/operator", tags=["operator"], dependencies=[Depends(require_token)], responses=docs.AUTHENTICATED
+)
+
+_MEMBER_CHANGE_DOCS: dict[int | str, dict[str, Any]] = {
+    **docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE,
+}
+
+
+async def _change(master: Master, change: ConfChange) -> MemberList:
+    try:
+        await change_members(master.replicated, master.transport, change, master.settings.propose_timeout + 1)
+    except ConfChangeRefused as exc:
+        raise refusal(exc) from None
+    return member_list(master.replicated, master.identity.member_ids())
+
+
+@operator.get("/members", response_model=MemberList, operation_id="listMembers")
+async def list_members(master: MasterDep) -> MemberList:
+    """The cluster configuration: every master that votes or learns, with its
+    address and (on the leader) how far its log matches."""
+    return member_list(master.replicated, master.identity.member_ids())
+
+
+@operator.post("/members", response_model=MemberList, operation_id="addMember", responses=_MEMBER_CHANGE_DOCS)
+async def add_member(body: AddMemberRequest, master: MasterDep) -> MemberList:
+    """Add a master (an empty data directory will do) as a learner: it gets the
+    log, and the leader makes it a voter once it has caught up. One change at
+    a time: 409 while another is not committed yet."""
+    check_member_address(body.address)
+    return await _change(master, ConfChange(ChangeKind.ADD_LEARNER, body.id, body.address))
+
+
+@operator.delete(
+    "/members/{member_id}", response_model=MemberList, operation_id="removeMember", responses=_MEMBER_CHANGE_DOCS
+)
+async def remove_member(member_id: int, master: MasterDep) -> MemberList:
+    """Remove a master from the configuration (a leader removed steps down once
+    the removal commits). Replace a dead master by adding its successor first,
+    then removing it."""
+    return await _change(master, ConfChange(ChangeKind.REMOVE, member_id))
+
+
 # ------------------------------------------------------------------ internal
 
 #: Master<->master and slave<->master routes; TokenAuthMiddleware checks the cluster secret.
@@ -669,6 +732,21 @@ async def whoami(master: MasterDep) -> dict[str, Any]:
 async def propose_forwarded(request: Request, master: MasterDep) -> JSONResponse:
     """Writes a follower forwarded, in a batch; each answered once committed, like a direct one."""
     return JSONResponse(await transport.answer_proposals(master.replicated, await request.body()))
+
+
+@internal.post(SNAPSHOT_CHUNK_PATH)
+async def snapshot_chunk(request: Request, master: MasterDep) -> JSONResponse:
+    """One chunk of a snapshot the leader streams here; answered with the offset expected next."""
+    status, answer = await master.snapshot_receiver.answer(request.headers.get(SNAPSHOT_CHUNK_HEADER),
+                                                           await request.body())
+    return JSONResponse(answer, status_code=status)
+
+
+@internal.post(MEMBERS_PATH)
+async def conf_change_forwarded(request: Request, master: MasterDep) -> JSONResponse:
+    """A configuration change a follower forwarded; answered once committed."""
+    status, body = await transport.answer_conf_change(master.replicated, await request.body())
+    return JSONResponse(body, status_code=status)
 
 
 @internal.post(HEARTBEAT_PATH, response_model=Assignments)
@@ -855,7 +933,7 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    for router in (jobs, nodes, cluster, internal, ops_router):
+    for router in (jobs, nodes, cluster, operator, internal, ops_router):
         app.include_router(router)
     docs.install_docs(app)
     docs.install_openapi(app)

@@ -12,7 +12,8 @@ memory. Each decision lives in one part:
   commits and what a slave is told;
 - the leader's duties (:mod:`claud.master.leader_duties`): where a job goes,
   when a slave is dead, which drains are overdue; run only while leading;
-- the transport (:mod:`claud.master.transport`): the master<->master protocol.
+- the transport (:mod:`claud.master.transport`): the master<->master protocol,
+  whose snapshots stream apart (:mod:`claud.master.snapshot_stream`).
 
 What follows a commit is a list of named subscribers of the log, in this
 order: publish the changes on the event stream, log them, wake the slaves'
@@ -35,11 +36,14 @@ from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import Credentials, load_credentials, private_dir
 from claud.master.events import EventBroker
+from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
 from claud.master.peers import MasterDirectory
+from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
+from claud.master.snapshot_stream import SnapshotReceiver
 from claud.master.state import Change, Outcome, StateMachine
 from claud.master.storage import LogStore
 from claud.master.transport import HttpTransport, MasterTransport
@@ -65,6 +69,7 @@ class Master:
         replicated: ReplicatedLog,
         transport: MasterTransport,
         slave_http: httpx.AsyncClient,
+        identity: Identity,
     ) -> None:
         self.settings = settings
         self.id = settings.id
@@ -77,9 +82,14 @@ class Master:
         self.replicated = replicated
         self.transport = transport
         self.slave_http = slave_http
+        self.identity = identity
+        identity.adopt(replicated.committed_configuration)
+        replicated.subscribe_configuration("identity", identity.committed)
         self.events = EventBroker()
         self.slaves = SlaveSessions(settings, replicated)
         self.duties = LeaderDuties(settings, replicated, self.slaves)
+        #: Where a leader's streamed snapshots land (``SNAPSHOT_CHUNK_PATH``).
+        self.snapshot_receiver = SnapshotReceiver(settings.id, settings.data_dir, replicated.receive_snapshot)
         self.discovery: Discovery | None = None
         self._background: list[asyncio.Task[None]] = []
         replicated.subscribe_applied("events", self._publish_changes)
@@ -116,6 +126,7 @@ class Master:
         if self.discovery is not None:
             await self.discovery.stop()
         await self.replicated.stop()
+        await self.snapshot_receiver.close()
         await self.transport.close()
         await self.slave_http.aclose()
         self.store.close()
@@ -225,9 +236,15 @@ def build_master(settings: MasterSettings) -> Master:
     # against the cluster's CA and presents this master's certificate.
     tls = settings.tls.client_context() if settings.tls else None
     directory = MasterDirectory(settings.id, settings.advertised_address)
-    transport = HttpTransport(directory, outgoing_address(settings.listen), credentials.cluster_secret, tls)
+    if settings.recover_from_data_dir:
+        recover_as_one_member_cluster(store, settings.id, settings.advertised_address)
+    identity = Identity(settings.id, store)
+    transport = HttpTransport(
+        directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers,
+        snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes,
+    )
     replicated = replicated_log(settings, store, directory, transport)
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
-        transport=transport, slave_http=slave_http_client(settings, tls),
+        transport=transport, slave_http=slave_http_client(settings, tls), identity=identity,
     )

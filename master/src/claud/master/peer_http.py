@@ -77,23 +77,24 @@ class PeerConnection:
 
     async def post(
         self, address: str, path: str, body: bytes, timeout: float,  # noqa: ASYNC109 - expiry closes the connection
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, content_type: str = JSON_CONTENT_TYPE,
     ) -> PeerResponse:
-        """POST a JSON ``body``; a failure of any kind closes the connection, so the next call starts clean."""
-        return await self._request("POST", address, path, body, timeout, headers)
+        """POST ``body`` (JSON unless ``content_type`` says otherwise); a failure of any kind
+        closes the connection, so the next call starts clean."""
+        return await self._request("POST", address, path, body, timeout, headers, content_type)
 
     async def get(self, address: str, path: str, timeout: float) -> PeerResponse:  # noqa: ASYNC109 - as post
         """GET ``path`` (no body); fails like :meth:`post`."""
-        return await self._request("GET", address, path, None, timeout, None)
+        return await self._request("GET", address, path, None, timeout, None, JSON_CONTENT_TYPE)
 
     async def _request(
         self, method: str, address: str, path: str, body: bytes | None, timeout: float,  # noqa: ASYNC109 - as post
-        headers: dict[str, str] | None,
+        headers: dict[str, str] | None, content_type: str,
     ) -> PeerResponse:
         self._sent = False
         try:
             async with asyncio.timeout(timeout):  # unlike wait_for, no task per request
-                return await self._exchange(method, address, path, body, headers)
+                return await self._exchange(method, address, path, body, headers, content_type)
         except TimeoutError:
             self.close()
             raise PeerHttpError(f"no answer from {address} within {timeout:g}s", sent=self._sent) from None
@@ -111,7 +112,8 @@ class PeerConnection:
         self._reader = self._writer = self._address = None
 
     async def _exchange(
-        self, method: str, address: str, path: str, body: bytes | None, headers: dict[str, str] | None
+        self, method: str, address: str, path: str, body: bytes | None, headers: dict[str, str] | None,
+        content_type: str,
     ) -> PeerResponse:
         now = time.monotonic()
         if (
@@ -124,12 +126,14 @@ class PeerConnection:
         assert self._reader is not None and self._writer is not None
         head = f"{method} {path} HTTP/1.1\r\nHost: {address}\r\n"
         if body is not None:
-            head += f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(body)}\r\n"
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         head += self._extra_head
         if headers:
             head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head += "\r\n"
-        self._writer.write(head.encode("latin-1") + (body or b""))
+        self._writer.write(head.encode("latin-1"))
+        if body:
+            self._writer.write(body)  # not joined to the head: a snapshot chunk is a megabyte
         self._sent = True
         await self._writer.drain()
         response = await self._read_response(self._reader)

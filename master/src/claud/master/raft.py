@@ -17,10 +17,26 @@ rejoins cannot bump terms and depose a healthy leader; check-quorum so a
 leader cut off from a majority steps down, and leader stickiness so followers
 that hear a live leader refuse votes; leadership transfer (§3.10).
 
-CLAUD rules on top: the cluster size N is configured and never exceeded (peers
-learned beyond N are ignored and reported), so no master's view can hold two
-majorities; election timeouts are ranked by id so the lowest id stands first;
-a leader hands over to a lower id once that member has caught up.
+Membership is a configuration in the log (:mod:`claud.master.raft_config`),
+changed one server at a time (§4.1): each master uses the latest configuration
+its log holds, committed or not; quorums, votes and the commit index count
+its voters only; a learner, or a master outside the committed configuration,
+never stands, and its votes do not count; at most one change is uncommitted;
+a leader that has removed itself leads until the removal commits, then steps
+down; the leader promotes a learner once it has caught up with the commit index.
+
+Bootstrap: before any configuration is in the log, the configured cluster
+size N seats the first N masters known (masters learned beyond N are ignored
+and reported), and an election needs *every* seat's vote: two masters' seats
+can differ (four masters configured for three, each seating whom it heard of
+first), and only whole seat sets, which overlap whenever fewer than 2N
+masters exist, keep two such views from electing two leaders. The winner's
+first entry is the first configuration, its seats as voters, with a new
+cluster id; from then on the configuration in the log is the truth, majorities
+count again, and discovery only tells addresses.
+
+CLAUD rules on top: election timeouts are ranked by id so the lowest voter
+stands first; a leader hands over to a lower voter once it has caught up.
 
 Driving it (the caller's loop)::
 
@@ -49,11 +65,21 @@ which may wait for later proposals; callers time out and retry idempotently.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from claud.master.raft_config import (
+    ChangeKind,
+    ConfChange,
+    ConfChangeRefused,
+    ConfigHistory,
+    Configuration,
+    apply_change,
+    config_from_entry,
+)
 from claud.master.raft_log import RaftLog
 from claud.master.raft_messages import (
     AppendEntries,
@@ -96,7 +122,8 @@ class RaftConfig:
 
     @property
     def quorum(self) -> int:
-        return self.cluster_size // 2 + 1
+        """The bootstrap quorum, before the first configuration is in the log: every seat."""
+        return self.cluster_size
 
 
 class Role(StrEnum):
@@ -136,18 +163,23 @@ class RaftCore:
         snapshot: Snapshot | None,
         entries: list[Entry],
         applied_index: int,
-        peers: Iterable[int] = (),
+        peers: Iterable[int] | Mapping[int, str] = (),
     ) -> None:
         self.config = config
         self.id = config.id
         self._rng = rng
+        #: The masters this one replicates with: the latest configuration's, or the bootstrap seats.
         self.members: set[int] = {config.id}
         self.ignored: set[int] = set()
+        self._addresses: dict[int, str] = {}
         self._warnings: list[str] = []
 
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
         self._log = RaftLog(snapshot, entries)
+        self._history = ConfigHistory(self._log.snap_index, _snapshot_config(snapshot))
+        self._track_configs(self._log.entries(self._log.snap_index + 1))
+        self._seats: set[int] = {config.id}  # bootstrap only: the first cluster_size masters known
         if applied_index < self._log.snap_index or applied_index > self._log.last_index:
             raise ValueError(
                 f"applied_index {applied_index} outside [{self._log.snap_index}, {self._log.last_index}] "
@@ -175,6 +207,7 @@ class RaftCore:
         self._handed_soft: tuple[Role, int, int | None, int] = (self.role, self.term, None, self.commit_index)
         self._outstanding: Ready | None = None
 
+        self._configuration_changed()
         self.set_peers(peers)
         self._reset_timeout()
 
@@ -186,7 +219,32 @@ class RaftCore:
 
     @property
     def quorum(self) -> int:
-        return self.config.quorum
+        configuration = self._history.latest
+        return self.config.quorum if configuration is None else configuration.quorum
+
+    @property
+    def configuration(self) -> Configuration | None:
+        """The configuration in use (the latest in the log); None before bootstrap."""
+        return self._history.latest
+
+    @property
+    def configuration_index(self) -> int:
+        """The index of the entry that made :attr:`configuration`."""
+        return self._history.latest_index
+
+    def configuration_at(self, index: int) -> Configuration | None:
+        """The configuration in effect at ``index`` (what a snapshot there carries)."""
+        return self._history.at(index)
+
+    @property
+    def voters(self) -> frozenset[int]:
+        configuration = self._history.latest
+        return frozenset(self._seats) if configuration is None else configuration.voters
+
+    @property
+    def change_in_flight(self) -> bool:
+        """True while a configuration change is appended but not committed."""
+        return self._history.latest_index > self.commit_index
 
     def term_at(self, index: int) -> int | None:
         """None when the index is beyond the log or compacted away."""
@@ -202,29 +260,89 @@ class RaftCore:
 
     # ------------------------------------------------------------ membership
 
-    def set_peers(self, ids: Iterable[int]) -> None:
-        """Learn members. Membership only grows, and stops at ``cluster_size``:
-        a member that drops out of discovery keeps its seat, so a later newcomer
-        can never make this master count more than N voters."""
-        for peer in sorted(set(ids)):
+    def set_peers(self, peers: Iterable[int] | Mapping[int, str]) -> None:
+        """Learn masters (and, from a mapping, their addresses, which only the
+        bootstrap configuration takes). Before bootstrap, seats only grow and
+        stop at ``cluster_size``: a master that drops out of discovery keeps its
+        seat, so a later newcomer can never make this one count more than N
+        voters. Once configured, a master outside the configuration is reported once."""
+        if isinstance(peers, Mapping):
+            self._addresses.update(peers)
+        for peer in sorted(set(peers)):
             self._learn(peer)
 
     def _learn(self, peer: int) -> bool:
-        if peer in self.members:
+        """True when ``peer`` is a member (a seat, before bootstrap)."""
+        if peer == self.id:
             return True
-        if len(self.members) < self.config.cluster_size:
-            self.members.add(peer)
-            if self.role is Role.LEADER:
-                self._progress[peer] = Progress(next=self._log.last_index + 1)
-                self._needs_broadcast = True
+        configuration = self._history.latest
+        if configuration is not None:
+            if peer in configuration.ids:
+                return True
+            if peer not in self.ignored:
+                self.ignored.add(peer)
+                self._warnings.append(
+                    f"master {peer} is not in the cluster configuration {sorted(configuration.ids)}: "
+                    "it neither votes nor counts until an operator adds it"
+                )
+            return False
+        if peer in self._seats:
+            return True
+        if len(self._seats) < self.config.cluster_size:
+            self._seats.add(peer)
+            self._configuration_changed()
             return True
         if peer not in self.ignored:
             self.ignored.add(peer)
             self._warnings.append(
                 f"master {peer} ignored: cluster_size is {self.config.cluster_size} and the members "
-                f"are already {sorted(self.members)}; check the configured cluster size"
+                f"are already {sorted(self._seats)}; check the configured cluster size"
             )
         return False
+
+    def _may_stand(self) -> bool:
+        """A voter stands; so does a master whose removal is not committed yet,
+        which may still be needed for a quorum (dissertation §4.2.2; its own vote
+        does not count). A master outside the committed configuration never
+        stands; before bootstrap every master holds its own seat."""
+        if self.id in self.voters:
+            return True
+        committed = self._history.at(self.commit_index)
+        return committed is not None and self.id in committed.voters
+
+    def _configuration_changed(self) -> None:
+        """The configuration in use moved (appended, truncated, restored, or a seat taken)."""
+        configuration = self._history.latest
+        self.members = set(self._seats) if configuration is None else set(configuration.ids)
+        if configuration is not None:
+            self.ignored -= configuration.ids
+            self._addresses.update({m.id: m.address for m in configuration.members})
+        if self.role is Role.LEADER:
+            for peer in self.members - {self.id} - set(self._progress):
+                self._progress[peer] = Progress(next=self._log.last_index + 1)
+                self._needs_broadcast = True
+            for peer in set(self._progress) - self.members:
+                del self._progress[peer]
+            if self.transfer_target is not None and self.transfer_target not in self.voters:
+                self.transfer_target = None
+
+    def _track_configs(self, entries: Iterable[Entry]) -> bool:
+        """Record the configurations among ``entries`` (just added to the log); True if any."""
+        found = False
+        for entry in entries:
+            configuration = config_from_entry(entry.data)
+            if configuration is not None:
+                self._history.append(entry.index, configuration)
+                found = True
+        return found
+
+    def _maybe_bootstrap(self) -> None:
+        """A leader elected before bootstrap (by all its seats): the first configuration."""
+        if self.role is not Role.LEADER or self._history.latest is not None:
+            return
+        cluster_id = f"{self._rng.getrandbits(64):016x}"
+        configuration = Configuration.bootstrap({i: self._addresses.get(i, "") for i in self._seats}, cluster_id)
+        self._append_own(configuration.entry_data())
 
     # ------------------------------------------------------------ inputs
 
@@ -238,7 +356,10 @@ class RaftCore:
             return
         self._election_elapsed += 1
         if self._election_elapsed >= self._timeout:
-            self._campaign(pre=True)
+            if self._may_stand():
+                self._campaign(pre=True)
+            else:
+                self._election_elapsed = 0
 
     def propose(self, data: str) -> Entry | None:
         """The entry as appended; the caller knows it is committed when
@@ -246,8 +367,26 @@ class RaftCore:
         that index commits with another term."""
         if self.role is not Role.LEADER or self.transfer_target is not None:
             return None
+        return self._append_own(data)
+
+    def propose_config_change(self, change: ConfChange) -> Entry:
+        """Append the configuration ``change`` makes (it is in use at once);
+        ConfChangeRefused when this master is not the leader, when a change or
+        its own first entry is still uncommitted, or when the change is not allowed."""
+        if self.role is not Role.LEADER or self.transfer_target is not None:
+            raise ConfChangeRefused("not_leader", f"master {self.id} is not the leader")
+        configuration = self._history.latest
+        if configuration is None or self.change_in_flight or self._log.term_at(self.commit_index) != self.term:
+            # The last condition is the dissertation's fix (raft-dev, 2015): a new
+            # leader's own entry must commit before it changes the configuration.
+            raise ConfChangeRefused("in_flight", "a configuration change or a new leadership is not committed yet")
+        return self._append_own(apply_change(configuration, change).entry_data())
+
+    def _append_own(self, data: str) -> Entry:
         entry = Entry(self._log.last_index + 1, self.term, data)
         self._log.append(entry)
+        if self._track_configs([entry]):
+            self._configuration_changed()
         self._needs_broadcast = True
         return entry
 
@@ -256,6 +395,8 @@ class RaftCore:
         refused meanwhile, so the target cannot fall behind again; after one
         election timeout without success they are accepted again."""
         if self.role is not Role.LEADER or target == self.id or target not in self._progress:
+            return False
+        if target not in self.voters:
             return False
         if self.transfer_target == target:
             return True
@@ -275,14 +416,25 @@ class RaftCore:
             return
         if snapshot.index > self._applied:
             raise ValueError(f"cannot compact to {snapshot.index}: only {self._applied} applied")
+        configuration = self._history.at(snapshot.index)
+        if configuration is not None and not snapshot.config:
+            snapshot = dataclasses.replace(snapshot, config=configuration.encode())
         self._log.compact(snapshot)
+        self._history.compact_to(snapshot.index)
 
     def step(self, msg: Message) -> None:
         """Settle the term the message carries, then let the current role act on it."""
         if msg.dst != self.id or msg.src == self.id:
             return
-        if msg.src not in self.members and not self._learn(msg.src):
+        member = self._learn(msg.src)
+        if isinstance(msg, VoteRequest) and not member and not self.change_in_flight:
+            # A master outside the committed configuration cannot win (its
+            # votes would not count), nor may it move this one's term: silence,
+            # as if the request were lost. Members are answered whatever this
+            # master's own part (§4.2.2): the candidate counts its configuration's voters.
             return
+        if not member and not isinstance(msg, (VoteRequest, AppendEntries, InstallSnapshot)):
+            return  # appends are taken from any leader: this master's configuration may be behind its
 
         if msg.term > self.term:
             if isinstance(msg, VoteRequest) and not msg.transfer and self._in_lease():
@@ -333,6 +485,9 @@ class RaftCore:
             raise RuntimeError("advance() the previous Ready before asking for the next one")
         if self.role is Role.LEADER and (self._needs_broadcast or self._commit_dirty):
             self._broadcast()
+        if self.role is Role.LEADER and self.id not in self.voters and not self.change_in_flight:
+            # Its removal is committed (and the commit index just went out): leave.
+            self._become_follower(self.term, None)
         hard_state = HardState(self.term, self.voted_for)
         committed = self._log.entries(self._applied + 1, self.commit_index + 1)
         snapshot, entries = self._log.hand_out_unstable()
@@ -378,7 +533,8 @@ class RaftCore:
                 self._hear_leader(msg.src)
                 self._handle_snapshot(msg)
             case TimeoutNow():
-                self._campaign(pre=False, transfer=True)
+                if self._may_stand():
+                    self._campaign(pre=False, transfer=True)
             # Vote and append replies answer a candidacy or a leadership this member no longer holds.
 
     def _step_candidate(self, msg: Message) -> None:
@@ -427,7 +583,8 @@ class RaftCore:
         jitter only separates retries. The +1 keeps even the shortest timeout
         past the voters' lease (election_ticks) when their ticks are out of phase."""
         base = self.config.election_ticks
-        rank = sorted(self.members).index(self.id)
+        voters = sorted(self.voters)
+        rank = voters.index(self.id) if self.id in voters else len(voters)
         self._timeout = base * (1 + rank) + 1 + self._rng.randint(0, base // 3)
 
     def _in_lease(self) -> bool:
@@ -471,7 +628,7 @@ class RaftCore:
         if self._poll():
             return
         kind = PreVote if pre else RequestVote
-        for peer in sorted(self.members - {self.id}):
+        for peer in sorted(self.voters - {self.id}):
             self._send(
                 kind(
                     src=self.id,
@@ -484,17 +641,19 @@ class RaftCore:
             )
 
     def _poll(self) -> bool:
-        """Count the votes (against N, not against the members known so far);
-        True when the round is decided."""
-        granted = sum(self._votes.values())
-        refused = len(self._votes) - granted
+        """Count the votes of voters (before bootstrap against N, not against the
+        seats known so far); True when the round is decided."""
+        voters = self.voters
+        granted = sum(v for src, v in self._votes.items() if src in voters)
+        refused = sum(not v for src, v in self._votes.items() if src in voters)
+        size = self.config.cluster_size if self._history.latest is None else len(voters)
         if granted >= self.quorum:
             if self.role is Role.PRE_CANDIDATE:
                 self._campaign(pre=False)
             else:
                 self._become_leader()
             return True
-        if refused > self.config.cluster_size - self.quorum:
+        if refused > size - self.quorum:
             self._become_follower(self.term, None)
             return True
         return False
@@ -507,9 +666,12 @@ class RaftCore:
         self._votes = {}
         self.transfer_target = None
         self._progress = {p: Progress(next=self._log.last_index + 1) for p in sorted(self.members - {self.id})}
-        # §5.4.2: entries of earlier terms commit only under one of our own.
-        self._log.append(Entry(self._log.last_index + 1, self.term, ""))
-        self._needs_broadcast = True
+        # §5.4.2: entries of earlier terms commit only under one of our own
+        # (the first configuration, when it is time to bootstrap).
+        before = self._log.last_index
+        self._maybe_bootstrap()
+        if self._log.last_index == before:
+            self._append_own("")
         self._maybe_commit()
 
     # ------------------------------------------------------------ votes
@@ -577,7 +739,11 @@ class RaftCore:
             raise AssertionError(
                 f"raft safety violated: truncating committed index {new[0].index} (commit {self.commit_index})"
             )
+        truncated = self._history.latest_index >= new[0].index
+        self._history.truncate_from(new[0].index)
         self._log.truncate_and_append(new)
+        if self._track_configs(new) or truncated:
+            self._configuration_changed()
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         snap = msg.snapshot
@@ -589,6 +755,8 @@ class RaftCore:
             match = snap.index
         else:
             self._log.restore(snap)
+            self._history.reset(snap.index, _snapshot_config(snap))
+            self._configuration_changed()
             self.commit_index = self._applied = snap.index
             match = snap.index
         self._send(InstallSnapshotReply(src=self.id, dst=msg.src, term=self.term, match_index=match))
@@ -608,7 +776,8 @@ class RaftCore:
         if self._election_elapsed >= self.config.election_ticks:
             # Check-quorum: step down unless a majority was heard from during the timeout.
             self._election_elapsed = 0
-            active = 1 + sum(pr.active for pr in self._progress.values())
+            voters = self.voters
+            active = (self.id in voters) + sum(pr.active for p, pr in self._progress.items() if p in voters)
             for pr in self._progress.values():
                 pr.active = False
             if active < self.quorum:
@@ -618,6 +787,7 @@ class RaftCore:
             self._heartbeat_elapsed = 0
             self._heartbeat_round()
         self._maybe_auto_transfer()
+        self._maybe_promote()
 
     def _heartbeat_round(self) -> None:
         self._heartbeat_round_no += 1
@@ -710,6 +880,7 @@ class RaftCore:
         if pr.acked(msg.match_index) and self._maybe_commit():
             self._commit_dirty = True
         self._send_append(msg.src)
+        self._maybe_promote()
         if self.transfer_target == msg.src:
             if pr.match == self._log.last_index:
                 self._send(TimeoutNow(src=self.id, dst=msg.src, term=self.term))
@@ -726,9 +897,11 @@ class RaftCore:
         self._send_append(msg.src)
 
     def _maybe_commit(self) -> bool:
-        """§5.4.2: count replicas, but commit only an entry of the current term."""
-        matches = [self._log.stable] + [pr.match for pr in self._progress.values()]
-        matches += [0] * (self.config.cluster_size - len(matches))
+        """§5.4.2: count the voters' replicas, but commit only an entry of the current term."""
+        matches = [self._log.stable if v == self.id else self._progress[v].match if v in self._progress else 0
+                   for v in self.voters]
+        if self._history.latest is None:
+            matches += [0] * (self.config.cluster_size - len(matches))
         matches.sort(reverse=True)
         candidate = matches[self.quorum - 1]
         if candidate > self.commit_index and self._log.term_at(candidate) == self.term:
@@ -741,13 +914,42 @@ class RaftCore:
         every entry (so it catches up before anyone waits on it)."""
         if self.role is not Role.LEADER or self.transfer_target is not None:
             return
+        voters = self.voters
         ready = [
             p
             for p, pr in self._progress.items()
-            if p < self.id and pr.active and pr.match == self._log.last_index and p not in self._transfer_cooldown
+            if p < self.id
+            and p in voters
+            and pr.active
+            and pr.match == self._log.last_index
+            and p not in self._transfer_cooldown
         ]
         if ready:
             self.transfer_leadership(min(ready))
 
+    def _maybe_promote(self) -> None:
+        """A learner that holds everything committed becomes a voter (one change at a time)."""
+        configuration = self._history.latest
+        if (
+            self.role is not Role.LEADER
+            or configuration is None
+            or not configuration.learners
+            or self.transfer_target is not None
+            or self.change_in_flight
+            or self._log.term_at(self.commit_index) != self.term
+        ):
+            return  # not now: the next reply or tick looks again
+        for learner in sorted(configuration.learners):
+            pr = self._progress.get(learner)
+            if pr is not None and pr.match >= self.commit_index:
+                self.propose_config_change(ConfChange(ChangeKind.PROMOTE, learner))
+                return
+
     def _send(self, msg: Message) -> None:
         self._msgs.append(msg)
+
+
+def _snapshot_config(snapshot: Snapshot | None) -> Configuration | None:
+    if snapshot is None or not snapshot.config:
+        return None
+    return Configuration.decode(snapshot.config)

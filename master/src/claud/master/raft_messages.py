@@ -144,7 +144,7 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
         if f.name == "entries":
             value = [[e.index, e.term, e.data] for e in value]
         elif f.name == "snapshot":
-            value = {"index": value.index, "term": value.term, "state": value.state}
+            value = {"index": value.index, "term": value.term, "state": value.state, "config": value.config}
         out[f.name] = value
     return out
 
@@ -160,9 +160,9 @@ def message_from_dict(d: dict[str, Any]) -> Message:
             if f.name == "entries":
                 value = tuple(Entry(_int(i), _int(t), _str(x)) for i, t, x in value)
             elif f.name == "snapshot":
-                if not isinstance(value["state"], str):
-                    raise ValueError("snapshot state must be a string")
-                value = Snapshot(_int(value["index"]), _int(value["term"]), value["state"])
+                if not isinstance(value["state"], str) or not isinstance(value.get("config", ""), str):
+                    raise ValueError("snapshot state and config must be strings")
+                value = Snapshot(_int(value["index"]), _int(value["term"]), value["state"], value.get("config", ""))
             elif f.type == "bool":  # annotations are strings here (``from __future__ import annotations``)
                 if not isinstance(value, bool):
                     raise ValueError(f"{f.name} must be a boolean")

@@ -30,7 +30,8 @@ from claud.daemon.waits import within
 from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
-from claud.master.raft_messages import Message
+from claud.master.raft_config import ConfChange, Configuration, config_from_entry, is_config_entry
+from claud.master.raft_messages import InstallSnapshot, Message
 from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, HardState, LogStore, Snapshot
 from claud.master.transport import LeaderUnavailable, MasterTransport, NotCommitted, OutcomeUnknown
@@ -90,12 +91,17 @@ class ReplicatedLog:
         self._propose_timeout = propose_timeout
         self._applied_subscribers: list[tuple[str, AppliedSubscriber]] = []
         self._role_subscribers: list[tuple[str, Callable[[], None]]] = []
+        self._configuration_subscribers: list[tuple[str, Callable[[Configuration], None]]] = []
         self.tick_seconds = election_timeout / ELECTION_TICKS
 
         started = time.perf_counter()
         snapshot = store.snapshot()
         self.state = StateMachine.from_snapshot(snapshot.state) if snapshot else StateMachine()
         self._snapshot_index = snapshot.index if snapshot else 0
+        #: The configuration of the last entry applied (committed, unlike the core's latest).
+        self.committed_configuration = (
+            Configuration.decode(snapshot.config) if snapshot is not None and snapshot.config else None
+        )
         entries = store.entries(self.state.applied_index + 1)
         # Entries known committed before the restart are applied at once, so a
         # restarted follower serves reads before it hears from a leader.
@@ -119,8 +125,9 @@ class ReplicatedLog:
             snapshot,
             entries,
             self.state.applied_index,
-            directory.peer_ids(),
+            dict(directory.items()),
         )
+        self._configuration_index = -1
         self._stopping = False
         self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
         # Held here, not only by the loop, which keeps just a weak reference to a task.
@@ -131,6 +138,8 @@ class ReplicatedLog:
         self._commit_saved_at = 0.0
         self._applied_waiters: list[asyncio.Future[None]] = []
         self._inbox: list[Any] = []
+        #: A streamed snapshot and the tables its receiver restored from it, until the core installs it.
+        self._prepared: tuple[Snapshot, StateMachine] | None = None
         self._wakeup = asyncio.Event()
         self._waiting: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -154,6 +163,11 @@ class ReplicatedLog:
     def applied_subscribers(self) -> list[str]:
         """The names of the applied subscribers, in the order they run."""
         return [name for name, _ in self._applied_subscribers]
+
+    def subscribe_configuration(self, name: str, subscriber: Callable[[Configuration], None]) -> None:
+        """Run ``subscriber`` with each configuration as it commits (in log order),
+        and with the configuration of every snapshot installed."""
+        self._configuration_subscribers.append((name, subscriber))
 
     def subscribe_role_change(self, name: str, subscriber: Callable[[], None]) -> None:
         """Run ``subscriber`` whenever this master's role or the leader it knows changes."""
@@ -214,8 +228,31 @@ class ReplicatedLog:
         return self.core.match_indexes() if self.is_leader else {}
 
     def peers_changed(self) -> None:
-        self.core.set_peers(self._directory.peer_ids())
+        self.core.set_peers(dict(self._directory.items()))
         self._wakeup.set()
+
+    @property
+    def configuration(self) -> Configuration | None:
+        """The cluster configuration in use (the latest in the log); None before bootstrap."""
+        return self.core.configuration
+
+    async def change_membership(self, change: ConfChange) -> int:
+        """Make a configuration change on the leader and wait until it commits;
+        returns its index. ConfChangeRefused when it cannot be made now,
+        OutcomeUnknown when it did not commit in time (it may still)."""
+        entry = self.core.propose_config_change(change)
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[entry.index] = (entry.term, fut)
+        self._wakeup.set()
+        log_event(log, "raft.configuration_change", change=change.kind.value, master=change.id, index=entry.index)
+        try:
+            await within(self._propose_timeout, fut)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"configuration entry {entry.index} was not committed within {self._propose_timeout:g}s; "
+                "it may still commit"
+            ) from None
+        return entry.index
 
     # ------------------------------------------------------------ proposals
 
@@ -299,6 +336,13 @@ class ReplicatedLog:
         self._inbox.extend(messages)
         self._wakeup.set()
 
+    def receive_snapshot(self, message: InstallSnapshot, tables: StateMachine | None) -> None:
+        """Queue a snapshot streamed from the leader, with the tables already restored from it
+        (off the loop, by the receiver), so that installing it costs no second restore."""
+        if tables is not None:
+            self._prepared = (message.snapshot, tables)
+        self.receive([message])
+
     # ------------------------------------------------------------ the loop
 
     async def _tick_loop(self) -> None:
@@ -343,12 +387,20 @@ class ReplicatedLog:
         for msg in rd.messages:
             self._transport.send(msg)
         if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
-            # Restoring costs seconds for a big table: in a thread, the loop keeps
-            # answering (reads see the old tables until the new ones are whole).
+            # Restoring costs seconds for a big table: done by the snapshot's receiver, or
+            # here in a thread; the loop keeps answering (reads see the old tables until
+            # the new ones are whole).
             rejected = self.state.rejected_entries
-            self.state = await asyncio.to_thread(StateMachine.from_snapshot, rd.snapshot.state)
+            prepared = self._prepared
+            if prepared is not None and prepared[0] is rd.snapshot:
+                self._prepared = None
+                self.state = prepared[1]
+            else:
+                self.state = await asyncio.to_thread(StateMachine.from_snapshot, rd.snapshot.state)
             self.state.rejected_entries += rejected  # a process-local counter: it survives the install
             self._snapshot_index = rd.snapshot.index
+            if rd.snapshot.config:
+                self._committed(Configuration.decode(rd.snapshot.config))
             self._fail_waiting_up_to(rd.snapshot.index)
             log_event(log, "snapshot.installed", index=rd.snapshot.index, jobs=len(self.state.jobs))
         applied_any = False
@@ -367,6 +419,7 @@ class ReplicatedLog:
                 else:
                     fut.set_exception(NotCommitted(f"entry {entry.index} was replaced by another leader's"))
         self.core.advance(rd)
+        self._notice_configuration()
         if applied_any:
             waiters, self._applied_waiters = self._applied_waiters, []
             for waiter in waiters:
@@ -410,7 +463,36 @@ class ReplicatedLog:
     def _apply_entry(self, entry: Entry) -> Outcome:
         # Total: an entry that cannot be decoded or applied is rejected (logged,
         # counted), alike on every master, and the applied index moves past it.
+        # A configuration entry is the consensus core's: the tables see a no-op.
+        if is_config_entry(entry.data):
+            configuration = config_from_entry(entry.data)
+            assert configuration is not None
+            self._committed(configuration)
+            return self.state.apply_entry(entry.index, "")
         return self.state.apply_entry(entry.index, entry.data)
+
+    def _committed(self, configuration: Configuration) -> None:
+        self.committed_configuration = configuration
+        for name, subscriber in self._configuration_subscribers:
+            try:
+                subscriber(configuration)
+            except Exception as exc:
+                exc.add_note(f"in the configuration subscriber {name!r}")
+                raise
+
+    def _notice_configuration(self) -> None:
+        """The directory learns the members' addresses from the configuration, which is the truth."""
+        index = self.core.configuration_index
+        configuration = self.core.configuration
+        if index == self._configuration_index or configuration is None:
+            return
+        self._configuration_index = index
+        log_event(log, "raft.configuration", index=index, cluster=configuration.cluster_id,
+                  voters=",".join(map(str, sorted(configuration.voters))),
+                  learners=",".join(map(str, sorted(configuration.learners))))
+        for member in configuration.members:
+            if member.address:
+                self._directory.learn(member.id, member.address)
 
     def _fail_waiting_up_to(self, index: int) -> None:
         for i in [i for i in self._waiting if i <= index]:
@@ -441,16 +523,20 @@ class ReplicatedLog:
         started = time.perf_counter()
         # The only part on the event loop: it encodes the rows changed since the last snapshot.
         parts = self.state.snapshot_parts()
+        configuration = self.core.configuration_at(index)
+        config = configuration.encode() if configuration else ""
         encode_ms = round((time.perf_counter() - started) * 1000)
         self._snapshot_index = index
         self._warmups_done = 0
         self._saving = asyncio.create_task(
-            self._save_snapshot(index, term, parts, started, encode_ms), name="snapshot-save"
+            self._save_snapshot(index, term, parts, config, started, encode_ms), name="snapshot-save"
         )
 
-    async def _save_snapshot(self, index: int, term: int, parts: SnapshotParts, started: float, encode_ms: int) -> None:
+    async def _save_snapshot(
+        self, index: int, term: int, parts: SnapshotParts, config: str, started: float, encode_ms: int
+    ) -> None:
         def join_and_store() -> tuple[Snapshot, bool]:
-            snapshot = Snapshot(index=index, term=term, state=join_snapshot(parts))
+            snapshot = Snapshot(index=index, term=term, state=join_snapshot(parts), config=config)
             return snapshot, self._store.save_snapshot(snapshot)
 
         try:

@@ -49,6 +49,12 @@ class MasterSettings(TlsSettings):
         default_factory=list, description="other masters' HTTP addresses, comma separated"
     )
     cluster_size: int | None = Field(None, ge=1, description="masters in the cluster (default: 1 + number of peers)")
+    recover_from_data_dir: bool = Field(
+        False,
+        description="disaster recovery, for one start: make this master's data the only member of a new "
+        "cluster (a new cluster id) with everything its log holds; then add others with empty data dirs "
+        "(claud operator members add) and start without this flag",
+    )
     discovery_port: int = Field(8702, ge=1, le=65535, description="UDP broadcast discovery port")
     no_discovery: bool = Field(False, description="disable UDP broadcast discovery")
     token_file: Path | None = Field(
@@ -94,6 +100,11 @@ class MasterSettings(TlsSettings):
     )
     strategy: Strategy = Field(Strategy.BINPACK, description="placement strategy: binpack or spread")
     snapshot_every: int = Field(10_000, ge=10, description="log entries between snapshots")
+    snapshot_chunk_bytes: int = Field(
+        1 << 20, ge=64 << 10, le=8 << 20,
+        description="a snapshot streams to a lagging follower in chunks of this many bytes, each with its own "
+        "timeout: smaller for slow links",
+    )
     node_touch_interval: float = Field(5.0, gt=0, description="how often heartbeat times are replicated")
     watch_max_wait: float = Field(15.0, gt=0, description="longest a slave's watch long-poll is held")
     log_level: str = Field("info", description="debug, info, warning or error")
@@ -102,7 +113,7 @@ class MasterSettings(TlsSettings):
     )
     max_internal_request_bytes: int = Field(
         256 * 1024 * 1024, ge=1024 * 1024,
-        description="largest master<->master or slave request body, bytes (a snapshot travels in one)",
+        description="largest master<->master or slave request body, bytes (a snapshot travels in 1 MiB chunks)",
     )
     request_read_timeout: float = Field(
         30.0, gt=0, description="a request body not received within this answers 408"

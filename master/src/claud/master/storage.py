@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import zlib
@@ -29,6 +30,24 @@ class Snapshot:
     index: int
     term: int
     state: str  # the state machine's own encoding; the consensus core never looks inside
+    #: The cluster configuration in effect at ``index`` (claud.master.raft_config), "" before the first one.
+    config: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    """A snapshot in its stored form: the state text compressed with :func:`compress_state`."""
+
+    index: int
+    term: int
+    blob: bytes
+    #: The configuration in effect at ``index``, as :class:`Snapshot` keeps it (not compressed).
+    config: str = ""
+
+
+def compress_state(state: str) -> bytes:
+    """How a snapshot's state is stored and streamed (zlib's own check covers the whole text)."""
+    return zlib.compress(state.encode(), 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,9 @@ class LogStore:
             );
             """
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(snapshot)")}
+        if "config" not in columns:  # a data directory from before configurations were replicated
+            self._db.execute("ALTER TABLE snapshot ADD COLUMN config TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -85,10 +107,16 @@ class LogStore:
 
     def snapshot(self) -> Snapshot | None:
         with self._lock:
-            row = self._db.execute("SELECT idx, term, data FROM snapshot WHERE id = 1").fetchone()
+            row = self._db.execute("SELECT idx, term, data, config FROM snapshot WHERE id = 1").fetchone()
         if row is None:
             return None
-        return Snapshot(index=row[0], term=row[1], state=zlib.decompress(row[2]).decode())
+        return Snapshot(index=row[0], term=row[1], state=zlib.decompress(row[2]).decode(), config=row[3])
+
+    def snapshot_blob(self) -> StoredSnapshot | None:
+        """The snapshot as stored (compressed): what a leader streams to a follower, as it is."""
+        with self._lock:
+            row = self._db.execute("SELECT idx, term, data, config FROM snapshot WHERE id = 1").fetchone()
+        return None if row is None else StoredSnapshot(index=row[0], term=row[1], blob=bytes(row[2]), config=row[3])
 
     def entries(self, first: int, last: int | None = None) -> list[Entry]:
         """Entries with ``first <= index <= last`` (to the end when last is None)."""
@@ -118,6 +146,30 @@ class LogStore:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hard_state', ?)", (value,))
 
+    def member_id(self) -> str:
+        """This data directory's identity, made the first time it is asked for: a
+        master whose directory is wiped comes back under another member id."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'member_id'").fetchone()
+            if row is not None:
+                return str(row[0])
+            member_id = secrets.token_hex(8)
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('member_id', ?)", (member_id,))
+            return member_id
+
+    def peer_member_ids(self) -> dict[int, str]:
+        """The member id each peer spoke with first (see claud.master.identity)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'peer_member_ids'").fetchone()
+        return {int(k): str(v) for k, v in json.loads(row[0]).items()} if row else {}
+
+    def save_peer_member_ids(self, pins: dict[int, str]) -> None:
+        value = json.dumps({str(k): v for k, v in sorted(pins.items())})
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('peer_member_ids', ?)", (value,))
+
     def commit_index(self) -> int:
         """The last commit index this master recorded (a hint for recovery, not a promise)."""
         with self._lock:
@@ -136,15 +188,15 @@ class LogStore:
         A snapshot no newer than the stored one is ignored (False): a master's own
         snapshot is saved in the background and may lose a race with one its
         leader sent, which must not be replaced by an older one."""
-        blob = zlib.compress(snapshot.state.encode(), 1)  # outside the lock: log appends go on meanwhile
+        blob = compress_state(snapshot.state)  # outside the lock: log appends go on meanwhile
         with self._lock, self._db:
             self._db.execute("BEGIN")
             row = self._db.execute("SELECT idx FROM snapshot WHERE id = 1").fetchone()
             if row is not None and row[0] >= snapshot.index:
                 return False
             self._db.execute(
-                "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
-                (snapshot.index, snapshot.term, blob),
+                "INSERT OR REPLACE INTO snapshot (id, idx, term, data, config) VALUES (1, ?, ?, ?, ?)",
+                (snapshot.index, snapshot.term, blob, snapshot.config),
             )
             if replace_log:
                 self._db.execute("DELETE FROM log")

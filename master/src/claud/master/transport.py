@@ -11,7 +11,11 @@ Three exchanges travel between masters, each over ``/v1/internal/*``
   :meth:`HttpTransport.forward` sends and parses, :func:`answer_proposals`
   decodes and answers;
 - ``WHOAMI_PATH``: how a ``--peers`` address tells its id;
-  :meth:`HttpTransport.resolve_peers` asks, :func:`whoami` answers.
+  :meth:`HttpTransport.resolve_peers` asks, :func:`whoami` answers;
+- snapshots (``SNAPSHOT_CHUNK_PATH``): an ``InstallSnapshot`` the core emits
+  is not put in a batch but streamed in chunks by
+  :class:`~claud.master.snapshot_stream.SnapshotSenders`, and assembled by
+  the follower's :class:`~claud.master.snapshot_stream.SnapshotReceiver`.
 
 The typed outcomes a write may end in besides an :class:`Outcome` are defined
 here too, each with the wire code it travels (and is rendered) as, so the
@@ -27,15 +31,18 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from claud.api.protocol import PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
+from claud.api.protocol import MEMBERS_PATH, PROPOSE_PATH, RAFT_PATH, WHOAMI_PATH
 from claud.daemon.logfmt import log_event
 from claud.master import ops, strict_json
 from claud.master.auth import cluster_secret_headers
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.peers import MasterDirectory
-from claud.master.raft_messages import Message, message_from_dict, message_to_dict
+from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
+from claud.master.raft_messages import InstallSnapshot, Message, message_from_dict, message_to_dict
+from claud.master.snapshot_stream import CHUNK_BYTES, SnapshotSenders, SnapshotSource
 from claud.master.state import Outcome
 
 if TYPE_CHECKING:
@@ -196,6 +203,56 @@ def _result(raw: Any) -> Outcome | Exception:
         return OutcomeUnknown(f"the leader's answer for this write is malformed: {exc!r}")
 
 
+# ------------------------------------------------------------ forwarded configuration changes
+
+#: How a refused configuration change travels, and the status it is answered with.
+CONF_CHANGE_STATUS = {"not_leader": 503, "in_flight": 409, "already_member": 409, "unknown_member": 404,
+                      "invalid": 422}
+
+
+def encode_conf_change(change: ConfChange) -> bytes:
+    return json.dumps({"kind": change.kind.value, "id": change.id, "address": change.address}).encode()
+
+
+def decode_conf_change(body: bytes) -> ConfChange:
+    try:
+        raw = strict_json.loads(body)
+        member_id, address = raw["id"], raw["address"]
+        if isinstance(member_id, bool) or not isinstance(member_id, int) or not isinstance(address, str):
+            raise TypeError("id must be an integer and address a string")
+        return ConfChange(ChangeKind(raw["kind"]), member_id, address)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedRequest("malformed_change", f"not a configuration change: {exc}") from None
+
+
+async def answer_conf_change(replicated: ReplicatedLog, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The leader's end of ``MEMBERS_PATH``: the index the change committed at, or its refusal."""
+    change = decode_conf_change(body)
+    if not replicated.is_leader:
+        raise NotLeader(replicated.leader_id, replicated.leader_address)
+    try:
+        index = await replicated.change_membership(change)
+    except ConfChangeRefused as exc:
+        return CONF_CHANGE_STATUS[exc.reason], {"error": {"code": exc.reason, "message": str(exc)}}
+    return 200, {"index": index}
+
+
+def parse_conf_change_answer(leader_id: int, status: int, body: bytes) -> int:
+    """The follower's end of ``MEMBERS_PATH``: the index, ConfChangeRefused, or LeaderUnavailable."""
+    try:
+        answer = json.loads(body)
+        if status == 200:
+            return int(answer["index"])
+        code, message = answer["error"]["code"], answer["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        raise LeaderUnavailable(f"leader {leader_id} answered {status}: {body[:200]!r}") from None
+    if code in CONF_CHANGE_STATUS:
+        raise ConfChangeRefused(code, message)
+    if code == OutcomeUnknown.code:
+        raise OutcomeUnknown(message)
+    raise LeaderUnavailable(f"leader {leader_id} answered {status}: {message}")
+
+
 # ------------------------------------------------------------ whoami
 
 
@@ -228,6 +285,11 @@ class MasterTransport(Protocol):
     ) -> tuple[list[Outcome | Exception], int]:
         """Send writes to the leader in one request: an outcome or refusal each, and the leader's commit index."""
 
+    async def forward_conf_change(
+        self, leader_id: int, change: ConfChange, timeout: float,  # noqa: ASYNC109 - the request's own budget
+    ) -> int:
+        """Ask the leader to make a configuration change: the index it committed at."""
+
     async def resolve_peers(self, addresses: list[str]) -> None:
         """Learn the ids of ``addresses`` into the directory; runs until cancelled."""
 
@@ -239,25 +301,39 @@ class HttpTransport:
 
     One link (one connection) per peer for consensus messages, so a slow or
     frozen peer never delays the others; a small pool of connections to the
-    leader for forwarded writes, one per request in flight."""
+    leader for forwarded writes, one per request in flight; a connection per
+    snapshot transfer, so heartbeats never wait behind a snapshot.
+    ``snapshot_source`` reads the stored snapshot (``LogStore.snapshot_blob``),
+    which is what a transfer streams."""
 
     def __init__(
         self, directory: MasterDirectory, local_address: str | None, secret: str | None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, identity: Callable[[], dict[str, str]] | None = None,
+        snapshot_source: SnapshotSource | None = None, snapshot_chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
+        """``identity`` gives the headers naming this master on each request (claud.master.identity)."""
         self._directory = directory
+        self._identity = identity or dict
         self._local_address, self._headers, self._tls = local_address, cluster_secret_headers(secret), tls
         self._links: dict[int, PeerLink] = {}
         #: Idle connections to the leader for forwarding.
         self._forward_connections: list[PeerConnection] = []
+        self.snapshots = SnapshotSenders(
+            directory, self._connection, snapshot_source, snapshot_chunk_bytes, self._identity
+        )
 
     def _connection(self) -> PeerConnection:
         return PeerConnection(self._local_address, self._headers, self._tls)
 
     def send(self, message: Message) -> None:
+        if isinstance(message, InstallSnapshot):
+            self.snapshots.send(message)
+            return
         link = self._links.get(message.dst)
         if link is None:
-            link = self._links[message.dst] = PeerLink(self._directory, message.dst, self._connection())
+            link = self._links[message.dst] = PeerLink(
+                self._directory, message.dst, self._connection(), self._identity
+            )
         link.send(message_to_dict(message))
 
     def reachable(self, peer_id: int) -> bool:
@@ -272,7 +348,7 @@ class HttpTransport:
             raise LeaderUnavailable("no leader elected")
         connection = self._forward_connections.pop() if self._forward_connections else self._connection()
         try:
-            resp = await connection.post(address, PROPOSE_PATH, encode_proposals(batch), timeout)
+            resp = await connection.post(address, PROPOSE_PATH, encode_proposals(batch), timeout, self._identity())
         except PeerHttpError as exc:
             if exc.sent:  # the leader may have taken the batch before the answer was lost
                 raise OutcomeUnknown(f"no answer from leader {leader_id} after forwarding: {exc}") from None
@@ -280,6 +356,25 @@ class HttpTransport:
         finally:
             self._forward_connections.append(connection)
         return parse_proposal_answer(leader_id, resp.status, resp.body, len(batch))
+
+    async def forward_conf_change(
+        self, leader_id: int, change: ConfChange, timeout: float,  # noqa: ASYNC109 - the request's own budget
+    ) -> int:
+        address = self._directory.address(leader_id)
+        if address is None or leader_id == self._directory.self_id:
+            raise LeaderUnavailable("no leader elected")
+        connection = self._connection()
+        try:
+            resp = await connection.post(
+                address, MEMBERS_PATH, encode_conf_change(change), timeout, self._identity()
+            )
+        except PeerHttpError as exc:
+            if exc.sent:
+                raise OutcomeUnknown(f"no answer from leader {leader_id} about the change: {exc}") from None
+            raise LeaderUnavailable(f"leader {leader_id} unreachable: {exc}") from None
+        finally:
+            connection.close()
+        return parse_conf_change_answer(leader_id, resp.status, resp.body)
 
     async def resolve_peers(self, addresses: list[str]) -> None:
         """Ask each ``--peers`` address for its id until every one has answered, then keep checking slowly."""
@@ -299,6 +394,7 @@ class HttpTransport:
             connection.close()
 
     async def close(self) -> None:
+        await self.snapshots.close()
         await asyncio.gather(*(link.close() for link in self._links.values()))
         for connection in self._forward_connections:
             connection.close()
@@ -307,8 +403,12 @@ class HttpTransport:
 class PeerLink:
     """An ordered, batching, lossy message pipe to one peer."""
 
-    def __init__(self, directory: MasterDirectory, peer_id: int, connection: PeerConnection) -> None:
+    def __init__(
+        self, directory: MasterDirectory, peer_id: int, connection: PeerConnection,
+        identity: Callable[[], dict[str, str]] = dict,
+    ) -> None:
         self._directory, self.peer_id = directory, peer_id
+        self._identity = identity
         self._connection = connection
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
@@ -337,7 +437,9 @@ class PeerLink:
                 if address is None:
                     break
                 try:
-                    resp = await self._connection.post(address, RAFT_PATH, encode_raft_batch(batch), SEND_TIMEOUT)
+                    resp = await self._connection.post(
+                        address, RAFT_PATH, encode_raft_batch(batch), SEND_TIMEOUT, self._identity()
+                    )
                     if resp.status >= 300:
                         raise PeerHttpError(f"answered {resp.status}: {resp.body[:200]!r}", sent=True)
                     if not self.reachable:
