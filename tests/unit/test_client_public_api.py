@@ -100,6 +100,9 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "add_member",
         "remove_member",
         "events",
+        "system_gc",
+        "save_snapshot",
+        "restore_snapshot",
     ]
     assert list(inspect.signature(Client).parameters) == [
         "masters",

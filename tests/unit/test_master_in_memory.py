@@ -18,6 +18,7 @@ import pytest
 from claud.api import AllocationStatus, ContainerState, DesiredState, Heartbeat, JobSpec, JobState, NodeState
 from claud.master import ops
 from claud.master.master import Master
+from claud.master.state import Outcome
 from claud.master.transport import NotLeader
 from support.memory_master import memory_master
 
@@ -117,3 +118,39 @@ def test_what_follows_a_commit_is_a_named_list(tmp_path: Path) -> None:
             await master.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_gc_pass_goes_through_the_log_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``claud system gc``'s path: chosen from the tables, proposed in entries of GC_BATCH
+    ids, each re-checked by apply; what is not terminal stays."""
+    from claud.master import leader_duties
+
+    monkeypatch.setattr(leader_duties, "GC_BATCH", 2)
+
+    async def run() -> None:
+        master, _ = memory_master(tmp_path, job_gc_after=0.001, job_gc_keep=1)
+        await leading(master)
+        try:
+            for n in range(5):
+                spec = JobSpec(name=f"j{n}", image="claud/busybox:latest")
+                await master.propose(ops.SubmitJob(at=ops.utcnow(), job_id=f"j{n}", spec=spec))
+                if n < 4:
+                    await master.propose(ops.StopJob(at=ops.utcnow(), job_id=f"j{n}"))
+            passes: list[list[str]] = []
+            propose = master.replicated.propose
+
+            async def recording(op: ops.Operation) -> Outcome:
+                if isinstance(op, ops.CollectGarbage):
+                    passes.append(op.job_ids)
+                return await propose(op)
+
+            monkeypatch.setattr(master.replicated, "propose", recording)
+            collected = await master.duties.collect_garbage()
+            assert collected.jobs == ["j0", "j1", "j2"] and collected.slaves == []  # j3: the newest kept
+            assert sorted(master.state.jobs) == ["j3", "j4"]
+            assert passes == [["j0", "j1"], ["j2"]]  # a full batch, then the rest
+            assert master.state.last_gc is not None and master.state.last_gc.jobs == 1
+        finally:
+            await master.stop()
+
+    asyncio.run(run())

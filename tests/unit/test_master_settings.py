@@ -103,3 +103,13 @@ def test_a_wildcard_listen_address_is_never_what_a_master_announces() -> None:
     assert port == "8700" and host not in ("0.0.0.0", "", "::")
     assert MasterSettings(id=1, no_discovery=True, listen="0.0.0.0:8700",
                           advertise="m1.example:8700").advertised_address == "m1.example:8700"  # fmt: skip
+
+
+def test_gc_and_restore_limits_are_checked_at_start() -> None:
+    defaults = MasterSettings(id=1, no_discovery=True)
+    assert (defaults.job_gc_after, defaults.job_gc_keep, defaults.node_gc_after) == (86400, 10_000, 86400)
+    with pytest.raises(ValidationError, match=r"node_gc_after .* must be at least node_dead_after"):
+        MasterSettings(id=1, no_discovery=True, node_gc_after=5)  # node_dead_after is 10
+    with pytest.raises(ValidationError, match=r"max_restore_bytes .* must not exceed max_internal_request_bytes"):
+        MasterSettings(id=1, no_discovery=True, max_restore_bytes=2**30)
+    MasterSettings(id=1, no_discovery=True, **FAST, node_gc_after=4, job_gc_after=1, job_gc_keep=0)

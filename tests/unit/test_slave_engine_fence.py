@@ -64,7 +64,7 @@ def test_the_kill_lands_before_any_node_dead_after_the_masters_accept(
     away + node-dead-after at its smallest allowed value: before the masters re-place."""
     masters = MasterSettings(
         id=1, no_discovery=True, slave_lease=lease, fence_stop_grace=grace, heartbeat_interval=lease * heartbeat_share,
-        election_timeout=lease / 3.001, suspect_after=0.1, node_dead_after=1e9,
+        election_timeout=lease / 3.001, suspect_after=0.1, node_dead_after=1e9, node_gc_after=1e9,
     )
     node_dead_after, _ = masters.fencing_bound()
     terms = honour(

@@ -330,7 +330,7 @@ class JobSpec(StrictModel):
         max_length=MAX_IDEMPOTENCY_KEY,
         description=(
             f"1-{MAX_IDEMPOTENCY_KEY} characters, no control characters; a retry with the same key "
-            "returns the job the first attempt created"
+            "returns the job the first attempt created (until GC removes that job)"
         ),
     )
 

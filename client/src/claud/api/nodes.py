@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from claud.api.backup import GcSummary
 from claud.api.jobs import StrictModel
 from claud.api.jobs import WireModel as BaseModel
 
@@ -133,3 +134,6 @@ class ClusterView(BaseModel):
     cluster_id: str | None = None
     #: The cluster configuration (empty before bootstrap).
     members: list[MemberView] = Field(default_factory=list)
+    last_gc: GcSummary | None = Field(
+        None, description="the last GC pass this master applied (null: none since it loaded its tables)"
+    )

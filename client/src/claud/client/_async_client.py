@@ -18,9 +18,11 @@ from typing import Any
 
 import httpx
 
+from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
 from claud.api.jobs import JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
+from claud.client import _backup
 from claud.client import _wire as wire
 from claud.client._client import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
 from claud.client._events import Event, EventDecoder
@@ -253,6 +255,34 @@ class AsyncClient:
                 if (event := decoder.feed(line)) is not None:
                     yield event
 
+    async def system_gc(self) -> GcResult:
+        return wire.parse(GcResult, await self._send(wire.system_gc()))
+
+    async def save_snapshot(self, path: str | Path) -> SnapshotHeader:
+        data = await self._read_all(wire.save_snapshot())
+        header = _backup.check(data, "the backup the leader sent")
+        await asyncio.to_thread(_backup.write_atomically, path, data)
+        return header
+
+    async def restore_snapshot(self, path: str | Path) -> RestoreResult:
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        _backup.check(data, str(path))
+        response = await self._send(wire.restore_snapshot(data))
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return wire.parse(RestoreResult, response)
+
+    async def _read_all(self, call: wire.Call) -> bytes:
+        response = await self._send(call)
+        try:
+            return await response.aread()
+        except httpx.HTTPError as exc:
+            raise wire.stream_lost(response, exc) from exc
+        finally:
+            await response.aclose()
+
     # --- transport ------------------------------------------------------------
 
     async def _send(self, call: wire.Call) -> httpx.Response:
@@ -265,6 +295,7 @@ class AsyncClient:
                 url + call.path,
                 params=call.params,
                 json=call.json,
+                content=call.content,
                 headers=call.headers,
                 timeout=self._stream_timeout if call.streaming else httpx.USE_CLIENT_DEFAULT,
             )

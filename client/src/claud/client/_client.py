@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 
+from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
 from claud.api.jobs import JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
+from claud.client import _backup
 from claud.client import _wire as wire
 from claud.client._events import Event, EventDecoder
 from claud.client._masters import Failover, MasterRing, log, parse_masters
@@ -298,6 +300,37 @@ class Client:
                 if (event := decoder.feed(line)) is not None:
                     yield event
 
+    def system_gc(self) -> GcResult:
+        """Run a GC pass now (the masters' --job-gc-* and --node-gc-after settings); the ids it removed."""
+        return wire.parse(GcResult, self._send(wire.system_gc()))
+
+    def save_snapshot(self, path: str | Path) -> SnapshotHeader:
+        """Write a consistent backup of the cluster's tables, from the leader, to ``path`` (atomically, 0600)."""
+        data = self._read_all(wire.save_snapshot())
+        header = _backup.check(data, "the backup the leader sent")
+        _backup.write_atomically(path, data)
+        return header
+
+    def restore_snapshot(self, path: str | Path) -> RestoreResult:
+        """Replace the cluster's jobs and slaves tables with the backup in ``path`` (checked here first)."""
+        data = Path(path).read_bytes()
+        _backup.check(data, str(path))
+        response = self._send(wire.restore_snapshot(data))
+        try:
+            response.read()
+        finally:
+            response.close()
+        return wire.parse(RestoreResult, response)
+
+    def _read_all(self, call: wire.Call) -> bytes:
+        response = self._send(call)
+        try:
+            return response.read()
+        except httpx.HTTPError as exc:
+            raise wire.stream_lost(response, exc) from exc
+        finally:
+            response.close()
+
     # --- transport ------------------------------------------------------------
 
     def _send(self, call: wire.Call) -> httpx.Response:
@@ -315,6 +348,7 @@ class Client:
                 url + call.path,
                 params=call.params,
                 json=call.json,
+                content=call.content,
                 headers=call.headers,
                 timeout=self._stream_timeout if call.streaming else httpx.USE_CLIENT_DEFAULT,
             )

@@ -185,6 +185,11 @@ def cluster_view(cluster: ClusterView) -> RenderableType:
     facts.add_row("Term", text(cluster.term))
     facts.add_row("Commit index", text(cluster.commit_index))
     facts.add_row("Quorum", text(f"{cluster.quorum} of {len(cluster.masters)}"))
+    gc = cluster.last_gc
+    facts.add_row("Last GC", text(
+        None if gc is None
+        else f"{age(gc.at)} ago: {gc.jobs} jobs, {gc.slaves} slaves (index {gc.index})"
+    ))
     masters = Table(
         title="Masters", title_justify="left", box=None, header_style="bold", pad_edge=False
     )

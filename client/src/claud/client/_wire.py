@@ -64,6 +64,8 @@ class Call:
     headers: Mapping[str, str] | None = None
     #: Raised on 404, so a missing job is a JobNotFound and not a generic NotFound.
     not_found: type[NotFound] = NotFound
+    #: A raw body (a backup to restore), sent instead of ``json``.
+    content: bytes | None = None
     #: Streams stay open while idle (a quiet container, no cluster events), so
     #: they get no read timeout; connecting still times out.
     streaming: bool = False
@@ -171,6 +173,23 @@ def add_member(member_id: int, address: str) -> Call:
 
 def remove_member(member_id: int) -> Call:
     return Call("DELETE", f"/v1/operator/members/{member_id}")
+
+
+def system_gc() -> Call:
+    return Call("POST", "/v1/system/gc")
+
+
+def save_snapshot() -> Call:
+    # Streamed: a big backup takes longer than one read timeout to arrive.
+    return Call("GET", "/v1/operator/snapshot", streaming=True)
+
+
+def restore_snapshot(data: bytes) -> Call:
+    # No read timeout either: the master checks every record before it answers.
+    return Call(
+        "POST", "/v1/operator/snapshot", content=data,
+        headers={"Content-Type": "application/octet-stream"}, streaming=True,
+    )
 
 
 def events() -> Call:

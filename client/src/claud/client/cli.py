@@ -723,12 +723,15 @@ def undrain(config: CliConfig, client: Client, node_id: str) -> None:
 
 @cli.group("operator")
 def operator_group() -> None:
-    """Operate the masters themselves: the cluster configuration.
+    """Operate the masters themselves: the cluster configuration and backups.
 
     \b
+    Examples:
       claud operator members
       claud operator members add 4 10.0.0.4:8700
       claud operator members remove 3
+      claud operator snapshot save backup.snap
+      claud operator snapshot restore backup.snap
     """
 
 
@@ -787,6 +790,66 @@ def events(config: CliConfig, client: Client) -> None:
             click.echo(json.dumps({"type": event.type, **payload}))
         else:
             click.echo(render.cluster_event_line(event))
+
+
+@cli.group()
+def system() -> None:
+    """Cluster-wide maintenance.
+
+    \b
+    Examples:
+      claud system gc
+    """
+
+
+@system.command()
+@pass_client
+def gc(config: CliConfig, client: Client) -> None:
+    """Remove old terminal jobs and dead slaves now, by the masters' GC settings.
+
+    Terminal jobs finished more than --job-gc-after ago go, except the
+    --job-gc-keep most recently finished; dead slaves silent for
+    --node-gc-after go, except those with jobs placed on them. A removed
+    job answers 404 from then on.
+    """
+    result = client.system_gc()
+    show(config, dump(result), lambda: render.text(
+        f"collected {len(result.jobs)} jobs and {len(result.slaves)} slaves (index {result.index})"
+    ))
+
+
+@operator_group.group()
+def snapshot() -> None:
+    """Save the cluster's tables to a file, or restore them from one."""
+
+
+@snapshot.command("save")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@pass_client
+def snapshot_save(config: CliConfig, client: Client, file: Path) -> None:
+    """Write a consistent backup from the leader to FILE (replaced atomically, 0600)."""
+    header = client.save_snapshot(file)
+    show(config, dump(header), lambda: render.text(
+        f"saved {file}: index {header.index}, term {header.term}, {header.size} bytes, "
+        f"{header.jobs} jobs, {header.slaves} slaves, sha256 {header.sha256}"
+    ))
+
+
+@snapshot.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+@pass_client
+def snapshot_restore(config: CliConfig, client: Client, file: Path) -> None:
+    """Replace the cluster's jobs and slaves tables with the backup in FILE.
+
+    Jobs the backup does not know are stopped by their slaves; jobs it
+    places on a slave that runs them keep running. The file is checked
+    (size, SHA-256, every record) first: a damaged one changes nothing.
+    """
+    result = client.restore_snapshot(file)
+    show(config, dump(result), lambda: render.text(
+        f"restored {file}: {result.jobs} jobs, {result.slaves} slaves "
+        f"(taken at index {result.source_index}, term {result.source_term}; restored at index {result.index})"
+    ))
 
 
 cli.add_command(tls)

@@ -47,6 +47,7 @@ from claud.api import (
     NodeView,
     WatchRequest,
 )
+from claud.api.backup import GcSummary
 from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.protocol import (
@@ -96,7 +97,7 @@ from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommi
 
 log = logging.getLogger("claud.master.api")
 
-ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid_spec": 422}
+ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid_spec": 422, "invalid_snapshot": 422}
 #: Longest Idempotency-Key header accepted.
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -641,6 +642,7 @@ async def cluster_status(master: MasterDep) -> ClusterView:
         quorum=master.replicated.core.quorum,
         cluster_id=members.cluster_id,
         members=members.members,
+        last_gc=_last_gc(master),
         masters=[
             MasterView(
                 id=master_id,
@@ -652,6 +654,11 @@ async def cluster_status(master: MasterDep) -> ClusterView:
             for master_id, address in master.directory.items()
         ],
     )
+
+
+def _last_gc(master: Master) -> GcSummary | None:
+    done = master.state.last_gc
+    return None if done is None else GcSummary(at=done.at, index=done.index, jobs=done.jobs, slaves=done.slaves)
 
 
 @cluster.get(
@@ -855,6 +862,9 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
     """One app per master process; the master's loops live in the lifespan.
 
     ``master`` defaults to the one :func:`build_master` makes from ``settings``."""
+    # Imported here: its routes use this module's dependencies.
+    from claud.master import backup_routes
+
     if master is None:
         master = build_master(settings)
 
@@ -888,6 +898,7 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         public_limit=settings.max_request_bytes,
         internal_limit=settings.max_internal_request_bytes,
         read_timeout=settings.request_read_timeout,
+        large_paths={backup_routes.RESTORE_PATH: settings.max_restore_bytes},
     )
     app.add_middleware(TokenAuthMiddleware, master=master)
 
@@ -933,7 +944,7 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    for router in (jobs, nodes, cluster, operator, internal, ops_router):
+    for router in (jobs, nodes, cluster, operator, backup_routes.router, internal, ops_router):
         app.include_router(router)
     docs.install_docs(app)
     docs.install_openapi(app)

@@ -6,7 +6,8 @@ with 413 as soon as its ``Content-Length`` (or, chunked, its running count)
 says so, before it is all buffered, and a body that trickles in slower than
 the read timeout is refused with 408, so it cannot hold a connection and its
 buffer for as long as the sender likes. Internal routes carry consensus
-messages (a snapshot travels in one) and get a limit of their own.
+messages (a snapshot travels in one) and get a limit of their own, and so
+does each of ``large_paths`` (a backup to restore).
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, public_limit: int, internal_limit: int, read_timeout: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, public_limit: int, internal_limit: int, read_timeout: float,
+        large_paths: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.public_limit, self.internal_limit, self.read_timeout = public_limit, internal_limit, read_timeout
+        self.large_paths = large_paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         internal = scope["path"].startswith(INTERNAL_PREFIX)
-        limit = self.internal_limit if internal else self.public_limit
+        limit = self.internal_limit if internal else self.large_paths.get(scope["path"], self.public_limit)
         try:
             body = await read_body(receive, scope, limit, self.read_timeout)
         except BodyTooLarge:

@@ -9,7 +9,9 @@ stops leading:
   heartbeating; lose the jobs of a slave whose engine stayed away; force the
   drains whose deadline passed;
 - the touches: replicate heartbeat times and usage now and then, not on every
-  heartbeat.
+  heartbeat;
+- GC: every ``--gc-interval``, remove old terminal jobs and dead slaves
+  through the log (:meth:`LeaderDuties.collect_garbage`, also ``claud system gc``).
 
 They read what the slaves said from :class:`~claud.master.slave_sessions.SlaveSessions`
 and change the tables only through the replicated log.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from claud.api import NodeState
 from claud.daemon.logfmt import log_event
@@ -39,6 +43,24 @@ FAILURE_CHECK_INTERVAL = 0.25
 SCHEDULER_ERROR_BACKOFF = 0.5
 #: A backoff timer fires this long after the expiry it waits for, so the job is surely due.
 BACKOFF_SLACK = 0.01
+#: Ids one GC entry removes at most: a pass over a big backlog is several modest entries.
+GC_BATCH = 5_000
+
+
+def _cutoff(now: datetime, seconds: float) -> datetime:
+    """``seconds`` before ``now``, but never before the earliest time an entry may carry."""
+    try:
+        return max(ops.MIN_TIME, now - timedelta(seconds=seconds))
+    except OverflowError:
+        return ops.MIN_TIME
+
+
+@dataclass
+class Collected:
+    """What one GC pass removed (the ids apply actually removed, not the ones chosen)."""
+
+    jobs: list[str] = field(default_factory=list)
+    slaves: list[str] = field(default_factory=list)
 
 
 class LeaderDuties:
@@ -73,6 +95,7 @@ class LeaderDuties:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._failure_detector_loop(), name="failure-detector"),
             asyncio.create_task(self._touch_loop(), name="touch-nodes"),
+            asyncio.create_task(self._gc_loop(), name="gc"),
         ]
         self._schedule_needed.set()
 
@@ -173,6 +196,50 @@ class LeaderDuties:
                 await self._replicated.propose(touch)
             except Exception as exc:  # noqa: BLE001 - soft state: the next touch carries newer times
                 log_event(log, "touch.error", logging.ERROR, error=repr(exc))
+
+    async def _gc_loop(self) -> None:
+        """A GC pass every --gc-interval (the first one an interval after leadership begins)."""
+        while True:
+            await asyncio.sleep(self._settings.gc_interval)
+            try:
+                await self.collect_garbage()
+            except Exception as exc:  # noqa: BLE001 - what is not collected now is collected next pass
+                log_event(log, "gc.error", logging.ERROR, error=repr(exc))
+
+    async def collect_garbage(self) -> Collected:
+        """One GC pass now: terminal jobs finished more than --job-gc-after ago and
+        beyond the --job-gc-keep most recent, dead slaves silent for --node-gc-after.
+
+        The ids are chosen from this master's tables and proposed (forwarded when
+        this master follows); apply checks each again, so a stale choice removes
+        nothing that no longer qualifies. A backlog goes in entries of GC_BATCH ids."""
+        settings = self._settings
+        collected = Collected()
+        while True:
+            now = utcnow()
+            garbage = self._replicated.state.garbage(
+                jobs_finished_before=_cutoff(now, settings.job_gc_after),
+                keep_jobs=settings.job_gc_keep,
+                slaves_dead_before=_cutoff(now, settings.node_gc_after),
+                limit=GC_BATCH,
+            )
+            outcome = await self._replicated.propose(ops.CollectGarbage(
+                at=now, job_ids=garbage.job_ids, slave_ids=garbage.slave_ids,
+                jobs_finished_before=garbage.jobs_finished_before, keep_jobs=garbage.keep_jobs,
+                slaves_dead_before=garbage.slaves_dead_before,
+            ))
+            removed = outcome.value if outcome.ok and isinstance(outcome.value, dict) else {}
+            jobs, slaves = removed.get("jobs", []), removed.get("slaves", [])
+            collected.jobs += jobs
+            collected.slaves += slaves
+            for slave_id in slaves:
+                self._slaves.forget(slave_id)
+            full = len(garbage.job_ids) >= GC_BATCH or len(garbage.slave_ids) >= GC_BATCH
+            if not full or not (jobs or slaves):
+                break
+        log_event(log, "gc.pass", jobs=len(collected.jobs), slaves=len(collected.slaves),
+                  index=self._replicated.state.applied_index)
+        return collected
 
     async def _check_drain_deadline(self, slave: SlaveRecord) -> None:
         if not slave.draining or slave.drain_forced or slave.drain_deadline is None or slave.drain_deadline > utcnow():

@@ -165,6 +165,41 @@ class TouchSlaves(_Op):
     usage: dict[NodeId, HostUsage] = Field(default_factory=dict, max_length=MAX_ITEMS)
 
 
+class CollectGarbage(_Op):
+    """A GC pass (``nomad system gc``): the leader chose these ids from its tables;
+    apply removes only those that still qualify, by the rules carried here.
+
+    Terminal jobs go when they finished at or before ``jobs_finished_before``
+    and ``keep_jobs`` terminal jobs finished more recently (they are kept,
+    however old); dead slaves go when they last heartbeat at or before
+    ``slaves_dead_before`` and no job is placed on them. A stale pass (a job
+    restarted, a slave came back since it was chosen) removes nothing wrong.
+    """
+
+    kind: Literal["collect_garbage"] = "collect_garbage"
+    job_ids: list[JobId] = Field(default_factory=list, max_length=MAX_ITEMS)
+    slave_ids: list[NodeId] = Field(default_factory=list, max_length=MAX_ITEMS)
+    jobs_finished_before: Timestamp
+    keep_jobs: int = Field(..., ge=0, le=MAX_ITEMS)
+    slaves_dead_before: Timestamp
+
+
+class RestoreTables(_Op):
+    """Replace the jobs and slaves tables with a backup's (``claud operator snapshot restore``).
+
+    ``tables`` is the snapshot body exactly as a backup holds it, checked
+    (checksum, every record) before it was proposed; apply validates it again
+    and changes nothing unless all of it is valid, so every master replaces its
+    tables identically or not at all.
+    """
+
+    kind: Literal["restore_tables"] = "restore_tables"
+    tables: str
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+    source_index: int = Field(..., ge=0)
+    source_term: int = Field(..., ge=0)
+
+
 class Noop(_Op):
     """A new leader's first entry of its own term (Raft §5.4.2)."""
 
@@ -173,7 +208,7 @@ class Noop(_Op):
 
 Operation = Annotated[
     SubmitJob | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState | SetDrain | ForceDrain
-    | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | Noop,
+    | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop,
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)

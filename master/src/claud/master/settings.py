@@ -129,6 +129,26 @@ class MasterSettings(TlsSettings):
         description="open client connections at most (also kept below the open-files limit); "
         "at the cap the longest-idle connection is closed to make room",
     )
+    job_gc_after: float = Field(
+        24 * 3600.0, gt=0,
+        description="a terminal job (completed, failed, stopped) finished longer ago than this is removed "
+        "by GC, unless it is among the --job-gc-keep most recently finished, seconds",
+    )
+    job_gc_keep: int = Field(
+        10_000, ge=0, le=1_000_000,
+        description="the most recently finished terminal jobs that GC always keeps, however old",
+    )
+    node_gc_after: float = Field(
+        24 * 3600.0, gt=0,
+        description="a dead slave last heard from longer ago than this is removed by GC "
+        "(never one with jobs placed on it), seconds; at least --node-dead-after",
+    )
+    gc_interval: float = Field(300.0, gt=0, description="how often the leader runs a GC pass, seconds")
+    max_restore_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024,
+        description="largest backup `claud operator snapshot restore` accepts, bytes (it travels as one log "
+        "entry; at most --max-internal-request-bytes)",
+    )
 
     @field_validator("peers", mode="before")
     @classmethod
@@ -202,6 +222,16 @@ class MasterSettings(TlsSettings):
                 )
         if self.suspect_after >= self.node_dead_after:
             raise ValueError("suspect_after must be shorter than node_dead_after")
+        if self.node_gc_after < self.node_dead_after:
+            raise ValueError(
+                f"node_gc_after ({self.node_gc_after:g}s) must be at least node_dead_after "
+                f"({self.node_dead_after:g}s): only a slave declared dead is collected"
+            )
+        if self.max_restore_bytes > self.max_internal_request_bytes:
+            raise ValueError(
+                f"max_restore_bytes ({self.max_restore_bytes}) must not exceed max_internal_request_bytes "
+                f"({self.max_internal_request_bytes}): a restore travels between masters as one entry"
+            )
         self._load_tls()
         if self.tls_verify_clients and self.tls is None:
             raise ValueError("--tls-verify-clients needs TLS: --tls-cert-file, --tls-key-file and --tls-ca-file")

@@ -68,6 +68,12 @@ class SlaveSessions:
         self._heartbeat_at, self._usage, self._touched = {}, {}, set()
         self.unhealthy_since = {s.id: now for s in slaves.values() if not s.runtime_healthy}
 
+    def forget(self, slave_id: str) -> None:
+        """A slave GC removed from the tables: what it said goes too (it registers anew if it returns)."""
+        for kept in (self.last_seen, self._heartbeat_at, self._usage, self.unhealthy_since):
+            kept.pop(slave_id, None)
+        self._touched.discard(slave_id)
+
     def wake_watchers(self, _changes: list[Change] | None = None) -> None:
         """Wake every long-polling watch; each checks its own slave's version (an applied subscriber)."""
         self._applied.set()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
+import heapq
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -178,6 +180,45 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class GcPass:
+    """What the last applied GC pass removed; shown by ``/v1/cluster``."""
+
+    at: datetime
+    index: int
+    jobs: int
+    slaves: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePass:
+    """The last backup restored into these tables: which one (its checksum), at which index."""
+
+    sha256: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """The ids a GC pass would remove now, and the rules that chose them (apply checks them again)."""
+
+    job_ids: list[str]
+    slave_ids: list[str]
+    jobs_finished_before: datetime
+    keep_jobs: int
+    slaves_dead_before: datetime
+
+
+def _finish_order(job: JobRecord) -> tuple[datetime, str]:
+    """The order of "most recent" among terminal jobs: when they finished, then id (a total order)."""
+    return job.updated_at, job.id
+
+
+def slave_last_alive(slave: SlaveRecord) -> datetime:
+    """When a slave was last heard from, as the tables know it: its node-GC age counts from here."""
+    return slave.last_heartbeat or slave.registered_at
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotParts:
     applied_index: int
     jobs: list[str]
@@ -242,6 +283,12 @@ class StateMachine:
     #: applied index). A process-local count, like any Prometheus counter: it is not
     #: in snapshots, and the replication loop carries it over a snapshot install.
     rejected_entries: int = 0
+    #: The last GC pass applied since these tables were loaded (not in snapshots:
+    #: after a restart it is unknown until the next pass).
+    last_gc: GcPass | None = None
+    #: The last restore applied since these tables were loaded (process-local, like ``last_gc``):
+    #: a restore route whose answer was lost looks here for its own.
+    last_restore: RestorePass | None = None
 
     # ---------------------------------------------------------------- apply
 
@@ -462,6 +509,96 @@ class StateMachine:
         self._lose_jobs(slave, op.at, f"slave {slave.id}'s container engine stayed away: {op.reason}".rstrip(": "))
         self._bump(slave.id)
         return Outcome()
+
+    def _apply_collect_garbage(self, op: ops.CollectGarbage) -> Outcome:
+        """Remove what the pass chose and what still qualifies; the value is
+        ``{"jobs": [...], "slaves": [...]}``, the ids actually removed."""
+        protected = self._kept_terminal(op.keep_jobs)
+        jobs = [
+            job_id for job_id in dict.fromkeys(op.job_ids)
+            if (job := self.jobs.get(job_id)) is not None
+            and job.state.terminal
+            and job.updated_at <= op.jobs_finished_before
+            and job_id not in protected
+        ]
+        slaves = [
+            slave_id for slave_id in dict.fromkeys(op.slave_ids)
+            if (slave := self.slaves.get(slave_id)) is not None
+            and slave.state == NodeState.DEAD
+            and slave_last_alive(slave) <= op.slaves_dead_before
+            and not self._placed_by_slave.get(slave_id)
+        ]
+        for job_id in jobs:
+            self._remove_job(job_id)
+        for slave_id in slaves:
+            del self.slaves[slave_id]
+            self._placed_by_slave.pop(slave_id, None)
+            self.slave_versions.pop(slave_id, None)
+        self.last_gc = GcPass(at=op.at, index=self.applied_index, jobs=len(jobs), slaves=len(slaves))
+        return Outcome(value={"jobs": jobs, "slaves": slaves})
+
+    def _remove_job(self, job_id: str) -> None:
+        """Forget a terminal job and every index entry that names it; its
+        idempotency key is forgotten too, so that key may make a new job."""
+        job = self.jobs.pop(job_id)
+        self._forget_pending(job_id)
+        key = job.spec.idempotency_key
+        if key is not None and self._by_idempotency_key.get(key) == job_id:
+            del self._by_idempotency_key[key]
+        if job.slave_id is not None:
+            placed = self._placed_by_slave.get(job.slave_id)
+            if placed is not None:
+                placed.discard(job_id)
+
+    def _kept_terminal(self, keep: int) -> set[str]:
+        """The ids of the ``keep`` most recently finished terminal jobs, which no GC removes."""
+        if keep <= 0:
+            return set()
+        terminal = (job for job in self.jobs.values() if job.state.terminal)
+        return {job.id for job in heapq.nlargest(keep, terminal, key=_finish_order)}
+
+    def garbage(
+        self, jobs_finished_before: datetime, keep_jobs: int, slaves_dead_before: datetime, limit: int
+    ) -> Garbage:
+        """What a GC pass would remove now (at most ``limit`` jobs and ``limit``
+        slaves, the oldest first): the same rules apply checks, so a pass
+        proposed from these tables removes exactly these ids if nothing changed."""
+        terminal = [job for job in self.jobs.values() if job.state.terminal]
+        beyond = len(terminal) - keep_jobs
+        old = heapq.nsmallest(beyond, terminal, key=_finish_order) if beyond > 0 else []
+        job_ids = [job.id for job in old if job.updated_at <= jobs_finished_before][:limit]
+        slave_ids = sorted(
+            slave.id for slave in self.slaves.values()
+            if slave.state == NodeState.DEAD
+            and slave_last_alive(slave) <= slaves_dead_before
+            and not self._placed_by_slave.get(slave.id)
+        )[:limit]
+        return Garbage(job_ids, slave_ids, jobs_finished_before, keep_jobs, slaves_dead_before)
+
+    def _apply_restore_tables(self, op: ops.RestoreTables) -> Outcome:
+        """Replace the jobs and slaves tables with a backup's, all or nothing: the
+        new tables are built aside and swapped in whole, so a failure changes nothing."""
+        if hashlib.sha256(op.tables.encode()).hexdigest() != op.sha256:
+            return Outcome.error("invalid_snapshot", "the tables do not match their checksum")
+        try:
+            # The log's own restore, as a snapshot install does it: the route that
+            # proposed this checked every record (StateMachine.from_backup) before
+            # the checksum bound these bytes, so apply does not pay for it again.
+            restored = StateMachine.from_snapshot(op.tables)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            error = str(exc).replace("\n", "; ")[:300]
+            return Outcome.error("invalid_snapshot", f"the tables do not restore: {type(exc).__name__}: {error}")
+        gone = set(self.slaves) - set(restored.slaves)
+        self.jobs, self.slaves = restored.jobs, restored.slaves
+        self._pending = restored._pending
+        self._derive_indexes()
+        self.capacity_epoch += 1
+        # Every slave's desired set may have changed (one the backup does not know
+        # has none now): each watch version moves, so every slave asks again.
+        for slave_id in [*self.slaves, *gone]:
+            self.slave_versions[slave_id] = self.applied_index
+        self.last_restore = RestorePass(op.sha256, self.applied_index)
+        return Outcome(value={"jobs": len(self.jobs), "slaves": len(self.slaves)})
 
     def _apply_stop_job(self, op: ops.StopJob) -> Outcome:
         job = self.jobs.get(op.job_id)
@@ -764,6 +901,49 @@ class StateMachine:
             except (ValueError, KeyError, TypeError, AttributeError) as exc:  # pydantic's ValidationError included
                 detail = str(exc).replace("\n", "; ")[:300]
                 raise SnapshotCorrupt(f"snapshot does not restore: {type(exc).__name__}: {detail}") from None
+        return sm
+
+    @classmethod
+    def from_backup(cls, encoded: str) -> StateMachine:
+        """The tables of a backup, every record validated (a backup comes from
+        outside the log: nothing in it is trusted); ValueError naming the first
+        problem. Its applied index is the backup's, to be replaced by the caller's."""
+        try:
+            data = json.loads(encoded)
+        except ValueError as exc:
+            raise ValueError(f"the tables are not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("the tables are not a JSON object")
+        for key, kind in (("applied_index", int), ("jobs", list), ("nodes", list), ("pending", list)):
+            if not isinstance(data.get(key), kind):
+                raise ValueError(f"the tables have no {key!r} {kind.__name__}")
+        sm = cls(applied_index=data["applied_index"])
+        for table, model, rows in (("jobs", JobRecord, sm.jobs), ("nodes", SlaveRecord, sm.slaves)):
+            for position, raw in enumerate(data[table]):
+                try:
+                    record = model.model_validate(raw)
+                except ValueError as exc:  # pydantic's ValidationError
+                    error = str(exc).replace("\n", "; ")[:300]
+                    raise ValueError(f"{table}[{position}] is not a valid record: {error}") from None
+                if record.id in rows:
+                    raise ValueError(f"{table}[{position}]: id {record.id!r} appears twice")
+                rows[record.id] = record  # type: ignore[assignment]
+        # What the log's restore (from_snapshot) trusts, checked here: the pending
+        # list is exactly the pending jobs, and a placed job is on a known slave.
+        pending = data["pending"]
+        if not all(isinstance(job_id, str) for job_id in pending) or len(set(pending)) != len(pending):
+            raise ValueError("the pending list holds something other than distinct job ids")
+        waiting = {job.id for job in sm.jobs.values() if job.state == JobState.PENDING}
+        if set(pending) != waiting:
+            odd = sorted(set(pending) ^ waiting)[:3]
+            raise ValueError(f"the pending list does not match the pending jobs (e.g. {', '.join(odd)})")
+        for job in sm.jobs.values():
+            if job.state in PLACED_STATES and job.slave_id not in sm.slaves:
+                raise ValueError(f"job {job.id} is {job.state.value} on slave {job.slave_id!r}, which the tables lack")
+        sm._pending = dict.fromkeys(pending)
+        sm._derive_indexes()
+        for slave_id in sm.slaves:
+            sm.slave_versions[slave_id] = sm.applied_index
         return sm
 
     def _derive_indexes(self) -> None:
