@@ -27,6 +27,8 @@ from claud.api.protocol import (
     INTERNAL_PREFIX,
     PROPOSE_PATH,
     RAFT_PATH,
+    SNAPSHOT_CHUNK_PATH,
+    SNAPSHOT_CONTENT_TYPE,
     WATCH_PATH,
     WHOAMI_PATH,
 )
@@ -174,9 +176,12 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
                 })  # fmt: skip
                 assert preflight.status_code == 401, (path, preflight.status_code)
                 no_cors(preflight)
+            # The one content type each route takes: JSON, or a snapshot chunk's bytes.
+            expected = SNAPSHOT_CONTENT_TYPE if path == SNAPSHOT_CHUNK_PATH else "application/json"
             if internal:
-                # Even with the secret, a body that is not JSON by its content type never reaches a route.
-                for content_type in [*SIMPLE_CONTENT_TYPES, "", "application/jsonx"]:
+                # Even with the secret, a body of another content type never reaches a route.
+                others = {"application/json"} - {expected}
+                for content_type in [*SIMPLE_CONTENT_TYPES, "", f"{expected}x", *others]:
                     response = http.post(url, content=b'{"ops": []}',
                                          headers={CLUSTER_SECRET_HEADER: secured.secret, "Content-Type": content_type})
                     assert response.status_code == 415, (path, content_type, response.text)
@@ -184,7 +189,7 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
             # With the right credential, every routed method gets past authentication.
             good = {CLUSTER_SECRET_HEADER: secured.secret} if internal else {"Authorization": f"Bearer {secured.token}"}
             for method in methods - {"HEAD"}:
-                response = status_of(http, method, url, headers={**good, "Content-Type": "application/json"},
+                response = status_of(http, method, url, headers={**good, "Content-Type": expected},
                                      content=b"{}" if method != "GET" else None)
                 assert response.status_code not in (401, 415), (method, path, response.status_code)
                 no_cors(response)

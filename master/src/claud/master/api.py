@@ -178,10 +178,10 @@ class TokenAuthMiddleware:
                 self.refusals.refused(client, path=path, credential="cluster_secret")
                 return error_response(401, "unauthorized", f"missing or wrong cluster secret ({CLUSTER_SECRET_HEADER})")
             content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-            expected = SNAPSHOT_CONTENT_TYPE if path == SNAPSHOT_CHUNK_PATH else JSON_CONTENT_TYPE
-            if scope["method"] not in self.BODYLESS and content_type != expected.encode():
+            takes = SNAPSHOT_CONTENT_TYPE if path == SNAPSHOT_CHUNK_PATH else JSON_CONTENT_TYPE
+            if scope["method"] not in self.BODYLESS and content_type != takes.encode():
                 self.refusals.refused(client, path=path, credential="content_type")
-                return error_response(415, "unsupported_media_type", f"{path} takes Content-Type: {expected}")
+                return error_response(415, "unsupported_media_type", f"{path} takes Content-Type: {takes}")
             if path in self.MASTER_PATHS:
                 stranger = self.master.identity.check(headers)
                 if stranger is not None:  # logged once by the check

