@@ -123,7 +123,7 @@ HUGE = 40 * 1024 * 1024
 def _chunk(**overrides: Any) -> tuple[bytes, bytes]:
     """A snapshot chunk's header (a 10-byte snapshot from master 9, unless overridden)."""
     header = {"transfer": "ab" * 16, "leader": 9, "term": 1, "index": 5, "snapshot_term": 1, "size": 10,
-              "sha256": "00" * 32, "offset": 0, **overrides}
+              "sha256": "00" * 32, "offset": 0, "config": "", **overrides}
     return SNAPSHOT_CHUNK_HEADER.lower().encode(), json.dumps(header).encode()
 
 # (id, target, method, path, headers, body, chunked, statuses that count as a clear refusal)
