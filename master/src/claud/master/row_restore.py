@@ -40,6 +40,13 @@ def _identity(value: Any) -> Any:
     return value
 
 
+#: A row's times repeat (created, updated and its first event's are one instant), and
+#: the JSON parser hands back one string object for equal strings: the same instant is
+#: parsed once and shared (a datetime is immutable). Bounded, so a table of distinct
+#: times costs a lookup each and no memory past the bound.
+_datetime: Converter = functools.lru_cache(maxsize=1024)(datetime.fromisoformat)
+
+
 def _optional(inner: Converter) -> Converter:
     def convert(value: Any) -> Any:
         return None if value is None else inner(value)
@@ -78,7 +85,7 @@ def _converter(annotation: Any) -> Converter:
     if annotation is float:
         return float  # exact for the JSON of a float, which may have been written without a fraction
     if annotation is datetime:
-        return datetime.fromisoformat
+        return _datetime
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return {member.value: member for member in annotation}.__getitem__
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -123,6 +130,11 @@ def row_builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
     private = {name: attr.get_default() for name, attr in (cls.__private_attributes__ or {}).items()}
     namespace: dict[str, Any] = {
         "cls": cls, "new": object.__new__, "assign": object.__setattr__, "names": names,
+        # One set for every row of the class: the rows a restore makes are whole
+        # (every field set), so the only change pydantic makes to it, adding the
+        # name of a field assigned, changes nothing. 600,000 fewer sets (216 bytes
+        # each) in a 100,000-job restore.
+        "every_field": set(names),
         "private": private or None, "plan": plan, "copy": dict.copy,
     }
     fields = []
@@ -136,7 +148,7 @@ def row_builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
         "def build(raw):",
         "    try:",
         f"        values = {{{', '.join(fields)}}}",
-        "        fields_set = set(names)",
+        "        fields_set = every_field",
         "    except KeyError:",
         "        values, fields_set = with_defaults(raw)",
         "    row = new(cls)",

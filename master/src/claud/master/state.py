@@ -882,7 +882,7 @@ class StateMachine:
         (:mod:`claud.master.row_restore`). An older snapshot is validated in full."""
         with _collector_paused():
             try:
-                data = pydantic_core.from_json(encoded, allow_inf_nan=False)
+                data = pydantic_core.from_json(encoded, allow_inf_nan=False, cache_strings="keys")
                 version = data.get("format")
                 if version is not None and version != SNAPSHOT_FORMAT:
                     raise SnapshotCorrupt(f"snapshot format {version!r}; this master reads {SNAPSHOT_FORMAT}")
