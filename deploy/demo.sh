@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# A local CLAUD cluster on loopback: one master, two slaves, real Docker jobs.
-#   deploy/demo.sh up     start it, run three sample jobs, leave it running
+# A local CLAUD cluster on loopback: three masters (a real election, a replicated
+# log), three slaves, real Docker jobs. Each process has its own loopback address,
+# as the tests give them: masters 127.0.0.11-13, slaves 127.0.0.21-23.
+#   deploy/demo.sh up     start it, run sample jobs, leave it running
 #   deploy/demo.sh down   stop it and remove its containers
+# CLAUD_DEMO_DIR, CLAUD_DEMO_PORT and CLAUD_DEMO_NAME (the slaves' id prefix) let a
+# second one run beside it (the test of this script does).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-demo="$here/.demo"
+demo="${CLAUD_DEMO_DIR:-$here/.demo}"
 bin="$here/.venv/bin"
-master_port="${CLAUD_DEMO_PORT:-8700}"
-export CLAUD_MASTERS="http://127.0.0.1:$master_port"
+name="${CLAUD_DEMO_NAME:-demo}"
+port="${CLAUD_DEMO_PORT:-8700}"
+slave_port=$((port + 1))
+master_ips=(127.0.0.11 127.0.0.12 127.0.0.13)
+slave_ips=(127.0.0.21 127.0.0.22 127.0.0.23)
+zones=(a b c)
+masters_list=""
+for ip in "${master_ips[@]}"; do masters_list="${masters_list:+$masters_list,}$ip:$port"; done
+export CLAUD_MASTERS="$masters_list"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 json_field() { "$bin/python" -c "import json,sys; print(json.load(sys.stdin)$1)"; }
@@ -22,7 +33,7 @@ down() {
         rm -f "$demo/pids"
     fi
     # Slaves leave their containers running on purpose (they adopt them on restart); the demo is over.
-    for slave in demo-s1 demo-s2; do
+    for slave in "$name-s1" "$name-s2" "$name-s3"; do
         ids=$(docker ps -aq --filter "label=claud.slave=$slave")
         [ -z "$ids" ] || docker rm -f $ids >/dev/null
     done
@@ -36,32 +47,49 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     done
 }
 
+new_secret() {  # new_secret FILE: 32 random bytes as hex, readable by this user only
+    (umask 077; "$bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$1")
+}
+
 up() {
     down
     rm -rf "$demo" && (umask 077; mkdir -p "$demo")
-    say "starting master 1 on 127.0.0.1:$master_port"
-    "$bin/claud-master" --id 1 --listen "127.0.0.1:$master_port" --data-dir "$demo/m1" --no-discovery \
-        >"$demo/master-1.log" 2>&1 &
-    echo $! >>"$demo/pids"
-    wait_for 20 "the master" curl -sf "http://127.0.0.1:$master_port/readyz"
-    # A lone master generates its API token and cluster secret (0600, in its data
-    # directory); the CLI reads the token from its file, the slaves get the secret.
-    export CLAUD_TOKEN_FILE="$demo/m1/token"
+    # Three masters share one API token and one cluster secret (masters and slaves
+    # present it to each other); a cluster of more than one never makes up its own.
+    new_secret "$demo/token"
+    new_secret "$demo/cluster-secret"
+    export CLAUD_TOKEN_FILE="$demo/token"
     unset CLAUD_TOKEN
-    secret="$demo/m1/cluster-secret"
 
-    say "starting slaves demo-s1 (zone=a) and demo-s2 (zone=b)"
-    "$bin/claud-slave" --id demo-s1 --listen 127.0.0.1:8701 --masters "127.0.0.1:$master_port" \
-        --labels zone=a --no-discovery --cluster-secret-file "$secret" >"$demo/slave-s1.log" 2>&1 &
-    echo $! >>"$demo/pids"
-    "$bin/claud-slave" --id demo-s2 --listen 127.0.0.1:8711 --masters "127.0.0.1:$master_port" \
-        --labels zone=b --no-discovery --cluster-secret-file "$secret" >"$demo/slave-s2.log" 2>&1 &
-    echo $! >>"$demo/pids"
+    say "starting masters 1-3 on ${master_ips[*]} (port $port): they elect a leader"
+    for i in 1 2 3; do
+        ip=${master_ips[$((i - 1))]}
+        peers=$(echo "$masters_list" | tr ',' '\n' | grep -v "^$ip:" | paste -sd, -)
+        "$bin/claud-master" --id "$i" --listen "$ip:$port" --data-dir "$demo/m$i" --no-discovery \
+            --peers "$peers" --cluster-size 3 --token-file "$demo/token" \
+            --cluster-secret-file "$demo/cluster-secret" >"$demo/master-$i.log" 2>&1 &
+        echo $! >>"$demo/pids"
+    done
+    leader_known() {
+        "$bin/claud" --output json cluster | "$bin/python" -c \
+            'import json,sys; sys.exit(0 if json.load(sys.stdin)["leader_id"] is not None else 1)'
+    }
+    wait_for 30 "an elected leader" leader_known
+
+    say "starting slaves $name-s1..3 on ${slave_ips[*]} (zones a, b, c)"
+    for i in 1 2 3; do
+        "$bin/claud-slave" --id "$name-s$i" --listen "${slave_ips[$((i - 1))]}:$slave_port" --masters "$masters_list" \
+            --labels "zone=${zones[$((i - 1))]}" --no-discovery --cluster-secret-file "$demo/cluster-secret" \
+            --state-dir "$demo/s$i-state" >"$demo/slave-s$i.log" 2>&1 &
+        echo $! >>"$demo/pids"
+    done
     slaves_alive() {
         [ "$("$bin/claud" --output json nodes | "$bin/python" -c \
-            'import json,sys; print(sum(n["role"]=="slave" and n["state"]=="alive" for n in json.load(sys.stdin)))')" = 2 ]
+            'import json,sys; print(sum(n["role"]=="slave" and n["state"]=="alive" for n in json.load(sys.stdin)))')" = 3 ]
     }
-    wait_for 20 "two slaves" slaves_alive
+    wait_for 30 "three slaves" slaves_alive
+    say "claud cluster"
+    "$bin/claud" cluster
     "$bin/claud" nodes
 
     say "submitting: one job that completes, one that fails, one too big for any slave"
@@ -91,13 +119,17 @@ sys.exit(0 if ok else 1)"
     say "claud logs $ok"
     "$bin/claud" logs "$ok"
 
+    leader=$("$bin/claud" --output json cluster | json_field '["leader_address"]')
     cat >&2 <<EOF
 
-The cluster is still running (logs in .demo/). Try:
-  export CLAUD_MASTERS=$CLAUD_MASTERS CLAUD_TOKEN_FILE=.demo/m1/token
-  .venv/bin/claud jobs        .venv/bin/claud nodes        .venv/bin/claud cluster
-  API docs: http://127.0.0.1:$master_port/docs
-  dashboard: http://127.0.0.1:$master_port/ui (it asks for the token: the contents of .demo/m1/token)
+The cluster is still running (logs in $demo/). Try:
+  export CLAUD_MASTERS=$CLAUD_MASTERS CLAUD_TOKEN_FILE=$demo/token
+  .venv/bin/claud cluster     .venv/bin/claud jobs         .venv/bin/claud nodes
+  .venv/bin/claud events      (job and slave transitions as they happen; Ctrl-C to stop)
+  kill the leader (the master at $leader) and watch another take over:
+      pkill -f -- "--listen $leader"; sleep 3; .venv/bin/claud cluster
+  live view: http://${master_ips[0]}:$port/ui (it asks for the token: the contents of $demo/token)
+  API docs:  http://${master_ips[0]}:$port/docs
 Stop it with: make down
 EOF
 }

@@ -1,0 +1,82 @@
+"""`make demo`'s script, as a newcomer runs it: three masters elect a leader, three
+slaves join, the sample jobs settle, and killing the leader leaves a cluster that
+elects another and still runs jobs. It runs beside any demo already up (its own
+directory, port and slave ids), and `down` leaves no process or container behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from support.cluster import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "deploy" / "demo.sh"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Any:
+    port = free_port()
+    name = "t" + uuid.uuid4().hex[:8]
+    env = {**os.environ, "CLAUD_DEMO_DIR": str(tmp_path / "demo"), "CLAUD_DEMO_PORT": str(port),
+           "CLAUD_DEMO_NAME": name}
+    env.pop("CLAUD_TOKEN", None)
+    try:
+        yield env, port, name
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, timeout=60, check=False)
+
+
+def claud(env: dict[str, str], *args: str) -> Any:
+    cli_env = {**env, "CLAUD_MASTERS": ",".join(f"127.0.0.{11 + i}:{env['CLAUD_DEMO_PORT']}" for i in range(3)),
+               "CLAUD_TOKEN_FILE": str(Path(env["CLAUD_DEMO_DIR"]) / "token")}
+    done = subprocess.run([str(BIN / "claud"), "--output", "json", *args], env=cli_env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_demo_starts_three_masters_and_three_slaves_and_survives_its_leader(demo: Any) -> None:
+    env, port, name = demo
+    up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=240,
+                        check=False)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert f"http://127.0.0.11:{port}/ui" in up.stderr
+
+    cluster = claud(env, "cluster")
+    assert len(cluster["masters"]) == 3 and cluster["leader_id"] is not None
+    assert sorted(m["role"] for m in cluster["members"]) == ["voter"] * 3
+    slaves = [n for n in claud(env, "nodes") if n["role"] == "slave"]
+    assert sorted(s["id"] for s in slaves) == [f"{name}-s{i}" for i in (1, 2, 3)]
+    states = {j["name"]: j["state"] for j in claud(env, "jobs")}
+    assert states == {"hello": "completed", "oops": "failed", "huge": "pending", "quick": "completed"}
+
+    # Kill the leader as the script's closing words say; the other two go on.
+    leader = cluster["leader_address"]
+    pids = Path(env["CLAUD_DEMO_DIR"], "pids").read_text().split()
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if Path(f"/proc/{pid}").exists() else []
+        if leader.encode() in cmdline and b"--listen" in cmdline:
+            os.kill(int(pid), 15)
+    wait_until(lambda: claud(env, "cluster")["leader_address"] not in (None, leader), 20, what="a new leader")
+    job = claud(env, "run", "--image", "claud/busybox:latest", "--wait", "--", "echo", "after")
+    assert job["state"] == "completed"
+
+    subprocess.run(["bash", str(SCRIPT), "down"], env=env, timeout=60, check=True)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+    engine = docker.from_env()
+    try:
+        for i in (1, 2, 3):
+            assert not engine.containers.list(all=True, filters={"label": f"claud.slave={name}-s{i}"})
+    finally:
+        engine.close()
