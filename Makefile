@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml client/pyproject.toml daemon/pyproject.toml master/pyproject.toml slave/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e client -e daemon -e master -e slave -e '.[test]'
+	$(BIN)/pip install -q -e 'client[cli]' -e daemon -e master -e slave -e '.[test]'
 	touch $@
 
 venv: $(STAMP)

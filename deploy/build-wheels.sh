@@ -71,16 +71,18 @@ if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$out/.deps.sha256" 2>/dev/null)" != "$deps
 import sys, tomllib
 from pathlib import Path
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
-def deps(dist):
-    reqs = tomllib.loads((root / dist / "pyproject.toml").read_text())["project"].get("dependencies", [])
+def deps(dist, extra=None):
+    project = tomllib.loads((root / dist / "pyproject.toml").read_text())["project"]
+    reqs = project.get("optional-dependencies", {})[extra] if extra else project.get("dependencies", [])
     return [r for r in reqs if not r.replace("_", "-").lower().startswith("claud-")]
 for image in ("master", "slave"):
-    reqs = dict.fromkeys(deps("client") + deps("daemon") + deps(image))
+    # The images carry the `claud` command too (claud-client's cli extra).
+    reqs = dict.fromkeys(deps("client") + deps("client", "cli") + deps("daemon") + deps(image))
     (out / f"requirements-{image}.txt").write_text("".join(f"{r}\n" for r in reqs))
 PY
     # pip resolves claud-* from the wheels above and everything else from the index.
     "${pip[@]}" download -d "$deps_out" --find-links "$claud_out" "${target[@]}" -c "$constraints" \
-        claud-client claud-daemon claud-master claud-slave pip
+        'claud-client[cli]' claud-daemon claud-master claud-slave pip
     rm -f "$deps_out"/claud_*.whl
     echo "$deps_digest" >"$out/.deps.sha256"
     echo "downloaded $(ls "$deps_out"/*.whl | wc -l) wheels into ${deps_out#"$here"/}"
@@ -90,7 +92,7 @@ fi
 if [ "$(cat "$out/.checked" 2>/dev/null)" != "$src_digest $deps_digest" ]; then
     "${pip[@]}" download -d "$here/.build/wheel-check" --no-index --find-links "$claud_out" \
         --find-links "$deps_out" "${target[@]}" -c "$constraints" \
-        claud-client claud-daemon claud-master claud-slave pip
+        'claud-client[cli]' claud-daemon claud-master claud-slave pip
     rm -rf "$here/.build/wheel-check"
     echo "$src_digest $deps_digest" >"$out/.checked"
 fi

@@ -594,3 +594,73 @@ def test_cluster_shows_the_members() -> None:
             "cluster_id": "c0ffee", "members": MEMBERS["members"]}
     table = Cluster({("GET", "/v1/cluster"): view}).invoke("cluster")
     assert table.exit_code == 0 and "Members" in table.stdout and "c0ffee" in table.stdout
+
+
+# --- the flags people reach for ---------------------------------------------------------
+
+
+def test_output_is_accepted_after_the_subcommand_too() -> None:
+    cluster = Cluster({("GET", "/v1/jobs"): LISTING})
+    for args in (["-o", "json", "jobs"], ["jobs", "-o", "json"], ["jobs", "--output=json"],
+                 ["-o", "table", "jobs", "-o", "json"]):
+        result = cluster.invoke(*args)
+        assert result.exit_code == 0, (args, result.output)
+        assert [job["id"] for job in json.loads(result.stdout)] == ["j1", "j2"], args
+    assert cluster.invoke("jobs", "-o", "yaml").exit_code == ExitCode.USAGE
+
+
+def test_stop_timeout_and_idempotency_key_are_flags_of_run() -> None:
+    cluster = Cluster({("POST", "/v1/jobs"): created})
+    result = cluster.invoke("run", "--image", "claud/busybox:latest", "--stop-timeout", "12.5",
+                            "--idempotency-key", "deploy-42", "--", "true")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(cluster.requests[0].content)
+    assert (sent["stop_timeout"], sent["idempotency_key"]) == (12.5, "deploy-42")
+    bad = cluster.invoke("run", "--image", "claud/busybox:latest", "--stop-timeout", "-1", "--", "true")
+    assert bad.exit_code == ExitCode.USAGE and "stop_timeout" in bad.output
+
+
+def test_run_wait_says_at_once_why_a_job_cannot_be_placed_and_gives_up_after_its_timeout() -> None:
+    waiting = job_json(state="pending", node_id=None, pending_reason="larger than any slave: needs 64.0 cpu")
+    cluster = Cluster({("POST", "/v1/jobs"): created, ("GET", "/v1/jobs/j1"): waiting})
+    result = cluster.invoke("run", "--image", "claud/busybox:latest", "--cpu", "64", "--wait", "--timeout", "0.2",
+                            "--", "true")
+    assert result.exit_code == ExitCode.TIMED_OUT, result.output
+    assert "cannot be placed yet: larger than any slave: needs 64.0 cpu" in result.stderr
+    assert result.stderr.count("cannot be placed yet") == 1  # once, not at every poll
+    assert "gave up waiting after 0.2s" in result.stderr
+    assert cluster.invoke("run", "--image", "claud/busybox:latest", "--timeout", "1", "--", "true").exit_code == 2
+
+
+def test_events_filters_by_job_slave_and_kind() -> None:
+    def sse(kind: str, **data: Any) -> str:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, 'state': 'x', 'at': NOW, **data})}\n\n"
+
+    stream = "".join([
+        sse("job", id="j1", node_id="s1"), sse("job", id="j2", node_id="s2"), sse("node", id="s1"),
+        sse("node", id="s2"), sse("job", id="j3", node_id=None),
+    ])
+    cluster = Cluster({("GET", "/v1/events"): lambda r: httpx.Response(200, text=stream)})
+
+    def shown(*filters: str) -> list[str]:
+        result = cluster.invoke("events", "-o", "json", *filters)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["id"] for line in result.stdout.splitlines()]
+
+    assert shown() == ["j1", "j2", "s1", "s2", "j3"]
+    assert shown("--job", "j1", "--job", "j3") == ["j1", "j3"]
+    assert shown("--node", "s1") == ["j1", "s1"]
+    assert shown("--node", "s1", "--type", "node") == ["s1"]
+    assert shown("--type", "job") == ["j1", "j2", "j3"]
+    assert shown("--job", "s1") == []  # a slave's id is not a job's
+
+
+def test_a_table_in_a_pipe_is_one_line_per_row_without_trailing_padding() -> None:
+    long_reason = "no slave has 4 cpus free; " * 12
+    listing = {**LISTING, "jobs": [LISTING["jobs"][0], {**LISTING["jobs"][1], "pending_reason": long_reason}]}
+    result = Cluster({("GET", "/v1/jobs"): listing}).invoke("jobs")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, lines  # the header and one line per job: nothing wrapped
+    assert all(line == line.rstrip() for line in lines)
+    assert long_reason.strip() in lines[2]

@@ -35,6 +35,7 @@ from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.client import _render as render
 from claud.client import _wire as wire
 from claud.client._client import DEFAULT_POLL_INTERVAL, Client
+from claud.client._events import Event
 from claud.client._masters import log as sdk_log
 from claud.client._masters import parse_masters
 from claud.client.errors import (
@@ -45,6 +46,7 @@ from claud.client.errors import (
     Unauthorized,
     Unreachable,
     Untrusted,
+    WaitTimeout,
 )
 from claud.client.tls_cli import tls
 
@@ -67,6 +69,8 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 3
     NOT_FOUND = 4
     UNAUTHORIZED = 5
+    #: ``run --wait --timeout``: the job had not ended in time (it goes on).
+    TIMED_OUT = 7
     #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
     INTERRUPTED = 130
 
@@ -185,11 +189,28 @@ def open_client(ctx: click.Context) -> tuple[CliConfig, Client]:
 # --- output --------------------------------------------------------------------
 
 
+#: Off a terminal, lines are as long as their content: never wrapped or cut (an id cut
+#: short in a pipe is a wrong id), up to this many columns.
+PIPE_WIDTH = 10_000
+
+
 def console(*, stderr: bool = False) -> Console:
-    # Off a terminal rich assumes 80 columns and would cut ids short in a pipe.
+    # On a terminal rich sizes tables to its width; off one it would assume 80 columns.
     probe = Console(stderr=stderr)
-    width = None if probe.is_terminal else 200
+    width = None if probe.is_terminal else PIPE_WIDTH
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+
+
+def print_human(renderable: RenderableType) -> None:
+    """On a terminal, as rich lays it out; in a pipe, one line per row with no padding
+    after the last column, so ``grep``, ``awk`` and ``wc -l`` see the rows as they are."""
+    out = console()
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def print_json(data: Any) -> None:
@@ -201,7 +222,7 @@ def show(config: CliConfig, data: Any, human: Callable[[], RenderableType]) -> N
     if config.json:
         print_json(data)
     else:
-        console().print(human())
+        print_human(human())
 
 
 def dump(model: Any) -> Any:
@@ -406,7 +427,8 @@ def cli(
     \b
     Exit codes: 0 ok, 1 job failed (run --wait: the job's exit code),
     2 usage or invalid spec, 3 no master reachable or no leader,
-    4 not found, 5 unauthorized (or an untrusted TLS certificate).
+    4 not found, 5 unauthorized (or an untrusted TLS certificate),
+    7 run --wait --timeout ran out (the job goes on).
 
     \b
     Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
@@ -436,6 +458,8 @@ _SPEC_FLAGS = (
     "job_type",
     "env",
     "constraint",
+    "stop_timeout",
+    "idempotency_key",
 )
 
 
@@ -464,7 +488,19 @@ _SPEC_FLAGS = (
     "--constraint", multiple=True, metavar="k=v", help="Slave label the job needs (repeatable)."
 )
 @click.option(
+    "--stop-timeout", type=float, metavar="SECONDS",
+    help="Grace between the stop signal and the kill when the job is stopped or fenced.",
+)
+@click.option(
+    "--idempotency-key", metavar="KEY",
+    help="Submitting again with the same key returns the first job instead of a second one.",
+)
+@click.option(
     "--wait", is_flag=True, help="Show progress until the job ends; exit with its exit code."
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    help=f"With --wait: give up waiting after SECONDS (exit code {int(ExitCode.TIMED_OUT)}); the job goes on.",
 )
 @pass_client
 def run(
@@ -473,6 +509,7 @@ def run(
     args: tuple[str, ...],
     image: str | None,
     wait: bool,
+    timeout: float | None,
     **flags: Any,
 ) -> None:
     """Submit a job, from SPEC.json ('-' for stdin) or from flags.
@@ -497,6 +534,8 @@ def run(
         spec = load_spec(args[0])
     else:
         spec = spec_from_flags(image, list(args), **flags)
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout only applies with --wait")
 
     job = client.submit(spec)
     if config.json and not wait:
@@ -506,10 +545,18 @@ def run(
     if not wait:
         return
     try:
-        final = follow_progress(config, client, job)
+        final = follow_progress(config, client, job, timeout)
     except KeyboardInterrupt:
         note(f"stopped waiting; job {job.id} keeps running (claud stop {job.id})")
         raise
+    except WaitTimeout as exc:
+        last = exc.job if isinstance(exc.job, JobView) else job
+        if config.json:
+            print_json(dump(last))
+        note(f"gave up waiting after {timeout:g}s: job {job.id} is still {last.state.value}"
+             f"{f' ({last.pending_reason})' if last.pending_reason else ''}; it goes on (claud stop {job.id})",
+             style="red")
+        click.get_current_context().exit(ExitCode.TIMED_OUT)
     if config.json:
         print_json(dump(final))
     note(
@@ -555,6 +602,8 @@ def spec_from_flags(
     job_type: str | None,
     env: Sequence[str],
     constraint: Sequence[str],
+    stop_timeout: float | None = None,
+    idempotency_key: str | None = None,
 ) -> JobSpec:
     data: dict[str, Any] = {
         "name": name or name_from_image(image),
@@ -575,6 +624,10 @@ def spec_from_flags(
         data["env"] = key_values(env, "--env")
     if constraint:
         data["constraints"] = {"labels": key_values(constraint, "--constraint")}
+    if stop_timeout is not None:
+        data["stop_timeout"] = stop_timeout
+    if idempotency_key is not None:
+        data["idempotency_key"] = idempotency_key
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
@@ -598,12 +651,18 @@ def key_values(items: Sequence[str], option: str) -> dict[str, str]:
     return pairs
 
 
-def follow_progress(config: CliConfig, client: Client, job: JobView) -> JobView:
-    """Print each transition on stderr as it is seen; return the job once it has ended."""
+def follow_progress(config: CliConfig, client: Client, job: JobView, timeout: float | None = None) -> JobView:
+    """Print each transition on stderr as it is seen, and why a pending job waits as
+    soon as the masters say; return the job once it has ended (WaitTimeout after
+    ``timeout`` seconds)."""
     printed_events = 0
     final = job
-    for view in client.watch(job.id, poll_interval=config.poll_interval):
+    told: str | None = None
+    for view in client.watch(job.id, timeout=timeout, poll_interval=config.poll_interval):
         final = view
+        if view.pending_reason and view.pending_reason != told:
+            note(f"job {view.id} cannot be placed yet: {view.pending_reason}", style="yellow")
+        told = view.pending_reason
         if view.events is None:
             note(render.job_state_line(view))
             continue
@@ -778,18 +837,43 @@ def cluster(config: CliConfig, client: Client) -> None:
 
 
 @cli.command()
+@click.option("--job", "jobs", multiple=True, metavar="ID", shell_complete=complete_job_ids,
+              help="Only this job's transitions (repeatable).")
+@click.option("--node", "nodes", multiple=True, metavar="ID", shell_complete=complete_slave_ids,
+              help="Only this slave's transitions and those of the jobs on it (repeatable).")
+@click.option("--type", "types", multiple=True, type=click.Choice(["job", "node"]),
+              help="Only transitions of this kind (repeatable).")
 @pass_client
-def events(config: CliConfig, client: Client) -> None:
+def events(
+    config: CliConfig, client: Client, jobs: tuple[str, ...], nodes: tuple[str, ...], types: tuple[str, ...]
+) -> None:
     """Stream job and node transitions until Ctrl-C.
 
-    With -o json, one JSON object per line.
+    With -o json, one JSON object per line. Filters of different kinds all
+    apply (--job a --type job); repeating one widens it (--job a --job b).
     """
     for event in client.events():
+        if not event_matches(event, jobs=set(jobs), nodes=set(nodes), types=set(types)):
+            continue
         if config.json:
             payload = event.data if isinstance(event.data, dict) else {"data": event.data}
             click.echo(json.dumps({"type": event.type, **payload}))
         else:
             click.echo(render.cluster_event_line(event))
+
+
+def event_matches(event: Event, *, jobs: set[str], nodes: set[str], types: set[str]) -> bool:
+    """Whether ``claud events`` shows ``event`` under its filters (an empty set: no filter)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    if types and event.type not in types:
+        return False
+    if jobs and not (event.type == "job" and data.get("id") in jobs):
+        return False
+    if nodes:
+        slave = data.get("id") if event.type == "node" else data.get("node_id")
+        if slave not in nodes:
+            return False
+    return True
 
 
 @cli.group()
@@ -853,6 +937,28 @@ def snapshot_restore(config: CliConfig, client: Client, file: Path) -> None:
 
 
 cli.add_command(tls)
+
+
+def _set_output(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliConfig).output = value
+
+
+def _accept_output_after(command: click.Command) -> None:
+    """``-o/--output`` after the subcommand as well as before it: ``claud jobs -o json``
+    is what kubectl and nomad users type. The later one wins."""
+    if not any("--output" in getattr(param, "opts", ()) for param in command.params):
+        command.params.append(click.Option(
+            ["--output", "-o"], type=click.Choice(["table", "json"]), default=None, expose_value=False,
+            callback=_set_output, help="As the global --output: 'json' prints pure JSON on stdout.",
+        ))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_output_after(sub)
+
+
+for _command in cli.commands.values():
+    _accept_output_after(_command)
 
 
 def main() -> NoReturn:
