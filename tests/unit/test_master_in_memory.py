@@ -113,7 +113,7 @@ def test_what_follows_a_commit_is_a_named_list(tmp_path: Path) -> None:
         master, _ = memory_master(tmp_path)
         try:
             assert master.replicated.applied_subscribers == ["events", "log", "watchers", "scheduler", "discovery",
-                                                             "duties"]
+                                                             "duties", "telemetry"]
         finally:
             await master.stop()
 

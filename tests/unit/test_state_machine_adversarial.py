@@ -383,12 +383,12 @@ def test_timestamps_must_be_aware_and_within_range() -> None:
 
 
 def test_rejected_entries_are_exported_in_metrics() -> None:
-    from types import SimpleNamespace
-
-    from claud.master.metrics import render_metrics
+    from claud.master.telemetry import MasterTelemetry
 
     sm = StateMachine()
     sm.apply_entry(1, b"\xff")
-    text = render_metrics(SimpleNamespace(state=sm, commit_index=1, term=1, is_leader=True))
+    telemetry = MasterTelemetry()
+    telemetry.watch_tables(lambda: (sm, 1, 1, True))
+    text = telemetry.exposition().decode()
     assert "# TYPE claud_rejected_entries_total counter" in text
-    assert "claud_rejected_entries_total 1\n" in text
+    assert "claud_rejected_entries_total 1.0\n" in text

@@ -78,6 +78,7 @@ from claud.master.body_limit import BodyLimitMiddleware, replay, replayed_body
 from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
 from claud.master.master import Master, build_master
 from claud.master.members import change_members, check_member_address, member_list, refusal
+from claud.master.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
 from claud.master.metrics import render_metrics
 from claud.master.ops import utcnow
 from claud.master.paging import (
@@ -93,6 +94,7 @@ from claud.master.raft import Role
 from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
+from claud.master.telemetry import RequestTiming
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
 
 log = logging.getLogger("claud.master.api")
@@ -794,7 +796,7 @@ async def readyz(master: MasterDep) -> Any:
 )
 async def metrics(master: MasterDep) -> PlainTextResponse:
     """The master's metrics, in Prometheus text format."""
-    return PlainTextResponse(render_metrics(master), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(render_metrics(master), media_type=METRICS_MEDIA_TYPE)
 
 
 def _asset(path: str) -> Response:
@@ -901,6 +903,9 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         large_paths={backup_routes.RESTORE_PATH: settings.max_restore_bytes},
     )
     app.add_middleware(TokenAuthMiddleware, master=master)
+    # Outermost: a refused request is timed too.
+    app.add_middleware(RequestTiming, telemetry=master.telemetry,
+                       known=frozenset({*TokenAuthMiddleware.MASTER_PATHS, "/v1/jobs"}))
 
     @app.exception_handler(ApiError)
     @app.exception_handler(MalformedRequest)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -70,6 +71,8 @@ class LeaderDuties:
         self._slaves = slaves
         self._schedule_needed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Told each scheduling pass's seconds (plan and commit) and how many jobs it placed (telemetry).
+        self.on_scheduled: Callable[[float, int], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -126,6 +129,7 @@ class LeaderDuties:
                 slaves, jobs = state.scheduling_snapshot(now, only_unexplained=epoch == seen_epoch)
                 seen_epoch = epoch
                 if jobs:
+                    started = time.perf_counter()
                     plan = schedule(slaves, jobs, self._settings.strategy)
                     changed_reasons = {
                         job_id: reason
@@ -142,6 +146,8 @@ class LeaderDuties:
                                 unplaced=changed_reasons,
                             )
                         )
+                    if self.on_scheduled is not None:
+                        self.on_scheduled(time.perf_counter() - started, len(plan.placements))
                 expiry = self._replicated.state.next_backoff_expiry()
                 if backoff_timer:
                     backoff_timer.cancel()

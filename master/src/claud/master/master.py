@@ -46,6 +46,7 @@ from claud.master.slave_sessions import SlaveSessions
 from claud.master.snapshot_stream import SnapshotReceiver
 from claud.master.state import Change, Outcome, StateMachine
 from claud.master.storage import LogStore
+from claud.master.telemetry import MasterTelemetry
 from claud.master.transport import HttpTransport, MasterTransport
 
 log = logging.getLogger("claud.master")
@@ -98,8 +99,18 @@ class Master:
         replicated.subscribe_applied("scheduler", self.duties.wake_scheduler)
         replicated.subscribe_applied("discovery", self._announce_term)
         replicated.subscribe_applied("duties", lambda _changes: self.duties.sync())
+        self.telemetry = MasterTelemetry()
+        self.telemetry.watch_tables(lambda: (self.state, self.term, self.commit_index, self.is_leader))
+        replicated.on_commit_seconds = self.telemetry.commit_seconds.observe
+        replicated.on_apply_seconds = self._observe_apply
+        replicated.subscribe_applied("telemetry", self.telemetry.observe_applied)
+        self.slaves.on_heartbeat = lambda slave_id: self.telemetry.heartbeats.labels(slave_id).inc()
+        self.duties.on_scheduled = self._observe_scheduling
         replicated.subscribe_role_change("discovery", self._announce_term)
         replicated.subscribe_role_change("duties", self.duties.sync)
+        replicated.subscribe_role_change(
+            "telemetry", lambda: self.telemetry.observe_role(replicated.core.role.value, replicated.leader_id)
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -171,6 +182,14 @@ class Master:
         return await self.replicated.propose(op)
 
     # ------------------------------------------------------------ subscribers
+
+    def _observe_apply(self, seconds: float, entries: int) -> None:
+        self.telemetry.apply_seconds.observe(seconds)
+        self.telemetry.applied_entries.inc(entries)
+
+    def _observe_scheduling(self, seconds: float, placed: int) -> None:
+        self.telemetry.scheduler_seconds.observe(seconds)
+        self.telemetry.placements.inc(placed)
 
     def _publish_changes(self, changes: list[Change]) -> None:
         if self.events.has_subscribers:  # rendering events nobody waits for costs the commit path

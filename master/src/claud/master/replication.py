@@ -146,6 +146,9 @@ class ReplicatedLog:
         self._ticker: asyncio.Task[None] | None = None
         self._role = self.core.role
         self._leader_id = self.core.leader_id
+        #: Told the seconds each proposal took to commit here, and each round's apply (telemetry).
+        self.on_commit_seconds: Callable[[float], None] | None = None
+        self.on_apply_seconds: Callable[[float, int], None] | None = None
         #: The first index of this master's current leadership; duties start once it applies.
         self.leadership_index: int | None = None
         # The core's peer set follows the directory.
@@ -271,12 +274,16 @@ class ReplicatedLog:
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[entry.index] = (entry.term, fut)
         self._wakeup.set()
+        proposed = time.perf_counter()
         try:
-            return await within(self._propose_timeout, fut)
+            outcome = await within(self._propose_timeout, fut)
         except TimeoutError:
             raise OutcomeUnknown(
                 f"entry {entry.index} was not committed within {self._propose_timeout:g}s; it may still commit"
             ) from None
+        if self.on_commit_seconds is not None:
+            self.on_commit_seconds(time.perf_counter() - proposed)
+        return outcome
 
     async def _forward(self, op: ops.Operation) -> Outcome:
         """Queue ``op`` for the leader; writes arriving together travel in one request."""
@@ -404,6 +411,7 @@ class ReplicatedLog:
             self._fail_waiting_up_to(rd.snapshot.index)
             log_event(log, "snapshot.installed", index=rd.snapshot.index, jobs=len(self.state.jobs))
         applied_any = False
+        applying = time.perf_counter()
         for entry in rd.committed:
             if entry.index <= self.state.applied_index:
                 continue
@@ -418,6 +426,8 @@ class ReplicatedLog:
                     fut.set_result(outcome)
                 else:
                     fut.set_exception(NotCommitted(f"entry {entry.index} was replaced by another leader's"))
+        if rd.committed and self.on_apply_seconds is not None:
+            self.on_apply_seconds(time.perf_counter() - applying, len(rd.committed))
         self.core.advance(rd)
         self._notice_configuration()
         if applied_any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,6 +56,8 @@ class SlaveSessions:
         self._touched: set[str] = set()
         #: Since when (monotonic) each slave has said its container engine does not answer.
         self.unhealthy_since: dict[str, float] = {}
+        #: Told the id of each slave heard from (telemetry).
+        self.on_heartbeat: Callable[[str], None] | None = None
 
     def begin_leadership(self) -> None:
         """Forget what an earlier leadership heard; give every slave a full period from now.
@@ -105,6 +108,8 @@ class SlaveSessions:
     async def heartbeat(self, hb: Heartbeat) -> Assignments:
         self._require_leader()
         slave_id = hb.slave_id
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(slave_id)
         self.last_seen[slave_id] = time.monotonic()
         self._heartbeat_at[slave_id] = utcnow()
         self._usage[slave_id] = hb.usage

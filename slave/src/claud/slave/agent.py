@@ -63,6 +63,7 @@ from claud.slave.reconciler import ReconcileInput, ReconcileOutput, RemoveAction
 from claud.slave.resources import Capacity, UsageProbe, probe_capacity
 from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.settings import SlaveSettings
+from claud.slave.telemetry import SlaveTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ class Agent:
         self._runtime_health = RuntimeHealth()
         #: Pidfds of the running containers and the engine's absence: the fence without the engine.
         self._engine_fence = EngineFence(settings.id)
+        self.telemetry = SlaveTelemetry()
+        self.telemetry.watch_lease(lambda: self._lease.remaining(boottime()), lambda: self._fenced)
         self._engine_changed = asyncio.Event()
         self._start_failures: dict[str, str] = {}
         self._launched: set[str] = set()
@@ -609,6 +612,8 @@ class Agent:
     def _fence(self, containers: list[Observed]) -> None:
         """SIGTERM now, SIGKILL at lease end + grace, for every container not already fenced."""
         todo = [o for o in containers if o.container_id not in self._fencing]
+        if todo:
+            self.telemetry.fences.inc()
         if not todo:
             return
         # Recorded before any signal: an agent that dies mid-fence still knows these were its doing.
@@ -794,10 +799,12 @@ class Agent:
                 exc.message if isinstance(exc, StartFailed) else f"could not start on slave {self.settings.id}: {exc}"
             )
             self._start_failures[alloc.alloc_id] = message
+            self.telemetry.start_failures.inc()
             log_event(
                 logger, "container.failed", logging.WARNING, job=alloc.job_id, alloc=alloc.alloc_id, reason=message
             )
         else:
+            self.telemetry.starts.inc()
             self._launched.add(alloc.alloc_id)
             if observed.phase is Phase.RUNNING:
                 self._known_running[observed.container_id] = observed
@@ -818,6 +825,7 @@ class Agent:
             self._reconcile_wanted.set()
 
     async def _stop(self, stop: StopAction) -> None:
+        asked = time.perf_counter()
         try:
             await self.runtime.stop(stop.container_id, stop.grace)
         except asyncio.CancelledError:
@@ -833,6 +841,7 @@ class Agent:
                 error=str(exc),
             )
         else:
+            self.telemetry.stop_seconds.labels(stop.reason).observe(time.perf_counter() - asked)
             log_event(
                 logger,
                 "container.stopped",

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -117,6 +117,14 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Container starts, stop durations, fences and the lease left, in Prometheus text format
+        (behind the cluster secret, like every route of a slave)."""
+        return PlainTextResponse(
+            agent_of(request).telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @app.get("/v1/status")
     async def status(request: Request) -> dict[str, Any]:
