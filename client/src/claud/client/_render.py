@@ -66,7 +66,12 @@ def age(at: datetime | None, now: datetime | None = None) -> str:
         return NONE
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    seconds = max(0, int(((now or datetime.now(UTC)) - at).total_seconds()))
+    return duration(((now or datetime.now(UTC)) - at).total_seconds())
+
+
+def duration(total: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: whole units, rounded down."""
+    seconds = max(0, int(total))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
@@ -298,5 +303,5 @@ def finding_detail(row: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "acknowledged, unknown to the masters"
     if kind == "stuck":
-        return f"{row['state']} with no transition for {row['seconds']:.0f}s (since {row['since']})"
-    return f"pending for {row['seconds']:.0f}s: {row['reason']}"
+        return f"{row['state']} with no transition for {duration(row['seconds'])} (since {row['since']})"
+    return f"pending for {duration(row['seconds'])}: {row['reason']}"

@@ -8,8 +8,10 @@ alone this module rebuilds, for every container, the intervals in which it ran,
 and finds every pair of containers of one job whose intervals meet, on one
 slave or on two. From the masters' jobs and their transitions it finds the
 jobs a client was told exist and the masters do not know (missing), and the
-jobs that stopped moving (stuck, or, pending with the scheduler's reason,
-unplaceable).
+jobs that stopped moving: in a state a job only passes through (pending,
+scheduled, starting, stopping, lost; not running) with no transition for
+``stuck_after`` seconds, stuck, or, pending with the scheduler's reason,
+unplaceable.
 
 Everything here is pure: events, jobs and instants in, a :class:`Verdict` out,
 so the unit tests (and the chaos campaign's judge, tests/support) drive it with
@@ -42,11 +44,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE
-from claud.api.jobs import JobEvent, JobState
+from claud.api.jobs import TERMINAL_STATES, JobEvent, JobState
 
 __all__ = [
     "ACTIONS",
     "DEFAULT_STUCK_AFTER",
+    "TRANSIENT_STATES",
     "ContainerEvent",
     "ContainerInterval",
     "EventLogError",
@@ -381,13 +384,18 @@ def missing_jobs(acknowledged: Iterable[str], known: Iterable[str]) -> list[Miss
     return [Missing(job_id) for job_id in sorted(set(acknowledged) - known_ids)]
 
 
+#: The states a job only passes through: one that stays in them stopped moving. Not
+#: ``running``: a service runs for months without a transition, and a batch job as long as it takes.
+TRANSIENT_STATES = frozenset(JobState) - TERMINAL_STATES - {JobState.RUNNING}
+
+
 def stuck_jobs(jobs: Iterable[JobHistory], now: datetime, stuck_after: float) -> tuple[list[Stuck], list[Unplaceable]]:
-    """Jobs not ended whose last transition is more than ``stuck_after`` seconds before ``now``:
-    unplaceable when pending with the scheduler's reason, stuck otherwise."""
+    """Jobs in a transient state whose last transition is more than ``stuck_after`` seconds
+    before ``now``: unplaceable when pending with the scheduler's reason, stuck otherwise."""
     stuck: list[Stuck] = []
     unplaceable: list[Unplaceable] = []
     for job in sorted(jobs, key=lambda j: j.job_id):
-        if job.state.terminal:
+        if job.state not in TRANSIENT_STATES:
             continue
         since = _aware(job.last_transition)
         seconds = (_aware(now) - since).total_seconds()
