@@ -335,10 +335,12 @@ def test_every_kind_of_finding_is_reported_job_by_job_with_exit_6(tmp_path: Path
     (["--stuck-after", "nan"], "must be a number"),
     (["--docker-events", "/nonexistent/events.jsonl"], "cannot read /nonexistent/events.jsonl"),
     (["--docker-host", "unix:///x"], "not both"),
+    (["--docker-host", "garbage"], "'garbage' is not an engine URL"),
+    (["--docker-host", "tcp://a b"], "is not an engine URL"),
 ])
 def test_bad_options_exit_2_naming_the_option(tmp_path: Path, args: list[str], says: str) -> None:
     log = write_log(tmp_path, SAVED)
-    base = [] if "--docker-events" in args else ["--docker-events", log]
+    base = [] if "--docker-events" in args or "not an engine URL" in says else ["--docker-events", log]
     result = invoke(api([]), "verify", *base, *args)
     assert result.exit_code == ExitCode.USAGE, result.output
     assert says in result.stderr

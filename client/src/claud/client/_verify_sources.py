@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from claud.api import LABEL_JOB
 from claud.api.jobs import JobEvent, JobView
 from claud.client._client import Client
 from claud.client.errors import JobNotFound
-from claud.client.verify import ContainerEvent, EventLogError, JobHistory, _aware, parse_event, read_event_log
+from claud.client.verify import ContainerEvent, EventLogError, JobHistory, parse_event, read_event_log
 
 #: ``docker events --filter``: only containers carrying CLAUD's job label.
 DOCKER_FILTERS = {"type": "container", "label": LABEL_JOB}
@@ -94,10 +94,15 @@ def job_histories(
         known.add(view.id)
         if wanted is not None and view.id not in wanted:
             continue
-        if view.state.terminal and _aware(view.updated_at) < since:
+        if view.state.terminal and _utc(view.updated_at) < since:
             continue
         histories.append(_history(client, view))
     return histories, known
+
+
+def _utc(at: datetime) -> datetime:
+    """An instant a master wrote without an offset is UTC, as every master's clock is written."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _history(client: Client, view: JobView) -> JobHistory:

@@ -858,20 +858,33 @@ def snapshot_restore(config: CliConfig, client: Client, file: Path) -> None:
     ))
 
 
+#: The engine addresses the Docker SDK takes (as DOCKER_HOST does).
+DOCKER_HOST = re.compile(r"(?:unix|tcp|http|https|ssh|npipe)://[\x21-\x7e]{1,1000}")
+
+
+def _check_docker_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for host in value:
+        if not DOCKER_HOST.fullmatch(host):
+            raise click.BadParameter(
+                f"{host[:80]!r} is not an engine URL (unix:///var/run/docker.sock, tcp://HOST:2375, ssh://HOST)",
+                ctx=ctx, param=param)
+    return value
+
+
 @cli.command()
 @click.option("--since", metavar="TIME", help="Start of the window: RFC 3339 (2026-12-02T14:00:00Z) or a "
               "duration ago (90s, 10m, 2h, 1d). [default: everything the engines still hold]")
 @click.option("--until", metavar="TIME", help="End of the window, as --since. [default: now]")
 @click.option("--docker-events", "docker_events", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="A saved log (docker events --format '{{json .}}') instead of the live engines.")
-@click.option("--docker-host", "docker_hosts", multiple=True, metavar="URL",
+@click.option("--docker-host", "docker_hosts", multiple=True, metavar="URL", callback=_check_docker_hosts,
               help="A slave's Docker engine (repeatable). [default: the local one, DOCKER_HOST]")
 @click.option("--acknowledged", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Job ids a client was told exist, one a line: each one the masters do not know is missing.")
 @click.option("--stuck-after", type=click.FloatRange(min=0), default=verify_model.DEFAULT_STUCK_AFTER,
               show_default=True, metavar="SECONDS", callback=lambda ctx, param, value: _finite(param, value),
-              help="A job not ended and without a transition for longer is stuck (unplaceable when "
-              "pending with the scheduler's reason).")
+              help="A job in a passing state (not running, not ended) without a transition for longer "
+              "is stuck (unplaceable when pending with the scheduler's reason).")
 @click.option("--job", "job_ids", multiple=True, metavar="ID", shell_complete=complete_job_ids,
               help="Judge only this job (repeatable).")
 @pass_client
@@ -894,7 +907,8 @@ def verify(
     job by job:
       overlap      two containers of one job running at once
       missing      an --acknowledged id the masters do not know
-      stuck        not ended, no transition for --stuck-after seconds
+      stuck        pending, scheduled, starting, stopping or lost with no
+                   transition for --stuck-after seconds (running never is)
       unplaceable  pending that long with the scheduler's reason
     Intervals are [start, die): one container dying at the instant the next
     starts is no overlap; one with no die runs until --until.
