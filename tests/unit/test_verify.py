@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from claud.api.jobs import JobEvent, JobState
 from claud.client.cli import CliConfig, ExitCode, cli
 from claud.client.verify import (
+    ACTIONS,
     ContainerEvent,
     ContainerInterval,
     EventLogError,
@@ -224,6 +225,11 @@ def test_a_saved_event_log_is_read_line_by_line() -> None:
     (record("start", "c9", "j9", 0).replace('"timeNano": 0', '"timeNano": null'), "line 2: timeNano is not"),
     (json.dumps({"Type": "container", "Action": "die", "Actor": {"ID": "c", "Attributes": {"claud.job": "j"}}}),
      "line 2: neither timeNano nor time"),
+    (record("start", "c9", "j9", 10**400), "line 2: timeNano is out of range"),
+    (record("start", "c9", "j9", 0).replace('"timeNano": 0', '"timeNano": "' + "9" * 5000 + '"'),
+     "line 2: timeNano '9999"),
+    (json.dumps({"Action": "die", "time": 1e300, "Actor": {"ID": "c", "Attributes": {"claud.job": "j"}}}),
+     "line 2: time is out of range"),
 ])
 def test_a_damaged_event_log_is_refused_naming_the_line(line: str, says: str) -> None:
     with pytest.raises(EventLogError, match=f"^{says}"):
@@ -240,6 +246,30 @@ def test_records_that_are_not_claud_containers_are_skipped_whatever_their_shape(
     [event] = read_event_log([json.dumps({"Action": "die", "id": "c", "time": 7,
                                           "Actor": {"Attributes": {"claud.job": "j", "exitCode": "x"}}})])
     assert (event.at, event.exit_code, event.container_id) == (7.0, None, "c")
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=12)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "Type": st.sampled_from(["container", "network"]) | JSON, "Action": st.sampled_from(sorted(ACTIONS)) | JSON,
+    "status": JSON, "id": JSON, "time": JSON, "timeNano": JSON,
+    "Actor": st.fixed_dictionaries({}, optional={"ID": JSON, "Attributes": st.dictionaries(
+        st.sampled_from(["claud.job", "claud.alloc", "claud.slave", "exitCode", "signal"]), JSON) | JSON}) | JSON,
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FIELDS | JSON, max_size=4))
+def test_any_json_line_is_an_event_skipped_or_an_error_naming_its_line(records: list[Any]) -> None:
+    lines = [json.dumps(r) for r in records]
+    try:
+        events = read_event_log(lines)
+    except EventLogError as exc:
+        assert str(exc).startswith("line ")
+        return
+    for event in events:
+        assert event.action in ACTIONS and event.container_id and event.job_id and math.isfinite(event.at)
 
 
 # --- instants -------------------------------------------------------------------------------

@@ -180,13 +180,25 @@ def _event_time(raw: Mapping[str, Any]) -> float:
         if isinstance(nano, bool) or not isinstance(nano, int | str):
             raise EventLogError("timeNano is not an integer")
         try:
-            return int(nano) / 1e9
+            return _in_range(int(nano) / 1e9)
         except ValueError:
             raise EventLogError(f"timeNano {str(nano)[:40]!r} is not an integer") from None
+        except OverflowError:
+            raise EventLogError("timeNano is out of range") from None
     seconds = raw.get("time")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise EventLogError("neither timeNano nor time is a number")
-    return float(seconds)
+    try:
+        return _in_range(float(seconds))
+    except OverflowError:
+        raise EventLogError("time is out of range") from None
+
+
+def _in_range(seconds: float) -> float:
+    # Beyond year 9999 no engine wrote it, and datetime could not show it.
+    if not -62135596800.0 < seconds < 253402300800.0:
+        raise OverflowError
+    return seconds
 
 
 def parse_event(raw: Mapping[str, Any], seq: int = 0) -> ContainerEvent | None:
