@@ -328,6 +328,8 @@ def test_a_clean_history_exits_0(tmp_path: Path) -> None:
     result = invoke(transport, "-o", "json", "verify", "--docker-events", log)
     verdict = json.loads(result.stdout)
     assert verdict["ok"] is True and verdict["findings"] == [] and verdict["containers"] == 1
+    future = invoke(transport, "-o", "json", "verify", "--docker-events", log, "--until", "2999-01-01T00:00:00Z")
+    assert json.loads(future.stdout)["until"] < "2999"  # never later than now: an engine would wait for it
 
 
 def test_every_kind_of_finding_is_reported_job_by_job_with_exit_6(tmp_path: Path) -> None:
@@ -366,6 +368,7 @@ def test_every_kind_of_finding_is_reported_job_by_job_with_exit_6(tmp_path: Path
     (["--docker-events", "/nonexistent/events.jsonl"], "cannot read /nonexistent/events.jsonl"),
     (["--docker-host", "unix:///x"], "not both"),
     (["--docker-host", "garbage"], "'garbage' is not an engine URL"),
+    (["--job", "../x"], "'../x' is not a job id"),
     (["--docker-host", "tcp://a b"], "is not an engine URL"),
 ])
 def test_bad_options_exit_2_naming_the_option(tmp_path: Path, args: list[str], says: str) -> None:

@@ -871,10 +871,17 @@ def _check_docker_hosts(ctx: click.Context, param: click.Parameter, value: tuple
     return value
 
 
+def _check_job_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for job_id in value:
+        if not JOB_ID.fullmatch(job_id):
+            raise click.BadParameter(f"{job_id[:80]!r} is not a job id", ctx=ctx, param=param)
+    return value
+
+
 @cli.command()
 @click.option("--since", metavar="TIME", help="Start of the window: RFC 3339 (2026-12-02T14:00:00Z) or a "
               "duration ago (90s, 10m, 2h, 1d). [default: everything the engines still hold]")
-@click.option("--until", metavar="TIME", help="End of the window, as --since. [default: now]")
+@click.option("--until", metavar="TIME", help="End of the window, as --since; never later than now. [default: now]")
 @click.option("--docker-events", "docker_events", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="A saved log (docker events --format '{{json .}}') instead of the live engines.")
 @click.option("--docker-host", "docker_hosts", multiple=True, metavar="URL", callback=_check_docker_hosts,
@@ -886,7 +893,7 @@ def _check_docker_hosts(ctx: click.Context, param: click.Parameter, value: tuple
               help="A job in a passing state (not running, not ended) without a transition for longer "
               "is stuck (unplaceable when pending with the scheduler's reason).")
 @click.option("--job", "job_ids", multiple=True, metavar="ID", shell_complete=complete_job_ids,
-              help="Judge only this job (repeatable).")
+              callback=_check_job_ids, help="Judge only this job (repeatable).")
 @pass_client
 def verify(
     config: CliConfig,
@@ -920,7 +927,8 @@ def verify(
     from claud.client import _verify_sources as sources
 
     now = datetime.now(UTC)
-    window_end = _instant(until, now, "--until") if until else now
+    # Not later than now: asked for a future end, an engine would wait for it.
+    window_end = min(_instant(until, now, "--until"), now) if until else now
     window_start = _instant(since, now, "--since") if since else datetime.fromtimestamp(1, UTC)
     if window_start > window_end:
         raise click.BadParameter("--since is after --until", param_hint="'--since'")
