@@ -455,10 +455,10 @@ class Verdict:
             rows.append({"job_id": m.job_id, "kind": "missing"})
         for s in self.stuck:
             rows.append({"job_id": s.job_id, "kind": "stuck", "state": s.state.value,
-                         "since": s.since.isoformat(), "seconds": round(s.seconds, 3)})
+                         "since": _iso(s.since.timestamp()), "seconds": round(s.seconds, 3)})
         for u in self.unplaceable:
             rows.append({"job_id": u.job_id, "kind": "unplaceable", "reason": u.reason,
-                         "since": u.since.isoformat(), "seconds": round(u.seconds, 3)})
+                         "since": _iso(u.since.timestamp()), "seconds": round(u.seconds, 3)})
         order = {"overlap": 0, "missing": 1, "stuck": 2, "unplaceable": 3}
         return sorted(rows, key=lambda r: (r["job_id"], order[r["kind"]]))
 
