@@ -110,9 +110,11 @@ def test_a_second_container_of_a_running_job_is_an_overlap(
 
     code, verdict, stderr = verify(cluster, "--since", since(began), "--job", job_id)
     assert code == 6, stderr
-    [finding] = verdict["findings"]
-    assert (finding["job_id"], finding["kind"]) == (job_id, "overlap")
-    assert {c["container_id"] for c in finding["containers"]} == {original.id, copy.id}
+    # The agent may well notice the stray copy of its allocation and act on it; whatever it
+    # does, the copy ran beside the original, and that is in the engine's record for good.
+    assert {(f["job_id"], f["kind"]) for f in verdict["findings"]} == {(job_id, "overlap")}
+    [finding] = [f for f in verdict["findings"]
+                 if {c["container_id"] for c in f["containers"]} == {original.id, copy.id}]
     assert finding["seconds"] > 0
     # A human gets the same finding in a table, with the same exit code.
     script = Path(sys.executable).parent / "claud"
