@@ -7,8 +7,9 @@ applies the faults one after another, heals everything, waits for the
 cluster to settle, and judges:
 
 (a) no job ever ran in two containers at once, and no batch job ran to exit
-    code 0 twice, by Docker's own event history (support.docker_events);
-(b) every acknowledged job is present, and either terminal for the right
+    code 0 twice, by Docker's own event history (support.docker_events, which
+    judges with claud verify's own functions, claud.client.verify);
+(b) every acknowledged job is present (claud verify's ``missing_jobs``), and either terminal for the right
     reason or (a service) running in exactly one container, the one the
     masters name;
 (c) nothing is left pending, scheduled, starting, stopping or lost;
@@ -44,6 +45,7 @@ from typing import Any
 import docker
 import httpx
 
+from claud.client.verify import missing_jobs
 from support.cluster import Cluster, wait_until
 from support.docker_events import EventRecorder, Overlap, RunInterval, overlaps, successful_exits
 from support.docker_proxy import DockerSocketProxy
@@ -472,9 +474,10 @@ def run_campaign(workdir: Path, seed: int, faults: int = 5, jobs: int = 8, timin
 
         # (b) and (d), from the leader's tables.
         final = api.jobs()
+        missing = {m.job_id for m in missing_jobs((s.job_id for s in verdict.submitted), final)}
         for s in verdict.submitted:
             job = final.get(s.job_id)
-            if job is None:
+            if job is None or s.job_id in missing:
                 verdict.missing.append(f"{s.job_id} ({s.planned.kind}, acknowledged at {s.acked_at:.2f}s)")
                 continue
             state, code = job["state"], job.get("exit_code")

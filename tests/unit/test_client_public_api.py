@@ -87,6 +87,7 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "jobs",
         "iter_jobs",
         "job",
+        "job_events",
         "stop",
         "logs",
         "watch",

@@ -673,3 +673,18 @@ def test_page_size_is_checked_before_any_request() -> None:
     with masters.client() as claud, pytest.raises(ValueError, match="page_size"):
         next(claud.iter_jobs(page_size=0))
     assert masters.requests == []
+
+
+def test_job_events_follows_every_page_in_both_clients() -> None:
+    events = [{"at": f"2026-01-01T00:00:0{i}Z", "state": "pending", "message": f"e{i}"} for i in range(5)]
+    masters = Masters(m1=paged("events", events))
+    with masters.client() as claud:
+        assert [e.message for e in claud.job_events("j1", page_size=2)] == [f"e{i}" for i in range(5)]
+    assert {r.url.path for r in masters.requests} == {"/v1/jobs/j1/events"}
+    assert [r.url.params.get("next") for r in masters.requests] == [None, "2", "4"]
+
+    async def run() -> list[str]:
+        async with masters.async_client(masters=(M1,)) as claud:
+            return [e.message for e in await claud.job_events("j1", page_size=3)]
+
+    assert asyncio.run(run()) == [f"e{i}" for i in range(5)]

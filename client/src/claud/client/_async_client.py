@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
-from claud.api.jobs import JobList, JobSpec, JobState, JobView
+from claud.api.jobs import JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _backup
@@ -120,6 +120,18 @@ class AsyncClient:
 
     async def job(self, job_id: str) -> JobView:
         return wire.parse(JobView, await self._send(wire.get_job(job_id)))
+
+    async def job_events(self, job_id: str, page_size: int = wire.PAGE_SIZE) -> list[JobEvent]:
+        """See :meth:`Client.job_events`."""
+        events: list[JobEvent] = []
+        cursor: str | None = None
+        while True:
+            response = await self._send(wire.job_events(job_id, page_size, cursor))
+            page = wire.parse(JobEventList, response)
+            events += page.events
+            cursor = wire.next_page(page.next, cursor, response)
+            if cursor is None:
+                return events
 
     async def stop(self, job_id: str) -> JobView:
         return wire.parse(JobView, await self._send(wire.stop_job(job_id)))

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
-from claud.api.jobs import JobList, JobSpec, JobState, JobView
+from claud.api.jobs import JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _backup
@@ -143,6 +143,18 @@ class Client:
     def job(self, job_id: str) -> JobView:
         """One job, with every transition it went through in ``events``."""
         return wire.parse(JobView, self._send(wire.get_job(job_id)))
+
+    def job_events(self, job_id: str, page_size: int = wire.PAGE_SIZE) -> list[JobEvent]:
+        """Every transition the masters keep of the job (its latest ones), oldest first, a page at a time."""
+        events: list[JobEvent] = []
+        cursor: str | None = None
+        while True:
+            response = self._send(wire.job_events(job_id, page_size, cursor))
+            page = wire.parse(JobEventList, response)
+            events += page.events
+            cursor = wire.next_page(page.next, cursor, response)
+            if cursor is None:
+                return events
 
     def stop(self, job_id: str) -> JobView:
         """Ask for the job to be stopped; its state becomes ``stopped`` once its container is."""

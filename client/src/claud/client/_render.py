@@ -19,6 +19,7 @@ from rich.text import Text
 from claud.api.jobs import JobEvent, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, MemberView, NodeState, NodeView
 from claud.client._events import Event
+from claud.client.verify import Verdict
 
 JOB_STATE_STYLES: Mapping[JobState, str] = {
     JobState.PENDING: "yellow",
@@ -65,7 +66,12 @@ def age(at: datetime | None, now: datetime | None = None) -> str:
         return NONE
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    seconds = max(0, int(((now or datetime.now(UTC)) - at).total_seconds()))
+    return duration(((now or datetime.now(UTC)) - at).total_seconds())
+
+
+def duration(total: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: whole units, rounded down."""
+    seconds = max(0, int(total))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
@@ -264,3 +270,38 @@ def cluster_event_line(event: Event) -> str:
     where = f" on {node}" if node else ""
     why = f": {message}" if message else ""
     return f"{timestamp(at or datetime.now(UTC))} {event.type} {subject} {state}{where}{why}"
+
+
+def verdict(found: Verdict) -> RenderableType:
+    """``claud verify``: one row per finding, job by job, under a line saying what was judged."""
+    window = (f"{timestamp(datetime.fromtimestamp(found.since, UTC))} to "
+              f"{timestamp(datetime.fromtimestamp(found.until, UTC))}")
+    summary = f"{found.jobs} jobs and {found.containers} containers judged, {window}: "
+    if found.ok:
+        return Text(summary + "nothing found", style="green")
+    counts = {"overlap": len(found.overlaps), "missing": len(found.missing),
+              "stuck": len(found.stuck), "unplaceable": len(found.unplaceable)}
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("JOB", "FINDING", "DETAIL"):
+        table.add_column(column, no_wrap=column != "DETAIL")
+    for row in found.findings():
+        table.add_row(text(row["job_id"]), text(row["kind"], FINDING_STYLES[row["kind"]]), text(finding_detail(row)))
+    heading = Text(summary + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n), style="bold red")
+    return Group(heading, table)
+
+
+FINDING_STYLES: Mapping[str, str] = {"overlap": "bold red", "missing": "bold red", "stuck": "red",
+                                     "unplaceable": "yellow"}
+
+
+def finding_detail(row: Mapping[str, Any]) -> str:
+    kind = row["kind"]
+    if kind == "overlap":
+        sides = [f"{c['container_id'][:12]} ({c['alloc_id'] or NONE} on {c['slave_id'] or NONE}, "
+                 f"{c['start'] or 'before the record'} to {c['end'] or 'still running'})" for c in row["containers"]]
+        return f"{row['seconds']:.3f}s at once from {row['began'] or 'the record start'}: " + " and ".join(sides)
+    if kind == "missing":
+        return "acknowledged, unknown to the masters"
+    if kind == "stuck":
+        return f"{row['state']} with no transition for {duration(row['seconds'])} (since {row['since']})"
+    return f"pending for {duration(row['seconds'])}: {row['reason']}"

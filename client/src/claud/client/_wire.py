@@ -115,6 +115,11 @@ def get_job(job_id: str) -> Call:
     return Call("GET", f"/v1/jobs/{_segment(job_id)}", not_found=JobNotFound)
 
 
+def job_events(job_id: str, limit: int | None = None, cursor: str | None = None) -> Call:
+    return Call("GET", f"/v1/jobs/{_segment(job_id)}/events", params=_page_params(limit, cursor) or None,
+                not_found=JobNotFound)
+
+
 def stop_job(job_id: str) -> Call:
     return Call("DELETE", f"/v1/jobs/{_segment(job_id)}", not_found=JobNotFound)
 

@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
@@ -30,10 +31,12 @@ import httpx
 from pydantic import ValidationError
 from rich.console import Console, RenderableType
 
+from claud.api.jobs import ID as JOB_ID
 from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.client import _render as render
 from claud.client import _wire as wire
+from claud.client import verify as verify_model
 from claud.client._client import DEFAULT_POLL_INTERVAL, Client
 from claud.client._events import Event
 from claud.client._masters import log as sdk_log
@@ -69,6 +72,8 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 3
     NOT_FOUND = 4
     UNAUTHORIZED = 5
+    #: ``claud verify`` found something: an overlap, a missing, stuck or unplaceable job.
+    VIOLATIONS = 6
     #: ``run --wait --timeout``: the job had not ended in time (it goes on).
     TIMED_OUT = 7
     #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
@@ -428,7 +433,7 @@ def cli(
     Exit codes: 0 ok, 1 job failed (run --wait: the job's exit code),
     2 usage or invalid spec, 3 no master reachable or no leader,
     4 not found, 5 unauthorized (or an untrusted TLS certificate),
-    7 run --wait --timeout ran out (the job goes on).
+    6 verify found something, 7 run --wait --timeout ran out (the job goes on).
 
     \b
     Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
@@ -934,6 +939,141 @@ def snapshot_restore(config: CliConfig, client: Client, file: Path) -> None:
         f"restored {file}: {result.jobs} jobs, {result.slaves} slaves "
         f"(taken at index {result.source_index}, term {result.source_term}; restored at index {result.index})"
     ))
+
+
+#: The engine addresses the Docker SDK takes (as DOCKER_HOST does).
+DOCKER_HOST = re.compile(r"(?:unix|tcp|http|https|ssh|npipe)://[\x21-\x7e]{1,1000}")
+
+
+def _check_docker_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for host in value:
+        if not DOCKER_HOST.fullmatch(host):
+            raise click.BadParameter(
+                f"{host[:80]!r} is not an engine URL (unix:///var/run/docker.sock, tcp://HOST:2375, ssh://HOST)",
+                ctx=ctx, param=param)
+    return value
+
+
+def _check_job_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for job_id in value:
+        if not JOB_ID.fullmatch(job_id):
+            raise click.BadParameter(f"{job_id[:80]!r} is not a job id", ctx=ctx, param=param)
+    return value
+
+
+@cli.command()
+@click.option("--since", metavar="TIME", help="Start of the window: RFC 3339 (2026-12-02T14:00:00Z) or a "
+              "duration ago (90s, 10m, 2h, 1d). [default: everything the engines still hold]")
+@click.option("--until", metavar="TIME", help="End of the window, as --since; never later than now. [default: now]")
+@click.option("--docker-events", "docker_events", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="A saved log (docker events --format '{{json .}}') instead of the live engines.")
+@click.option("--docker-host", "docker_hosts", multiple=True, metavar="URL", callback=_check_docker_hosts,
+              help="A slave's Docker engine (repeatable). [default: the local one, DOCKER_HOST]")
+@click.option("--acknowledged", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Job ids a client was told exist, one a line: each one the masters do not know is missing.")
+@click.option("--stuck-after", type=click.FloatRange(min=0), default=verify_model.DEFAULT_STUCK_AFTER,
+              show_default=True, metavar="SECONDS", callback=lambda ctx, param, value: _finite(param, value),
+              help="A job in a passing state (not running, not ended) without a transition for longer "
+              "is stuck (unplaceable when pending with the scheduler's reason).")
+@click.option("--job", "job_ids", multiple=True, metavar="ID", shell_complete=complete_job_ids,
+              callback=_check_job_ids, help="Judge only this job (repeatable).")
+@pass_client
+def verify(
+    config: CliConfig,
+    client: Client,
+    since: str | None,
+    until: str | None,
+    docker_events: Path | None,
+    docker_hosts: tuple[str, ...],
+    acknowledged: Path | None,
+    stuck_after: float,
+    job_ids: tuple[str, ...],
+) -> None:
+    """Judge a run's history: exit 0 only when nothing is wrong.
+
+    \b
+    Reads the containers' start and die events from the slaves' Docker
+    engines (or a saved log) and the jobs from the masters, and reports,
+    job by job:
+      overlap      two containers of one job running at once
+      missing      an --acknowledged id the masters do not know
+      stuck        pending, scheduled, starting, stopping or lost with no
+                   transition for --stuck-after seconds (running never is)
+      unplaceable  pending that long with the scheduler's reason
+    Intervals are [start, die): one container dying at the instant the next
+    starts is no overlap; one with no die runs until --until.
+
+    \b
+      claud verify --since 10m
+      claud verify --docker-events run.jsonl --acknowledged acked.txt -o json
+    """
+    from claud.client import _verify_sources as sources
+
+    now = datetime.now(UTC)
+    # Not later than now: asked for a future end, an engine would wait for it.
+    window_end = min(_instant(until, now, "--until"), now) if until else now
+    window_start = _instant(since, now, "--since") if since else datetime.fromtimestamp(1, UTC)
+    if window_start > window_end:
+        raise click.BadParameter("--since is after --until", param_hint="'--since'")
+    only = frozenset(job_ids) if job_ids else None
+    acked = read_acknowledged(acknowledged) if acknowledged is not None else []
+    try:
+        if docker_events is not None:
+            if docker_hosts:
+                raise click.UsageError("give --docker-events or --docker-host, not both")
+            container_events = sources.saved_events(docker_events)
+        else:
+            container_events = sources.engine_events(
+                docker_hosts, window_start.timestamp(), window_end.timestamp())
+    except verify_model.EventLogError as exc:
+        raise CommandFailed(str(exc), ExitCode.USAGE) from None
+    except sources.SourceUnavailable as exc:
+        raise CommandFailed(str(exc), ExitCode.UNAVAILABLE) from None
+    histories, known = sources.job_histories(client, window_start, only)
+    # Without --since the record begins with its first event: a container seen
+    # dying first was running from then (at least), not from 1970.
+    record_start = window_start.timestamp() if since else min(
+        (e.at for e in container_events), default=window_end.timestamp())
+    verdict = verify_model.judge(
+        container_events,
+        histories,
+        known=known,
+        since=min(record_start, window_end.timestamp()),
+        until=window_end.timestamp(),
+        now=now,
+        acknowledged=acked,
+        stuck_after=stuck_after,
+        only=only,
+    )
+    show(config, verdict.as_json(), lambda: render.verdict(verdict))
+    if not verdict.ok:
+        click.get_current_context().exit(ExitCode.VIOLATIONS)
+
+
+def _instant(value: str, now: datetime, option: str) -> datetime:
+    try:
+        return verify_model.parse_instant(value, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+
+
+def read_acknowledged(path: Path) -> list[str]:
+    """The job ids in ``path``, one a line (blank lines and ``#`` comments skipped), each a valid id."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                                 param_hint="'--acknowledged'") from None
+    ids: list[str] = []
+    for number, line in enumerate(lines, 1):
+        job_id = line.strip()
+        if not job_id or job_id.startswith("#"):
+            continue
+        if not JOB_ID.fullmatch(job_id):
+            raise click.BadParameter(f"{path} line {number}: {job_id[:80]!r} is not a job id",
+                                     param_hint="'--acknowledged'")
+        ids.append(job_id)
+    return ids
 
 
 cli.add_command(tls)
