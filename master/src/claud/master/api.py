@@ -563,6 +563,7 @@ def _slave_view(master: Master, slave_id: str) -> NodeView:
     # The leader's own memory is fresher than the replicated copy (touched every few seconds).
     view.usage = master.slaves.usage(slave_id) or view.usage
     view.last_heartbeat = master.slaves.last_heartbeat(slave_id) or view.last_heartbeat
+    view.lease_left = master.slaves.lease_left(slave_id) if master.is_leader else None
     return view
 
 
@@ -643,6 +644,11 @@ async def cluster_status(master: MasterDep) -> ClusterView:
         cluster_id=members.cluster_id,
         members=members.members,
         last_gc=_last_gc(master),
+        master_id=master.id,
+        role=master.replicated.core.role.value,
+        voted_for=master.replicated.core.voted_for,
+        last_index=master.replicated.core.last_index,
+        applied_index=master.state.applied_index,
         masters=[
             MasterView(
                 id=master_id,
@@ -675,6 +681,62 @@ async def events(master: MasterDep) -> StreamingResponse:
                 yield ": keep-alive\n\n"
             else:
                 yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+#: The largest trace id a reader may name (JSON-safe; a master's trace never gets near it).
+MAX_TRACE_ID = 2**53
+_TRACE_ID_DOC = "resume after this trace id: replay the kept events that follow it, then stream live"
+
+
+def _trace_id(raw: str) -> int:
+    """A ``Last-Event-ID`` header: a trace id (hostile input: digits only, bounded)."""
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 16 or int(text) > MAX_TRACE_ID:
+        raise ApiError(422, "invalid_spec", f"Last-Event-ID must be a trace id (0..{MAX_TRACE_ID})", "Last-Event-ID")
+    return int(text)
+
+
+@cluster.get(
+    "/cluster/trace", response_class=docs.EventStream, operation_id="clusterTrace",
+    responses={
+        200: {"description": "`id: <trace id>` / `event: <kind>` / `data: <JSON>`; a `trace.gap` event "
+              "when events the reader asked for fell out of the ring; comments keep the connection alive"},
+        **docs.INVALID,
+    },
+)
+async def cluster_trace(
+    master: MasterDep,
+    after: Annotated[int | None, Query(ge=0, le=MAX_TRACE_ID, description=_TRACE_ID_DOC)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32, description=_TRACE_ID_DOC)] = None,
+) -> StreamingResponse:
+    """Server-sent events: this master's consensus trace (roles, elections, votes,
+    appends and their answers, snapshots, commits, slave heartbeats, job and slave
+    transitions), the kept ones first, then live.
+
+    Each master keeps its own bounded trace (the last 2,000 events; heartbeats
+    sampled to one per peer a second); ``Last-Event-ID`` (sent by a reconnecting
+    reader, so it wins over ``?after=``) resumes without repeats. An id ahead of
+    the newest means the master restarted (ids start again at 1): all is replayed.
+    """
+    trace = master.trace
+    start = _trace_id(last_event_id) if last_event_id is not None else (after or 0)
+    if start > trace.last_id:
+        start = 0
+    kept = trace.after(0)
+    first = kept[0].id if kept else trace.last_id + 1
+
+    async def stream() -> AsyncIterator[str]:
+        yield ": connected\n\n"
+        if start + 1 < first and start > 0:
+            gap = {"after": start, "first": first, "missed": first - start - 1}
+            yield f"event: trace.gap\ndata: {json.dumps(gap)}\n\n"
+        async for event in trace.follow(start):
+            if event is None:
+                yield ": keep-alive\n\n"
+            else:
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
