@@ -147,3 +147,6 @@ class ClusterView(BaseModel):
     voted_for: int | None = Field(None, description="whom it voted for in this term")
     last_index: int | None = Field(None, description="the last index in its log")
     applied_index: int | None = Field(None, description="the last index it applied to its tables")
+    slave_lease: float | None = Field(
+        None, description="seconds a slave keeps its jobs without hearing a leader (then it fences them)"
+    )

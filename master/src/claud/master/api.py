@@ -649,6 +649,7 @@ async def cluster_status(master: MasterDep) -> ClusterView:
         voted_for=master.replicated.core.voted_for,
         last_index=master.replicated.core.last_index,
         applied_index=master.state.applied_index,
+        slave_lease=master.settings.slave_lease,
         masters=[
             MasterView(
                 id=master_id,
@@ -878,6 +879,11 @@ async def ui_script() -> Response:
 @ops_router.get("/ui/dashboard.css", include_in_schema=False)
 async def ui_style() -> Response:
     return _asset("/ui/dashboard.css")
+
+
+@ops_router.get("/ui/favicon.svg", include_in_schema=False)
+async def ui_icon() -> Response:
+    return _asset("/ui/favicon.svg")
 
 
 # ------------------------------------------------------------------- the app
