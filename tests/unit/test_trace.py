@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from claud.master.raft_messages import (
     RequestVoteReply,
 )
 from claud.master.storage import Entry
-from claud.master.trace import SAMPLE_SECONDS, Trace
+from claud.master.trace import SAMPLE_SECONDS, Trace, trace_stream
 
 
 class Clock:
@@ -28,7 +29,7 @@ class Clock:
 
 def trace(capacity: int = 2_000) -> tuple[Trace, Clock]:
     clock = Clock()
-    return Trace(1, capacity, clock=clock, wall=lambda: 1_700_000_000.0 + clock.now), clock
+    return Trace(1, capacity, clock=clock, wall=lambda: 1_700_000_000.0 + clock.now, first_id=1), clock
 
 
 @given(capacity=st.integers(1, 50), recorded=st.integers(0, 200))
@@ -128,3 +129,41 @@ def test_a_follower_gets_the_kept_events_then_live_ones_then_keepalives() -> Non
         return seen
 
     assert asyncio.run(run()) == [2, 3, None]
+
+
+def test_the_sampler_forgets_rather_than_grows() -> None:
+    import claud.master.trace as trace_module
+
+    t, _ = trace()
+    for i in range(trace_module.MAX_SAMPLE_KEYS + 5):
+        t.record("slave.heartbeat", sample=("slave.heartbeat", f"s{i}"), slave=f"s{i}")
+    assert len(t._sampled_at) <= trace_module.MAX_SAMPLE_KEYS
+    assert t.last_id == trace_module.MAX_SAMPLE_KEYS + 5
+
+
+def test_the_stream_names_ids_and_kinds_and_says_what_fell_out_of_the_ring() -> None:
+    async def run() -> list[str]:
+        t, _ = trace(3)
+        for i in range(6):
+            t.record("commit", index=i)
+        stream = trace_stream(t, 1, keepalive=0.01)
+        blocks = [await anext(stream) for _ in range(6)]
+        await stream.aclose()
+        return blocks
+
+    connected, gap, *events, keepalive = asyncio.run(run())
+    assert connected == ": connected\n\n"
+    assert gap == 'event: trace.gap\ndata: {"after": 1, "first": 4, "missed": 2, "restarted": false}\n\n'
+    assert [b.split("\n")[:2] for b in events] == [[f"id: {i}", "event: commit"] for i in (4, 5, 6)]
+    assert json.loads(events[0].split("\n")[2].removeprefix("data: "))["index"] == 3
+    assert keepalive == ": keep-alive\n\n"
+
+
+def test_ids_start_from_the_clock_so_a_restarted_master_numbers_on() -> None:
+    before = Trace(1, wall=lambda: 1_700_000_000.0)
+    for _ in range(5):
+        before.record("commit")
+    after_restart = Trace(1, wall=lambda: 1_700_000_000.5)
+    first = after_restart.record("commit")
+    assert first is not None and first.id > before.last_id
+    assert [e.id for e in after_restart.after(before.last_id)] == [first.id]

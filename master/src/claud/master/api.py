@@ -93,6 +93,7 @@ from claud.master.raft import Role
 from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
+from claud.master.trace import trace_stream
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
 
 log = logging.getLogger("claud.master.api")
@@ -718,28 +719,18 @@ async def cluster_trace(
 
     Each master keeps its own bounded trace (the last 2,000 events; heartbeats
     sampled to one per peer a second); ``Last-Event-ID`` (sent by a reconnecting
-    reader, so it wins over ``?after=``) resumes without repeats. An id ahead of
-    the newest means the master restarted (ids start again at 1): all is replayed.
+    reader, so it wins over ``?after=``) resumes without repeats. Ids grow across
+    a master's restarts too (they start from its clock); an id ahead of the newest
+    (another master's, or a clock set back) replays all that is kept.
     """
     trace = master.trace
     start = _trace_id(last_event_id) if last_event_id is not None else (after or 0)
     if start > trace.last_id:
         start = 0
-    kept = trace.after(0)
-    first = kept[0].id if kept else trace.last_id + 1
 
-    async def stream() -> AsyncIterator[str]:
-        yield ": connected\n\n"
-        if start + 1 < first and start > 0:
-            gap = {"after": start, "first": first, "missed": first - start - 1}
-            yield f"event: trace.gap\ndata: {json.dumps(gap)}\n\n"
-        async for event in trace.follow(start):
-            if event is None:
-                yield ": keep-alive\n\n"
-            else:
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        trace_stream(trace, start), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 # ------------------------------------------------------------------ operator

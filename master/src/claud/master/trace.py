@@ -4,7 +4,8 @@ Each master keeps its own trace (never replicated: it is what *this* master
 knows) in a ring buffer of :data:`TRACE_CAPACITY` events, each numbered by a
 counter that only grows, so that a reader who reconnects with the last id it
 saw (``Last-Event-ID``) gets exactly what followed, or learns that it missed
-some (the oldest events fall out of the ring). ``GET /v1/cluster/trace``
+some (the oldest events fall out of the ring, and a restarted master starts a
+new trace, with higher ids). ``GET /v1/cluster/trace``
 streams it; the live view at ``/ui`` draws it.
 
 A busy cluster must not flood the trace: heartbeats, and answers that move
@@ -19,6 +20,7 @@ messages the replicated log sends and receives, and the log calls it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -42,6 +44,8 @@ from claud.master.raft_messages import (
 TRACE_CAPACITY = 2_000
 #: A sampled event (a heartbeat, an answer that moved nothing) is kept at most this often per key.
 SAMPLE_SECONDS = 1.0
+#: Sample keys remembered at most (peers x kinds, slaves): past it they are forgotten.
+MAX_SAMPLE_KEYS = 10_000
 #: A live reader idle this long gets ``None`` (the route sends an SSE comment: a keep-alive).
 KEEPALIVE_SECONDS = 15.0
 
@@ -72,12 +76,17 @@ class Trace:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        first_id: int | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
         self.master_id = master_id
         self._events: deque[TraceEvent] = deque(maxlen=capacity)
-        self._next_id = 1
+        # Ids start from the wall clock (milliseconds x 1000), so they grow across a
+        # restart too: a reader resuming with an id from before it gets all that is
+        # kept (after a gap), never a stretch of the new run mistaken for the old.
+        self._next_id = first_id if first_id is not None else int(wall() * 1000) * 1000
+        self._first_id = self._next_id
         self._clock, self._wall = clock, wall
         self._sampled_at: dict[Hashable, float] = {}
         self._changed = asyncio.Event()
@@ -87,8 +96,13 @@ class Trace:
         self.dropped = 0
 
     @property
+    def first_id(self) -> int:
+        """The id of this run's first event: an id below it is from before a restart."""
+        return self._first_id
+
+    @property
     def last_id(self) -> int:
-        """The id of the newest event; 0 before any."""
+        """The id of the newest event (one below the first id before any)."""
         return self._next_id - 1
 
     def record(self, kind: str, *, sample: Hashable | None = None, **fields: Any) -> TraceEvent | None:
@@ -100,6 +114,8 @@ class Trace:
             if last is not None and now - last < SAMPLE_SECONDS:
                 self.dropped += 1
                 return None
+            if len(self._sampled_at) >= MAX_SAMPLE_KEYS:  # slaves come and go: forget, rather than grow
+                self._sampled_at.clear()
             self._sampled_at[sample] = now
         event = TraceEvent(id=self._next_id, at=round(self._wall(), 3), master=self.master_id, kind=kind,
                            fields=fields)  # fmt: skip
@@ -165,3 +181,24 @@ class Trace:
             self.record("snapshot.answer", match_index=msg.match_index, **base)
         elif isinstance(msg, TimeoutNow):
             self.record("transfer", **base)
+
+
+async def trace_stream(trace: Trace, start: int, keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[str]:
+    """The trace after ``start`` as server-sent events: ``id:`` the trace id, ``event:``
+    its kind, ``data:`` its JSON; a ``trace.gap`` event where events fell out of the
+    ring before this reader got them (it came back late, or reads slowly, or the
+    master restarted in between); a comment
+    as a keep-alive."""
+    yield ": connected\n\n"
+    last = start
+    async for event in trace.follow(start, keepalive):
+        if event is None:
+            yield ": keep-alive\n\n"
+            continue
+        if last and event.id > last + 1:
+            restarted = last < trace.first_id  # what the old run recorded after ``last`` is gone
+            gap = {"after": last, "first": event.id, "missed": None if restarted else event.id - last - 1,
+                   "restarted": restarted}  # fmt: skip
+            yield f"event: trace.gap\ndata: {json.dumps(gap)}\n\n"
+        last = event.id
+        yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"

@@ -320,7 +320,8 @@ function describe(kind, e) {
     case "slave.heartbeat": return `slave ${short(e.slave)} heartbeat → M${e.master}`;
     case "slave": return `slave ${short(e.id)} ${e.state}${e.reason ? ": " + e.reason : ""}`;
     case "job": return `job ${short(e.id)} ${e.state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? ": " + e.reason : ""}`;
-    case "trace.gap": return `${e.missed} events fell out of the master's trace before they were read`;
+    case "trace.gap": return e.restarted ? "the master restarted: its trace starts again"
+      : `${e.missed} events fell out of the master's trace before they were read`;
     default: return kind;
   }
 }
