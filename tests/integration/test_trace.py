@@ -88,7 +88,7 @@ def test_the_trace_shows_the_election_resumes_without_repeats_and_the_next_leade
         wait_until(lambda: any(e["slave"] == cluster.slaves[0].id for e in on_leader.of("slave.heartbeat")), 10,
                    what="the slave's heartbeats in the leader's trace")
         job = cluster.submit(name="traced")
-        wait_until(lambda: any(e["id"] == job["id"] and e["state"] == "running" for e in on_follower.of("job")), 20,
+        wait_until(lambda: any(e["job"] == job["id"] and e["state"] == "running" for e in on_follower.of("job")), 20,
                    what="the job's transitions in the follower's trace")
         assert on_leader.ids == sorted(set(on_leader.ids)), "ids only grow, each once"
     finally:

@@ -112,7 +112,7 @@ def test_the_trace_records_the_role_the_heartbeats_sampled_and_the_jobs(tmp_path
             assert roles[-1] == ("leader", master.term, 1)
             assert [e["slave"] for e in events if e["kind"] == "slave.heartbeat"] == [SLAVE]
             assert [e["state"] for e in events if e["kind"] == "slave"] == ["alive"]
-            assert [(e["id"], e["state"]) for e in events if e["kind"] == "job"] == [("j1", "pending"),
+            assert [(e["job"], e["state"]) for e in events if e["kind"] == "job"] == [("j1", "pending"),
                                                                                    ("j1", "scheduled")]
             assert any(e["kind"] == "commit" for e in events)
             assert all(e["master"] == 1 for e in events)

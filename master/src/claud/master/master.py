@@ -196,9 +196,12 @@ class Master:
         # Every master applies every change, so each master's trace shows the jobs
         # placed, started, fenced, lost and placed again, with the reason.
         for change in changes:
-            kind = "job" if change.kind == "job" else "slave"
-            self.trace.record(kind, id=change.id, state=change.state, slave=change.slave_id, reason=change.message,
-                              index=change.index)  # fmt: skip
+            if change.kind == "job":
+                self.trace.record("job", job=change.id, state=change.state, slave=change.slave_id,
+                                  reason=change.message, index=change.index)  # fmt: skip
+            else:
+                self.trace.record("slave", slave=change.id, state=change.state, reason=change.message,
+                                  index=change.index)  # fmt: skip
 
     def _announce_term(self, _changes: list[Change] | None = None) -> None:
         if self.discovery is not None:

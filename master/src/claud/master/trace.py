@@ -61,7 +61,8 @@ class TraceEvent:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at, "master": self.master, "kind": self.kind, **self.fields}
+        # The event's own keys last: a field cannot pass for them.
+        return {**self.fields, "id": self.id, "at": self.at, "master": self.master, "kind": self.kind}
 
 
 class Trace:
@@ -90,9 +91,10 @@ class Trace:
         self._clock, self._wall = clock, wall
         self._sampled_at: dict[Hashable, float] = {}
         self._changed = asyncio.Event()
+        self._readers = 0
         #: The match index last answered, per (peer, direction): an answer that repeats it moved nothing.
         self._matches: dict[tuple[int, str], int] = {}
-        #: Events not kept because their key was sampled recently (shown on /metrics-like views).
+        #: Events not kept because their key was sampled recently.
         self.dropped = 0
 
     @property
@@ -121,9 +123,9 @@ class Trace:
                            fields=fields)  # fmt: skip
         self._next_id += 1
         self._events.append(event)
-        # Wake every waiting reader; each takes a fresh event for the next wait.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._readers:  # wake every waiting reader; each takes a fresh event for the next wait
+            self._changed.set()
+            self._changed = asyncio.Event()
         return event
 
     def after(self, last_id: int) -> list[TraceEvent]:
@@ -137,18 +139,22 @@ class Trace:
     async def follow(self, last_id: int, keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[TraceEvent | None]:
         """The events after ``last_id``, then each new one as it is recorded;
         ``None`` after ``keepalive`` seconds without one."""
-        while True:
-            changed = self._changed
-            events = self.after(last_id)
-            for event in events:
-                yield event
-            if events:
-                last_id = events[-1].id
-                continue
-            try:
-                await asyncio.wait_for(changed.wait(), keepalive)
-            except TimeoutError:
-                yield None
+        self._readers += 1
+        try:
+            while True:
+                changed = self._changed
+                events = self.after(last_id)
+                for event in events:
+                    yield event
+                if events:
+                    last_id = events[-1].id
+                    continue
+                try:
+                    await asyncio.wait_for(changed.wait(), keepalive)
+                except TimeoutError:
+                    yield None
+        finally:
+            self._readers -= 1
 
     # ------------------------------------------------------------ consensus messages
 

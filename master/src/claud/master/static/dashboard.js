@@ -318,8 +318,8 @@ function describe(kind, e) {
     case "commit": return `M${e.master} commit index → ${e.index}`;
     case "transfer": return `M${e.src} tells M${e.dst} to stand now (leadership transfer)`;
     case "slave.heartbeat": return `slave ${short(e.slave)} heartbeat → M${e.master}`;
-    case "slave": return `slave ${short(e.id)} ${e.state}${e.reason ? ": " + e.reason : ""}`;
-    case "job": return `job ${short(e.id)} ${e.state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? ": " + e.reason : ""}`;
+    case "slave": return `slave ${short(e.slave)} ${e.state}${e.reason ? ": " + e.reason : ""}`;
+    case "job": return `job ${short(e.job)} ${e.state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? ": " + e.reason : ""}`;
     case "trace.gap": return e.restarted ? "the master restarted: its trace starts again"
       : `${e.missed} events fell out of the master's trace before they were read`;
     default: return kind;
@@ -373,10 +373,11 @@ function onEvent(kind, e) {
     case "job": {
       let state = text(e.state);
       if (state === "scheduled") {
-        state = view.placed.has(e.id) ? "placed again" : "placed";
-        view.placed.add(e.id);
+        state = view.placed.has(e.job) ? "placed again" : "placed";
+        if (view.placed.size > 10000) view.placed.clear(); // a long-open tab: forget, rather than grow
+        view.placed.add(e.job);
       }
-      const line = `${short(e.id)} ${state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? " — " + e.reason : ""}`;
+      const line = `${short(e.job)} ${state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? " — " + e.reason : ""}`;
       logLine($("job-log"), at, line, STATES.has(e.state) ? e.state : "", JOB_LINES);
       break;
     }
