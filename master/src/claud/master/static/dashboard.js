@@ -119,7 +119,7 @@ async function refresh() {
     view.cluster = c;
     view.slaves = n.nodes.filter((x) => x.role === "slave");
     view.jobs = j.jobs;
-    noteTerm(num(c.term), num(c.leader_id), Date.now() / 1000);
+    noteTerm(num(c.term), num(c.leader_id), Date.now() / 1000, true);
     fill($("jobs"), ["id", "name", "state", "slave", "constraints", "attempts", "exit", "reason"],
       j.jobs.slice(-MAX_JOBS).reverse().map((x) => [x.id, x.name, x.state, x.node_id,
         labels(x.constraints?.labels), x.attempts, x.exit_code, x.pending_reason || x.message]));
@@ -256,11 +256,14 @@ function drawSlave(s, p) {
 
 // ------------------------------------------------------------------ terms
 
-// What the poll and the trace say of terms arrives out of order (a replay is older
-// than the first poll): kept in time order, then merged into one block per
-// (term, leader), a leaderless block standing for the election in between.
-function noteTerm(term, leader, at) {
+// The trace's role events make the timeline: in order, with the times they
+// happened. A poll only adds a term the trace has not shown (its answer may be
+// older than it looks, so it never says a term lost its leader). What arrives is
+// kept in time order (a replay is older than the first poll), then merged into
+// one block per (term, leader), a leaderless block standing for an election.
+function noteTerm(term, leader, at, polled) {
   if (term === null || term === 0) return; // term 0: before any election, nothing to show
+  if (polled && (leader === null || view.terms.some((t) => t.term >= term))) return;
   const sorted = [...view.terms, { term, leader, at }].sort((a, b) => a.at - b.at);
   const merged = [];
   for (const t of sorted) {
@@ -355,7 +358,7 @@ function onEvent(kind, e) {
   logLine($("trace-log"), at, describe(kind, e), kindClass(kind, e), LOG_LINES);
   switch (kind) {
     case "role":
-      noteTerm(num(e.term), num(e.leader), at);
+      noteTerm(num(e.term), num(e.leader), at, false);
       if (fresh && e.role === "leader") banner(`M${e.master} leads term ${e.term}`);
       else if (fresh && e.leader !== null && e.leader !== undefined) banner(`M${e.leader} leads term ${e.term}`);
       if (fresh) refresh(); // roles move: show it now, not at the next poll
