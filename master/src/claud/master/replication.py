@@ -11,6 +11,10 @@ can run a master's log in memory. What happens after a round applied entries,
 and after the role or the leader changed, is up to the subscribers registered
 by name with :meth:`ReplicatedLog.subscribe_applied` and
 :meth:`ReplicatedLog.subscribe_role_change`.
+
+The messages each round sends and receives, the role changes and the commits
+are written to this master's :class:`~claud.master.trace.Trace` (the live
+view's record) here, around the core, which stays a pure step function.
 """
 
 from __future__ import annotations

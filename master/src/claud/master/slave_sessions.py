@@ -93,7 +93,8 @@ class SlaveSessions:
 
     def lease_left(self, slave_id: str) -> float | None:
         """Seconds of the slave's lease left, counted from when this leader last heard it
-        (None when not heard since this master became leader)."""
+        (or, not heard yet, from when it became leader: the full period it gives every
+        slave); None for a slave it does not know."""
         seen = self.last_seen.get(slave_id)
         if seen is None:
             return None
