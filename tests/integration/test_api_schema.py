@@ -39,7 +39,7 @@ from schemathesis import checks as sc  # noqa: E402
 #: ids at half as many): ~1,350 requests, ~50 s on a loaded 2-core machine.
 EXAMPLES = 50
 #: Streams that never end on their own: not fuzzed (they would hold a request open).
-STREAMING = {"GET /v1/events"}
+STREAMING = {"GET /v1/events", "GET /v1/cluster/trace"}
 #: Every answer is read with this timeout (the logs route streams from the slave).
 READ_TIMEOUT = 10
 
@@ -76,7 +76,8 @@ def test_the_document_names_every_operation_and_uses_the_projects_error_body(ope
         "DELETE /v1/jobs/{job_id}": "stopJob", "GET /v1/jobs/{job_id}/events": "jobEvents",
         "GET /v1/jobs/{job_id}/logs": "jobLogs", "GET /v1/nodes": "listNodes",
         "POST /v1/nodes/{node_id}/drain": "drainNode", "POST /v1/nodes/{node_id}/undrain": "undrainNode",
-        "GET /v1/cluster": "clusterStatus", "GET /v1/events": "events", "GET /healthz": "healthz",
+        "GET /v1/cluster": "clusterStatus", "GET /v1/cluster/trace": "clusterTrace", "GET /v1/events": "events",
+        "GET /healthz": "healthz",
         "GET /readyz": "readyz", "GET /metrics": "metrics", "GET /ui": "dashboard",
         "POST /v1/system/gc": "systemGc", "GET /v1/operator/snapshot": "saveSnapshot",
         "POST /v1/operator/snapshot": "restoreSnapshot", "GET /v1/operator/members": "listMembers",

@@ -37,9 +37,9 @@ from support.cluster import Cluster, Master, Slave, free_port, wait_until
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 #: Open by design on a master: liveness, readiness, the API's documentation, and
-#: the dashboard's page, script and style (they hold no data; the page reads /v1 with the token).
+#: the dashboard's page, script, style and icon (they hold no data; the page reads /v1 with the token).
 MASTER_OPEN = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc",
-               "/ui", "/ui/dashboard.js", "/ui/dashboard.css"}  # fmt: skip
+               "/ui", "/ui/dashboard.js", "/ui/dashboard.css", "/ui/favicon.svg"}  # fmt: skip
 #: Open on a slave: liveness only.
 SLAVE_OPEN = {"/healthz"}
 #: What a web page can send to any origin without a CORS preflight: no custom
@@ -142,7 +142,7 @@ def test_every_route_of_a_master_is_refused_without_its_credential(secured: Clus
     routes = master_routes(tmp_path)
     schema_paths = set(httpx.get(f"{master.url}/openapi.json", timeout=5).json()["paths"])
     assert schema_paths <= set(routes), schema_paths - set(routes)
-    assert {"/v1/jobs", "/v1/jobs/{job_id}/logs", "/v1/events", "/metrics", RAFT_PATH,
+    assert {"/v1/jobs", "/v1/jobs/{job_id}/logs", "/v1/events", "/v1/cluster/trace", "/metrics", RAFT_PATH,
             PROPOSE_PATH, HEARTBEAT_PATH, WATCH_PATH} <= set(routes)  # fmt: skip
     refused = 0
     with httpx.Client(timeout=5) as http:
@@ -264,7 +264,7 @@ def test_tokens_are_never_logged(secured: Cluster) -> None:
 
 def test_the_token_in_a_url_opens_nothing(secured: Cluster) -> None:
     master = secured.master
-    for path in ("/v1/jobs", "/v1/cluster", "/metrics", "/v1/events"):
+    for path in ("/v1/jobs", "/v1/cluster", "/metrics", "/v1/events", "/v1/cluster/trace"):
         assert httpx.get(f"{master.url}{path}?token={secured.token}", timeout=5).status_code == 401, path
     page = httpx.get(f"{master.url}/ui?token={secured.token}", timeout=5)
     assert page.status_code == 200 and secured.token not in page.text

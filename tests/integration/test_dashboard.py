@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,5 +149,66 @@ def test_hostile_job_values_render_as_text_and_run_nothing(
         assert browser.evaluate(session, "sessionStorage.getItem('claud-token')") == cluster.token
         assert cluster.token not in browser.evaluate(session, "location.href")
         assert "token" not in browser.evaluate(session, "location.search")
+    finally:
+        cluster.close()
+
+
+def test_the_live_view_shows_the_masters_and_follows_a_new_leader(tmp_path: Path, browser: Chromium) -> None:
+    """Served by a follower (which knows only what it hears), the view draws the three
+    masters, names the leader, and names the next one soon after the leader dies."""
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_masters(3)
+        cluster.start_slave("s1", "--runtime", "simulated")
+        leader = cluster.wait_leader()
+        follower = next(m for m in cluster.masters if m is not leader)
+        session = browser.open(follower.url + "/ui")
+        browser.resize(session, 1280, 800)
+        wait_until(lambda: browser.evaluate(session, "!document.getElementById('login').hidden"), 20,
+                   what="the page asks for the token")
+        browser.evaluate(session, f"""(() => {{
+            document.getElementById('token').value = {cluster.token!r};
+            document.getElementById('sign-in').click(); }})()""")
+        drawn = """[...document.querySelectorAll('#masters .master')].map(g => [g.dataset.id, g.dataset.role])"""
+        named = "document.getElementById('leader').textContent"
+        wait_until(lambda: sorted(browser.evaluate(session, drawn)) == sorted(
+            [str(m.id), "leader" if m is leader else "follower"] for m in cluster.masters), 20,
+            what="three masters drawn, the leader as leader")
+        assert f"master {leader.id}" in browser.evaluate(session, named)
+        summary = browser.evaluate(session, "document.getElementById('summary').textContent")
+        assert f"served by master {follower.id} (follower)" in summary
+        # The trace streams in: the follower's appends answered, the slave (on the leader) in the stage.
+        listed = "document.getElementById('trace-log').textContent.includes('ok, match')"
+        wait_until(lambda: browser.evaluate(session, listed), 10, what="the trace listed")
+        assert browser.evaluate(session, "document.querySelectorAll('#slaves .slave').length") == 1
+        browser.screenshot(session, tmp_path / "live-view-before.png")
+
+        leader.kill()
+        killed = time.monotonic()
+        api_named = page_named = None  # when the follower's API, then the page, named a new leader
+
+        def new_leader() -> bool:
+            nonlocal api_named, page_named
+            now = time.monotonic()
+            view = follower.cluster_view(cluster.token)
+            if api_named is None and view["leader_id"] not in (None, leader.id):
+                api_named = now
+            roles = dict(browser.evaluate(session, drawn))
+            shown = [int(i) for i, role in roles.items() if role == "leader"]
+            if page_named is None and shown and shown != [leader.id] and f"master {shown[0]}" in browser.evaluate(
+                    session, named):
+                page_named = now
+            return api_named is not None and page_named is not None
+
+        wait_until(new_leader, 15, interval=0.02, what="the page to name a new leader")
+        assert page_named is not None and api_named is not None
+        # The page polls each second and redraws at once on a role change in the trace.
+        assert page_named - api_named < 2.0, (f"the API named the new leader {api_named - killed:.2f} s after the kill,"
+                                              f" the page {page_named - killed:.2f} s")  # fmt: skip
+        wait_until(lambda: browser.evaluate(session, "document.getElementById('terms').childElementCount") >= 2, 5,
+                   what="the timeline to show a second term")
+        browser.screenshot(session, tmp_path / "live-view.png")
+        assert (tmp_path / "live-view.png").stat().st_size > 10_000
+        assert browser.console_errors() == []
     finally:
         cluster.close()

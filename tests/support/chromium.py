@@ -7,6 +7,7 @@ port, no WebSocket library. Only what the dashboard tests need is here.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -107,6 +108,7 @@ class Chromium:
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.send("Page.enable", session=session)
         self.send("Runtime.enable", session=session)
+        self.send("Log.enable", session=session)
         self.send("Page.navigate", {"url": url}, session=session)
         return session
 
@@ -116,6 +118,32 @@ class Chromium:
                                                 "awaitPromise": True}, session=session)  # fmt: skip
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
+
+    def resize(self, session: str, width: int, height: int) -> None:
+        """Give the page a viewport of ``width`` x ``height`` CSS pixels."""
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                         "mobile": False}, session=session)  # fmt: skip
+
+    def screenshot(self, session: str, path: Path) -> None:
+        """Save what the page shows now as a PNG."""
+        data = self.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def console_errors(self) -> list[str]:
+        """Errors the pages reported so far: uncaught exceptions, console.error, and the
+        browser's own error entries (a refused request, a policy violation)."""
+        errors = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                errors.append(str(details.get("exception", {}).get("description") or details.get("text")))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                entry = params["entry"]
+                errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
+        return errors
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -93,6 +93,35 @@ def test_heartbeat_commit_watch(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_the_trace_records_the_role_the_heartbeats_sampled_and_the_jobs(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        master, _ = memory_master(tmp_path)
+        await leading(master)
+        try:
+            for _ in range(3):  # in the same second: one kept
+                await master.slaves.heartbeat(heartbeat())
+            outcome = await master.propose(ops.SubmitJob(
+                at=ops.utcnow(), job_id="j1", spec=JobSpec(name="hello", image="claud/busybox:latest")
+            ))
+            assert outcome.ok, outcome
+            async with asyncio.timeout(DEADLINE):
+                while master.state.jobs["j1"].state != JobState.SCHEDULED:
+                    await asyncio.sleep(0.01)
+            events = [e.as_dict() for e in master.trace.after(0)]
+            roles = [(e["role"], e["term"], e["leader"]) for e in events if e["kind"] == "role"]
+            assert roles[-1] == ("leader", master.term, 1)
+            assert [e["slave"] for e in events if e["kind"] == "slave.heartbeat"] == [SLAVE]
+            assert [e["state"] for e in events if e["kind"] == "slave"] == ["alive"]
+            assert [(e["job"], e["state"]) for e in events if e["kind"] == "job"] == [("j1", "pending"),
+                                                                                   ("j1", "scheduled")]
+            assert any(e["kind"] == "commit" for e in events)
+            assert all(e["master"] == 1 for e in events)
+        finally:
+            await master.stop()
+
+    asyncio.run(scenario())
+
+
 def test_slave_protocol_needs_a_leader_whose_term_has_begun(tmp_path: Path) -> None:
     async def scenario() -> None:
         master, _ = memory_master(tmp_path)
@@ -112,8 +141,8 @@ def test_what_follows_a_commit_is_a_named_list(tmp_path: Path) -> None:
     async def scenario() -> None:
         master, _ = memory_master(tmp_path)
         try:
-            assert master.replicated.applied_subscribers == ["events", "log", "watchers", "scheduler", "discovery",
-                                                             "duties", "telemetry"]
+            assert master.replicated.applied_subscribers == ["events", "log", "trace", "watchers", "scheduler",
+                                                             "discovery", "duties", "telemetry"]
         finally:
             await master.stop()
 

@@ -64,6 +64,10 @@ class NodeView(BaseModel):
     drain_deadline: datetime | None = Field(
         None, description="while draining: batch jobs still running then are forced off"
     )
+    lease_left: float | None = Field(
+        None, description="a slave's seconds until its lease (slave_lease) runs out unless it heartbeats again; "
+        "known on the leader only",
+    )
 
 
 #: The longest drain deadline accepted, seconds (a week): a longer one is a typo.
@@ -136,4 +140,13 @@ class ClusterView(BaseModel):
     members: list[MemberView] = Field(default_factory=list)
     last_gc: GcSummary | None = Field(
         None, description="the last GC pass this master applied (null: none since it loaded its tables)"
+    )
+    # What the answering master itself knows (each master answers for itself; the live view reads them).
+    master_id: int | None = Field(None, description="the master that answered")
+    role: str | None = Field(None, description="its Raft role: leader | follower | candidate | pre_candidate")
+    voted_for: int | None = Field(None, description="whom it voted for in this term")
+    last_index: int | None = Field(None, description="the last index in its log")
+    applied_index: int | None = Field(None, description="the last index it applied to its tables")
+    slave_lease: float | None = Field(
+        None, description="seconds a slave keeps its jobs without hearing a leader (then it fences them)"
     )

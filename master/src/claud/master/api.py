@@ -95,6 +95,7 @@ from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
 from claud.master.telemetry import RequestTiming
+from claud.master.trace import trace_stream
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
 
 log = logging.getLogger("claud.master.api")
@@ -565,6 +566,7 @@ def _slave_view(master: Master, slave_id: str) -> NodeView:
     # The leader's own memory is fresher than the replicated copy (touched every few seconds).
     view.usage = master.slaves.usage(slave_id) or view.usage
     view.last_heartbeat = master.slaves.last_heartbeat(slave_id) or view.last_heartbeat
+    view.lease_left = master.slaves.lease_left(slave_id) if master.is_leader else None
     return view
 
 
@@ -645,6 +647,12 @@ async def cluster_status(master: MasterDep) -> ClusterView:
         cluster_id=members.cluster_id,
         members=members.members,
         last_gc=_last_gc(master),
+        master_id=master.id,
+        role=master.replicated.core.role.value,
+        voted_for=master.replicated.core.voted_for,
+        last_index=master.replicated.core.last_index,
+        applied_index=master.state.applied_index,
+        slave_lease=master.settings.slave_lease,
         masters=[
             MasterView(
                 id=master_id,
@@ -679,6 +687,52 @@ async def events(master: MasterDep) -> StreamingResponse:
                 yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+#: The largest trace id a reader may name (JSON-safe; a master's trace never gets near it).
+MAX_TRACE_ID = 2**53
+_TRACE_ID_DOC = "resume after this trace id: replay the kept events that follow it, then stream live"
+
+
+def _trace_id(raw: str) -> int:
+    """A ``Last-Event-ID`` header: a trace id (hostile input: digits only, bounded)."""
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 16 or int(text) > MAX_TRACE_ID:
+        raise ApiError(422, "invalid_spec", f"Last-Event-ID must be a trace id (0..{MAX_TRACE_ID})", "Last-Event-ID")
+    return int(text)
+
+
+@cluster.get(
+    "/cluster/trace", response_class=docs.EventStream, operation_id="clusterTrace",
+    responses={
+        200: {"description": "`id: <trace id>` / `event: <kind>` / `data: <JSON>`; a `trace.gap` event "
+              "when events the reader asked for fell out of the ring; comments keep the connection alive"},
+        **docs.INVALID,
+    },
+)
+async def cluster_trace(
+    master: MasterDep,
+    after: Annotated[int | None, Query(ge=0, le=MAX_TRACE_ID, description=_TRACE_ID_DOC)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32, description=_TRACE_ID_DOC)] = None,
+) -> StreamingResponse:
+    """Server-sent events: this master's consensus trace (roles, elections, votes,
+    appends and their answers, snapshots, commits, slave heartbeats, job and slave
+    transitions), the kept ones first, then live.
+
+    Each master keeps its own bounded trace (the last 2,000 events; heartbeats
+    sampled to one per peer a second); ``Last-Event-ID`` (sent by a reconnecting
+    reader, so it wins over ``?after=``) resumes without repeats. Ids grow across
+    a master's restarts too (they start from its clock); an id ahead of the newest
+    (another master's, or a clock set back) replays all that is kept.
+    """
+    trace = master.trace
+    start = _trace_id(last_event_id) if last_event_id is not None else (after or 0)
+    if start > trace.last_id:
+        start = 0
+
+    return StreamingResponse(
+        trace_stream(trace, start), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 # ------------------------------------------------------------------ operator
@@ -818,6 +872,11 @@ async def ui_script() -> Response:
 @ops_router.get("/ui/dashboard.css", include_in_schema=False)
 async def ui_style() -> Response:
     return _asset("/ui/dashboard.css")
+
+
+@ops_router.get("/ui/favicon.svg", include_in_schema=False)
+async def ui_icon() -> Response:
+    return _asset("/ui/favicon.svg")
 
 
 # ------------------------------------------------------------------- the app

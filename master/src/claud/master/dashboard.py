@@ -19,6 +19,8 @@ _ASSETS = {
     "/ui": ("dashboard.html", "text/html; charset=utf-8"),
     "/ui/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "/ui/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    # Its own icon, so that the browser does not ask for /favicon.ico (which is not open).
+    "/ui/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 DASHBOARD_PATHS = frozenset(_ASSETS)
 

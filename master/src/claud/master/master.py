@@ -16,7 +16,8 @@ memory. Each decision lives in one part:
   whose snapshots stream apart (:mod:`claud.master.snapshot_stream`).
 
 What follows a commit is a list of named subscribers of the log, in this
-order: publish the changes on the event stream, log them, wake the slaves'
+order: publish the changes on the event stream, log them, trace them (the
+live view's record, :mod:`claud.master.trace`), wake the slaves'
 watches, wake the scheduler, then start or stop the leader's duties (and
 announce the term) as the role requires.
 """
@@ -87,6 +88,7 @@ class Master:
         identity.adopt(replicated.committed_configuration)
         replicated.subscribe_configuration("identity", identity.committed)
         self.events = EventBroker()
+        self.trace = replicated.trace
         self.slaves = SlaveSessions(settings, replicated)
         self.duties = LeaderDuties(settings, replicated, self.slaves)
         #: Where a leader's streamed snapshots land (``SNAPSHOT_CHUNK_PATH``).
@@ -95,6 +97,7 @@ class Master:
         self._background: list[asyncio.Task[None]] = []
         replicated.subscribe_applied("events", self._publish_changes)
         replicated.subscribe_applied("log", self._log_changes)
+        replicated.subscribe_applied("trace", self._trace_changes)
         replicated.subscribe_applied("watchers", self.slaves.wake_watchers)
         replicated.subscribe_applied("scheduler", self.duties.wake_scheduler)
         replicated.subscribe_applied("discovery", self._announce_term)
@@ -207,6 +210,17 @@ class Master:
                           msg=change.message)
             else:
                 log_event(log, "node." + change.state, level, slave=change.id, index=change.index, msg=change.message)
+
+    def _trace_changes(self, changes: list[Change]) -> None:
+        # Every master applies every change, so each master's trace shows the jobs
+        # placed, started, fenced, lost and placed again, with the reason.
+        for change in changes:
+            if change.kind == "job":
+                self.trace.record("job", job=change.id, state=change.state, slave=change.slave_id,
+                                  reason=change.message, index=change.index)  # fmt: skip
+            else:
+                self.trace.record("slave", slave=change.id, state=change.state, reason=change.message,
+                                  index=change.index)  # fmt: skip
 
     def _announce_term(self, _changes: list[Change] | None = None) -> None:
         if self.discovery is not None:

@@ -11,6 +11,10 @@ can run a master's log in memory. What happens after a round applied entries,
 and after the role or the leader changed, is up to the subscribers registered
 by name with :meth:`ReplicatedLog.subscribe_applied` and
 :meth:`ReplicatedLog.subscribe_role_change`.
+
+The messages each round sends and receives, the role changes and the commits
+are written to this master's :class:`~claud.master.trace.Trace` (the live
+view's record) here, around the core, which stays a pure step function.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from claud.master import ops
 from claud.master.peers import MasterDirectory
 from claud.master.raft import RaftConfig, RaftCore, Role
 from claud.master.raft_config import ConfChange, Configuration, config_from_entry, is_config_entry
-from claud.master.raft_messages import InstallSnapshot, Message
+from claud.master.raft_messages import InstallSnapshot, Message, PreVote, VoteRequest
 from claud.master.state import Change, Outcome, SnapshotParts, StateMachine, join_snapshot
 from claud.master.storage import Entry, HardState, LogStore, Snapshot
+from claud.master.trace import Trace
 from claud.master.transport import LeaderUnavailable, MasterTransport, NotCommitted, OutcomeUnknown
 
 log = logging.getLogger("claud.master.replication")
@@ -82,8 +87,11 @@ class ReplicatedLog:
         election_timeout: float,
         snapshot_every: int,
         propose_timeout: float,
+        trace: Trace | None = None,
     ) -> None:
         self.master_id = master_id
+        #: What this master saw and did, for the live view (``GET /v1/cluster/trace``).
+        self.trace = trace if trace is not None else Trace(master_id)
         self._store = store
         self._directory = directory
         self._transport = transport
@@ -149,6 +157,8 @@ class ReplicatedLog:
         #: Told the seconds each proposal took to commit here, and each round's apply (telemetry).
         self.on_commit_seconds: Callable[[float], None] | None = None
         self.on_apply_seconds: Callable[[float, int], None] | None = None
+        self._traced_soft = (self.core.role, self.core.term, self.core.leader_id)
+        self._traced_commit = self.state.applied_index
         #: The first index of this master's current leadership; duties start once it applies.
         self.leadership_index: int | None = None
         # The core's peer set follows the directory.
@@ -372,6 +382,7 @@ class ReplicatedLog:
                     elif isinstance(item, _Saved):
                         self.core.compact(item.snapshot)
                     else:
+                        self.trace.message(item, "in")
                         self.core.step(item)
                 while self.core.has_ready():
                     await self._handle_ready()
@@ -391,6 +402,7 @@ class ReplicatedLog:
             log_event(log, "raft.warning", logging.WARNING, msg=warning)
         if rd.snapshot is not None or rd.hard_state is not None or rd.entries:
             await asyncio.to_thread(self._persist, rd.snapshot, rd.hard_state, rd.entries)
+        self._trace_round(rd.messages)
         for msg in rd.messages:
             self._transport.send(msg)
         if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
@@ -410,6 +422,7 @@ class ReplicatedLog:
                 self._committed(Configuration.decode(rd.snapshot.config))
             self._fail_waiting_up_to(rd.snapshot.index)
             log_event(log, "snapshot.installed", index=rd.snapshot.index, jobs=len(self.state.jobs))
+            self.trace.record("snapshot.installed", index=rd.snapshot.index, term=rd.snapshot.term)
         applied_any = False
         applying = time.perf_counter()
         for entry in rd.committed:
@@ -431,6 +444,10 @@ class ReplicatedLog:
         self.core.advance(rd)
         self._notice_configuration()
         if applied_any:
+            if self.state.applied_index > self._traced_commit:
+                # Sampled: a busy leader commits many times a second; /v1/cluster has the latest.
+                self._traced_commit = self.state.applied_index
+                self.trace.record("commit", sample="commit", index=self.state.applied_index, term=self.core.term)
             waiters, self._applied_waiters = self._applied_waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -452,6 +469,15 @@ class ReplicatedLog:
             ):
                 self._warmups_done += 1
                 self._warmup = asyncio.create_task(self._warm_up_snapshot(), name="snapshot-warmup")
+
+    def _trace_round(self, messages: list[Message]) -> None:
+        """Trace what this round sends: an election begins with its vote requests."""
+        requests = [m for m in messages if isinstance(m, VoteRequest)]
+        if requests:
+            self.trace.record("election", term=requests[0].term, pre=isinstance(requests[0], PreVote),
+                              voters=sorted(m.dst for m in requests), transfer=requests[0].transfer)  # fmt: skip
+        for msg in messages:
+            self.trace.message(msg, "out")
 
     def _publish_applied(self) -> None:
         changes = self.state.drain_changes()
@@ -563,6 +589,12 @@ class ReplicatedLog:
 
     def _notice_role(self) -> None:
         role, leader = self.core.role, self.core.leader_id
+        soft = (role, self.core.term, leader)
+        if soft != self._traced_soft:
+            self.trace.record("role", role=role.value, term=self.core.term, leader=leader,
+                              voted_for=self.core.voted_for, was=self._traced_soft[0].value,
+                              index=self.core.last_index)  # fmt: skip
+            self._traced_soft = soft
         if (role, leader) == (self._role, self._leader_id):
             return
         if role == Role.LEADER and self._role != Role.LEADER:

@@ -94,6 +94,15 @@ class SlaveSessions:
     def usage(self, slave_id: str) -> HostUsage | None:
         return self._usage.get(slave_id)
 
+    def lease_left(self, slave_id: str) -> float | None:
+        """Seconds of the slave's lease left, counted from when this leader last heard it
+        (or, not heard yet, from when it became leader: the full period it gives every
+        slave); None for a slave it does not know."""
+        seen = self.last_seen.get(slave_id)
+        if seen is None:
+            return None
+        return round(max(0.0, self._settings.slave_lease - (time.monotonic() - seen)), 1)
+
     def last_heartbeat(self, slave_id: str) -> datetime | None:
         return self._heartbeat_at.get(slave_id)
 
@@ -114,6 +123,8 @@ class SlaveSessions:
         self._heartbeat_at[slave_id] = utcnow()
         self._usage[slave_id] = hb.usage
         self._touched.add(slave_id)
+        self._replicated.trace.record("slave.heartbeat", sample=("slave.heartbeat", slave_id), slave=slave_id,
+                                      healthy=hb.runtime.healthy)  # fmt: skip
         state = self._replicated.state
         slave = state.slaves.get(slave_id)
         proposals: list[ops.Operation] = []

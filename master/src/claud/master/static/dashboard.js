@@ -1,16 +1,49 @@
-// The dashboard holds no data of its own: it asks for the API token, keeps it
-// in sessionStorage (never in a URL), and reads the authenticated /v1 API.
-// Every value reaches the page as text (textContent), never as markup, and
-// only known state names become class names.
+// The live view holds no data of its own: it asks for the API token, keeps it
+// in sessionStorage (never in a URL), and reads the authenticated /v1 API of
+// the master that served it (the policy admits no other origin): /v1/cluster,
+// /v1/nodes and /v1/jobs each second, and that master's consensus trace
+// (/v1/cluster/trace, server-sent events read through fetch, since EventSource
+// cannot send the token) as it happens. It draws what that master knows.
+// Every value reaches the page as text (textContent) or as a number in an SVG
+// attribute, never as markup, and only known names become class names.
 "use strict";
 
 const TOKEN_KEY = "claud-token";
 const REFRESH_MS = 1000;
+const RECONNECT_MS = 1000;
 const MAX_JOBS = 200;
+const LOG_LINES = 150;
+const JOB_LINES = 100;
+const MAX_TERMS = 14;
+const FLIGHT_MS = 650;
+const MAX_DOTS = 90;
+// Events older than this when they arrive (a replay) are listed, not animated.
+const ANIMATE_WITHIN_S = 3;
+const CAMPAIGN_MS = 2500;
+const BANNER_MS = 5000;
+const SVG = "http://www.w3.org/2000/svg";
+const STAGE = { width: 800, height: 440, cx: 400, cy: 172, rx: 240, ry: 110, r: 38, slaveY: 370 };
 const STATES = new Set(["pending", "scheduled", "starting", "running", "completed", "failed", "stopping",
   "stopped", "lost", "alive", "suspect", "dead", "draining"]);
+const ACTIVE = new Set(["scheduled", "starting", "running", "stopping"]);
+const ROLES = new Set(["leader", "follower", "candidate", "pre_candidate", "unknown"]);
+const LEADER_COLOURS = ["#e29a12", "#3a78d4", "#14a05a", "#8a4fd0", "#d0408a", "#2aa5a5", "#7a6a2a"];
 
 let timer = null;
+let following = null; // the AbortController of the trace stream
+
+const view = {
+  cluster: null, // the last /v1/cluster answer
+  slaves: [], // slave rows of the last /v1/nodes answer
+  jobs: [], // the last /v1/jobs answer
+  heard: new Map(), // master id -> {term, at}: the last message this master got from it
+  terms: [], // [{term, leader, at}] in order: the timeline
+  lastId: 0, // the last trace id read (Last-Event-ID on reconnect)
+  dots: [],
+  campaigns: new Map(), // candidate id -> {term, pre, until}
+  banner: { text: "", until: 0 },
+  placed: new Set(), // jobs seen placed: a second placement is "placed again"
+};
 
 function $(id) { return document.getElementById(id); }
 
@@ -18,8 +51,29 @@ function text(value) {
   return value === null || value === undefined ? "" : String(value);
 }
 
+function num(value) {
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
 function labels(map) {
   return Object.entries(map || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+}
+
+function short(id) {
+  const s = text(id);
+  return s.length > 14 ? s.slice(0, 13) + "…" : s;
+}
+
+function clock(at) {
+  const d = new Date(at * 1000);
+  return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+function svg(name, attrs, content) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  if (content !== undefined) el.textContent = text(content);
+  return el;
 }
 
 function fill(table, head, rows) {
@@ -44,28 +98,34 @@ function fill(table, head, rows) {
 
 class Unauthorized extends Error {}
 
+function headers(accept) {
+  return { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY), Accept: accept };
+}
+
 async function get(path) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
   const response = await fetch(path, {
-    headers: { Authorization: "Bearer " + token, Accept: "application/json" },
-    credentials: "omit", cache: "no-store", redirect: "error",
+    headers: headers("application/json"), credentials: "omit", cache: "no-store", redirect: "error",
   });
   if (response.status === 401) throw new Unauthorized("the master refused this token");
   if (!response.ok) throw new Error(`${path} answered ${response.status}`);
   return response.json();
 }
 
+// ------------------------------------------------------------------ polling
+
 async function refresh() {
   try {
     const [c, n, j] = await Promise.all([get("/v1/cluster"), get("/v1/nodes"), get("/v1/jobs")]);
-    $("cluster").textContent = `leader ${text(c.leader_id)} · term ${text(c.term)} · commit index ${text(c.commit_index)}`;
-    fill($("nodes"), ["id", "role", "state", "address", "labels", "cpu free", "memory free (MiB)"],
-      n.nodes.map((x) => [x.id, x.role, x.state, x.address, labels(x.labels),
-        `${text(x.resources?.cpu_free)}/${text(x.resources?.cpu_total)}`,
-        `${text(x.resources?.memory_mb_free)}/${text(x.resources?.memory_mb_total)}`]));
-    fill($("jobs"), ["id", "name", "image", "state", "node", "constraints", "attempts", "exit", "reason"],
-      j.jobs.slice(-MAX_JOBS).reverse().map((x) => [x.id, x.name, x.image, x.state, x.node_id,
+    view.cluster = c;
+    view.slaves = n.nodes.filter((x) => x.role === "slave");
+    view.jobs = j.jobs;
+    noteTerm(num(c.term), num(c.leader_id), Date.now() / 1000, true);
+    fill($("jobs"), ["id", "name", "state", "slave", "constraints", "attempts", "exit", "reason"],
+      j.jobs.slice(-MAX_JOBS).reverse().map((x) => [x.id, x.name, x.state, x.node_id,
         labels(x.constraints?.labels), x.attempts, x.exit_code, x.pending_reason || x.message]));
+    drawSummary();
+    drawStage();
+    drawTerms();
     $("error").textContent = "";
   } catch (err) {
     if (err instanceof Unauthorized) {
@@ -76,9 +136,375 @@ async function refresh() {
   }
 }
 
+function masterName(id) { return id === null || id === undefined ? "none" : `master ${id}`; }
+
+function drawSummary() {
+  const c = view.cluster;
+  if (!c) return;
+  const leader = num(c.leader_id);
+  $("leader").textContent = leader === null ? "no leader (an election?)" : `leader: master ${leader}, term ${text(c.term)}`;
+  $("summary").textContent = `served by master ${text(c.master_id)} (${text(c.role)}) · term ${text(c.term)} · `
+    + `leader ${masterName(leader)} · commit ${text(c.commit_index)} · quorum ${text(c.quorum)} of ${c.masters.length}`;
+}
+
+// ------------------------------------------------------------------ the stage
+
+function positions() {
+  const at = new Map();
+  const masters = view.cluster ? [...view.cluster.masters].sort((a, b) => a.id - b.id) : [];
+  masters.forEach((m, i) => {
+    const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(1, masters.length);
+    at.set("m" + m.id, { x: STAGE.cx + STAGE.rx * Math.cos(angle), y: STAGE.cy + STAGE.ry * Math.sin(angle) });
+  });
+  const n = view.slaves.length;
+  const slot = Math.min(150, (STAGE.width - 20) / Math.max(1, n));
+  view.slaves.forEach((s, i) => {
+    at.set("s" + s.id, { x: STAGE.width / 2 + (i - (n - 1) / 2) * slot, y: STAGE.slaveY, w: slot - 12 });
+  });
+  return at;
+}
+
+function drawStage() {
+  const c = view.cluster;
+  if (!c) return;
+  const at = positions();
+  const self = num(c.master_id);
+  const leader = num(c.leader_id);
+  const now = Date.now();
+  const links = [];
+  const masters = [...c.masters].sort((a, b) => a.id - b.id);
+  for (let i = 0; i < masters.length; i++) {
+    for (let j = i + 1; j < masters.length; j++) {
+      const a = at.get("m" + masters[i].id), b = at.get("m" + masters[j].id);
+      links.push(svg("line", { class: "link", x1: a.x, y1: a.y, x2: b.x, y2: b.y }));
+    }
+  }
+  const hub = leader !== null ? at.get("m" + leader) : undefined;
+  for (const s of view.slaves) {
+    const p = at.get("s" + s.id);
+    if (hub) links.push(svg("line", { class: "link lease", x1: hub.x, y1: hub.y, x2: p.x, y2: p.y - 28 }));
+  }
+  $("links").replaceChildren(...links);
+  $("masters").replaceChildren(...masters.map((m) => drawMaster(m, at.get("m" + m.id), self, now)));
+  $("slaves").replaceChildren(...view.slaves.map((s) => drawSlave(s, at.get("s" + s.id))));
+  const banner = now < view.banner.until ? view.banner.text : "";
+  $("banner").textContent = banner;
+}
+
+function drawMaster(m, p, self, now) {
+  const c = view.cluster;
+  const isSelf = m.id === self;
+  // Its own role, in full (pre_candidate too), is what the serving master knows best.
+  const role = isSelf && ROLES.has(c.role) ? c.role : (ROLES.has(m.role) ? m.role : "unknown");
+  const g = svg("g", { class: `master ${role}${m.reachable ? "" : " unreachable"}`, "data-id": m.id, "data-role": role });
+  if (isSelf) g.appendChild(svg("circle", { class: "here", cx: p.x, cy: p.y, r: STAGE.r + 7 }));
+  const campaign = view.campaigns.get(m.id);
+  if (campaign && campaign.until > now) {
+    g.appendChild(svg("circle", { class: "campaign", cx: p.x, cy: p.y, r: STAGE.r + 4 }));
+  }
+  g.appendChild(svg("circle", { class: "body", cx: p.x, cy: p.y, r: STAGE.r }));
+  g.appendChild(svg("text", { class: "name", x: p.x, y: p.y + 2, "text-anchor": "middle" }, "M" + m.id));
+  g.appendChild(svg("text", { class: "role", x: p.x, y: p.y + 18, "text-anchor": "middle" },
+    role.replace("_", "-")));
+  const facts = [];
+  if (isSelf) {
+    facts.push(`term ${text(c.term)} · voted ${c.voted_for === null ? "—" : "M" + text(c.voted_for)}`);
+    facts.push(`last ${text(c.last_index)} · commit ${text(c.commit_index)} · applied ${text(c.applied_index)}`);
+    facts.push("this page's master");
+  } else {
+    const heard = view.heard.get(m.id);
+    if (heard) facts.push(`term ${heard.term} · heard ${((now / 1000) - heard.at).toFixed(1)} s ago`);
+    if (num(m.match_index) !== null) {
+      const lag = num(c.last_index) !== null ? c.last_index - m.match_index : null;
+      facts.push(`match ${m.match_index}${lag ? ` (${lag} behind)` : ""}`);
+    }
+    if (!m.reachable) facts.push("unreachable");
+  }
+  // Below the circle; beside it for one near the top, where the banner is.
+  const beside = p.y < STAGE.cy - 1;
+  facts.forEach((line, i) => {
+    const attrs = beside
+      ? { class: "facts", x: p.x + STAGE.r + 14, y: p.y - 10 + i * 14, "text-anchor": "start" }
+      : { class: "facts", x: p.x, y: p.y + STAGE.r + 18 + i * 14, "text-anchor": "middle" };
+    g.appendChild(svg("text", attrs, line));
+  });
+  return g;
+}
+
+function drawSlave(s, p) {
+  const state = STATES.has(s.state) ? s.state : "unknown";
+  const g = svg("g", { class: `slave ${state}`, "data-id": s.id });
+  const w = p.w, h = 62, x = p.x - w / 2, y = p.y - 28;
+  g.appendChild(svg("rect", { x, y, width: w, height: h, rx: 6 }));
+  g.appendChild(svg("text", { x: x + 7, y: y + 15 }, short(s.id)));
+  const jobs = view.jobs.filter((j) => j.node_id === s.id && ACTIVE.has(j.state)).length;
+  g.appendChild(svg("text", { x: x + 7, y: y + 29 }, `${s.state} · ${jobs} job${jobs === 1 ? "" : "s"}`));
+  const beat = s.last_heartbeat ? (Date.now() - Date.parse(s.last_heartbeat)) / 1000 : null;
+  g.appendChild(svg("text", { x: x + 7, y: y + 43 },
+    beat === null ? "no heartbeat yet" : `heartbeat ${Math.max(0, beat).toFixed(1)} s ago`));
+  const lease = num(s.lease_left), total = num(view.cluster?.slave_lease);
+  g.appendChild(svg("rect", { class: "lease-bg", x: x + 7, y: y + 49, width: w - 14, height: 6, rx: 3 }));
+  if (lease !== null && total) {
+    g.appendChild(svg("rect", { class: "lease", x: x + 7, y: y + 49, width: Math.max(0, (w - 14) * Math.min(1, lease / total)),
+      height: 6, rx: 3 }));
+    g.appendChild(svg("title", {}, `lease left ${lease.toFixed(1)} s of ${total} s`));
+  } else {
+    g.appendChild(svg("title", {}, "the lease left is known on the leader"));
+  }
+  return g;
+}
+
+// ------------------------------------------------------------------ terms
+
+// The trace's role events make the timeline: in order, with the times they
+// happened. A poll only adds a term the trace has not shown (its answer may be
+// older than it looks, so it never says a term lost its leader). What arrives is
+// kept in time order (a replay is older than the first poll), then merged into
+// one block per (term, leader), a leaderless block standing for an election.
+function noteTerm(term, leader, at, polled) {
+  if (term === null || term === 0) return; // term 0: before any election, nothing to show
+  if (polled && (leader === null || view.terms.some((t) => t.term >= term))) return;
+  const sorted = [...view.terms, { term, leader, at }].sort((a, b) => a.at - b.at);
+  const merged = [];
+  for (const t of sorted) {
+    const last = merged[merged.length - 1];
+    if (!last) { merged.push({ ...t }); continue; }
+    if (t.term < last.term || (t.term === last.term && t.leader === last.leader)) continue;
+    if (t.term === last.term && last.leader === null) { last.leader = t.leader; continue; }
+    if (t.leader === null && last.leader === null) continue; // still electing
+    merged.push({ ...t });
+  }
+  view.terms = merged.slice(-MAX_TERMS * 4);
+}
+
+function drawTerms() {
+  const shown = view.terms.slice(-MAX_TERMS);
+  const width = 440, min = 38, now = Date.now() / 1000;
+  const spans = shown.map((t, i) => Math.max(0.001, (i + 1 < shown.length ? shown[i + 1].at : now) - t.at));
+  const total = spans.reduce((a, b) => a + b, 0);
+  let x = 0;
+  const blocks = shown.map((t, i) => {
+    const w = min + (width - min * shown.length) * (spans[i] / total);
+    const g = svg("g", { class: t.leader === null ? "term none" : "term" });
+    const rect = svg("rect", { x, y: 4, width: Math.max(1, w), height: 40, rx: 3 });
+    if (t.leader !== null) rect.setAttribute("fill", LEADER_COLOURS[t.leader % LEADER_COLOURS.length]);
+    g.appendChild(rect);
+    g.appendChild(svg("text", { x: x + 4, y: 20 }, "T" + t.term));
+    g.appendChild(svg("text", { x: x + 4, y: 36 }, t.leader === null ? "none" : "M" + t.leader));
+    g.appendChild(svg("title", {}, `term ${t.term}: ${t.leader === null ? "no leader known" : "led by master " + t.leader}`
+      + `, from ${clock(t.at)}`));
+    x += w;
+    return g;
+  });
+  $("terms").replaceChildren(...blocks);
+}
+
+// ------------------------------------------------------------------ the trace
+
+function describe(kind, e) {
+  const vote = e.pre ? "pre-vote" : "vote";
+  switch (kind) {
+    case "role": return `M${e.master} is ${text(e.role).replace("_", "-")} in term ${e.term}`
+      + (e.leader !== null && e.leader !== undefined ? `, leader M${e.leader}` : ", no leader known");
+    case "election": return `M${e.master} stands for term ${e.term}${e.pre ? " (pre-vote)" : ""}, asking `
+      + (e.voters || []).map((v) => "M" + v).join(", ");
+    case "vote.request": return `M${e.src} asks M${e.dst} for a ${vote}, term ${e.term}, log ${e.last_index}@${e.last_term}`;
+    case "vote.granted": return `M${e.src} grants M${e.dst} its ${vote}, term ${e.term}`;
+    case "vote.refused": return `M${e.src} refuses M${e.dst} its ${vote}, term ${e.term}`;
+    case "append": return e.entries ? `M${e.src} → M${e.dst} ${e.entries} entr${e.entries === 1 ? "y" : "ies"} after `
+      + `${e.prev_index}, commit ${e.commit}` : `M${e.src} → M${e.dst} heartbeat, commit ${e.commit}`;
+    case "append.answer": return e.success ? `M${e.src} → M${e.dst} ok, match ${e.match_index}`
+      : `M${e.src} → M${e.dst} refused (log does not match)`;
+    case "snapshot.send": return `M${e.src} → M${e.dst} snapshot at ${e.index}`;
+    case "snapshot.answer": return `M${e.src} → M${e.dst} snapshot installed, match ${e.match_index}`;
+    case "snapshot.installed": return `M${e.master} installed a snapshot at ${e.index}`;
+    case "commit": return `M${e.master} commit index → ${e.index}`;
+    case "transfer": return `M${e.src} tells M${e.dst} to stand now (leadership transfer)`;
+    case "slave.heartbeat": return `slave ${short(e.slave)} heartbeat → M${e.master}`;
+    case "slave": return `slave ${short(e.slave)} ${e.state}${e.reason ? ": " + e.reason : ""}`;
+    case "job": return `job ${short(e.job)} ${e.state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? ": " + e.reason : ""}`;
+    case "trace.gap": return e.restarted ? "the master restarted: its trace starts again"
+      : `${e.missed} events fell out of the master's trace before they were read`;
+    default: return kind;
+  }
+}
+
+function kindClass(kind, e) {
+  if (kind === "vote.refused" || (kind === "append.answer" && !e.success)) return "k-refused";
+  const head = kind.split(".")[0];
+  return ["role", "election", "vote", "append", "snapshot", "commit", "slave", "job"].includes(head) ? "k-" + head : "k-other";
+}
+
+function logLine(list, at, line, cls, limit) {
+  const li = document.createElement("li");
+  const t = document.createElement("span");
+  t.className = "t";
+  t.textContent = clock(at);
+  li.append(t, document.createTextNode(line));
+  li.className = cls;
+  list.prepend(li);
+  while (list.childElementCount > limit) list.lastElementChild.remove();
+}
+
+function banner(line) {
+  view.banner = { text: line, until: Date.now() + BANNER_MS };
+}
+
+function onEvent(kind, e) {
+  const at = num(e.at) ?? Date.now() / 1000;
+  const fresh = Date.now() / 1000 - at < ANIMATE_WITHIN_S;
+  const self = num(e.master);
+  if (num(e.src) !== null && e.src !== self) view.heard.set(e.src, { term: e.term, at });
+  logLine($("trace-log"), at, describe(kind, e), kindClass(kind, e), LOG_LINES);
+  switch (kind) {
+    case "role":
+      noteTerm(num(e.term), num(e.leader), at, false);
+      if (fresh && e.role === "leader") banner(`M${e.master} leads term ${e.term}`);
+      else if (fresh && e.leader !== null && e.leader !== undefined) banner(`M${e.leader} leads term ${e.term}`);
+      if (fresh) refresh(); // roles move: show it now, not at the next poll
+      break;
+    case "election":
+      view.campaigns.set(self, { term: e.term, pre: e.pre, until: Date.now() + CAMPAIGN_MS });
+      if (fresh) banner(`election: M${self} stands for term ${e.term}${e.pre ? " (pre-vote)" : ""}`);
+      break;
+    case "vote.request":
+      if (e.dir === "in") {
+        view.campaigns.set(e.src, { term: e.term, pre: e.pre, until: Date.now() + CAMPAIGN_MS });
+        if (fresh) banner(`election: M${e.src} stands for term ${e.term}${e.pre ? " (pre-vote)" : ""}`);
+      }
+      break;
+    case "job": {
+      let state = text(e.state);
+      if (state === "scheduled") {
+        state = view.placed.has(e.job) ? "placed again" : "placed";
+        if (view.placed.size > 10000) view.placed.clear(); // a long-open tab: forget, rather than grow
+        view.placed.add(e.job);
+      }
+      const line = `${short(e.job)} ${state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? " — " + e.reason : ""}`;
+      logLine($("job-log"), at, line, STATES.has(e.state) ? e.state : "", JOB_LINES);
+      break;
+    }
+    default:
+      break;
+  }
+  if (fresh) fly(kind, e);
+}
+
+function dotClass(kind, e) {
+  switch (kind) {
+    case "append": return e.entries ? "entries" : "append";
+    case "append.answer": return e.success ? "answer" : "refused";
+    case "vote.request": return "vote";
+    case "vote.granted": return "granted";
+    case "vote.refused": return "refused";
+    case "snapshot.send": case "snapshot.answer": return "snapshot";
+    case "transfer": return "vote";
+    default: return null;
+  }
+}
+
+function fly(kind, e) {
+  const at = positions();
+  if (kind === "slave.heartbeat") { // the slave asks, the leader answers
+    const s = at.get("s" + e.slave), m = at.get("m" + e.master);
+    if (s && m) {
+      launch("slave", { x: s.x, y: s.y - 28 }, m, 0);
+      launch("slave", m, { x: s.x, y: s.y - 28 }, FLIGHT_MS);
+    }
+    return;
+  }
+  const cls = dotClass(kind, e);
+  const from = at.get("m" + e.src), to = at.get("m" + e.dst);
+  if (cls && from && to) launch(cls, from, to, 0);
+}
+
+function launch(cls, from, to, delay) {
+  if (view.dots.length >= MAX_DOTS) return;
+  const r = cls === "entries" || cls === "vote" || cls === "granted" ? 6 : 4.5;
+  const el = svg("circle", { class: "dot " + cls, r, cx: from.x, cy: from.y, opacity: 0 });
+  $("dots").appendChild(el);
+  // A curve to the left of the straight line, so that a request and its answer pass each other.
+  const dx = to.x - from.x, dy = to.y - from.y, len = Math.hypot(dx, dy) || 1;
+  const bend = Math.min(40, len / 6);
+  const ctrl = { x: (from.x + to.x) / 2 + (dy / len) * bend, y: (from.y + to.y) / 2 - (dx / len) * bend };
+  view.dots.push({ el, from, to, ctrl, start: performance.now() + delay });
+  if (view.dots.length === 1) requestAnimationFrame(animate);
+}
+
+function animate(now) {
+  view.dots = view.dots.filter((d) => {
+    const p = (now - d.start) / FLIGHT_MS;
+    if (p < 0) return true;
+    if (p >= 1) { d.el.remove(); return false; }
+    const t = p < 0.5 ? 2 * p * p : 1 - 2 * (1 - p) * (1 - p);
+    const u = 1 - t;
+    d.el.setAttribute("cx", String(u * u * d.from.x + 2 * u * t * d.ctrl.x + t * t * d.to.x));
+    d.el.setAttribute("cy", String(u * u * d.from.y + 2 * u * t * d.ctrl.y + t * t * d.to.y));
+    d.el.setAttribute("opacity", "1");
+    return true;
+  });
+  if (view.dots.length) requestAnimationFrame(animate);
+}
+
+function onBlock(block) {
+  let id = null, kind = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const name = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (name === "id") id = value;
+    else if (name === "event") kind = value;
+    else if (name === "data") data.push(value);
+  }
+  if (!data.length) return;
+  let e;
+  try { e = JSON.parse(data.join("\n")); } catch { return; }
+  if (typeof e !== "object" || e === null) return;
+  if (id !== null && /^[0-9]+$/.test(id)) view.lastId = Number(id);
+  onEvent(kind, e);
+}
+
+async function follow(control) {
+  while (!control.signal.aborted) {
+    try {
+      const wanted = headers("text/event-stream");
+      if (view.lastId > 0) wanted["Last-Event-ID"] = String(view.lastId);
+      const response = await fetch("/v1/cluster/trace", {
+        headers: wanted, credentials: "omit", cache: "no-store", redirect: "error", signal: control.signal,
+      });
+      if (response.status === 401) throw new Unauthorized("the master refused this token");
+      if (!response.ok) throw new Error(`the trace answered ${response.status}`);
+      $("trace-state").textContent = "live";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          onBlock(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (err) {
+      if (control.signal.aborted) return;
+      if (err instanceof Unauthorized) { signOut(err.message); return; }
+    }
+    $("trace-state").textContent = "reconnecting…";
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+  }
+}
+
+// ------------------------------------------------------------------ signing in and out
+
 function show(signedIn) {
   $("login").hidden = signedIn;
   $("board").hidden = !signedIn;
+  $("sign-out").hidden = !signedIn;
+  if (!signedIn) $("summary").textContent = "";
 }
 
 function signIn() {
@@ -93,6 +519,8 @@ function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);
   if (timer !== null) clearInterval(timer);
   timer = null;
+  if (following !== null) following.abort();
+  following = null;
   $("login-error").textContent = text(why);
   show(false);
 }
@@ -101,6 +529,10 @@ function start() {
   show(true);
   refresh();
   if (timer === null) timer = setInterval(refresh, REFRESH_MS);
+  if (following === null) {
+    following = new AbortController();
+    follow(following);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
