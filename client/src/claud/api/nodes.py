@@ -137,3 +137,6 @@ class ClusterView(BaseModel):
     last_gc: GcSummary | None = Field(
         None, description="the last GC pass this master applied (null: none since it loaded its tables)"
     )
+    demo_faults: bool = Field(
+        False, description="this master runs with --demo-faults: it takes `claud chaos` (POST /v1/chaos)"
+    )

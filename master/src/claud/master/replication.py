@@ -82,8 +82,15 @@ class ReplicatedLog:
         election_timeout: float,
         snapshot_every: int,
         propose_timeout: float,
+        running: asyncio.Event | None = None,
     ) -> None:
+        """``running`` is cleared while this master is paused (``claud chaos pause``,
+        :mod:`claud.daemon.faults`): the core then neither ticks nor steps."""
         self.master_id = master_id
+        if running is None:
+            running = asyncio.Event()
+            running.set()
+        self.running = running
         self._store = store
         self._directory = directory
         self._transport = transport
@@ -350,12 +357,16 @@ class ReplicatedLog:
         while True:
             next_tick += self.tick_seconds
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            if not self.running.is_set():  # paused: no time passes for the core, none is made up after
+                await self.running.wait()
+                next_tick = time.monotonic()
             self._inbox.append(_TICK)
             self._wakeup.set()
 
     async def _run(self) -> None:
         while not self._stopping:
             await self._wakeup.wait()
+            await self.running.wait()  # paused: what arrived waits in the inbox
             self._wakeup.clear()
             try:
                 inbox, self._inbox = self._inbox, []
