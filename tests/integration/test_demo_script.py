@@ -86,8 +86,9 @@ def test_the_demo_starts_three_masters_and_three_slaves_and_survives_its_leader(
     assert job["state"] == "completed"
     log = Path(env["CLAUD_DEMO_DIR"], f"master-{leader}.log")
     wait_until(lambda: "restarting in 2 s" in log.read_text(), 10, what="the restart loop noticing")
-    wait_until(lambda: next(m for m in claud(env, "cluster")["masters"] if m["id"] == leader)["reachable"]
-               and claud(env, "cluster")["commit_index"] > cluster["commit_index"], 30, what="the old leader back")
+    restarted = f"127.0.0.{10 + leader}:{port}"
+    wait_until(lambda: claud(env, "--masters", restarted, "cluster")["leader_id"] is not None, 30,
+               what="the killed leader back, following a leader")
 
     loops = Path(env["CLAUD_DEMO_DIR"], "pids").read_text().split()
     assert len(loops) == 6

@@ -190,6 +190,7 @@ class ReplicatedLog:
         """Finish the round in flight (a write, a snapshot), then stop: cancelling
         mid-write would leave a worker thread writing to a store about to close."""
         self._stopping = True
+        self.running.set()  # a paused master that is told to stop stops (claud chaos)
         self._wakeup.set()
         if self._ticker:
             self._ticker.cancel()
