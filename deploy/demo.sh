@@ -43,7 +43,7 @@ supervise() {
             child=$!
             wait "$child"
         done
-    ) &
+    ) </dev/null >>"$log" 2>&1 &  # nothing of the caller's: `up` returns with its output closed
     echo $! >>"$demo/pids"
 }
 
