@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local CLAUD cluster on loopback: three masters (a real election, a replicated
 # log), three slaves, real Docker jobs. Each process has its own loopback address,
-# as the tests give them: masters 127.0.0.11-13, slaves 127.0.0.21-23.
+# as the tests give them: masters 127.0.0.11-13, slaves 127.0.0.21-23. Every process
+# runs with --demo-faults (`claud chaos` breaks it on purpose) under a restart loop.
 #   deploy/demo.sh up     start it, run sample jobs, leave it running
 #   deploy/demo.sh down   stop it and remove its containers
 # CLAUD_DEMO_DIR, CLAUD_DEMO_PORT and CLAUD_DEMO_NAME (the slaves' id prefix) let a
@@ -23,6 +24,28 @@ export CLAUD_MASTERS="$masters_list"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 json_field() { "$bin/python" -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# supervise LOG COMMAND...: run COMMAND in the background and again 2 s after each exit,
+# as a service manager would (a `claud chaos kill` comes back); the loop's pid goes in
+# $demo/pids. A TERM to the loop stops its process, waits for it, and ends the loop.
+supervise() {
+    local log="$1"; shift
+    (
+        set +e
+        child=""
+        trap 'if [ -n "$child" ]; then kill "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi; exit 0' TERM
+        while :; do
+            "$@" >>"$log" 2>&1 &
+            child=$!
+            wait "$child"
+            echo "demo.sh: exited with status $?; restarting in 2 s" >>"$log"
+            sleep 2 &
+            child=$!
+            wait "$child"
+        done
+    ) </dev/null >>"$log" 2>&1 &  # nothing of the caller's: `up` returns with its output closed
+    echo $! >>"$demo/pids"
+}
 
 down() {
     if [ -f "$demo/pids" ]; then
@@ -65,10 +88,9 @@ up() {
     for i in 1 2 3; do
         ip=${master_ips[$((i - 1))]}
         peers=$(echo "$masters_list" | tr ',' '\n' | grep -v "^$ip:" | paste -sd, -)
-        "$bin/claud-master" --id "$i" --listen "$ip:$port" --data-dir "$demo/m$i" --no-discovery \
-            --peers "$peers" --cluster-size 3 --token-file "$demo/token" \
-            --cluster-secret-file "$demo/cluster-secret" >"$demo/master-$i.log" 2>&1 &
-        echo $! >>"$demo/pids"
+        supervise "$demo/master-$i.log" "$bin/claud-master" --id "$i" --listen "$ip:$port" --data-dir "$demo/m$i" \
+            --no-discovery --peers "$peers" --cluster-size 3 --token-file "$demo/token" \
+            --cluster-secret-file "$demo/cluster-secret" --demo-faults
     done
     leader_known() {
         "$bin/claud" --output json cluster | "$bin/python" -c \
@@ -78,10 +100,10 @@ up() {
 
     say "starting slaves $name-s1..3 on ${slave_ips[*]} (zones a, b, c)"
     for i in 1 2 3; do
-        "$bin/claud-slave" --id "$name-s$i" --listen "${slave_ips[$((i - 1))]}:$slave_port" --masters "$masters_list" \
+        supervise "$demo/slave-s$i.log" "$bin/claud-slave" --id "$name-s$i" \
+            --listen "${slave_ips[$((i - 1))]}:$slave_port" --masters "$masters_list" \
             --labels "zone=${zones[$((i - 1))]}" --no-discovery --cluster-secret-file "$demo/cluster-secret" \
-            --state-dir "$demo/s$i-state" >"$demo/slave-s$i.log" 2>&1 &
-        echo $! >>"$demo/pids"
+            --state-dir "$demo/s$i-state" --demo-faults
     done
     slaves_alive() {
         [ "$("$bin/claud" --output json nodes | "$bin/python" -c \
@@ -119,15 +141,17 @@ sys.exit(0 if ok else 1)"
     say "claud logs $ok"
     "$bin/claud" logs "$ok"
 
-    leader=$("$bin/claud" --output json cluster | json_field '["leader_address"]')
+    leader=$("$bin/claud" --output json cluster | json_field '["leader_id"]')
     cat >&2 <<EOF
 
 The cluster is still running (logs in $demo/). Try:
   export CLAUD_MASTERS=$CLAUD_MASTERS CLAUD_TOKEN_FILE=$demo/token
   .venv/bin/claud cluster     .venv/bin/claud jobs         .venv/bin/claud nodes
   .venv/bin/claud events      (job and slave transitions as they happen; Ctrl-C to stop)
-  kill the leader (the master at $leader) and watch another take over:
-      pkill -f -- "--listen $leader"; sleep 3; .venv/bin/claud cluster
+  break it on purpose (every process runs with --demo-faults, and comes back 2 s after it dies):
+      .venv/bin/claud chaos kill $leader; sleep 3; .venv/bin/claud cluster     the leader crashes; another leads
+      .venv/bin/claud chaos partition $leader       cut it off (.venv/bin/claud chaos heal $leader ends it)
+      .venv/bin/claud chaos pause $name-s2           frozen for 15 s: its jobs move once it is declared dead
   live view: http://${master_ips[0]}:$port/ui (it asks for the token: the contents of $demo/token)
   API docs:  http://${master_ips[0]}:$port/docs
 Stop it with: make down

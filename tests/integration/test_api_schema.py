@@ -35,7 +35,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis import checks as sc  # noqa: E402
 
-#: Examples per operation and generation mode (21 operations x 2 modes, then 6 with existing
+#: Examples per operation and generation mode (22 operations x 2 modes, then 6 with existing
 #: ids at half as many): ~1,350 requests, ~50 s on a loaded 2-core machine.
 EXAMPLES = 50
 #: Streams that never end on their own: not fuzzed (they would hold a request open).
@@ -82,6 +82,7 @@ def test_the_document_names_every_operation_and_uses_the_projects_error_body(ope
         "POST /v1/system/gc": "systemGc", "GET /v1/operator/snapshot": "saveSnapshot",
         "POST /v1/operator/snapshot": "restoreSnapshot", "GET /v1/operator/members": "listMembers",
         "POST /v1/operator/members": "addMember", "DELETE /v1/operator/members/{member_id}": "removeMember",
+        "POST /v1/chaos": "chaos",
     }
     text = str(openapi)
     assert "HTTPValidationError" not in text and "'ValidationError'" not in text

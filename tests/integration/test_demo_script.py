@@ -45,6 +45,22 @@ def claud(env: dict[str, str], *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def demo_processes(env: dict[str, str]) -> list[int]:
+    """The masters and slaves this demo started (each names its directory on its command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_bytes().lower()
+        except OSError:
+            continue
+        named = any(env["CLAUD_DEMO_DIR"].encode() in arg for arg in argv)
+        if proc.name.isdigit() and named and any(arg.endswith((b"claud-master", b"claud-slave")) for arg in argv[:2]) \
+                and b"zombie" not in status:
+            found.append(int(proc.name))
+    return found
+
+
 def test_the_demo_starts_three_masters_and_three_slaves_and_survives_its_leader(demo: Any) -> None:
     env, port, name = demo
     up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=240,
@@ -60,20 +76,27 @@ def test_the_demo_starts_three_masters_and_three_slaves_and_survives_its_leader(
     states = {j["name"]: j["state"] for j in claud(env, "jobs")}
     assert states == {"hello": "completed", "oops": "failed", "huge": "pending", "quick": "completed"}
 
-    # Kill the leader as the script's closing words say; the other two go on.
-    leader = cluster["leader_address"]
-    pids = Path(env["CLAUD_DEMO_DIR"], "pids").read_text().split()
-    for pid in pids:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if Path(f"/proc/{pid}").exists() else []
-        if leader.encode() in cmdline and b"--listen" in cmdline:
-            os.kill(int(pid), 15)
-    wait_until(lambda: claud(env, "cluster")["leader_address"] not in (None, leader), 20, what="a new leader")
+    # Kill the leader as the script's closing words say: the other two go on, and the
+    # script's restart loop brings it back as a follower.
+    leader = cluster["leader_id"]
+    assert f"claud chaos kill {leader}" in up.stderr
+    assert claud(env, "chaos", "kill", str(leader))["action"] == "kill"
+    wait_until(lambda: claud(env, "cluster")["leader_id"] not in (None, leader), 20, what="a new leader")
     job = claud(env, "run", "--image", "claud/busybox:latest", "--wait", "--", "echo", "after")
     assert job["state"] == "completed"
+    log = Path(env["CLAUD_DEMO_DIR"], f"master-{leader}.log")
+    wait_until(lambda: "restarting in 2 s" in log.read_text(), 10, what="the restart loop noticing")
+    restarted = f"127.0.0.{10 + leader}:{port}"
+    wait_until(lambda: claud(env, "--masters", restarted, "cluster")["leader_id"] is not None, 30,
+               what="the killed leader back, following a leader")
 
+    loops = Path(env["CLAUD_DEMO_DIR"], "pids").read_text().split()
+    assert len(loops) == 6
+    assert len(demo_processes(env)) == 6
     subprocess.run(["bash", str(SCRIPT), "down"], env=env, timeout=60, check=True)
-    for pid in pids:
+    for pid in loops:
         assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+    assert demo_processes(env) == []
     engine = docker.from_env()
     try:
         for i in (1, 2, 3):

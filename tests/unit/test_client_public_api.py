@@ -97,6 +97,7 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "drain",
         "undrain",
         "cluster",
+        "chaos",
         "members",
         "add_member",
         "remove_member",

@@ -150,3 +150,6 @@ class ClusterView(BaseModel):
     slave_lease: float | None = Field(
         None, description="seconds a slave keeps its jobs without hearing a leader (then it fences them)"
     )
+    demo_faults: bool = Field(
+        False, description="this master runs with --demo-faults: it takes `claud chaos` (POST /v1/chaos)"
+    )

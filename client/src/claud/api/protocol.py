@@ -29,6 +29,10 @@ MEMBERS_PATH = INTERNAL_PREFIX + "members"
 HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"
 WATCH_PATH = INTERNAL_PREFIX + "watch"
 
+# master -> master or slave, in a cluster started with --demo-faults (claud.api.chaos)
+#: A fault for the process that receives it; the public ``POST /v1/chaos`` forwards here.
+CHAOS_PATH = INTERNAL_PREFIX + "chaos"
+
 # master -> slave (the slave's own server; the cluster secret guards it too)
 #: The route a slave serves its containers' output on, as FastAPI spells a path parameter.
 SLAVE_LOGS_ROUTE = "/v1/allocations/{alloc_id}/logs"

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
+from claud.api.chaos import ChaosAction, ChaosResult
 from claud.api.jobs import JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
@@ -250,6 +251,9 @@ class AsyncClient:
 
     async def cluster(self) -> ClusterView:
         return wire.parse(ClusterView, await self._send(wire.cluster()))
+
+    async def chaos(self, action: ChaosAction | str, target: str, seconds: float | None = None) -> ChaosResult:
+        return wire.parse(ChaosResult, await self._send(wire.chaos(action, target, seconds)))
 
     async def members(self) -> MemberList:
         return wire.parse(MemberList, await self._send(wire.members()))

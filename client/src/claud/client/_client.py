@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
+from claud.api.chaos import ChaosAction, ChaosResult
 from claud.api.jobs import JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
@@ -287,6 +288,16 @@ class Client:
     def cluster(self) -> ClusterView:
         """Leader, term, commit index and the masters' replication status."""
         return wire.parse(ClusterView, self._send(wire.cluster()))
+
+    def chaos(self, action: ChaosAction | str, target: str, seconds: float | None = None) -> ChaosResult:
+        """Break a process of a demo cluster on purpose (its masters and slaves run with
+        ``--demo-faults``): ``kill``, ``pause`` (``seconds``, default 15), ``resume``,
+        ``partition`` (until ``heal``, or ``seconds``) or ``heal`` the master or slave
+        whose id is ``target``. What it did; ``ClaudError`` with code ``chaos_disabled``
+        from any other cluster, ``NotFound`` for an unknown target.
+
+        Not retried on another master once one has answered: a fault is taken once."""
+        return wire.parse(ChaosResult, self._send(wire.chaos(action, target, seconds)))
 
     # --- operator: the cluster configuration ---------------------------------
 

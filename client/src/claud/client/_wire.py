@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from claud.api.chaos import ChaosAction, ChaosRequest
 from claud.api.errors import ErrorBody
 from claud.api.jobs import JobSpec, JobState, JobView
 from claud.client.errors import (
@@ -42,6 +43,9 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 #: A master's own 502s: the job's slave is unreachable. Every master would say
 #: the same, so these are answers, not reasons to try another master.
 SLAVE_ERROR_CODES = frozenset({"slave_unreachable", "slave_error"})
+#: A master's 502s about a ``claud chaos`` target: not retried elsewhere, as a
+#: fault must not be taken twice (a kill whose answer was lost did kill).
+CHAOS_ERROR_CODES = frozenset({"target_unreachable", "target_error"})
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Items asked for per page when the SDK walks a list (the masters allow 1..1000).
@@ -164,6 +168,18 @@ def undrain(node_id: str) -> Call:
     return Call("POST", f"/v1/nodes/{_segment(node_id)}/undrain")
 
 
+def chaos(action: ChaosAction | str, target: str, seconds: float | None) -> Call:
+    """``POST /v1/chaos``, checked here first: a typo is an InvalidSpec before any request."""
+    body: dict[str, Any] = {"action": str(action), "target": target}
+    if seconds is not None:
+        body["seconds"] = seconds
+    try:
+        request = ChaosRequest.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_spec_from(exc) from None
+    return Call("POST", "/v1/chaos", json=request.model_dump(mode="json", exclude_none=True))
+
+
 def cluster() -> Call:
     return Call("GET", "/v1/cluster")
 
@@ -278,7 +294,7 @@ def should_retry(response: httpx.Response) -> bool:
         return False
     if response.status_code == 502:
         code, _, _ = _error_fields(response)
-        return code not in SLAVE_ERROR_CODES
+        return code not in SLAVE_ERROR_CODES and code not in CHAOS_ERROR_CODES
     return True
 
 
@@ -318,6 +334,8 @@ def error_from(response: httpx.Response, call: Call) -> ClaudError:
         "no_leader": NoLeader,
         "unauthorized": Unauthorized,
         "forbidden": Unauthorized,
+        # A cluster not started with --demo-faults: no token would help (exit 1, not 5).
+        "chaos_disabled": ClaudError,
     }
     kind = by_code.get(code or "") or _kind_by_status(status, call)
     if kind is InvalidSpec:

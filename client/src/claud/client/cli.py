@@ -31,6 +31,7 @@ import httpx
 from pydantic import ValidationError
 from rich.console import Console, RenderableType
 
+from claud.api.chaos import MAX_FAULT_SECONDS, ChaosAction
 from claud.api.jobs import ID as JOB_ID
 from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
 from claud.api.nodes import MAX_DRAIN_DEADLINE
@@ -1074,6 +1075,81 @@ def read_acknowledged(path: Path) -> list[str]:
                                      param_hint="'--acknowledged'")
         ids.append(job_id)
     return ids
+
+
+@cli.group()
+def chaos() -> None:
+    """Break a demo cluster on purpose: kill, pause or partition a master or a slave.
+
+    TARGET is a master's id (1) or a slave's id (demo-s2). Only a cluster whose
+    masters and slaves were started with --demo-faults takes these (make demo's
+    does); any other answers chaos_disabled.
+
+    \b
+    Examples:
+      claud chaos kill 1                 the master crashes (exit 137); make demo restarts it
+      claud chaos pause demo-s2          frozen for 15 s, as by SIGSTOP: it answers nothing
+      claud chaos resume demo-s2
+      claud chaos partition 2            cut off from the other masters and the slaves
+      claud chaos partition 2 --seconds 10
+      claud chaos heal 2
+    """
+
+
+_FAULT_SECONDS = click.option(
+    "--seconds", type=click.FloatRange(min=0, min_open=True, max=MAX_FAULT_SECONDS),
+    callback=lambda ctx, param, value: _finite(param, value),
+    help="How long it lasts (pause: 15 by default; partition: until heal by default).",
+)
+
+
+def _chaos(config: CliConfig, client: Client, action: ChaosAction, target: str, seconds: float | None) -> None:
+    result = client.chaos(action, target, seconds)
+    show(config, dump(result), lambda: render.text(result.message))
+
+
+@chaos.command("kill")
+@click.argument("target", metavar="TARGET")
+@pass_client
+def chaos_kill(config: CliConfig, client: Client, target: str) -> None:
+    """Crash TARGET: it exits at once with status 137, as after SIGKILL."""
+    _chaos(config, client, ChaosAction.KILL, target, None)
+
+
+@chaos.command("pause")
+@click.argument("target", metavar="TARGET")
+@_FAULT_SECONDS
+@pass_client
+def chaos_pause(config: CliConfig, client: Client, target: str, seconds: float | None) -> None:
+    """Freeze TARGET for --seconds (default 15), as SIGSTOP would: it neither works nor answers."""
+    _chaos(config, client, ChaosAction.PAUSE, target, seconds)
+
+
+@chaos.command("resume")
+@click.argument("target", metavar="TARGET")
+@pass_client
+def chaos_resume(config: CliConfig, client: Client, target: str) -> None:
+    """End TARGET's pause now."""
+    _chaos(config, client, ChaosAction.RESUME, target, None)
+
+
+@chaos.command("partition")
+@click.argument("target", metavar="TARGET")
+@_FAULT_SECONDS
+@pass_client
+def chaos_partition(config: CliConfig, client: Client, target: str, seconds: float | None) -> None:
+    """Cut TARGET off from the other masters and slaves until heal (or for --seconds).
+
+    A partitioned master's public API still answers: ask it, and see it lose the leader."""
+    _chaos(config, client, ChaosAction.PARTITION, target, seconds)
+
+
+@chaos.command("heal")
+@click.argument("target", metavar="TARGET")
+@pass_client
+def chaos_heal(config: CliConfig, client: Client, target: str) -> None:
+    """End TARGET's partition now."""
+    _chaos(config, client, ChaosAction.HEAL, target, None)
 
 
 cli.add_command(tls)

@@ -52,6 +52,7 @@ from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.protocol import (
     ALLOC_ID_HEADER,
+    CHAOS_PATH,
     CLUSTER_SECRET_HEADER,
     HEARTBEAT_PATH,
     INTERNAL_PREFIX,
@@ -69,6 +70,7 @@ from claud.api.protocol import (
 )
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.api_errors import ApiError, error_body
+from claud.daemon.faults import FaultMiddleware
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.master import openapi as docs
@@ -468,6 +470,8 @@ async def job_logs(
     slave = master.state.slaves.get(slave_id)
     if slave is None:
         raise ApiError(404, "not_found", f"slave {slave_id} that ran job {job_id} is unknown")
+    if master.faults.partitioned:
+        raise ApiError(502, "slave_unreachable", f"master {master.id} is partitioned from its slaves (claud chaos)")
     http = master.slave_http
     headers = cluster_secret_headers(master.cluster_secret)
     params: dict[str, Any] = {"follow": str(follow).lower()}
@@ -653,6 +657,7 @@ async def cluster_status(master: MasterDep) -> ClusterView:
         last_index=master.replicated.core.last_index,
         applied_index=master.state.applied_index,
         slave_lease=master.settings.slave_lease,
+        demo_faults=master.faults.enabled,
         masters=[
             MasterView(
                 id=master_id,
@@ -923,8 +928,8 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
     """One app per master process; the master's loops live in the lifespan.
 
     ``master`` defaults to the one :func:`build_master` makes from ``settings``."""
-    # Imported here: its routes use this module's dependencies.
-    from claud.master import backup_routes
+    # Imported here: their routes use this module's dependencies.
+    from claud.master import backup_routes, chaos
 
     if master is None:
         master = build_master(settings)
@@ -965,6 +970,12 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
     # Outermost: a refused request is timed too.
     app.add_middleware(RequestTiming, telemetry=master.telemetry,
                        known=frozenset({*TokenAuthMiddleware.MASTER_PATHS, "/v1/jobs"}))
+    if settings.demo_faults:
+        # Outermost: a paused master holds every request, authenticated or not (claud.daemon.faults).
+        app.add_middleware(
+            FaultMiddleware, faults=master.faults, exempt=frozenset({CHAOS_PATH, chaos.PUBLIC_CHAOS_PATH}),
+            cut_off=lambda path: path.startswith(INTERNAL_PREFIX), who=f"master {master.id}",
+        )
 
     @app.exception_handler(ApiError)
     @app.exception_handler(MalformedRequest)
@@ -1008,7 +1019,8 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    for router in (jobs, nodes, cluster, operator, backup_routes.router, internal, ops_router):
+    for router in (jobs, nodes, cluster, operator, backup_routes.router, chaos.router, internal, chaos.internal,
+                   ops_router):
         app.include_router(router)
     docs.install_docs(app)
     docs.install_openapi(app)

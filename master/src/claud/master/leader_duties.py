@@ -120,6 +120,7 @@ class LeaderDuties:
         seen_epoch: int | None = None
         while True:
             await self._schedule_needed.wait()
+            await self._replicated.running.wait()  # paused (claud chaos): no duty runs
             self._schedule_needed.clear()
             try:
                 now = utcnow()
@@ -168,6 +169,7 @@ class LeaderDuties:
         settings = self._settings
         while True:
             await asyncio.sleep(FAILURE_CHECK_INTERVAL)
+            await self._replicated.running.wait()
             now = time.monotonic()
             for slave in list(self._replicated.state.slaves.values()):
                 if slave.state == NodeState.DEAD:
@@ -194,6 +196,7 @@ class LeaderDuties:
         """Replicate heartbeat times and usage now and then (not every heartbeat)."""
         while True:
             await asyncio.sleep(self._settings.node_touch_interval)
+            await self._replicated.running.wait()
             touches = self._slaves.take_touches()
             if not touches.heartbeats:
                 continue
@@ -207,6 +210,7 @@ class LeaderDuties:
         """A GC pass every --gc-interval (the first one an interval after leadership begins)."""
         while True:
             await asyncio.sleep(self._settings.gc_interval)
+            await self._replicated.running.wait()
             try:
                 await self.collect_garbage()
             except Exception as exc:  # noqa: BLE001 - what is not collected now is collected next pass

@@ -33,12 +33,14 @@ import httpx
 from claud.api import NodeRole
 from claud.daemon.addresses import outgoing_address
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
+from claud.daemon.faults import Faults
 from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import Credentials, load_credentials, private_dir
 from claud.master.events import EventBroker
 from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
+from claud.master.partition import PartitionedTransport
 from claud.master.peers import MasterDirectory
 from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.replication import ReplicatedLog
@@ -72,7 +74,10 @@ class Master:
         transport: MasterTransport,
         slave_http: httpx.AsyncClient,
         identity: Identity,
+        faults: Faults | None = None,
     ) -> None:
+        """``faults`` are this master's ``claud chaos`` faults (:mod:`claud.daemon.faults`), whose
+        ``running`` event the replicated log waits on; none can be injected without them."""
         self.settings = settings
         self.id = settings.id
         self.address = settings.advertised_address
@@ -85,6 +90,7 @@ class Master:
         self.transport = transport
         self.slave_http = slave_http
         self.identity = identity
+        self.faults = faults if faults is not None else Faults(enabled=False)
         identity.adopt(replicated.committed_configuration)
         replicated.subscribe_configuration("identity", identity.committed)
         self.events = EventBroker()
@@ -245,7 +251,8 @@ def slave_http_client(settings: MasterSettings, tls: ssl.SSLContext | None) -> h
 
 
 def replicated_log(
-    settings: MasterSettings, store: LogStore, directory: MasterDirectory, transport: MasterTransport
+    settings: MasterSettings, store: LogStore, directory: MasterDirectory, transport: MasterTransport,
+    running: asyncio.Event | None = None,
 ) -> ReplicatedLog:
     """The replicated log with this master's consensus settings, over the given store and transport."""
     return ReplicatedLog(
@@ -257,6 +264,7 @@ def replicated_log(
         election_timeout=settings.election_timeout,
         snapshot_every=settings.snapshot_every,
         propose_timeout=settings.propose_timeout,
+        running=running,
     )
 
 
@@ -272,12 +280,15 @@ def build_master(settings: MasterSettings) -> Master:
     if settings.recover_from_data_dir:
         recover_as_one_member_cluster(store, settings.id, settings.advertised_address)
     identity = Identity(settings.id, store)
-    transport = HttpTransport(
+    transport: MasterTransport = HttpTransport(
         directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers,
         snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes,
     )
-    replicated = replicated_log(settings, store, directory, transport)
+    faults = Faults(enabled=settings.demo_faults)
+    if settings.demo_faults:
+        transport = PartitionedTransport(transport, faults)
+    replicated = replicated_log(settings, store, directory, transport, faults.running)
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
-        transport=transport, slave_http=slave_http_client(settings, tls), identity=identity,
+        transport=transport, slave_http=slave_http_client(settings, tls), identity=identity, faults=faults,
     )

@@ -88,10 +88,17 @@ class ReplicatedLog:
         snapshot_every: int,
         propose_timeout: float,
         trace: Trace | None = None,
+        running: asyncio.Event | None = None,
     ) -> None:
+        """``running`` is cleared while this master is paused (``claud chaos pause``,
+        :mod:`claud.daemon.faults`): the core then neither ticks nor steps."""
         self.master_id = master_id
         #: What this master saw and did, for the live view (``GET /v1/cluster/trace``).
         self.trace = trace if trace is not None else Trace(master_id)
+        if running is None:
+            running = asyncio.Event()
+            running.set()
+        self.running = running
         self._store = store
         self._directory = directory
         self._transport = transport
@@ -196,6 +203,7 @@ class ReplicatedLog:
         """Finish the round in flight (a write, a snapshot), then stop: cancelling
         mid-write would leave a worker thread writing to a store about to close."""
         self._stopping = True
+        self.running.set()  # a paused master that is told to stop stops (claud chaos)
         self._wakeup.set()
         if self._ticker:
             self._ticker.cancel()
@@ -367,12 +375,16 @@ class ReplicatedLog:
         while True:
             next_tick += self.tick_seconds
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            if not self.running.is_set():  # paused: no time passes for the core, none is made up after
+                await self.running.wait()
+                next_tick = time.monotonic()
             self._inbox.append(_TICK)
             self._wakeup.set()
 
     async def _run(self) -> None:
         while not self._stopping:
             await self._wakeup.wait()
+            await self.running.wait()  # paused: what arrived waits in the inbox
             self._wakeup.clear()
             try:
                 inbox, self._inbox = self._inbox, []

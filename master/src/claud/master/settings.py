@@ -108,6 +108,11 @@ class MasterSettings(TlsSettings):
     node_touch_interval: float = Field(5.0, gt=0, description="how often heartbeat times are replicated")
     watch_max_wait: float = Field(15.0, gt=0, description="longest a slave's watch long-poll is held")
     log_level: str = Field("info", description="debug, info, warning or error")
+    demo_faults: bool = Field(
+        False,
+        description="accept fault injection from `claud chaos` (demo clusters only: anyone holding the API token "
+        "can then stop this process)",
+    )
     max_request_bytes: int = Field(
         1024 * 1024, ge=4096, description="largest public request body, bytes; a larger one answers 413"
     )

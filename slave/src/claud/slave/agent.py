@@ -43,6 +43,7 @@ from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, Node
 from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE, RuntimeHealth
 from claud.daemon.addresses import outgoing_address, parse_host_port
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
+from claud.daemon.faults import Faults
 from claud.daemon.logfmt import log_event
 from claud.daemon.waits import wait_set, within
 from claud.slave.engine_fence import EngineFence, Pin, fence_times
@@ -107,8 +108,13 @@ class Agent:
         http: httpx.AsyncClient | None = None,
         capacity: Capacity | None = None,
         usage: UsageProbe | None = None,
+        faults: Faults | None = None,
     ) -> None:
+        """``faults`` are this slave's ``claud chaos`` faults (:mod:`claud.daemon.faults`): paused,
+        it neither heartbeats nor reconciles; partitioned, it does not talk to the masters.
+        The lease and engine-fence loops never wait on them: a slave cut off still fences."""
         self.settings = settings
+        self._faults = faults if faults is not None else Faults(enabled=False)
         self.runtime = runtime
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
@@ -269,6 +275,8 @@ class Agent:
     # --- master replies ---
 
     def _apply(self, assignments: Assignments, sent_at: float) -> None:
+        if self._faults.partitioned:  # a reply in flight when the partition began never arrived
+            return
         if not self._gate.admit(assignments):
             log_event(
                 logger,
@@ -393,6 +401,7 @@ class Agent:
         # An engine that does not answer is worth reporting at once, though.
         await self._observed_once.wait()
         while True:
+            await self._faults.wait_connected()
             self._heartbeat_wanted.clear()
             statuses = self._statuses
             sent_at = boottime()
@@ -413,6 +422,7 @@ class Agent:
     async def _watch_loop(self) -> None:
         backoff = self.settings.retry_min
         while True:
+            await self._faults.wait_connected()
             request = WatchRequest(
                 slave_id=self.settings.id,
                 known_version=self._version,
@@ -451,6 +461,7 @@ class Agent:
 
     async def _reconcile_loop(self) -> None:
         while True:
+            await self._faults.running.wait()
             self._reconcile_wanted.clear()
             try:
                 await self.reconcile_once()

@@ -16,12 +16,15 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import ErrorBody
-from claud.api.protocol import CLUSTER_SECRET_HEADER, CONTAINER_ID_HEADER, SLAVE_LOGS_ROUTE
+from claud.api.chaos import ChaosAction, FaultRequest
+from claud.api.protocol import CHAOS_PATH, CLUSTER_SECRET_HEADER, CONTAINER_ID_HEADER, SLAVE_LOGS_ROUTE
 from claud.daemon.api_errors import ApiError, error_body
+from claud.daemon.faults import FaultMiddleware, Faults
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.slave.agent import Agent
@@ -73,9 +76,12 @@ class SecretMiddleware:
 def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> FastAPI:
     """One slave as an ASGI app; ``runtime`` defaults to the one the settings name."""
 
+    #: ``claud chaos`` on this slave (``--demo-faults``): its loops wait on these events.
+    faults = Faults(enabled=settings.demo_faults)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        agent = Agent(settings, runtime or make_runtime(settings))
+        agent = Agent(settings, runtime or make_runtime(settings), faults=faults)
         app.state.agent = agent
         await agent.start()
         try:
@@ -91,6 +97,10 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
         redoc_url=None,
     )
     app.add_middleware(SecretMiddleware, secret=settings.cluster_secret, every=settings.refused_log_every)
+    if settings.demo_faults:
+        # Outermost: a pause holds every request; a partition refuses every one (only masters call a slave).
+        app.add_middleware(FaultMiddleware, faults=faults, exempt=frozenset({CHAOS_PATH}),
+                           cut_off=lambda _path: True, who=f"slave {settings.id}")
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -141,6 +151,15 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
             "desired": None if desired is None else sorted(desired),
             "allocations": [s.model_dump(mode="json") for s in agent.statuses],
         }
+
+    @app.post(CHAOS_PATH, status_code=202)
+    async def chaos(body: FaultRequest) -> JSONResponse:
+        """A fault for this slave (``claud chaos``), forwarded by a master; 403 without --demo-faults."""
+        if not faults.enabled:
+            raise ApiError(403, "chaos_disabled", f"slave {settings.id} was not started with --demo-faults")
+        result = faults.take(body, settings.id, "slave")
+        kill = BackgroundTask(faults.kill_now) if body.action is ChaosAction.KILL else None
+        return JSONResponse(result.model_dump(mode="json"), status_code=202, background=kill)
 
     @app.get(
         SLAVE_LOGS_ROUTE,

@@ -115,6 +115,11 @@ class SlaveSettings(TlsSettings):
 
     # --- operations ---
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    demo_faults: bool = Field(
+        False,
+        description="accept fault injection from `claud chaos` (demo clusters only: anyone holding the API token "
+        "can then stop this process)",
+    )
     advertise: str | None = Field(
         None,
         description="host:port the masters should use to reach this slave "
