@@ -181,6 +181,9 @@ def test_the_live_view_shows_the_masters_and_follows_a_new_leader(tmp_path: Path
         listed = "document.getElementById('trace-log').textContent.includes('ok, match')"
         wait_until(lambda: browser.evaluate(session, listed), 10, what="the trace listed")
         assert browser.evaluate(session, "document.querySelectorAll('#slaves .slave').length") == 1
+        # Not a demo cluster: the fault buttons are off, and the page says why.
+        assert browser.evaluate(session, "[...document.querySelectorAll('button.fault')].every(b => b.disabled)")
+        assert "--demo-faults" in browser.evaluate(session, "document.getElementById('fault-state').textContent")
         browser.screenshot(session, tmp_path / "live-view-before.png")
 
         leader.kill()
@@ -209,6 +212,46 @@ def test_the_live_view_shows_the_masters_and_follows_a_new_leader(tmp_path: Path
                    what="the timeline to show a second term")
         browser.screenshot(session, tmp_path / "live-view.png")
         assert (tmp_path / "live-view.png").stat().st_size > 10_000
+        assert browser.console_errors() == []
+    finally:
+        cluster.close()
+
+
+def test_a_fault_button_partitions_the_leader_and_the_view_shows_the_next_one(
+    tmp_path: Path, browser: Chromium
+) -> None:
+    """On a demo cluster the page's buttons do what `claud chaos` does: partitioning the
+    leader from the page makes the others elect a new one, which the page then names."""
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_masters(3, "--demo-faults")
+        leader = cluster.wait_leader()
+        follower = next(m for m in cluster.masters if m is not leader)
+        session = browser.open(follower.url + "/ui")
+        wait_until(lambda: browser.evaluate(session, "!document.getElementById('login').hidden"), 20,
+                   what="the page asks for the token")
+        browser.evaluate(session, f"""(() => {{
+            document.getElementById('token').value = {cluster.token!r};
+            document.getElementById('sign-in').click(); }})()""")
+        enabled = "[...document.querySelectorAll('button.fault')].every(b => !b.disabled)"
+        wait_until(lambda: browser.evaluate(session, enabled), 20, what="the fault buttons on")
+        targets = "[...document.getElementById('fault-target').options].map(o => o.value)"
+        assert sorted(browser.evaluate(session, targets)) == sorted(str(m.id) for m in cluster.masters)
+        browser.evaluate(session, f"""(() => {{
+            document.getElementById('fault-target').value = {str(leader.id)!r};
+            document.querySelector('button.fault[data-action=partition]').click(); }})()""")
+        state = "document.getElementById('fault-state').textContent"
+        wait_until(lambda: "partition" in browser.evaluate(session, state).lower()
+                   and "…" not in browser.evaluate(session, state), 10, what="the page to report the partition")
+        drawn = """[...document.querySelectorAll('#masters .master')].map(g => [g.dataset.id, g.dataset.role])"""
+
+        def another_leads() -> bool:
+            roles = dict(browser.evaluate(session, drawn))
+            return any(role == "leader" and i != str(leader.id) for i, role in roles.items())
+
+        wait_until(another_leads, 15, what="the page to show another leader")
+        browser.evaluate(session, "document.querySelector('button.fault[data-action=heal]').click()")
+        wait_until(lambda: "heal" in browser.evaluate(session, state).lower(), 10, what="the page to report the heal")
         assert browser.console_errors() == []
     finally:
         cluster.close()

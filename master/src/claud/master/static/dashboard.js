@@ -126,6 +126,7 @@ async function refresh() {
     drawSummary();
     drawStage();
     drawTerms();
+    drawFaults();
     $("error").textContent = "";
   } catch (err) {
     if (err instanceof Unauthorized) {
@@ -498,6 +499,53 @@ async function follow(control) {
   }
 }
 
+// ------------------------------------------------------------------ faults on demand
+
+// The same faults as `claud chaos`, through POST /v1/chaos. Only a cluster started
+// with --demo-faults (make demo's) takes them; the buttons say so otherwise.
+function drawFaults() {
+  const c = view.cluster;
+  if (!c) return;
+  const select = $("fault-target");
+  const wanted = [...[...c.masters].sort((a, b) => a.id - b.id).map((m) => ["master " + m.id, String(m.id)]),
+    ...view.slaves.map((s) => ["slave " + s.id, s.id])];
+  const have = [...select.options].map((o) => o.value).join("\n");
+  if (have !== wanted.map((w) => w[1]).join("\n")) {
+    const chosen = select.value;
+    select.replaceChildren(...wanted.map(([label, value]) => {
+      const option = document.createElement("option");
+      option.value = value;
+      option.textContent = label;
+      return option;
+    }));
+    if (wanted.some((w) => w[1] === chosen)) select.value = chosen;
+  }
+  const on = c.demo_faults === true;
+  for (const button of document.querySelectorAll("button.fault")) button.disabled = !on;
+  select.disabled = !on;
+  if (!on) $("fault-state").textContent = "fault buttons work on a cluster started with --demo-faults (make demo)";
+  else if ($("fault-state").textContent.startsWith("fault buttons")) $("fault-state").textContent = "";
+}
+
+async function fault(action) {
+  const target = $("fault-target").value;
+  $("fault-state").textContent = `${action} ${target}…`;
+  try {
+    const response = await fetch("/v1/chaos", {
+      method: "POST", credentials: "omit", cache: "no-store", redirect: "error",
+      headers: { ...headers("application/json"), "Content-Type": "application/json" },
+      body: JSON.stringify({ action, target }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.status === 401) throw new Unauthorized("the master refused this token");
+    const message = response.ok ? body.message : body.error?.message;
+    $("fault-state").textContent = text(message || `${action} ${target}: ${response.status}`);
+  } catch (err) {
+    if (err instanceof Unauthorized) signOut(err.message);
+    else $("fault-state").textContent = text(`${action} ${target}: ${err.message}`);
+  }
+}
+
 // ------------------------------------------------------------------ signing in and out
 
 function show(signedIn) {
@@ -539,5 +587,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-in").addEventListener("click", signIn);
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") signIn(); });
   $("sign-out").addEventListener("click", () => signOut(""));
+  for (const button of document.querySelectorAll("button.fault")) {
+    button.addEventListener("click", () => fault(button.dataset.action));
+  }
   if (sessionStorage.getItem(TOKEN_KEY)) start(); else show(false);
 });
