@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv image lint test test-tools unit integration demo down bench clean
+.PHONY: venv image lint test test-tools unit integration demo demo-faults down bench clean
 
 $(STAMP): pyproject.toml client/pyproject.toml daemon/pyproject.toml master/pyproject.toml slave/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ integration: venv image
 
 demo: venv image
 	bash deploy/demo.sh up
+
+# A guided tour of failures on the demo cluster, narrated, ending with `claud verify`.
+demo-faults: demo
+	bash deploy/demo-faults.sh
 
 down:
 	bash deploy/demo.sh down
