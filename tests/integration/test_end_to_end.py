@@ -69,12 +69,26 @@ def test_job_too_big_stays_pending_with_a_reason(one_slave: Cluster) -> None:
     assert "512" in pending["pending_reason"]
 
 
-def test_on_failure_restarts_then_fails(one_slave: Cluster) -> None:
-    job = one_slave.submit(name="flaky", command=["sh", "-c", "exit 1"],
+def test_on_failure_restarts_then_fails_and_each_attempts_logs_are_kept(one_slave: Cluster) -> None:
+    job = one_slave.submit(name="flaky", command=["sh", "-c", "echo ran in $(hostname); exit 1"],
                            restart={"policy": "on-failure", "max_retries": 2})
     done = one_slave.wait_state(job["id"], "failed", timeout=40)
     assert done["attempts"] == 3
-    assert len(containers_of(job["id"])) == 3  # one container per attempt, none reused
+    containers = containers_of(job["id"])
+    assert len(containers) == 3  # one container per attempt, none reused
+    # Each attempt's own output (a container's hostname is its id's first 12 characters).
+    by_alloc = {c.labels["claud.alloc"]: c.id[:12] for c in containers}
+    for attempt in (1, 2, 3):
+        answer = one_slave.http.get(f"/v1/jobs/{job['id']}/logs", params={"attempt": attempt})
+        assert answer.status_code == 200, answer.text
+        alloc_id = f"{job['id']}-{attempt}"
+        assert answer.text.strip() == f"ran in {by_alloc[alloc_id]}"
+        assert answer.headers["x-claud-alloc-id"] == alloc_id
+    latest = one_slave.http.get(f"/v1/jobs/{job['id']}/logs")
+    assert latest.text == one_slave.http.get(f"/v1/jobs/{job['id']}/logs", params={"attempt": 3}).text
+    beyond = one_slave.http.get(f"/v1/jobs/{job['id']}/logs", params={"attempt": 4})
+    assert beyond.status_code == 404 and beyond.json()["error"]["field"] == "attempt"
+    assert one_slave.http.get(f"/v1/jobs/{job['id']}/logs", params={"attempt": 0}).status_code == 422
 
 
 def test_stop_a_running_service(one_slave: Cluster) -> None:

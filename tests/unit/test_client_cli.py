@@ -664,3 +664,14 @@ def test_a_table_in_a_pipe_is_one_line_per_row_without_trailing_padding() -> Non
     assert len(lines) == 3, lines  # the header and one line per job: nothing wrapped
     assert all(line == line.rstrip() for line in lines)
     assert long_reason.strip() in lines[2]
+
+
+def test_logs_of_an_earlier_attempt() -> None:
+    cluster = Cluster({("GET", "/v1/jobs/j1/logs"): lambda r: httpx.Response(
+        200, text="second try\n", headers={ALLOC_ID_HEADER: "j1-2"})})
+    result = cluster.invoke("logs", "j1", "--attempt", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "second try\n"
+    assert cluster.requests[-1].url.params["attempt"] == "2"
+    assert cluster.invoke("logs", "j1", "--attempt", "2", "-f").exit_code == ExitCode.USAGE
+    assert cluster.invoke("logs", "j1", "--attempt", "0").exit_code == ExitCode.USAGE

@@ -138,11 +138,13 @@ class AsyncClient:
         return wire.parse(JobView, await self._send(wire.stop_job(job_id)))
 
     async def logs(
-        self, job_id: str, follow: bool = False, tail: int | None = None
+        self, job_id: str, follow: bool = False, tail: int | None = None, attempt: int | None = None
     ) -> AsyncGenerator[str, None]:
         """See :meth:`Client.logs`; to stop early, wrap it in ``contextlib.aclosing``."""
+        if attempt is not None and follow:
+            raise ValueError("an earlier attempt has ended: attempt and follow do not go together")
         if not follow:
-            async with aclosing(self._attempt_logs(job_id, False, tail, {})) as lines:
+            async with aclosing(self._attempt_logs(job_id, False, tail, {}, attempt)) as lines:
                 async for line in lines:
                     yield line
             return
@@ -162,10 +164,10 @@ class AsyncClient:
             streamed = seen.get("alloc") or view.alloc_id
 
     async def _attempt_logs(
-        self, job_id: str, follow: bool, tail: int | None, seen: dict[str, str | None]
+        self, job_id: str, follow: bool, tail: int | None, seen: dict[str, str | None], attempt: int | None = None
     ) -> AsyncGenerator[str, None]:
         """One container's output; puts the allocation it came from in ``seen["alloc"]``."""
-        response = await self._send(wire.job_logs(job_id, follow, tail))
+        response = await self._send(wire.job_logs(job_id, follow, tail, attempt))
         seen["alloc"] = response.headers.get(ALLOC_ID_HEADER)
         buffer = wire.LineBuffer()
         try:

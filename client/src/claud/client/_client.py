@@ -162,11 +162,13 @@ class Client:
         return wire.parse(JobView, self._send(wire.stop_job(job_id)))
 
     def logs(
-        self, job_id: str, follow: bool = False, tail: int | None = None
+        self, job_id: str, follow: bool = False, tail: int | None = None, attempt: int | None = None
     ) -> Generator[str, None, None]:
         """The job's output, line by line with line endings kept.
 
-        Without ``follow``, the output of the job's latest attempt so far. With
+        ``attempt`` (1, 2, ...) picks an earlier attempt's output, while its slave
+        still keeps the exited container; it cannot be followed. Without
+        ``follow``, the output of the job's latest attempt so far. With
         ``follow``, the iterator waits for the job's container to start,
         streams it, and moves on to each next attempt (a restart is a new
         container) until the job has ended; ``tail`` applies to the first
@@ -174,8 +176,10 @@ class Client:
         early and release the connection at once, wrap it in
         ``contextlib.closing``.
         """
+        if attempt is not None and follow:
+            raise ValueError("an earlier attempt has ended: attempt and follow do not go together")
         if not follow:
-            yield from self._attempt_logs(job_id, False, tail)
+            yield from self._attempt_logs(job_id, False, tail, attempt)
             return
         streamed: str | None = None
         while (view := self._next_attempt(job_id, streamed)) is not None:
@@ -190,10 +194,10 @@ class Client:
             streamed = alloc or view.alloc_id
 
     def _attempt_logs(
-        self, job_id: str, follow: bool, tail: int | None
+        self, job_id: str, follow: bool, tail: int | None, attempt: int | None = None
     ) -> Generator[str, None, str | None]:
         """One container's output; returns the allocation it came from, when the master names it."""
-        response = self._send(wire.job_logs(job_id, follow, tail))
+        response = self._send(wire.job_logs(job_id, follow, tail, attempt))
         buffer = wire.LineBuffer()
         try:
             for chunk in response.iter_text():

@@ -128,7 +128,7 @@ def stop_job(job_id: str) -> Call:
     return Call("DELETE", f"/v1/jobs/{_segment(job_id)}", not_found=JobNotFound)
 
 
-def job_logs(job_id: str, follow: bool, tail: int | None) -> Call:
+def job_logs(job_id: str, follow: bool, tail: int | None, attempt: int | None = None) -> Call:
     params: dict[str, str] = {}
     if follow:
         params["follow"] = "true"
@@ -136,6 +136,10 @@ def job_logs(job_id: str, follow: bool, tail: int | None) -> Call:
         if tail < 0:
             raise ValueError("tail must be >= 0")
         params["tail"] = str(tail)
+    if attempt is not None:
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise ValueError("attempt must be an integer >= 1")
+        params["attempt"] = str(attempt)
     return Call(
         "GET",
         f"/v1/jobs/{_segment(job_id)}/logs",

@@ -715,14 +715,19 @@ def job(config: CliConfig, client: Client, job_id: str) -> None:
     help="Keep printing until the job has ended, following each restart's new container.",
 )
 @click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.option("--attempt", type=click.IntRange(min=1), metavar="N",
+              help="An earlier attempt's output (1 is the first), while its slave keeps the exited container.")
 @pass_client
-def logs(config: CliConfig, client: Client, job_id: str, follow: bool, tail: int | None) -> None:
+def logs(config: CliConfig, client: Client, job_id: str, follow: bool, tail: int | None, attempt: int | None) -> None:
     """Print a job's output (text, whatever --output says).
 
     With -f, wait for the job's container to start and keep printing until
-    the job has ended, following each restart's new container.
+    the job has ended, following each restart's new container. With
+    --attempt N, the output of that attempt (claud job ID lists them).
     """
-    for line in client.logs(job_id, follow=follow, tail=tail):
+    if attempt is not None and follow:
+        raise click.UsageError("--attempt shows an attempt that has ended: it cannot be followed (-f)")
+    for line in client.logs(job_id, follow=follow, tail=tail, attempt=attempt):
         click.echo(line, nl=False)
 
 

@@ -461,11 +461,22 @@ async def job_logs(
     master: MasterDep,
     follow: bool = False,
     tail: Annotated[int | None, Query(ge=0)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=1_000_000, description="an earlier attempt's output, "
+                                          "while its slave keeps its exited container (default: the latest)")] = None,
 ) -> StreamingResponse:
-    """The output of the job's latest container, streamed from its slave."""
+    """The output of the job's latest container (or of ``attempt``), streamed from its slave."""
     job = _get_job(master, job_id)
-    slave_id = next((e.node_id for e in reversed(job.events) if e.state == JobState.SCHEDULED), None)
-    if job.alloc_id is None or slave_id is None:
+    if attempt is not None and attempt > job.attempts:
+        raise ApiError(404, "not_found", f"job {job_id} has had {job.attempts} attempts; it has no attempt {attempt}",
+                       field="attempt")
+    wanted = job.attempts if attempt is None else attempt
+    placed = (e for e in reversed(job.events) if e.state == JobState.SCHEDULED)
+    slave_id = next((e.node_id for e in placed if attempt is None or e.attempt == attempt), None)
+    alloc_id = job.alloc_id if attempt is None or attempt == job.attempts else f"{job.id}-{wanted}"
+    if attempt is not None and slave_id is None and job.attempts:
+        raise ApiError(404, "not_found", f"where attempt {attempt} of job {job_id} ran is no longer recorded "
+                       "(its events were trimmed)", field="attempt")
+    if alloc_id is None or slave_id is None:
         raise ApiError(409, "conflict", f"job {job_id} has not been placed on a slave yet; it has no logs")
     slave = master.state.slaves.get(slave_id)
     if slave is None:
@@ -478,7 +489,7 @@ async def job_logs(
     if tail is not None:
         params["tail"] = tail
     try:
-        url = slave_logs_url(slave.address, job.alloc_id, master.scheme)
+        url = slave_logs_url(slave.address, alloc_id, master.scheme)
     except ValueError as exc:
         raise ApiError(502, "slave_unreachable", f"slave {slave_id} has no usable address: {exc}") from None
     request = http.build_request("GET", url, params=params, headers=headers)
@@ -491,11 +502,12 @@ async def job_logs(
         await upstream.aread()
         await upstream.aclose()
         if upstream.status_code == 404:
-            raise ApiError(404, "not_found", f"the container of job {job_id} is gone from slave {slave_id}")
+            which = f"attempt {attempt} of job {job_id}" if attempt is not None else f"job {job_id}"
+            raise ApiError(404, "not_found", f"the container of {which} is gone from slave {slave_id}")
         raise ApiError(502, "slave_error", f"slave {slave_id} answered {upstream.status_code} for the logs")
     return StreamingResponse(
         upstream.aiter_raw(), media_type="text/plain; charset=utf-8", background=BackgroundTask(upstream.aclose),
-        headers={ALLOC_ID_HEADER: job.alloc_id},  # which attempt this is: `logs -f` follows restarts by it
+        headers={ALLOC_ID_HEADER: alloc_id},  # which attempt this is: `logs -f` follows restarts by it
     )
 
 
