@@ -675,3 +675,25 @@ def test_logs_of_an_earlier_attempt() -> None:
     assert cluster.requests[-1].url.params["attempt"] == "2"
     assert cluster.invoke("logs", "j1", "--attempt", "2", "-f").exit_code == ExitCode.USAGE
     assert cluster.invoke("logs", "j1", "--attempt", "0").exit_code == ExitCode.USAGE
+
+
+def test_events_trace_streams_one_masters_trace_and_resumes_after_an_id() -> None:
+    def sse(event_id: int, kind: str, **data: Any) -> str:
+        body = {**data, "id": event_id, "at": 1_796_220_000.5, "master": 2, "kind": kind}
+        return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(body)}\n\n"
+
+    stream = ": connected\n\n" + sse(7, "role", role="leader", term=3) + sse(8, "vote.request", peer=1) \
+        + sse(9, "job", job="j1", state="running", slave="s1")
+    cluster = Cluster({("GET", "/v1/cluster/trace"): lambda r: httpx.Response(200, text=stream)})
+    result = cluster.invoke("events", "--trace", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert [(e["id"], e["type"]) for e in map(json.loads, result.stdout.splitlines())] == [
+        (7, "role"), (8, "vote.request"), (9, "job")]
+    assert "last-event-id" not in cluster.requests[-1].headers
+
+    human = cluster.invoke("events", "--trace", "--after", "6", "--type", "vote")
+    assert human.exit_code == 0, human.output
+    assert human.stdout.splitlines() == ["14:00:00.500 master 2 vote.request peer=1"]
+    assert cluster.requests[-1].headers["last-event-id"] == "6"
+    assert cluster.invoke("events", "--trace", "--job", "j1", "-o", "json").stdout.count("\n") == 1
+    assert cluster.invoke("events", "--after", "6").exit_code == ExitCode.USAGE

@@ -102,6 +102,7 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "add_member",
         "remove_member",
         "events",
+        "trace",
         "system_gc",
         "save_snapshot",
         "restore_snapshot",

@@ -273,6 +273,14 @@ class AsyncClient:
                 if (event := decoder.feed(line)) is not None:
                     yield event
 
+    async def trace(self, after: int | None = None) -> AsyncGenerator[Event, None]:
+        """See :meth:`Client.trace`."""
+        decoder = EventDecoder()
+        async with aclosing(self._stream(wire.trace(after), lines=True)) as lines:
+            async for line in lines:
+                if (event := decoder.feed(line)) is not None:
+                    yield event
+
     async def system_gc(self) -> GcResult:
         return wire.parse(GcResult, await self._send(wire.system_gc()))
 

@@ -327,6 +327,16 @@ class Client:
                 if (event := decoder.feed(line)) is not None:
                     yield event
 
+    def trace(self, after: int | None = None) -> Generator[Event, None, None]:
+        """The answering master's consensus trace (elections, votes, appends, heartbeats, job
+        transitions), from its ring after trace id ``after`` (default: what it still holds),
+        then live, until the iterator is closed. Each event's ``id`` resumes the stream."""
+        decoder = EventDecoder()
+        with closing(self._stream(wire.trace(after), lines=True)) as lines:
+            for line in lines:
+                if (event := decoder.feed(line)) is not None:
+                    yield event
+
     def system_gc(self) -> GcResult:
         """Run a GC pass now (the masters' --job-gc-* and --node-gc-after settings); the ids it removed."""
         return wire.parse(GcResult, self._send(wire.system_gc()))

@@ -8,6 +8,7 @@ markup, so a job called ``[red]x`` prints as typed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -253,6 +254,21 @@ def job_outcome_line(job: JobView) -> str:
     code = f" (exit code {job.exit_code})" if job.exit_code is not None else ""
     why = f": {job.message}" if job.message and job.state is not JobState.COMPLETED else ""
     return f"job {job.id} {job.state.value}{code}{why}"
+
+
+#: A trace event's own keys, shown first (the rest follow as key=value).
+_TRACE_KEYS = ("id", "at", "master", "kind")
+
+
+def trace_event_line(event: Event) -> str:
+    """One line per event of ``claud events --trace``: when, which master, what, its fields."""
+    data = event.data if isinstance(event.data, dict) else {"data": event.data}
+    at = data.get("at")
+    when = (datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
+            if isinstance(at, int | float) and not isinstance(at, bool) and 0 < at < 1e11 else NONE)
+    fields = " ".join(f"{key}={json.dumps(value) if isinstance(value, str) and ' ' in value else value}"
+                      for key, value in data.items() if key not in _TRACE_KEYS and value is not None)
+    return f"{when} master {data.get('master', NONE)} {event.type} {fields}".rstrip()
 
 
 def cluster_event_line(event: Event) -> str:

@@ -221,6 +221,15 @@ def events() -> Call:
     return Call("GET", "/v1/events", headers={"Accept": "text/event-stream"}, streaming=True)
 
 
+def trace(after: int | None) -> Call:
+    headers = {"Accept": "text/event-stream"}
+    if after is not None:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError("after must be a trace id (an integer >= 0)")
+        headers["Last-Event-ID"] = str(after)  # as a browser's EventSource resumes
+    return Call("GET", "/v1/cluster/trace", headers=headers, streaming=True)
+
+
 def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 

@@ -852,17 +852,41 @@ def cluster(config: CliConfig, client: Client) -> None:
               help="Only this job's transitions (repeatable).")
 @click.option("--node", "nodes", multiple=True, metavar="ID", shell_complete=complete_slave_ids,
               help="Only this slave's transitions and those of the jobs on it (repeatable).")
-@click.option("--type", "types", multiple=True, type=click.Choice(["job", "node"]),
-              help="Only transitions of this kind (repeatable).")
+@click.option("--type", "types", multiple=True, metavar="KIND",
+              help="Only events of this kind (repeatable): job, node; with --trace a trace kind "
+              "(role, vote, append, heartbeat, job, ...).")
+@click.option("--trace", is_flag=True,
+              help="The answering master's consensus trace instead: elections, votes, appends, heartbeats.")
+@click.option("--after", type=click.IntRange(min=0), metavar="ID",
+              help="With --trace: resume after this trace id (printed with each event in -o json).")
 @pass_client
 def events(
-    config: CliConfig, client: Client, jobs: tuple[str, ...], nodes: tuple[str, ...], types: tuple[str, ...]
+    config: CliConfig, client: Client, jobs: tuple[str, ...], nodes: tuple[str, ...], types: tuple[str, ...],
+    trace: bool, after: int | None,
 ) -> None:
     """Stream job and node transitions until Ctrl-C.
 
     With -o json, one JSON object per line. Filters of different kinds all
     apply (--job a --type job); repeating one widens it (--job a --job b).
+    With --trace, what one master saw and did, as the live view draws it;
+    --after ID resumes where an earlier reader stopped.
     """
+    if after is not None and not trace:
+        raise click.UsageError("--after resumes a --trace stream")
+    if trace:
+        for event in client.trace(after):
+            data = event.data if isinstance(event.data, dict) else {"data": event.data}
+            if types and not any(event.type == t or event.type.startswith(t + ".") for t in types):
+                continue
+            if jobs and data.get("job") not in jobs:
+                continue
+            if nodes and data.get("slave") not in nodes:
+                continue
+            if config.json:
+                click.echo(json.dumps({"id": event.id, "type": event.type, **data}))
+            else:
+                click.echo(render.trace_event_line(event))
+        return
     for event in client.events():
         if not event_matches(event, jobs=set(jobs), nodes=set(nodes), types=set(types)):
             continue
