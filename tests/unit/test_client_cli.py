@@ -697,3 +697,15 @@ def test_events_trace_streams_one_masters_trace_and_resumes_after_an_id() -> Non
     assert cluster.requests[-1].headers["last-event-id"] == "6"
     assert cluster.invoke("events", "--trace", "--job", "j1", "-o", "json").stdout.count("\n") == 1
     assert cluster.invoke("events", "--after", "6").exit_code == ExitCode.USAGE
+
+
+def test_events_resume_after_an_event_id() -> None:
+    stream = "id: 12.1\nevent: job\ndata: " + json.dumps(
+        {"type": "job", "id": "j1", "state": "running", "at": NOW, "event_id": "12.1"}) + "\n\n"
+    cluster = Cluster({("GET", "/v1/events"): lambda r: httpx.Response(200, text=stream)})
+    result = cluster.invoke("events", "--after", "12.0", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["event_id"] == "12.1"
+    assert cluster.requests[-1].headers["last-event-id"] == "12.0"
+    assert cluster.invoke("events", "--after", "12").exit_code == ExitCode.USAGE
+    assert cluster.invoke("events", "--trace", "--after", "12.0").exit_code == ExitCode.USAGE

@@ -266,9 +266,10 @@ class AsyncClient:
     async def remove_member(self, member_id: int) -> MemberList:
         return wire.parse(MemberList, await self._send(wire.remove_member(member_id)))
 
-    async def events(self) -> AsyncGenerator[Event, None]:
+    async def events(self, after: str | None = None) -> AsyncGenerator[Event, None]:
+        """See :meth:`Client.events`."""
         decoder = EventDecoder()
-        async with aclosing(self._stream(wire.events(), lines=True)) as lines:
+        async with aclosing(self._stream(wire.events(after), lines=True)) as lines:
             async for line in lines:
                 if (event := decoder.feed(line)) is not None:
                     yield event

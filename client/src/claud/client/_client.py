@@ -319,10 +319,11 @@ class Client:
         """Remove a master from the configuration (``NotFound`` if it is no member)."""
         return wire.parse(MemberList, self._send(wire.remove_member(member_id)))
 
-    def events(self) -> Generator[Event, None, None]:
-        """Every job and node transition from now on, until the iterator is closed."""
+    def events(self, after: str | None = None) -> Generator[Event, None, None]:
+        """Every job and node transition from now on, until the iterator is closed; with
+        ``after`` (an event's ``id``), first those the master kept since that one."""
         decoder = EventDecoder()
-        with closing(self._stream(wire.events(), lines=True)) as lines:
+        with closing(self._stream(wire.events(after), lines=True)) as lines:
             for line in lines:
                 if (event := decoder.feed(line)) is not None:
                     yield event

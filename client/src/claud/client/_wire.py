@@ -10,6 +10,7 @@ here too, so :class:`~claud.client.Client` and
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -217,8 +218,17 @@ def restore_snapshot(data: bytes) -> Call:
     )
 
 
-def events() -> Call:
-    return Call("GET", "/v1/events", headers={"Accept": "text/event-stream"}, streaming=True)
+#: A job and slave event's id: the log index of its entry, and its place among that entry's events.
+EVENT_ID = re.compile(r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,8})")
+
+
+def events(after: str | None = None) -> Call:
+    headers = {"Accept": "text/event-stream"}
+    if after is not None:
+        if not isinstance(after, str) or not EVENT_ID.fullmatch(after):
+            raise ValueError(f"after must be an event id (INDEX.K, as each event's id), not {str(after)[:40]!r}")
+        headers["Last-Event-ID"] = after
+    return Call("GET", "/v1/events", headers=headers, streaming=True)
 
 
 def trace(after: int | None) -> Call:

@@ -857,12 +857,12 @@ def cluster(config: CliConfig, client: Client) -> None:
               "(role, vote, append, heartbeat, job, ...).")
 @click.option("--trace", is_flag=True,
               help="The answering master's consensus trace instead: elections, votes, appends, heartbeats.")
-@click.option("--after", type=click.IntRange(min=0), metavar="ID",
-              help="With --trace: resume after this trace id (printed with each event in -o json).")
+@click.option("--after", metavar="ID",
+              help="Resume after this event's id (INDEX.K; with --trace a trace id), as -o json prints them.")
 @pass_client
 def events(
     config: CliConfig, client: Client, jobs: tuple[str, ...], nodes: tuple[str, ...], types: tuple[str, ...],
-    trace: bool, after: int | None,
+    trace: bool, after: str | None,
 ) -> None:
     """Stream job and node transitions until Ctrl-C.
 
@@ -871,10 +871,11 @@ def events(
     With --trace, what one master saw and did, as the live view draws it;
     --after ID resumes where an earlier reader stopped.
     """
-    if after is not None and not trace:
-        raise click.UsageError("--after resumes a --trace stream")
+    if after is not None and not (after.isdigit() if trace else wire.EVENT_ID.fullmatch(after)):
+        wanted = "a trace id (digits)" if trace else "an event id (INDEX.K)"
+        raise click.BadParameter(f"{after[:40]!r} is not {wanted}", param_hint="'--after'")
     if trace:
-        for event in client.trace(after):
+        for event in client.trace(int(after) if after is not None else None):
             data = event.data if isinstance(event.data, dict) else {"data": event.data}
             if types and not any(event.type == t or event.type.startswith(t + ".") for t in types):
                 continue
@@ -887,7 +888,7 @@ def events(
             else:
                 click.echo(render.trace_event_line(event))
         return
-    for event in client.events():
+    for event in client.events(after):
         if not event_matches(event, jobs=set(jobs), nodes=set(nodes), types=set(types)):
             continue
         if config.json:

@@ -78,6 +78,7 @@ from claud.master import ops, transport
 from claud.master.auth import bearer, cluster_secret_headers, same_secret
 from claud.master.body_limit import BodyLimitMiddleware, replay, replayed_body
 from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
+from claud.master.events import parse_event_id
 from claud.master.master import Master, build_master
 from claud.master.members import change_members, check_member_address, member_list, refusal
 from claud.master.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
@@ -692,16 +693,29 @@ def _last_gc(master: Master) -> GcSummary | None:
     "/events", response_class=docs.EventStream, operation_id="events",
     responses={200: {"description": "`event: <type>` / `data: <JSON>` pairs; comments keep the connection alive"}},
 )
-async def events(master: MasterDep) -> StreamingResponse:
-    """Server-sent events: every committed job and node transition, as it commits."""
+async def events(
+    master: MasterDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    after: Annotated[str | None, Query(max_length=40, description="resume after this event id (INDEX.K)")] = None,
+) -> StreamingResponse:
+    """Server-sent events: every committed job and node transition, as it commits. Each has
+    an ``id:`` (``INDEX.K``); with ``Last-Event-ID`` (or ``?after=``) the stream first
+    replays what this master kept since then (``event: gap`` when some was not kept)."""
+    given, field = (last_event_id, "Last-Event-ID") if last_event_id is not None else (after, "after")
+    try:
+        start = parse_event_id(given) if given is not None else None
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"{field}: {exc}", field=field) from None
 
     async def stream() -> AsyncIterator[str]:
         yield ": connected\n\n"
-        async for event in master.events.subscribe():
+        async for event in master.events.subscribe(start):
             if event is None:
                 yield ": keep-alive\n\n"
             else:
-                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                event_id = event.get("event_id")
+                head = f"id: {event_id}\n" if event_id else ""
+                yield f"{head}event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
