@@ -9,6 +9,8 @@ models of :mod:`claud.api.slave_protocol` (master <-> slave) and the codec of
 
 from __future__ import annotations
 
+import re
+
 #: Every route under this prefix needs the cluster secret (and, with a body, JSON).
 INTERNAL_PREFIX = "/v1/internal/"
 
@@ -68,3 +70,8 @@ JSON_CONTENT_TYPE = "application/json"
 #: The content type of a snapshot chunk, the one internal body that is not JSON
 #: (no more a "simple" cross-origin request than JSON is: it needs a preflight too).
 SNAPSHOT_CONTENT_TYPE = "application/octet-stream"
+
+# the event stream (GET /v1/events)
+#: A job or slave event's id: the log index of the entry that made it, and its place
+#: among that entry's events (``42.0``); what ``Last-Event-ID`` resumes after.
+EVENT_ID = re.compile(r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,8})")

@@ -10,7 +10,6 @@ here too, so :class:`~claud.client.Client` and
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from claud.api.chaos import ChaosAction, ChaosRequest
 from claud.api.errors import ErrorBody
 from claud.api.jobs import JobSpec, JobState, JobView
+from claud.api.protocol import EVENT_ID
 from claud.client.errors import (
     ClaudError,
     Conflict,
@@ -216,10 +216,6 @@ def restore_snapshot(data: bytes) -> Call:
         "POST", "/v1/operator/snapshot", content=data,
         headers={"Content-Type": "application/octet-stream"}, streaming=True,
     )
-
-
-#: A job and slave event's id: the log index of its entry, and its place among that entry's events.
-EVENT_ID = re.compile(r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,8})")
 
 
 def events(after: str | None = None) -> Call:

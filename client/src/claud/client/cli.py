@@ -35,6 +35,7 @@ from claud.api.chaos import MAX_FAULT_SECONDS, ChaosAction
 from claud.api.jobs import ID as JOB_ID
 from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
 from claud.api.nodes import MAX_DRAIN_DEADLINE
+from claud.api.protocol import EVENT_ID
 from claud.client import _render as render
 from claud.client import _wire as wire
 from claud.client import verify as verify_model
@@ -871,7 +872,7 @@ def events(
     With --trace, what one master saw and did, as the live view draws it;
     --after ID resumes where an earlier reader stopped.
     """
-    if after is not None and not (after.isdigit() if trace else wire.EVENT_ID.fullmatch(after)):
+    if after is not None and not (after.isdigit() if trace else EVENT_ID.fullmatch(after)):
         wanted = "a trace id (digits)" if trace else "an event id (INDEX.K)"
         raise click.BadParameter(f"{after[:40]!r} is not {wanted}", param_hint="'--after'")
     if trace:

@@ -14,11 +14,11 @@ comes back; one that comes back later than that first gets a ``gap`` event.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from claud.api.protocol import EVENT_ID
 from claud.daemon.waits import within
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ QUEUE_LIMIT = 10_000
 REPLAY_LIMIT = 10_000
 #: An idle stream yields ``None`` this often, so the caller can send a keep-alive.
 KEEPALIVE_SECONDS = 15.0
-#: What an event id looks like; anything else after Last-Event-ID is refused.
-EVENT_ID = re.compile(r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,8})")
 
 EventId = tuple[int, int]
 
