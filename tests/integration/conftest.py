@@ -1,7 +1,7 @@
-"""Fixtures of the slave's integration tests (test_docker_runtime, test_slave_agent).
-
-Self-contained on purpose (fixture names start with ``slave_``): other suites
-keep their own helpers in tests/support. Helpers are handed out as fixtures
+"""Fixtures of the integration tests: the slave's (test_docker_runtime,
+test_slave_agent; names start with ``slave_``, self-contained), and
+``masters_and_simulated_slave``, the small cluster the trace and metrics tests
+share. Other helpers live in tests/support; these are handed out as fixtures
 because two conftest modules cannot both be imported as ``conftest``.
 
 Every container these tests cause carries ``claud.test=<uuid of the test>``,
@@ -16,9 +16,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from support.cluster import Cluster
 
 T = TypeVar("T")
 
@@ -111,3 +115,17 @@ def slave_free_port() -> Callable[[], int]:
 @pytest.fixture
 def slave_wait_for() -> Callable[..., object]:
     return _wait_for
+
+
+@pytest.fixture
+def masters_and_simulated_slave(tmp_path: Path) -> Iterator[Cluster]:
+    """Three masters on loopback and one slave with the simulated runtime (no Docker)."""
+    from support.cluster import Cluster
+
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_masters(3)
+        cluster.start_slave("s1", "--runtime", "simulated")
+        yield cluster
+    finally:
+        cluster.close()

@@ -33,14 +33,8 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        c.start_masters(3)
-        c.start_slave("s1", "--runtime", "simulated")
-        yield c
-    finally:
-        c.close()
+def cluster(masters_and_simulated_slave: Cluster) -> Cluster:
+    return masters_and_simulated_slave
 
 
 def scrape(cluster: Cluster, master_index: int | None = None) -> str:

@@ -1,14 +1,14 @@
 """GET /v1/cluster/trace on a real 3-master cluster: each master's consensus trace
 shows the election and its leader, resumes with Last-Event-ID without repeating
-anything, and a follower's trace shows the next leader once the leader dies."""
+anything, and a follower's trace shows the next leader once the leader dies; with
+``masters=all`` one master relays every master's, with their statuses, resumes
+by cursor, and says which master stopped answering."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +24,8 @@ class TraceReader:
         self.events: list[dict[str, Any]] = []
         self.kinds: list[str] = []
         self.ids: list[int] = []
+        #: The ``id:`` of each event as sent: a trace id, or the merged stream's cursor.
+        self.cursors: list[str] = []
         self._client = httpx.Client(timeout=httpx.Timeout(5, read=None), verify=master.verify)
         self._url = f"{master.url}/v1/cluster/trace{query}"
         self._headers = {"Authorization": f"Bearer {token}", **(headers or {})}
@@ -41,7 +43,9 @@ class TraceReader:
                 if line == "":
                     if "data" in fields:
                         if "id" in fields:
-                            self.ids.append(int(fields["id"]))
+                            self.cursors.append(fields["id"])
+                            if fields["id"].isdigit():
+                                self.ids.append(int(fields["id"]))
                         self.kinds.append(fields.get("event", "message"))
                         self.events.append(json.loads(fields["data"]))
                     fields = {}
@@ -59,14 +63,8 @@ class TraceReader:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        c.start_masters(3)
-        c.start_slave("s1", "--runtime", "simulated")
-        yield c
-    finally:
-        c.close()
+def cluster(masters_and_simulated_slave: Cluster) -> Cluster:
+    return masters_and_simulated_slave
 
 
 def test_the_trace_shows_the_election_resumes_without_repeats_and_the_next_leader(cluster: Cluster) -> None:
@@ -122,7 +120,55 @@ def test_the_trace_shows_the_election_resumes_without_repeats_and_the_next_leade
         watching.close()
 
 
-def test_a_trace_id_that_is_not_one_is_refused_naming_the_header(cluster: Cluster) -> None:
+def _cursor(raw: str) -> dict[int, int]:
+    return {int(m): int(i) for m, i in (pair.split(":") for pair in raw.split(","))}
+
+
+def test_one_master_relays_every_masters_trace_resumes_by_cursor_and_says_who_stopped(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    follower = next(m for m in cluster.masters if m is not leader)
+    ids = {m.id for m in cluster.masters}
+    merged = TraceReader(follower, cluster.token, query="?masters=all")
+    try:
+        # Every master's own status and trace, through the follower.
+        wait_until(lambda: {e["master"] for e in merged.of("status")} == ids, 10, what="a status of every master")
+        assert any(e["master"] == leader.id and e["role"] == "leader" for e in merged.of("status"))
+        job = cluster.submit(name="relayed")
+        wait_until(lambda: {e["master"] for e in merged.of("job") if e["job"] == job["id"]} == ids, 20,
+                   what="the job's transitions in every master's trace")
+        # The cursor names each master's last id, and each only grows.
+        cursors = [_cursor(c) for c in merged.cursors]
+        for master_id in ids:
+            seen = [c[master_id] for c in cursors if master_id in c]
+            assert seen == sorted(seen)
+        per_master = [(e["master"], e["id"]) for e, k in zip(merged.events, merged.kinds, strict=False)
+                      if k not in ("status", "relay.lost", "relay.back", "trace.gap")]  # fmt: skip
+        assert len(per_master) == len(set(per_master)), "no event twice"
+    finally:
+        merged.close()
+
+    # Resume from a cursor: nothing at or before it, per master.
+    resume_at = merged.cursors[len(merged.cursors) // 2]
+    cursor = _cursor(resume_at)
+    resumed = TraceReader(follower, cluster.token, headers={"Last-Event-ID": resume_at}, query="?masters=all")
+    try:
+        wait_until(lambda: len(resumed.cursors) > 3, 10, what="the replay after the cursor")
+        for event, kind in zip(resumed.events, resumed.kinds, strict=False):
+            if kind not in ("status", "relay.lost", "relay.back", "trace.gap"):
+                assert event["id"] > cursor.get(event["master"], 0), (event, cursor)
+        # The leader dies: the relay says so at once, and shows the next leader's own word.
+        old_term = leader.cluster_view(cluster.token)["term"]
+        leader.kill()
+        wait_until(lambda: any(e["master"] == leader.id for e in resumed.of("relay.lost")), 10,
+                   what="the relay to say the leader stopped answering")
+        new = cluster.wait_leader(timeout=15, other_than=leader)
+        wait_until(lambda: any(e["master"] == new.id and e["role"] == "leader" and e["term"] > old_term
+                               for e in resumed.of("status")), 10, what="the new leader's status")  # fmt: skip
+    finally:
+        resumed.close()
+
+
+def test_a_trace_id_or_cursor_that_is_not_one_is_refused_naming_the_header(cluster: Cluster) -> None:
     for bad in ("x", "-1", "1e9", "9" * 20):
         resp = cluster.http.get("/v1/cluster/trace", headers={"Last-Event-ID": bad})
         assert resp.status_code == 422, (bad, resp.text)
@@ -130,3 +176,12 @@ def test_a_trace_id_that_is_not_one_is_refused_naming_the_header(cluster: Cluste
     resp = cluster.http.get("/v1/cluster/trace", params={"after": "-3"})
     assert resp.status_code == 422
     assert httpx.get(f"{cluster.master.url}/v1/cluster/trace", timeout=5).status_code == 401
+    for bad in ("x", "1", "1:", ":5", "1:2,", "1:2;3:4", "1:" + "9" * 20, ",".join(f"{i}:1" for i in range(40))):
+        resp = cluster.http.get("/v1/cluster/trace", params={"masters": "all"}, headers={"Last-Event-ID": bad})
+        assert resp.status_code == 422, (bad, resp.text)
+        assert resp.json()["error"]["field"] == "Last-Event-ID"
+    resp = cluster.http.get("/v1/cluster/trace", params={"masters": "some"})
+    assert resp.status_code == 422
+    # The internal route a relaying master polls takes the cluster secret, never the token.
+    resp = cluster.http.get("/v1/internal/trace")
+    assert resp.status_code == 401

@@ -26,6 +26,9 @@ WHOAMI_PATH = INTERNAL_PREFIX + "whoami"
 SNAPSHOT_CHUNK_PATH = INTERNAL_PREFIX + "snapshot/chunk"
 #: A configuration change (add, remove a master) a follower forwards to the leader.
 MEMBERS_PATH = INTERNAL_PREFIX + "members"
+#: One master's consensus trace, long-polled by the master relaying every master's
+#: (``GET /v1/cluster/trace?masters=all``).
+TRACE_PATH = INTERNAL_PREFIX + "trace"
 
 # slave -> master
 HEARTBEAT_PATH = INTERNAL_PREFIX + "heartbeat"

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
@@ -64,6 +65,7 @@ from claud.api.protocol import (
     SNAPSHOT_CHUNK_HEADER,
     SNAPSHOT_CHUNK_PATH,
     SNAPSHOT_CONTENT_TYPE,
+    TRACE_PATH,
     WATCH_PATH,
     WHOAMI_PATH,
     slave_logs_path,
@@ -74,7 +76,7 @@ from claud.daemon.faults import FaultMiddleware
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.master import openapi as docs
-from claud.master import ops, transport
+from claud.master import ops, trace_relay, transport
 from claud.master.auth import bearer, cluster_secret_headers, same_secret
 from claud.master.body_limit import BodyLimitMiddleware, replay, replayed_body
 from claud.master.dashboard import DASHBOARD_PATHS, SECURITY_HEADERS, dashboard_asset
@@ -99,6 +101,7 @@ from claud.master.settings import MasterSettings
 from claud.master.state import JobRecord, Outcome
 from claud.master.telemetry import RequestTiming
 from claud.master.trace import trace_stream
+from claud.master.trace_relay import MAX_TRACE_ID
 from claud.master.transport import LeaderUnavailable, MalformedRequest, NotCommitted, NotLeader, OutcomeUnknown
 
 log = logging.getLogger("claud.master.api")
@@ -720,9 +723,8 @@ async def events(
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-#: The largest trace id a reader may name (JSON-safe; a master's trace never gets near it).
-MAX_TRACE_ID = 2**53
-_TRACE_ID_DOC = "resume after this trace id: replay the kept events that follow it, then stream live"
+_TRACE_ID_DOC = ("resume after this trace id (with `masters=all`, the stream's cursor, `MASTER:ID,...`): "
+                 "replay the kept events that follow it, then stream live")
 
 
 def _trace_id(raw: str) -> int:
@@ -733,37 +735,59 @@ def _trace_id(raw: str) -> int:
     return int(text)
 
 
+class TraceMasters(StrEnum):
+    """Whose trace ``GET /v1/cluster/trace`` sends."""
+
+    SELF = "self"
+    ALL = "all"
+
+
 @cluster.get(
     "/cluster/trace", response_class=docs.EventStream, operation_id="clusterTrace",
     responses={
-        200: {"description": "`id: <trace id>` / `event: <kind>` / `data: <JSON>`; a `trace.gap` event "
-              "when events the reader asked for fell out of the ring; comments keep the connection alive"},
+        200: {"description": "`id: <trace id>` (with `masters=all`: a cursor, `MASTER:ID,...`) / "
+              "`event: <kind>` / `data: <JSON>`; a `trace.gap` event when events the reader asked for fell "
+              "out of a ring; with `masters=all` also `status` (each master's role, term, vote and indexes), "
+              "`relay.lost` and `relay.back`; comments keep the connection alive"},
         **docs.INVALID,
     },
 )
 async def cluster_trace(
     master: MasterDep,
     after: Annotated[int | None, Query(ge=0, le=MAX_TRACE_ID, description=_TRACE_ID_DOC)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=32, description=_TRACE_ID_DOC)] = None,
+    masters: Annotated[TraceMasters, Query(description="`self`: this master's trace; `all`: every "
+                                                       "master's it can reach, merged")] = TraceMasters.SELF,
+    last_event_id: Annotated[str | None, Header(max_length=512, description=_TRACE_ID_DOC)] = None,
 ) -> StreamingResponse:
-    """Server-sent events: this master's consensus trace (roles, elections, votes,
-    appends and their answers, snapshots, commits, slave heartbeats, job and slave
-    transitions), the kept ones first, then live.
+    """Server-sent events: the consensus trace (roles, elections, votes, appends and
+    their answers, snapshots, commits, slave heartbeats, job and slave transitions),
+    the kept events first, then live.
 
     Each master keeps its own bounded trace (the last 2,000 events; heartbeats
     sampled to one per peer a second); ``Last-Event-ID`` (sent by a reconnecting
     reader, so it wins over ``?after=``) resumes without repeats. Ids grow across
     a master's restarts too (they start from its clock); an id ahead of the newest
     (another master's, or a clock set back) replays all that is kept.
+
+    ``masters=all`` relays every master's trace through this one (the live view
+    may reach no other), merged by time, with each master's ``status`` and word
+    of masters that stop answering (:mod:`claud.master.trace_relay`).
     """
+    headers = {"Cache-Control": "no-cache"}
+    if masters is TraceMasters.ALL:
+        try:
+            cursor = trace_relay.parse_cursor(last_event_id) if last_event_id is not None else {}
+        except trace_relay.CursorError as exc:
+            raise ApiError(422, "invalid_spec", f"Last-Event-ID: {exc}", "Last-Event-ID") from None
+        if not cursor and after:
+            cursor = {master.id: after}
+        return StreamingResponse(trace_relay.relay_stream(master, cursor, master.peer_connection),
+                                 media_type="text/event-stream", headers=headers)  # fmt: skip
     trace = master.trace
     start = _trace_id(last_event_id) if last_event_id is not None else (after or 0)
     if start > trace.last_id:
         start = 0
-
-    return StreamingResponse(
-        trace_stream(trace, start), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return StreamingResponse(trace_stream(trace, start), media_type="text/event-stream", headers=headers)
 
 
 # ------------------------------------------------------------------ operator
@@ -820,6 +844,16 @@ internal = APIRouter(include_in_schema=False)
 @internal.get(WHOAMI_PATH)
 async def whoami(master: MasterDep) -> dict[str, Any]:
     return transport.whoami(master.id, master.address, master.term, master.leader_id)
+
+
+@internal.get(TRACE_PATH)
+async def trace_here(
+    master: MasterDep,
+    after: Annotated[int, Query(ge=0, le=MAX_TRACE_ID)] = 0,
+    wait: Annotated[float, Query(ge=0, le=trace_relay.POLL_WAIT)] = 0.0,
+) -> dict[str, Any]:
+    """This master's trace after ``after`` for a relaying master: a long poll of up to ``wait`` s."""
+    return await trace_relay.batch_after(master, after, wait)
 
 
 @internal.post(PROPOSE_PATH)
@@ -1000,7 +1034,8 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         # Outermost: a paused master holds every request, authenticated or not (claud.daemon.faults).
         app.add_middleware(
             FaultMiddleware, faults=master.faults, exempt=frozenset({CHAOS_PATH, chaos.PUBLIC_CHAOS_PATH}),
-            cut_off=lambda path: path.startswith(INTERNAL_PREFIX), who=f"master {master.id}",
+            # A partitioned master's trace is still relayed: it is observation, not the cluster's traffic.
+            cut_off=lambda path: path.startswith(INTERNAL_PREFIX) and path != TRACE_PATH, who=f"master {master.id}",
         )
 
     @app.exception_handler(ApiError)

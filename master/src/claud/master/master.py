@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 import httpx
 
@@ -41,6 +42,7 @@ from claud.master.events import EventBroker
 from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
 from claud.master.partition import PartitionedTransport
+from claud.master.peer_http import PeerConnection
 from claud.master.peers import MasterDirectory
 from claud.master.recovery import recover_as_one_member_cluster
 from claud.master.replication import ReplicatedLog
@@ -75,9 +77,13 @@ class Master:
         slave_http: httpx.AsyncClient,
         identity: Identity,
         faults: Faults | None = None,
+        peer_connection: Callable[[], PeerConnection] | None = None,
     ) -> None:
         """``faults`` are this master's ``claud chaos`` faults (:mod:`claud.daemon.faults`), whose
-        ``running`` event the replicated log waits on; none can be injected without them."""
+        ``running`` event the replicated log waits on; none can be injected without them.
+        ``peer_connection`` opens a connection to a peer outside the consensus transport
+        (relaying the peers' traces, which a partition does not cut); without it this
+        master relays only its own."""
         self.settings = settings
         self.id = settings.id
         self.address = settings.advertised_address
@@ -91,6 +97,7 @@ class Master:
         self.slave_http = slave_http
         self.identity = identity
         self.faults = faults if faults is not None else Faults(enabled=False)
+        self.peer_connection = peer_connection
         identity.adopt(replicated.committed_configuration)
         replicated.subscribe_configuration("identity", identity.committed)
         self.events = EventBroker()
@@ -278,15 +285,17 @@ def build_master(settings: MasterSettings) -> Master:
     if settings.recover_from_data_dir:
         recover_as_one_member_cluster(store, settings.id, settings.advertised_address)
     identity = Identity(settings.id, store)
-    transport: MasterTransport = HttpTransport(
+    http_transport = HttpTransport(
         directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers,
         snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes,
     )
     faults = Faults(enabled=settings.demo_faults)
+    transport: MasterTransport = http_transport
     if settings.demo_faults:
-        transport = PartitionedTransport(transport, faults)
+        transport = PartitionedTransport(http_transport, faults)
     replicated = replicated_log(settings, store, directory, transport, faults.running)
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
         transport=transport, slave_http=slave_http_client(settings, tls), identity=identity, faults=faults,
+        peer_connection=http_transport.new_connection,
     )

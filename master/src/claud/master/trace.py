@@ -136,6 +136,22 @@ class Trace:
         start = max(0, last_id - first + 1)  # ids are consecutive inside the ring
         return list(self._events)[start:]
 
+    async def wait_after(self, last_id: int, timeout: float) -> list[TraceEvent]:  # noqa: ASYNC109 - a long poll's wait
+        """The kept events newer than ``last_id``; when there are none, the first ones
+        recorded within ``timeout`` seconds (an empty list if none was)."""
+        changed = self._changed
+        events = self.after(last_id)
+        if events or timeout <= 0:
+            return events
+        self._readers += 1
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            return []
+        finally:
+            self._readers -= 1
+        return self.after(last_id)
+
     async def follow(self, last_id: int, keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[TraceEvent | None]:
         """The events after ``last_id``, then each new one as it is recorded;
         ``None`` after ``keepalive`` seconds without one."""

@@ -319,10 +319,11 @@ class HttpTransport:
         #: Idle connections to the leader for forwarding.
         self._forward_connections: list[PeerConnection] = []
         self.snapshots = SnapshotSenders(
-            directory, self._connection, snapshot_source, snapshot_chunk_bytes, self._identity
+            directory, self.new_connection, snapshot_source, snapshot_chunk_bytes, self._identity
         )
 
-    def _connection(self) -> PeerConnection:
+    def new_connection(self) -> PeerConnection:
+        """A connection of this master's (its local address, TLS and cluster secret), for any exchange with a peer."""
         return PeerConnection(self._local_address, self._headers, self._tls)
 
     def send(self, message: Message) -> None:
@@ -332,7 +333,7 @@ class HttpTransport:
         link = self._links.get(message.dst)
         if link is None:
             link = self._links[message.dst] = PeerLink(
-                self._directory, message.dst, self._connection(), self._identity
+                self._directory, message.dst, self.new_connection(), self._identity
             )
         link.send(message_to_dict(message))
 
@@ -346,7 +347,7 @@ class HttpTransport:
         address = self._directory.address(leader_id)
         if address is None or leader_id == self._directory.self_id:
             raise LeaderUnavailable("no leader elected")
-        connection = self._forward_connections.pop() if self._forward_connections else self._connection()
+        connection = self._forward_connections.pop() if self._forward_connections else self.new_connection()
         try:
             resp = await connection.post(address, PROPOSE_PATH, encode_proposals(batch), timeout, self._identity())
         except PeerHttpError as exc:
@@ -363,7 +364,7 @@ class HttpTransport:
         address = self._directory.address(leader_id)
         if address is None or leader_id == self._directory.self_id:
             raise LeaderUnavailable("no leader elected")
-        connection = self._connection()
+        connection = self.new_connection()
         try:
             resp = await connection.post(
                 address, MEMBERS_PATH, encode_conf_change(change), timeout, self._identity()
@@ -378,7 +379,7 @@ class HttpTransport:
 
     async def resolve_peers(self, addresses: list[str]) -> None:
         """Ask each ``--peers`` address for its id until every one has answered, then keep checking slowly."""
-        connection = self._connection()
+        connection = self.new_connection()
         try:
             while True:
                 unresolved = set(addresses) - {addr for _, addr in self._directory.items()}

@@ -1,9 +1,10 @@
 // The live view holds no data of its own: it asks for the API token, keeps it
 // in sessionStorage (never in a URL), and reads the authenticated /v1 API of
 // the master that served it (the policy admits no other origin): /v1/cluster,
-// /v1/nodes and /v1/jobs each second, and that master's consensus trace
-// (/v1/cluster/trace, server-sent events read through fetch, since EventSource
-// cannot send the token) as it happens. It draws what that master knows.
+// /v1/nodes and /v1/jobs each second, and every master's consensus trace as
+// that master relays it (/v1/cluster/trace?masters=all: server-sent events read
+// through fetch, since EventSource cannot send the token), with each master's
+// own status (role, term, vote, indexes) and word of those that stop answering.
 // Every value reaches the page as text (textContent) or as a number in an SVG
 // attribute, never as markup, and only known names become class names.
 "use strict";
@@ -38,11 +39,14 @@ const view = {
   jobs: [], // the last /v1/jobs answer
   heard: new Map(), // master id -> {term, at}: the last message this master got from it
   terms: [], // [{term, leader, at}] in order: the timeline
-  lastId: 0, // the last trace id read (Last-Event-ID on reconnect)
+  cursor: "", // the merged trace's cursor, MASTER:ID,... (Last-Event-ID on reconnect)
+  status: new Map(), // master id -> its own last status event (role, term, voted_for, indexes, at)
+  lost: new Set(), // masters the relay stopped hearing
   dots: [],
   campaigns: new Map(), // candidate id -> {term, pre, until}
   banner: { text: "", until: 0 },
   placed: new Set(), // jobs seen placed: a second placement is "placed again"
+  applied: new Set(), // job and slave transitions shown: every master applies (and traces) each one
 };
 
 function $(id) { return document.getElementById(id); }
@@ -139,11 +143,25 @@ async function refresh() {
 
 function masterName(id) { return id === null || id === undefined ? "none" : `master ${id}`; }
 
+// The leader as the masters say of themselves: one whose own status says it leads
+// (and is still heard) is named before the serving master's poll catches up.
+function currentLeader() {
+  const c = view.cluster;
+  let best = null;
+  for (const [id, st] of view.status) {
+    if (st.role === "leader" && !view.lost.has(id) && (best === null || st.term > best.term)) best = { id, term: st.term };
+  }
+  const polled = c ? num(c.leader_id) : null;
+  if (best !== null && (polled === null || view.lost.has(polled) || best.term >= (num(c.term) ?? 0))) return best.id;
+  return polled !== null && view.lost.has(polled) ? null : polled;
+}
+
 function drawSummary() {
   const c = view.cluster;
   if (!c) return;
-  const leader = num(c.leader_id);
-  $("leader").textContent = leader === null ? "no leader (an election?)" : `leader: master ${leader}, term ${text(c.term)}`;
+  const leader = currentLeader();
+  const term = leader !== null && view.status.has(leader) ? view.status.get(leader).term : c.term;
+  $("leader").textContent = leader === null ? "no leader (an election?)" : `leader: master ${leader}, term ${text(term)}`;
   $("summary").textContent = `served by master ${text(c.master_id)} (${text(c.role)}) · term ${text(c.term)} · `
     + `leader ${masterName(leader)} · commit ${text(c.commit_index)} · quorum ${text(c.quorum)} of ${c.masters.length}`;
 }
@@ -170,7 +188,7 @@ function drawStage() {
   if (!c) return;
   const at = positions();
   const self = num(c.master_id);
-  const leader = num(c.leader_id);
+  const leader = currentLeader();
   const now = Date.now();
   const links = [];
   const masters = [...c.masters].sort((a, b) => a.id - b.id);
@@ -195,9 +213,15 @@ function drawStage() {
 function drawMaster(m, p, self, now) {
   const c = view.cluster;
   const isSelf = m.id === self;
-  // Its own role, in full (pre_candidate too), is what the serving master knows best.
-  const role = isSelf && ROLES.has(c.role) ? c.role : (ROLES.has(m.role) ? m.role : "unknown");
-  const g = svg("g", { class: `master ${role}${m.reachable ? "" : " unreachable"}`, "data-id": m.id, "data-role": role });
+  const own = view.lost.has(m.id) ? null : view.status.get(m.id);
+  // What a master says of itself (its own status in the trace, or the serving master's
+  // answer for itself) is known best; what the serving master believes comes next.
+  let role = ROLES.has(m.role) ? m.role : "unknown";
+  if (own && ROLES.has(own.role)) role = own.role;
+  else if (isSelf && ROLES.has(c.role)) role = c.role;
+  if (view.lost.has(m.id)) role = "unknown";
+  const unreachable = !m.reachable || view.lost.has(m.id);
+  const g = svg("g", { class: `master ${role}${unreachable ? " unreachable" : ""}`, "data-id": m.id, "data-role": role });
   if (isSelf) g.appendChild(svg("circle", { class: "here", cx: p.x, cy: p.y, r: STAGE.r + 7 }));
   const campaign = view.campaigns.get(m.id);
   if (campaign && campaign.until > now) {
@@ -208,19 +232,22 @@ function drawMaster(m, p, self, now) {
   g.appendChild(svg("text", { class: "role", x: p.x, y: p.y + 18, "text-anchor": "middle" },
     role.replace("_", "-")));
   const facts = [];
-  if (isSelf) {
-    facts.push(`term ${text(c.term)} · voted ${c.voted_for === null ? "—" : "M" + text(c.voted_for)}`);
-    facts.push(`last ${text(c.last_index)} · commit ${text(c.commit_index)} · applied ${text(c.applied_index)}`);
-    facts.push("this page's master");
+  const known = own || (isSelf ? { term: c.term, voted_for: c.voted_for, last_index: c.last_index,
+    commit_index: c.commit_index, applied_index: c.applied_index } : null);
+  if (known) {
+    facts.push(`term ${text(known.term)} · voted ${known.voted_for === null || known.voted_for === undefined ? "—" : "M" + text(known.voted_for)}`);
+    facts.push(`last ${text(known.last_index)} · commit ${text(known.commit_index)} · applied ${text(known.applied_index)}`);
   } else {
     const heard = view.heard.get(m.id);
     if (heard) facts.push(`term ${heard.term} · heard ${((now / 1000) - heard.at).toFixed(1)} s ago`);
-    if (num(m.match_index) !== null) {
-      const lag = num(c.last_index) !== null ? c.last_index - m.match_index : null;
-      facts.push(`match ${m.match_index}${lag ? ` (${lag} behind)` : ""}`);
-    }
-    if (!m.reachable) facts.push("unreachable");
   }
+  if (!isSelf && num(m.match_index) !== null) {
+    const lag = num(c.last_index) !== null ? c.last_index - m.match_index : null;
+    facts.push(`match ${m.match_index}${lag ? ` (${lag} behind)` : ""}`);
+  }
+  if (isSelf) facts.push("this page's master");
+  if (view.lost.has(m.id)) facts.push("not answering");
+  else if (!m.reachable) facts.push("unreachable");
   // Below the circle; beside it for one near the top, where the banner is.
   const beside = p.y < STAGE.cy - 1;
   facts.forEach((line, i) => {
@@ -324,8 +351,10 @@ function describe(kind, e) {
     case "slave.heartbeat": return `slave ${short(e.slave)} heartbeat → M${e.master}`;
     case "slave": return `slave ${short(e.slave)} ${e.state}${e.reason ? ": " + e.reason : ""}`;
     case "job": return `job ${short(e.job)} ${e.state}${e.slave ? " on " + short(e.slave) : ""}${e.reason ? ": " + e.reason : ""}`;
-    case "trace.gap": return e.restarted ? "the master restarted: its trace starts again"
-      : `${e.missed} events fell out of the master's trace before they were read`;
+    case "trace.gap": return e.restarted ? `M${e.master} restarted: its trace starts again`
+      : `${e.missed} events fell out of M${e.master}'s trace before they were read`;
+    case "relay.lost": return `M${e.master} does not answer (killed, paused or gone)`;
+    case "relay.back": return `M${e.master} answers again`;
     default: return kind;
   }
 }
@@ -351,18 +380,54 @@ function banner(line) {
   view.banner = { text: line, until: Date.now() + BANNER_MS };
 }
 
+// A message is in two traces, its sender's ("out") and its receiver's ("in"): it is
+// shown once, from the sender's, unless the sender's own trace is not heard.
+function shownTwice(e) {
+  if (e.dir !== "in") return false;
+  const sender = num(e.src);
+  return sender !== null && view.status.has(sender) && !view.lost.has(sender);
+}
+
+// A committed transition is in every master's trace, with the same log index.
+function appliedBefore(kind, e) {
+  if ((kind !== "job" && kind !== "slave") || num(e.index) === null) return false;
+  const key = `${kind}|${text(kind === "job" ? e.job : e.slave)}|${e.index}|${text(e.state)}`;
+  if (view.applied.has(key)) return true;
+  if (view.applied.size > 10000) view.applied.clear(); // a long-open tab: forget, rather than grow
+  view.applied.add(key);
+  return false;
+}
+
 function onEvent(kind, e) {
   const at = num(e.at) ?? Date.now() / 1000;
   const fresh = Date.now() / 1000 - at < ANIMATE_WITHIN_S;
   const self = num(e.master);
   if (num(e.src) !== null && e.src !== self) view.heard.set(e.src, { term: e.term, at });
+  if (kind === "status") {
+    if (self !== null) view.status.set(self, e);
+    drawSummary();
+    drawStage();
+    return;
+  }
+  if (kind === "relay.lost" || kind === "relay.back") {
+    if (self !== null && kind === "relay.lost") view.lost.add(self);
+    else if (self !== null) view.lost.delete(self);
+    logLine($("trace-log"), at, describe(kind, e), kind === "relay.lost" ? "k-refused" : "k-other", LOG_LINES);
+    drawSummary();
+    drawStage();
+    return;
+  }
+  if (shownTwice(e) || appliedBefore(kind, e)) return;
   logLine($("trace-log"), at, describe(kind, e), kindClass(kind, e), LOG_LINES);
   switch (kind) {
     case "role":
       noteTerm(num(e.term), num(e.leader), at, false);
+      if (self !== null && view.status.has(self)) { // its own word: redraw now, before any poll
+        view.status.set(self, { ...view.status.get(self), role: e.role, term: e.term, leader: e.leader, at });
+      }
       if (fresh && e.role === "leader") banner(`M${e.master} leads term ${e.term}`);
       else if (fresh && e.leader !== null && e.leader !== undefined) banner(`M${e.leader} leads term ${e.term}`);
-      if (fresh) refresh(); // roles move: show it now, not at the next poll
+      if (fresh) { drawSummary(); drawStage(); drawTerms(); refresh(); } // roles move: show it now
       break;
     case "election":
       view.campaigns.set(self, { term: e.term, pre: e.pre, until: Date.now() + CAMPAIGN_MS });
@@ -463,7 +528,7 @@ function onBlock(block) {
   let e;
   try { e = JSON.parse(data.join("\n")); } catch { return; }
   if (typeof e !== "object" || e === null) return;
-  if (id !== null && /^[0-9]+$/.test(id)) view.lastId = Number(id);
+  if (id !== null && /^[0-9]+:[0-9]+(,[0-9]+:[0-9]+)*$/.test(id) && id.length <= 512) view.cursor = id;
   onEvent(kind, e);
 }
 
@@ -471,8 +536,8 @@ async function follow(control) {
   while (!control.signal.aborted) {
     try {
       const wanted = headers("text/event-stream");
-      if (view.lastId > 0) wanted["Last-Event-ID"] = String(view.lastId);
-      const response = await fetch("/v1/cluster/trace", {
+      if (view.cursor) wanted["Last-Event-ID"] = view.cursor;
+      const response = await fetch("/v1/cluster/trace?masters=all", {
         headers: wanted, credentials: "omit", cache: "no-store", redirect: "error", signal: control.signal,
       });
       if (response.status === 401) throw new Unauthorized("the master refused this token");
