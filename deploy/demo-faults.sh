@@ -10,15 +10,11 @@
 # CLAUD_DEMO_DIR / CLAUD_DEMO_PORT / CLAUD_DEMO_NAME as for deploy/demo.sh.
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")/.." && pwd)"
-demo="${CLAUD_DEMO_DIR:-$here/.demo}"
-bin="$here/.venv/bin"
-port="${CLAUD_DEMO_PORT:-8700}"
-export CLAUD_MASTERS="127.0.0.11:$port,127.0.0.12:$port,127.0.0.13:$port"
+# shellcheck source=deploy/demo-env.sh
+. "$(dirname "$0")/demo-env.sh"
 export CLAUD_TOKEN_FILE="$demo/token"
 unset CLAUD_TOKEN
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 tell() { printf '    %s\n' "$*" >&2; }
 py() { "$bin/python" -c "$@"; }
 claud() { "$bin/claud" "$@"; }
@@ -42,7 +38,7 @@ started=$(py 'from datetime import datetime, UTC; print(datetime.now(UTC).isofor
 acked="$demo/acknowledged.txt"
 : >"$acked"
 
-say "The live view: http://127.0.0.11:$port/ui (token: the contents of $demo/token)"
+say "The live view: http://${master_ips[0]}:$port/ui (token: the contents of $demo/token)"
 leader=$(claud -o json cluster | field 'd["leader_id"]')
 tell "master $leader leads."
 

@@ -9,20 +9,10 @@
 # second one run beside it (the test of this script does).
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")/.." && pwd)"
-demo="${CLAUD_DEMO_DIR:-$here/.demo}"
-bin="$here/.venv/bin"
-name="${CLAUD_DEMO_NAME:-demo}"
-port="${CLAUD_DEMO_PORT:-8700}"
-slave_port=$((port + 1))
-master_ips=(127.0.0.11 127.0.0.12 127.0.0.13)
-slave_ips=(127.0.0.21 127.0.0.22 127.0.0.23)
+# shellcheck source=deploy/demo-env.sh
+. "$(dirname "$0")/demo-env.sh"
 zones=(a b c)
-masters_list=""
-for ip in "${master_ips[@]}"; do masters_list="${masters_list:+$masters_list,}$ip:$port"; done
-export CLAUD_MASTERS="$masters_list"
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 json_field() { "$bin/python" -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # supervise LOG COMMAND...: run COMMAND in the background and again 2 s after each exit,
@@ -84,13 +74,15 @@ up() {
     export CLAUD_TOKEN_FILE="$demo/token"
     unset CLAUD_TOKEN
 
+    # Spread (not the default binpack): the sample jobs land on different slaves, as a learner
+    # breaking one slave wants to see.
     say "starting masters 1-3 on ${master_ips[*]} (port $port): they elect a leader"
     for i in 1 2 3; do
         ip=${master_ips[$((i - 1))]}
         peers=$(echo "$masters_list" | tr ',' '\n' | grep -v "^$ip:" | paste -sd, -)
         supervise "$demo/master-$i.log" "$bin/claud-master" --id "$i" --listen "$ip:$port" --data-dir "$demo/m$i" \
             --no-discovery --peers "$peers" --cluster-size 3 --token-file "$demo/token" \
-            --cluster-secret-file "$demo/cluster-secret" --demo-faults
+            --cluster-secret-file "$demo/cluster-secret" --strategy spread --demo-faults
     done
     leader_known() {
         "$bin/claud" --output json cluster | "$bin/python" -c \
