@@ -877,13 +877,9 @@ def events(
         raise click.BadParameter(f"{after[:40]!r} is not {wanted}", param_hint="'--after'")
     if trace:
         for event in client.trace(int(after) if after is not None else None):
+            if not event_matches(event, jobs=set(jobs), nodes=set(nodes), types=set(types), trace=True):
+                continue
             data = event.data if isinstance(event.data, dict) else {"data": event.data}
-            if types and not any(event.type == t or event.type.startswith(t + ".") for t in types):
-                continue
-            if jobs and data.get("job") not in jobs:
-                continue
-            if nodes and data.get("slave") not in nodes:
-                continue
             if config.json:
                 click.echo(json.dumps({"id": event.id, "type": event.type, **data}))
             else:
@@ -899,18 +895,24 @@ def events(
             click.echo(render.cluster_event_line(event))
 
 
-def event_matches(event: Event, *, jobs: set[str], nodes: set[str], types: set[str]) -> bool:
-    """Whether ``claud events`` shows ``event`` under its filters (an empty set: no filter)."""
+def event_matches(event: Event, *, jobs: set[str], nodes: set[str], types: set[str], trace: bool = False) -> bool:
+    """Whether ``claud events`` shows ``event`` under its filters (an empty set: no filter).
+
+    The two streams name things differently: a job stream event names its job
+    (``job``) or slave (``node``) by ``id``, and a job its slave by ``node_id``;
+    a trace event names them ``job`` and ``slave``, and a kind there stands for
+    its family too (``vote`` for ``vote.granted``)."""
     data = event.data if isinstance(event.data, dict) else {}
-    if types and event.type not in types:
+    if types and not any(event.type == t or (trace and event.type.startswith(t + ".")) for t in types):
         return False
-    if jobs and not (event.type == "job" and data.get("id") in jobs):
-        return False
-    if nodes:
+    if trace:
+        job, slave = data.get("job"), data.get("slave")
+    else:
+        job = data.get("id") if event.type == "job" else None
         slave = data.get("id") if event.type == "node" else data.get("node_id")
-        if slave not in nodes:
-            return False
-    return True
+    if jobs and job not in jobs:
+        return False
+    return not (nodes and slave not in nodes)
 
 
 @cli.group()
