@@ -225,8 +225,9 @@ def test_breaking_the_leader_from_the_page_and_from_claud_chaos_shows_the_next_o
         enabled = "[...document.querySelectorAll('button.fault')].every(b => !b.disabled)"
         wait_until(lambda: browser.evaluate(session, enabled), 20, what="the fault buttons on")
         targets = "[...document.getElementById('fault-target').options].map(o => o.value)"
-        wait_until(lambda: sorted(browser.evaluate(session, targets)) == sorted(
-            [*(str(m.id) for m in cluster.masters), cluster.slaves[0].id]), 10, what="every master and slave as a target")
+        everyone = sorted([*(str(m.id) for m in cluster.masters), cluster.slaves[0].id])
+        wait_until(lambda: sorted(browser.evaluate(session, targets)) == everyone, 10,
+                   what="every master and slave as a target")
 
         def leaders() -> list[int]:
             return [int(i) for i, role in browser.evaluate(session, DRAWN) if role == "leader"]

@@ -699,6 +699,25 @@ def test_events_trace_streams_one_masters_trace_and_resumes_after_an_id() -> Non
     assert cluster.invoke("events", "--after", "6").exit_code == ExitCode.USAGE
 
 
+def test_events_trace_all_masters_reads_the_merged_trace_and_resumes_by_cursor() -> None:
+    def sse(cursor: str, master: int, event_id: int, kind: str, **data: Any) -> str:
+        body = {**data, "id": event_id, "at": 1_796_220_000.5, "master": master, "kind": kind}
+        return f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(body)}\n\n"
+
+    stream = (": connected\n\nevent: status\ndata: " + json.dumps({"master": 1, "role": "leader", "term": 3}) + "\n\n"
+              + sse("1:7", 1, 7, "role", role="leader", term=3) + sse("1:7,2:40", 2, 40, "role", role="follower"))
+    cluster = Cluster({("GET", "/v1/cluster/trace"): lambda r: httpx.Response(200, text=stream)})
+    result = cluster.invoke("events", "--trace", "--all-masters", "--after", "1:6,2:39", "-o", "json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["type"], e["master"]) for e in lines] == [("status", 1), ("role", 1), ("role", 2)]
+    assert lines[-1]["cursor"] == "1:7,2:40" and lines[-1]["id"] == 40
+    assert cluster.requests[-1].url.params["masters"] == "all"
+    assert cluster.requests[-1].headers["last-event-id"] == "1:6,2:39"
+    assert cluster.invoke("events", "--trace", "--all-masters", "--after", "7").exit_code == ExitCode.USAGE
+    assert cluster.invoke("events", "--all-masters").exit_code == ExitCode.USAGE
+
+
 def test_events_resume_after_an_event_id() -> None:
     stream = "id: 12.1\nevent: job\ndata: " + json.dumps(
         {"type": "job", "id": "j1", "state": "running", "at": NOW, "event_id": "12.1"}) + "\n\n"

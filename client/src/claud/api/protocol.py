@@ -78,3 +78,6 @@ SNAPSHOT_CONTENT_TYPE = "application/octet-stream"
 #: A job or slave event's id: the log index of the entry that made it, and its place
 #: among that entry's events (``42.0``); what ``Last-Event-ID`` resumes after.
 EVENT_ID = re.compile(r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,8})")
+#: The merged trace's id (``GET /v1/cluster/trace?masters=all``): the last trace id
+#: read from each master, ``MASTER:ID`` pairs joined by commas (``1:17647…,2:17647…``).
+TRACE_CURSOR = re.compile(r"[0-9]{1,10}:[0-9]{1,16}(?:,[0-9]{1,10}:[0-9]{1,16}){0,15}")

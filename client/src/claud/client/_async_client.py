@@ -274,10 +274,10 @@ class AsyncClient:
                 if (event := decoder.feed(line)) is not None:
                     yield event
 
-    async def trace(self, after: int | None = None) -> AsyncGenerator[Event, None]:
+    async def trace(self, after: int | str | None = None, *, all_masters: bool = False) -> AsyncGenerator[Event, None]:
         """See :meth:`Client.trace`."""
         decoder = EventDecoder()
-        async with aclosing(self._stream(wire.trace(after), lines=True)) as lines:
+        async with aclosing(self._stream(wire.trace(after, all_masters), lines=True)) as lines:
             async for line in lines:
                 if (event := decoder.feed(line)) is not None:
                     yield event

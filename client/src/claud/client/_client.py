@@ -328,12 +328,16 @@ class Client:
                 if (event := decoder.feed(line)) is not None:
                     yield event
 
-    def trace(self, after: int | None = None) -> Generator[Event, None, None]:
+    def trace(self, after: int | str | None = None, *, all_masters: bool = False) -> Generator[Event, None, None]:
         """The answering master's consensus trace (elections, votes, appends, heartbeats, job
         transitions), from its ring after trace id ``after`` (default: what it still holds),
-        then live, until the iterator is closed. Each event's ``id`` resumes the stream."""
+        then live, until the iterator is closed. Each event's ``id`` resumes the stream.
+
+        ``all_masters``: every master's trace that master can reach, merged, with each
+        one's ``status`` and ``relay.lost``/``relay.back``; ``after`` and the ids are
+        then cursors (``"1:17647…,2:17647…"``)."""
         decoder = EventDecoder()
-        with closing(self._stream(wire.trace(after), lines=True)) as lines:
+        with closing(self._stream(wire.trace(after, all_masters), lines=True)) as lines:
             for line in lines:
                 if (event := decoder.feed(line)) is not None:
                     yield event

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from claud.api.chaos import ChaosAction, ChaosRequest
 from claud.api.errors import ErrorBody
 from claud.api.jobs import JobSpec, JobState, JobView
-from claud.api.protocol import EVENT_ID
+from claud.api.protocol import EVENT_ID, TRACE_CURSOR
 from claud.client.errors import (
     ClaudError,
     Conflict,
@@ -227,13 +227,17 @@ def events(after: str | None = None) -> Call:
     return Call("GET", "/v1/events", headers=headers, streaming=True)
 
 
-def trace(after: int | None) -> Call:
+def trace(after: int | str | None, all_masters: bool = False) -> Call:
     headers = {"Accept": "text/event-stream"}
     if after is not None:
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        if all_masters:
+            if not isinstance(after, str) or not after.isascii() or not TRACE_CURSOR.fullmatch(after):
+                raise ValueError("with all_masters, after must be the merged trace's id (MASTER:ID,...)")
+        elif isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise ValueError("after must be a trace id (an integer >= 0)")
         headers["Last-Event-ID"] = str(after)  # as a browser's EventSource resumes
-    return Call("GET", "/v1/cluster/trace", headers=headers, streaming=True)
+    params = {"masters": "all"} if all_masters else None
+    return Call("GET", "/v1/cluster/trace", params=params, headers=headers, streaming=True)
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

@@ -35,7 +35,7 @@ from claud.api.chaos import MAX_FAULT_SECONDS, ChaosAction
 from claud.api.jobs import ID as JOB_ID
 from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
 from claud.api.nodes import MAX_DRAIN_DEADLINE
-from claud.api.protocol import EVENT_ID
+from claud.api.protocol import EVENT_ID, TRACE_CURSOR
 from claud.client import _render as render
 from claud.client import _wire as wire
 from claud.client import verify as verify_model
@@ -858,30 +858,45 @@ def cluster(config: CliConfig, client: Client) -> None:
               "(role, vote, append, heartbeat, job, ...).")
 @click.option("--trace", is_flag=True,
               help="The answering master's consensus trace instead: elections, votes, appends, heartbeats.")
+@click.option("--all-masters", is_flag=True,
+              help="With --trace: every master's trace, relayed by the answering one, with each one's status.")
 @click.option("--after", metavar="ID",
-              help="Resume after this event's id (INDEX.K; with --trace a trace id), as -o json prints them.")
+              help="Resume after this event's id (INDEX.K; with --trace a trace id, with --all-masters a cursor "
+              "MASTER:ID,...), as -o json prints them.")
 @pass_client
 def events(
     config: CliConfig, client: Client, jobs: tuple[str, ...], nodes: tuple[str, ...], types: tuple[str, ...],
-    trace: bool, after: str | None,
+    trace: bool, all_masters: bool, after: str | None,
 ) -> None:
     """Stream job and node transitions until Ctrl-C.
 
     With -o json, one JSON object per line. Filters of different kinds all
     apply (--job a --type job); repeating one widens it (--job a --job b).
     With --trace, what one master saw and did, as the live view draws it;
+    --all-masters, every master's, merged by the one that answers;
     --after ID resumes where an earlier reader stopped.
     """
-    if after is not None and not (after.isdigit() if trace else EVENT_ID.fullmatch(after)):
-        wanted = "a trace id (digits)" if trace else "an event id (INDEX.K)"
-        raise click.BadParameter(f"{after[:40]!r} is not {wanted}", param_hint="'--after'")
+    if all_masters and not trace:
+        raise click.UsageError("--all-masters goes with --trace")
+    if after is not None:
+        if all_masters:
+            valid, wanted = bool(TRACE_CURSOR.fullmatch(after)), "a merged trace cursor (MASTER:ID,...)"
+        elif trace:
+            valid, wanted = after.isascii() and after.isdigit(), "a trace id (digits)"
+        else:
+            valid, wanted = bool(EVENT_ID.fullmatch(after)), "an event id (INDEX.K)"
+        if not valid:
+            raise click.BadParameter(f"{after[:40]!r} is not {wanted}", param_hint="'--after'")
     if trace:
-        for event in client.trace(int(after) if after is not None else None):
+        resume: int | str | None = after if all_masters or after is None else int(after)
+        for event in client.trace(resume, all_masters=all_masters):
             if not event_matches(event, jobs=set(jobs), nodes=set(nodes), types=set(types), trace=True):
                 continue
             data = event.data if isinstance(event.data, dict) else {"data": event.data}
             if config.json:
-                click.echo(json.dumps({"id": event.id, "type": event.type, **data}))
+                # Merged, an event's own id is its master's; the stream's id (what --after takes) is the cursor.
+                where = {"cursor": event.id} if all_masters else {"id": event.id}
+                click.echo(json.dumps({**where, "type": event.type, **data}))
             else:
                 click.echo(render.trace_event_line(event))
         return

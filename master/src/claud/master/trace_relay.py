@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from claud.api.protocol import TRACE_PATH
+from claud.api.protocol import TRACE_CURSOR, TRACE_PATH
 from claud.master.peer_http import PeerConnection, PeerHttpError
 from claud.master.trace import KEEPALIVE_SECONDS
 
@@ -64,27 +64,21 @@ class CursorError(ValueError):
 
 def parse_cursor(raw: str) -> dict[int, int]:
     """``1:123,2:456`` -> {1: 123, 2: 456} (hostile input: digits only, bounded)."""
-    cursor: dict[int, int] = {}
     text = raw.strip()
     if not text:
-        return cursor
-    pairs = text.split(",")
-    if len(pairs) > MAX_CURSOR_MASTERS:
+        return {}
+    if text.count(",") >= MAX_CURSOR_MASTERS:
         raise CursorError(f"a cursor names at most {MAX_CURSOR_MASTERS} masters")
-    for pair in pairs:
-        master, sep, last = pair.partition(":")
-        if not sep or not _digits(master, 10) or not _digits(last, 16) or int(last) > MAX_TRACE_ID:
-            raise CursorError("a cursor is MASTER:TRACE_ID pairs joined by commas (e.g. 1:1764700000000123)")
-        cursor[int(master)] = int(last)
+    if not text.isascii() or not TRACE_CURSOR.fullmatch(text):
+        raise CursorError("a cursor is MASTER:TRACE_ID pairs joined by commas (e.g. 1:1764700000000123)")
+    cursor = {int(master): int(last) for master, _, last in (pair.partition(":") for pair in text.split(","))}
+    if any(last > MAX_TRACE_ID for last in cursor.values()):
+        raise CursorError(f"a cursor's trace ids are at most {MAX_TRACE_ID}")
     return cursor
 
 
 def format_cursor(cursor: dict[int, int]) -> str:
     return ",".join(f"{master}:{last}" for master, last in sorted(cursor.items()))
-
-
-def _digits(text: str, most: int) -> bool:
-    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 def status_of(master: Master) -> dict[str, Any]:
