@@ -155,22 +155,14 @@ class Trace:
     async def follow(self, last_id: int, keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[TraceEvent | None]:
         """The events after ``last_id``, then each new one as it is recorded;
         ``None`` after ``keepalive`` seconds without one."""
-        self._readers += 1
-        try:
-            while True:
-                changed = self._changed
-                events = self.after(last_id)
-                for event in events:
-                    yield event
-                if events:
-                    last_id = events[-1].id
-                    continue
-                try:
-                    await asyncio.wait_for(changed.wait(), keepalive)
-                except TimeoutError:
-                    yield None
-        finally:
-            self._readers -= 1
+        while True:
+            events = await self.wait_after(last_id, keepalive)
+            if not events:
+                yield None
+                continue
+            for event in events:
+                yield event
+            last_id = events[-1].id
 
     # ------------------------------------------------------------ consensus messages
 
@@ -205,6 +197,16 @@ class Trace:
             self.record("transfer", **base)
 
 
+def trace_gap(last: int, first: int, first_of_run: int) -> dict[str, Any] | None:
+    """The ``trace.gap`` a reader who had ``last`` is owed when the next event it gets is
+    ``first`` (None when nothing is missing); ``first_of_run`` is the trace's first id
+    since its master started, so a ``last`` below it means the master restarted."""
+    if not last or first <= last + 1:
+        return None
+    restarted = last < first_of_run  # what the old run recorded after ``last`` is gone
+    return {"after": last, "first": first, "missed": None if restarted else first - last - 1, "restarted": restarted}
+
+
 async def trace_stream(trace: Trace, start: int, keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[str]:
     """The trace after ``start`` as server-sent events: ``id:`` the trace id, ``event:``
     its kind, ``data:`` its JSON; a ``trace.gap`` event where events fell out of the
@@ -217,10 +219,8 @@ async def trace_stream(trace: Trace, start: int, keepalive: float = KEEPALIVE_SE
         if event is None:
             yield ": keep-alive\n\n"
             continue
-        if last and event.id > last + 1:
-            restarted = last < trace.first_id  # what the old run recorded after ``last`` is gone
-            gap = {"after": last, "first": event.id, "missed": None if restarted else event.id - last - 1,
-                   "restarted": restarted}  # fmt: skip
+        gap = trace_gap(last, event.id, trace.first_id)
+        if gap is not None:
             yield f"event: trace.gap\ndata: {json.dumps(gap)}\n\n"
         last = event.id
         yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"

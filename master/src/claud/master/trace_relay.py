@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from claud.api.protocol import TRACE_CURSOR, TRACE_PATH
 from claud.master.peer_http import PeerConnection, PeerHttpError
-from claud.master.trace import KEEPALIVE_SECONDS
+from claud.master.trace import KEEPALIVE_SECONDS, trace_gap
 
 if TYPE_CHECKING:
     from claud.master.master import Master
@@ -241,13 +241,10 @@ class Relay:
 
     def _gap(self, batch: Batch) -> list[str]:
         assert batch.events is not None
-        last = self._cursor.get(batch.master, 0)
-        if not last or not batch.events or batch.events[0]["id"] <= last + 1:
+        if not batch.events:
             return []
-        restarted = last < batch.first_id
-        gap = {"master": batch.master, "after": last, "first": batch.events[0]["id"],
-               "missed": None if restarted else batch.events[0]["id"] - last - 1, "restarted": restarted}  # fmt: skip
-        return [_sse("trace.gap", gap)]
+        gap = trace_gap(self._cursor.get(batch.master, 0), batch.events[0]["id"], batch.first_id)
+        return [] if gap is None else [_sse("trace.gap", {"master": batch.master, **gap})]
 
     def _status(self, batch: Batch) -> list[str]:
         now = time.monotonic()
