@@ -72,7 +72,8 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def test_the_document_names_every_operation_and_uses_the_projects_error_body(openapi: dict[str, Any]) -> None:
     ids = {f"{m} {p}": op["operationId"] for m, p, op in operations(openapi)}
     assert ids == {
-        "POST /v1/jobs": "submitJob", "GET /v1/jobs": "listJobs", "GET /v1/jobs/{job_id}": "getJob",
+        "POST /v1/jobs": "submitJob", "POST /v1/jobs:batch": "submitJobsBatch", "GET /v1/jobs": "listJobs",
+        "GET /v1/jobs/{job_id}": "getJob",
         "DELETE /v1/jobs/{job_id}": "stopJob", "GET /v1/jobs/{job_id}/events": "jobEvents",
         "GET /v1/jobs/{job_id}/logs": "jobLogs", "GET /v1/nodes": "listNodes",
         "POST /v1/nodes/{node_id}/drain": "drainNode", "POST /v1/nodes/{node_id}/undrain": "undrainNode",

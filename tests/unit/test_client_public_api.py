@@ -84,6 +84,7 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
     assert public_methods(AsyncClient) == public_methods(Client)
     assert list(public_methods(Client)) == [
         "submit",
+        "submit_batch",
         "jobs",
         "iter_jobs",
         "job",

@@ -56,6 +56,12 @@ MAX_ENV_BYTES = 64 * 1024  # the sum of len("NAME=value") in UTF-8 bytes
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 63  # Kubernetes' limit for label values
 MAX_IDEMPOTENCY_KEY = 200
+#: Jobs in one ``POST /v1/jobs:batch``; the batch is one log entry, so this also
+#: bounds an entry (and the request body limit still applies).
+MAX_BATCH_JOBS = 1000
+#: Longest ``Idempotency-Key`` of a batch: job ``i`` of a keyed batch gets the key
+#: ``<key>/<i>`` (:func:`batch_job_key`), which must itself be a legal key.
+MAX_BATCH_IDEMPOTENCY_KEY = MAX_IDEMPOTENCY_KEY - 1 - len(str(MAX_BATCH_JOBS - 1))
 MAX_MESSAGE = 4096  # messages and reasons longer than this are cut, not refused
 MAX_REASON = 16 * 1024
 MAX_EXIT_CODE = 2**31 - 1
@@ -410,3 +416,33 @@ class JobEventList(BaseModel):
     next: str | None = Field(
         None, description="with ?limit: the cursor of the next page (pass it as ?next=); null at the end"
     )
+
+
+def batch_job_key(batch_key: str, i: int) -> str:
+    """The idempotency key job ``i`` of a batch submitted with ``Idempotency-Key: batch_key`` carries.
+
+    Keying each job from the batch's key reuses the single submit's rule as it
+    is: a retry of the same batch finds every job it created and creates none,
+    and the same key with a different job at some index is a conflict."""
+    return f"{batch_key}/{i}"
+
+
+class JobBatch(StrictModel):
+    """``POST /v1/jobs:batch``: jobs accepted or refused together, as one log entry."""
+
+    jobs: list[JobSpec] = Field(
+        ..., min_length=1, max_length=MAX_BATCH_JOBS,
+        description=(
+            f"1-{MAX_BATCH_JOBS} job specs; if any is invalid none is accepted (the error names jobs.<i>.<field>)"
+        ),
+    )
+
+
+class JobBatchResult(BaseModel):
+    """The answer to a batch, once committed: each job's id, in the order of the batch."""
+
+    ids: list[str] = Field(..., description="the id of jobs[i] at position i")
+    created: int = Field(
+        ..., description="how many of the jobs this request created (the rest an earlier one with the same key did)"
+    )
+    index: int = Field(..., description="a commit index at which every job of the batch is applied (read your writes)")

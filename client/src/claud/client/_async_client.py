@@ -20,7 +20,7 @@ import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
 from claud.api.chaos import ChaosAction, ChaosResult
-from claud.api.jobs import JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
+from claud.api.jobs import JobBatchResult, JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _backup
@@ -100,6 +100,12 @@ class AsyncClient:
     ) -> JobView:
         """See :meth:`Client.submit`: one idempotency key for every retry of this call."""
         return wire.parse(JobView, await self._send(wire.submit(spec, idempotency_key)))
+
+    async def submit_batch(
+        self, specs: Sequence[JobSpec | Mapping[str, Any]], idempotency_key: str | None = None
+    ) -> JobBatchResult:
+        """See :meth:`Client.submit_batch`: one idempotency key for the batch and every retry of it."""
+        return wire.parse(JobBatchResult, await self._send(wire.submit_batch(specs, idempotency_key)))
 
     async def jobs(self, state: JobState | str | None = None) -> list[JobView]:
         """See :meth:`Client.jobs`: every page, in order."""

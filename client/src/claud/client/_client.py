@@ -14,7 +14,7 @@ import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
 from claud.api.chaos import ChaosAction, ChaosResult
-from claud.api.jobs import JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
+from claud.api.jobs import JobBatchResult, JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _backup
@@ -115,6 +115,19 @@ class Client:
         (:class:`~claud.client.errors.InvalidSpec` names the field).
         """
         return wire.parse(JobView, self._send(wire.submit(spec, idempotency_key)))
+
+    def submit_batch(
+        self, specs: Sequence[JobSpec | Mapping[str, Any]], idempotency_key: str | None = None
+    ) -> JobBatchResult:
+        """Submit 1-1000 jobs together: all are accepted or none is, as one log entry,
+        answered once a quorum has them; ``ids`` follow the order of ``specs``.
+
+        One ``idempotency_key`` (generated when not given) covers the batch and
+        every retry of it: job ``i`` is keyed ``<key>/<i>``, so the specs carry
+        no key of their own. An invalid spec is an
+        :class:`~claud.client.errors.InvalidSpec` naming ``jobs.<i>.<field>``.
+        """
+        return wire.parse(JobBatchResult, self._send(wire.submit_batch(specs, idempotency_key)))
 
     def jobs(self, state: JobState | str | None = None) -> list[JobView]:
         """All jobs, or those in ``state``, oldest first; list views carry no events.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from claud.api.chaos import ChaosAction, ChaosRequest
 from claud.api.errors import ErrorBody
-from claud.api.jobs import JobSpec, JobState, JobView
+from claud.api.jobs import MAX_BATCH_JOBS, JobBatch, JobSpec, JobState, JobView
 from claud.api.protocol import EVENT_ID, TRACE_CURSOR
 from claud.client.errors import (
     ClaudError,
@@ -95,6 +95,33 @@ def submit(spec: JobSpec | Mapping[str, Any], idempotency_key: str | None) -> Ca
         "/v1/jobs",
         json=spec.model_dump(mode="json", exclude_unset=True),
         headers={IDEMPOTENCY_HEADER: key},
+    )
+
+
+def submit_batch(specs: Sequence[JobSpec | Mapping[str, Any]], idempotency_key: str | None) -> Call:
+    """``POST /v1/jobs:batch``, each spec checked here first (InvalidSpec names ``jobs.<i>.<field>``).
+
+    The batch gets one key for every failover attempt, as a submit does; the
+    masters key job ``i`` as ``<key>/<i>``, so the jobs must carry none of their own."""
+    if not 1 <= len(specs) <= MAX_BATCH_JOBS:
+        raise InvalidSpec(f"a batch holds 1-{MAX_BATCH_JOBS} jobs, got {len(specs)}", field="jobs")
+    coerced = []
+    for i, spec in enumerate(specs):
+        try:
+            job = coerce_spec(spec)
+        except InvalidSpec as exc:
+            field = f"jobs.{i}.{exc.field}" if exc.field else f"jobs.{i}"
+            raise InvalidSpec(exc.message, field=field) from None
+        if job.idempotency_key is not None:
+            raise InvalidSpec("a batch keys its jobs itself (<key>/<i>): leave idempotency_key out",
+                              field=f"jobs.{i}.idempotency_key")
+        coerced.append(job)
+    batch = JobBatch.model_construct(jobs=coerced)  # every job validated just above
+    return Call(
+        "POST",
+        "/v1/jobs:batch",
+        json=batch.model_dump(mode="json", exclude_unset=True),
+        headers={IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())},
     )
 
 

@@ -35,6 +35,8 @@ from claud.api import (
     ClusterView,
     DrainRequest,
     Heartbeat,
+    JobBatch,
+    JobBatchResult,
     JobEventList,
     JobList,
     JobSpec,
@@ -49,7 +51,7 @@ from claud.api import (
     WatchRequest,
 )
 from claud.api.backup import GcSummary
-from claud.api.jobs import ADDRESS, LONG_ID, validate_idempotency_key
+from claud.api.jobs import ADDRESS, LONG_ID, MAX_BATCH_IDEMPOTENCY_KEY, batch_job_key, validate_idempotency_key
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.protocol import (
     ALLOC_ID_HEADER,
@@ -392,6 +394,67 @@ async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> 
     job_id, created = outcome.value
     view = master.state.job_view(master.state.jobs[job_id])
     return JSONResponse(view.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@jobs.post(
+    ":batch",
+    status_code=201,
+    response_model=JobBatchResult,
+    operation_id="submitJobsBatch",
+    responses={
+        200: {"model": JobBatchResult, "description": "every job was made by an earlier batch with the same key"},
+        201: {"description": "the batch, committed (some of its jobs may come from an earlier batch with its key)"},
+        **docs.BAD_JSON, **docs.CONFLICT, **docs.TOO_LARGE, **docs.INVALID, **docs.WRITE,
+    },
+)
+async def submit_jobs_batch(
+    batch: JobBatch,
+    master: MasterDep,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_BATCH_IDEMPOTENCY_KEY)] = None,
+) -> Any:
+    """Submit up to 1000 jobs as one log entry: all are accepted or none is; answered once committed.
+
+    An invalid job refuses the whole batch (422 naming ``jobs.<i>.<field>``).
+    With an ``Idempotency-Key`` header K, job ``i`` is keyed ``K/i``: retrying
+    the batch with K returns the same ids and creates nothing twice. A batch
+    with the header must leave each job's ``idempotency_key`` out; one
+    without it may key its jobs one by one.
+    """
+    given = request.headers.getlist("idempotency-key")
+    if len(given) > 1:
+        raise ApiError(422, "invalid_spec", f"Idempotency-Key header given {len(given)} times; send one",
+                       "Idempotency-Key")
+    return await submit_batch(master, batch.jobs, idempotency_key)
+
+
+async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: str | None) -> JSONResponse:
+    """Propose the jobs as one entry and answer their ids once it is applied here."""
+    if idempotency_key is not None:
+        batch_key = idempotency_key_from_header(idempotency_key)
+        if len(batch_key) > MAX_BATCH_IDEMPOTENCY_KEY:
+            raise ApiError(422, "invalid_spec", f"Idempotency-Key header: a batch's key is at most "
+                           f"{MAX_BATCH_IDEMPOTENCY_KEY} characters (its jobs' keys add /<i>)", "Idempotency-Key")
+        for i, spec in enumerate(specs):
+            if spec.idempotency_key is not None:
+                raise ApiError(422, "invalid_spec", "a batch sent with an Idempotency-Key header keys its jobs "
+                               "itself (<key>/<i>): leave idempotency_key out", f"jobs.{i}.idempotency_key")
+        specs = [spec.with_idempotency_key(batch_job_key(batch_key, i)) for i, spec in enumerate(specs)]
+    for _ in range(3):  # a fresh id collides with an existing one only by (rare) chance
+        op = ops.SubmitJobs(
+            at=utcnow(), jobs=[ops.SubmittedJob(job_id=secrets.token_hex(6), spec=spec) for spec in specs]
+        )
+        outcome = await master.propose(op)
+        if outcome.ok or "already exists" not in outcome.message:
+            break
+    if not outcome.ok:
+        where = outcome.value.get("index") if isinstance(outcome.value, dict) else None
+        raise ApiError(ERROR_STATUS.get(outcome.code, 400), outcome.code, outcome.message,
+                       f"jobs.{where}" if isinstance(where, int) else None)
+    verdicts = [(str(job_id), bool(created)) for job_id, created in outcome.value]
+    created = sum(made for _, made in verdicts)
+    result = JobBatchResult(ids=[job_id for job_id, _ in verdicts], created=created, index=master.commit_index)
+    return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @jobs.get("", response_model=JobList, operation_id="listJobs", responses=docs.INVALID)

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapt
 from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
-from claud.api.jobs import Address, JobId, Labels, Message, NodeId, Reason
+from claud.api.jobs import MAX_BATCH_JOBS, Address, JobId, Labels, Message, NodeId, Reason
 from claud.api.jobs import WireModel as BaseModel
 from claud.api.nodes import MAX_CPUS, MAX_MB
 from claud.api.slave_protocol import MAX_ALLOCATIONS
@@ -68,6 +68,20 @@ class SubmitJob(_Op):
     kind: Literal["submit_job"] = "submit_job"
     job_id: JobId
     spec: JobSpec
+
+
+class SubmittedJob(_Stored):
+    """One job of a :class:`SubmitJobs` entry: the id its proposer chose and its spec."""
+
+    job_id: JobId
+    spec: JobSpec
+
+
+class SubmitJobs(_Op):
+    """A batch of jobs (``POST /v1/jobs:batch``): apply creates all of them or none."""
+
+    kind: Literal["submit_jobs"] = "submit_jobs"
+    jobs: list[SubmittedJob] = Field(..., min_length=1, max_length=MAX_BATCH_JOBS)
 
 
 class PlacedJob(_Stored):
@@ -207,8 +221,8 @@ class Noop(_Op):
 
 
 Operation = Annotated[
-    SubmitJob | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState | SetDrain | ForceDrain
-    | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop,
+    SubmitJob | SubmitJobs | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState | SetDrain
+    | ForceDrain | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop,
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)

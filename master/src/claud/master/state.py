@@ -346,27 +346,71 @@ class StateMachine:
         return Outcome()
 
     def _apply_submit_job(self, op: ops.SubmitJob) -> Outcome:
-        key = op.spec.idempotency_key
-        if key is not None and key in self._by_idempotency_key:
-            existing = self.jobs[self._by_idempotency_key[key]]
-            if existing.spec != op.spec:
-                return Outcome.error(
-                    "conflict",
-                    f"idempotency key {key!r} was already used for job {existing.id} with a different spec",
-                )
-            return Outcome(value=(existing.id, False))
-        if op.job_id in self.jobs:
-            return Outcome.error("conflict", f"job id {op.job_id} already exists")
+        existing_id, refusal = self._submit_verdict(op.job_id, op.spec, {}, set())
+        if refusal is not None:
+            return refusal
+        if existing_id is not None:
+            return Outcome(value=(existing_id, False))
+        self._create_job(op.job_id, op.spec, op.at)
+        return Outcome(value=(op.job_id, True))
+
+    def _apply_submit_jobs(self, op: ops.SubmitJobs) -> Outcome:
+        """All or nothing: every job is judged against the tables (and the batch's
+        earlier jobs) before any row is made, so a refusal changes nothing."""
+        verdicts: list[tuple[str, bool]] = []
+        batch_keys: dict[str, tuple[str, JobSpec]] = {}
+        batch_ids: set[str] = set()
+        for i, submitted in enumerate(op.jobs):
+            existing_id, refusal = self._submit_verdict(submitted.job_id, submitted.spec, batch_keys, batch_ids)
+            if refusal is not None:  # the index travels with the refusal: the route names jobs.<i>
+                return Outcome(ok=False, value={"index": i}, code=refusal.code, message=f"jobs.{i}: {refusal.message}")
+            if existing_id is None:
+                key = submitted.spec.idempotency_key
+                if key is not None:
+                    batch_keys[key] = (submitted.job_id, submitted.spec)
+                batch_ids.add(submitted.job_id)
+                verdicts.append((submitted.job_id, True))
+            else:
+                verdicts.append((existing_id, False))
+        for submitted, (job_id, created) in zip(op.jobs, verdicts, strict=True):
+            if created:
+                self._create_job(job_id, submitted.spec, op.at)
+        return Outcome(value=verdicts)
+
+    def _submit_verdict(
+        self, job_id: str, spec: JobSpec, batch_keys: dict[str, tuple[str, JobSpec]], batch_ids: set[str]
+    ) -> tuple[str | None, Outcome | None]:
+        """What submitting ``spec`` as ``job_id`` would do, changing nothing: the id of the job
+        its idempotency key already names, or a refusal, or neither (a new job). A batch's jobs
+        judged before this one count as made: ``batch_keys`` (by key) and ``batch_ids``."""
+        key = spec.idempotency_key
+        if key is not None:
+            known = batch_keys.get(key)
+            if known is None and key in self._by_idempotency_key:
+                existing = self.jobs[self._by_idempotency_key[key]]
+                known = (existing.id, existing.spec)
+            if known is not None:
+                if known[1] != spec:
+                    return None, Outcome.error(
+                        "conflict",
+                        f"idempotency key {key!r} was already used for job {known[0]} with a different spec",
+                    )
+                return known[0], None
+        if job_id in self.jobs or job_id in batch_ids:
+            return None, Outcome.error("conflict", f"job id {job_id} already exists")
+        return None, None
+
+    def _create_job(self, job_id: str, spec: JobSpec, at: datetime) -> None:
+        key = spec.idempotency_key
         job = JobRecord(
-            id=op.job_id, spec=op.spec, state=JobState.PENDING, created_at=op.at, updated_at=op.at
+            id=job_id, spec=spec, state=JobState.PENDING, created_at=at, updated_at=at
         )
         self.jobs[job.id] = job
         if key is not None:
             self._by_idempotency_key[key] = job.id
         self._pending[job.id] = None
         self._unexplained[job.id] = None
-        self._event(job, op.at, JobState.PENDING, "submitted")
-        return Outcome(value=(job.id, True))
+        self._event(job, at, JobState.PENDING, "submitted")
 
     def _apply_apply_plan(self, op: ops.ApplyPlan) -> Outcome:
         placed = 0
