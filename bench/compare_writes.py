@@ -145,11 +145,21 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, int]:
     raise RuntimeError(f"wrk printed no result:\n{out[-2000:]}")
 
 
+def _profile(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` while it is measured, as collapsed stacks (``--profile``)."""
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "200",
+         "--format", "raw", "--nonblocking", "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
 def load(
     urls: list[str], mode: str, seconds: float, script: Path, processes: dict[str, psutil.Process],
-    token: str = "", batch: int = 1,
+    token: str = "", batch: int = 1, profile: Path | None = None,
 ) -> Figure:
-    """One wrk per URL at once; writes/s counts the 2xx answers (times ``batch`` for a batch)."""
+    """One wrk per URL at once; writes/s counts the 2xx answers (times ``batch`` for a batch).
+    With ``profile``, the leader and the first follower are sampled into that directory."""
     run = uuid.uuid4().hex[:8]
 
     def start(phase: str, duration: float) -> list[subprocess.Popen[str]]:
@@ -158,9 +168,15 @@ def load(
 
     for proc in start("w", WARMUP_SECONDS):
         _result(proc)
+    profilers = []
+    if profile is not None:
+        sampled = list(processes.items())[:2]
+        profilers = [_profile(p.pid, seconds, profile / f"{mode}-{name.replace(' ', '')}.txt") for name, p in sampled]
     before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
     results = [_result(proc) for proc in start("m", seconds)]
     used = {name: sum(p.cpu_times()[:2]) - before[name] for name, p in processes.items()}
+    for profiler in profilers:
+        profiler.wait()
     acked = sum(r["requests"] - r["non2xx"] for r in results)
     elapsed = max(r["us"] for r in results) / 1e6
     writes = acked * batch
@@ -177,7 +193,9 @@ def load(
 # ------------------------------------------------------------------ CLAUD
 
 
-def measure_claud(workdir: Path, seconds: float, batch: int, script: Path) -> tuple[Figure, Figure]:
+def measure_claud(
+    workdir: Path, seconds: float, batch: int, script: Path, profile: Path | None = None
+) -> tuple[Figure, Figure]:
     cluster = Cluster(workdir)
     try:
         cluster.start_masters(3)
@@ -185,8 +203,8 @@ def measure_claud(workdir: Path, seconds: float, batch: int, script: Path) -> tu
         processes = {"leader": psutil.Process(leader.popen.pid)}
         processes.update({f"follower {m.id}": psutil.Process(m.popen.pid) for m in cluster.masters if m is not leader})
         urls = [m.url for m in cluster.masters]
-        single = load(urls, "claud", seconds, script, processes, cluster.token)
-        batched = load(urls, "claud-batch", seconds, script, processes, cluster.token, batch)
+        single = load(urls, "claud", seconds, script, processes, cluster.token, profile=profile)
+        batched = load(urls, "claud-batch", seconds, script, processes, cluster.token, batch, profile)
         if cluster.wait_leader() is not leader:
             print("note: CLAUD's leader changed during the run", file=sys.stderr)
     finally:
@@ -267,8 +285,10 @@ def _cpu(figure: Figure) -> str:
     return ", ".join(f"{name} {ms:.2f}" for name, ms in figure.cpu_ms.items())
 
 
-def run(seconds: float, batch: int = DEFAULT_BATCH) -> list[tuple[str, str, str]]:
-    """Measure both clusters; rows of (measure, CLAUD, etcd) for a table."""
+def run(
+    seconds: float, batch: int = DEFAULT_BATCH, profile: Path | None = None, claud_only: bool = False
+) -> list[tuple[str, str, str]]:
+    """Measure both clusters; rows of (measure, CLAUD, etcd) for a table (etcd's "-" with ``claud_only``)."""
     missing = missing_tools()
     if missing:
         raise RuntimeError(f"{' and '.join(missing)} not found; as root on Debian: bash deploy/install-bench-tools.sh")
@@ -277,8 +297,12 @@ def run(seconds: float, batch: int = DEFAULT_BATCH) -> list[tuple[str, str, str]
         script.write_text(WRK_SCRIPT)
         (Path(tmp) / "claud").mkdir()
         (Path(tmp) / "etcd").mkdir()
-        claud, claud_batch = measure_claud(Path(tmp) / "claud", seconds, batch, script)
-        etcd, etcd_batch = measure_etcd(Path(tmp) / "etcd", seconds, batch, script)
+        claud, claud_batch = measure_claud(Path(tmp) / "claud", seconds, batch, script, profile)
+        if claud_only:
+            nothing = Figure(0, 0, 0, 0, {})
+            etcd, etcd_batch = nothing, nothing
+        else:
+            etcd, etcd_batch = measure_etcd(Path(tmp) / "etcd", seconds, batch, script)
     return [
         ("acknowledged writes/s (1 per request)", f"{claud.writes_per_s:,.0f}", f"{etcd.writes_per_s:,.0f}"),
         ("write p50 / p99 ms", f"{claud.p50_ms:.1f} / {claud.p99_ms:.1f}", f"{etcd.p50_ms:.1f} / {etcd.p99_ms:.1f}"),
@@ -297,14 +321,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="jobs per batch (puts per etcd txn)")
+    parser.add_argument("--profile", type=Path, help="sample CLAUD's leader and a follower with py-spy into DIR")
+    parser.add_argument("--claud-only", action="store_true", help="measure CLAUD alone (while tuning it)")
     args = parser.parse_args()
+    if args.profile is not None:
+        if shutil.which("py-spy") is None:
+            raise SystemExit("py-spy not found: it is in the test extra (pip install -e '.[test]')")
+        args.profile.mkdir(parents=True, exist_ok=True)
     missing = missing_tools()
     if missing:
         print(f"{' and '.join(missing)} not found on PATH. As root on Debian: bash deploy/install-bench-tools.sh",
               file=sys.stderr)
         raise SystemExit(1)
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    rows = run(args.seconds, args.batch)
+    rows = run(args.seconds, args.batch, args.profile, args.claud_only)
     etcd_version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     print(f"3 CLAUD masters vs 3 etcd members ({etcd_version}), loopback, {os.cpu_count()} cores, "
           f"one wrk per member x {CONNECTIONS} connections, {args.seconds:g} s each; load average before: {load_avg}")
