@@ -105,8 +105,8 @@ end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    '\nRESULT {"requests":%d,"non2xx":%d,"socket_errors":%d,"us":%d,"p50":%d,"p99":%d}\n',
-    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, summary.duration,
+    '\nRESULT {"requests":%d,"non2xx":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"us":%d,"p50":%d,"p99":%d}\n',
+    summary.requests, e.status, e.connect, e.read, e.write, e.timeout, summary.duration,
     latency:percentile(50), latency:percentile(99)))
 end
 """
@@ -119,7 +119,10 @@ class Figure:
     writes_per_s: float
     p50_ms: float
     p99_ms: float
+    #: Answers other than 2xx or 3xx.
     refused: int
+    #: Requests wrk gave up on (no answer within its timeout) or whose connection failed.
+    failed: int
     #: CPU seconds each process spent per acknowledged write, in ms (the leader's first).
     cpu_ms: dict[str, float]
 
@@ -185,7 +188,8 @@ def load(
         # Each wrk's own percentile, the worst of them: wrk keeps no mergeable histogram.
         p50_ms=max(r["p50"] for r in results) / 1000,
         p99_ms=max(r["p99"] for r in results) / 1000,
-        refused=sum(r["non2xx"] + r["socket_errors"] for r in results),
+        refused=sum(r["non2xx"] for r in results),
+        failed=sum(r["connect"] + r["read"] + r["write"] + r["timeout"] for r in results),
         cpu_ms={name: seconds_used * 1000 / max(1, writes) for name, seconds_used in used.items()},
     )
 
@@ -299,20 +303,22 @@ def run(
         (Path(tmp) / "etcd").mkdir()
         claud, claud_batch = measure_claud(Path(tmp) / "claud", seconds, batch, script, profile)
         if claud_only:
-            nothing = Figure(0, 0, 0, 0, {})
+            nothing = Figure(0, 0, 0, 0, 0, {})
             etcd, etcd_batch = nothing, nothing
         else:
             etcd, etcd_batch = measure_etcd(Path(tmp) / "etcd", seconds, batch, script)
     return [
         ("acknowledged writes/s (1 per request)", f"{claud.writes_per_s:,.0f}", f"{etcd.writes_per_s:,.0f}"),
         ("write p50 / p99 ms", f"{claud.p50_ms:.1f} / {claud.p99_ms:.1f}", f"{etcd.p50_ms:.1f} / {etcd.p99_ms:.1f}"),
-        ("refused or failed requests", str(claud.refused), str(etcd.refused)),
+        ("refused (non-2xx) / failed (timeout, socket)", f"{claud.refused} / {claud.failed}",
+         f"{etcd.refused} / {etcd.failed}"),
         ("CPU ms per write", _cpu(claud), _cpu(etcd)),
         (f"batched jobs/s ({batch} per request: CLAUD jobs:batch, etcd txn of {batch} puts)",
          f"{claud_batch.writes_per_s:,.0f}", f"{etcd_batch.writes_per_s:,.0f}"),
         ("batch request p50 / p99 ms", f"{claud_batch.p50_ms:.1f} / {claud_batch.p99_ms:.1f}",
          f"{etcd_batch.p50_ms:.1f} / {etcd_batch.p99_ms:.1f}"),
-        ("refused or failed batch requests", str(claud_batch.refused), str(etcd_batch.refused)),
+        ("batches refused / failed", f"{claud_batch.refused} / {claud_batch.failed}",
+         f"{etcd_batch.refused} / {etcd_batch.failed}"),
         ("CPU ms per batched job", _cpu(claud_batch), _cpu(etcd_batch)),
     ]
 

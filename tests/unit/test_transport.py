@@ -31,9 +31,9 @@ class FakeLeader:
         self.answers, self.is_leader = answers, is_leader
         self.leader_id, self.leader_address, self.commit_index = 1, "10.0.0.1:8700", 42
 
-    async def propose_local(self, op: ops.Operation) -> Outcome:
-        assert isinstance(op, ops.SubmitJob)
-        answer = self.answers[op.job_id]
+    async def propose_local(self, op: ops.Encoded) -> Outcome:
+        assert isinstance(op.op, ops.SubmitJob) and op.data == ops.encode(op.op)
+        answer = self.answers[op.op.job_id]
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -59,6 +59,15 @@ def test_a_forwarded_batch_comes_back_as_outcomes_and_the_same_refusals() -> Non
     ]
 
 
+def test_a_forwarded_write_is_logged_as_the_follower_encoded_it_and_earlier_bodies_still_read() -> None:
+    op = submit("a")
+    [forwarded] = transport.decode_proposals(transport.encode_proposals([op]))
+    assert forwarded.data == ops.encode(op) and forwarded.op == op
+    # What a master of the earlier version forwards: the operations as JSON objects.
+    [earlier] = transport.decode_proposals(('{"ops":[' + ops.encode(op) + "]}").encode())
+    assert earlier == forwarded
+
+
 def test_a_follower_refuses_a_forwarded_batch_and_names_the_leader() -> None:
     leader = FakeLeader({}, is_leader=False)
     with pytest.raises(NotLeader) as refused:
@@ -67,7 +76,9 @@ def test_a_follower_refuses_a_forwarded_batch_and_names_the_leader() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{}", b'{"ops":{"a":1}}', b'{"ops":[{"kind":"drop_tables"}]}', b'{"ops":[NaN]}']
+    "body", [b"", b"{}", b'{"ops":{"a":1}}', b'{"ops":[{"kind":"drop_tables"}]}', b'{"ops":[NaN]}',
+             b'{"entries":{"a":1}}', b'{"entries":[{"kind":"noop"}]}',
+             b'{"entries":["{\\"kind\\":\\"drop_tables\\"}"]}', b'{"entries":["not json"]}']
 )
 def test_a_body_that_is_not_a_batch_of_operations_is_malformed(body: bytes) -> None:
     with pytest.raises(MalformedRequest) as refused:

@@ -8,6 +8,7 @@ the network.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -228,18 +229,40 @@ Operation = Annotated[
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)
 
 
-def encode(op: Operation) -> str:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An entry and the operation every replica decodes from it (:func:`decode` of ``data``).
+
+    The master that made it can apply ``op`` for ``data`` without decoding the
+    entry again: decoding is deterministic, so it is what every other replica gets."""
+
+    data: str
+    op: Operation
+
+
+def encode_checked(op: Operation) -> Encoded:
     """The entry for ``op``, checked to decode again: only what every replica can
     apply enters the log, even when a part of ``op`` was built without validation
     (``model_construct``, ``model_copy(update=...)``). InvalidOperation if not."""
     try:
         data = op.model_dump_json()
-        operation_adapter.validate_json(data)
+        decoded = operation_adapter.validate_json(data)
     except (ValueError, PydanticSerializationError) as exc:
         raise InvalidOperation(f"{op.kind}: {exc}") from None
-    return data
+    return Encoded(data, decoded)
+
+
+def encode(op: Operation) -> str:
+    """The entry for ``op`` (see :func:`encode_checked`)."""
+    return encode_checked(op).data
 
 
 def decode(data: str | bytes) -> Operation:
     """The operation in an entry; ValidationError (a ValueError) if it holds none."""
     return operation_adapter.validate_json(data)
+
+
+def decode_entry(data: str) -> Encoded:
+    """An entry another master encoded, with its operation; ValidationError (a ValueError) if it holds none.
+    The entry stays byte for byte as it came: that is what every replica decodes."""
+    return Encoded(data, operation_adapter.validate_json(data))

@@ -109,6 +109,9 @@ class ReplicatedLog:
         self._configuration_subscribers: list[tuple[str, Callable[[Configuration], None]]] = []
         self.tick_seconds = election_timeout / ELECTION_TICKS
 
+        #: What this master proposed, by index, with the operation its entry decodes to: applied
+        #: without decoding the entry a second time (if the entry at that index is still it).
+        self._decoded: dict[int, ops.Encoded] = {}
         started = time.perf_counter()
         snapshot = store.snapshot()
         self.state = StateMachine.from_snapshot(snapshot.state) if snapshot else StateMachine()
@@ -283,12 +286,15 @@ class ReplicatedLog:
             return await self.propose_local(op)
         return await self._forward(op)
 
-    async def propose_local(self, op: ops.Operation) -> Outcome:
+    async def propose_local(self, op: ops.Operation | ops.Encoded) -> Outcome:
+        """Commit ``op`` here, the leader; an :class:`~claud.master.ops.Encoded` one is logged as it is."""
         if not self.is_leader:
             raise LeaderUnavailable(f"master {self.master_id} is not the leader")
-        entry = self.core.propose(ops.encode(op))
+        encoded = op if isinstance(op, ops.Encoded) else ops.encode_checked(op)
+        entry = self.core.propose(encoded.data)
         if entry is None:
             raise LeaderUnavailable("leadership is moving to another master")
+        self._decoded[entry.index] = encoded
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[entry.index] = (entry.term, fut)
         self._wakeup.set()
@@ -517,6 +523,9 @@ class ReplicatedLog:
             assert configuration is not None
             self._committed(configuration)
             return self.state.apply_entry(entry.index, "")
+        mine = self._decoded.pop(entry.index, None)
+        if mine is not None and mine.data == entry.data:
+            return self.state.apply(entry.index, mine.op)
         return self.state.apply_entry(entry.index, entry.data)
 
     def _committed(self, configuration: Configuration) -> None:
@@ -543,6 +552,8 @@ class ReplicatedLog:
                 self._directory.learn(member.id, member.address)
 
     def _fail_waiting_up_to(self, index: int) -> None:
+        for i in [i for i in self._decoded if i <= index]:
+            del self._decoded[i]
         for i in [i for i in self._waiting if i <= index]:
             _, fut = self._waiting.pop(i)
             if not fut.done():
