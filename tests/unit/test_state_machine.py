@@ -250,6 +250,8 @@ actions = st.lists(
         st.tuples(st.just("submit"), st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.5]),
                   st.sampled_from(["never", "on-failure", "always"])),
         st.tuples(st.just("schedule")),
+        # A batch (keys shared with earlier batches, so some retries, some conflicts).
+        st.tuples(st.just("batch"), st.integers(1, 4), st.sampled_from([None, "K1", "K2"]), st.booleans()),
         st.tuples(st.just("report"), st.integers(0, 30), st.sampled_from(list(ContainerState)),
                   st.sampled_from([0, 1])),
         st.tuples(st.just("stop"), st.integers(0, 30)),
@@ -277,6 +279,23 @@ def run_actions(d: Driver, steps) -> None:
                 job_id = f"j{len(submitted)}"
                 d.submit(job_id, resources={"cpu": cpu, "memory_mb": 64}, restart={"policy": policy, "max_retries": 2})
                 submitted.append(job_id)
+            case ("batch", size, key, wide):
+                cpu = 1.0 if wide else 0.25
+                jobs = [
+                    ops.SubmittedJob(job_id=f"b{len(d.log)}-{i}", spec=JobSpec(
+                        name="b", image="claud/busybox", resources={"cpu": cpu, "memory_mb": 64},
+                        idempotency_key=None if key is None else f"{key}/{i}"))
+                    for i in range(size)
+                ]
+                outcome = d.apply(ops.SubmitJobs(at=d.now, jobs=jobs))
+                if outcome.ok:
+                    submitted.extend(job_id for job_id, created in outcome.value if created)
+                    assert [job_id for job_id, _ in outcome.value] == [
+                        d.sm._by_idempotency_key.get(job.spec.idempotency_key or "", job.job_id) for job in jobs
+                    ]
+                else:  # refused whole (a key reused with another spec): none of its jobs was made
+                    assert outcome.code == "conflict", outcome
+                    assert not any(job.job_id in d.sm.jobs for job in jobs)
             case ("schedule",):
                 d.schedule()
             case ("report", n, state, code):
