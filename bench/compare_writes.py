@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +125,8 @@ class Figure:
     failed: int
     #: CPU seconds each process spent per acknowledged write, in ms (the leader's first).
     cpu_ms: dict[str, float]
+    #: Terms the cluster went through while measured (each an election).
+    elections: int = 0
 
 
 def missing_tools() -> list[str]:
@@ -159,7 +161,7 @@ def _profile(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
 
 def load(
     urls: list[str], mode: str, seconds: float, script: Path, processes: dict[str, psutil.Process],
-    token: str = "", batch: int = 1, profile: Path | None = None,
+    token: str = "", batch: int = 1, profile: Path | None = None, term: Callable[[], int] = lambda: 0,
 ) -> Figure:
     """One wrk per URL at once; writes/s counts the 2xx answers (times ``batch`` for a batch).
     With ``profile``, the leader and the first follower are sampled into that directory."""
@@ -176,7 +178,9 @@ def load(
         sampled = list(processes.items())[:2]
         profilers = [_profile(p.pid, seconds, profile / f"{mode}-{name.replace(' ', '')}.txt") for name, p in sampled]
     before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+    term_before = term()
     results = [_result(proc) for proc in start("m", seconds)]
+    elections = term() - term_before
     used = {name: sum(p.cpu_times()[:2]) - before[name] for name, p in processes.items()}
     for profiler in profilers:
         profiler.wait()
@@ -191,6 +195,7 @@ def load(
         refused=sum(r["non2xx"] for r in results),
         failed=sum(r["connect"] + r["read"] + r["write"] + r["timeout"] for r in results),
         cpu_ms={name: seconds_used * 1000 / max(1, writes) for name, seconds_used in used.items()},
+        elections=elections,
     )
 
 
@@ -207,10 +212,12 @@ def measure_claud(
         processes = {"leader": psutil.Process(leader.popen.pid)}
         processes.update({f"follower {m.id}": psutil.Process(m.popen.pid) for m in cluster.masters if m is not leader})
         urls = [m.url for m in cluster.masters]
-        single = load(urls, "claud", seconds, script, processes, cluster.token, profile=profile)
-        batched = load(urls, "claud-batch", seconds, script, processes, cluster.token, batch, profile)
-        if cluster.wait_leader() is not leader:
-            print("note: CLAUD's leader changed during the run", file=sys.stderr)
+
+        def term() -> int:
+            return max(int(m.cluster_view(cluster.token)["term"]) for m in cluster.masters)
+
+        single = load(urls, "claud", seconds, script, processes, cluster.token, profile=profile, term=term)
+        batched = load(urls, "claud-batch", seconds, script, processes, cluster.token, batch, profile, term)
     finally:
         cluster.close()
     return single, batched
@@ -277,8 +284,12 @@ def measure_etcd(workdir: Path, seconds: float, batch: int, script: Path) -> tup
         leader = etcd_leader(urls)
         processes = {"leader": procs[leader]}
         processes.update({f"follower {i + 1}": p for i, p in enumerate(procs) if i != leader})
-        single = load(urls, "etcd", seconds, script, processes)
-        batched = load(urls, "etcd-txn", seconds, script, processes, batch=batch)
+        def term() -> int:
+            return max(int(httpx.post(f"{url}/v3/maintenance/status", json={}, timeout=2).json()["raftTerm"])
+                       for url in urls)
+
+        single = load(urls, "etcd", seconds, script, processes, term=term)
+        batched = load(urls, "etcd-txn", seconds, script, processes, batch=batch, term=term)
     return single, batched
 
 
@@ -313,6 +324,8 @@ def run(
         ("refused (non-2xx) / failed (timeout, socket)", f"{claud.refused} / {claud.failed}",
          f"{etcd.refused} / {etcd.failed}"),
         ("CPU ms per write", _cpu(claud), _cpu(etcd)),
+        ("elections while measured (writes, batches)", f"{claud.elections}, {claud_batch.elections}",
+         f"{etcd.elections}, {etcd_batch.elections}"),
         (f"batched jobs/s ({batch} per request: CLAUD jobs:batch, etcd txn of {batch} puts)",
          f"{claud_batch.writes_per_s:,.0f}", f"{etcd_batch.writes_per_s:,.0f}"),
         ("batch request p50 / p99 ms", f"{claud_batch.p50_ms:.1f} / {claud_batch.p99_ms:.1f}",
