@@ -13,12 +13,15 @@ Tests drive the CLI without a network by passing a :class:`CliConfig` with an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1225,8 +1228,36 @@ for _command in cli.commands.values():
     _accept_output_after(_command)
 
 
+#: How long Ctrl-C may take to unwind (notes printed, streams closed) before the process just ends.
+INTERRUPT_GRACE = 3.0
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """Unwind as Python does on Ctrl-C, with a watchdog that ends the process if that hangs.
+
+    The KeyboardInterrupt can land inside a library's critical section (the
+    HTTP connection pool holds a lock while a stream is read, and once in a
+    while the suite saw ``claud events`` ignore SIGINT for good): closing the
+    stream then waits on a lock nobody will release. Nothing the command line
+    holds needs more cleanup than the kernel gives a process that exits.
+    """
+    watchdog = threading.Timer(INTERRUPT_GRACE, _exit_interrupted)
+    watchdog.daemon = True
+    watchdog.start()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise KeyboardInterrupt
+
+
+def _exit_interrupted() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            stream.flush()
+    os._exit(ExitCode.INTERRUPTED)
+
+
 def main() -> NoReturn:
     """The ``claud`` console script."""
+    signal.signal(signal.SIGINT, _interrupted)
     cli.main(prog_name="claud")
     raise AssertionError("click's standalone mode always exits")  # pragma: no cover
 
