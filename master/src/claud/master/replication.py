@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import time
@@ -89,9 +90,12 @@ class ReplicatedLog:
         propose_timeout: float,
         trace: Trace | None = None,
         running: asyncio.Event | None = None,
+        peer_gone_delay: float = 0.0,
     ) -> None:
         """``running`` is cleared while this master is paused (``claud chaos pause``,
-        :mod:`claud.daemon.faults`): the core then neither ticks nor steps."""
+        :mod:`claud.daemon.faults`): the core then neither ticks nor steps.
+        ``peer_gone_delay`` (seconds, 0 for never) is how long after hearing that
+        its leader's process is gone (:meth:`peer_gone`) a follower stands, per rank."""
         self.master_id = master_id
         #: What this master saw and did, for the live view (``GET /v1/cluster/trace``).
         self.trace = trace if trace is not None else Trace(master_id)
@@ -133,7 +137,8 @@ class ReplicatedLog:
                   ms=round((time.perf_counter() - started) * 1000))
         self.core = RaftCore(
             RaftConfig(
-                id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS
+                id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS,
+                peer_gone_ticks=peer_gone_ticks(peer_gone_delay, election_timeout),
             ),
             random.Random(),
             store.hard_state(),
@@ -361,6 +366,11 @@ class ReplicatedLog:
         self._inbox.extend(messages)
         self._wakeup.set()
 
+    def peer_gone(self, peer_id: int) -> None:
+        """The transport's word that ``peer_id``'s port refuses connections: a hint for the core."""
+        self._inbox.append(_PeerGone(peer_id))
+        self._wakeup.set()
+
     def receive_snapshot(self, message: InstallSnapshot, tables: StateMachine | None) -> None:
         """Queue a snapshot streamed from the leader, with the tables already restored from it
         (off the loop, by the receiver), so that installing it costs no second restore."""
@@ -393,6 +403,9 @@ class ReplicatedLog:
                         self.core.tick()
                     elif isinstance(item, _Saved):
                         self.core.compact(item.snapshot)
+                    elif isinstance(item, _PeerGone):
+                        self.trace.record("peer.gone", peer=item.peer_id, leader=self.core.leader_id)
+                        self.core.peer_gone(item.peer_id)
                     else:
                         self.trace.message(item, "in")
                         self.core.step(item)
@@ -624,6 +637,20 @@ class ReplicatedLog:
 
 
 _TICK = object()
+
+
+def peer_gone_ticks(delay: float, election_timeout: float) -> int:
+    """``delay`` in whole ticks, rounded up (0 stays 0: the hint is ignored)."""
+    if delay <= 0:
+        return 0
+    return math.ceil(round(delay / (election_timeout / ELECTION_TICKS), 9))
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerGone:
+    """For the raft loop: the transport found this peer's port refusing connections."""
+
+    peer_id: int
 
 
 @dataclass(frozen=True, slots=True)
