@@ -9,6 +9,8 @@ answering (paused, cut off), never is.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -30,6 +32,10 @@ class Peer:
         self.accepted = 0
         self.requests = 0
         self.silent = False
+        #: On the next request: stop listening and reset every connection (a process killed mid-request).
+        self.die_on_request = False
+        #: Reset every new connection at once (a dying process's listener, its sockets closing one by one).
+        self.dying = False
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -43,9 +49,20 @@ class Peer:
         for writer in self.writers:
             writer.close()
 
+    def die(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+            writer.transport.abort()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         self.writers.append(writer)
+        if self.dying:
+            self.die()
+            return
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -53,6 +70,9 @@ class Peer:
                                if line.lower().startswith(b"content-length")), 0)
                 await reader.readexactly(length)
                 self.requests += 1
+                if self.die_on_request:
+                    self.die()
+                    return
                 if self.silent:
                     await asyncio.Event().wait()
                 writer.write(NO_CONTENT)
@@ -112,6 +132,31 @@ async def test_a_peer_that_hangs_up_but_still_listens_is_not_reported_and_a_late
         await poll(lambda: peer.requests == 2, 2, "the next batch on a new connection")
         peer.hang_up(stop_listening=True)
         await poll(lambda: gone == [2], 2, "the peer reported gone")
+    finally:
+        await link.close()
+
+
+@in_event_loop
+async def test_a_peer_that_resets_the_connection_mid_request_and_stops_listening_is_reported_gone() -> None:
+    peer = Peer()
+    link, gone = await linked(peer)
+    try:
+        peer.die_on_request = True
+        link.send({"type": "heartbeat"})
+        await poll(lambda: gone == [2], 2, "the peer reported gone")
+    finally:
+        await link.close()
+
+
+@in_event_loop
+async def test_a_listener_that_still_accepts_while_its_process_dies_is_asked_again() -> None:
+    peer = Peer()
+    link, gone = await linked(peer)
+    try:
+        peer.dying = True  # the probe's connection is reset, then the port refuses
+        peer.hang_up(stop_listening=False)
+        await poll(lambda: gone == [2], 2, "the peer reported gone")
+        assert peer.accepted >= 2
     finally:
         await link.close()
 

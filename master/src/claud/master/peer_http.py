@@ -42,6 +42,10 @@ from claud.daemon.addresses import parse_host_port
 IDLE_REUSE_LIMIT = 2.0
 #: Response heads longer than this are not from a CLAUD master.
 MAX_HEAD_BYTES = 16 * 1024
+#: A probe connection that stays open this long has a live listener behind it.
+PROBE_SETTLE = 0.05
+#: Between two probes of a port whose connection was dropped at once.
+PROBE_RETRY_PAUSE = 0.005
 
 
 class PeerHttpError(Exception):
@@ -111,6 +115,11 @@ class PeerConnection:
             raise PeerHttpError(f"no answer from {address} within {timeout:g}s", sent=self._sent) from None
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             # ssl.SSLError is an OSError: a peer whose certificate does not verify lands here too.
+            if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError
+                          | asyncio.IncompleteReadError):
+                # The peer hung up mid-exchange. A reset met while writing reaches the
+                # protocol only on the next loop turn, after close() below: tell now.
+                self._hung_up_mid_exchange()
             self.close()
             raise PeerHttpError(
                 f"{address}: {type(exc).__name__}: {exc}", sent=self._sent,
@@ -175,6 +184,11 @@ class PeerConnection:
         self._reader, self._writer = reader, asyncio.StreamWriter(transport, protocol, reader, loop)
         self._address = address
 
+    def _hung_up_mid_exchange(self) -> None:
+        protocol = self._writer.transport.get_protocol() if self._writer is not None else None
+        if isinstance(protocol, _WatchedProtocol):
+            protocol.lost()
+
     def _peer_hung_up(self) -> None:
         if self.on_lost is not None:
             self.on_lost()
@@ -213,33 +227,51 @@ class _WatchedProtocol(asyncio.StreamReaderProtocol):
         super().__init__(reader)
         self.on_lost: Callable[[], None] | None = on_lost
 
-    def _lost(self) -> None:
+    def lost(self) -> None:
+        """Report the hang-up, once."""
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:
             on_lost()
 
     def eof_received(self) -> bool:
-        self._lost()
+        self.lost()
         return bool(super().eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost()
+        self.lost()
         super().connection_lost(exc)
 
 
 async def refuses(address: str, timeout: float, local_address: str | None = None) -> bool:  # noqa: ASYNC109 - one probe
     """True when ``address``'s port refuses a TCP connection: nothing listens
-    there, so the process that did is gone. Any other outcome is False: a
-    connection that opens (a paused master's kernel still accepts), a timeout
-    (a partition drops packets, it does not refuse), or any other error."""
+    there, so the process that did is gone. Any other outcome within
+    ``timeout`` is False: a connection that opens and stays open (a paused
+    master's kernel still accepts), a timeout (a partition drops packets, it
+    does not refuse), or any other error.
+
+    A killed process's kernel closes its sockets one by one, so the listener
+    may still accept for a moment after a connection was reset; such a
+    connection is then reset in turn, and the port asked again."""
     host, port = parse_host_port(address)
     local = (local_address, 0) if local_address else None
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port, local_addr=local)
-    except ConnectionRefusedError:
-        return True
+            while True:
+                try:
+                    reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+                except ConnectionRefusedError:
+                    return True
+                try:
+                    async with asyncio.timeout(PROBE_SETTLE):
+                        alive = bool(await reader.read(1))  # a server says nothing first: EOF means dropped
+                except TimeoutError:
+                    alive = True  # still open: something listens and keeps it
+                except OSError:
+                    alive = False
+                finally:
+                    writer.close()
+                if alive:
+                    return False
+                await asyncio.sleep(PROBE_RETRY_PAUSE)
     except (OSError, TimeoutError):
         return False
-    writer.close()
-    return False
