@@ -14,6 +14,7 @@ import signal
 import statistics
 import time
 
+import httpx
 import pytest
 
 from support.cluster import Cluster, wait_until
@@ -49,6 +50,21 @@ def test_a_killed_leader_is_replaced_and_writes_acknowledged_within_a_fraction_o
             wait_until(lambda: cluster.wait_leader().id == 1, 20, what="master 1 to lead again")
     assert gone_hints(cluster) >= 3, "the survivors never reported the killed leader gone"
     assert statistics.median(gaps) < GENEROUS_FAILOVER_BOUND, f"kill -> first write: {gaps}"
+
+
+def test_a_write_sent_to_a_follower_as_the_leader_dies_is_held_until_the_next_leader_takes_it(
+    cluster: Cluster,
+) -> None:
+    cluster.start_masters(3)
+    leader = cluster.wait_leader()
+    survivors = [m for m in cluster.masters if m is not leader]
+    leader.kill()
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    for n, follower in enumerate(survivors):
+        # One request each, no client retry: the master waits for the election instead of answering no_leader.
+        resp = httpx.post(f"{follower.url}/v1/jobs", json={"name": "held", "image": "claud/busybox"},
+                          headers={**headers, "Idempotency-Key": f"held-{n}"}, timeout=10)
+        assert resp.status_code in (200, 201), resp.text
 
 
 def test_a_paused_leader_is_never_reported_gone(cluster: Cluster) -> None:

@@ -50,6 +50,10 @@ HEARTBEAT_TICKS = 2
 #: Writes a follower forwards to the leader in one request, and such requests at once.
 MAX_FORWARD_BATCH = 256
 MAX_FORWARDS_IN_FLIGHT = 4
+#: A write on a master that knows no leader (or whose leader refused it untaken)
+#: waits this many election timeouts for the next one before answering no_leader:
+#: a failover then costs its client no retry (the SDK would pause a Retry-After).
+LEADER_WAIT_ELECTION_TIMEOUTS = 2
 #: Rows are encoded ahead of a snapshot when the log has grown by these
 #: fractions of --snapshot-every.
 SNAPSHOT_WARMUPS = (0.5, 0.9)
@@ -112,6 +116,9 @@ class ReplicatedLog:
         self._role_subscribers: list[tuple[str, Callable[[], None]]] = []
         self._configuration_subscribers: list[tuple[str, Callable[[Configuration], None]]] = []
         self.tick_seconds = election_timeout / ELECTION_TICKS
+        self._leader_wait = min(propose_timeout, LEADER_WAIT_ELECTION_TIMEOUTS * election_timeout)
+        #: Writes waiting for the leader to change (see _forward).
+        self._leader_watchers: list[asyncio.Future[None]] = []
 
         started = time.perf_counter()
         snapshot = store.snapshot()
@@ -309,6 +316,35 @@ class ReplicatedLog:
         return outcome
 
     async def _forward(self, op: ops.Operation) -> Outcome:
+        """Through the leader; while none is known, or the one known refused the
+        write without taking it (LeaderUnavailable: it may be dead, or handing
+        over), wait for the next leader, up to the leader wait, then try again."""
+        deadline = time.monotonic() + self._leader_wait
+        while True:
+            leader = self.leader_id
+            try:
+                if self.is_leader:
+                    return await self.propose_local(op)
+                return await self._forward_to_leader(op)
+            except LeaderUnavailable:
+                if self._stopping or not await self._leader_changed_from(leader, deadline):
+                    raise
+
+    async def _leader_changed_from(self, leader: int | None, deadline: float) -> bool:
+        """Wait until a leader other than ``leader`` is known; False at the deadline."""
+        if time.monotonic() >= deadline:
+            return False
+        while self.leader_id == leader or self.leader_id is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._leader_watchers.append(fut)
+            with contextlib.suppress(TimeoutError):
+                await within(remaining, fut)
+        return True
+
+    async def _forward_to_leader(self, op: ops.Operation) -> Outcome:
         """Queue ``op`` for the leader; writes arriving together travel in one request."""
         if self._directory.address(self.leader_id) is None or self.leader_id == self.master_id:
             raise LeaderUnavailable("no leader elected")
@@ -622,6 +658,10 @@ class ReplicatedLog:
             self._traced_soft = soft
         if (role, leader) == (self._role, self._leader_id):
             return
+        watchers, self._leader_watchers = self._leader_watchers, []
+        for watcher in watchers:
+            if not watcher.done():
+                watcher.set_result(None)
         if role == Role.LEADER and self._role != Role.LEADER:
             self.leadership_index = self.core.last_index
         elif role != Role.LEADER:
