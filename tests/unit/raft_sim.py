@@ -181,6 +181,7 @@ class Sim:
         heartbeat_ticks: int = 2,
         max_entries_per_message: int = 512,
         max_inflight: int = 4,
+        peer_gone_ticks: int = 0,
         compact_every: int = 0,
         peers_known: bool = True,
         bootstrap: bool = False,
@@ -196,6 +197,7 @@ class Sim:
             "heartbeat_ticks": heartbeat_ticks,
             "max_entries_per_message": max_entries_per_message,
             "max_inflight": max_inflight,
+            "peer_gone_ticks": peer_gone_ticks,
         }
         #: Ids whose machine is gone for good (heal_all leaves them down).
         self.retired: set[int] = set()
@@ -273,6 +275,13 @@ class Sim:
 
     def crash(self, node_id: int) -> None:
         self.nodes[node_id].core = None
+
+    def hint_gone(self, node_id: int, peer: int) -> None:
+        """Tell ``node_id`` that ``peer``'s process is gone, as its transport would."""
+        node = self.nodes[node_id]
+        if node.core is not None:
+            node.core.peer_gone(peer)
+            self.process(node)
 
     def alive(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.core is not None]

@@ -113,3 +113,26 @@ def test_gc_and_restore_limits_are_checked_at_start() -> None:
     with pytest.raises(ValidationError, match=r"max_restore_bytes .* must not exceed max_internal_request_bytes"):
         MasterSettings(id=1, no_discovery=True, max_restore_bytes=2**30)
     MasterSettings(id=1, no_discovery=True, **FAST, node_gc_after=4, job_gc_after=1, job_gc_keep=0)
+
+
+def test_the_peer_gone_delay_defaults_to_a_quarter_election_timeout_within_the_bounds() -> None:
+    from claud.master.replication import ELECTION_TICKS, HEARTBEAT_TICKS, peer_gone_ticks
+    from claud.master.settings import MASTER_HEARTBEAT_SHARE, MASTER_TICK_SHARE
+
+    assert (MASTER_TICK_SHARE, MASTER_HEARTBEAT_SHARE) == (1 / ELECTION_TICKS, HEARTBEAT_TICKS / ELECTION_TICKS)
+    for timeout in (0.06, 0.25, 0.6, 2.0, 3.0):
+        settings = MasterSettings(id=1, no_discovery=True, election_timeout=timeout, slave_lease=max(4.0, 3 * timeout),
+                                  node_dead_after=100)
+        assert settings.peer_gone_seconds == pytest.approx(timeout / 4)
+        # The core's bounds hold for the default, whatever the timeout: 2 < ticks < 10.
+        assert peer_gone_ticks(settings.peer_gone_seconds, timeout) == 3
+    off = MasterSettings(id=1, no_discovery=True, peer_gone_delay=0)
+    assert off.peer_gone_seconds == 0 and peer_gone_ticks(0, off.election_timeout) == 0
+    highest = MasterSettings(id=1, no_discovery=True, peer_gone_delay=0.54)
+    assert peer_gone_ticks(highest.peer_gone_seconds, 0.6) == 9
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.12, 0.55, 0.6, 1.0])
+def test_a_peer_gone_delay_outside_a_heartbeat_and_the_election_timeout_is_refused(delay: float) -> None:
+    with pytest.raises(ValidationError, match="peer_gone_delay"):
+        MasterSettings(id=1, no_discovery=True, election_timeout=0.6, peer_gone_delay=delay)

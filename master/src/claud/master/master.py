@@ -270,6 +270,7 @@ def replicated_log(
         snapshot_every=settings.snapshot_every,
         propose_timeout=settings.propose_timeout,
         running=running,
+        peer_gone_delay=settings.peer_gone_seconds,
     )
 
 
@@ -288,12 +289,15 @@ def build_master(settings: MasterSettings) -> Master:
     http_transport = HttpTransport(
         directory, outgoing_address(settings.listen), credentials.cluster_secret, tls, identity.headers,
         snapshot_source=store.snapshot_blob, snapshot_chunk_bytes=settings.snapshot_chunk_bytes,
+        peer_gone_probe_timeout=settings.peer_gone_probe_timeout,
     )
     faults = Faults(enabled=settings.demo_faults)
     transport: MasterTransport = http_transport
     if settings.demo_faults:
         transport = PartitionedTransport(http_transport, faults)
     replicated = replicated_log(settings, store, directory, transport, faults.running)
+    if settings.peer_gone_seconds:
+        http_transport.on_peer_gone = replicated.peer_gone
     return Master(
         settings, credentials=credentials, store=store, directory=directory, replicated=replicated,
         transport=transport, slave_http=slave_http_client(settings, tls), identity=identity, faults=faults,

@@ -37,6 +37,12 @@ count again, and discovery only tells addresses.
 
 CLAUD rules on top: election timeouts are ranked by id so the lowest voter
 stands first; a leader hands over to a lower voter once it has caught up.
+A follower told that its leader's process is gone (:meth:`RaftCore.peer_gone`,
+a local hint from the transport, never a message) stops counting that leader's
+lease and stands after ``peer_gone_ticks`` per rank among the voters still
+there, instead of a whole election timeout per rank: failover then costs a
+fraction of an election timeout. Pre-vote still decides, so a wrong hint about
+a live leader costs at most a refused pre-vote round.
 
 Driving it (the caller's loop)::
 
@@ -108,6 +114,8 @@ class RaftConfig:
     heartbeat_ticks: int = 2
     max_entries_per_message: int = 512
     max_inflight: int = 4
+    #: Ticks per rank a follower waits to stand once told its leader is gone; 0 ignores the hint.
+    peer_gone_ticks: int = 0
 
     def __post_init__(self) -> None:
         if self.cluster_size < 1:
@@ -119,6 +127,10 @@ class RaftConfig:
             raise ValueError("election_ticks must be greater than heartbeat_ticks")
         if self.max_entries_per_message < 1 or self.max_inflight < 1:
             raise ValueError("max_entries_per_message and max_inflight must be at least 1")
+        if self.peer_gone_ticks and not self.heartbeat_ticks < self.peer_gone_ticks < self.election_ticks:
+            # Above a heartbeat: a follower wrongly told its live leader is gone hears it
+            # again before standing. Below an election timeout, or the hint saves nothing.
+            raise ValueError("peer_gone_ticks must be 0 or between heartbeat_ticks and election_ticks (exclusive)")
 
     @property
     def quorum(self) -> int:
@@ -194,6 +206,8 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._heartbeat_round_no = 0
         self._timeout = 0
+        #: Voters reported gone (peer_gone) since this member last knew a leader.
+        self._gone: set[int] = set()
         self._votes: dict[int, bool] = {}
         self._progress: dict[int, Progress] = {}
         self.transfer_target: int | None = None
@@ -361,6 +375,27 @@ class RaftCore:
             else:
                 self._election_elapsed = 0
 
+    def peer_gone(self, peer: int) -> None:
+        """A local hint: ``peer``'s process is gone (its port refuses connections).
+
+        A follower whose leader that is ends the lease it granted (so it grants
+        pre-votes) and stands after ``peer_gone_ticks`` per rank among the
+        voters not reported gone; one already without a leader only shortens
+        its wait. Anyone else ignores it: a leader's check-quorum, and the
+        timeout of a follower of another leader, need no hint. The hint never
+        extends a wait, so repeating it changes nothing."""
+        if not self.config.peer_gone_ticks or peer == self.id or peer not in self.voters:
+            return
+        if self.role is Role.LEADER or (self.leader_id is not None and self.leader_id != peer):
+            return
+        self._gone.add(peer)
+        if self.leader_id == peer:
+            self.leader_id = None
+            self._election_elapsed = 0
+            self._timeout = self._gone_timeout()
+        else:
+            self._timeout = min(self._timeout, self._election_elapsed + self._gone_timeout())
+
     def propose(self, data: str) -> Entry | None:
         """The entry as appended; the caller knows it is committed when
         ``Ready.committed`` carries the same index *and* term, and lost when
@@ -427,6 +462,9 @@ class RaftCore:
         if msg.dst != self.id or msg.src == self.id:
             return
         member = self._learn(msg.src)
+        if msg.src in self._gone:  # it spoke: whatever the hint said, it is there
+            self._gone.discard(msg.src)
+            self._reset_timeout()
         if isinstance(msg, VoteRequest) and not member and not self.change_in_flight:
             # A master outside the committed configuration cannot win (its
             # votes would not count), nor may it move this one's term: silence,
@@ -582,10 +620,22 @@ class RaftCore:
         cluster the lowest id stands (and wins) before anyone else tries; the
         jitter only separates retries. The +1 keeps even the shortest timeout
         past the voters' lease (election_ticks) when their ticks are out of phase."""
+        if self._gone and self.leader_id is None and self.config.peer_gone_ticks:
+            self._timeout = self._gone_timeout()
+            return
         base = self.config.election_ticks
         voters = sorted(self.voters)
         rank = voters.index(self.id) if self.id in voters else len(voters)
         self._timeout = base * (1 + rank) + 1 + self._rng.randint(0, base // 3)
+
+    def _gone_timeout(self) -> int:
+        """Ranked like :meth:`_reset_timeout`, but among the voters not reported
+        gone and ``peer_gone_ticks`` apart: the lowest live voter stands first.
+        The jitter (at most a third of the step) keeps ranks from overlapping."""
+        step = self.config.peer_gone_ticks
+        live = sorted(self.voters - self._gone)
+        rank = live.index(self.id) if self.id in live else len(live)
+        return step * (1 + rank) + self._rng.randint(0, step // 3)
 
     def _in_lease(self) -> bool:
         return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
@@ -596,6 +646,8 @@ class RaftCore:
             self.voted_for = None
         self.role = Role.FOLLOWER
         self.leader_id = leader
+        if leader is not None:
+            self._gone.clear()
         self._election_elapsed = 0
         self._reset_timeout()
         self._votes = {}
@@ -607,6 +659,9 @@ class RaftCore:
     def _hear_leader(self, leader: int) -> None:
         self.leader_id = leader
         self._election_elapsed = 0
+        if self._gone:
+            self._gone.clear()
+            self._reset_timeout()
 
     def _campaign(self, *, pre: bool, transfer: bool = False) -> None:
         self._progress = {}
@@ -661,6 +716,7 @@ class RaftCore:
     def _become_leader(self) -> None:
         self.role = Role.LEADER
         self.leader_id = self.id
+        self._gone.clear()
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._votes = {}

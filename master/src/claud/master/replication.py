@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import time
@@ -49,6 +50,10 @@ HEARTBEAT_TICKS = 2
 #: Writes a follower forwards to the leader in one request, and such requests at once.
 MAX_FORWARD_BATCH = 256
 MAX_FORWARDS_IN_FLIGHT = 4
+#: A write on a master that knows no leader (or whose leader refused it untaken)
+#: waits this many election timeouts for the next one before answering no_leader:
+#: a failover then costs its client no retry (the SDK would pause a Retry-After).
+LEADER_WAIT_ELECTION_TIMEOUTS = 2
 #: Rows are encoded ahead of a snapshot when the log has grown by these
 #: fractions of --snapshot-every.
 SNAPSHOT_WARMUPS = (0.5, 0.9)
@@ -89,9 +94,12 @@ class ReplicatedLog:
         propose_timeout: float,
         trace: Trace | None = None,
         running: asyncio.Event | None = None,
+        peer_gone_delay: float = 0.0,
     ) -> None:
         """``running`` is cleared while this master is paused (``claud chaos pause``,
-        :mod:`claud.daemon.faults`): the core then neither ticks nor steps."""
+        :mod:`claud.daemon.faults`): the core then neither ticks nor steps.
+        ``peer_gone_delay`` (seconds, 0 for never) is how long after hearing that
+        its leader's process is gone (:meth:`peer_gone`) a follower stands, per rank."""
         self.master_id = master_id
         #: What this master saw and did, for the live view (``GET /v1/cluster/trace``).
         self.trace = trace if trace is not None else Trace(master_id)
@@ -108,6 +116,9 @@ class ReplicatedLog:
         self._role_subscribers: list[tuple[str, Callable[[], None]]] = []
         self._configuration_subscribers: list[tuple[str, Callable[[Configuration], None]]] = []
         self.tick_seconds = election_timeout / ELECTION_TICKS
+        self._leader_wait = min(propose_timeout, LEADER_WAIT_ELECTION_TIMEOUTS * election_timeout)
+        #: Writes waiting for the leader to change (see _forward).
+        self._leader_watchers: list[asyncio.Future[None]] = []
 
         #: What this master proposed, by index, with the operation its entry decodes to: applied
         #: without decoding the entry a second time (if the entry at that index is still it).
@@ -136,7 +147,8 @@ class ReplicatedLog:
                   ms=round((time.perf_counter() - started) * 1000))
         self.core = RaftCore(
             RaftConfig(
-                id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS
+                id=master_id, cluster_size=cluster_size, election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS,
+                peer_gone_ticks=peer_gone_ticks(peer_gone_delay, election_timeout),
             ),
             random.Random(),
             store.hard_state(),
@@ -310,6 +322,35 @@ class ReplicatedLog:
         return outcome
 
     async def _forward(self, op: ops.Operation) -> Outcome:
+        """Through the leader; while none is known, or the one known refused the
+        write without taking it (LeaderUnavailable: it may be dead, or handing
+        over), wait for the next leader, up to the leader wait, then try again."""
+        deadline = time.monotonic() + self._leader_wait
+        while True:
+            leader = self.leader_id
+            try:
+                if self.is_leader:
+                    return await self.propose_local(op)
+                return await self._forward_to_leader(op)
+            except LeaderUnavailable:
+                if self._stopping or not await self._leader_changed_from(leader, deadline):
+                    raise
+
+    async def _leader_changed_from(self, leader: int | None, deadline: float) -> bool:
+        """Wait until a leader other than ``leader`` is known; False at the deadline."""
+        if time.monotonic() >= deadline:
+            return False
+        while self.leader_id == leader or self.leader_id is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._leader_watchers.append(fut)
+            with contextlib.suppress(TimeoutError):
+                await within(remaining, fut)
+        return True
+
+    async def _forward_to_leader(self, op: ops.Operation) -> Outcome:
         """Queue ``op`` for the leader; writes arriving together travel in one request."""
         if self._directory.address(self.leader_id) is None or self.leader_id == self.master_id:
             raise LeaderUnavailable("no leader elected")
@@ -367,6 +408,11 @@ class ReplicatedLog:
         self._inbox.extend(messages)
         self._wakeup.set()
 
+    def peer_gone(self, peer_id: int) -> None:
+        """The transport's word that ``peer_id``'s port refuses connections: a hint for the core."""
+        self._inbox.append(_PeerGone(peer_id))
+        self._wakeup.set()
+
     def receive_snapshot(self, message: InstallSnapshot, tables: StateMachine | None) -> None:
         """Queue a snapshot streamed from the leader, with the tables already restored from it
         (off the loop, by the receiver), so that installing it costs no second restore."""
@@ -399,6 +445,9 @@ class ReplicatedLog:
                         self.core.tick()
                     elif isinstance(item, _Saved):
                         self.core.compact(item.snapshot)
+                    elif isinstance(item, _PeerGone):
+                        self.trace.record("peer.gone", peer=item.peer_id, leader=self.core.leader_id)
+                        self.core.peer_gone(item.peer_id)
                     else:
                         self.trace.message(item, "in")
                         self.core.step(item)
@@ -620,6 +669,10 @@ class ReplicatedLog:
             self._traced_soft = soft
         if (role, leader) == (self._role, self._leader_id):
             return
+        watchers, self._leader_watchers = self._leader_watchers, []
+        for watcher in watchers:
+            if not watcher.done():
+                watcher.set_result(None)
         if role == Role.LEADER and self._role != Role.LEADER:
             self.leadership_index = self.core.last_index
         elif role != Role.LEADER:
@@ -635,6 +688,20 @@ class ReplicatedLog:
 
 
 _TICK = object()
+
+
+def peer_gone_ticks(delay: float, election_timeout: float) -> int:
+    """``delay`` in whole ticks, rounded up (0 stays 0: the hint is ignored)."""
+    if delay <= 0:
+        return 0
+    return math.ceil(round(delay / (election_timeout / ELECTION_TICKS), 9))
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerGone:
+    """For the raft loop: the transport found this peer's port refusing connections."""
+
+    peer_id: int
 
 
 @dataclass(frozen=True, slots=True)

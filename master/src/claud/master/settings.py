@@ -28,6 +28,14 @@ FENCE_FANOUT_MARGIN = 1.0
 #: so renewing leases) until check-quorum makes it step down: at most about
 #: this many election timeouts after its followers last heard it.
 DEPOSED_LEADER_ELECTION_TIMEOUTS = 2
+#: A master's consensus clock ticks this share of an election timeout, and
+#: masters heartbeat each other this share apart (claud.master.replication:
+#: 1 and HEARTBEAT_TICKS of ELECTION_TICKS).
+MASTER_TICK_SHARE = 0.1
+MASTER_HEARTBEAT_SHARE = 0.2
+#: The default --peer-gone-delay, as a share of the election timeout: a
+#: quarter, rounded up to ticks, is the shortest wait above a heartbeat.
+DEFAULT_PEER_GONE_SHARE = 0.25
 
 
 def split_addresses(value: object) -> object:
@@ -81,6 +89,18 @@ class MasterSettings(TlsSettings):
     )
     election_timeout: float = Field(
         0.6, gt=0.05, description="base election timeout, seconds; masters rank theirs by id (lowest stands first)"
+    )
+    peer_gone_delay: float | None = Field(
+        None, ge=0,
+        description="when a follower finds its leader's port refusing connections (the process is gone, "
+        "not paused or cut off), it stands after this many seconds per rank among the masters still there, "
+        "instead of whole election timeouts; above the masters' heartbeat (election_timeout/5) and at most "
+        "0.9*election_timeout; 0 waits the full timeout (default: election_timeout/4)",
+    )
+    peer_gone_probe_timeout: float = Field(
+        0.5, gt=0, le=10,
+        description="after a peer hangs up its connection, how long the one probe connection that asks "
+        "whether its port still listens may take, seconds (only a refusal counts; a timeout never does)",
     )
     propose_timeout: float = Field(
         5.0, gt=0, description="a write not committed by a quorum within this answers 503 (retry it)"
@@ -208,6 +228,14 @@ class MasterSettings(TlsSettings):
                 f"slave_lease ({self.slave_lease:g}s) must be at least 3 election timeouts "
                 f"({3 * self.election_timeout:g}s), or slaves would stop their jobs during a leader failover"
             )
+        gone, highest = self.peer_gone_seconds, (1 - MASTER_TICK_SHARE) * self.election_timeout
+        if gone and not MASTER_HEARTBEAT_SHARE * self.election_timeout < gone <= highest:
+            raise ValueError(
+                f"peer_gone_delay ({gone:g}s) must be 0, or above the masters' heartbeat "
+                f"({MASTER_HEARTBEAT_SHARE * self.election_timeout:g}s: a follower wrongly told its leader is "
+                f"gone hears it again before standing) and at most {highest:g}s (a tick below election_timeout, "
+                f"{self.election_timeout:g}s, or the hint saves nothing)"
+            )
         if self.cluster_size is not None and len(self.peers) > self.cluster_size - 1:
             raise ValueError(
                 f"--peers names {len(self.peers)} other masters but --cluster-size is {self.cluster_size}"
@@ -261,6 +289,13 @@ class MasterSettings(TlsSettings):
             f"+ stop fan-out margin ({FENCE_FANOUT_MARGIN:g}s)"
         )
         return round(total, 6), terms
+
+    @property
+    def peer_gone_seconds(self) -> float:
+        """``peer_gone_delay`` with its default filled in; 0 when disabled."""
+        if self.peer_gone_delay is None:
+            return self.election_timeout * DEFAULT_PEER_GONE_SHARE
+        return self.peer_gone_delay
 
     @property
     def advertised_address(self) -> str:

@@ -38,7 +38,7 @@ from claud.api.protocol import MEMBERS_PATH, PROPOSE_PATH, RAFT_PATH, WHOAMI_PAT
 from claud.daemon.logfmt import log_event
 from claud.master import ops, strict_json
 from claud.master.auth import cluster_secret_headers
-from claud.master.peer_http import PeerConnection, PeerHttpError
+from claud.master.peer_http import PeerConnection, PeerHttpError, refuses
 from claud.master.peers import MasterDirectory
 from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.raft_messages import InstallSnapshot, Message, message_from_dict, message_to_dict
@@ -63,6 +63,8 @@ RESOLVED_CHECK_INTERVAL = 5.0
 UNREACHABLE_LOG_EVERY = 30.0
 #: After a failed batch a link waits this long: the core resends on its own schedule.
 LINK_BACKOFF = 0.05
+#: The default for how long a probe of a peer that hung up may take (--peer-gone-probe-timeout).
+PEER_GONE_PROBE_TIMEOUT = 0.5
 
 
 # ------------------------------------------------------------ typed outcomes
@@ -314,15 +316,23 @@ class HttpTransport:
     leader for forwarded writes, one per request in flight; a connection per
     snapshot transfer, so heartbeats never wait behind a snapshot.
     ``snapshot_source`` reads the stored snapshot (``LogStore.snapshot_blob``),
-    which is what a transfer streams."""
+    which is what a transfer streams.
+
+    ``on_peer_gone``, when set, is told a peer's id once its port refuses
+    connections (see :class:`PeerLink`): the consensus core's hint that its
+    leader may be gone, which is all it is ever used for."""
+
+    on_peer_gone: Callable[[int], None] | None = None
 
     def __init__(
         self, directory: MasterDirectory, local_address: str | None, secret: str | None,
         tls: ssl.SSLContext | None = None, identity: Callable[[], dict[str, str]] | None = None,
         snapshot_source: SnapshotSource | None = None, snapshot_chunk_bytes: int = CHUNK_BYTES,
+        peer_gone_probe_timeout: float = PEER_GONE_PROBE_TIMEOUT,
     ) -> None:
         """``identity`` gives the headers naming this master on each request (claud.master.identity)."""
         self._directory = directory
+        self._probe_timeout = peer_gone_probe_timeout
         self._identity = identity or dict
         self._local_address, self._headers, self._tls = local_address, cluster_secret_headers(secret), tls
         self._links: dict[int, PeerLink] = {}
@@ -343,13 +353,18 @@ class HttpTransport:
         link = self._links.get(message.dst)
         if link is None:
             link = self._links[message.dst] = PeerLink(
-                self._directory, message.dst, self.new_connection(), self._identity
+                self._directory, message.dst, self.new_connection(), self._identity,
+                on_gone=self._peer_gone, probe_timeout=self._probe_timeout, local_address=self._local_address,
             )
         link.send(message_to_dict(message))
 
     def reachable(self, peer_id: int) -> bool:
         link = self._links.get(peer_id)
         return link.reachable if link else False
+
+    def _peer_gone(self, peer_id: int) -> None:
+        if self.on_peer_gone is not None:
+            self.on_peer_gone(peer_id)
 
     async def forward(
         self, leader_id: int, batch: list[ops.Operation], timeout: float,  # noqa: ASYNC109 - the request's own budget
@@ -412,15 +427,29 @@ class HttpTransport:
 
 
 class PeerLink:
-    """An ordered, batching, lossy message pipe to one peer."""
+    """An ordered, batching, lossy message pipe to one peer.
+
+    It also notices the peer's process going away, without a timeout: when the
+    peer hangs up its connection (a killed process's kernel closes or resets
+    it at once), one probe connection follows, and only a refusal (nothing
+    listens on the port) reports the peer gone, through ``on_gone``, as does
+    a refused reconnection. A paused or partitioned peer never refuses (its
+    kernel still accepts, or packets are dropped), so it is never reported.
+    One report per outage: the next answered batch re-arms it."""
 
     def __init__(
         self, directory: MasterDirectory, peer_id: int, connection: PeerConnection,
-        identity: Callable[[], dict[str, str]] = dict,
+        identity: Callable[[], dict[str, str]] = dict, *, on_gone: Callable[[int], None] | None = None,
+        probe_timeout: float = PEER_GONE_PROBE_TIMEOUT, local_address: str | None = None,
     ) -> None:
         self._directory, self.peer_id = directory, peer_id
         self._identity = identity
         self._connection = connection
+        self._on_gone, self._probe_timeout, self._local_address = on_gone, probe_timeout, local_address
+        self._gone_reported = False
+        self._probe: asyncio.Task[None] | None = None
+        if on_gone is not None:
+            connection.on_lost = self._hung_up
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"peer-link-{peer_id}")
@@ -434,9 +463,29 @@ class PeerLink:
         self._wakeup.set()
 
     async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, self._probe) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._connection.close()
+
+    def _hung_up(self) -> None:
+        address = self._directory.address(self.peer_id)
+        if self._gone_reported or address is None or (self._probe is not None and not self._probe.done()):
+            return
+        self._probe = asyncio.create_task(self._probe_peer(address), name=f"peer-probe-{self.peer_id}")
+
+    async def _probe_peer(self, address: str) -> None:
+        if await refuses(address, self._probe_timeout, self._local_address):
+            self._report_gone(address)
+
+    def _report_gone(self, address: str) -> None:
+        if self._gone_reported or self._on_gone is None:
+            return
+        self._gone_reported = True
+        log_event(log, "peer.gone", logging.WARNING, master=self.peer_id, address=address,
+                  reason="its port refuses connections")
+        self._on_gone(self.peer_id)
 
     async def _run(self) -> None:
         while True:
@@ -456,7 +505,10 @@ class PeerLink:
                     if not self.reachable:
                         log_event(log, "peer.reachable", master=self.peer_id, address=address)
                     self.reachable = True
+                    self._gone_reported = False
                 except PeerHttpError as exc:
+                    if exc.refused:
+                        self._report_gone(address)
                     now = time.monotonic()
                     if self.reachable or now - self._last_error_log > UNREACHABLE_LOG_EVERY:
                         log_event(log, "peer.unreachable", logging.WARNING, master=self.peer_id, address=address,

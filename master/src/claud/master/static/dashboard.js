@@ -347,6 +347,8 @@ function describe(kind, e) {
     case "snapshot.answer": return `M${e.src} → M${e.dst} snapshot installed, match ${e.match_index}`;
     case "snapshot.installed": return `M${e.master} installed a snapshot at ${e.index}`;
     case "commit": return `M${e.master} commit index → ${e.index}`;
+    case "peer.gone": return `M${e.master}: M${e.peer}'s port refuses connections (its process is gone)`
+      + (e.leader === e.peer ? ", so it stops waiting for its leader" : "");
     case "transfer": return `M${e.src} tells M${e.dst} to stand now (leadership transfer)`;
     case "slave.heartbeat": return `slave ${short(e.slave)} heartbeat → M${e.master}`;
     case "slave": return `slave ${short(e.slave)} ${e.state}${e.reason ? ": " + e.reason : ""}`;
