@@ -9,14 +9,16 @@ Two measures, each the median of ``rounds`` runs, all three measured in this one
   once, until the last one runs.
 
 CLAUD is three masters and one slave with the real Docker runtime on loopback
-(as tests/support/cluster.py starts them); Swarm is a one-node swarm the script
-initialises on the local engine and leaves at the end (``docker swarm leave
---force``, also on error), and it is skipped when the engine is already part
-of a swarm, which is someone else's. Every job, service and container gets the
-same image (claud/busybox, local: Swarm is told not to resolve it, as
-``--no-resolve-image`` does), command and CPU/memory limits. The systems run
-one after another, each in a block with a warm-up start first, so no system's
-idle load sits under another's figures. Installs nothing.
+(as tests/support/cluster.py starts them), seen on the leader's event stream;
+Swarm is a one-node swarm the script initialises on the local engine and
+leaves at the end (``docker swarm leave --force``, also on error), skipped
+when the engine is already part of a swarm, which is someone else's. Every
+job, service and container gets the same image (claud/busybox, local: Swarm is
+not asked to resolve it, as ``--no-resolve-image``), command and CPU/memory
+limits. All three are up for the whole run and measured round by round, each
+round in a turned order, each measurement cleaned up (containers gone) before
+the next: on a shared machine the load changes by the minute, and it then
+falls on all three alike. Installs nothing.
 
     .venv/bin/python bench/compare_starts.py [--rounds 3] [--burst 50]
 
@@ -35,9 +37,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import docker
 import docker.errors
@@ -66,10 +69,6 @@ LABEL = "claud.bench"
 TIMEOUT = 120.0
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _settle(client: docker.DockerClient, label: str, timeout: float = 60) -> None:
     """Until no container with ``label`` is left (force-removing what lingers)."""
     remove_containers(label)
@@ -80,43 +79,39 @@ def _settle(client: docker.DockerClient, label: str, timeout: float = 60) -> Non
 # ------------------------------------------------------------------ bare SDK
 
 
-def _bare(rounds: int, burst: int) -> tuple[float, float]:
-    client = docker.from_env(timeout=60)
-    local = threading.local()
-    tag = uuid.uuid4().hex[:8]
-    label = f"{LABEL}={tag}"
+class BareSdk:
+    """``containers.run`` on the local engine: create, start, return."""
 
-    def run_one(cpu: float, mb: int) -> None:
-        if not hasattr(local, "client"):
-            local.client = docker.from_env(timeout=60)
-        local.client.containers.run(IMAGE, COMMAND, detach=True, labels={LABEL: tag},
-                                    nano_cpus=round(cpu * 1e9), mem_limit=f"{mb}m")
+    def __init__(self) -> None:
+        self._client = docker.from_env(timeout=60)
+        self._local = threading.local()
+        self._tag = uuid.uuid4().hex[:8]
+        self._label = f"{LABEL}={self._tag}"
 
-    def single() -> float:
+    def _run_one(self, cpu: float, mb: int) -> None:
+        if not hasattr(self._local, "client"):
+            self._local.client = docker.from_env(timeout=60)
+        self._local.client.containers.run(IMAGE, COMMAND, detach=True, labels={LABEL: self._tag},
+                                          nano_cpus=round(cpu * 1e9), mem_limit=f"{mb}m")
+
+    def single(self) -> float:
         t0 = time.perf_counter()
-        run_one(SINGLE_CPU, SINGLE_MB)
-        return time.perf_counter() - t0
+        self._run_one(SINGLE_CPU, SINGLE_MB)
+        took = time.perf_counter() - t0
+        _settle(self._client, self._label)
+        return took
 
-    def many() -> float:
+    def burst(self, count: int) -> float:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(SDK_POOL) as pool:
-            list(pool.map(lambda _: run_one(BURST_CPU, BURST_MB), range(burst)))
-        return time.perf_counter() - t0
+            list(pool.map(lambda _: self._run_one(BURST_CPU, BURST_MB), range(count)))
+        took = time.perf_counter() - t0
+        _settle(self._client, self._label)
+        return took
 
-    try:
-        single()
-        _settle(client, label)
-        singles, bursts = [], []
-        for _ in range(rounds):
-            singles.append(single())
-            _settle(client, label)
-        for _ in range(rounds):
-            bursts.append(many())
-            _settle(client, label)
-        return _median(singles), _median(bursts)
-    finally:
-        remove_containers(label)
-        client.close()
+    def close(self) -> None:
+        remove_containers(self._label)
+        self._client.close()
 
 
 # ------------------------------------------------------------------ Swarm
@@ -161,184 +156,225 @@ class StartWatcher:
         self._client.close()
 
 
-def _swarm_state(client: docker.DockerClient) -> str:
-    return str(client.info().get("Swarm", {}).get("LocalNodeState", ""))
-
-
 def _leave_swarm() -> None:
     subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60, check=False)
 
 
-@contextlib.contextmanager
-def _swarm() -> Iterator[None]:
-    subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True,
-                   timeout=60, check=True)
-    atexit.register(_leave_swarm)  # even if the run dies between here and the finally
-    try:
-        yield
-    finally:
-        _leave_swarm()
-        atexit.unregister(_leave_swarm)
-
-
-def _swarm_measure(rounds: int, burst: int) -> tuple[float, float]:
-    client = docker.from_env(timeout=60)
-    local = threading.local()
-    tag = uuid.uuid4().hex[:8]
-    label = f"{LABEL}={tag}"
-    services: list[str] = []
-    lock = threading.Lock()
-    watcher = StartWatcher(label)
-
-    def create(name: str, cpu: float, mb: int) -> None:
-        if not hasattr(local, "client"):
-            local.client = docker.from_env(timeout=60)
-        # The API never resolves the image (the CLI's resolving is client-side): --no-resolve-image.
-        service = local.client.services.create(
-            IMAGE, COMMAND, name=name, labels={LABEL: tag},
-            container_labels={LABEL: tag, f"{LABEL}.item": name},
-            resources=docker.types.Resources(cpu_limit=round(cpu * 1e9), mem_limit=mb * 1024 * 1024),
-            mode=docker.types.ServiceMode("replicated", replicas=1),
-        )
-        with lock:
-            services.append(service.id)
-
-    def clean() -> None:
-        with lock:
-            ids, services[:] = list(services), []
-        for sid in ids:
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_service(sid)
-        _settle(client, label)
-
-    def single() -> float:
-        name = f"cb-{tag}-{uuid.uuid4().hex[:6]}"
-        t0 = time.perf_counter()
-        create(name, SINGLE_CPU, SINGLE_MB)
-        return watcher.wait([name]) - t0
-
-    def many() -> float:
-        names = [f"cb-{tag}-{uuid.uuid4().hex[:6]}" for _ in range(burst)]
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(SDK_POOL) as pool:
-            list(pool.map(lambda n: create(n, BURST_CPU, BURST_MB), names))
-        return watcher.wait(names) - t0
-
-    try:
-        single()
-        clean()
-        singles, bursts = [], []
-        for _ in range(rounds):
-            singles.append(single())
-            clean()
-        for _ in range(rounds):
-            bursts.append(many())
-            clean()
-        return _median(singles), _median(bursts)
-    finally:
-        watcher.close()
-        with contextlib.suppress(Exception):
-            clean()
-        remove_containers(label)
-        client.close()
-
-
-def _swarm_run(rounds: int, burst: int) -> tuple[float, float] | str:
-    """Swarm's figures, or why there are none."""
+def swarm_problem() -> str | None:
+    """Why Swarm cannot be measured here (None: it can)."""
     client = docker.from_env(timeout=60)
     try:
-        state = _swarm_state(client)
+        state = str(client.info().get("Swarm", {}).get("LocalNodeState", ""))
     finally:
         client.close()
     if state not in ("inactive", ""):
         return f"skipped: this engine is already in a swarm ({state}), someone else's"
-    with _swarm():
-        return _swarm_measure(rounds, burst)
+    return None
+
+
+class Swarm:
+    """One-replica services on a one-node swarm of the local engine, initialised here and left at the end."""
+
+    def __init__(self) -> None:
+        init = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        atexit.register(_leave_swarm)  # even if the run dies before close()
+        if init.returncode != 0:
+            _leave_swarm()
+            raise RuntimeError(f"docker swarm init failed: {init.stderr.strip()[:300]}")
+        self._client = docker.from_env(timeout=60)
+        self._local = threading.local()
+        self._tag = uuid.uuid4().hex[:8]
+        self._label = f"{LABEL}={self._tag}"
+        self._services: list[str] = []
+        self._lock = threading.Lock()
+        try:
+            self._watcher = StartWatcher(self._label)
+        except BaseException:
+            self._client.close()
+            _leave_swarm()
+            raise
+
+    def _create(self, name: str, cpu: float, mb: int) -> None:
+        if not hasattr(self._local, "client"):
+            self._local.client = docker.from_env(timeout=60)
+        # The API never resolves the image (the CLI's resolving is client-side): --no-resolve-image.
+        service = self._local.client.services.create(
+            IMAGE, COMMAND, name=name, labels={LABEL: self._tag},
+            container_labels={LABEL: self._tag, f"{LABEL}.item": name},
+            resources=docker.types.Resources(cpu_limit=round(cpu * 1e9), mem_limit=mb * 1024 * 1024),
+            mode=docker.types.ServiceMode("replicated", replicas=1),
+        )
+        with self._lock:
+            self._services.append(service.id)
+
+    def _clean(self) -> None:
+        with self._lock:
+            ids, self._services = self._services, []
+        for sid in ids:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.remove_service(sid)
+        _settle(self._client, self._label)
+
+    def _name(self) -> str:
+        return f"cb-{self._tag}-{uuid.uuid4().hex[:6]}"
+
+    def single(self) -> float:
+        name = self._name()
+        t0 = time.perf_counter()
+        self._create(name, SINGLE_CPU, SINGLE_MB)
+        took = self._watcher.wait([name]) - t0
+        self._clean()
+        return took
+
+    def burst(self, count: int) -> float:
+        names = [self._name() for _ in range(count)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(SDK_POOL) as pool:
+            list(pool.map(lambda n: self._create(n, BURST_CPU, BURST_MB), names))
+        took = self._watcher.wait(names) - t0
+        self._clean()
+        return took
+
+    def close(self) -> None:
+        try:
+            self._watcher.close()
+            with contextlib.suppress(Exception):
+                self._clean()
+            remove_containers(self._label)
+            self._client.close()
+        finally:
+            _leave_swarm()
+            atexit.unregister(_leave_swarm)
 
 
 # ------------------------------------------------------------------ CLAUD
 
 
-def _claud(rounds: int, burst: int) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp))
-        watcher: RunningWatcher | None = None
+class Claud:
+    """Three masters and one Docker slave on loopback; a start is seen on the leader's event stream."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        self._cluster = Cluster(Path(self._tmp.name))
+        self._watcher: RunningWatcher | None = None
         try:
-            cluster.start_masters(3)
+            self._cluster.start_masters(3)
             # More cores than the machine has, so that the burst fits; each
             # container's own CFS quota is what Docker enforces.
-            cluster.start_slave("s1", "--cpus", "64", "--memory-mb", "65536")
-            leader = cluster.wait_leader()
-            watcher = RunningWatcher(leader.url, cluster.token)
-            http = leader.client(cluster.token)
-            base = {"image": IMAGE, "command": COMMAND, "stop_timeout": 0}
+            self._cluster.start_slave("s1", "--cpus", "64", "--memory-mb", "65536")
+            leader = self._cluster.wait_leader()
+            self._watcher = RunningWatcher(leader.url, self._cluster.token)
+            self._http = leader.client(self._cluster.token)
+            watcher = self._watcher
+            wait_until(lambda: watcher.connected, 10, what="event stream connected")
+        except BaseException:
+            self.close()
+            raise
 
-            def submit(name: str, cpu: float, mb: int) -> str:
-                resp = http.post("/v1/jobs", json={**base, "name": name,
-                                                   "resources": {"cpu": cpu, "memory_mb": mb}})
-                assert resp.status_code in (200, 201), resp.text
-                return str(resp.json()["id"])
+    def _submit(self, name: str, cpu: float, mb: int) -> str:
+        resp = self._http.post("/v1/jobs", json={"image": IMAGE, "command": COMMAND, "stop_timeout": 0, "name": name,
+                                                 "resources": {"cpu": cpu, "memory_mb": mb}})
+        assert resp.status_code in (200, 201), resp.text
+        return str(resp.json()["id"])
 
-            def clean(ids: list[str]) -> None:
-                for job_id in ids:
-                    http.delete(f"/v1/jobs/{job_id}")
-                wait_until(lambda: all(http.get(f"/v1/jobs/{j}").json()["state"] == "stopped" for j in ids),
-                           60, interval=0.2, what="jobs stopped")
-                slave = cluster.slaves[0].id
-                remove_containers(f"claud.slave={slave}")
+    def _clean(self, ids: list[str]) -> None:
+        for job_id in ids:
+            self._http.delete(f"/v1/jobs/{job_id}")
+        http = self._http
+        wait_until(lambda: all(http.get(f"/v1/jobs/{j}").json()["state"] == "stopped" for j in ids),
+                   60, interval=0.2, what="jobs stopped")
+        remove_containers(f"claud.slave={self._cluster.slaves[0].id}")
 
-            def single() -> float:
-                t0 = time.perf_counter()
-                job_id = submit("single", SINGLE_CPU, SINGLE_MB)
-                assert watcher is not None
-                watcher.wait([job_id], TIMEOUT)
-                seen = watcher.running[job_id] - t0
-                clean([job_id])
-                return seen
+    def single(self) -> float:
+        assert self._watcher is not None
+        t0 = time.perf_counter()
+        job_id = self._submit("single", SINGLE_CPU, SINGLE_MB)
+        self._watcher.wait([job_id], TIMEOUT)
+        took = self._watcher.running[job_id] - t0
+        self._clean([job_id])
+        return took
 
-            def many() -> float:
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(burst) as pool:
-                    ids = list(pool.map(lambda i: submit(f"burst{i}", BURST_CPU, BURST_MB), range(burst)))
-                assert watcher is not None
-                watcher.wait(ids, TIMEOUT)
-                seen = max(watcher.running[j] for j in ids) - t0
-                clean(ids)
-                return seen
+    def burst(self, count: int) -> float:
+        assert self._watcher is not None
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(count) as pool:
+            ids = list(pool.map(lambda i: self._submit(f"burst{i}", BURST_CPU, BURST_MB), range(count)))
+        self._watcher.wait(ids, TIMEOUT)
+        took = max(self._watcher.running[j] for j in ids) - t0
+        self._clean(ids)
+        return took
 
-            wait_until(lambda: watcher is not None and watcher.connected, 10, what="event stream connected")
-            single()
-            singles = [single() for _ in range(rounds)]
-            bursts = [many() for _ in range(rounds)]
-            http.close()
-            return _median(singles), _median(bursts)
-        finally:
-            if watcher is not None:
-                watcher.stop()
-            cluster.close()
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        with contextlib.suppress(AttributeError):
+            self._http.close()
+        self._cluster.close()
+        self._tmp.cleanup()
 
 
 # ------------------------------------------------------------------ the table
+
+
+class System(Protocol):
+    def single(self) -> float: ...
+    def burst(self, count: int) -> float: ...
+    def close(self) -> None: ...
 
 
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "-"
 
 
+def measure(rounds: int, burst: int) -> tuple[dict[str, list[float]], dict[str, list[float]], str | None]:
+    """Every system's singles and bursts, interleaved round by round (the order turning each
+    round, so that no system always follows another's clean-up), and why Swarm is missing if it is."""
+    swarm_skipped = swarm_problem()
+    factories: list[tuple[str, Callable[[], System]]] = [("CLAUD", Claud), ("bare SDK", BareSdk)]
+    if swarm_skipped is None:
+        factories.insert(1, ("Swarm", Swarm))
+    with contextlib.ExitStack() as stack:
+        systems: dict[str, System] = {}
+        for name, factory in factories:
+            try:
+                system = factory()
+            except RuntimeError as exc:
+                if name != "Swarm":
+                    raise
+                swarm_skipped = f"skipped: {exc}"
+                continue
+            stack.callback(system.close)
+            systems[name] = system
+        for system in systems.values():
+            system.single()  # warm-up: first container of the run, first clients, first threads
+        names = list(systems)
+        singles: dict[str, list[float]] = {n: [] for n in names}
+        bursts: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                singles[name].append(systems[name].single())
+        for r in range(rounds if burst else 0):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                bursts[name].append(systems[name].burst(burst))
+    return singles, bursts, swarm_skipped
+
+
 def run(rounds: int = 3, burst: int = 50) -> list[tuple[str, ...]]:
     """Rows (measure, CLAUD, Swarm, bare SDK), every figure measured in this call."""
-    claud = _claud(rounds, burst)
-    swarm = _swarm_run(rounds, burst)
-    bare = _bare(rounds, burst)
+    singles, bursts, swarm_skipped = measure(rounds, burst)
     rows: list[tuple[str, ...]] = []
-    names = (f"one start, submit -> running (median of {rounds})",
-             f"{burst} at once, all running (median of {rounds})")
-    for i, name in enumerate(names):
-        swarm_cell = swarm if isinstance(swarm, str) else f"{swarm[i]:.2f} s"
-        rows.append((name, f"{claud[i]:.2f} s", swarm_cell, f"{bare[i]:.2f} s"))
-    for i, name in enumerate(("one start", f"{burst} at once")):
-        swarm_cell = "-" if isinstance(swarm, str) else _ratio(claud[i], swarm[i])
-        rows.append((f"{name}: CLAUD / peer", "1.00x", swarm_cell, _ratio(claud[i], bare[i])))
+    measures = [(f"one start, submit -> running (median of {rounds})", "one start", singles)]
+    if burst:
+        measures.append((f"{burst} at once, all running (median of {rounds})", f"{burst} at once", bursts))
+    for long_name, _, figures in measures:
+        cells = [f"{statistics.median(figures[c]):.2f} s" if c in figures else (swarm_skipped or "-")
+                 for c in COLUMNS]
+        rows.append((long_name, *cells))
+    for _, short, figures in measures:
+        claud = statistics.median(figures["CLAUD"])
+        cells = [_ratio(claud, statistics.median(figures[c])) if c in figures else "-" for c in COLUMNS]
+        rows.append((f"{short}: CLAUD / system", *cells))
     return rows
 
 
@@ -363,7 +399,7 @@ def missing() -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs of each measure (the median is shown)")
-    parser.add_argument("--burst", type=int, default=50, help="jobs asked for at once")
+    parser.add_argument("--burst", type=int, default=50, help="jobs asked for at once (0: single starts only)")
     args = parser.parse_args()
     problem = missing()
     if problem:

@@ -46,6 +46,8 @@ T = TypeVar("T")
 #: Docker events that change what the agent would report or do.
 _INTERESTING_ACTIONS = frozenset({"create", "start", "die", "destroy", "oom", "pause", "unpause"})
 _SETTLING_ACTIONS = frozenset({"die", "oom", "destroy"})
+#: What a start of this runtime's own does to its container.
+_OWN_START_ACTIONS = frozenset({"create", "start"})
 _SETTLE_DELAYS = (0.1, 0.4)
 _PHASES = {
     "created": Phase.CREATED,
@@ -444,7 +446,7 @@ class DockerRuntime(Runtime):
         if proceed is not None and not proceed():
             raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned before create: the lease ended")
         container_id, created = self._create_or_find(alloc)
-        status = "created"
+        status: str | None = "created"
         if not created:
             # Someone else's create, or an earlier agent's: whose, and how far it got, is for the engine to say.
             info = api.inspect_container(container_id)
@@ -658,6 +660,19 @@ class DockerRuntime(Runtime):
             stop.set()
             _close_quietly(holder.get("stream"))  # the thread's read returns, the thread ends
 
+    def _own_start(self, event: Mapping[str, Any]) -> bool:
+        """Is this the create or start of a container whose start this runtime has in flight?
+
+        That start's own end wakes a reconcile pass; a pass for each of its steps
+        would only compete with it for the engine (a list, an inspect and a
+        heartbeat, twice per start). Best effort: an event read after the start
+        returned wakes a pass as before."""
+        if event.get("Action") not in _OWN_START_ACTIONS:
+            return False
+        alloc_id = ((event.get("Actor") or {}).get("Attributes") or {}).get(LABEL_ALLOC)
+        with self._inspected_lock:
+            return alloc_id is not None and alloc_id in self._starting
+
     async def changes(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -696,7 +711,7 @@ class DockerRuntime(Runtime):
                             return
                         backoff = 0.5
                         action = event.get("Action")
-                        if action in _INTERESTING_ACTIONS and not notify(action):
+                        if action in _INTERESTING_ACTIONS and not self._own_start(event) and not notify(action):
                             return
                 except _ENGINE_ERRORS as exc:
                     if not stop.is_set():
