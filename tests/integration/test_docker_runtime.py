@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -244,6 +245,69 @@ def test_concurrent_starts_of_one_allocation_make_one_container(
 
     assert len(asyncio.run(scenario())) == 1
     assert len(slave_docker.containers.list(all=True, filters={"label": slave_ids.label})) == 1
+
+
+def _count_engine_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> Counter[str]:
+    """Counts the SDK calls named, on every client of this process (the runtime's threads' included)."""
+    import docker
+
+    calls: Counter[str] = Counter()
+    for name in names:
+        original = getattr(docker.APIClient, name)
+
+        def counted(self: Any, *args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls[_name] += 1
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(docker.APIClient, name, counted)
+    return calls
+
+
+def test_a_start_is_a_create_a_start_and_one_inspect(
+    runtime: DockerRuntime, slave_ids: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The container it just created is its own and never started: asking the engine would add a round trip.
+    calls = _count_engine_calls(monkeypatch, "create_container", "start", "inspect_container")
+    observed = asyncio.run(runtime.start(make_alloc(slave_ids, "trips", ["sleep", "300"])))
+    assert observed.phase is Phase.RUNNING and observed.pid
+    assert calls == {"create_container": 1, "start": 1, "inspect_container": 1}
+
+
+def test_a_list_does_not_inspect_a_container_whose_start_is_in_flight(
+    runtime: DockerRuntime, slave_ids: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created, release = threading.Event(), threading.Event()
+    asked: list[int] = []
+
+    def held_after_create() -> bool:
+        # Asked before the create and again between create and start (in the worker thread).
+        asked.append(1)
+        if len(asked) == 2:
+            created.set()
+            release.wait(15)
+        return True
+
+    alloc = make_alloc(slave_ids, "inflight", ["sleep", "300"])
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        start = asyncio.create_task(runtime.start(alloc, held_after_create))
+        await asyncio.to_thread(created.wait, 15)
+        calls = _count_engine_calls(monkeypatch, "inspect_container")
+        during = await runtime.list()
+        inspected = calls["inspect_container"]
+        release.set()
+        started = await start
+        return during, inspected, started
+
+    during, inspected, started = asyncio.run(scenario())
+    assert [(o.alloc_id, o.phase, o.container_id) for o in during] == [
+        (alloc.alloc_id, Phase.CREATED, started.container_id)
+    ]
+    assert during[0].created_at is not None and during[0].error is None
+    assert inspected == 0
+    assert started.phase is Phase.RUNNING
+    listed = asyncio.run(runtime.list())
+    assert [(o.alloc_id, o.phase) for o in listed] == [(alloc.alloc_id, Phase.RUNNING)]
 
 
 def test_changes_signal_a_start_and_a_death(runtime: DockerRuntime, slave_ids: Any) -> None:

@@ -64,6 +64,11 @@ class MemoryMaster:
         self.heartbeats: dict[str, Heartbeat] = {}
         self.changed = asyncio.Event()
         self.lease_seconds = 5.0
+        self.heartbeat_interval = 0.1
+        #: The known_version of every watch asked, in order.
+        self.watches: list[int] = []
+        #: Seconds a heartbeat's answer takes (a real master commits first).
+        self.heartbeat_delay = 0.0
 
     def put(self, node: str, *allocs: Allocation) -> None:
         self.desired.setdefault(node, {}).update({a.alloc_id: a for a in allocs})
@@ -79,16 +84,18 @@ class MemoryMaster:
             version=self.version.get(node, 0),
             allocations=list(self.desired.get(node, {}).values()),
             lease_seconds=self.lease_seconds,
-            heartbeat_interval=0.1,
+            heartbeat_interval=self.heartbeat_interval,
         )
         return httpx.Response(200, content=body.model_dump_json(), headers={MASTER_ID_HEADER: "1"})
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == HEARTBEAT_PATH:
             beat = Heartbeat.model_validate_json(request.content)
+            await asyncio.sleep(self.heartbeat_delay)
             self.heartbeats[beat.slave_id] = beat
             return self.reply(beat.slave_id)
         ask = WatchRequest.model_validate_json(request.content)
+        self.watches.append(ask.known_version)
         deadline = time.monotonic() + ask.wait_seconds
         while self.version.get(ask.slave_id, 0) == ask.known_version and time.monotonic() < deadline:
             try:
@@ -160,6 +167,38 @@ def test_many_simulated_agents_share_one_process(secret_file: Path) -> None:
         finally:
             for agent in agents:
                 await agent.stop()
+            await http.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_placement_reaches_the_agent_by_its_watch_not_its_next_heartbeat(secret_file: Path) -> None:
+    """Heartbeats far apart: a start within a fraction of their interval came through the watch,
+    which the agent asks from its very start (before any reply: version 0, the lowest a master takes)."""
+
+    async def scenario() -> None:
+        master = MemoryMaster()
+        master.heartbeat_interval = master.lease_seconds = 10.0
+        master.heartbeat_delay = 0.2  # the watch is asked before the first reply, as on a real cluster
+        http = httpx.AsyncClient(transport=httpx.MockTransport(master.handle), base_url="http://m1:1")
+        settings = SlaveSettings(
+            id="sim-watch", masters=["m1:1"], runtime="simulated", heartbeat_interval=10,
+            default_lease=30, cluster_secret_file=secret_file, watch_wait=20, no_discovery=True,
+        )
+        agent = Agent(settings, SimulatedRuntime(settings.id), http=http,
+                      capacity=Capacity(4, 4096, "flag", "flag"), usage=UsageProbe("/", limits=CgroupLimits()))
+        await agent.start()
+        try:
+            await wait_until(lambda: "sim-watch" in master.heartbeats and agent.desired is not None)
+            await wait_until(lambda: len(master.watches) >= 1)
+            assert master.watches[0] == 0
+            asked = time.monotonic()
+            master.put("sim-watch", alloc("sim-watch-svc", {"CLAUD_SIM_SECONDS": "inf"}))
+            await wait_until(lambda: any(s.alloc_id == "sim-watch-svc" and s.state.value == "running"
+                                         for s in agent.statuses), timeout=5)
+            assert time.monotonic() - asked < 2.0  # the next heartbeat is ~10 s away
+        finally:
+            await agent.stop()
             await http.aclose()
 
     asyncio.run(scenario())

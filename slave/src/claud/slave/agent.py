@@ -420,20 +420,26 @@ class Agent:
             await wait_set(self._heartbeat_wanted, max(0.0, delay))
 
     async def _watch_loop(self) -> None:
+        """Brings a new desired set the moment the master has it; without it, starts wait for a heartbeat."""
         backoff = self.settings.retry_min
         while True:
             await self._faults.wait_connected()
-            request = WatchRequest(
-                slave_id=self.settings.id,
-                known_version=self._version,
-                wait_seconds=self.settings.watch_wait,
-            )
             sent_at = boottime()
             try:
+                request = WatchRequest(
+                    slave_id=self.settings.id,
+                    # Before any reply (version -1), 0: a master with more answers at once, and
+                    # one with none has nothing for this slave yet (the heartbeat registers it).
+                    known_version=max(self._version, 0),
+                    wait_seconds=self.settings.watch_wait,
+                )
                 assignments = await self.masters.watch(request)
-            except MastersUnavailable as exc:
-                # Heartbeats report the outage; the watch just retries, a bit later each time.
-                log_event(logger, "watch.failed", logging.DEBUG, error=str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the loop: heartbeats alone are slower
+                # Heartbeats report an outage; the watch just retries, a bit later each time.
+                unexpected = not isinstance(exc, MastersUnavailable)
+                log_event(logger, "watch.failed", logging.WARNING if unexpected else logging.DEBUG, error=repr(exc))
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.settings.retry_max)
                 continue

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import docker
@@ -46,6 +46,8 @@ T = TypeVar("T")
 #: Docker events that change what the agent would report or do.
 _INTERESTING_ACTIONS = frozenset({"create", "start", "die", "destroy", "oom", "pause", "unpause"})
 _SETTLING_ACTIONS = frozenset({"die", "oom", "destroy"})
+#: What a start of this runtime's own does to its container.
+_OWN_START_ACTIONS = frozenset({"create", "start"})
 _SETTLE_DELAYS = (0.1, 0.4)
 _PHASES = {
     "created": Phase.CREATED,
@@ -203,6 +205,8 @@ class DockerRuntime(Runtime):
         # a reconcile pass then costs one list call, not one inspect per container.
         self._inspected: dict[str, tuple[str, Observed]] = {}
         self._inspected_lock = threading.Lock()
+        #: Allocations whose start is in flight in a worker thread (guarded by the same lock).
+        self._starting: set[str] = set()
         self._closed = False
 
     # --- clients and threads ---
@@ -288,6 +292,10 @@ class DockerRuntime(Runtime):
             if cached is not None and cached[0] == state:
                 found.append(cached[1])
                 continue
+            row_observed = self._in_flight_row(row)
+            if row_observed is not None:
+                found.append(row_observed)
+                continue
             try:
                 info = api.inspect_container(cid)
             except docker.errors.NotFound:
@@ -306,6 +314,29 @@ class DockerRuntime(Runtime):
                 for cid in set(self._inspected) - seen:
                     del self._inspected[cid]
         return found
+
+    def _in_flight_row(self, row: dict[str, Any]) -> Observed | None:
+        """A created container whose start this runtime has in flight, from the list row alone.
+
+        In a burst, every pass would otherwise inspect each of the (up to a pool's
+        worth of) containers between create and start, competing with the starts
+        for the engine; the error a failed start leaves shows once the start has
+        returned, when the next pass inspects the container as usual."""
+        labels = row.get("Labels") or {}
+        alloc_id = labels.get(LABEL_ALLOC)
+        if row.get("State") != "created" or not alloc_id:
+            return None
+        with self._inspected_lock:
+            if alloc_id not in self._starting:
+                return None
+        created = row.get("Created")
+        return Observed(
+            container_id=row["Id"],
+            alloc_id=alloc_id,
+            job_id=labels.get(LABEL_JOB, ""),
+            phase=Phase.CREATED,
+            created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        )
 
     async def list(self) -> list[Observed]:
         try:
@@ -368,19 +399,20 @@ class DockerRuntime(Runtime):
         )
         return str(created["Id"])
 
-    def _create_or_find(self, alloc: Allocation) -> str:
-        """The id of the allocation's container, creating it (pulling if need be) if absent."""
+    def _create_or_find(self, alloc: Allocation) -> tuple[str, bool]:
+        """The id of the allocation's container, creating it (pulling if need be) if absent,
+        and whether this call created it (then it is ours and never started: no inspect needed)."""
         api = self._api()
         name = container_name(alloc.alloc_id)
         deadline = time.monotonic() + self._api_timeout
         while True:
             try:
                 try:
-                    return self._create_sync(alloc)
+                    return self._create_sync(alloc), True
                 except docker.errors.ImageNotFound:
                     log_event(logger, "image.pull", image=alloc.image, alloc=alloc.alloc_id)
                     self._pull_sync(alloc.image)
-                    return self._create_sync(alloc)
+                    return self._create_sync(alloc), True
             except docker.errors.APIError as exc:
                 if engine_trouble(exc):
                     raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
@@ -391,7 +423,7 @@ class DockerRuntime(Runtime):
             # 409: the name is taken, so the container exists (adopt it) or another
             # create of it is still in progress (its id appears in a moment).
             try:
-                return str(api.inspect_container(name)["Id"])
+                return str(api.inspect_container(name)["Id"]), False
             except docker.errors.NotFound:
                 if time.monotonic() > deadline:
                     raise StartFailed(
@@ -400,35 +432,48 @@ class DockerRuntime(Runtime):
                 time.sleep(0.05)
 
     def _start_sync(self, alloc: Allocation, proceed: Callable[[], bool] | None) -> Observed:
+        with self._inspected_lock:
+            self._starting.add(alloc.alloc_id)
+        try:
+            return self._start_or_adopt(alloc, proceed)
+        finally:
+            with self._inspected_lock:
+                self._starting.discard(alloc.alloc_id)
+
+    def _start_or_adopt(self, alloc: Allocation, proceed: Callable[[], bool] | None) -> Observed:
         api = self._api()
         name = container_name(alloc.alloc_id)
         if proceed is not None and not proceed():
             raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned before create: the lease ended")
-        container_id = self._create_or_find(alloc)
-        info = api.inspect_container(container_id)
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_ALLOC) != alloc.alloc_id or labels.get(LABEL_SLAVE) != self._slave_id:
-            raise StartFailed(
-                f"a container named {name!r} exists but does not belong to allocation "
-                f"{alloc.alloc_id} on slave {self._slave_id}"
-            )
-        if (info.get("State") or {}).get("Status") == "created":
+        container_id, created = self._create_or_find(alloc)
+        status: str | None = "created"
+        if not created:
+            # Someone else's create, or an earlier agent's: whose, and how far it got, is for the engine to say.
+            info = api.inspect_container(container_id)
+            labels = (info.get("Config") or {}).get("Labels") or {}
+            if labels.get(LABEL_ALLOC) != alloc.alloc_id or labels.get(LABEL_SLAVE) != self._slave_id:
+                raise StartFailed(
+                    f"a container named {name!r} exists but does not belong to allocation "
+                    f"{alloc.alloc_id} on slave {self._slave_id}"
+                )
+            status = (info.get("State") or {}).get("Status")
+        if status == "created":
             # The create may have taken seconds: the lease is asked again at the last moment.
             if proceed is not None and not proceed():
                 with contextlib.suppress(docker.errors.NotFound):
-                    api.remove_container(info["Id"], force=True)
+                    api.remove_container(container_id, force=True)
                 raise StartAborted(f"start of allocation {alloc.alloc_id} abandoned after create: the lease ended")
             try:
-                api.start(info["Id"])
+                api.start(container_id)
             except docker.errors.APIError as exc:
                 if engine_trouble(exc):
                     raise RuntimeUnavailable(f"docker: {_explain(exc)}") from exc
                 raise StartFailed(
                     f"container of allocation {alloc.alloc_id} could not start: {_explain(exc)}"
                 ) from None
-            info = api.inspect_container(info["Id"])
+            info = api.inspect_container(container_id)
         observed = observed_from_inspect(info)
-        assert observed is not None  # the labels were checked above
+        assert observed is not None  # ours: created with the labels, or checked above
         if observed.phase is Phase.RUNNING:
             # Known (with its PID) to a fence that comes before the next list.
             with self._inspected_lock:
@@ -615,6 +660,19 @@ class DockerRuntime(Runtime):
             stop.set()
             _close_quietly(holder.get("stream"))  # the thread's read returns, the thread ends
 
+    def _own_start(self, event: Mapping[str, Any]) -> bool:
+        """Is this the create or start of a container whose start this runtime has in flight?
+
+        That start's own end wakes a reconcile pass; a pass for each of its steps
+        would only compete with it for the engine (a list, an inspect and a
+        heartbeat, twice per start). Best effort: an event read after the start
+        returned wakes a pass as before."""
+        if event.get("Action") not in _OWN_START_ACTIONS:
+            return False
+        alloc_id = ((event.get("Actor") or {}).get("Attributes") or {}).get(LABEL_ALLOC)
+        with self._inspected_lock:
+            return alloc_id is not None and alloc_id in self._starting
+
     async def changes(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -653,7 +711,7 @@ class DockerRuntime(Runtime):
                             return
                         backoff = 0.5
                         action = event.get("Action")
-                        if action in _INTERESTING_ACTIONS and not notify(action):
+                        if action in _INTERESTING_ACTIONS and not self._own_start(event) and not notify(action):
                             return
                 except _ENGINE_ERRORS as exc:
                     if not stop.is_set():
