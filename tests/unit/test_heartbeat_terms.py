@@ -6,6 +6,7 @@ interval (an earlier agent) stays inside the same bound."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -31,7 +32,7 @@ seconds = st.floats(min_value=0.01, max_value=120, allow_nan=False)
 @st.composite
 def master_settings(draw: st.DrawFn) -> MasterSettings:
     heartbeat = draw(seconds)
-    fields = dict(
+    fields: dict[str, Any] = dict(
         heartbeat_interval=heartbeat,
         slave_lease=draw(st.floats(min_value=2.01, max_value=20)) * heartbeat,
         election_timeout=draw(st.floats(min_value=0.051, max_value=5)),
