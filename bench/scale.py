@@ -105,7 +105,8 @@ def metrics(url: str, token: str) -> dict[str, float]:
         if m:
             out[f"{m[1]}:{m[2]}"] = float(m[3])
             continue
-        m = re.match(r"^(claud_scheduler_pass_seconds_(?:sum|count)|claud_scheduler_placements_total) (\S+)$", line)
+        m = re.match(r"^(claud_scheduler_pass_seconds_(?:sum|count)|claud_scheduler_placements_total|claud_term|"
+                     r"claud_jobs_lost_total) (\S+)$", line)
         if m:
             out[m[1]] = float(m[2])
             continue
@@ -142,7 +143,9 @@ class Sampler(threading.Thread):
         return self.samples[-1][1] if self.samples else {}
 
 
-async def submitters(urls: list[str], token: str, jobs: int, clients: int, latencies: list[float]) -> float:
+async def submitters(
+    urls: list[str], token: str, jobs: int, clients: int, latencies: list[float], give_up: float
+) -> float:
     body = json.dumps({"name": "scale", "image": "claud/busybox", "env": {"CLAUD_SIM_SECONDS": "inf"},
                        "resources": {"cpu": JOB_CPU, "memory_mb": JOB_MB}}).encode()
     left = [jobs]
@@ -151,10 +154,10 @@ async def submitters(urls: list[str], token: str, jobs: int, clients: int, laten
     async def one() -> None:
         conns = {u: PeerConnection(None, {"Authorization": f"Bearer {token}"}) for u in urls}
         try:
-            while left[0] > 0:
+            while left[0] > 0 and time.monotonic() < give_up:
                 left[0] -= 1
                 key = uuid.uuid4().hex
-                while True:
+                while time.monotonic() < give_up:
                     url = random.choice(urls)
                     t0 = time.perf_counter()
                     try:
@@ -188,7 +191,7 @@ async def lister(url: str, token: str, stop: asyncio.Event, latencies: list[floa
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
-                             "--format", "raw", "--output", str(out), "--nonblocking"],
+                             "--format", "raw", "--full-filenames", "--output", str(out), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -213,6 +216,55 @@ def summarise_profile(path: Path, top: int = 12) -> None:
     print("  with callees (claud frames):")
     for frame, n in [(f, n) for f, n in inclusive.most_common(200) if "claud/" in f][:top]:
         print(f"    {100 * n / total:5.1f}%  {frame[:150]}")
+
+
+def scheduler_pass_cost(slave_counts: list[int], placed_per_slave: int, batch: int, rounds: int = 5) -> None:
+    """One scheduling pass in-process (no sockets, no consensus): what the leader's loop spends
+    on ``scheduling_snapshot`` + ``schedule`` for ``batch`` new jobs, beside the cluster's size.
+
+    A pass should cost what changed (the batch), not the cluster: compare the rows."""
+    from claud.api import JobSpec, Resources
+    from claud.master import ops
+    from claud.master.ops import utcnow
+    from claud.master.scheduler import Strategy, schedule
+    from claud.master.state import StateMachine
+
+    spec = JobSpec(name="scale", image="claud/busybox", resources=Resources(cpu=JOB_CPU, memory_mb=JOB_MB))
+    slots = int(HEADROOM * placed_per_slave) + batch
+    print(f"\nscheduler pass, in-process: {batch} new jobs, {placed_per_slave} placed per slave (ms, best of {rounds})")
+    for count in slave_counts:
+        sm, index = StateMachine(), 0
+
+        def apply(op: ops.Operation) -> None:
+            nonlocal index
+            index += 1
+            sm.apply(index, op)
+
+        for i in range(count):
+            apply(ops.RegisterSlave(at=utcnow(), slave_id=f"s{i:05d}", address=f"10.0.{i // 250}.{i % 250}:8701",
+                                    labels={}, cpu_total=round(slots * JOB_CPU, 3), memory_mb_total=slots * JOB_MB))
+        placed = [f"p{i:08x}" for i in range(count * placed_per_slave)]
+        for job_id in placed:
+            apply(ops.SubmitJob(at=utcnow(), job_id=job_id, spec=spec))
+        for start in range(0, len(placed), 5000):
+            chunk = placed[start:start + 5000]
+            apply(ops.ApplyPlan(at=utcnow(), placements=[
+                ops.PlacedJob(job_id=j, slave_id=f"s{(start + k) % count:05d}") for k, j in enumerate(chunk)
+            ], unplaced={}))
+        for i in range(batch):
+            apply(ops.SubmitJob(at=utcnow(), job_id=f"n{i:08x}", spec=spec))
+        snap_t, plan_t = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            slaves, jobs = sm.scheduling_snapshot(utcnow())
+            t1 = time.perf_counter()
+            plan = schedule(slaves, jobs, Strategy.BINPACK)
+            t2 = time.perf_counter()
+            snap_t.append(t1 - t0)
+            plan_t.append(t2 - t1)
+        print(f"  {count:5} slaves {len(placed):7} placed: snapshot {min(snap_t) * 1000:7.1f}  "
+              f"schedule {min(plan_t) * 1000:7.1f}  ({len(plan.placements)} placed, "
+              f"{min(plan_t) / max(1, len(plan.placements)) * 1e6:.0f} us/job)")
 
 
 def snapshots(log_path: Path) -> list[str]:
@@ -272,7 +324,8 @@ def run(args: argparse.Namespace) -> None:
             async def load() -> float:
                 stop = asyncio.Event()
                 listing = asyncio.create_task(lister(leader.url, token, stop, list_lat))
-                took = await submitters([m.url for m in cluster.masters], token, args.jobs, args.clients, submit_lat)
+                took = await submitters([m.url for m in cluster.masters], token, args.jobs, args.clients, submit_lat,
+                                         time.monotonic() + args.submit_timeout)
                 stop.set()
                 await listing
                 return took
@@ -302,6 +355,8 @@ def run(args: argparse.Namespace) -> None:
 
             print(f"\n== {args.slaves} slaves, {args.jobs} jobs, {args.clients} submitters; "
                   f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} cores)")
+            if len(submit_lat) < args.jobs:
+                print(f"SUBMITS GAVE UP after {args.submit_timeout:.0f}s: {len(submit_lat)} of {args.jobs} acked")
             print(f"submit    p50 {pct(submit_lat, .5) * 1000:7.1f} ms  p99 {pct(submit_lat, .99) * 1000:7.1f} ms  "
                   f"({len(submit_lat) / submit_seconds:.0f} acked/s)   target p99 <= {TARGETS['api_p99_ms']:.0f} ms")
             print(f"list 100  p50 {pct(list_lat, .5) * 1000:7.1f} ms  p99 {pct(list_lat, .99) * 1000:7.1f} ms  "
@@ -310,6 +365,8 @@ def run(args: argparse.Namespace) -> None:
             print("all running " + (f"{all_running:.1f}s after the first submit" if all_running else
                                     f"NOT within {args.settle:.0f}s: {final.get('claud_jobs:running', 0):.0f} running, "
                                     f"{final.get('claud_jobs:pending', 0):.0f} pending"))
+            print(f"stability: term {idle2.get('claud_term', 0):.0f} -> {final.get('claud_term', 0):.0f}, "
+                  f"{final.get('claud_jobs_lost_total', 0):.0f} jobs lost (fenced slaves or dead ones)")
             if passes:
                 print(f"scheduler {passes:.0f} passes, mean {pass_sum / passes * 1000:.1f} ms, "
                       f"{(final.get('claud_scheduler_placements_total', 0) - base) / passes:.0f} jobs/pass")
@@ -325,6 +382,7 @@ def run(args: argparse.Namespace) -> None:
             for path in stored[-2:]:
                 if path.is_file():
                     print(f"snapshot file {path.name}: {path.stat().st_size / 2**20:.1f} MiB")
+            scheduler_pass_cost(sorted({100, args.slaves}), max(1, args.jobs // args.slaves), 500, rounds=3)
             if spy is not None:
                 _, err = spy.communicate(timeout=args.profile + 60)
                 if (workdir / "leader.spy").exists():
@@ -350,13 +408,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--reconcile", type=float, default=5.0, help="hollow slaves' --reconcile-interval")
     parser.add_argument("--max-heartbeats-per-second", type=float, default=None, help="the masters' (default theirs)")
+    parser.add_argument("--submit-timeout", type=float, default=180, help="stop submitting after this, seconds")
     parser.add_argument("--settle", type=float, default=120, help="longest wait for all jobs running, seconds")
     parser.add_argument("--profile", type=float, default=0, help="py-spy the leader this many seconds")
+    parser.add_argument("--scheduler-only", action="store_true", help="only the in-process pass cost, 100 vs 1000")
+    parser.add_argument("--placed-per-slave", type=int, default=50, help="with --scheduler-only")
+    parser.add_argument("--batch", type=int, default=500, help="new jobs per pass, with --scheduler-only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--slots", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--masters", help=argparse.SUPPRESS)
     parser.add_argument("--secret-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scheduler_only:
+        scheduler_pass_cost([100, 1000], args.placed_per_slave, args.batch)
+        return
     if args.worker:
         asyncio.run(run_hollow(args.worker.split(","), args.masters.split(","), args.secret_file, args.reconcile,
                                args.slots))
