@@ -21,6 +21,8 @@ it records the leader with py-spy for S seconds during the submits and prints
 the functions that held its CPU most (own time, and with callees).
 
     .venv/bin/python bench/scale.py [--slaves 100] [--jobs 5000] [--slave-procs 2] [--profile 10]
+    .venv/bin/python bench/scale.py --slaves 1000 --jobs 0 [--max-heartbeats-per-second 1000]  # idle only
+    .venv/bin/python bench/scale.py --scheduler-only  # one pass in-process, 100 vs 1000 slaves
 """
 
 from __future__ import annotations
@@ -315,6 +317,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"idle: leader sees {hb_rate:.0f} heartbeats/s, CPU {idle_cpu:.0f}%, "
                   f"RSS {procs['leader'].memory_info().rss / 2**20:.0f} MiB")
 
+            if args.jobs == 0:  # the heartbeat load alone
+                return
             sampler = Sampler(leader.url, token, procs)
             sampler.start()
             submit_lat: list[float] = []
@@ -375,6 +379,11 @@ def run(args: argparse.Namespace) -> None:
                 if cpu:
                     print(f"{name:11} CPU mean {statistics.mean(cpu):4.0f}% max {max(cpu):4.0f}%   "
                           f"RSS max {max(rss):6.0f} MiB" + ("   target <= 1024 MiB" if name == "leader" else ""))
+            for m in cluster.masters:
+                text = m.log_path.read_text()
+                print(f"master-{m.id}: {text.count('role=pre_candidate')} election timeouts, "
+                      f"{text.count('event=leader.stepped_down')} step-downs, "
+                      f"{text.count('event=node.suspect')} slaves suspected, {text.count('event=node.dead')} dead")
             for line in snapshots(leader.log_path)[-3:]:
                 print("snapshot  " + " ".join(p for p in line.split() if p.split("=")[0] in
                                                {"index", "jobs", "encode_ms", "ms"}))
