@@ -3,7 +3,9 @@
 Every flag of ``claud-master`` has an environment twin with the ``CLAUD_``
 prefix (``--node-dead-after`` <=> ``CLAUD_NODE_DEAD_AFTER``); flags win.
 Durations are seconds. The defaults suit a laptop and meet the targets:
-a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s.
+a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s
+(in a cluster past ``max_heartbeats_per_second`` slaves per heartbeat
+interval, dead-after grows with it: :mod:`claud.master.heartbeat_terms`).
 """
 
 from __future__ import annotations
