@@ -48,9 +48,9 @@ from claud.daemon.logfmt import log_event
 from claud.daemon.waits import wait_set, within
 from claud.slave.engine_fence import EngineFence, Pin, fence_times
 from claud.slave.fencing import (
-    asked_heartbeat,
     FencedLog,
     LeaseRecord,
+    asked_heartbeat,
     boot_id,
     boottime,
     ensure_state_dir,
