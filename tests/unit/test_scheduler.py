@@ -350,7 +350,7 @@ def test_the_module_stays_pure() -> None:
             imported |= {alias.name.split(".")[0] for alias in stmt.names}
         elif isinstance(stmt, ast.ImportFrom):
             imported.add((stmt.module or "").split(".")[0])
-    assert imported <= {"__future__", "math", "collections", "dataclasses", "enum", "typing"}
+    assert imported <= {"__future__", "heapq", "math", "collections", "dataclasses", "enum", "typing"}
 
 
 # --- properties -----------------------------------------------------------
@@ -520,3 +520,35 @@ def test_binpack_and_spread_choose_among_the_same_slaves(
         b = schedule(slaves, [j], Strategy.SPREAD)
         assert bool(a.placements) == bool(b.placements)
         assert a.unplaced == b.unplaced
+
+
+@st.composite
+def many_slaves(draw: st.DrawFn) -> list[SlaveCapacity]:
+    """Up to 60 slaves of a few sizes, with the reservations and labels of ``slaves``: ties galore."""
+    sizes = draw(st.lists(st.tuples(st.sampled_from([1.0, 2.0, 4.0]) | CPUS, st.sampled_from([1024, 4096]) | MEMS),
+                          min_size=1, max_size=3))
+    out = []
+    for i in range(draw(st.integers(min_value=0, max_value=60))):
+        cpu_total, mem_total = draw(st.sampled_from(sizes))
+        out.append(SlaveCapacity(
+            f"s{i:02d}", draw(LABELS), cpu_total, mem_total, sum(draw(st.lists(RESERVED_CPUS, max_size=3))),
+            sum(draw(st.lists(RESERVED_MEMS, max_size=3))), draw(st.sampled_from([True, True, True, False])),
+        ))
+    return draw(st.permutations(out))
+
+
+@PROPERTY
+@given(st.one_of(slaves(), many_slaves()), pending(), st.sampled_from(list(Strategy)))
+def test_the_index_of_a_big_cluster_picks_what_the_scan_picks(
+    slaves: list[SlaveCapacity], jobs: list[PendingJob], strategy: Strategy
+) -> None:
+    # Past INDEX_AT usable slaves a pass picks through heaps, not a scan: the plan must not change.
+    saved = scheduler.INDEX_AT
+    try:
+        scheduler.INDEX_AT = 10**9
+        scanned = schedule(slaves, jobs, strategy)
+        scheduler.INDEX_AT = 0
+        indexed = schedule(slaves, jobs, strategy)
+    finally:
+        scheduler.INDEX_AT = saved
+    assert indexed == scanned

@@ -58,7 +58,7 @@ def test_cluster_secret_is_read_and_stripped(tmp_path: Path) -> None:
         (["--id", "s1", "--masters", "m:1", "--labels", "zone"], "'zone' is not key=value"),
         (["--id", "s1", "--masters", "m:1", "--runtime", "podman"], "--runtime"),
         (["--id", "s1", "--masters", "m:1", "--cluster-secret-file", "/nonexistent/x"], "cannot read"),
-        (["--id", "s1", "--masters", "m:1", "--heartbeat-interval", "20"], "at least twice"),
+        (["--id", "s1", "--masters", "m:1", "--heartbeat-interval", "20", "--default-lease", "30"], "at least twice"),
         (["--id", "s1", "--masters", "m:1", "--bogus"], "unrecognized arguments"),
         (["--id", "s1", "--masters", "m:1", "--advertise", "0.0.0.0:8701"], "--advertise"),
         (["--id", "s1", "--masters", "m:1", "--advertise", "[::]:8701"], "names no host"),

@@ -128,7 +128,14 @@ class Assignments(BaseModel):
     version: int = Field(..., description="changes whenever this slave's desired set changes")
     allocations: list[Allocation] = Field(default_factory=list)
     lease_seconds: float = Field(..., description="stop all containers after this long without a leader")
-    heartbeat_interval: float
+    heartbeat_interval: float = Field(..., description="the masters' base interval: never beat slower than this "
+                                      "unless told to by next_heartbeat")
+    next_heartbeat: float | None = Field(
+        None,
+        description="beat again after this many seconds (the leader scales it with the cluster's size, "
+        "see --max-heartbeats-per-second); lease_seconds and the masters' dead-after for this slave are "
+        "scaled with it. None (an earlier master): heartbeat_interval",
+    )
     fence_stop_grace: float = Field(
         DEFAULT_FENCE_STOP_GRACE, description="when fencing, SIGKILL after at most this many seconds of SIGTERM grace"
     )

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from claud.api import NodeState
 from claud.daemon.logfmt import log_event
 from claud.master import ops
+from claud.master.heartbeat_terms import longest
 from claud.master.ops import utcnow
 from claud.master.replication import ReplicatedLog
 from claud.master.scheduler import schedule
@@ -166,7 +167,6 @@ class LeaderDuties:
     async def _failure_detector_loop(self) -> None:
         """Suspect, then declare dead, the slaves that stopped heartbeating; lose
         the jobs of those whose engine stayed away; force overdue drains."""
-        settings = self._settings
         while True:
             await asyncio.sleep(FAILURE_CHECK_INTERVAL)
             await self._replicated.running.wait()
@@ -177,10 +177,11 @@ class LeaderDuties:
                 await self._check_drain_deadline(slave)
                 await self._check_runtime(slave, now)
                 silent = now - self._slaves.last_seen.setdefault(slave.id, now)
+                suspect, dead = self._slaves.overdue(slave.id, now)
                 verdict = None
-                if silent >= settings.node_dead_after:
+                if dead:
                     verdict = NodeState.DEAD
-                elif silent >= settings.suspect_after and slave.state == NodeState.ALIVE:
+                elif suspect and slave.state == NodeState.ALIVE:
                     verdict = NodeState.SUSPECT
                 if verdict is not None:
                     try:
@@ -262,11 +263,13 @@ class LeaderDuties:
     async def _check_runtime(self, slave: SlaveRecord, now: float) -> None:
         """A slave whose engine has not answered for node-dead-after has lost its jobs.
 
-        Measured from the slave's own heartbeats, like death: the agent still
+        Measured from the slave's own heartbeats, like death (and scaled like it): the agent still
         answers, so it will stop those containers (no longer desired) once its
         engine is back."""
         since = self._slaves.unhealthy_since.get(slave.id)
-        if slave.runtime_healthy or since is None or now - since < self._settings.node_dead_after:
+        # The slave's engine fence waits out the lease it holds: the longest a leader may have granted.
+        dead_after = longest(self._settings, len(self._replicated.state.slaves)).dead_after
+        if slave.runtime_healthy or since is None or now - since < dead_after:
             return
         if not self._replicated.state.placed_jobs(slave.id):
             return

@@ -15,6 +15,7 @@ let a slave be over-committed nor refuse a job that exactly fills it.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,11 @@ def schedule(
     # Most jobs share a handful of constraint sets (usually none), so filter
     # the slaves once per set rather than once per job.
     candidates: dict[tuple[tuple[str, str], ...], list[_Slot]] = {}
+    # Many slaves: an index per constraint set, so a job costs about log(slaves), not slaves.
+    indexes: dict[tuple[tuple[str, str], ...], _Index] | None = {} if len(usable) >= INDEX_AT else None
+    entries: dict[int, list[list[_Entry]]] = {}
+    sized = [j for j in jobs if _job_problem(j) is None]
+    least = (min((cpu_millis(j.cpu) for j in sized), default=0), min((j.memory_mb for j in sized), default=0))
 
     placements: list[Placement] = []
     seen_jobs: set[str] = set()
@@ -157,13 +163,22 @@ def schedule(
         if key not in candidates:
             candidates[key] = [s for s in usable if _matches(s.slave.labels, job.constraints)]
         need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
-        best = _pick(candidates[key], need_cpu, need_mem, strategy)
+        if indexes is None:
+            best = _pick(candidates[key], need_cpu, need_mem, strategy)
+        else:
+            if key not in indexes:
+                indexes[key] = _Index(candidates[key], strategy, least, entries)
+            best = indexes[key].pick(need_cpu, need_mem)
         if best is None:
             unplaced[job.id] = None
             waiting.append(job)
             continue
         best.cpu_used += need_cpu
         best.mem_used += need_mem
+        if indexes is not None:
+            best.version += 1
+            for heap in entries.get(id(best), ()):
+                heapq.heappush(heap, _entry(best, strategy))
         placements.append(Placement(job.id, best.slave.id))
 
     for job in waiting:
@@ -185,6 +200,8 @@ class _Slot:
     mem_total: int
     cpu_used: int
     mem_used: int
+    #: Bumped at each placement on it: an index entry of an older version is stale.
+    version: int = 0
 
     @classmethod
     def of(cls, slave: SlaveCapacity) -> _Slot:
@@ -269,6 +286,84 @@ def _pick(slots: Iterable[_Slot], need_cpu: int, need_mem: int, strategy: Strate
 
 
 # --- reasons --------------------------------------------------------------
+
+
+#: From this many usable slaves on, a pass keeps an index (_Index) instead of scanning them all per job.
+INDEX_AT = 64
+#: Scores within this of the best seen are compared exactly: the index orders by a score that
+#: differs from _pick's by a constant per slave size, up to float rounding.
+SCORE_SLACK = 1e-9
+
+#: (score before the job, slave id, version, slot): heap order is the strategy's preference.
+_Entry = tuple[float, str, int, _Slot]
+
+
+def _entry(slot: _Slot, strategy: Strategy) -> _Entry:
+    score = _free_fraction(slot.cpu_free, slot.cpu_total) + _free_fraction(slot.mem_free, slot.mem_total)
+    return (-score if strategy is Strategy.SPREAD else score, slot.slave.id, slot.version, slot)
+
+
+class _Index:
+    """The usable slots of one constraint set, for :func:`_pick`'s choice without a scan.
+
+    _pick scores a slot by its free CPU and memory fractions *after* the job;
+    among slots of one size (CPU and memory totals) that is the score before
+    the job minus the same amount for all of them, so one heap per size,
+    ordered by the score before, meets them in _pick's order. The first slot
+    with room in each heap, and any within SCORE_SLACK of it (float rounding),
+    are scored exactly as _pick does; the best of those over the heaps is
+    _pick's answer. A slot with no room for the smallest job of the pass is
+    dropped for the rest of it (room only shrinks during a pass); others
+    without room for this job go back.
+    """
+
+    def __init__(
+        self, slots: Sequence[_Slot], strategy: Strategy, least: tuple[int, int],
+        entries: dict[int, list[list[_Entry]]],
+    ) -> None:
+        self._strategy = strategy
+        self._least = least
+        by_size: dict[tuple[int, int], list[_Entry]] = {}
+        for slot in slots:
+            heap = by_size.setdefault((slot.cpu_total, slot.mem_total), [])
+            heap.append(_entry(slot, strategy))
+            entries.setdefault(id(slot), []).append(heap)
+        self._heaps = list(by_size.values())
+        for heap in self._heaps:
+            heapq.heapify(heap)
+
+    def pick(self, need_cpu: int, need_mem: int) -> _Slot | None:
+        spread = self._strategy is Strategy.SPREAD
+        best: _Slot | None = None
+        best_key: tuple[float, str] | None = None
+        for heap in self._heaps:
+            aside: list[_Entry] = []
+            limit: float | None = None
+            while heap:
+                entry = heap[0]
+                order, _, version, slot = entry
+                if version != slot.version:
+                    heapq.heappop(heap)  # a newer entry of this slot is in the heap
+                    continue
+                if limit is not None and order > limit:
+                    break
+                heapq.heappop(heap)
+                if not slot.has_room(need_cpu, need_mem):
+                    if slot.has_room(*self._least):
+                        aside.append(entry)
+                    continue
+                aside.append(entry)
+                if limit is None:
+                    limit = order + SCORE_SLACK
+                score = _free_fraction(slot.cpu_free - need_cpu, slot.cpu_total) + _free_fraction(
+                    slot.mem_free - need_mem, slot.mem_total
+                )
+                key = (-score if spread else score, slot.slave.id)
+                if best_key is None or key < best_key:
+                    best, best_key = slot, key
+            for entry in aside:
+                heapq.heappush(heap, entry)
+        return best
 
 
 def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:

@@ -3,7 +3,9 @@
 Every flag of ``claud-master`` has an environment twin with the ``CLAUD_``
 prefix (``--node-dead-after`` <=> ``CLAUD_NODE_DEAD_AFTER``); flags win.
 Durations are seconds. The defaults suit a laptop and meet the targets:
-a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s.
+a dead slave's jobs run elsewhere within ``node_dead_after`` + 2 s
+(in a cluster past ``max_heartbeats_per_second`` slaves per heartbeat
+interval, dead-after grows with it: :mod:`claud.master.heartbeat_terms`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,9 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
+from claud.master.heartbeat_terms import DEPOSED_LEADER_ELECTION_TIMEOUTS, FENCE_FANOUT_MARGIN, fencing_bound
 from claud.master.scheduler import Strategy
 
-#: What a fencing slave needs beyond the grace to issue every stop and have
-#: Docker act on it (the stop fan-out), seconds; part of the start-up invariant.
-FENCE_FANOUT_MARGIN = 1.0
-#: A deposed leader, cut off from the others, keeps answering heartbeats (and
-#: so renewing leases) until check-quorum makes it step down: at most about
-#: this many election timeouts after its followers last heard it.
-DEPOSED_LEADER_ELECTION_TIMEOUTS = 2
 #: A master's consensus clock ticks this share of an election timeout, and
 #: masters heartbeat each other this share apart (claud.master.replication:
 #: 1 and HEARTBEAT_TICKS of ELECTION_TICKS).
@@ -36,6 +32,8 @@ MASTER_HEARTBEAT_SHARE = 0.2
 #: The default --peer-gone-delay, as a share of the election timeout: a
 #: quarter, rounded up to ticks, is the shortest wait above a heartbeat.
 DEFAULT_PEER_GONE_SHARE = 0.25
+
+__all__ = ["DEPOSED_LEADER_ELECTION_TIMEOUTS", "FENCE_FANOUT_MARGIN", "MasterSettings", "split_addresses"]
 
 
 def split_addresses(value: object) -> object:
@@ -106,6 +104,13 @@ class MasterSettings(TlsSettings):
         5.0, gt=0, description="a write not committed by a quorum within this answers 503 (retry it)"
     )
     heartbeat_interval: float = Field(1.0, gt=0, description="how often slaves heartbeat, seconds (sent to slaves)")
+    max_heartbeats_per_second: float = Field(
+        100.0, gt=0, le=1_000_000,
+        description="heartbeats per second the leader aims to handle at most: with more than this many "
+        "live slaves per --heartbeat-interval, the interval it hands out grows with their number (plus a "
+        "random stagger of up to a quarter), and the lease, suspect-after and dead-after it applies to "
+        "each slave grow by the same factor",
+    )
     suspect_after: float = Field(3.0, gt=0, description="a slave silent this long is marked suspect")
     node_dead_after: float = Field(
         10.0, gt=0, description="a slave silent this long is dead and its jobs are rescheduled"
@@ -278,11 +283,15 @@ class MasterSettings(TlsSettings):
         leader may renew it for up to two election timeouts more; the slave
         checks its lease once per heartbeat interval; ``docker stop -t`` takes
         whole seconds, so the grace is rounded up; and issuing every stop at
-        once takes a moment (FENCE_FANOUT_MARGIN).
+        once takes a moment (FENCE_FANOUT_MARGIN). These are the unscaled
+        terms: :mod:`claud.master.heartbeat_terms` says why scaled ones keep it.
         """
         deposed = DEPOSED_LEADER_ELECTION_TIMEOUTS * self.election_timeout
         grace = math.ceil(self.fence_stop_grace)
-        total = self.slave_lease + deposed + self.heartbeat_interval + grace + FENCE_FANOUT_MARGIN
+        total = fencing_bound(
+            lease=self.slave_lease, interval=self.heartbeat_interval,
+            election_timeout=self.election_timeout, fence_stop_grace=self.fence_stop_grace,
+        )
         terms = (
             f"slave_lease ({self.slave_lease:g}s) + {DEPOSED_LEADER_ELECTION_TIMEOUTS}*election_timeout ({deposed:g}s) "
             f"+ heartbeat_interval ({self.heartbeat_interval:g}s) + fence_stop_grace rounded up ({grace}s) "

@@ -8,15 +8,19 @@ only a leader whose term has begun answers them at all (else NotLeader, 421).
 
 The sessions also keep what the slaves said since this master became leader,
 soft state that is not replicated on every heartbeat: when each was last
-heard from (the failure detector reads it), its usage and heartbeat time
-(replicated now and then by the leader's duties), and since when its engine
-has not answered.
+heard from, its usage and heartbeat time (replicated now and then by the
+leader's duties), since when its engine has not answered, and the heartbeat
+terms it was granted (:mod:`claud.master.heartbeat_terms`): the interval, the
+lease and the deadlines the failure detector applies grow with the number of
+live slaves, and the deadlines always cover the longest lease still in force.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from claud.api import Assignments, Heartbeat, HostUsage, NodeState
 from claud.daemon.logfmt import log_event
 from claud.daemon.waits import wait_set
 from claud.master import ops
+from claud.master.heartbeat_terms import HeartbeatTerms, longest, terms_for
 from claud.master.ops import utcnow
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
@@ -33,6 +38,9 @@ from claud.master.state import Change
 from claud.master.transport import NotLeader
 
 log = logging.getLogger("claud.master")
+
+#: The live-slave count the terms scale with is recounted at most this often, seconds.
+LIVE_RECOUNT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,14 @@ class SlaveSessions:
         self.unhealthy_since: dict[str, float] = {}
         #: Told the id of each slave heard from (telemetry).
         self.on_heartbeat: Callable[[str], None] | None = None
+        #: The terms of the last heartbeat reply to each slave (watch replies repeat them).
+        self._terms: dict[str, HeartbeatTerms] = {}
+        #: When (monotonic) each slave is suspect, and dead, unless heard from again.
+        self._suspect_at: dict[str, float] = {}
+        self._dead_at: dict[str, float] = {}
+        self._live = 0
+        self._live_counted_at = -math.inf
+        self._base = terms_for(settings, 0, 0.0)
 
     def begin_leadership(self) -> None:
         """Forget what an earlier leadership heard; give every slave a full period from now.
@@ -70,10 +86,17 @@ class SlaveSessions:
         self.last_seen = {slave_id: now for slave_id in slaves}
         self._heartbeat_at, self._usage, self._touched = {}, {}, set()
         self.unhealthy_since = {s.id: now for s in slaves.values() if not s.runtime_healthy}
+        # An earlier leader may have granted any slave the longest terms its count allowed.
+        assumed = longest(self._settings, len(slaves))
+        self._terms = {}
+        self._suspect_at = {slave_id: now + assumed.suspect_after for slave_id in slaves}
+        self._dead_at = {slave_id: now + assumed.dead_after for slave_id in slaves}
+        self._live_counted_at = -math.inf
 
     def forget(self, slave_id: str) -> None:
         """A slave GC removed from the tables: what it said goes too (it registers anew if it returns)."""
-        for kept in (self.last_seen, self._heartbeat_at, self._usage, self.unhealthy_since):
+        for kept in (self.last_seen, self._heartbeat_at, self._usage, self.unhealthy_since, self._terms,
+                     self._suspect_at, self._dead_at):
             kept.pop(slave_id, None)
         self._touched.discard(slave_id)
 
@@ -101,7 +124,42 @@ class SlaveSessions:
         seen = self.last_seen.get(slave_id)
         if seen is None:
             return None
-        return round(max(0.0, self._settings.slave_lease - (time.monotonic() - seen)), 1)
+        lease = self.terms(slave_id).lease
+        return round(max(0.0, lease - (time.monotonic() - seen)), 1)
+
+    def terms(self, slave_id: str) -> HeartbeatTerms:
+        """What the last heartbeat reply granted the slave (the unscaled terms before one)."""
+        return self._terms.get(slave_id, self._base)
+
+    def overdue(self, slave_id: str, now: float) -> tuple[bool, bool]:
+        """Whether the slave is silent past its suspect-after, and past its dead-after.
+
+        The dead-after deadline is the latest any grant still in force set: a
+        slave that missed the reply with shorter terms still holds the lease of
+        an earlier, longer one. A slave not yet counted gets the longest terms."""
+        if slave_id not in self._dead_at:
+            assumed = longest(self._settings, len(self._replicated.state.slaves))
+            self._suspect_at[slave_id] = now + assumed.suspect_after
+            self._dead_at[slave_id] = now + assumed.dead_after
+        return now >= self._suspect_at[slave_id], now >= self._dead_at[slave_id]
+
+    def live_slaves(self) -> int:
+        """Slaves not dead (recounted at most every LIVE_RECOUNT_INTERVAL: a heartbeat must not cost O(cluster))."""
+        now = time.monotonic()
+        if now - self._live_counted_at >= LIVE_RECOUNT_INTERVAL:
+            self._live = sum(1 for s in self._replicated.state.slaves.values() if s.state != NodeState.DEAD)
+            self._live_counted_at = now
+        return self._live
+
+    def _granted(self, slave_id: str, received: float, terms: HeartbeatTerms, *, heartbeat: bool) -> None:
+        """Record a reply granting ``terms``, answering a request received (monotonic) at ``received``.
+
+        The slave counts its lease from the request's send, before ``received``:
+        its lease ends by ``received + terms.lease``, which ``terms.dead_after`` covers."""
+        if heartbeat:
+            self._terms[slave_id] = terms
+            self._suspect_at[slave_id] = received + terms.suspect_after
+        self._dead_at[slave_id] = max(self._dead_at.get(slave_id, -math.inf), received + terms.dead_after)
 
     def last_heartbeat(self, slave_id: str) -> datetime | None:
         return self._heartbeat_at.get(slave_id)
@@ -119,7 +177,9 @@ class SlaveSessions:
         slave_id = hb.slave_id
         if self.on_heartbeat is not None:
             self.on_heartbeat(slave_id)
-        self.last_seen[slave_id] = time.monotonic()
+        received = self.last_seen[slave_id] = time.monotonic()
+        self._granted(slave_id, received, terms_for(self._settings, self.live_slaves(), random.random()),
+                      heartbeat=True)
         self._heartbeat_at[slave_id] = utcnow()
         self._usage[slave_id] = hb.usage
         self._touched.add(slave_id)
@@ -169,7 +229,8 @@ class SlaveSessions:
 
     async def watch(self, slave_id: str, known_version: int, wait_seconds: float) -> Assignments:
         self._require_leader()
-        deadline = time.monotonic() + min(wait_seconds, self._settings.watch_max_wait)
+        received = time.monotonic()
+        deadline = received + min(wait_seconds, self._settings.watch_max_wait)
         while self._replicated.state.slave_versions.get(slave_id, 0) == known_version:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -177,17 +238,21 @@ class SlaveSessions:
             if not await wait_set(self._applied, remaining):
                 break
         self._require_leader()  # leadership may have moved while this watch waited
+        # Its answer renews the lease from the watch's send: the grant counts from its receipt.
+        self._granted(slave_id, received, self.terms(slave_id), heartbeat=False)
         return self.assignments(slave_id)
 
     def assignments(self, slave_id: str) -> Assignments:
         state, settings = self._replicated.state, self._settings
+        terms = self.terms(slave_id)
         return Assignments(
             term=self._replicated.term,
             leader_id=self._replicated.leader_id,
             leader_address=self._replicated.leader_address,
             version=state.slave_versions.get(slave_id, 0),
             allocations=state.desired_allocations(slave_id),
-            lease_seconds=settings.slave_lease,
+            lease_seconds=terms.lease,
             heartbeat_interval=settings.heartbeat_interval,
+            next_heartbeat=terms.interval,
             fence_stop_grace=settings.fence_stop_grace,
         )

@@ -50,6 +50,7 @@ from claud.slave.engine_fence import EngineFence, Pin, fence_times
 from claud.slave.fencing import (
     FencedLog,
     LeaseRecord,
+    asked_heartbeat,
     boot_id,
     boottime,
     ensure_state_dir,
@@ -287,10 +288,7 @@ class Agent:
             )
             return
         s = self.settings
-        heartbeat = s.heartbeat_interval
-        if assignments.heartbeat_interval > 0:
-            # Never beat slower than the masters' failure detector expects.
-            heartbeat = min(heartbeat, assignments.heartbeat_interval)
+        heartbeat = asked_heartbeat(s.heartbeat_interval, assignments.heartbeat_interval, assignments.next_heartbeat)
         terms = honour(
             lease=assignments.lease_seconds,
             grace=assignments.fence_stop_grace,

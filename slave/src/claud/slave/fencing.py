@@ -150,6 +150,20 @@ def honour(
     return Terms(max(0.0, lease), grace, heartbeat, "; ".join(problems) or None)
 
 
+def asked_heartbeat(own: float, base: float, next_heartbeat: float | None) -> float:
+    """The interval the masters ask this slave to beat at, before ``honour`` checks it against the lease.
+
+    A leader that scales the interval with the cluster (``next_heartbeat``)
+    scales the lease and its failure detector by the same factor, so the slave
+    beats as slowly as asked; ``honour`` still beats faster if the lease it
+    applies (perhaps cut to its longest) would not cover two of them. Without
+    it (an earlier master), never slower than the masters' base interval.
+    """
+    if next_heartbeat is not None and math.isfinite(next_heartbeat) and next_heartbeat > 0:
+        return next_heartbeat
+    return min(own, base) if math.isfinite(base) and base > 0 else own
+
+
 def kill_window(grace: float, round_trip: float) -> float:
     """Seconds from SIGTERM to SIGKILL so that the kill *lands* by the fence's grace.
 
