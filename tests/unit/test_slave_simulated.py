@@ -247,3 +247,38 @@ def test_simulated_agent_fences_when_the_master_goes_silent(secret_file: Path) -
             await http.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_bug_in_one_heartbeat_does_not_end_the_loop_that_renews_the_lease(secret_file: Path) -> None:
+    """The watch loop once died of a validation error and nobody saw; the heartbeat loop
+    must outlive any one failure, or the slave fences itself while its masters are fine."""
+
+    async def scenario() -> None:
+        master = MemoryMaster()
+        http = httpx.AsyncClient(transport=httpx.MockTransport(master.handle), base_url="http://m1:1")
+        settings = SlaveSettings(
+            id="sim-bug", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1,
+            cluster_secret_file=secret_file, watch_wait=1, no_discovery=True,
+        )
+        agent = Agent(settings, SimulatedRuntime(settings.id), http=http,
+                      capacity=Capacity(1, 512, "flag", "flag"), usage=UsageProbe("/", limits=CgroupLimits()))
+        real = agent.masters.heartbeat
+        failures = 0
+
+        async def heartbeat_with_a_bug(beat: Heartbeat) -> Assignments:
+            nonlocal failures
+            if failures < 2:
+                failures += 1
+                raise RuntimeError("a bug")
+            return await real(beat)
+
+        agent.masters.heartbeat = heartbeat_with_a_bug  # type: ignore[method-assign,assignment]
+        await agent.start()
+        try:
+            await wait_until(lambda: "sim-bug" in master.heartbeats, timeout=5)
+            assert failures == 2 and not agent.fenced
+        finally:
+            await agent.stop()
+            await http.aclose()
+
+    asyncio.run(scenario())

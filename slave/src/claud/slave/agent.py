@@ -408,12 +408,19 @@ class Agent:
                 assignments = await self.masters.heartbeat(heartbeat)
             except MastersUnavailable as exc:
                 self._master_failed(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the loop that renews the lease
+                log_event(logger, "heartbeat.failed", logging.ERROR, error=repr(exc))
             else:
                 self._sent_signature = _signature(statuses)
                 self._master_ok()
                 if heartbeat.runtime.healthy:
                     self._engine_fence.healthy_heard()
-                self._apply(assignments, sent_at)
+                try:
+                    self._apply(assignments, sent_at)
+                except Exception as exc:  # noqa: BLE001 - as above; the watch brings the next desired set
+                    log_event(logger, "assignments.apply_failed", logging.ERROR, error=repr(exc))
             delay = self._heartbeat_interval - (boottime() - sent_at)
             await wait_set(self._heartbeat_wanted, max(0.0, delay))
 
