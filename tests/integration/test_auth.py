@@ -384,12 +384,16 @@ def test_masters_and_slaves_work_together_with_a_cluster_secret(cluster: Cluster
     cluster.slaves.append(rogue)
     rogue.start()
 
-    def refused_heartbeat() -> bool:
+    # Its watch (asked from the agent's first moment) or its heartbeat, whichever
+    # comes first: a master logs one refusal per address per --refused-log-every.
+    slave_paths = (HEARTBEAT_PATH, WATCH_PATH)
+
+    def refused_slave() -> bool:
         lines = [line for m in cluster.masters for line in m.log().splitlines()]
-        return any(f"event=auth.refused path={HEARTBEAT_PATH}" in line
+        return any(any(f"event=auth.refused path={path}" in line for path in slave_paths)
                    and "credential=cluster_secret" in line for line in lines)  # fmt: skip
 
-    wait_until(refused_heartbeat, 15, what="the rogue slave's heartbeat refused")
+    wait_until(refused_slave, 15, what="the rogue slave refused")
     assert cluster.node(rogue.id) is None
     assert all(cluster.secret not in m.log() for m in cluster.masters)
     assert cluster.secret not in slave.log()
