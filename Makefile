@@ -27,15 +27,19 @@ lint: venv
 
 # Every image a test needs is built here, before pytest: the compose tests only
 # check that theirs exist, as a cold build (minutes) would not fit a test timeout.
+# The pure-logic tests (CPU-bound hypothesis runs, no sockets, no Docker) on both
+# cores; the process tests one at a time, as their timing bounds assume an
+# otherwise idle machine.
 test: venv lint images test-tools
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n 2 tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -q --ignore=tests/unit $(PYTEST_ARGS)
 
 # Headless Chromium for the dashboard tests, from Debian's packages when missing.
 test-tools:
 	bash deploy/install-test-tools.sh
 
 unit: venv
-	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n 2 tests/unit $(PYTEST_ARGS)
 
 integration: venv image
 	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
