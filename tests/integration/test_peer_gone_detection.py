@@ -53,6 +53,9 @@ class Peer:
         assert self.server is not None
         self.server.close()
         for writer in self.writers:
+            # One hung up before is closed already (its socket may be gone): only the open ones reset.
+            if writer.transport.is_closing():
+                continue
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
             writer.transport.abort()
