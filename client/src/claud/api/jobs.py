@@ -12,9 +12,18 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # Docker's reference grammar (distribution/reference): an optional registry
 # host[:port], lowercase path components joined by separators, an optional tag
@@ -246,6 +255,13 @@ class JobType(StrEnum):
     SERVICE = "service"  # kept running
 
 
+class Health(StrEnum):
+    """What a service's health check last concluded."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
 class RestartPolicyName(StrEnum):
     NEVER = "never"
     ON_FAILURE = "on-failure"
@@ -299,6 +315,140 @@ class Constraints(StrictModel):
     )
 
 
+#: Names of ports and volumes: lowercase, short, usable in a volume's name.
+PORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+VOLUME_NAME = PORT_NAME
+#: Ports and volumes one job may declare.
+MAX_PORTS = 32
+MAX_VOLUMES = 32
+MAX_PATH = 1024
+MAX_PORT = 65535
+
+
+def check_absolute_path(path: str) -> str:
+    """An absolute, normalised path (no ``.``/``..`` parts, no ``//``, no trailing ``/``): the
+    same directory on every slave, and a prefix test that cannot be fooled."""
+    printable(path)
+    if not path.startswith("/"):
+        raise ValueError(f"{path[:80]!r} is not an absolute path")
+    if path != "/" and (path.endswith("/") or "//" in path):
+        raise ValueError(f"{path[:80]!r} is not normalised (no trailing '/' nor '//')")
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ValueError(f"{path[:80]!r} may not contain '.' or '..' parts")
+    return path
+
+
+AbsolutePath = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH), AfterValidator(check_absolute_path)]
+PortName = Annotated[
+    str, StringConstraints(min_length=1, max_length=32), _pattern(PORT_NAME, "name (1-32 of a-z, 0-9, '_', '-')")
+]
+
+
+class PortSpec(StrictModel):
+    """A container port published on the slave (tcp)."""
+
+    name: PortName = Field(..., description="unique in the job; names the address in the job view")
+    container: int = Field(..., ge=1, le=MAX_PORT, description="the port the container listens on")
+    host: int = Field(
+        0, ge=0, le=MAX_PORT,
+        description="the slave's port: 0 picks a free one from the slave's --port-range; a number asks for that one",
+    )
+
+
+class PortView(PortSpec):
+    """A port of a job's current allocation, as the job view shows it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    host_port: int | None = Field(None, description="the slave's port the allocation was given")
+    address: str | None = Field(None, description="<slave host>:<host_port>, where the service is reached")
+
+
+class HealthCheck(StrictModel):
+    """A service's health check, run by its slave: exactly one of ``http``, ``tcp``, ``command``."""
+
+    http: str | None = Field(
+        None, min_length=1, max_length=MAX_PATH,
+        description="GET this path (with query) on the named port; a 2xx or 3xx answer is healthy",
+    )
+    tcp: bool | None = Field(None, description="true: a TCP connection to the named port is healthy")
+    command: Command | None = Field(None, description="argv run in the container (docker exec); exit 0 is healthy")
+    port: PortName | None = Field(None, description="the name of a declared port (http and tcp checks)")
+    interval: float = Field(10.0, ge=0.1, le=3600, description="seconds between checks")
+    timeout: float = Field(2.0, gt=0, le=600, description="seconds one check may take")
+    failures: int = Field(3, ge=1, le=100, description="failed checks in a row that make it unhealthy")
+    grace: float = Field(0.0, ge=0, le=3600, description="seconds after the start during which failures do not count")
+
+    @field_validator("http")
+    @classmethod
+    def _http(cls, path: str | None) -> str | None:
+        if path is not None:
+            printable(path)
+            if not path.startswith("/") or " " in path:
+                raise ValueError(f"{path[:80]!r} is not a path: it must start with '/' and hold no spaces")
+        return path
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and not command:
+            raise ValueError("a command check needs at least one argument")
+        return command
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HealthCheck:
+        kinds = [k for k in ("http", "tcp", "command") if getattr(self, k) is not None]
+        if self.tcp is False:
+            raise ValueError("tcp: must be true when given (leave it out for another kind of check)")
+        if len(kinds) != 1:
+            raise ValueError(f"a check is exactly one of http, tcp, command; got {', '.join(kinds) or 'none'}")
+        if kinds[0] in ("http", "tcp") and self.port is None:
+            raise ValueError(f"port: an {kinds[0]} check names the port it checks")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http is not None else "tcp" if self.tcp else "command"
+
+
+class VolumeSpec(StrictModel):
+    """A volume mounted into the container: a named volume of the slave, or an allowed host directory."""
+
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=32), _pattern(VOLUME_NAME, "name (1-32 of a-z, 0-9, '_', '-')")
+    ] | None = Field(
+        None, description="a Docker volume claud-<job>-<index>-<name> made by the slave; it outlives restarts there"
+    )
+    host_path: AbsolutePath | None = Field(
+        None, description="a host directory; only under a prefix the slave allows (--allow-host-volumes)"
+    )
+    path: AbsolutePath = Field(..., description="where it is mounted in the container")
+    read_only: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VolumeSpec:
+        if (self.name is None) == (self.host_path is None):
+            raise ValueError("a volume has exactly one of name, host_path")
+        if self.path == "/":
+            raise ValueError("path: a volume cannot be mounted on /")
+        return self
+
+
+def _empty(value: object) -> bool:
+    return value is None or value == []
+
+
+def _unique(items: list[Any], attr: str, what: str) -> None:
+    seen: set[Any] = set()
+    for i, item in enumerate(items):
+        value = getattr(item, attr)
+        if value is None:
+            continue
+        if value in seen:
+            raise ValueError(f"{i}: {what} {value!r} appears twice")
+        seen.add(value)
+
+
 class JobSpec(StrictModel):
     """What to run. Everything but ``name`` and ``image`` has a default."""
 
@@ -330,6 +480,18 @@ class JobSpec(StrictModel):
         description="user[:group] the job runs as, each a name (of the image) or a numeric id; "
         "default: the image's user",
     )
+    # Left out of the JSON while unset (exclude_if): a spec without them encodes as before,
+    # byte for byte, in the log and in snapshots.
+    ports: list[PortSpec] = Field(
+        default_factory=list, max_length=MAX_PORTS, exclude_if=_empty,
+        description="container ports published on the slave (tcp); names and static host ports unique",
+    )
+    check: HealthCheck | None = Field(
+        None, exclude_if=_empty, description="services only: a health check its slave runs; unhealthy restarts the allocation"
+    )
+    volumes: list[VolumeSpec] = Field(
+        default_factory=list, max_length=MAX_VOLUMES, exclude_if=_empty, description="volumes mounted into the container"
+    )
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -356,6 +518,33 @@ class JobSpec(StrictModel):
     def _idempotency_key(cls, key: str | None) -> str | None:
         return None if key is None else validate_idempotency_key(key)
 
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[PortSpec]) -> list[PortSpec]:
+        _unique(ports, "name", "port name")
+        _unique(ports, "container", "container port")
+        _unique([p for p in ports if p.host], "host", "host port")
+        return ports
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, volumes: list[VolumeSpec]) -> list[VolumeSpec]:
+        _unique(volumes, "name", "volume name")
+        _unique(volumes, "path", "mount path")
+        return volumes
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, check: HealthCheck | None, info: ValidationInfo) -> HealthCheck | None:
+        if check is None:
+            return None
+        if info.data.get("type", JobType.BATCH) != JobType.SERVICE:
+            raise ValueError('only a service ("type": "service") has a health check')
+        ports = info.data.get("ports")
+        if check.port is not None and ports is not None and check.port not in {p.name for p in ports}:
+            raise ValueError(f"port: {check.port!r} is not a port of this job")
+        return check
+
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
@@ -381,6 +570,9 @@ class JobEvent(BaseModel):
     message: str = ""
     node_id: str | None = None
     attempt: int = 0
+    health: Health | None = Field(
+        None, exclude_if=_empty, description="set on a health transition: healthy | unhealthy"
+    )
 
 
 class JobView(JobSpec):
@@ -399,6 +591,12 @@ class JobView(JobSpec):
     updated_at: datetime
     pending_reason: str | None = None
     message: str | None = None
+    ports: list[PortView] = Field(  # type: ignore[assignment]
+        default_factory=list, description="the spec's ports, with the current allocation's host_port and address"
+    )
+    health: Health | None = Field(
+        None, description="with a check, while running: healthy | unhealthy (null: not checked yet)"
+    )
     events: list[JobEvent] | None = Field(
         None, description="every transition; present on GET /v1/jobs/{id}, omitted in lists"
     )

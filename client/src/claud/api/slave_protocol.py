@@ -13,20 +13,25 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from claud.api.jobs import (
     MAX_EXIT_CODE,
+    AbsolutePath,
     Address,
     Command,
     ContainerUser,
     Environment,
+    Health,
+    HealthCheck,
     JobId,
     Labels,
     LongId,
     Message,
     NodeId,
+    PortName,
     Resources,
+    VolumeSpec,
 )
 from claud.api.jobs import WireModel as BaseModel
 from claud.api.nodes import MAX_CPUS, MAX_MB, HostUsage
@@ -63,11 +68,35 @@ class AllocationStatus(BaseModel):
         description="the slave itself stopped this container because its lease ended (fencing): "
         "the job is lost, not failed, and is not charged a retry",
     )
+    health: Health | None = Field(
+        None, description="while running, with a check: what the slave's checks concluded (None: not yet)"
+    )
 
 
 class DesiredState(StrEnum):
     RUN = "run"
     STOP = "stop"
+
+
+class PortBinding(BaseModel):
+    """One of the job's ports, with the slave port the masters gave this allocation."""
+
+    name: PortName
+    container: int = Field(..., ge=1, le=65535)
+    host: int = Field(..., ge=1, le=65535)
+
+
+class PortRange(BaseModel):
+    """The slave's range for dynamic host ports (``--port-range``), both ends included."""
+
+    low: int = Field(..., ge=1, le=65535)
+    high: int = Field(..., ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortRange:
+        if self.low > self.high:
+            raise ValueError(f"port range {self.low}-{self.high} is empty")
+        return self
 
 
 class Allocation(BaseModel):
@@ -83,6 +112,10 @@ class Allocation(BaseModel):
     resources: Resources
     stop_timeout: float = Field(5.0, ge=0, le=600)
     user: ContainerUser | None = Field(None, description="user[:group] of the job's spec; None: the image's")
+    index: int = Field(0, ge=0, le=MAX_VERSION, description="the allocation's index in its job (0 until count)")
+    ports: list[PortBinding] = Field(default_factory=list, max_length=64)
+    check: HealthCheck | None = None
+    volumes: list[VolumeSpec] = Field(default_factory=list, max_length=64)
     may_start: bool = Field(
         True,
         description="False once the masters have seen this attempt start: a slave that finds no "
@@ -117,6 +150,11 @@ class Heartbeat(BaseModel):
     usage: HostUsage = Field(default_factory=HostUsage)
     allocations: list[AllocationStatus] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
     runtime: RuntimeHealth = Field(default_factory=RuntimeHealth)
+    port_range: PortRange | None = Field(None, description="where dynamic host ports come from (--port-range)")
+    host_volumes: list[AbsolutePath] = Field(
+        default_factory=list, max_length=64,
+        description="host path prefixes jobs may bind (--allow-host-volumes)",
+    )
 
 
 class Assignments(BaseModel):

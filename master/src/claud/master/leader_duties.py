@@ -143,7 +143,8 @@ class LeaderDuties:
                             ops.ApplyPlan(
                                 at=now,
                                 placements=[
-                                    ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id) for p in plan.placements
+                                    ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id, ports=list(p.ports))
+                                    for p in plan.placements
                                 ],
                                 unplaced=changed_reasons,
                             )

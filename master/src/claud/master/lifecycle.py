@@ -33,6 +33,7 @@ from claud.api import (
     AllocationStatus,
     ContainerState,
     DesiredState,
+    Health,
     JobState,
     JobType,
     RestartPolicyName,
@@ -85,6 +86,8 @@ class Job(Protocol):
     def stop_cause(self) -> StopCause | None: ...
     @property
     def running_since(self) -> datetime | None: ...
+    @property
+    def health(self) -> Health | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,7 @@ class Step(StrEnum):
     FAILED = "failed"
     STOPPED = "stopped"
     STOPPING = "stopping"  # the masters want it stopped (desired state changes, observed not yet)
+    HEALTH = "health"  # it runs, and its check reached another verdict (healthy | unhealthy)
 
 
 #: Where each step leaves the job.
@@ -120,6 +124,7 @@ RESTS_IN = {
     Step.FAILED: JobState.FAILED,
     Step.STOPPED: JobState.STOPPED,
     Step.STOPPING: JobState.STOPPING,
+    Step.HEALTH: JobState.RUNNING,
 }
 
 
@@ -151,6 +156,8 @@ def desired_state(job: Job) -> DesiredState:
 def describe(report: AllocationStatus) -> str:
     if report.state == ContainerState.EXITED:
         what = f"exited with code {report.exit_code}"
+        if report.health is Health.UNHEALTHY:
+            what += f" ({report.message or 'unhealthy: stopped by its slave'})"
     elif report.state == ContainerState.FAILED:
         what = f"could not start: {report.message or 'unknown error'}"
     else:
@@ -174,6 +181,9 @@ def on_report(job: Job, report: AllocationStatus, facts: Facts = Facts()) -> Tra
         case ContainerState.RUNNING:
             if job.state in (JobState.SCHEDULED, JobState.STARTING):
                 return Transition(Step.RUNNING, "container running")
+            if job.state == JobState.RUNNING and report.health is not None and report.health != job.health:
+                # An unhealthy service is then stopped by its slave: its exit restarts it, charged.
+                return Transition(Step.HEALTH, f"health: {report.health.value}")
             return None
     return _ended(job, report, facts)
 

@@ -16,10 +16,10 @@ from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapt
 from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
-from claud.api.jobs import MAX_BATCH_JOBS, Address, JobId, Labels, Message, NodeId, Reason
+from claud.api.jobs import MAX_BATCH_JOBS, MAX_PORTS, AbsolutePath, Address, JobId, Labels, Message, NodeId, Reason
 from claud.api.jobs import WireModel as BaseModel
 from claud.api.nodes import MAX_CPUS, MAX_MB
-from claud.api.slave_protocol import MAX_ALLOCATIONS
+from claud.api.slave_protocol import MAX_ALLOCATIONS, PortRange
 
 #: Timestamps an operation may carry. The upper bound leaves room for every
 #: sum apply makes (a restart backoff) below ``datetime.max``.
@@ -91,6 +91,10 @@ class PlacedJob(_Stored):
 
     job_id: JobId
     slave_id: SlaveId
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, max_length=MAX_PORTS, exclude_if=lambda v: not v,
+        description="the host port of each of the job's ports, in the spec's order (apply checks them again)",
+    )
 
 
 class ApplyPlan(_Op):
@@ -112,6 +116,8 @@ class RegisterSlave(_Op):
     labels: Labels = Field(default_factory=dict)
     cpu_total: float = Field(..., ge=0, le=MAX_CPUS)
     memory_mb_total: int = Field(..., ge=0, le=MAX_MB)
+    port_range: PortRange | None = Field(None, exclude_if=lambda v: v is None)
+    host_volumes: list[AbsolutePath] = Field(default_factory=list, max_length=64, exclude_if=lambda v: not v)
 
 
 class ReportAllocations(_Op):

@@ -138,17 +138,39 @@ def row_builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
         "private": private or None, "plan": plan, "copy": dict.copy,
     }
     fields = []
-    for k, (name, key, convert, _info) in enumerate(plan):
-        if convert is _identity:
+    for k, (name, key, convert, info) in enumerate(plan):
+        if info.exclude_if is not None:
+            # Left out of the JSON at its default (a field added later, so that older
+            # rows and entries keep their bytes): absent is the default, on the fast path.
+            namespace[f"convert_{k}"] = convert
+            namespace[f"default_{k}"] = functools.partial(info.get_default, call_default_factory=True)
+            fields.append(f"{name!r}: convert_{k}(raw[{key!r}]) if {key!r} in raw else default_{k}()")
+        elif convert is _identity:
             fields.append(f"{name!r}: raw[{key!r}]")
         else:
             namespace[f"convert_{k}"] = convert
             fields.append(f"{name!r}: convert_{k}(raw[{key!r}])")
+    optional = [(key, name) for name, key, _convert, info in plan if info.exclude_if is not None]
+    # A row without such a field counts it unset, as validation does. One set per pattern of
+    # absent fields, shared like ``every_field``: the models with such fields (the job spec)
+    # are not assigned to once built (a copy copies the set).
+    partial_sets: dict[tuple[str, ...], set[str]] = {}
+
+    def fields_set_of(raw: dict[str, Any]) -> set[str]:
+        absent = tuple(name for key, name in optional if key not in raw)
+        if not absent:
+            return namespace["every_field"]  # type: ignore[no-any-return]
+        kept = partial_sets.get(absent)
+        if kept is None:
+            kept = partial_sets[absent] = set(names) - set(absent)
+        return kept
+
+    namespace["fields_set_of"] = fields_set_of
     source = "\n".join([
         "def build(raw):",
         "    try:",
         f"        values = {{{', '.join(fields)}}}",
-        "        fields_set = every_field",
+        "        fields_set = fields_set_of(raw)" if optional else "        fields_set = every_field",
         "    except KeyError:",
         "        values, fields_set = with_defaults(raw)",
         "    row = new(cls)",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +29,8 @@ __all__ = [
     "Strategy",
     "cpu_millis",
     "fits",
+    "path_allowed",
+    "ports_valid",
     "schedule",
 ]
 
@@ -60,6 +62,12 @@ class SlaveCapacity:
     cpu_reserved: float
     memory_mb_reserved: int
     schedulable: bool
+    #: Dynamic host ports come from here (both ends included); None: none (static ports only).
+    port_range: tuple[int, int] | None = None
+    #: Host ports the allocations placed on it hold.
+    ports_used: frozenset[int] = frozenset()
+    #: Host path prefixes its jobs may bind (``--allow-host-volumes``).
+    host_volumes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +78,18 @@ class PendingJob:
     cpu: float
     memory_mb: int
     constraints: Mapping[str, str]
+    #: The host side of each declared port, in the spec's order: 0 dynamic, else that static port.
+    ports: tuple[int, ...] = ()
+    #: Host directories it binds: only slaves that allow each of them fit.
+    host_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
     job_id: str
     slave_id: str
+    #: The host port given to each of the job's ports, in the spec's order.
+    ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +114,44 @@ def cpu_millis(cores: float) -> int:
     return round(cores * 1000)
 
 
-def fits(slave: SlaveCapacity, job: PendingJob) -> bool:
-    """Whether ``job`` may go on ``slave`` now; the leader's re-check of a plan.
+def fits(slave: SlaveCapacity, job: PendingJob, ports: Sequence[int] = ()) -> bool:
+    """Whether ``job`` may go on ``slave`` now with host ``ports`` (the plan's); the leader's re-check of a plan.
 
     It is the very test :func:`schedule` applies, so a plan built from a
-    snapshot passes it unless the state moved on in between.
+    snapshot passes it unless the state moved on in between: the ports are
+    one per declared port, the static ones as asked, the dynamic ones in the
+    slave's range, none of them held on the slave nor given twice.
     """
     if _job_problem(job) is not None or not _matches(slave.labels, job.constraints):
         return False
+    if not _allows_paths(slave, job) or not ports_valid(slave, job, ports):
+        return False
     slot = _Slot.of(slave)
     return slot.usable and slot.has_room(cpu_millis(job.cpu), job.memory_mb)
+
+
+def ports_valid(slave: SlaveCapacity, job: PendingJob, ports: Sequence[int]) -> bool:
+    """Whether ``ports`` is a valid choice of host ports for ``job`` on ``slave`` as it is."""
+    if len(ports) != len(job.ports) or len(set(ports)) != len(ports):
+        return False
+    for asked, given in zip(job.ports, ports, strict=True):
+        if given in slave.ports_used:
+            return False
+        if asked:
+            if given != asked:
+                return False
+        elif slave.port_range is None or not slave.port_range[0] <= given <= slave.port_range[1]:
+            return False
+    return True
+
+
+def path_allowed(path: str, prefixes: Iterable[str]) -> bool:
+    """Is ``path`` (absolute, normalised) at or under one of ``prefixes``?"""
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def _allows_paths(slave: SlaveCapacity, job: PendingJob) -> bool:
+    return all(path_allowed(path, slave.host_volumes) for path in job.host_paths)
 
 
 def schedule(
@@ -163,7 +205,15 @@ def schedule(
         if key not in candidates:
             candidates[key] = [s for s in usable if _matches(s.slave.labels, job.constraints)]
         need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
-        if indexes is None:
+        chosen_ports: tuple[int, ...] = ()
+        if job.ports or job.host_paths:
+            # Ports and host paths narrow the slaves per job: a scan of those that qualify.
+            able = [s for s in candidates[key] if _allows_paths(s.slave, job) and s.free_ports(job) is not None]
+            best = _pick(able, need_cpu, need_mem, strategy)
+            if best is not None:
+                chosen_ports = best.free_ports(job) or ()
+                best.take_ports(chosen_ports)
+        elif indexes is None:
             best = _pick(candidates[key], need_cpu, need_mem, strategy)
         else:
             if key not in indexes:
@@ -179,7 +229,7 @@ def schedule(
             best.version += 1
             for heap in entries.get(id(best), ()):
                 heapq.heappush(heap, _entry(best, strategy))
-        placements.append(Placement(job.id, best.slave.id))
+        placements.append(Placement(job.id, best.slave.id, chosen_ports))
 
     for job in waiting:
         unplaced[job.id] = _explain(job, slots)
@@ -202,6 +252,8 @@ class _Slot:
     mem_used: int
     #: Bumped at each placement on it: an index entry of an older version is stale.
     version: int = 0
+    #: Host ports held, once this plan gave one here (until then the slave's ``ports_used``).
+    ports_taken: set[int] | None = None
 
     @classmethod
     def of(cls, slave: SlaveCapacity) -> _Slot:
@@ -229,6 +281,40 @@ class _Slot:
 
     def has_room(self, cpu: int, mem: int) -> bool:
         return self.cpu_free >= cpu and self.mem_free >= mem
+
+    def ports_held(self) -> Set[int]:
+        return self.slave.ports_used if self.ports_taken is None else self.ports_taken
+
+    def free_ports(self, job: PendingJob) -> tuple[int, ...] | None:
+        """Host ports for each of ``job``'s ports here, or None: the static ones as asked, each
+        dynamic one the lowest free port of the range (deterministic: every master plans alike)."""
+        if not job.ports:
+            return ()
+        held = self.ports_held()
+        static = {p for p in job.ports if p}
+        if len(static) != sum(1 for p in job.ports if p) or any(p in held for p in static):
+            return None
+        dynamic = len(job.ports) - len(static)
+        picked: list[int] = []
+        if dynamic:
+            if self.slave.port_range is None:
+                return None
+            low, high = self.slave.port_range
+            port = low
+            while len(picked) < dynamic and port <= high:
+                if port not in held and port not in static:
+                    picked.append(port)
+                port += 1
+            if len(picked) < dynamic:
+                return None
+        it = iter(picked)
+        return tuple(p if p else next(it) for p in job.ports)
+
+    def take_ports(self, ports: Iterable[int]) -> None:
+        if ports:
+            if self.ports_taken is None:
+                self.ports_taken = set(self.slave.ports_used)
+            self.ports_taken.update(ports)
 
 
 def _finite(value: object) -> bool:
@@ -389,6 +475,17 @@ def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:
             )
         return f"no slave matches constraints {wanted}"
     where = f" matching {wanted}" if job.constraints else ""
+    if job.host_paths:
+        allowed = [s for s in matching if _allows_paths(s.slave, job)]
+        if not allowed:
+            paths = ", ".join(job.host_paths)
+            return f"no schedulable slave{where} allows host volume path {paths} (--allow-host-volumes)"
+        matching = allowed
+    if job.ports:
+        open_ = [s for s in matching if s.free_ports(job) is not None]
+        if not open_:
+            return _ports_reason(job, matching, where)
+        matching = open_
 
     if not any(s.cpu_total >= need_cpu and s.mem_total >= need_mem for s in matching):
         return _too_large(where, need_cpu, need_mem, matching, matching_any)
@@ -417,6 +514,15 @@ def _explain(job: PendingJob, slots: Sequence[_Slot]) -> str:
         f"no slave{where} has both {cpu} cpu and {mem} free; "
         f"best: {near.slave.id} with {_fmt_cpu(near.cpu_free)} cpu, {near.mem_free} MiB"
     )
+
+
+def _ports_reason(job: PendingJob, slots: Sequence[_Slot], where: str) -> str:
+    """Why no slave has the job's host ports: a static port taken everywhere, or no dynamic one left."""
+    for port in sorted({p for p in job.ports if p}):
+        if all(port in s.ports_held() for s in slots):
+            return f"host port {port} is taken on every schedulable slave{where} ({_fmt_ids(slots)})"
+    dynamic = sum(1 for p in job.ports if not p)
+    return f"no schedulable slave{where} has {dynamic} free host port(s) in its --port-range and the static ones"
 
 
 def _too_large(

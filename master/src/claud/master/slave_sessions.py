@@ -193,6 +193,7 @@ class SlaveSessions:
             or slave.state != NodeState.ALIVE
             or (slave.address, slave.labels, slave.cpu_total, slave.memory_mb_total)
             != (hb.address, hb.labels, hb.cpu_total, hb.memory_mb_total)
+            or (slave.port_range, slave.host_volumes) != (hb.port_range, hb.host_volumes)
         ):
             proposals.append(
                 ops.RegisterSlave(
@@ -202,6 +203,8 @@ class SlaveSessions:
                     labels=hb.labels,
                     cpu_total=hb.cpu_total,
                     memory_mb_total=hb.memory_mb_total,
+                    port_range=hb.port_range,
+                    host_volumes=hb.host_volumes,
                 )
             )
         healthy = hb.runtime.healthy

@@ -34,6 +34,7 @@ from claud.api import (
     AllocationStatus,
     ContainerState,
     DesiredState,
+    Health,
     HostUsage,
     JobEvent,
     JobSpec,
@@ -43,7 +44,9 @@ from claud.api import (
     NodeRole,
     NodeState,
     NodeView,
+    PortView,
 )
+from claud.api.slave_protocol import PortBinding, PortRange
 from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.lifecycle import Facts, Step, StopCause, Transition, backoff, drain_moves_now, on_report, on_stop
@@ -118,6 +121,10 @@ class JobRecord(_Row):
     seen_started: bool = False
     #: A service's consecutive quick exits; its restart backoff grows with them.
     quick_exits: int = 0
+    #: The host port of each of the spec's ports, while placed (the plan chose them).
+    ports: list[int] = Field(default_factory=list)
+    #: With a check, while running: what the slave's checks last concluded.
+    health: Health | None = None
     events: list[JobEvent] = Field(default_factory=list)
 
 
@@ -139,6 +146,10 @@ class SlaveRecord(_Row):
     #: The slave's container engine answers (its heartbeats say); if not, nothing is placed there.
     runtime_healthy: bool = True
     runtime_error: str | None = None
+    #: Where its dynamic host ports come from (it says when it registers); None: static ports only.
+    port_range: PortRange | None = None
+    #: Host path prefixes its jobs may bind.
+    host_volumes: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -421,10 +432,11 @@ class StateMachine:
                 continue
             if job.not_before is not None and job.not_before > op.at:
                 continue
-            # The plan was made on a snapshot; the newest state has the last word.
-            if not fits(self.capacity(slave), as_pending(job)):
+            # The plan was made on a snapshot; the newest state has the last word
+            # (its ports included: a port given twice on one slave rejects that placement).
+            if not fits(self.capacity(slave), as_pending(job), placement.ports):
                 continue
-            self._place(job, slave, op.at)
+            self._place(job, slave, op.at, placement.ports)
             placed += 1
         for job_id, reason in op.unplaced.items():
             job = self.jobs.get(job_id)
@@ -446,6 +458,8 @@ class StateMachine:
                 memory_mb_total=op.memory_mb_total,
                 registered_at=op.at,
                 last_heartbeat=op.at,
+                port_range=op.port_range,
+                host_volumes=op.host_volumes,
             )
             self.slaves[slave.id] = slave
             self._slave_change(slave, op.at, "registered")
@@ -454,6 +468,7 @@ class StateMachine:
             self.capacity_epoch += 1
             slave.address, slave.labels = op.address, op.labels
             slave.cpu_total, slave.memory_mb_total = op.cpu_total, op.memory_mb_total
+            slave.port_range, slave.host_volumes = op.port_range, op.host_volumes
             slave.last_heartbeat = op.at
             if slave.state != NodeState.ALIVE:
                 slave.state = NodeState.ALIVE
@@ -720,9 +735,30 @@ class StateMachine:
                 self._requeue(job, at, step.message, charge=True)
             case Step.COMPLETED | Step.FAILED | Step.STOPPED:
                 self._finish(job, at, step.to, step.message)
+        if step.step is Step.HEALTH or (step.step is Step.RUNNING and status is not None and status.health):
+            self._health(job, status, at)
 
-    def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime) -> None:
+    def _health(self, job: JobRecord, status: AllocationStatus | None, at: datetime) -> None:
+        """A running job's check changed its verdict: recorded, and a job event."""
+        health = status.health if status is not None else None
+        if health is None or health == job.health or job.state != JobState.RUNNING:
+            return
+        job.health = health
+        message = f"health: {health.value}" + (f" ({status.message})" if status and status.message else "")
+        job.message = message
+        job.updated_at = at
+        job.events.append(
+            JobEvent(at=at, state=job.state, message=message, node_id=job.slave_id, attempt=job.attempts, health=health)
+        )
+        if len(job.events) > MAX_EVENTS_PER_JOB:
+            del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
+        job.touch()
+        self._changes.append(Change("job", job.id, job.state.value, at, job.slave_id, message, self.applied_index))
+
+    def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime, ports: Iterable[int] = ()) -> None:
         self._forget_pending(job.id)
+        job.ports = list(ports)
+        job.health = None
         job.attempts += 1
         job.slave_id = slave.id
         job.alloc_id = f"{job.id}-{job.attempts}"
@@ -743,6 +779,9 @@ class StateMachine:
         self._backoff.pop(job_id, None)
 
     def _unplace(self, job: JobRecord) -> None:
+        if job.ports:
+            job.ports = []  # the slave's ports are free again (capacity counts placed jobs only)
+        job.health = None
         if job.slave_id is not None:
             self._placed_by_slave.get(job.slave_id, set()).discard(job.id)
             self._bump(job.slave_id)
@@ -813,7 +852,17 @@ class StateMachine:
             cpu_reserved=sum(cpu_millis(r.cpu) for r in placed) / 1000,
             memory_mb_reserved=sum(r.memory_mb for r in placed),
             schedulable=slave.state == NodeState.ALIVE and not slave.draining and slave.runtime_healthy,
+            port_range=(slave.port_range.low, slave.port_range.high) if slave.port_range else None,
+            ports_used=self._ports_used(slave.id),
+            host_volumes=tuple(slave.host_volumes),
         )
+
+    def _ports_used(self, slave_id: str) -> frozenset[int]:
+        """The host ports the jobs placed on a slave hold."""
+        used: set[int] = set()
+        for job_id in self._placed_by_slave.get(slave_id, ()):
+            used.update(self.jobs[job_id].ports)
+        return frozenset(used)
 
     def scheduling_snapshot(
         self, now: datetime, only_unexplained: bool = False
@@ -849,6 +898,12 @@ class StateMachine:
                 stop_timeout=0.0 if forced and job.stop_cause is StopCause.DRAIN else job.spec.stop_timeout,
                 may_start=not (job.seen_started or job.state in (JobState.STARTING, JobState.RUNNING)),
                 user=job.spec.user,
+                ports=[
+                    PortBinding(name=p.name, container=p.container, host=host)
+                    for p, host in zip(job.spec.ports, job.ports, strict=False)
+                ],
+                check=job.spec.check,
+                volumes=job.spec.volumes,
             )
             for job in self.placed_jobs(slave_id)
         ]
@@ -861,7 +916,7 @@ class StateMachine:
 
     def job_view(self, job: JobRecord, with_events: bool = True) -> JobView:
         return JobView(
-            **job.spec.model_dump(),
+            **job.spec.model_dump(exclude={"ports"}),
             id=job.id,
             state=job.state,
             node_id=job.slave_id,
@@ -873,8 +928,22 @@ class StateMachine:
             updated_at=job.updated_at,
             pending_reason=job.pending_reason,
             message=job.message,
+            ports=self._port_views(job),
+            health=job.health,
             events=list(job.events) if with_events else None,
         )
+
+    def _port_views(self, job: JobRecord) -> list[PortView]:
+        slave = self.slaves.get(job.slave_id) if job.slave_id and job.ports else None
+        host = slave.address.rsplit(":", 1)[0] if slave is not None else None
+        views = []
+        for i, port in enumerate(job.spec.ports):
+            given = job.ports[i] if slave is not None and i < len(job.ports) else None
+            views.append(PortView(
+                **port.model_dump(), host_port=given,
+                address=f"{host}:{given}" if host is not None and given is not None else None,
+            ))
+        return views
 
     def slave_view(self, slave: SlaveRecord) -> NodeView:
         cap = self.capacity(slave)
@@ -1023,8 +1092,15 @@ class StateMachine:
 
 
 def as_pending(job: JobRecord) -> PendingJob:
-    resources = job.spec.resources
-    return PendingJob(job.id, resources.cpu, resources.memory_mb, job.spec.constraints.labels)
+    spec = job.spec
+    resources = spec.resources
+    if not spec.ports and not spec.volumes:
+        return PendingJob(job.id, resources.cpu, resources.memory_mb, spec.constraints.labels)
+    return PendingJob(
+        job.id, resources.cpu, resources.memory_mb, spec.constraints.labels,
+        ports=tuple(p.host for p in spec.ports),
+        host_paths=tuple(v.host_path for v in spec.volumes if v.host_path is not None),
+    )
 
 
 def short(container_id: str | None) -> str:
