@@ -487,10 +487,12 @@ class JobSpec(StrictModel):
         description="container ports published on the slave (tcp); names and static host ports unique",
     )
     check: HealthCheck | None = Field(
-        None, exclude_if=_empty, description="services only: a health check its slave runs; unhealthy restarts the allocation"
+        None, exclude_if=_empty,
+        description="services only: a health check its slave runs; unhealthy restarts the allocation",
     )
     volumes: list[VolumeSpec] = Field(
-        default_factory=list, max_length=MAX_VOLUMES, exclude_if=_empty, description="volumes mounted into the container"
+        default_factory=list, max_length=MAX_VOLUMES, exclude_if=_empty,
+        description="volumes mounted into the container",
     )
     idempotency_key: str | None = Field(
         None,

@@ -124,6 +124,17 @@ def job_details(job: JobView) -> RenderableType:
         ("Created", text(timestamp(job.created_at))),
         ("Updated", text(timestamp(job.updated_at))),
     ]
+    for port in job.ports:
+        host = "dynamic" if port.host == 0 else str(port.host)
+        where = port.address or f"(not placed; host port {host})"
+        rows.append((f"Port {port.name}", text(f"{where} -> container {port.container}/tcp")))
+    if job.check is not None:
+        health = job.health.value if job.health else "not checked yet"
+        style = {"healthy": "green", "unhealthy": "red"}.get(health, "")
+        rows.append(("Health", text(f"{health} ({job.check.kind} check)", style)))
+    for volume in job.volumes:
+        source = f"volume {volume.name}" if volume.name else f"host {volume.host_path}"
+        rows.append(("Volume", text(f"{source} at {volume.path}{' (read-only)' if volume.read_only else ''}")))
     if job.pending_reason:
         rows.append(("Pending", text(job.pending_reason, "yellow")))
     if job.message:

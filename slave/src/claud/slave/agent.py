@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from claud.api import Allocation, AllocationStatus, Assignments, Heartbeat, NodeRole, WatchRequest
+from claud.api import Allocation, AllocationStatus, Assignments, DesiredState, Health, Heartbeat, NodeRole, WatchRequest
 from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE, RuntimeHealth
 from claud.daemon.addresses import outgoing_address, parse_host_port
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
@@ -60,6 +60,7 @@ from claud.slave.fencing import (
     load_lease,
     save_lease,
 )
+from claud.slave.health import HealthChecker
 from claud.slave.masters import MasterClient, MastersUnavailable, ReplyGate
 from claud.slave.reconciler import ReconcileInput, ReconcileOutput, RemoveAction, StopAction, reconcile
 from claud.slave.resources import Capacity, UsageProbe, probe_capacity
@@ -95,7 +96,9 @@ class _Throttle:
 
 def _signature(statuses: list[AllocationStatus]) -> frozenset[tuple[Any, ...]]:
     # What a master acts on; started_at and the like follow from these.
-    return frozenset((s.alloc_id, s.state, s.container_id, s.exit_code, s.message, s.fenced) for s in statuses)
+    return frozenset(
+        (s.alloc_id, s.state, s.container_id, s.exit_code, s.message, s.fenced, s.health) for s in statuses
+    )
 
 
 class Agent:
@@ -184,6 +187,8 @@ class Agent:
         self._phases: dict[str, Phase] | None = None  # container id -> last seen phase
 
         self._reconcile_wanted = asyncio.Event()
+        #: The health checks of the running allocations that have one.
+        self._health = HealthChecker(runtime, settings.check_host, self._reconcile_wanted.set)
         self._heartbeat_wanted = asyncio.Event()
         self._observed_once = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -254,6 +259,7 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
         self._engine_fence.close()
+        await self._health.aclose()
         if self._own_http:
             await self._http.aclose()
         await self.runtime.aclose()
@@ -391,6 +397,8 @@ class Agent:
             usage=self._usage.sample(),
             allocations=list(self._statuses),
             runtime=self._runtime_health,
+            port_range=s.ports,
+            host_volumes=s.allow_host_volumes,
         )
 
     async def _heartbeat_loop(self) -> None:
@@ -558,8 +566,10 @@ class Agent:
                 fence_grace=self._fence_grace,
                 retention=timedelta(seconds=s.exited_retention),
                 max_exited=s.max_exited,
+                health=self._verdicts(desired),
             )
         )
+        self._check_health(desired, observed, fenced)
         for alloc in plan.starts:
             self._starting[alloc.alloc_id] = alloc.job_id
             self._spawn(self._start(alloc))
@@ -583,6 +593,29 @@ class Agent:
         if _signature(plan.statuses) != self._sent_signature:
             self._heartbeat_wanted.set()
         return plan
+
+    def _verdicts(self, desired: dict[str, Allocation] | None) -> dict[str, tuple[Health, str | None]]:
+        verdicts: dict[str, tuple[Health, str | None]] = {}
+        for alloc_id in desired or ():
+            health, why = self._health.verdict(alloc_id)
+            if health is not None:
+                verdicts[alloc_id] = (health, why)
+        return verdicts
+
+    def _check_health(self, desired: dict[str, Allocation] | None, observed: list[Observed], fenced: bool) -> None:
+        """Checks run for exactly the desired running allocations that have one (none while fenced)."""
+        if desired is None:
+            return
+        running: dict[str, tuple[Allocation, Observed]] = {}
+        if not fenced:
+            for o in observed:
+                alloc = desired.get(o.alloc_id)
+                if (
+                    alloc is not None and alloc.check is not None and o.phase is Phase.RUNNING
+                    and alloc.desired is DesiredState.RUN and o.container_id not in self._busy
+                ):
+                    running[o.alloc_id] = (alloc, o)
+        self._health.sync(running, set(desired))
 
     def _check_lease(self) -> bool:
         """Is the lease over? The moment it ends, fence (regaining is handled by _apply)."""

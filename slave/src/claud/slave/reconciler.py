@@ -16,7 +16,9 @@ The safety rules, in order of precedence:
   start per job per pass;
 * an allocation the masters have seen start (``may_start`` False) whose
   container is gone is reported missing, never started a second time;
-* never stop the container of an allocation the masters want running;
+* never stop the container of an allocation the masters want running, unless
+  its health check found it unhealthy (then it is stopped, and its exit
+  reported unhealthy: the masters restart it, as after a crash);
 * a container the masters no longer list (or a second one of an allocation)
   gets no more grace than a fence: its job may already run elsewhere (lost
   while this slave, or its engine, was away).
@@ -28,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from claud.api import Allocation, AllocationStatus, ContainerState, DesiredState
+from claud.api import Allocation, AllocationStatus, ContainerState, DesiredState, Health
 from claud.slave.runtime import Observed, Phase
 
 
@@ -38,7 +40,7 @@ class StopAction:
     alloc_id: str
     job_id: str
     grace: float
-    reason: str  # "desired-stop" | "undesired" | "duplicate" | "fenced"
+    reason: str  # "desired-stop" | "undesired" | "duplicate" | "fenced" | "unhealthy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ class ReconcileInput:
     fence_grace: float = 2.0
     retention: timedelta = timedelta(hours=1)
     max_exited: int = 200
+    #: What the health checks concluded, by alloc id, with why (HealthChecker.verdict).
+    health: Mapping[str, tuple[Health, str | None]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -194,7 +198,17 @@ def reconcile(inp: ReconcileInput) -> ReconcileOutput:
         alloc.alloc_id: _decide(alloc, primary.get(alloc.alloc_id), inp, plan, running_by_job, blocked_jobs)
         for alloc in sorted((desired or {}).values(), key=lambda a: (-a.attempt, a.alloc_id))
     }
-    plan.statuses.extend(decided[alloc_id] for alloc_id in (desired or {}))
+    plan.statuses.extend(_with_health(decided[alloc_id], inp) for alloc_id in (desired or {}))
+    if not inp.fenced:
+        for alloc_id, (health, _) in inp.health.items():
+            alloc = (desired or {}).get(alloc_id)
+            held = primary.get(alloc_id)
+            if (
+                health is Health.UNHEALTHY and alloc is not None and alloc.desired is DesiredState.RUN
+                and held is not None and held.phase is Phase.RUNNING and held.container_id not in inp.busy
+            ):
+                stop = StopAction(held.container_id, alloc_id, alloc.job_id, alloc.stop_timeout, "unhealthy")
+                plan.stops.append(stop)
 
     for alloc_id, c in primary.items():
         if desired is not None and alloc_id in desired:
@@ -275,6 +289,20 @@ def _decide(
             waiting = start()
         return _status(aid, jid, ContainerState.STARTING, c, waiting)
     return _status_of_container(c, jid, inp)
+
+
+def _with_health(status: AllocationStatus, inp: ReconcileInput) -> AllocationStatus:
+    """A desired allocation's status with its checks' verdict: while it runs, and on the exit
+    of one stopped for being unhealthy (so the masters know why it ended)."""
+    verdict = inp.health.get(status.alloc_id)
+    if verdict is None or status.state not in (ContainerState.RUNNING, ContainerState.EXITED):
+        return status
+    health, why = verdict
+    if status.state is ContainerState.EXITED:
+        if health is not Health.UNHEALTHY or status.fenced:
+            return status
+        return status.model_copy(update={"health": health, "message": f"unhealthy: {why}; stopped by its slave"})
+    return status.model_copy(update={"health": health})
 
 
 def _may_start(inp: ReconcileInput) -> bool:

@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claud.api.jobs import ADDRESS, LABEL_KEY, check_labels
-from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE
+from claud.api.jobs import ADDRESS, LABEL_KEY, check_absolute_path, check_labels
+from claud.api.slave_protocol import DEFAULT_FENCE_STOP_GRACE, PortRange
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.tls_settings import TlsSettings
 from claud.slave.runtime.hardening import (
@@ -38,6 +38,17 @@ ENV_PREFIX = "CLAUD_"
 # Slave ids end up in container labels, names of threads and log lines, and in
 # URLs of the masters' API: keep them to a safe, readable alphabet.
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """``LOW-HIGH`` (1-65535, LOW <= HIGH); ValueError says why not."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", value)
+    if not match:
+        raise ValueError(f"{value!r} is not LOW-HIGH (e.g. 20000-32000)")
+    low, high = int(match[1]), int(match[2])
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"{value!r}: need 1 <= LOW <= HIGH <= 65535")
+    return low, high
 
 
 def _split_list(value: Any) -> Any:
@@ -125,6 +136,20 @@ class SlaveSettings(TlsSettings):
         None,
         description="host:port the masters should use to reach this slave "
         "(default: --listen, with the hostname when listening on all interfaces)",
+    )
+    port_range: str = Field(
+        "20000-32000",
+        description="LOW-HIGH: the host ports the masters may give jobs' dynamic ports (\"host\": 0) on this "
+        "slave, both included; reported when it registers",
+    )
+    allow_host_volumes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated absolute host path prefixes jobs may bind (\"host_path\" volumes); "
+        "empty: none. Reported to the masters, which place such jobs only here",
+    )
+    check_host: str = Field(
+        "127.0.0.1",
+        description="where this slave reaches its containers' published ports for http and tcp health checks",
     )
     container_labels: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
@@ -357,6 +382,24 @@ class SlaveSettings(TlsSettings):
                 raise ValueError(f"invalid label key {key!r}")
         return value
 
+    @field_validator("port_range")
+    @classmethod
+    def _check_port_range(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @field_validator("allow_host_volumes", mode="before")
+    @classmethod
+    def _split_host_volumes(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("allow_host_volumes")
+    @classmethod
+    def _check_host_volumes(cls, value: list[str]) -> list[str]:
+        for path in value:
+            check_absolute_path(path)
+        return value
+
     @field_validator("job_cap_drop", mode="before")
     @classmethod
     def _split_caps(cls, value: Any) -> Any:
@@ -454,6 +497,11 @@ class SlaveSettings(TlsSettings):
 
     def master_url(self, host: str, port: int) -> str:
         return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"
+
+    @property
+    def ports(self) -> PortRange:
+        low, high = parse_port_range(self.port_range)
+        return PortRange(low=low, high=high)
 
     @property
     def hardening(self) -> Hardening:

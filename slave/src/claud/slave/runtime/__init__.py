@@ -127,6 +127,16 @@ class Runtime(abc.ABC):
         or coalesce notifications, the agent only needs "something changed".
         """
 
+    async def exec(self, container_id: str, command: builtins.list[str]) -> int:
+        """Run ``command`` in the running container; its exit code (a command health check).
+        The caller bounds the wait."""
+        raise NotImplementedError(f"the {self.name} runtime runs no commands in containers")
+
+    async def probe(self, alloc: Allocation) -> bool | None:
+        """The runtime's own answer to the allocation's health check, or None: check it for real
+        (the simulated runtime answers, having no ports to reach)."""
+        return None
+
     def disk_path(self) -> str:
         """The filesystem whose free space is worth reporting (where images live)."""
         return "/"
@@ -149,6 +159,7 @@ def make_runtime(settings: SlaveSettings) -> Runtime:
             hardening=settings.hardening,
             docker_host=settings.docker_host,
             fence_workers=settings.fence_workers,
+            host_volumes=tuple(settings.allow_host_volumes),
         )
     from claud.slave.runtime.simulated import SimulatedRuntime
 

@@ -37,6 +37,7 @@ from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
 from claud.daemon.logfmt import log_event
 from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.runtime.hardening import Hardening, host_config_kwargs
+from claud.slave.runtime.paths import path_allowed
 from claud.slave.settings import docker_stop_seconds
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,16 @@ def engine_trouble(exc: BaseException) -> bool:
 
 def container_name(alloc_id: str) -> str:
     return f"claud-{alloc_id}"
+
+
+#: Labels of the named volumes a slave makes, beside claud.job and claud.slave.
+LABEL_VOLUME = "claud.volume"
+LABEL_INDEX = "claud.index"
+
+
+def volume_name(job_id: str, index: int, name: str) -> str:
+    """``claud-<job>-<index>-<name>``: one per job, allocation index and volume name."""
+    return f"claud-{job_id}-{index}-{name}"
 
 
 def parse_docker_time(value: str | None) -> datetime | None:
@@ -180,8 +191,10 @@ class DockerRuntime(Runtime):
         hardening: Hardening | None = None,
         docker_host: str | None = None,
         fence_workers: int = 64,
+        host_volumes: tuple[str, ...] = (),
     ) -> None:
         self._slave_id = slave_id
+        self._host_volumes = host_volumes
         self._hardening = hardening or Hardening()
         self._environment = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
         self._api_timeout = api_timeout
@@ -386,8 +399,16 @@ class DockerRuntime(Runtime):
             LABEL_JOB: alloc.job_id,
             LABEL_ALLOC: alloc.alloc_id,
         }
-        host_config = api.create_host_config(**host_config_kwargs(alloc, self._hardening))
+        extra: dict[str, Any] = {}
+        if alloc.ports:
+            # tcp on every interface of the slave: the job view's address is the slave's host.
+            extra["port_bindings"] = {f"{p.container}/tcp": p.host for p in alloc.ports}
+        if alloc.volumes:
+            extra["binds"] = self._binds_sync(alloc)
+        host_config = api.create_host_config(**host_config_kwargs(alloc, self._hardening), **extra)
         created = api.create_container(
+            ports=[(p.container, "tcp") for p in alloc.ports] or None,
+            volumes=[v.path for v in alloc.volumes] or None,
             image=alloc.image,
             command=list(alloc.command) or None,
             environment=dict(alloc.env),
@@ -398,6 +419,45 @@ class DockerRuntime(Runtime):
             detach=True,
         )
         return str(created["Id"])
+
+    def _binds_sync(self, alloc: Allocation) -> dict[str, dict[str, str]]:
+        """The allocation's mounts: named volumes made here (they outlive the allocation's
+        attempts on this slave), host paths only under a prefix this slave allows."""
+        api = self._api()
+        binds: dict[str, dict[str, str]] = {}
+        for volume in alloc.volumes:
+            mode = "ro" if volume.read_only else "rw"
+            if volume.host_path is not None:
+                if not path_allowed(volume.host_path, self._host_volumes):
+                    raise StartFailed(
+                        f"host path {volume.host_path!r} is not under a prefix slave {self._slave_id} allows "
+                        f"(--allow-host-volumes {','.join(self._host_volumes) or 'is empty'})"
+                    )
+                binds[volume.host_path] = {"bind": volume.path, "mode": mode}
+                continue
+            assert volume.name is not None
+            name = volume_name(alloc.job_id, alloc.index, volume.name)
+            # Creating a volume that exists returns it: the data of an earlier attempt stays.
+            api.create_volume(name=name, labels={
+                **self._extra_labels, LABEL_SLAVE: self._slave_id, LABEL_JOB: alloc.job_id,
+                LABEL_VOLUME: volume.name, LABEL_INDEX: str(alloc.index),
+            })
+            binds[name] = {"bind": volume.path, "mode": mode}
+        return binds
+
+    def _exec_sync(self, container_id: str, command: builtins.list[str]) -> int:
+        api = self._api()
+        created = api.exec_create(container_id, command, stdout=False, stderr=False)
+        api.exec_start(created["Id"])
+        code = api.exec_inspect(created["Id"]).get("ExitCode")
+        return int(code) if isinstance(code, int) else -1
+
+    async def exec(self, container_id: str, command: builtins.list[str]) -> int:
+        try:
+            # The caller bounds the wait (the check's timeout); a command that hangs holds a worker until it ends.
+            return await self._run(self._actions, self._exec_sync, container_id, command)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker exec: {_explain(exc)}") from exc
 
     def _create_or_find(self, alloc: Allocation) -> tuple[str, bool]:
         """The id of the allocation's container, creating it (pulling if need be) if absent,

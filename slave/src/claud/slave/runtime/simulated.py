@@ -13,6 +13,8 @@ How long a simulated container runs, from its allocation:
 It then exits with ``env["CLAUD_SIM_EXIT_CODE"]`` (default 0). A stopped one
 exits with 143 (it honours SIGTERM at once). ``env["CLAUD_SIM_START_ERROR"]``
 makes the start fail with that message, to exercise failure paths.
+Ports and volumes are accepted and do nothing; a health check is answered by
+``env["CLAUD_SIM_HEALTHY"]`` (``0``: every check fails; default: all pass).
 
 All state lives in the instance: any number of them can share one event loop.
 """
@@ -20,6 +22,7 @@ All state lives in the instance: any number of them can share one event loop.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 import math
 import secrets
@@ -33,6 +36,7 @@ from claud.slave.runtime import Observed, Phase, Runtime, StartAborted, StartFai
 SIM_SECONDS = "CLAUD_SIM_SECONDS"
 SIM_EXIT_CODE = "CLAUD_SIM_EXIT_CODE"
 SIM_START_ERROR = "CLAUD_SIM_START_ERROR"
+SIM_HEALTHY = "CLAUD_SIM_HEALTHY"
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM
 
 
@@ -134,6 +138,12 @@ class SimulatedRuntime(Runtime):
 
     async def stop(self, container_id: str, grace: float) -> None:
         self._exit(container_id, STOPPED_EXIT_CODE)
+
+    async def exec(self, container_id: str, command: builtins.list[str]) -> int:
+        return 0
+
+    async def probe(self, alloc: Allocation) -> bool | None:
+        return alloc.env.get(SIM_HEALTHY, "1") not in ("0", "false", "no")
 
     async def remove(self, container_id: str) -> None:
         container = self._containers.pop(container_id, None)
