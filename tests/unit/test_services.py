@@ -150,10 +150,15 @@ def pjob(job_id: str, *ports: int, cpu: float = 0.1, paths: tuple[str, ...] = ()
     return PendingJob(job_id, cpu, 16, {}, tuple(ports), paths)
 
 
-def test_dynamic_ports_come_from_the_range_lowest_free_first_and_static_ones_as_asked() -> None:
-    plan = schedule([cap("s1", used=frozenset({20000}))], [pjob("j1", 0, 8080, 0)])
+def test_dynamic_ports_come_from_the_range_and_static_ones_as_asked() -> None:
+    plan = schedule([cap("s1", low=20000, high=20002, used=frozenset({20000}))], [pjob("j1", 0, 8080, 0)])
     (placed,) = plan.placements
-    assert placed.ports == (20001, 8080, 20002)
+    assert placed.ports[1] == 8080 and {placed.ports[0], placed.ports[2]} == {20001, 20002}
+    # The same inputs, the same plan; another attempt starts from elsewhere in the range.
+    wide = [cap("s1", low=20000, high=29999)]
+    assert schedule(wide, [pjob("j1", 0)]) == schedule(wide, [pjob("j1", 0)])
+    starts = {schedule(wide, [replace(pjob("j1", 0), attempt=n)]).placements[0].ports for n in range(5)}
+    assert len(starts) > 1
 
 
 def test_a_static_port_taken_on_every_slave_leaves_the_job_pending_naming_the_port() -> None:
@@ -274,13 +279,14 @@ def test_the_job_view_shows_each_port_s_address_and_the_allocation_carries_the_b
                                                                                      "host": 7000}])
     t.schedule()
     job = t.sm.jobs["web"]
-    assert job.state == JobState.SCHEDULED and job.ports == [20000, 7000]
+    given = job.ports[0]
+    assert job.state == JobState.SCHEDULED and 20000 <= given <= 20010 and job.ports[1] == 7000
     view = t.sm.job_view(job)
     assert [(p.name, p.host, p.host_port, p.address) for p in view.ports] == [
-        ("http", 0, 20000, "10.0.0.1:20000"), ("x", 7000, 7000, "10.0.0.1:7000")
+        ("http", 0, given, f"10.0.0.1:{given}"), ("x", 7000, 7000, "10.0.0.1:7000")
     ]
     (alloc,) = t.sm.desired_allocations("s1")
-    assert alloc.ports == [PortBinding(name="http", container=8080, host=20000),
+    assert alloc.ports == [PortBinding(name="http", container=8080, host=given),
                            PortBinding(name="x", container=1, host=7000)]
     # Pending again, the job holds no port and shows no address.
     t.report("web", ContainerState.EXITED, exit_code=1)
@@ -302,7 +308,7 @@ def test_apply_rejects_a_placement_whose_port_the_slave_already_gave() -> None:
     assert t.sm.jobs["a"].state == JobState.SCHEDULED and t.sm.jobs["b"].state == JobState.PENDING
     assert t.sm.rejected_entries == 0
     t.schedule()
-    assert t.sm.jobs["b"].ports == [20001]
+    assert t.sm.jobs["b"].state == JobState.SCHEDULED and t.sm.jobs["b"].ports != [20000]
 
 
 def test_a_static_port_in_use_leaves_the_second_job_pending_until_the_first_leaves() -> None:
@@ -376,7 +382,7 @@ def test_the_tables_with_ports_and_health_survive_a_snapshot() -> None:
     assert restored.jobs["web"].model_dump() == t.sm.jobs["web"].model_dump()
     assert restored.slaves["s1"].model_dump() == t.sm.slaves["s1"].model_dump()
     assert restored.to_snapshot() == t.sm.to_snapshot()
-    assert restored.capacity(restored.slaves["s1"]).ports_used == frozenset({20000})
+    assert restored.capacity(restored.slaves["s1"]).ports_used == frozenset(t.sm.jobs["web"].ports)
 
 
 # ------------------------------------------------------------------- the slave

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
@@ -82,6 +83,8 @@ class PendingJob:
     ports: tuple[int, ...] = ()
     #: Host directories it binds: only slaves that allow each of them fit.
     host_paths: tuple[str, ...] = ()
+    #: Its placements so far: a new attempt looks for dynamic ports from another point of the range.
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +290,9 @@ class _Slot:
 
     def free_ports(self, job: PendingJob) -> tuple[int, ...] | None:
         """Host ports for each of ``job``'s ports here, or None: the static ones as asked, each
-        dynamic one the lowest free port of the range (deterministic: every master plans alike)."""
+        dynamic one the next free port of the range from a point chosen by the job's id and
+        attempt (deterministic, so a plan is reproducible; spread, so that a port some other
+        process of the host holds does not fail every attempt of a job, nor every job)."""
         if not job.ports:
             return ()
         held = self.ports_held()
@@ -300,11 +305,14 @@ class _Slot:
             if self.slave.port_range is None:
                 return None
             low, high = self.slave.port_range
-            port = low
-            while len(picked) < dynamic and port <= high:
+            size = high - low + 1
+            first = zlib.crc32(f"{job.id}/{job.attempt}".encode()) % size
+            for step in range(size):
+                port = low + (first + step) % size
                 if port not in held and port not in static:
                     picked.append(port)
-                port += 1
+                    if len(picked) == dynamic:
+                        break
             if len(picked) < dynamic:
                 return None
         it = iter(picked)

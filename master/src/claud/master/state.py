@@ -1100,6 +1100,7 @@ def as_pending(job: JobRecord) -> PendingJob:
         job.id, resources.cpu, resources.memory_mb, spec.constraints.labels,
         ports=tuple(p.host for p in spec.ports),
         host_paths=tuple(v.host_path for v in spec.volumes if v.host_path is not None),
+        attempt=job.attempts,
     )
 
 
