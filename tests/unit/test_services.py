@@ -411,7 +411,7 @@ def test_the_reconciler_stops_an_unhealthy_container_and_reports_why_it_ended() 
     assert healthy.stops == [] and healthy.statuses[0].health is Health.HEALTHY
     sick = reconcile(replace(base, health={"web-1": (Health.UNHEALTHY, "GET / answered 500")}))
     assert [(s.container_id, s.reason, s.grace) for s in sick.stops] == [("c1", "unhealthy", 3.0)]
-    assert sick.statuses[0].health is Health.UNHEALTHY
+    assert sick.statuses[0].health is Health.UNHEALTHY and sick.statuses[0].message == "GET / answered 500"
     # Fenced, it is the fence that stops it; busy, a stop is under way already.
     assert [s.reason for s in reconcile(replace(base, health={"web-1": (Health.UNHEALTHY, "x")}, fenced=True)).stops] \
         == ["fenced"]

@@ -302,6 +302,8 @@ def _with_health(status: AllocationStatus, inp: ReconcileInput) -> AllocationSta
         if health is not Health.UNHEALTHY or status.fenced:
             return status
         return status.model_copy(update={"health": health, "message": f"unhealthy: {why}; stopped by its slave"})
+    if health is Health.UNHEALTHY and why and status.message is None:
+        return status.model_copy(update={"health": health, "message": why})
     return status.model_copy(update={"health": health})
 
 
