@@ -421,3 +421,60 @@ def test_the_reconciler_stops_an_unhealthy_container_and_reports_why_it_ended() 
     (status,) = done.statuses
     assert status.state is ContainerState.EXITED and status.health is Health.UNHEALTHY
     assert status.message == "unhealthy: GET / answered 500; stopped by its slave"
+
+
+@st.composite
+def plans(draw):  # type: ignore[no-untyped-def]
+    """Jobs with ports and plans for them, some stale (made before others were applied)."""
+    jobs = draw(st.lists(st.lists(st.sampled_from([0, 0, 20001, 20002]), max_size=2, unique=True), max_size=8))
+    steps = draw(st.lists(st.tuples(st.sampled_from(["plan", "stale", "exit"]), st.integers(0, 7)), max_size=20))
+    return jobs, steps
+
+
+@given(world=plans())
+@settings(max_examples=150, deadline=None)
+def test_apply_never_gives_one_host_port_twice_on_a_slave_even_from_stale_plans(world) -> None:  # type: ignore[no-untyped-def]
+    jobs, steps = world
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    for i, ports in enumerate(jobs):
+        t.submit(f"j{i}", type="service", ports=[{"name": f"p{k}", "container": k + 1, "host": h}
+                                                   for k, h in enumerate(ports)])
+    stale: list[ops.PlacedJob] = []
+    for kind, n in steps:
+        if kind == "plan":
+            slaves, pending = t.sm.scheduling_snapshot(t.now)
+            plan = schedule(slaves, pending)
+            placed = [ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id, ports=list(p.ports))
+                      for p in plan.placements]
+            stale = placed or stale
+            assert t.apply(ops.ApplyPlan(at=t.now, placements=placed)).ok
+        elif kind == "stale":
+            assert t.apply(ops.ApplyPlan(at=t.now, placements=stale)).ok
+        elif (job := t.sm.jobs.get(f"j{n}")) is not None and job.state == JobState.SCHEDULED:
+            t.report(job.id, ContainerState.EXITED, exit_code=1)
+        t.now += timedelta(seconds=60)  # past any restart backoff
+        assert t.sm.rejected_entries == 0
+        for slave_id in t.sm.slaves:
+            held = [port for job in t.sm.placed_jobs(slave_id) for port in job.ports]
+            assert len(held) == len(set(held)), (slave_id, held)
+
+
+def test_claud_job_prints_the_addresses_and_the_health() -> None:
+    from rich.console import Console
+
+    from claud.client import _render
+
+    t = Tables()
+    t.slave("s1")
+    t.submit("web", type="service", ports=[{"name": "http", "container": 8080}], check={"http": "/", "port": "http"},
+             volumes=[{"name": "data", "path": "/data"}])
+    t.schedule()
+    t.report("web", ContainerState.RUNNING, Health.HEALTHY)
+    console = Console(width=200, record=True)
+    console.print(_render.job_details(t.sm.job_view(t.sm.jobs["web"])))
+    out = console.export_text()
+    port = t.sm.jobs["web"].ports[0]
+    assert f"10.0.0.1:{port} -> container 8080/tcp" in out
+    assert "healthy (http check)" in out and "volume data at /data" in out
