@@ -459,6 +459,9 @@ def test_apply_never_gives_one_host_port_twice_on_a_slave_even_from_stale_plans(
         for slave_id in t.sm.slaves:
             held = [port for job in t.sm.placed_jobs(slave_id) for port in job.ports]
             assert len(held) == len(set(held)), (slave_id, held)
+            assert t.sm.capacity(t.sm.slaves[slave_id]).ports_used == frozenset(held)
+        rebuilt = StateMachine.from_snapshot(t.sm.to_snapshot())
+        assert rebuilt._ports_by_slave == t.sm._ports_by_slave
 
 
 def test_claud_job_prints_the_addresses_and_the_health() -> None:

@@ -287,6 +287,8 @@ class StateMachine:
     #: Pending jobs in restart backoff, and until when.
     _backoff: dict[str, datetime] = field(default_factory=dict)
     _placed_by_slave: dict[str, set[str]] = field(default_factory=dict)
+    #: The host ports the placed jobs hold, by slave (only slaves where some job holds one).
+    _ports_by_slave: dict[str, set[int]] = field(default_factory=dict)
     _by_idempotency_key: dict[str, str] = field(default_factory=dict)
     #: Log index of the last change to each slave's desired set (the watch version).
     slave_versions: dict[str, int] = field(default_factory=dict)
@@ -758,6 +760,8 @@ class StateMachine:
     def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime, ports: Iterable[int] = ()) -> None:
         self._forget_pending(job.id)
         job.ports = list(ports)
+        if job.ports:
+            self._ports_by_slave.setdefault(slave.id, set()).update(job.ports)
         job.health = None
         job.attempts += 1
         job.slave_id = slave.id
@@ -780,7 +784,12 @@ class StateMachine:
 
     def _unplace(self, job: JobRecord) -> None:
         if job.ports:
-            job.ports = []  # the slave's ports are free again (capacity counts placed jobs only)
+            held = self._ports_by_slave.get(job.slave_id or "")
+            if held is not None:
+                held.difference_update(job.ports)
+                if not held:
+                    del self._ports_by_slave[job.slave_id or ""]
+            job.ports = []  # the slave's ports are free again
         job.health = None
         if job.slave_id is not None:
             self._placed_by_slave.get(job.slave_id, set()).discard(job.id)
@@ -859,10 +868,8 @@ class StateMachine:
 
     def _ports_used(self, slave_id: str) -> frozenset[int]:
         """The host ports the jobs placed on a slave hold."""
-        used: set[int] = set()
-        for job_id in self._placed_by_slave.get(slave_id, ()):
-            used.update(self.jobs[job_id].ports)
-        return frozenset(used)
+        held = self._ports_by_slave.get(slave_id)
+        return frozenset(held) if held else frozenset()
 
     def scheduling_snapshot(
         self, now: datetime, only_unexplained: bool = False
@@ -1066,13 +1073,15 @@ class StateMachine:
 
     def _derive_indexes(self) -> None:
         """Every index but ``_pending`` (whose order is the tables'), from the rows."""
-        self._by_idempotency_key, self._placed_by_slave = {}, {}
+        self._by_idempotency_key, self._placed_by_slave, self._ports_by_slave = {}, {}, {}
         self._unexplained, self._backoff = {}, {}
         for job in self.jobs.values():
             if job.spec.idempotency_key is not None:
                 self._by_idempotency_key.setdefault(job.spec.idempotency_key, job.id)
             if job.state in PLACED_STATES and job.slave_id is not None:
                 self._placed_by_slave.setdefault(job.slave_id, set()).add(job.id)
+                if job.ports:
+                    self._ports_by_slave.setdefault(job.slave_id, set()).update(job.ports)
         for job_id in self._pending:
             job = self.jobs[job_id]
             if job.pending_reason is None:
