@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import zlib
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
@@ -306,7 +305,7 @@ class _Slot:
                 return None
             low, high = self.slave.port_range
             size = high - low + 1
-            first = zlib.crc32(f"{job.id}/{job.attempt}".encode()) % size
+            first = _fnv1a(f"{job.id}/{job.attempt}") % size
             for step in range(size):
                 port = low + (first + step) % size
                 if port not in held and port not in static:
@@ -323,6 +322,14 @@ class _Slot:
             if self.ports_taken is None:
                 self.ports_taken = set(self.slave.ports_used)
             self.ports_taken.update(ports)
+
+
+def _fnv1a(text: str) -> int:
+    """A stable 32-bit hash (FNV-1a) of ``text``: Python's own ``hash`` of a str differs per process."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
 
 
 def _finite(value: object) -> bool:
