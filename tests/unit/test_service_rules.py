@@ -294,6 +294,17 @@ def test_the_job_view_shows_each_port_s_address_and_the_allocation_carries_the_b
     assert [p.address for p in t.sm.job_view(t.sm.jobs["web"]).ports] == [None, None]
 
 
+def test_a_slave_may_name_the_host_where_its_ports_are_reached() -> None:
+    t = Tables()
+    assert t.apply(ops.RegisterSlave(
+        at=t.now, slave_id="s1", address="slave1:8701", cpu_total=4, memory_mb_total=4096,
+        port_range=PortRange(low=20000, high=20000), ports_host="192.0.2.7",
+    )).ok
+    t.submit("web", ports=[{"name": "http", "container": 80}])
+    t.schedule()
+    assert [p.address for p in t.sm.job_view(t.sm.jobs["web"]).ports] == ["192.0.2.7:20000"]
+
+
 def test_apply_rejects_a_placement_whose_port_the_slave_already_gave() -> None:
     t = Tables()
     t.slave("s1")

@@ -151,6 +151,10 @@ class Heartbeat(BaseModel):
     allocations: list[AllocationStatus] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
     runtime: RuntimeHealth = Field(default_factory=RuntimeHealth)
     port_range: PortRange | None = Field(None, description="where dynamic host ports come from (--port-range)")
+    ports_host: str | None = Field(
+        None, max_length=253, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="where its published ports are reached (--ports-host); None: the host of address",
+    )
     host_volumes: list[AbsolutePath] = Field(
         default_factory=list, max_length=64,
         description="host path prefixes jobs may bind (--allow-host-volumes)",

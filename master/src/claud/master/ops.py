@@ -117,6 +117,7 @@ class RegisterSlave(_Op):
     cpu_total: float = Field(..., ge=0, le=MAX_CPUS)
     memory_mb_total: int = Field(..., ge=0, le=MAX_MB)
     port_range: PortRange | None = Field(None, exclude_if=lambda v: v is None)
+    ports_host: str | None = Field(None, max_length=253, pattern=r"^[A-Za-z0-9_.:-]+$", exclude_if=lambda v: v is None)
     host_volumes: list[AbsolutePath] = Field(default_factory=list, max_length=64, exclude_if=lambda v: not v)
 
 

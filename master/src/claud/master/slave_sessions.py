@@ -193,7 +193,8 @@ class SlaveSessions:
             or slave.state != NodeState.ALIVE
             or (slave.address, slave.labels, slave.cpu_total, slave.memory_mb_total)
             != (hb.address, hb.labels, hb.cpu_total, hb.memory_mb_total)
-            or (slave.port_range, slave.host_volumes) != (hb.port_range, hb.host_volumes)
+            or (slave.port_range, slave.host_volumes, slave.ports_host)
+            != (hb.port_range, hb.host_volumes, hb.ports_host)
         ):
             proposals.append(
                 ops.RegisterSlave(
@@ -205,6 +206,7 @@ class SlaveSessions:
                     memory_mb_total=hb.memory_mb_total,
                     port_range=hb.port_range,
                     host_volumes=hb.host_volumes,
+                    ports_host=hb.ports_host,
                 )
             )
         healthy = hb.runtime.healthy

@@ -150,6 +150,8 @@ class SlaveRecord(_Row):
     port_range: PortRange | None = None
     #: Host path prefixes its jobs may bind.
     host_volumes: list[str] = Field(default_factory=list)
+    #: Where its published ports are reached; None: the host of ``address``.
+    ports_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -462,6 +464,7 @@ class StateMachine:
                 last_heartbeat=op.at,
                 port_range=op.port_range,
                 host_volumes=op.host_volumes,
+                ports_host=op.ports_host,
             )
             self.slaves[slave.id] = slave
             self._slave_change(slave, op.at, "registered")
@@ -471,6 +474,7 @@ class StateMachine:
             slave.address, slave.labels = op.address, op.labels
             slave.cpu_total, slave.memory_mb_total = op.cpu_total, op.memory_mb_total
             slave.port_range, slave.host_volumes = op.port_range, op.host_volumes
+            slave.ports_host = op.ports_host
             slave.last_heartbeat = op.at
             if slave.state != NodeState.ALIVE:
                 slave.state = NodeState.ALIVE
@@ -942,7 +946,11 @@ class StateMachine:
 
     def _port_views(self, job: JobRecord) -> list[PortView]:
         slave = self.slaves.get(job.slave_id) if job.slave_id and job.ports else None
-        host = slave.address.rsplit(":", 1)[0] if slave is not None else None
+        host = None
+        if slave is not None:
+            host = slave.address.rsplit(":", 1)[0]
+            if slave.ports_host:
+                host = f"[{slave.ports_host}]" if ":" in slave.ports_host else slave.ports_host
         views = []
         for i, port in enumerate(job.spec.ports):
             given = job.ports[i] if slave is not None and i < len(job.ports) else None

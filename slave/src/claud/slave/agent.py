@@ -398,6 +398,7 @@ class Agent:
             allocations=list(self._statuses),
             runtime=self._runtime_health,
             port_range=s.ports,
+            ports_host=s.ports_host,
             host_volumes=s.allow_host_volumes,
         )
 

@@ -147,6 +147,11 @@ class SlaveSettings(TlsSettings):
         description="comma-separated absolute host path prefixes jobs may bind (\"host_path\" volumes); "
         "empty: none. Reported to the masters, which place such jobs only here",
     )
+    ports_host: str | None = Field(
+        None,
+        description="the host name or IP where people reach the ports this slave publishes, shown in job views "
+        "as <host>:<port> (default: the host of --advertise); e.g. the Docker host when the slave runs in a container",
+    )
     check_host: str = Field(
         "127.0.0.1",
         description="where this slave reaches its containers' published ports for http and tcp health checks",
@@ -380,6 +385,13 @@ class SlaveSettings(TlsSettings):
         for key in value:
             if not LABEL_KEY.match(key):
                 raise ValueError(f"invalid label key {key!r}")
+        return value
+
+    @field_validator("ports_host", "check_host")
+    @classmethod
+    def _check_host_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", value):
+            raise ValueError(f"{value[:80]!r} is not a host name or IP address")
         return value
 
     @field_validator("port_range")
