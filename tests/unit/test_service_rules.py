@@ -362,7 +362,8 @@ def test_health_transitions_are_job_events_and_an_unhealthy_exit_restarts_charge
     assert t.sm.relevant_statuses("s1", [AllocationStatus(
         alloc_id=job.alloc_id or "", job_id="web", state=ContainerState.RUNNING, health=Health.HEALTHY)]) == []
     changes = t.sm.drain_changes()
-    assert changes[-1].message == "health: healthy"
+    assert changes[-1].message == "health: healthy" and changes[-1].as_dict()["health"] == "healthy"
+    assert "health" not in changes[0].as_dict()
     t.report("web", ContainerState.RUNNING, Health.UNHEALTHY)
     assert job.health is Health.UNHEALTHY and t.sm.job_view(job).health is Health.UNHEALTHY
     t.report("web", ContainerState.EXITED, Health.UNHEALTHY, exit_code=143,

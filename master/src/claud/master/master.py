@@ -228,7 +228,8 @@ class Master:
         for change in changes:
             if change.kind == "job":
                 self.trace.record("job", job=change.id, state=change.state, slave=change.slave_id,
-                                  reason=change.message, index=change.index)  # fmt: skip
+                                  reason=change.message, index=change.index,
+                                  **({"health": change.health} if change.health else {}))  # fmt: skip
             else:
                 self.trace.record("slave", slave=change.id, state=change.state, reason=change.message,
                                   index=change.index)  # fmt: skip

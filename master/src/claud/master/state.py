@@ -179,8 +179,11 @@ class Change:
     slave_id: str | None = None
     message: str = ""
     index: int = 0
+    #: Set on a health transition (the job stays running): healthy | unhealthy.
+    health: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        extra = {"health": self.health} if self.health is not None else {}
         return {
             "type": self.kind,
             "id": self.id,
@@ -189,6 +192,7 @@ class Change:
             "node_id": self.slave_id,
             "message": self.message,
             "index": self.index,
+            **extra,
         }
 
 
@@ -759,7 +763,9 @@ class StateMachine:
         if len(job.events) > MAX_EVENTS_PER_JOB:
             del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
         job.touch()
-        self._changes.append(Change("job", job.id, job.state.value, at, job.slave_id, message, self.applied_index))
+        self._changes.append(
+            Change("job", job.id, job.state.value, at, job.slave_id, message, self.applied_index, health.value)
+        )
 
     def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime, ports: Iterable[int] = ()) -> None:
         self._forget_pending(job.id)
