@@ -60,7 +60,8 @@ def test_a_group_applies_as_its_submits_would_one_entry_each(submits: list[tuple
     outcome = grouped.apply(earlier + 1, ops.decode(ops.group_submits(parts).data))
     assert outcome.ok
     assert outcome.value == singles
-    assert {i: j.model_dump() for i, j in grouped.jobs.items()} == {i: j.model_dump() for i, j in one_by_one.jobs.items()}
+    rows = {i: j.model_dump() for i, j in grouped.jobs.items()}
+    assert rows == {i: j.model_dump() for i, j in one_by_one.jobs.items()}
 
 
 def test_one_refused_submit_of_a_group_refuses_only_itself() -> None:
