@@ -441,7 +441,7 @@ async def submit_job(
     return await submit(master, spec, idempotency_key)
 
 
-async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> JSONResponse:
+async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> Response:
     """Propose the job and render it: 201 when created, 200 when the key names an existing one."""
     if idempotency_key is not None:
         idempotency_key = idempotency_key_from_header(idempotency_key)
@@ -459,7 +459,8 @@ async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> 
     raise_for(outcome)
     job_id, created = outcome.value
     view = master.state.job_view(master.state.jobs[job_id])
-    return JSONResponse(view.model_dump(mode="json"), status_code=201 if created else 200)
+    # Serialised by pydantic at once (the JSON JSONResponse would write, without a dict in between).
+    return Response(view.model_dump_json(), status_code=201 if created else 200, media_type=JSON_CONTENT_TYPE)
 
 
 @jobs.post(
@@ -494,7 +495,7 @@ async def submit_jobs_batch(
     return await submit_batch(master, batch.jobs, idempotency_key)
 
 
-async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: str | None) -> JSONResponse:
+async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: str | None) -> Response:
     """Propose the jobs as one entry and answer their ids once it is applied here."""
     if idempotency_key is not None:
         batch_key = idempotency_key_from_header(idempotency_key)
@@ -520,7 +521,7 @@ async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: st
     verdicts = [(str(job_id), bool(created)) for job_id, created in outcome.value]
     created = sum(made for _, made in verdicts)
     result = JobBatchResult(ids=[job_id for job_id, _ in verdicts], created=created, index=master.commit_index)
-    return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200)
+    return Response(result.model_dump_json(), status_code=201 if created else 200, media_type=JSON_CONTENT_TYPE)
 
 
 @jobs.get("", response_model=JobList, operation_id="listJobs", responses=docs.INVALID)

@@ -300,7 +300,13 @@ class ReplicatedLog:
     async def propose(self, op: ops.Operation) -> Outcome:
         """Commit ``op``: here when leading, else through the leader (read-your-writes either way)."""
         if self.is_leader:
-            return await self.propose_local(op)
+            try:
+                return await self.propose_local(op)
+            except LeaderUnavailable:
+                # Refused untaken (a submit waiting for its group when leadership moved):
+                # safe to send on to the next leader, as a follower would.
+                if self.is_leader or self._stopping:
+                    raise
         return await self._forward(op)
 
     async def propose_local(self, op: ops.Operation | ops.Encoded) -> Outcome:
