@@ -142,7 +142,7 @@ def test_what_follows_a_commit_is_a_named_list(tmp_path: Path) -> None:
         master, _ = memory_master(tmp_path)
         try:
             assert master.replicated.applied_subscribers == ["events", "log", "trace", "watchers", "scheduler",
-                                                             "discovery", "duties", "telemetry"]
+                                                             "discovery", "duties", "telemetry", "collector"]
         finally:
             await master.stop()
 

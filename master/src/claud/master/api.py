@@ -10,6 +10,7 @@ code an HTTP client expects.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import secrets
@@ -240,6 +241,35 @@ class RaftReceiver:
         await send({"type": "http.response.body", "body": b""})
 
 
+class ForwardedWrites:
+    """``POST /v1/internal/propose`` (a follower's batch of writes), answered below the framework.
+
+    Every write sent to a follower crosses this path, so it skips routing and
+    dependency solving as RaftReceiver does; it answers exactly what the route
+    ``propose_forwarded`` would (which serves only when this one is not
+    installed). It runs inside TokenAuthMiddleware, which has checked the
+    sender's cluster secret and identity."""
+
+    PATH = PROPOSE_PATH
+
+    def __init__(self, app: ASGIApp, master: Master) -> None:
+        self.app, self.master = app, master
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = JSONResponse(await transport.answer_proposals(self.master.replicated,
+                                                                     await replayed_body(receive)))
+        except Exception as exc:
+            known = known_error_response(exc, self.master)
+            if known is None:
+                raise
+            response = known
+        await response(scope, receive, send)
+
+
 class SubmitFastPath:
     """``POST /v1/jobs`` with a valid job spec, answered below the framework.
 
@@ -253,14 +283,50 @@ class SubmitFastPath:
     """
 
     PATH = "/v1/jobs"
+    #: ``POST /v1/jobs:batch`` likewise: a body that validates as a ``JobBatch``, a key the route takes.
+    BATCH_PATH = "/v1/jobs:batch"
 
     def __init__(self, app: ASGIApp, master: Master) -> None:
         self.app, self.master = app, master
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
+        elif scope["path"] == self.PATH:
+            await self._submit(scope, receive, send)
+        elif scope["path"] == self.BATCH_PATH:
+            await self._submit_batch(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _submit_batch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type, keys = b"", []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"idempotency-key":
+                keys.append(value)
+        body = await replayed_body(receive)
+        batch = None
+        if content_type.partition(b";")[0].strip().lower() == JSON_CONTENT_TYPE.encode() and (
+            not keys or (len(keys) == 1 and len(keys[0]) <= MAX_BATCH_IDEMPOTENCY_KEY and _legal_key(keys[0]))
+        ):
+            with contextlib.suppress(ValidationError):  # the full validation of the route names the field
+                batch = JobBatch.model_validate_json(body)
+        if batch is None:
+            await self.app(scope, replay(body, receive), send)
             return
+        try:
+            key = keys[0].decode("latin-1") if keys else None  # as Starlette would
+            response = await submit_batch(self.master, batch.jobs, key)
+        except Exception as exc:
+            known = known_error_response(exc, self.master)
+            if known is None:
+                raise
+            response = known
+        await response(scope, receive, send)
+
+    async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type, keys = b"", []
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -375,7 +441,7 @@ async def submit_job(
     return await submit(master, spec, idempotency_key)
 
 
-async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> JSONResponse:
+async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> Response:
     """Propose the job and render it: 201 when created, 200 when the key names an existing one."""
     if idempotency_key is not None:
         idempotency_key = idempotency_key_from_header(idempotency_key)
@@ -393,7 +459,8 @@ async def submit(master: Master, spec: JobSpec, idempotency_key: str | None) -> 
     raise_for(outcome)
     job_id, created = outcome.value
     view = master.state.job_view(master.state.jobs[job_id])
-    return JSONResponse(view.model_dump(mode="json"), status_code=201 if created else 200)
+    # Serialised by pydantic at once (the JSON JSONResponse would write, without a dict in between).
+    return Response(view.model_dump_json(), status_code=201 if created else 200, media_type=JSON_CONTENT_TYPE)
 
 
 @jobs.post(
@@ -428,7 +495,7 @@ async def submit_jobs_batch(
     return await submit_batch(master, batch.jobs, idempotency_key)
 
 
-async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: str | None) -> JSONResponse:
+async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: str | None) -> Response:
     """Propose the jobs as one entry and answer their ids once it is applied here."""
     if idempotency_key is not None:
         batch_key = idempotency_key_from_header(idempotency_key)
@@ -454,7 +521,7 @@ async def submit_batch(master: Master, specs: list[JobSpec], idempotency_key: st
     verdicts = [(str(job_id), bool(created)) for job_id, created in outcome.value]
     created = sum(made for _, made in verdicts)
     result = JobBatchResult(ids=[job_id for job_id, _ in verdicts], created=created, index=master.commit_index)
-    return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200)
+    return Response(result.model_dump_json(), status_code=201 if created else 200, media_type=JSON_CONTENT_TYPE)
 
 
 @jobs.get("", response_model=JobList, operation_id="listJobs", responses=docs.INVALID)
@@ -1047,6 +1114,14 @@ def known_error_response(exc: Exception, master: Master) -> JSONResponse | None:
     return None
 
 
+#: FastAPI's own OpenTelemetry (newer releases) off: a master has its metrics (``/metrics``),
+#: and asking the providers whether they are configured cost ~5 % of a master's CPU per request.
+NO_FRAMEWORK_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
+
+
 def create_app(settings: MasterSettings, master: Master | None = None) -> FastAPI:
     """One app per master process; the master's loops live in the lifespan.
 
@@ -1075,12 +1150,14 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
         docs_url=None,  # served by docs.install_docs, from local files
         redoc_url=None,
         generate_unique_id_function=docs.operation_id,
+        **NO_FRAMEWORK_TELEMETRY,
     )
     app.state.master = master
     app.state.job_list_renderer = JobListRenderer()
     # Each added middleware wraps the ones before it: auth runs first, then the
     # body is read within its limits, then the two fast paths.
     app.add_middleware(SubmitFastPath, master=master)
+    app.add_middleware(ForwardedWrites, master=master)
     app.add_middleware(RaftReceiver, master=master)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -1091,8 +1168,10 @@ def create_app(settings: MasterSettings, master: Master | None = None) -> FastAP
     )
     app.add_middleware(TokenAuthMiddleware, master=master)
     # Outermost: a refused request is timed too.
-    app.add_middleware(RequestTiming, telemetry=master.telemetry,
-                       known=frozenset({*TokenAuthMiddleware.MASTER_PATHS, "/v1/jobs"}))
+    app.add_middleware(
+        RequestTiming, telemetry=master.telemetry,
+        known=frozenset({*TokenAuthMiddleware.MASTER_PATHS, SubmitFastPath.PATH, SubmitFastPath.BATCH_PATH}),
+    )
     if settings.demo_faults:
         # Outermost: a paused master holds every request, authenticated or not (claud.daemon.faults).
         app.add_middleware(

@@ -19,7 +19,9 @@ What follows a commit is a list of named subscribers of the log, in this
 order: publish the changes on the event stream, log them, trace them (the
 live view's record, :mod:`claud.master.trace`), wake the slaves'
 watches, wake the scheduler, then start or stop the leader's duties (and
-announce the term) as the role requires.
+announce the term) as the role requires, count them (telemetry) and, now
+and then, take the rows out of the garbage collector's walks
+(:mod:`claud.master.collector`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from claud.daemon.faults import Faults
 from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.auth import Credentials, load_credentials, private_dir
+from claud.master.collector import RowFreezer
 from claud.master.events import EventBroker
 from claud.master.identity import Identity
 from claud.master.leader_duties import LeaderDuties
@@ -120,6 +123,9 @@ class Master:
         replicated.on_commit_seconds = self.telemetry.commit_seconds.observe
         replicated.on_apply_seconds = self._observe_apply
         replicated.subscribe_applied("telemetry", self.telemetry.observe_applied)
+        #: Moves the rows applied out of the cyclic collector's walks (claud.master.collector).
+        self.collector = RowFreezer()
+        replicated.subscribe_applied("collector", self.collector.applied)
         self.slaves.on_heartbeat = lambda slave_id: self.telemetry.heartbeats.labels(slave_id).inc()
         self.duties.on_scheduled = self._observe_scheduling
         replicated.subscribe_role_change("discovery", self._announce_term)

@@ -85,6 +85,24 @@ class SubmitJobs(_Op):
     jobs: list[SubmittedJob] = Field(..., min_length=1, max_length=MAX_BATCH_JOBS)
 
 
+#: Submits one group entry holds at most, and the bytes of their entries at most (a group of
+#: one larger submit is that submit alone): as large as a batch of the public API may be.
+MAX_GROUP_SUBMITS = MAX_BATCH_JOBS
+MAX_GROUP_BYTES = 1024 * 1024
+
+
+class SubmitGroup(_Op):
+    """Single submits the leader coalesced into one entry (group commit).
+
+    Unlike :class:`SubmitJobs` nothing is all or none: apply judges each
+    submit as if it were an entry of its own, in order, so one refused submit
+    (a key used with another spec) refuses only itself. ``at`` is the first
+    submit's; each job's events carry its own."""
+
+    kind: Literal["submit_group"] = "submit_group"
+    ops: list[SubmitJob] = Field(..., min_length=1, max_length=MAX_GROUP_SUBMITS)
+
+
 class PlacedJob(_Stored):
     """One job placed on one slave, as an ApplyPlan entry stores it
     (what the scheduler chose is a :class:`claud.master.scheduler.Placement`)."""
@@ -229,8 +247,8 @@ class Noop(_Op):
 
 
 Operation = Annotated[
-    SubmitJob | SubmitJobs | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState | SetDrain
-    | ForceDrain | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop,
+    SubmitJob | SubmitJobs | SubmitGroup | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState
+    | SetDrain | ForceDrain | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop,
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)
@@ -273,3 +291,16 @@ def decode_entry(data: str) -> Encoded:
     """An entry another master encoded, with its operation; ValidationError (a ValueError) if it holds none.
     The entry stays byte for byte as it came: that is what every replica decodes."""
     return Encoded(data, operation_adapter.validate_json(data))
+
+
+def group_submits(submits: list[Encoded]) -> Encoded:
+    """One :class:`SubmitGroup` entry of checked ``submit_job`` entries, made without
+    encoding or validating anything again: the group's entry is their entries
+    joined, so every replica decodes exactly the operations given."""
+    if not submits or len(submits) > MAX_GROUP_SUBMITS or any(s.op.kind != "submit_job" for s in submits):
+        raise InvalidOperation(f"submit_group: 1 to {MAX_GROUP_SUBMITS} submit_job entries, not {len(submits)}")
+    jobs: list[SubmitJob] = [s.op for s in submits]  # type: ignore[misc]
+    at = jobs[0].at
+    data = ('{"kind":"submit_group","at":"' + at.isoformat() + '","ops":['
+            + ",".join(s.data for s in submits) + "]}")
+    return Encoded(data, SubmitGroup.model_construct(at=at, ops=jobs))

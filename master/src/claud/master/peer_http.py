@@ -40,6 +40,9 @@ from claud.daemon.addresses import parse_host_port
 #: closes idle ones (uvicorn after 5 s), and a request written into a socket
 #: the server is closing is lost without an answer.
 IDLE_REUSE_LIMIT = 2.0
+#: A body at most this long travels in the same write as the request head (copying it is cheaper
+#: than a second send and packet); a longer one (a snapshot chunk) is written apart.
+JOIN_BODY_BYTES = 64 * 1024
 #: Response heads longer than this are not from a CLAUD master.
 MAX_HEAD_BYTES = 16 * 1024
 #: A probe connection that stays open this long has a live listener behind it.
@@ -158,9 +161,12 @@ class PeerConnection:
         if headers:
             head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head += "\r\n"
-        self._writer.write(head.encode("latin-1"))
-        if body:
-            self._writer.write(body)  # not joined to the head: a snapshot chunk is a megabyte
+        if body and len(body) <= JOIN_BODY_BYTES:
+            self._writer.write(head.encode("latin-1") + body)  # one send, one packet: most requests are small
+        else:
+            self._writer.write(head.encode("latin-1"))
+            if body:
+                self._writer.write(body)  # not joined to the head: a snapshot chunk is a megabyte
         self._sent = True
         await self._writer.drain()
         response = await self._read_response(self._reader)

@@ -160,6 +160,9 @@ class ReplicatedLog:
         self._configuration_index = -1
         self._stopping = False
         self._forward_queue: list[tuple[ops.Operation, asyncio.Future[tuple[Outcome, int]]]] = []
+        #: Single submits waiting for the next round to log them as one entry (group commit).
+        self._submits: list[tuple[ops.Encoded, asyncio.Future[Outcome]]] = []
+        self._submit_bytes = 0
         # Held here, not only by the loop, which keeps just a weak reference to a task.
         self._forwarders: set[asyncio.Task[None]] = set()
         self._warmup: asyncio.Task[None] | None = None
@@ -231,6 +234,8 @@ class ReplicatedLog:
         for _, fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(LeaderUnavailable("master is shutting down"))
+        queued, self._submits = self._submits, []
+        _fail([fut for _, fut in queued], LeaderUnavailable("master is shutting down"))
 
     # --------------------------------------------------------------- status
 
@@ -295,31 +300,78 @@ class ReplicatedLog:
     async def propose(self, op: ops.Operation) -> Outcome:
         """Commit ``op``: here when leading, else through the leader (read-your-writes either way)."""
         if self.is_leader:
-            return await self.propose_local(op)
+            try:
+                return await self.propose_local(op)
+            except LeaderUnavailable:
+                # Refused untaken (a submit waiting for its group when leadership moved):
+                # safe to send on to the next leader, as a follower would.
+                if self.is_leader or self._stopping:
+                    raise
         return await self._forward(op)
 
     async def propose_local(self, op: ops.Operation | ops.Encoded) -> Outcome:
-        """Commit ``op`` here, the leader; an :class:`~claud.master.ops.Encoded` one is logged as it is."""
+        """Commit ``op`` here, the leader; an :class:`~claud.master.ops.Encoded` one is logged as it is.
+
+        Single submits are logged in groups (:meth:`_flush_submits`): those that
+        arrive while a round persists share the next round's entry."""
         if not self.is_leader:
             raise LeaderUnavailable(f"master {self.master_id} is not the leader")
         encoded = op if isinstance(op, ops.Encoded) else ops.encode_checked(op)
-        entry = self.core.propose(encoded.data)
-        if entry is None:
-            raise LeaderUnavailable("leadership is moving to another master")
-        self._decoded[entry.index] = encoded
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting[entry.index] = (entry.term, fut)
+        if encoded.op.kind == "submit_job":
+            what = "the submit"
+            self._submits.append((encoded, fut))
+            self._submit_bytes += len(encoded.data)
+            if len(self._submits) >= ops.MAX_GROUP_SUBMITS or self._submit_bytes >= ops.MAX_GROUP_BYTES:
+                self._flush_submits()
+        else:
+            entry = self.core.propose(encoded.data)
+            if entry is None:
+                raise LeaderUnavailable("leadership is moving to another master")
+            what = f"entry {entry.index}"
+            self._decoded[entry.index] = encoded
+            self._waiting[entry.index] = (entry.term, fut)
         self._wakeup.set()
         proposed = time.perf_counter()
         try:
             outcome = await within(self._propose_timeout, fut)
         except TimeoutError:
             raise OutcomeUnknown(
-                f"entry {entry.index} was not committed within {self._propose_timeout:g}s; it may still commit"
+                f"{what} was not committed within {self._propose_timeout:g}s; it may still commit"
             ) from None
         if self.on_commit_seconds is not None:
             self.on_commit_seconds(time.perf_counter() - proposed)
         return outcome
+
+    def _flush_submits(self) -> None:
+        """Log the submits waiting: one entry, a :class:`~claud.master.ops.SubmitGroup`
+        of at most MAX_GROUP_SUBMITS (one alone stays a plain submit), each submit
+        answered with its own outcome once that entry is applied."""
+        queued, self._submits, self._submit_bytes = self._submits, [], 0
+        while queued:
+            group: list[tuple[ops.Encoded, asyncio.Future[Outcome]]] = []
+            size = 0
+            while queued and len(group) < ops.MAX_GROUP_SUBMITS and (
+                not group or size + len(queued[0][0].data) <= ops.MAX_GROUP_BYTES
+            ):
+                size += len(queued[0][0].data)
+                group.append(queued.pop(0))
+            waiters = [fut for _, fut in group]
+            if not self.is_leader:
+                _fail(waiters, LeaderUnavailable(f"master {self.master_id} is no longer the leader"))
+                continue
+            encoded = group[0][0] if len(group) == 1 else ops.group_submits([e for e, _ in group])
+            entry = self.core.propose(encoded.data)
+            if entry is None:
+                _fail(waiters, LeaderUnavailable("leadership is moving to another master"))
+                continue
+            self._decoded[entry.index] = encoded
+            if len(group) == 1:
+                self._waiting[entry.index] = (entry.term, waiters[0])
+                continue
+            fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(lambda done, waiters=waiters: _share_group_outcome(done, waiters))  # type: ignore[misc]
+            self._waiting[entry.index] = (entry.term, fut)
 
     async def _forward(self, op: ops.Operation) -> Outcome:
         """Through the leader; while none is known, or the one known refused the
@@ -451,8 +503,10 @@ class ReplicatedLog:
                     else:
                         self.trace.message(item, "in")
                         self.core.step(item)
+                self._flush_submits()
                 while self.core.has_ready():
                     await self._handle_ready()
+                    self._flush_submits()  # those that came while this round persisted
                 self._notice_role()
             except asyncio.CancelledError:
                 raise
@@ -688,6 +742,29 @@ class ReplicatedLog:
 
 
 _TICK = object()
+
+
+def _fail(waiters: list[asyncio.Future[Outcome]], exc: Exception) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def _share_group_outcome(group: asyncio.Future[Outcome], waiters: list[asyncio.Future[Outcome]]) -> None:
+    """Each submit of a group entry gets its own outcome, or the group's failure."""
+    if group.cancelled():
+        _fail(waiters, OutcomeUnknown("the group entry's wait was cancelled"))
+        return
+    exc = group.exception()
+    if exc is not None:
+        _fail(waiters, exc)  # type: ignore[arg-type]
+        return
+    outcome = group.result()
+    shared = outcome.value if outcome.ok and isinstance(outcome.value, list) else None
+    for i, fut in enumerate(waiters):
+        if not fut.done():
+            # A group rejected as a whole (it never is: its parts were checked) rejects each submit.
+            fut.set_result(shared[i] if shared is not None and i < len(shared) else outcome)
 
 
 def peer_gone_ticks(delay: float, election_timeout: float) -> int:

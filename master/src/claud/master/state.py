@@ -373,6 +373,21 @@ class StateMachine:
         self._create_job(op.job_id, op.spec, op.at)
         return Outcome(value=(op.job_id, True))
 
+    def _apply_submit_group(self, op: ops.SubmitGroup) -> Outcome:
+        """Each submit as if it were an entry of its own, in order; the value is their
+        outcomes. A submit whose apply raises is rejected alone (the indexes rebuilt
+        from the rows, as :meth:`apply` does for an entry): the others stand."""
+        outcomes: list[Outcome] = []
+        for submit in op.ops:
+            try:
+                outcomes.append(self._apply_submit_job(submit))
+            except (MemoryError, RecursionError):
+                raise  # not a verdict on the entry (see apply)
+            except Exception as exc:  # noqa: BLE001 - apply never raises: this submit is rejected alike everywhere
+                self._rebuild_indexes()
+                outcomes.append(self._reject(self.applied_index, "apply_failed", exc))
+        return Outcome(value=outcomes)
+
     def _apply_submit_jobs(self, op: ops.SubmitJobs) -> Outcome:
         """All or nothing: every job is judged against the tables (and the batch's
         earlier jobs) before any row is made, so a refusal changes nothing."""
