@@ -160,9 +160,11 @@ def test_a_host_path_outside_the_allowed_prefixes_waits_with_a_reason(services: 
 def test_tcp_and_command_checks_through_docker(services: Cluster) -> None:
     tcp = service(services, name="tcp", command=HTTPD, ports=[{"name": "http", "container": 8080}],
                   check={"tcp": True, "port": "http", "interval": 0.5})
-    ok = service(services, name="cmd", command=["sleep", "3600"], check={"command": ["true"], "interval": 0.5})
+    # docker exec takes a while on a loaded machine: generous timeouts, so only the exit code decides.
+    ok = service(services, name="cmd", command=["sleep", "3600"],
+                 check={"command": ["true"], "interval": 0.5, "timeout": 15})
     bad = service(services, name="cmdbad", command=["sleep", "3600"], stop_timeout=1,
-                  check={"command": ["sh", "-c", "exit 4"], "interval": 0.5, "failures": 1})
+                  check={"command": ["sh", "-c", "exit 4"], "interval": 0.5, "timeout": 15, "failures": 1})
     for job_id in (tcp, ok):
         wait_until(lambda j=job_id: services.job(j)["health"] == "healthy", 60, what=f"{job_id} healthy")
     events = wait_until(lambda: [e for e in services.job(bad)["events"] if e.get("health") == "unhealthy"], 60,

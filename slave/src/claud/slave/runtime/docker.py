@@ -50,6 +50,8 @@ _SETTLING_ACTIONS = frozenset({"die", "oom", "destroy"})
 #: What a start of this runtime's own does to its container.
 _OWN_START_ACTIONS = frozenset({"create", "start"})
 _SETTLE_DELAYS = (0.1, 0.4)
+#: The longest a command health check may take (HealthCheck.timeout's bound), seconds.
+_EXEC_WAIT_MAX = 600.0
 _PHASES = {
     "created": Phase.CREATED,
     "running": Phase.RUNNING,
@@ -449,8 +451,16 @@ class DockerRuntime(Runtime):
         api = self._api()
         created = api.exec_create(container_id, command, stdout=False, stderr=False)
         api.exec_start(created["Id"])
-        code = api.exec_inspect(created["Id"]).get("ExitCode")
-        return int(code) if isinstance(code, int) else -1
+        # Without output to stream, the start returns before the command ends: wait for its exit
+        # (the caller gives up after the check's timeout; this thread after the longest one).
+        deadline = time.monotonic() + _EXEC_WAIT_MAX
+        while True:
+            info = api.exec_inspect(created["Id"])
+            if not info.get("Running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        code = info.get("ExitCode")
+        return int(code) if isinstance(code, int) and not info.get("Running") else -1
 
     async def exec(self, container_id: str, command: builtins.list[str]) -> int:
         try:
