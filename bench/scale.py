@@ -70,15 +70,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_hollow(ids: list[str], masters: list[str], secret_file: Path, reconcile: float, slots: int) -> None:
-    import logging
-
+    from claud.daemon.logfmt import configure_logging
     from claud.slave.agent import Agent
     from claud.slave.resources import Capacity, CgroupLimits, UsageProbe
     from claud.slave.runtime.simulated import SimulatedRuntime
     from claud.slave.settings import SlaveSettings
 
-    logging.getLogger().setLevel(logging.WARNING)
-    http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+    configure_logging("slave", f"hollow-{ids[0]}", "warning")
+    os.nice(10)  # the hollow slaves yield the CPU to the masters: the bench measures the masters
     usage = UsageProbe("/", limits=CgroupLimits())
     agents = []
     for slave_id in ids:
@@ -86,6 +85,9 @@ async def run_hollow(ids: list[str], masters: list[str], secret_file: Path, reco
             id=slave_id, masters=masters, runtime="simulated", cluster_secret_file=secret_file, no_discovery=True,
             reconcile_interval=reconcile,
         )
+        # One HTTP client per agent, as a real slave has: httpcore's pool costs O(its connections) per
+        # request, so one client shared by hundreds of agents spent the worker's CPU on its own bookkeeping.
+        http = httpx.AsyncClient(trust_env=False)
         agents.append(Agent(settings, SimulatedRuntime(slave_id), http=http,
                             capacity=Capacity(round(slots * JOB_CPU, 3), slots * JOB_MB, "flag", "flag"), usage=usage))
     for agent in agents:
@@ -302,7 +304,8 @@ def run(args: argparse.Namespace) -> None:
                     stdout=log, stderr=subprocess.STDOUT,
                 ))
             procs = {"leader": psutil.Process(leader.popen.pid),
-                     **{f"follower-{m.id}": psutil.Process(m.popen.pid) for m in followers}}
+                     **{f"follower-{m.id}": psutil.Process(m.popen.pid) for m in followers},
+                     **{f"hollow-{k}": psutil.Process(w.pid) for k, w in enumerate(workers)}}
             wait_until(lambda: metrics(leader.url, token).get("claud_slaves:alive", 0) >= args.slaves,
                        timeout=60 + args.slaves / 10, interval=1.0, what=f"{args.slaves} slaves alive")
             print(f"{args.slaves} hollow slaves alive after {time.monotonic() - t0:.1f}s "
@@ -384,6 +387,8 @@ def run(args: argparse.Namespace) -> None:
                 print(f"master-{m.id}: {text.count('role=pre_candidate')} election timeouts, "
                       f"{text.count('event=leader.stepped_down')} step-downs, "
                       f"{text.count('event=node.suspect')} slaves suspected, {text.count('event=node.dead')} dead")
+            hollow_logs = [(workdir / f"hollow-{k}.log").read_text(errors="replace") for k in range(len(workers))]
+            print(f"hollow slaves: {sum(t.count('lease.expired') for t in hollow_logs)} fences (lease expired)")
             for line in snapshots(leader.log_path)[-3:]:
                 print("snapshot  " + " ".join(p for p in line.split() if p.split("=")[0] in
                                                {"index", "jobs", "encode_ms", "ms"}))
@@ -399,6 +404,11 @@ def run(args: argparse.Namespace) -> None:
                 else:
                     print(f"  py-spy failed: {err.decode()[-500:]}")
         finally:
+            if args.keep_logs is not None:  # the masters' and hollow slaves' logs, for a post-mortem
+                import shutil
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for path in workdir.rglob("*.log"):
+                    shutil.copy(path, args.keep_logs / path.name)
             for worker in workers:
                 worker.terminate()
             for worker in workers:
@@ -423,6 +433,7 @@ def main() -> None:
     parser.add_argument("--scheduler-only", action="store_true", help="only the in-process pass cost, 100 vs 1000")
     parser.add_argument("--placed-per-slave", type=int, default=50, help="with --scheduler-only")
     parser.add_argument("--batch", type=int, default=500, help="new jobs per pass, with --scheduler-only")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy every process's log into this directory")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--slots", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--masters", help=argparse.SUPPRESS)

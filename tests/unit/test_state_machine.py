@@ -340,11 +340,34 @@ def run_actions(d: Driver, steps) -> None:
                     d.apply(ops.LoseSlaveJobs(at=d.now, slave_id=slave_id, reason="engine away"))
 
 
+def recounted_reservations(sm: StateMachine) -> dict[str, tuple[int, int]]:
+    """Each slave's reservations counted afresh from the placed jobs' specs (milli-cores, MiB)."""
+    holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
+    totals = dict.fromkeys(sm.slaves, (0, 0))
+    for job in sm.jobs.values():
+        if job.state in holding and job.slave_id is not None:
+            cpu, memory = totals.get(job.slave_id, (0, 0))
+            totals[job.slave_id] = (cpu + cpu_millis(job.spec.resources.cpu), memory + job.spec.resources.memory_mb)
+    return totals
+
+
+def assert_reservations_recount(sm: StateMachine) -> None:
+    """The totals kept on place/unplace are exactly a recount, for every slave (and every slave id
+    the index still names), and the scheduler's view of each slave says the same."""
+    recount = recounted_reservations(sm)
+    for slave_id in {*recount, *sm._placed_by_slave}:
+        assert sm.reserved(slave_id) == recount.get(slave_id, (0, 0)), slave_id
+    for slave in sm.slaves.values():
+        cap = sm.capacity(slave)
+        assert (cpu_millis(cap.cpu_reserved), cap.memory_mb_reserved) == recount[slave.id]
+
+
 def check_invariants(sm: StateMachine) -> None:
     holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
     placed = {(job.slave_id, job.id) for job in sm.jobs.values() if job.state in holding}
     indexed = {(slave_id, job_id) for slave_id in sm.slaves for job_id in sm._placed_by_slave.get(slave_id, ())}
     assert placed == indexed
+    assert_reservations_recount(sm)
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
     assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
     assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}
@@ -404,3 +427,22 @@ def test_snapshot_then_replay_equals_straight_replay(steps, cut) -> None:
         "pending": list(partial._pending),
     }
     check_invariants(restored)
+
+
+def test_reservations_are_kept_on_place_and_unplace_and_derived_again_on_restore(d: Driver) -> None:
+    d.slave("s1", cpu=1.0, memory=1000)
+    for i, (cpu, memory) in enumerate([(0.1, 100), (0.2, 200), (0.3, 300)]):
+        d.submit(f"j{i}", resources={"cpu": cpu, "memory_mb": memory}, type="batch")
+    d.schedule()
+    assert d.sm.reserved("s1") == (600, 600)
+    d.report("j1", ContainerState.RUNNING)
+    d.report("j1", ContainerState.EXITED, exit_code=0)  # completed: its room is free again
+    assert d.state("j1") == JobState.COMPLETED
+    assert d.sm.reserved("s1") == (400, 400)
+    cap = d.sm.capacity(d.sm.slaves["s1"])
+    assert (cap.cpu_reserved, cap.memory_mb_reserved) == (0.4, 400)
+    restored = StateMachine.from_snapshot(d.sm.to_snapshot())
+    assert restored.reserved("s1") == (400, 400)  # not read from the snapshot: counted from its rows
+    d.apply(ops.SetSlaveState(at=d.now, slave_id="s1", state=NodeState.DEAD, reason="test"))
+    assert d.sm.reserved("s1") == (0, 0)
+    assert_reservations_recount(d.sm)

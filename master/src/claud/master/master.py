@@ -130,6 +130,7 @@ class Master:
         self.duties.on_scheduled = self._observe_scheduling
         replicated.subscribe_role_change("discovery", self._announce_term)
         replicated.subscribe_role_change("duties", self.duties.sync)
+        replicated.subscribe_role_change("watchers", self.slaves.wake_all_watchers)
         replicated.subscribe_role_change(
             "telemetry", lambda: self.telemetry.observe_role(replicated.core.role.value, replicated.leader_id)
         )

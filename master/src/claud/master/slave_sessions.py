@@ -34,7 +34,7 @@ from claud.master.heartbeat_terms import HeartbeatTerms, longest, terms_for
 from claud.master.ops import utcnow
 from claud.master.replication import ReplicatedLog
 from claud.master.settings import MasterSettings
-from claud.master.state import Change
+from claud.master.state import Change, StateMachine
 from claud.master.transport import NotLeader
 
 log = logging.getLogger("claud.master")
@@ -55,7 +55,11 @@ class SlaveSessions:
     def __init__(self, settings: MasterSettings, replicated: ReplicatedLog) -> None:
         self._settings = settings
         self._replicated = replicated
-        self._applied = asyncio.Event()
+        #: One event per slave with a watch waiting, set when that slave's version moves:
+        #: an apply wakes the watches it concerns, not every slave's (O(changed), not O(cluster)).
+        self._watch_events: dict[str, asyncio.Event] = {}
+        #: The tables the last wake looked at: new ones (a snapshot installed) may move any version.
+        self._watched_state: StateMachine | None = None
         # Leader-only soft state: what the slaves told us since we became leader.
         #: When (monotonic) each slave was last heard from.
         self.last_seen: dict[str, float] = {}
@@ -101,9 +105,24 @@ class SlaveSessions:
         self._touched.discard(slave_id)
 
     def wake_watchers(self, _changes: list[Change] | None = None) -> None:
-        """Wake every long-polling watch; each checks its own slave's version (an applied subscriber)."""
-        self._applied.set()
-        self._applied = asyncio.Event()
+        """Wake the long-polling watches of the slaves whose version moved (an applied subscriber);
+        every watch when the tables were replaced. Each checks its own slave's version."""
+        state = self._replicated.state
+        bumped = state.drain_bumped()
+        if state is not self._watched_state:
+            self._watched_state = state
+            self.wake_all_watchers()
+            return
+        for slave_id in bumped:
+            event = self._watch_events.pop(slave_id, None)
+            if event is not None:
+                event.set()
+
+    def wake_all_watchers(self) -> None:
+        """Wake every watch (a role change: each then answers, or refuses if this master no longer leads)."""
+        events, self._watch_events = self._watch_events, {}
+        for event in events.values():
+            event.set()
 
     def take_touches(self) -> Touches:
         """The slaves heard from since the last call (and still registered), for one replicated touch."""
@@ -240,7 +259,10 @@ class SlaveSessions:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if not await wait_set(self._applied, remaining):
+            event = self._watch_events.get(slave_id)
+            if event is None:
+                event = self._watch_events[slave_id] = asyncio.Event()
+            if not await wait_set(event, remaining):
                 break
         self._require_leader()  # leadership may have moved while this watch waited
         # Its answer renews the lease from the watch's send: the grant counts from its receipt.

@@ -20,7 +20,7 @@ import hashlib
 import heapq
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,6 +280,45 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass(slots=True)
+class Reservations:
+    """What the jobs placed on one slave hold of it: their ids, each with what it reserved
+    (milli-cores, MiB), and the running totals, kept on place and unplace so a slave's
+    capacity costs the same whatever it runs (no recount over its jobs)."""
+
+    jobs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    cpu_millis: int = 0
+    memory_mb: int = 0
+
+    def add(self, job_id: str, cpu: int, memory_mb: int) -> None:
+        if job_id in self.jobs:  # placed twice without an unplace: the totals count it once
+            self.remove(job_id)
+        self.jobs[job_id] = (cpu, memory_mb)
+        self.cpu_millis += cpu
+        self.memory_mb += memory_mb
+
+    def remove(self, job_id: str) -> None:
+        held = self.jobs.pop(job_id, None)
+        if held is not None:  # what it added, not what its spec says now: the totals cannot drift
+            self.cpu_millis -= held[0]
+            self.memory_mb -= held[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.jobs
+
+
+def reserved_by(job: JobRecord) -> tuple[int, int]:
+    """What a placed job holds of its slave: milli-cores and MiB, the scheduler's units."""
+    resources = job.spec.resources
+    return cpu_millis(resources.cpu), int(resources.memory_mb)
+
+
 @dataclass
 class StateMachine:
     jobs: dict[str, JobRecord] = field(default_factory=dict)
@@ -292,12 +331,15 @@ class StateMachine:
     _unexplained: dict[str, None] = field(default_factory=dict)
     #: Pending jobs in restart backoff, and until when.
     _backoff: dict[str, datetime] = field(default_factory=dict)
-    _placed_by_slave: dict[str, set[str]] = field(default_factory=dict)
+    #: The jobs placed on each slave, with their reservations' totals (``Reservations``).
+    _placed_by_slave: dict[str, Reservations] = field(default_factory=dict)
     #: The host ports the placed jobs hold, by slave (only slaves where some job holds one).
     _ports_by_slave: dict[str, set[int]] = field(default_factory=dict)
     _by_idempotency_key: dict[str, str] = field(default_factory=dict)
     #: Log index of the last change to each slave's desired set (the watch version).
     slave_versions: dict[str, int] = field(default_factory=dict)
+    #: Slaves whose version moved since the last ``drain_bumped``: only their watches need waking.
+    _bumped: set[str] = field(default_factory=set)
     #: Rises whenever a slave may have gained room (registered, came back, undrained,
     #: a job left it): only then can a job that fitted nowhere fit somewhere.
     capacity_epoch: int = 0
@@ -526,7 +568,7 @@ class StateMachine:
         return Outcome()
 
     def _lose_jobs(self, slave: SlaveRecord, at: datetime, why: str) -> None:
-        for job_id in sorted(self._placed_by_slave.get(slave.id, ())):
+        for job_id in sorted(self._placed_ids(slave.id)):
             job = self.jobs[job_id]
             step = on_stop(job, StopCause.SLAVE_LOST)
             if step is not None:
@@ -615,7 +657,7 @@ class StateMachine:
             if (slave := self.slaves.get(slave_id)) is not None
             and slave.state == NodeState.DEAD
             and slave_last_alive(slave) <= op.slaves_dead_before
-            and not self._placed_by_slave.get(slave_id)
+            and not self._placed_ids(slave_id)
         ]
         for job_id in jobs:
             self._remove_job(job_id)
@@ -623,6 +665,7 @@ class StateMachine:
             del self.slaves[slave_id]
             self._placed_by_slave.pop(slave_id, None)
             self.slave_versions.pop(slave_id, None)
+            self._bumped.add(slave_id)
         self.last_gc = GcPass(at=op.at, index=self.applied_index, jobs=len(jobs), slaves=len(slaves))
         return Outcome(value={"jobs": jobs, "slaves": slaves})
 
@@ -637,7 +680,7 @@ class StateMachine:
         if job.slave_id is not None:
             placed = self._placed_by_slave.get(job.slave_id)
             if placed is not None:
-                placed.discard(job_id)
+                placed.remove(job_id)
 
     def _kept_terminal(self, keep: int) -> set[str]:
         """The ids of the ``keep`` most recently finished terminal jobs, which no GC removes."""
@@ -660,7 +703,7 @@ class StateMachine:
             slave.id for slave in self.slaves.values()
             if slave.state == NodeState.DEAD
             and slave_last_alive(slave) <= slaves_dead_before
-            and not self._placed_by_slave.get(slave.id)
+            and not self._placed_ids(slave.id)
         )[:limit]
         return Garbage(job_ids, slave_ids, jobs_finished_before, keep_jobs, slaves_dead_before)
 
@@ -686,6 +729,7 @@ class StateMachine:
         # has none now): each watch version moves, so every slave asks again.
         for slave_id in [*self.slaves, *gone]:
             self.slave_versions[slave_id] = self.applied_index
+            self._bumped.add(slave_id)
         self.last_restore = RestorePass(op.sha256, self.applied_index)
         return Outcome(value={"jobs": len(self.jobs), "slaves": len(self.slaves)})
 
@@ -798,7 +842,7 @@ class StateMachine:
         job.stop_cause = None
         job.running_since = None
         job.seen_started = False
-        self._placed_by_slave.setdefault(slave.id, set()).add(job.id)
+        self._placed_by_slave.setdefault(slave.id, Reservations()).add(job.id, *reserved_by(job))
         self._event(job, at, JobState.SCHEDULED, f"placed on {slave.id} (attempt {job.attempts})", slave_id=slave.id)
         self._bump(slave.id)
 
@@ -817,7 +861,9 @@ class StateMachine:
             job.ports = []  # the slave's ports are free again
         job.health = None
         if job.slave_id is not None:
-            self._placed_by_slave.get(job.slave_id, set()).discard(job.id)
+            placed = self._placed_by_slave.get(job.slave_id)
+            if placed is not None:
+                placed.remove(job.id)
             self._bump(job.slave_id)
             self.capacity_epoch += 1
 
@@ -863,6 +909,7 @@ class StateMachine:
 
     def _bump(self, slave_id: str) -> None:
         self.slave_versions[slave_id] = self.applied_index
+        self._bumped.add(slave_id)
 
     # ---------------------------------------------------------------- reads
 
@@ -870,21 +917,35 @@ class StateMachine:
         changes, self._changes = self._changes, []
         return changes
 
+    def drain_bumped(self) -> set[str]:
+        """The slaves whose version moved since the last call (whose watches may answer now)."""
+        bumped, self._bumped = self._bumped, set()
+        return bumped
+
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    def _placed_ids(self, slave_id: str) -> Collection[str]:
+        return self._placed_by_slave.get(slave_id, ())
+
     def placed_jobs(self, slave_id: str) -> list[JobRecord]:
-        return [self.jobs[j] for j in sorted(self._placed_by_slave.get(slave_id, ()))]
+        return [self.jobs[j] for j in sorted(self._placed_ids(slave_id))]
+
+    def reserved(self, slave_id: str) -> tuple[int, int]:
+        """What the jobs placed on the slave reserve of it (milli-cores, MiB): kept, not recounted."""
+        placed = self._placed_by_slave.get(slave_id)
+        return (placed.cpu_millis, placed.memory_mb) if placed is not None else (0, 0)
 
     def capacity(self, slave: SlaveRecord) -> SlaveCapacity:
-        placed = [self.jobs[j].spec.resources for j in self._placed_by_slave.get(slave.id, ())]
+        """The slave as the scheduler sees it, in constant time (the totals are kept on place/unplace)."""
+        cpu, memory = self.reserved(slave.id)
         return SlaveCapacity(
             id=slave.id,
             labels=slave.labels,
             cpu_total=slave.cpu_total,
             memory_mb_total=slave.memory_mb_total,
-            cpu_reserved=sum(cpu_millis(r.cpu) for r in placed) / 1000,
-            memory_mb_reserved=sum(r.memory_mb for r in placed),
+            cpu_reserved=cpu / 1000,
+            memory_mb_reserved=memory,
             schedulable=slave.state == NodeState.ALIVE and not slave.draining and slave.runtime_healthy,
             port_range=(slave.port_range.low, slave.port_range.high) if slave.port_range else None,
             ports_used=self._ports_used(slave.id),
@@ -997,7 +1058,7 @@ class StateMachine:
                 memory_mb_free=slave.memory_mb_total - cap.memory_mb_reserved,
             ),
             usage=slave.usage,
-            allocations=len(self._placed_by_slave.get(slave.id, ())),
+            allocations=len(self._placed_ids(slave.id)),
             last_heartbeat=slave.last_heartbeat,
             runtime_healthy=slave.runtime_healthy,
             runtime_error=slave.runtime_error,
@@ -1108,7 +1169,8 @@ class StateMachine:
             if job.spec.idempotency_key is not None:
                 self._by_idempotency_key.setdefault(job.spec.idempotency_key, job.id)
             if job.state in PLACED_STATES and job.slave_id is not None:
-                self._placed_by_slave.setdefault(job.slave_id, set()).add(job.id)
+                # The totals are derived again from the rows, never read from a snapshot.
+                self._placed_by_slave.setdefault(job.slave_id, Reservations()).add(job.id, *reserved_by(job))
                 if job.ports:
                     self._ports_by_slave.setdefault(job.slave_id, set()).update(job.ports)
         for job_id in self._pending:
@@ -1127,6 +1189,7 @@ class StateMachine:
         self.capacity_epoch += 1
         for slave_id in self.slaves:
             self.slave_versions[slave_id] = self.applied_index
+            self._bumped.add(slave_id)
 
 
 def as_pending(job: JobRecord) -> PendingJob:
