@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from claud.api import AllocationStatus, ContainerState, DesiredState, JobSpec, JobState, NodeState
 from claud.master import ops
 from claud.master.scheduler import cpu_millis, schedule
-from claud.master.state import SNAPSHOT_FORMAT, StateMachine
+from claud.master.state import SNAPSHOT_FORMAT, StateMachine, _allocation
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -362,12 +362,21 @@ def assert_reservations_recount(sm: StateMachine) -> None:
         assert (cpu_millis(cap.cpu_reserved), cap.memory_mb_reserved) == recount[slave.id]
 
 
+def assert_allocations_fresh(sm: StateMachine) -> None:
+    """The desired sets a slave is handed (allocations kept between replies) are what building
+    them afresh from the rows gives."""
+    for slave in sm.slaves.values():
+        fresh = [_allocation(job, slave.drain_forced) for job in sm.placed_jobs(slave.id)]
+        assert sm.desired_allocations(slave.id) == fresh, slave.id
+
+
 def check_invariants(sm: StateMachine) -> None:
     holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
     placed = {(job.slave_id, job.id) for job in sm.jobs.values() if job.state in holding}
     indexed = {(slave_id, job_id) for slave_id in sm.slaves for job_id in sm._placed_by_slave.get(slave_id, ())}
     assert placed == indexed
     assert_reservations_recount(sm)
+    assert_allocations_fresh(sm)
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
     assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
     assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}

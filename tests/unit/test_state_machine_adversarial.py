@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from test_state_machine import T0, assert_reservations_recount
+from test_state_machine import T0, assert_allocations_fresh, assert_reservations_recount
 
 from claud.api import JobState
 from claud.master import ops
@@ -262,6 +262,7 @@ class Replicas(RuleBasedStateMachine):
         assert placed == indexed
         assert_reservations_recount(sm)
         assert_reservations_recount(self.b)  # restored from snapshots now and then: totals derived again
+        assert_allocations_fresh(sm)
         assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
         assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
         assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}

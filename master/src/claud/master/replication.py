@@ -57,6 +57,12 @@ LEADER_WAIT_ELECTION_TIMEOUTS = 2
 #: Rows are encoded ahead of a snapshot when the log has grown by these
 #: fractions of --snapshot-every.
 SNAPSHOT_WARMUPS = (0.5, 0.9)
+#: A disk write of the log or hard state slower than this is logged (``raft.persist_slow``):
+#: the leader sends nothing while it lasts, so a write near an election timeout explains an election.
+SLOW_PERSIST_SECONDS = 0.25
+#: The consensus clock waking this much later than due is logged (``raft.clock_late``): the
+#: event loop (or the whole process) was held that long, and every timer with it.
+LATE_TICK_SECONDS = 0.25
 SNAPSHOT_WARMUP_CHUNK = 500
 #: How often the commit index (a recovery hint: entries up to it are applied at start) is saved.
 COMMIT_INDEX_SAVE_INTERVAL = 0.5
@@ -476,9 +482,15 @@ class ReplicatedLog:
 
     async def _tick_loop(self) -> None:
         next_tick = time.monotonic()
+        behind = False
         while True:
             next_tick += self.tick_seconds
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            late = time.monotonic() - next_tick
+            if late >= LATE_TICK_SECONDS and not behind:  # once per stall, not per tick made up after it
+                log_event(log, "raft.clock_late", logging.WARNING, late_ms=round(late * 1000),
+                          role=self.core.role.value, term=self.core.term)
+            behind = late >= self.tick_seconds
             if not self.running.is_set():  # paused: no time passes for the core, none is made up after
                 await self.running.wait()
                 next_tick = time.monotonic()
@@ -522,7 +534,12 @@ class ReplicatedLog:
         for warning in rd.warnings:
             log_event(log, "raft.warning", logging.WARNING, msg=warning)
         if rd.snapshot is not None or rd.hard_state is not None or rd.entries:
+            persisting = time.monotonic()
             await asyncio.to_thread(self._persist, rd.snapshot, rd.hard_state, rd.entries)
+            took = time.monotonic() - persisting
+            if took >= SLOW_PERSIST_SECONDS:
+                log_event(log, "raft.persist_slow", logging.WARNING, ms=round(took * 1000), entries=len(rd.entries),
+                          snapshot=rd.snapshot is not None, role=self.core.role.value, term=self.core.term)
         self._trace_round(rd.messages)
         for msg in rd.messages:
             self._transport.send(msg)

@@ -352,6 +352,10 @@ class StateMachine:
     #: The last GC pass applied since these tables were loaded (not in snapshots:
     #: after a restart it is unknown until the next pass).
     last_gc: GcPass | None = None
+    #: Each placed job's allocation as last handed to its slave, with the row encoding and drain
+    #: flag it was built from (process-local, never in snapshots): a heartbeat or watch reply
+    #: rebuilds only the allocations whose job changed since, not the slave's whole desired set.
+    _allocations: dict[str, tuple[str, bool, Allocation]] = field(default_factory=dict, compare=False, repr=False)
     #: The last restore applied since these tables were loaded (process-local, like ``last_gc``):
     #: a restore route whose answer was lost looks here for its own.
     last_restore: RestorePass | None = None
@@ -977,29 +981,20 @@ class StateMachine:
     def desired_allocations(self, slave_id: str) -> list[Allocation]:
         slave = self.slaves.get(slave_id)
         forced = slave is not None and slave.drain_forced
-        return [
-            Allocation(
-                alloc_id=job.alloc_id or "",
-                job_id=job.id,
-                attempt=job.attempts,
-                desired=DesiredState.STOP if job.state == JobState.STOPPING else DesiredState.RUN,
-                image=job.spec.image,
-                command=job.spec.command,
-                env=job.spec.env,
-                resources=job.spec.resources,
-                # Past a drain's deadline, what is moved is killed, not asked to stop.
-                stop_timeout=0.0 if forced and job.stop_cause is StopCause.DRAIN else job.spec.stop_timeout,
-                may_start=not (job.seen_started or job.state in (JobState.STARTING, JobState.RUNNING)),
-                user=job.spec.user,
-                ports=[
-                    PortBinding(name=p.name, container=p.container, host=host)
-                    for p, host in zip(job.spec.ports, job.ports, strict=False)
-                ],
-                check=job.spec.check,
-                volumes=job.spec.volumes,
-            )
-            for job in self.placed_jobs(slave_id)
-        ]
+        kept = self._allocations
+        allocations = []
+        for job in self.placed_jobs(slave_id):
+            row = job.encoded()  # a new string after any change to the row (the snapshot reuses it)
+            cached = kept.get(job.id)
+            if cached is not None and cached[0] is row and cached[1] == forced:
+                allocations.append(cached[2])
+                continue
+            allocation = _allocation(job, forced)
+            kept[job.id] = (row, forced, allocation)
+            allocations.append(allocation)
+        if len(kept) > 2 * len(self.jobs) + 1000:  # forget jobs that are gone
+            self._allocations = {job_id: entry for job_id, entry in kept.items() if job_id in self.jobs}
+        return allocations
 
     def relevant_statuses(
         self, slave_id: str, statuses: Iterable[AllocationStatus], runtime_healthy: bool = True
@@ -1190,6 +1185,30 @@ class StateMachine:
         for slave_id in self.slaves:
             self.slave_versions[slave_id] = self.applied_index
             self._bumped.add(slave_id)
+
+
+def _allocation(job: JobRecord, forced: bool) -> Allocation:
+    """What the job's slave is to run for it; ``forced``: its slave's drain is past its deadline."""
+    return Allocation(
+        alloc_id=job.alloc_id or "",
+        job_id=job.id,
+        attempt=job.attempts,
+        desired=DesiredState.STOP if job.state == JobState.STOPPING else DesiredState.RUN,
+        image=job.spec.image,
+        command=job.spec.command,
+        env=job.spec.env,
+        resources=job.spec.resources,
+        # Past a drain's deadline, what is moved is killed, not asked to stop.
+        stop_timeout=0.0 if forced and job.stop_cause is StopCause.DRAIN else job.spec.stop_timeout,
+        may_start=not (job.seen_started or job.state in (JobState.STARTING, JobState.RUNNING)),
+        user=job.spec.user,
+        ports=[
+            PortBinding(name=p.name, container=p.container, host=host)
+            for p, host in zip(job.spec.ports, job.ports, strict=False)
+        ],
+        check=job.spec.check,
+        volumes=job.spec.volumes,
+    )
 
 
 def as_pending(job: JobRecord) -> PendingJob:
