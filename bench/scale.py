@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import os
 import random
@@ -93,7 +94,12 @@ async def run_hollow(ids: list[str], masters: list[str], secret_file: Path, reco
     for agent in agents:
         await agent.start()
         await asyncio.sleep(0.005)  # a ramp, not a stampede of first heartbeats
-    await asyncio.Event().wait()
+    # Hundreds of agents' state in one process: frozen now and then, as the masters freeze their
+    # rows (claud.master.collector), or a full collection of the worker would fence its slaves.
+    while True:
+        await asyncio.sleep(5)
+        gc.collect(1)
+        gc.freeze()
 
 
 # ------------------------------------------------------------------ the run (main process)
