@@ -530,9 +530,16 @@ class ReplicatedLog:
 
     async def _handle_ready(self) -> None:
         # Persist (fsync), then send, then apply, then advance: the order Raft's safety rests on.
+        # One exception, Raft's own (thesis §10.2.1, etcd's Ready contract): a leader whose term
+        # and vote are already on disk sends its entries while it writes them. A follower's
+        # answer is stepped only after this round's write is done, so the leader counts itself
+        # towards a commit only for entries on its disk; its heartbeats no longer wait on its fsync.
         rd = self.core.ready()
         for warning in rd.warnings:
             log_event(log, "raft.warning", logging.WARNING, msg=warning)
+        send_first = self.core.role is Role.LEADER and rd.hard_state is None and rd.snapshot is None
+        if send_first:
+            self._send(rd.messages)
         if rd.snapshot is not None or rd.hard_state is not None or rd.entries:
             persisting = time.monotonic()
             await asyncio.to_thread(self._persist, rd.snapshot, rd.hard_state, rd.entries)
@@ -540,9 +547,8 @@ class ReplicatedLog:
             if took >= SLOW_PERSIST_SECONDS:
                 log_event(log, "raft.persist_slow", logging.WARNING, ms=round(took * 1000), entries=len(rd.entries),
                           snapshot=rd.snapshot is not None, role=self.core.role.value, term=self.core.term)
-        self._trace_round(rd.messages)
-        for msg in rd.messages:
-            self._transport.send(msg)
+        if not send_first:
+            self._send(rd.messages)
         if rd.snapshot is not None and rd.snapshot.index > self.state.applied_index:
             # Restoring costs seconds for a big table: done by the snapshot's receiver, or
             # here in a thread; the loop keeps answering (reads see the old tables until
@@ -607,6 +613,11 @@ class ReplicatedLog:
             ):
                 self._warmups_done += 1
                 self._warmup = asyncio.create_task(self._warm_up_snapshot(), name="snapshot-warmup")
+
+    def _send(self, messages: list[Message]) -> None:
+        self._trace_round(messages)
+        for msg in messages:
+            self._transport.send(msg)
 
     def _trace_round(self, messages: list[Message]) -> None:
         """Trace what this round sends: an election begins with its vote requests."""
