@@ -20,7 +20,12 @@ and the snapshots the leader took (size on disk, time). With ``--profile S``
 it records the leader with py-spy for S seconds during the submits and prints
 the functions that held its CPU most (own time, and with callees).
 
-    .venv/bin/python bench/scale.py [--slaves 100] [--jobs 5000] [--slave-procs 2] [--profile 10]
+The hollow workers run at nice +10 from the bench (the masters get the CPU first), one HTTP
+client per agent; their CPU and the fences their slaves made are printed with the masters'.
+``--keep-logs DIR`` keeps every process's log (the masters log ``raft.clock_late``,
+``raft.persist_slow`` and ``gc.pause`` when their loop, disk or collector held them).
+
+    .venv/bin/python bench/scale.py [--slaves 100] [--jobs 5000] [--slave-procs 2] [--profile 10] [--keep-logs DIR]
     .venv/bin/python bench/scale.py --slaves 1000 --jobs 0 [--max-heartbeats-per-second 1000]  # idle only
     .venv/bin/python bench/scale.py --scheduler-only  # one pass in-process, 100 vs 1000 slaves
 """
