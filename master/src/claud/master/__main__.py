@@ -13,7 +13,7 @@ import uvicorn
 from claud.daemon.addresses import parse_host_port
 from claud.daemon.logfmt import configure_logging, log_event
 from claud.daemon.settings_cli import ConfigError, parse_settings
-from claud.master import gc_pauses
+from claud.master import collector
 from claud.master.connection_guard import connection_budget, guarded_protocol, raise_file_limit
 from claud.master.settings import MasterSettings
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # credentials) is for its own user only.
     os.umask(0o077)
     configure_logging("master", str(settings.id), settings.log_level)
-    gc_pauses.watch()
+    collector.watch_pauses()
     # Imported late so that --help and bad flags answer without loading FastAPI.
     from claud.master.api import create_app
 

@@ -1,4 +1,4 @@
-"""When the tables' new rows leave the cyclic garbage collector's view.
+"""When the tables' new rows leave the cyclic garbage collector's view, and which of its pauses are logged.
 
 Every job is some twenty objects the collector tracks (the row, its spec and
 their nested models, the event list). CPython runs a full collection each
@@ -24,7 +24,14 @@ changes, so that price stays small against the pauses it removes.
 from __future__ import annotations
 
 import gc
+import logging
+import time
 from collections.abc import Sized
+from typing import Any
+
+from claud.daemon.logfmt import log_event
+
+log = logging.getLogger("claud.master")
 
 #: Applied changes (a job submitted, placed, started, ...) between two freezes.
 FREEZE_AFTER_CHANGES = 2000
@@ -49,3 +56,28 @@ class RowFreezer:
         gc.collect(1)  # what died young goes first; generations 0 and 1 only: cheap
         gc.freeze()
         self.freezes += 1
+
+
+#: A collection at least this long is logged (``gc.pause``), seconds: it held the whole process
+#: (the event loop and every thread), so it is a suspect for any late consensus tick.
+LONG_PAUSE_SECONDS = 0.1
+
+_started: list[float] = []
+
+
+def _pause_callback(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _started[:] = [time.perf_counter()]
+        return
+    if not _started:
+        return
+    took = time.perf_counter() - _started[0]
+    if took >= LONG_PAUSE_SECONDS:
+        log_event(log, "gc.pause", logging.WARNING, ms=round(took * 1000), generation=info.get("generation"),
+                  collected=info.get("collected"), frozen=gc.get_freeze_count())
+
+
+def watch_pauses() -> None:
+    """Log every long collection from now on (once per process; a master's ``__main__`` calls it)."""
+    if _pause_callback not in gc.callbacks:
+        gc.callbacks.append(_pause_callback)
