@@ -663,9 +663,7 @@ class ExecRequest(StrictModel):
     """``POST /v1/jobs/{id}/exec``: run a command in the job's running container (not interactive)."""
 
     command: Command = Field(..., description="argv run in the container (docker exec), no shell unless named")
-    alloc: str | None = Field(
-        None, pattern=LONG_ID.pattern, description="the allocation it must run in (default: the job's current one)"
-    )
+    alloc: LongId | None = Field(None, description="the allocation it must run in (default: the job's current one)")
     timeout: float = Field(
         DEFAULT_EXEC_TIMEOUT, gt=0, le=MAX_EXEC_TIMEOUT,
         description=f"seconds the command may take (at most {MAX_EXEC_TIMEOUT:g}); then 504",
