@@ -656,7 +656,7 @@ EXEC_ANSWER_SLACK = 10.0
     "/{job_id}/exec", response_model=ExecResult, operation_id="execJob",
     responses={
         **docs.EXEC_CONFLICT, **docs.EXEC_TIMEOUT, **docs.BAD_JSON, **docs.NOT_FOUND, **docs.INVALID,
-        **docs.BAD_GATEWAY,
+        **docs.TOO_LARGE, **docs.BAD_GATEWAY,
     },
 )
 async def exec_job(job_id: str, body: ExecRequest, master: MasterDep) -> ExecResult:
