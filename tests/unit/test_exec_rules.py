@@ -114,9 +114,9 @@ def test_a_command_that_may_have_run_is_never_sent_to_another_master(
         hosts.append(request.url.host)
         return httpx.Response(status, json=error_json(code, "no"))
 
-    with Client([M1, M2], token="t", transport=httpx.MockTransport(masters), failover_timeout=0) as claud:
-        with pytest.raises(error) as caught:
-            claud.exec("j1", ["true"])
+    claud = Client([M1, M2], token="t", transport=httpx.MockTransport(masters), failover_timeout=0)
+    with claud, pytest.raises(error) as caught:
+        claud.exec("j1", ["true"])
     assert caught.value.code == code
     assert hosts == ["m1"]
 
@@ -128,9 +128,9 @@ def test_a_lost_answer_is_an_error_not_a_second_run() -> None:
         hosts.append(request.url.host)
         raise httpx.ReadTimeout("timed out", request=request)
 
-    with Client([M1, M2], token="t", transport=httpx.MockTransport(masters), failover_timeout=0) as claud:
-        with pytest.raises(ClaudError, match="not sent again"):
-            claud.exec("j1", ["true"])
+    claud = Client([M1, M2], token="t", transport=httpx.MockTransport(masters), failover_timeout=0)
+    with claud, pytest.raises(ClaudError, match="not sent again"):
+        claud.exec("j1", ["true"])
     assert hosts == ["m1"]
 
 
