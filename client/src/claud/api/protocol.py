@@ -52,6 +52,15 @@ def slave_logs_path(alloc_id: str) -> str:
 SLAVE_EXEC_ROUTE = "/v1/allocations/{alloc_id}/exec"
 
 
+#: The slave's route the leader calls once GC has removed a job: its named volumes go too.
+SLAVE_JOB_VOLUMES_ROUTE = "/v1/jobs/{job_id}/volumes"
+
+
+def slave_job_volumes_path(job_id: str) -> str:
+    """``SLAVE_JOB_VOLUMES_ROUTE`` for one job; the caller has checked ``job_id``."""
+    return SLAVE_JOB_VOLUMES_ROUTE.format(job_id=job_id)
+
+
 def slave_exec_path(alloc_id: str) -> str:
     """``SLAVE_EXEC_ROUTE`` for one allocation; the caller has checked ``alloc_id``."""
     return SLAVE_EXEC_ROUTE.format(alloc_id=alloc_id)

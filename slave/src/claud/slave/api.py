@@ -29,6 +29,7 @@ from claud.api.protocol import (
     CLUSTER_SECRET_HEADER,
     CONTAINER_ID_HEADER,
     SLAVE_EXEC_ROUTE,
+    SLAVE_JOB_VOLUMES_ROUTE,
     SLAVE_LOGS_ROUTE,
 )
 from claud.daemon.api_errors import ApiError, error_body
@@ -261,5 +262,27 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
             stdout=done.stdout.decode(errors="replace"), stderr=done.stderr.decode(errors="replace"),
             truncated=done.truncated,
         )
+
+    @app.delete(SLAVE_JOB_VOLUMES_ROUTE, responses={409: {"model": ErrorBody}})
+    async def job_volumes_removed(request: Request, job_id: str) -> dict[str, list[str]]:
+        """The masters' GC removed the job: remove its named volumes here (never one still in use,
+        never those of a job the masters still ask this slave to run)."""
+        agent = agent_of(request)
+        desired = agent.desired
+        if desired is None or any(alloc.job_id == job_id for alloc in desired.values()):
+            raise ApiError(409, "conflict", f"job {job_id} is still wanted on slave {settings.id} (or no leader "
+                           "has spoken yet): its volumes stay")
+        try:
+            # Its exited containers first (they hold the volumes, and no master serves their logs any more);
+            # a running one stays, and so do its volumes: the reconciler stops it, as it is not desired.
+            for container in await agent.runtime.list():
+                if container.job_id == job_id and container.phase is not Phase.RUNNING:
+                    await agent.runtime.remove(container.container_id)
+            removed, kept = await agent.runtime.remove_job_volumes(job_id)
+        except RuntimeUnavailable as exc:
+            raise ApiError(503, "runtime_unavailable", str(exc)) from None
+        if removed or kept:
+            log_event(logger, "volumes.removed", job=job_id, removed=removed, kept=kept)
+        return {"removed": removed, "kept": kept}
 
     return app

@@ -157,6 +157,11 @@ class Runtime(abc.ABC):
         at most ``limit`` bytes of each stream; ExecTimeout after ``within`` seconds."""
         raise NotImplementedError(f"the {self.name} runtime runs no commands in containers")
 
+    async def remove_job_volumes(self, job_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Remove this slave's named volumes of ``job_id`` (the masters collected the job):
+        the names removed, and those kept because a container still uses them."""
+        return [], []
+
     async def probe(self, alloc: Allocation) -> bool | None:
         """The runtime's own answer to the allocation's health check, or None: check it for real
         (the simulated runtime answers, having no ports to reach)."""

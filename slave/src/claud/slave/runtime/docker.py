@@ -492,6 +492,31 @@ class DockerRuntime(Runtime):
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"docker exec: {_explain(exc)}") from exc
 
+    def _remove_job_volumes_sync(self, job_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        api = self._api()
+        found = api.volumes(filters={"label": [f"{LABEL_SLAVE}={self._slave_id}", f"{LABEL_JOB}={job_id}"]})
+        removed: builtins.list[str] = []
+        kept: builtins.list[str] = []
+        for volume in (found or {}).get("Volumes") or []:
+            name = str(volume["Name"])
+            try:
+                api.remove_volume(name)  # never forced: the engine refuses one a container still uses
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                kept.append(name)
+                continue
+            removed.append(name)
+        return removed, kept
+
+    async def remove_job_volumes(self, job_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        try:
+            return await self._run(self._actions, self._remove_job_volumes_sync, job_id)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker volume rm: {_explain(exc)}") from exc
+
     def _exec_output_sync(
         self, container_id: str, command: builtins.list[str], timeout: float, limit: int
     ) -> ExecOutput:
