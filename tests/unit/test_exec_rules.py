@@ -142,3 +142,33 @@ def test_a_master_that_cannot_be_reached_is_skipped_as_for_any_call() -> None:
 
     with Client([M1, M2], token="t", transport=httpx.MockTransport(masters), failover_timeout=0) as claud:
         assert claud.exec("j1", ["true"]).node_id == "s1"
+
+
+# --- GC and volumes (claud.master.volume_gc) ---------------------------------------
+
+
+def test_gc_asks_every_slave_a_job_with_named_volumes_ran_on_and_none_for_others() -> None:
+    from datetime import UTC, datetime
+
+    from claud.api.jobs import JobEvent, JobSpec, JobState
+    from claud.master.state import JobRecord
+    from claud.master.volume_gc import volume_homes, volumes_url
+
+    now = datetime.now(UTC)
+
+    def job(job_id: str, volumes: list[dict[str, object]], slave: str | None, *placed: str) -> JobRecord:
+        spec = JobSpec.model_validate({"name": job_id, "image": "claud/busybox:latest", "volumes": volumes})
+        events = [JobEvent(at=now, state=JobState.SCHEDULED, node_id=s, attempt=i + 1) for i, s in enumerate(placed)]
+        return JobRecord(id=job_id, spec=spec, state=JobState.COMPLETED, node_id=slave, created_at=now,
+                         updated_at=now, events=events)
+
+    jobs = {
+        "named": job("named", [{"name": "data", "path": "/data"}], "s2", "s1", "s2"),
+        "host": job("host", [{"host_path": "/srv/x", "path": "/x"}], "s1", "s1"),
+        "none": job("none", [], "s1", "s1"),
+    }
+    assert volume_homes(jobs, ["named", "host", "none", "gone"]) == {"named": {"s1", "s2"}}
+    assert str(volumes_url("10.0.0.5:8701", "named", "http")) == "http://10.0.0.5:8701/v1/jobs/named/volumes"
+    for address, job_id in [("0.0.0.0:8701", "named"), ("10.0.0.5:8701/x", "named"), ("10.0.0.5:8701", "../x")]:
+        with pytest.raises(ValueError):
+            volumes_url(address, job_id, "http")
