@@ -75,7 +75,7 @@ def test_the_document_names_every_operation_and_uses_the_projects_error_body(ope
         "POST /v1/jobs": "submitJob", "POST /v1/jobs:batch": "submitJobsBatch", "GET /v1/jobs": "listJobs",
         "GET /v1/jobs/{job_id}": "getJob",
         "DELETE /v1/jobs/{job_id}": "stopJob", "GET /v1/jobs/{job_id}/events": "jobEvents",
-        "GET /v1/jobs/{job_id}/logs": "jobLogs", "GET /v1/nodes": "listNodes",
+        "GET /v1/jobs/{job_id}/logs": "jobLogs", "POST /v1/jobs/{job_id}/exec": "execJob", "GET /v1/nodes": "listNodes",
         "POST /v1/nodes/{node_id}/drain": "drainNode", "POST /v1/nodes/{node_id}/undrain": "undrainNode",
         "GET /v1/cluster": "clusterStatus", "GET /v1/cluster/trace": "clusterTrace", "GET /v1/events": "events",
         "GET /healthz": "healthz",

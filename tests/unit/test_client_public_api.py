@@ -90,6 +90,7 @@ def test_the_async_client_is_a_twin_of_the_sync_one() -> None:
         "job",
         "job_events",
         "stop",
+        "exec",
         "logs",
         "watch",
         "wait",

@@ -650,3 +650,47 @@ class JobBatchResult(BaseModel):
         ..., description="how many of the jobs this request created (the rest an earlier one with the same key did)"
     )
     index: int = Field(..., description="a commit index at which every job of the batch is applied (read your writes)")
+
+
+#: ``claud exec``: the longest a command may run, in seconds, and the default.
+MAX_EXEC_TIMEOUT = 600.0
+DEFAULT_EXEC_TIMEOUT = 30.0
+#: Bytes kept of each of stdout and stderr; the rest is dropped and ``truncated`` set.
+MAX_EXEC_OUTPUT = 1024 * 1024
+
+
+class ExecRequest(StrictModel):
+    """``POST /v1/jobs/{id}/exec``: run a command in the job's running container (not interactive)."""
+
+    command: Command = Field(..., description="argv run in the container (docker exec), no shell unless named")
+    alloc: LongId | None = Field(None, description="the allocation it must run in (default: the job's current one)")
+    timeout: float = Field(
+        DEFAULT_EXEC_TIMEOUT, gt=0, le=MAX_EXEC_TIMEOUT,
+        description=f"seconds the command may take (at most {MAX_EXEC_TIMEOUT:g}); then 504",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str]) -> list[str]:
+        if not command:
+            raise ValueError("exec needs at least one argument")
+        return command
+
+
+class SlaveExecRequest(StrictModel):
+    """What a master sends the slave running the allocation (``/v1/allocations/{alloc}/exec``)."""
+
+    command: Command
+    timeout: float = Field(DEFAULT_EXEC_TIMEOUT, gt=0, le=MAX_EXEC_TIMEOUT)
+
+
+class ExecResult(BaseModel):
+    """What the command did: its exit code and its output (each stream cut at 1 MiB)."""
+
+    job_id: str = Field("", description="the job it ran in (empty in the slave's own answer)")
+    alloc_id: str = Field(..., description="the allocation whose container ran it")
+    node_id: str = Field("", description="the slave that ran it")
+    exit_code: int = Field(..., description="the command's exit code (-1: unknown)")
+    stdout: str = Field("", description="its standard output, decoded as UTF-8 (bad bytes replaced)")
+    stderr: str = Field("", description="its standard error, likewise")
+    truncated: bool = Field(False, description=f"true: output beyond {MAX_EXEC_OUTPUT} bytes of a stream was dropped")

@@ -48,6 +48,24 @@ def slave_logs_path(alloc_id: str) -> str:
     return SLAVE_LOGS_ROUTE.format(alloc_id=alloc_id)
 
 
+#: The slave's route a master calls to run a command in an allocation's container (``claud exec``).
+SLAVE_EXEC_ROUTE = "/v1/allocations/{alloc_id}/exec"
+
+
+#: The slave's route the leader calls once GC has removed a job: its named volumes go too.
+SLAVE_JOB_VOLUMES_ROUTE = "/v1/jobs/{job_id}/volumes"
+
+
+def slave_job_volumes_path(job_id: str) -> str:
+    """``SLAVE_JOB_VOLUMES_ROUTE`` for one job; the caller has checked ``job_id``."""
+    return SLAVE_JOB_VOLUMES_ROUTE.format(job_id=job_id)
+
+
+def slave_exec_path(alloc_id: str) -> str:
+    """``SLAVE_EXEC_ROUTE`` for one allocation; the caller has checked ``alloc_id``."""
+    return SLAVE_EXEC_ROUTE.format(alloc_id=alloc_id)
+
+
 #: Carries the cluster secret on every master<->master and master<->slave request.
 CLUSTER_SECRET_HEADER = "X-Claud-Cluster-Secret"
 #: On every 200 (and 421) of a heartbeat or watch: which master answered, so a

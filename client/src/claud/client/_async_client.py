@@ -20,7 +20,17 @@ import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
 from claud.api.chaos import ChaosAction, ChaosResult
-from claud.api.jobs import JobBatchResult, JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
+from claud.api.jobs import (
+    DEFAULT_EXEC_TIMEOUT,
+    ExecResult,
+    JobBatchResult,
+    JobEvent,
+    JobEventList,
+    JobList,
+    JobSpec,
+    JobState,
+    JobView,
+)
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _backup
@@ -142,6 +152,16 @@ class AsyncClient:
 
     async def stop(self, job_id: str) -> JobView:
         return wire.parse(JobView, await self._send(wire.stop_job(job_id)))
+
+    async def exec(
+        self,
+        job_id: str,
+        command: Sequence[str],
+        alloc: str | None = None,
+        timeout: float = DEFAULT_EXEC_TIMEOUT,  # noqa: ASYNC109 - the command's, as in the sync Client
+    ) -> ExecResult:
+        """See :meth:`Client.exec`."""
+        return wire.parse(ExecResult, await self._send(wire.exec_job(job_id, command, alloc, timeout)))
 
     async def logs(
         self, job_id: str, follow: bool = False, tail: int | None = None, attempt: int | None = None
@@ -330,7 +350,7 @@ class AsyncClient:
                 json=call.json,
                 content=call.content,
                 headers=call.headers,
-                timeout=self._stream_timeout if call.streaming else httpx.USE_CLIENT_DEFAULT,
+                timeout=wire.request_timeout(call, self._http.timeout, self._stream_timeout),
             )
             try:
                 response = await self._http.send(request, stream=call.streaming)
@@ -340,6 +360,8 @@ class AsyncClient:
                     finally:
                         await response.aclose()
             except httpx.TransportError as exc:
+                if not wire.may_resend(call, exc):
+                    raise ClaudError(f"{url}: {wire.describe(exc)} (not sent again: it may have run)") from exc
                 if (untrusted := untrusted_reason(exc)) is not None:
                     failover.untrusted(url, untrusted)
                 else:

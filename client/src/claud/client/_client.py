@@ -14,7 +14,17 @@ import httpx
 
 from claud.api.backup import GcResult, RestoreResult, SnapshotHeader
 from claud.api.chaos import ChaosAction, ChaosResult
-from claud.api.jobs import JobBatchResult, JobEvent, JobEventList, JobList, JobSpec, JobState, JobView
+from claud.api.jobs import (
+    DEFAULT_EXEC_TIMEOUT,
+    ExecResult,
+    JobBatchResult,
+    JobEvent,
+    JobEventList,
+    JobList,
+    JobSpec,
+    JobState,
+    JobView,
+)
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
 from claud.api.protocol import ALLOC_ID_HEADER
 from claud.client import _backup
@@ -173,6 +183,19 @@ class Client:
     def stop(self, job_id: str) -> JobView:
         """Ask for the job to be stopped; its state becomes ``stopped`` once its container is."""
         return wire.parse(JobView, self._send(wire.stop_job(job_id)))
+
+    def exec(
+        self, job_id: str, command: Sequence[str], alloc: str | None = None, timeout: float = DEFAULT_EXEC_TIMEOUT
+    ) -> ExecResult:
+        """Run ``command`` (an argv) in the job's running container, through its slave; not interactive.
+
+        ``alloc`` makes sure it runs in that allocation (409 :class:`Conflict` if it is not the running one).
+        Answers the exit code and output (each stream cut at 1 MiB, ``truncated`` then). Raises
+        :class:`Conflict` (``not_running``) if the job has no running container, and
+        :class:`ServerError` (``exec_timeout``) after ``timeout`` seconds (at most 600). The
+        command is never sent twice: a lost answer is an error, not a retry on another master.
+        """
+        return wire.parse(ExecResult, self._send(wire.exec_job(job_id, command, alloc, timeout)))
 
     def logs(
         self, job_id: str, follow: bool = False, tail: int | None = None, attempt: int | None = None
@@ -405,7 +428,7 @@ class Client:
                 json=call.json,
                 content=call.content,
                 headers=call.headers,
-                timeout=self._stream_timeout if call.streaming else httpx.USE_CLIENT_DEFAULT,
+                timeout=wire.request_timeout(call, self._http.timeout, self._stream_timeout),
             )
             try:
                 response = self._http.send(request, stream=call.streaming)
@@ -413,6 +436,8 @@ class Client:
                     with closing(response):
                         response.read()
             except httpx.TransportError as exc:
+                if not wire.may_resend(call, exc):
+                    raise ClaudError(f"{url}: {wire.describe(exc)} (not sent again: it may have run)") from exc
                 if (untrusted := untrusted_reason(exc)) is not None:
                     failover.untrusted(url, untrusted)
                 else:

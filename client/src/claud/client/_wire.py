@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from claud.api.chaos import ChaosAction, ChaosRequest
 from claud.api.errors import ErrorBody
-from claud.api.jobs import MAX_BATCH_JOBS, JobBatch, JobSpec, JobState, JobView
+from claud.api.jobs import MAX_BATCH_JOBS, ExecRequest, JobBatch, JobSpec, JobState, JobView
 from claud.api.protocol import EVENT_ID, TRACE_CURSOR
 from claud.client.errors import (
     ClaudError,
@@ -47,6 +47,8 @@ SLAVE_ERROR_CODES = frozenset({"slave_unreachable", "slave_error"})
 #: A master's 502s about a ``claud chaos`` target: not retried elsewhere, as a
 #: fault must not be taken twice (a kill whose answer was lost did kill).
 CHAOS_ERROR_CODES = frozenset({"target_unreachable", "target_error"})
+#: A master's 504 for a command that ran out of time (``exec``): it ran, so it is not sent again.
+EXEC_ERROR_CODES = frozenset({"exec_timeout"})
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Items asked for per page when the SDK walks a list (the masters allow 1..1000).
@@ -74,6 +76,11 @@ class Call:
     #: Streams stay open while idle (a quiet container, no cluster events), so
     #: they get no read timeout; connecting still times out.
     streaming: bool = False
+    #: Seconds to wait for the answer, when it may take longer than the client's timeout (``exec``).
+    read_timeout: float | None = None
+    #: Not idempotent (``exec`` runs a command): once the request may have reached a master,
+    #: a lost answer is an error, never a reason to send it to another master.
+    once: bool = False
 
 
 def _segment(value: str) -> str:
@@ -174,6 +181,24 @@ def job_logs(job_id: str, follow: bool, tail: int | None, attempt: int | None = 
         params=params or None,
         not_found=JobNotFound,
         streaming=True,
+    )
+
+
+#: Seconds the client waits beyond an exec's timeout for the master's answer.
+EXEC_ANSWER_SLACK = 15.0
+
+
+def exec_job(job_id: str, command: Sequence[str], alloc: str | None, timeout: float) -> Call:
+    """``POST /v1/jobs/{id}/exec``, checked here first (InvalidSpec names the field)."""
+    try:
+        body = ExecRequest.model_validate({"command": list(command), "alloc": alloc, "timeout": timeout})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidSpec(f"{field}: {first['msg']}", field=field) from None
+    return Call(
+        "POST", f"/v1/jobs/{_segment(job_id)}/exec", json=body.model_dump(mode="json", exclude_none=True),
+        not_found=JobNotFound, read_timeout=body.timeout + EXEC_ANSWER_SLACK, once=True,
     )
 
 
@@ -345,7 +370,25 @@ def should_retry(response: httpx.Response) -> bool:
     if response.status_code == 502:
         code, _, _ = _error_fields(response)
         return code not in SLAVE_ERROR_CODES and code not in CHAOS_ERROR_CODES
+    if response.status_code == 504:
+        code, _, _ = _error_fields(response)
+        return code not in EXEC_ERROR_CODES
     return True
+
+
+def request_timeout(call: Call, timeout: httpx.Timeout, stream_timeout: httpx.Timeout) -> httpx.Timeout | Any:
+    """The timeout of one request: none to read a stream, the call's own read timeout, or the client's."""
+    if call.streaming:
+        return stream_timeout
+    if call.read_timeout is not None:
+        return httpx.Timeout(connect=timeout.connect, read=call.read_timeout, write=timeout.write, pool=timeout.pool)
+    return httpx.USE_CLIENT_DEFAULT
+
+
+def may_resend(call: Call, exc: httpx.TransportError) -> bool:
+    """Whether a call that failed in transport may go to another master: always, unless it is
+    not idempotent and the request may have been sent (anything but a failure to connect)."""
+    return not call.once or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 def attempt_ended(error: ClaudError) -> bool:

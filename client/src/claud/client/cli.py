@@ -35,8 +35,17 @@ from pydantic import ValidationError
 from rich.console import Console, RenderableType
 
 from claud.api.chaos import MAX_FAULT_SECONDS, ChaosAction
+from claud.api.jobs import (
+    DEFAULT_EXEC_TIMEOUT,
+    MAX_EXEC_OUTPUT,
+    MAX_EXEC_TIMEOUT,
+    JobSpec,
+    JobState,
+    JobType,
+    JobView,
+    RestartPolicyName,
+)
 from claud.api.jobs import ID as JOB_ID
-from claud.api.jobs import JobSpec, JobState, JobType, JobView, RestartPolicyName
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.protocol import EVENT_ID, TRACE_CURSOR
 from claud.client import _render as render
@@ -733,6 +742,37 @@ def logs(config: CliConfig, client: Client, job_id: str, follow: bool, tail: int
         raise click.UsageError("--attempt shows an attempt that has ended: it cannot be followed (-f)")
     for line in client.logs(job_id, follow=follow, tail=tail, attempt=attempt):
         click.echo(line, nl=False)
+
+
+@cli.command("exec")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD...")
+@click.option("--alloc", metavar="ALLOC", help="Run only in this allocation (refused unless it is the running one).")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True, max=MAX_EXEC_TIMEOUT), default=DEFAULT_EXEC_TIMEOUT,
+    show_default=True, callback=lambda ctx, param, value: _finite(param, value),
+    help="Seconds the command may take.",
+)
+@pass_client
+def exec_command(
+    config: CliConfig, client: Client, job_id: str, command: tuple[str, ...], alloc: str | None, timeout: float
+) -> None:
+    """Run a command in a job's running container and exit with its exit code (not interactive).
+
+    \b
+      claud exec JOB -- cat /etc/hostname
+      claud exec JOB --alloc JOB-2 -- sh -c 'ls /data'
+    """
+    result = client.exec(job_id, list(command), alloc=alloc, timeout=timeout)
+    if config.json:
+        print_json(dump(result))
+    else:
+        click.echo(result.stdout, nl=False)
+        click.echo(result.stderr, nl=False, err=True)
+    if result.truncated:
+        note(f"output cut at {MAX_EXEC_OUTPUT} bytes per stream", style="yellow")
+    # A shell's way: the command's own code; one the engine did not report (-1) is a failure.
+    click.get_current_context().exit(result.exit_code if 0 <= result.exit_code <= 255 else ExitCode.FAILED)
 
 
 @cli.command()

@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -35,6 +35,8 @@ from claud.api import (
     Assignments,
     ClusterView,
     DrainRequest,
+    ExecRequest,
+    ExecResult,
     Heartbeat,
     JobBatch,
     JobBatchResult,
@@ -71,6 +73,7 @@ from claud.api.protocol import (
     TRACE_PATH,
     WATCH_PATH,
     WHOAMI_PATH,
+    slave_exec_path,
     slave_logs_path,
 )
 from claud.daemon.addresses import names_no_host, parse_host_port
@@ -645,6 +648,75 @@ async def job_logs(
     )
 
 
+#: Seconds a master waits for a slave's exec answer beyond the command's own timeout.
+EXEC_ANSWER_SLACK = 10.0
+
+
+@jobs.post(
+    "/{job_id}/exec", response_model=ExecResult, operation_id="execJob",
+    responses={
+        **docs.EXEC_CONFLICT, **docs.EXEC_TIMEOUT, **docs.BAD_JSON, **docs.NOT_FOUND, **docs.INVALID,
+        **docs.TOO_LARGE, **docs.BAD_GATEWAY,
+    },
+)
+async def exec_job(job_id: str, body: ExecRequest, master: MasterDep) -> ExecResult:
+    """Run a command in the job's running container, through its slave (not interactive; like ``docker exec``).
+
+    Any master answers from its own state; the command runs once, so a client does not retry it elsewhere.
+    """
+    job = _get_job(master, job_id)
+    if job.state != JobState.RUNNING or job.alloc_id is None or job.slave_id is None:
+        raise ApiError(409, "not_running", f"job {job_id} is {job.state.value}: it has no running allocation")
+    if body.alloc is not None and body.alloc != job.alloc_id:
+        raise ApiError(409, "alloc_mismatch", f"allocation {body.alloc} is not job {job_id}'s running one "
+                       f"({job.alloc_id})", field="alloc")
+    alloc_id, slave_id = job.alloc_id, job.slave_id
+    slave = master.state.slaves.get(slave_id)
+    if slave is None:
+        raise ApiError(404, "not_found", f"slave {slave_id} that runs job {job_id} is unknown")
+    if master.faults.partitioned:
+        raise ApiError(502, "slave_unreachable", f"master {master.id} is partitioned from its slaves (claud chaos)")
+    try:
+        url = slave_allocation_url(slave.address, alloc_id, master.scheme, slave_exec_path)
+    except ValueError as exc:
+        raise ApiError(502, "slave_unreachable", f"slave {slave_id} has no usable address: {exc}") from None
+    fields: dict[str, Any] = {"job": job_id, "alloc": alloc_id, "slave": slave_id, "argv": body.command}
+    try:
+        # A redirect would carry the secret wherever the slave's answer points.
+        upstream = await master.slave_http.post(
+            url, json={"command": body.command, "timeout": body.timeout},
+            headers=cluster_secret_headers(master.cluster_secret), follow_redirects=False,
+            timeout=httpx.Timeout(10.0, read=body.timeout + EXEC_ANSWER_SLACK),
+        )
+    except httpx.HTTPError as exc:
+        log_event(log, "exec.unreachable", logging.WARNING, **fields, error=str(exc))
+        raise ApiError(502, "slave_unreachable", f"slave {slave_id} at {slave.address} did not answer: {exc}") from None
+    if upstream.status_code == 200:
+        try:
+            result = ExecResult.model_validate_json(upstream.content)
+        except ValidationError:
+            raise ApiError(502, "slave_error", f"slave {slave_id} answered an exec result that is not one") from None
+        result = result.model_copy(update={"job_id": job_id, "alloc_id": alloc_id, "node_id": slave_id})
+        log_event(log, "exec.done", logging.INFO, **fields, exit_code=result.exit_code, truncated=result.truncated)
+        return result
+    code, message = _slave_error(upstream)
+    log_event(log, "exec.refused", logging.WARNING, **fields, status=upstream.status_code, code=code)
+    if upstream.status_code == 504:
+        raise ApiError(504, "exec_timeout", message or f"the command did not end within {body.timeout:g}s")
+    if upstream.status_code in (404, 409):
+        raise ApiError(409, "not_running", f"job {job_id} has no running container on slave {slave_id}: {message}")
+    raise ApiError(502, "slave_error", f"slave {slave_id} answered {upstream.status_code} for the exec: {message}")
+
+
+def _slave_error(response: httpx.Response) -> tuple[str | None, str]:
+    """The code and message of a slave's error body (both best effort: it is another process's answer)."""
+    try:
+        error = response.json()["error"]
+        return str(error.get("code")), str(error.get("message", ""))[:500]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, response.text[:200]
+
+
 def check_slave_address(address: str) -> None:
     """A slave registers where the masters will fetch its logs, with the cluster secret:
     an address naming no host (0.0.0.0, ::, ...) would send that to whatever listens
@@ -663,7 +735,14 @@ def check_slave_address(address: str) -> None:
 
 
 def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.URL:
-    """``{scheme}://{host}:{port}/v1/allocations/{alloc}/logs`` of a registered slave, or ValueError.
+    """``{scheme}://{host}:{port}/v1/allocations/{alloc}/logs`` of a registered slave, or ValueError."""
+    return slave_allocation_url(address, alloc_id, scheme, slave_logs_path)
+
+
+def slave_allocation_url(
+    address: str, alloc_id: str, scheme: str, path: Callable[[str], str]
+) -> httpx.URL:
+    """``{scheme}://{host}:{port}{path(alloc)}`` of a registered slave, or ValueError.
 
     The cluster secret goes with this request, so the URL is assembled from
     parts that were checked again here (a registration validated the address,
@@ -675,7 +754,7 @@ def slave_logs_url(address: str, alloc_id: str, scheme: str = "http") -> httpx.U
         raise ValueError(f"{address!r} names no host")
     if not LONG_ID.fullmatch(alloc_id):
         raise ValueError(f"{alloc_id[:80]!r} is not an allocation id")
-    return httpx.URL(scheme=scheme, host=host, port=port, path=slave_logs_path(alloc_id))
+    return httpx.URL(scheme=scheme, host=host, port=port, path=path(alloc_id))
 
 
 # --------------------------------------------------------------------- nodes

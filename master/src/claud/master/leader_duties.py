@@ -36,6 +36,7 @@ from claud.master.scheduler import schedule
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
 from claud.master.state import Change, SlaveRecord
+from claud.master.volume_gc import volume_homes
 
 log = logging.getLogger("claud.master")
 
@@ -74,6 +75,8 @@ class LeaderDuties:
         self._tasks: list[asyncio.Task[None]] = []
         #: Told each scheduling pass's seconds (plan and commit) and how many jobs it placed (telemetry).
         self.on_scheduled: Callable[[float, int], None] | None = None
+        #: Told the jobs a GC pass removed that had named volumes, and the slaves they ran on.
+        self.on_volumes_orphaned: Callable[[dict[str, set[str]]], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -235,6 +238,8 @@ class LeaderDuties:
                 slaves_dead_before=_cutoff(now, settings.node_gc_after),
                 limit=GC_BATCH,
             )
+            # Where their volumes are, read before the removal forgets it.
+            homes = volume_homes(self._replicated.state.jobs, garbage.job_ids)
             outcome = await self._replicated.propose(ops.CollectGarbage(
                 at=now, job_ids=garbage.job_ids, slave_ids=garbage.slave_ids,
                 jobs_finished_before=garbage.jobs_finished_before, keep_jobs=garbage.keep_jobs,
@@ -244,6 +249,9 @@ class LeaderDuties:
             jobs, slaves = removed.get("jobs", []), removed.get("slaves", [])
             collected.jobs += jobs
             collected.slaves += slaves
+            orphaned = {job_id: homes[job_id] for job_id in jobs if job_id in homes}
+            if orphaned and self.on_volumes_orphaned is not None:
+                self.on_volumes_orphaned(orphaned)
             for slave_id in slaves:
                 self._slaves.forget(slave_id)
             full = len(garbage.job_ids) >= GC_BATCH or len(garbage.slave_ids) >= GC_BATCH

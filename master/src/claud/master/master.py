@@ -38,7 +38,7 @@ from claud.daemon.addresses import outgoing_address
 from claud.daemon.discovery import Announcement, Discovery, PeerEvent
 from claud.daemon.faults import Faults
 from claud.daemon.logfmt import log_event
-from claud.master import ops
+from claud.master import ops, volume_gc
 from claud.master.auth import Credentials, load_credentials, private_dir
 from claud.master.collector import RowFreezer
 from claud.master.events import EventBroker
@@ -128,6 +128,9 @@ class Master:
         replicated.subscribe_applied("collector", self.collector.applied)
         self.slaves.on_heartbeat = lambda slave_id: self.telemetry.heartbeats.labels(slave_id).inc()
         self.duties.on_scheduled = self._observe_scheduling
+        self.duties.on_volumes_orphaned = self._remove_volumes
+        #: Slaves being asked to remove collected jobs' volumes (claud.master.volume_gc).
+        self._volume_tasks: set[asyncio.Task[None]] = set()
         replicated.subscribe_role_change("discovery", self._announce_term)
         replicated.subscribe_role_change("duties", self.duties.sync)
         replicated.subscribe_role_change("watchers", self.slaves.wake_all_watchers)
@@ -152,8 +155,18 @@ class Master:
             )
             await self.discovery.start()
 
+    def _remove_volumes(self, homes: dict[str, set[str]]) -> None:
+        task = asyncio.create_task(volume_gc.remove_volumes(
+            self.slave_http, self.cluster_secret, self.scheme, dict(self.state.slaves), homes
+        ), name="volume-gc")
+        self._volume_tasks.add(task)
+        task.add_done_callback(self._volume_tasks.discard)
+
     async def stop(self) -> None:
         await self.duties.stop()
+        for task in list(self._volume_tasks):
+            task.cancel()
+        await asyncio.gather(*self._volume_tasks, return_exceptions=True)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

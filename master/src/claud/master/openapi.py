@@ -48,6 +48,10 @@ UNAUTHORIZED: Responses = {
 }
 NOT_FOUND: Responses = {404: _error("no such job or node (`not_found`)")}
 CONFLICT: Responses = {409: _error("the request contradicts the object's state (`conflict`)")}
+EXEC_CONFLICT: Responses = {
+    409: _error("the job has no running allocation (`not_running`) or `alloc` is not it (`alloc_mismatch`)")
+}
+EXEC_TIMEOUT: Responses = {504: _error("the command did not end within its timeout (`exec_timeout`)")}
 TOO_LARGE: Responses = {413: _error("the body is over the size limit")}
 INVALID: Responses = {422: _error("a parameter or the body is invalid (`invalid_spec`); `field` names it")}
 BAD_GATEWAY: Responses = {502: _error("the job's slave is unreachable (`slave_unreachable`) or failed (`slave_error`)")}

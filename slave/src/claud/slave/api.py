@@ -1,4 +1,4 @@
-"""The slave's small HTTP API: health, and its containers' logs for the masters.
+"""The slave's small HTTP API: health, and for the masters its containers' logs and ``claud exec``.
 
 The agent's loops start and stop with the app (the FastAPI lifespan), so one
 uvicorn process is one slave, and a SIGTERM to uvicorn stops the agent cleanly
@@ -7,6 +7,7 @@ uvicorn process is one slave, and a SIGTERM to uvicorn stops the agent cleanly
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -22,16 +23,34 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claud.api import ErrorBody
 from claud.api.chaos import ChaosAction, FaultRequest
-from claud.api.protocol import CHAOS_PATH, CLUSTER_SECRET_HEADER, CONTAINER_ID_HEADER, SLAVE_LOGS_ROUTE
+from claud.api.jobs import MAX_EXEC_OUTPUT, ExecResult, SlaveExecRequest
+from claud.api.protocol import (
+    CHAOS_PATH,
+    CLUSTER_SECRET_HEADER,
+    CONTAINER_ID_HEADER,
+    SLAVE_EXEC_ROUTE,
+    SLAVE_JOB_VOLUMES_ROUTE,
+    SLAVE_LOGS_ROUTE,
+)
 from claud.daemon.api_errors import ApiError, error_body
 from claud.daemon.faults import FaultMiddleware, Faults
 from claud.daemon.logfmt import log_event
 from claud.daemon.refusal_log import RefusalLog
 from claud.slave.agent import Agent
-from claud.slave.runtime import Runtime, RuntimeUnavailable, make_runtime
+from claud.slave.runtime import (
+    ExecRefused,
+    ExecTimeout,
+    Phase,
+    Runtime,
+    RuntimeUnavailable,
+    make_runtime,
+)
 from claud.slave.settings import SlaveSettings
 
 logger = logging.getLogger(__name__)
+
+#: Seconds past an exec's own timeout before the route gives up on the runtime.
+EXEC_SLACK = 2.0
 
 
 def _error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -199,5 +218,71 @@ def create_app(settings: SlaveSettings, *, runtime: Runtime | None = None) -> Fa
             media_type="text/plain; charset=utf-8",
             headers={CONTAINER_ID_HEADER: container.container_id},
         )
+
+    @app.post(
+        SLAVE_EXEC_ROUTE,
+        response_model=ExecResult,
+        responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 504: {"model": ErrorBody}},
+    )
+    async def allocation_exec(request: Request, alloc_id: str, body: SlaveExecRequest) -> ExecResult:
+        """Run a command in the allocation's running container (``claud exec``, through a master)."""
+        agent = agent_of(request)
+        try:
+            container = await agent.runtime.find(alloc_id)
+        except RuntimeUnavailable as exc:
+            raise ApiError(503, "runtime_unavailable", str(exc)) from None
+        if container is None:
+            raise ApiError(404, "not_found", f"no container of allocation {alloc_id!r} on slave {settings.id}")
+        if container.phase is not Phase.RUNNING:
+            raise ApiError(409, "not_running", f"the container of allocation {alloc_id} is {container.phase.value}")
+        fields: dict[str, Any] = {
+            "job": container.job_id, "alloc": alloc_id, "argv": body.command, "timeout": body.timeout,
+        }
+        try:
+            # The runtime bounds the command itself; this bounds a runtime that would not.
+            done = await asyncio.wait_for(
+                agent.runtime.exec_output(
+                    container.container_id, body.command, within=body.timeout, limit=MAX_EXEC_OUTPUT
+                ),
+                body.timeout + EXEC_SLACK,
+            )
+        except (ExecTimeout, TimeoutError):
+            log_event(logger, "exec.timeout", logging.WARNING, **fields)
+            raise ApiError(504, "exec_timeout", f"the command did not end within {body.timeout:g}s") from None
+        except ExecRefused as exc:
+            log_event(logger, "exec.refused", logging.WARNING, **fields, error=str(exc))
+            raise ApiError(409, "not_running", f"allocation {alloc_id}: {exc}") from None
+        except RuntimeUnavailable as exc:
+            log_event(logger, "exec.failed", logging.WARNING, **fields, error=str(exc))
+            raise ApiError(503, "runtime_unavailable", str(exc)) from None
+        log_event(logger, "exec.done", logging.INFO, **fields, exit_code=done.exit_code,
+                  stdout_bytes=len(done.stdout), stderr_bytes=len(done.stderr), truncated=done.truncated)
+        return ExecResult(
+            job_id=container.job_id, alloc_id=alloc_id, node_id=settings.id, exit_code=done.exit_code,
+            stdout=done.stdout.decode(errors="replace"), stderr=done.stderr.decode(errors="replace"),
+            truncated=done.truncated,
+        )
+
+    @app.delete(SLAVE_JOB_VOLUMES_ROUTE, responses={409: {"model": ErrorBody}})
+    async def job_volumes_removed(request: Request, job_id: str) -> dict[str, list[str]]:
+        """The masters' GC removed the job: remove its named volumes here (never one still in use,
+        never those of a job the masters still ask this slave to run)."""
+        agent = agent_of(request)
+        desired = agent.desired
+        if desired is None or any(alloc.job_id == job_id for alloc in desired.values()):
+            raise ApiError(409, "conflict", f"job {job_id} is still wanted on slave {settings.id} (or no leader "
+                           "has spoken yet): its volumes stay")
+        try:
+            # Its exited containers first (they hold the volumes, and no master serves their logs any more);
+            # a running one stays, and so do its volumes: the reconciler stops it, as it is not desired.
+            for container in await agent.runtime.list():
+                if container.job_id == job_id and container.phase is not Phase.RUNNING:
+                    await agent.runtime.remove(container.container_id)
+            removed, kept = await agent.runtime.remove_job_volumes(job_id)
+        except RuntimeUnavailable as exc:
+            raise ApiError(503, "runtime_unavailable", str(exc)) from None
+        if removed or kept:
+            log_event(logger, "volumes.removed", job=job_id, removed=removed, kept=kept)
+        return {"removed": removed, "kept": kept}
 
     return app

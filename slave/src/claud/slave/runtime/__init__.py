@@ -52,6 +52,24 @@ class Observed:
     pid: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ExecOutput:
+    """What a command run in a container (``claud exec``) did; each stream cut at the caller's limit."""
+
+    exit_code: int  # -1: unknown (the engine reported none)
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+
+
+class ExecTimeout(Exception):
+    """The command did not end within its timeout (it may still be running in the container)."""
+
+
+class ExecRefused(Exception):
+    """The engine will not run the command there (the container is not running, or gone)."""
+
+
 class StartFailed(Exception):
     """The container cannot run (missing image, bad command); retrying will not help."""
 
@@ -131,6 +149,18 @@ class Runtime(abc.ABC):
         """Run ``command`` in the running container; its exit code (a command health check).
         The caller bounds the wait."""
         raise NotImplementedError(f"the {self.name} runtime runs no commands in containers")
+
+    async def exec_output(
+        self, container_id: str, command: builtins.list[str], *, within: float, limit: int
+    ) -> ExecOutput:
+        """Run ``command`` in the running container and collect its output (``claud exec``):
+        at most ``limit`` bytes of each stream; ExecTimeout after ``within`` seconds."""
+        raise NotImplementedError(f"the {self.name} runtime runs no commands in containers")
+
+    async def remove_job_volumes(self, job_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Remove this slave's named volumes of ``job_id`` (the masters collected the job):
+        the names removed, and those kept because a container still uses them."""
+        return [], []
 
     async def probe(self, alloc: Allocation) -> bool | None:
         """The runtime's own answer to the allocation's health check, or None: check it for real

@@ -35,7 +35,17 @@ import requests.exceptions
 
 from claud.api import LABEL_ALLOC, LABEL_JOB, LABEL_SLAVE, Allocation
 from claud.daemon.logfmt import log_event
-from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
+from claud.slave.runtime import (
+    ExecOutput,
+    ExecRefused,
+    ExecTimeout,
+    Observed,
+    Phase,
+    Runtime,
+    RuntimeUnavailable,
+    StartAborted,
+    StartFailed,
+)
 from claud.slave.runtime.hardening import Hardening, host_config_kwargs
 from claud.slave.runtime.paths import path_allowed
 from claud.slave.settings import docker_stop_seconds
@@ -52,6 +62,10 @@ _OWN_START_ACTIONS = frozenset({"create", "start"})
 _SETTLE_DELAYS = (0.1, 0.4)
 #: The longest a command health check may take (HealthCheck.timeout's bound), seconds.
 _EXEC_WAIT_MAX = 600.0
+#: Threads for `claud exec` commands (more queue; each is bounded by its request's timeout).
+_EXEC_WORKERS = 4
+#: Added to an exec's timeout for its connection's read deadline (the command's own deadline comes first).
+_EXEC_READ_SLACK = 5.0
 _PHASES = {
     "created": Phase.CREATED,
     "running": Phase.RUNNING,
@@ -210,6 +224,8 @@ class DockerRuntime(Runtime):
         # Fencing has threads of its own: it must never queue behind ordinary
         # stops (each holding a thread for its grace) nor behind a slow list.
         self._fence_pool = ThreadPoolExecutor(fence_workers, thread_name_prefix=f"docker-fence-{slave_id}")
+        # `claud exec` has threads of its own too: a slow user command never holds up a start or a stop.
+        self._exec_pool = ThreadPoolExecutor(_EXEC_WORKERS, thread_name_prefix=f"docker-exec-{slave_id}")
         # Pinning the API version saves every new per-thread client a /version call;
         # learnt (with the root directory) when the engine first answers, which may
         # be long after the agent started (_pin_sync).
@@ -281,6 +297,7 @@ class DockerRuntime(Runtime):
         self._actions.shutdown(wait=False, cancel_futures=True)
         self._observer.shutdown(wait=False, cancel_futures=True)
         self._fence_pool.shutdown(wait=False, cancel_futures=True)
+        self._exec_pool.shutdown(wait=False, cancel_futures=True)
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -447,25 +464,97 @@ class DockerRuntime(Runtime):
             binds[name] = {"bind": volume.path, "mode": mode}
         return binds
 
+    @staticmethod
+    def _exit_code(api: docker.APIClient, exec_id: str, deadline: float) -> int | None:
+        """The exec's exit code once it has ended, -1 if the engine gives none; None: still running at ``deadline``."""
+        while True:
+            info = api.exec_inspect(exec_id)
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return int(code) if isinstance(code, int) else -1
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
     def _exec_sync(self, container_id: str, command: builtins.list[str]) -> int:
         api = self._api()
         created = api.exec_create(container_id, command, stdout=False, stderr=False)
         api.exec_start(created["Id"])
         # Without output to stream, the start returns before the command ends: wait for its exit
         # (the caller gives up after the check's timeout; this thread after the longest one).
-        deadline = time.monotonic() + _EXEC_WAIT_MAX
-        while True:
-            info = api.exec_inspect(created["Id"])
-            if not info.get("Running") or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        code = info.get("ExitCode")
-        return int(code) if isinstance(code, int) and not info.get("Running") else -1
+        code = self._exit_code(api, created["Id"], time.monotonic() + _EXEC_WAIT_MAX)
+        return -1 if code is None else code
 
     async def exec(self, container_id: str, command: builtins.list[str]) -> int:
         try:
             # The caller bounds the wait (the check's timeout); a command that hangs holds a worker until it ends.
             return await self._run(self._actions, self._exec_sync, container_id, command)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker exec: {_explain(exc)}") from exc
+
+    def _remove_job_volumes_sync(self, job_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        api = self._api()
+        found = api.volumes(filters={"label": [f"{LABEL_SLAVE}={self._slave_id}", f"{LABEL_JOB}={job_id}"]})
+        removed: builtins.list[str] = []
+        kept: builtins.list[str] = []
+        for volume in (found or {}).get("Volumes") or []:
+            name = str(volume["Name"])
+            try:
+                api.remove_volume(name)  # never forced: the engine refuses one a container still uses
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                kept.append(name)
+                continue
+            removed.append(name)
+        return removed, kept
+
+    async def remove_job_volumes(self, job_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        try:
+            return await self._run(self._actions, self._remove_job_volumes_sync, job_id)
+        except _ENGINE_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker volume rm: {_explain(exc)}") from exc
+
+    def _exec_output_sync(
+        self, container_id: str, command: builtins.list[str], timeout: float, limit: int
+    ) -> ExecOutput:
+        deadline = time.monotonic() + timeout
+        # A client of its own: the shared ones' read deadline (api_timeout) would cut a quiet command short.
+        client = self._new_client(timeout + _EXEC_READ_SLACK)
+        try:
+            api = client.api
+            created = api.exec_create(container_id, command, stdout=True, stderr=True)
+            streams = (bytearray(), bytearray())
+            truncated = False
+            try:
+                for chunks in api.exec_start(created["Id"], stream=True, demux=True):
+                    for kept, chunk in zip(streams, chunks, strict=True):
+                        if chunk:
+                            room = max(limit - len(kept), 0)
+                            truncated = truncated or len(chunk) > room
+                            kept += chunk[:room]
+                    if time.monotonic() > deadline:
+                        raise ExecTimeout(f"still running after {timeout:g}s")
+            except requests.exceptions.ReadTimeout:
+                raise ExecTimeout(f"still running after {timeout:g}s") from None
+            code = self._exit_code(api, created["Id"], max(deadline, time.monotonic() + 1.0))
+            if code is None:
+                raise ExecTimeout(f"still running after {timeout:g}s")
+            return ExecOutput(exit_code=code, stdout=bytes(streams[0]), stderr=bytes(streams[1]), truncated=truncated)
+        finally:
+            client.close()
+
+    async def exec_output(
+        self, container_id: str, command: builtins.list[str], *, within: float, limit: int
+    ) -> ExecOutput:
+        try:
+            return await self._run(self._exec_pool, self._exec_output_sync, container_id, command, within, limit)
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):  # not running, or gone: the engine's answer, not its absence
+                raise ExecRefused(_explain(exc)) from exc
+            raise RuntimeUnavailable(f"docker exec: {_explain(exc)}") from exc
         except _ENGINE_ERRORS as exc:
             raise RuntimeUnavailable(f"docker exec: {_explain(exc)}") from exc
 

@@ -26,12 +26,13 @@ import builtins
 import itertools
 import math
 import secrets
+import shlex
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from claud.api import Allocation
-from claud.slave.runtime import Observed, Phase, Runtime, StartAborted, StartFailed
+from claud.slave.runtime import ExecOutput, Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 
 SIM_SECONDS = "CLAUD_SIM_SECONDS"
 SIM_EXIT_CODE = "CLAUD_SIM_EXIT_CODE"
@@ -141,6 +142,14 @@ class SimulatedRuntime(Runtime):
 
     async def exec(self, container_id: str, command: builtins.list[str]) -> int:
         return 0
+
+    async def exec_output(
+        self, container_id: str, command: builtins.list[str], *, within: float, limit: int
+    ) -> ExecOutput:
+        """A fixed answer: nothing runs, the output says so."""
+        if container_id not in self._containers:
+            raise RuntimeUnavailable(f"no simulated container {container_id}")
+        return ExecOutput(exit_code=0, stdout=f"simulated exec: {shlex.join(command)}\n".encode()[:limit])
 
     async def probe(self, alloc: Allocation) -> bool | None:
         return alloc.env.get(SIM_HEALTHY, "1") not in ("0", "false", "no")
