@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -303,33 +303,31 @@ class SubmitFastPath:
             await self.app(scope, receive, send)
 
     async def _submit_batch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type, keys = b"", []
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"idempotency-key":
-                keys.append(value)
-        body = await replayed_body(receive)
+        body, taken, key = await self._taken(scope, receive, max_key=MAX_BATCH_IDEMPOTENCY_KEY)
         batch = None
-        if content_type.partition(b";")[0].strip().lower() == JSON_CONTENT_TYPE.encode() and (
-            not keys or (len(keys) == 1 and len(keys[0]) <= MAX_BATCH_IDEMPOTENCY_KEY and _legal_key(keys[0]))
-        ):
+        if taken:
             with contextlib.suppress(ValidationError):  # the full validation of the route names the field
                 batch = JobBatch.model_validate_json(body)
         if batch is None:
             await self.app(scope, replay(body, receive), send)
             return
-        try:
-            key = keys[0].decode("latin-1") if keys else None  # as Starlette would
-            response = await submit_batch(self.master, batch.jobs, key)
-        except Exception as exc:
-            known = known_error_response(exc, self.master)
-            if known is None:
-                raise
-            response = known
-        await response(scope, receive, send)
+        await self._answer(scope, receive, send, submit_batch(self.master, batch.jobs, key))
 
     async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, taken, key = await self._taken(scope, receive, max_key=None)
+        spec = None
+        if taken:
+            with contextlib.suppress(ValidationError):  # the full validation below names the field
+                spec = JobSpec.model_validate_json(body)
+        if spec is None:
+            await self.app(scope, replay(body, receive), send)
+            return
+        await self._answer(scope, receive, send, submit(self.master, spec, key))
+
+    @staticmethod
+    async def _taken(scope: Scope, receive: Receive, *, max_key: int | None) -> tuple[bytes, bool, str | None]:
+        """The body; whether this path may answer it (JSON, and no key the route would refuse);
+        the ``Idempotency-Key`` as Starlette would decode it (latin-1), None when absent."""
         content_type, keys = b"", []
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -337,18 +335,17 @@ class SubmitFastPath:
             elif name == b"idempotency-key":
                 keys.append(value)
         body = await replayed_body(receive)
-        spec = None
-        if content_type.partition(b";")[0].strip().lower() == JSON_CONTENT_TYPE.encode() and (
-            not keys or (len(keys) == 1 and _legal_key(keys[0]))
-        ):
-            with contextlib.suppress(ValidationError):  # the full validation below names the field
-                spec = JobSpec.model_validate_json(body)
-        if spec is None:
-            await self.app(scope, replay(body, receive), send)
-            return
+        if content_type.partition(b";")[0].strip().lower() != JSON_CONTENT_TYPE.encode():
+            return body, False, None
+        if not keys:
+            return body, True, None
+        if len(keys) != 1 or (max_key is not None and len(keys[0]) > max_key) or not _legal_key(keys[0]):
+            return body, False, None
+        return body, True, keys[0].decode("latin-1")
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, answer: Awaitable[Response]) -> None:
         try:
-            key = keys[0].decode("latin-1") if keys else None  # as Starlette would
-            response = await submit(self.master, spec, key)
+            response = await answer
         except Exception as exc:
             known = known_error_response(exc, self.master)
             if known is None:
