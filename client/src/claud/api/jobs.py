@@ -438,6 +438,36 @@ def _empty(value: object) -> bool:
     return value is None or value == []
 
 
+#: The most allocations one job may ask for (``count``).
+MAX_COUNT = 100
+#: Versions of a job the masters keep (``GET /v1/jobs/{id}/versions``); older ones are forgotten.
+MAX_VERSIONS = 10
+
+
+class UpdatePolicy(StrictModel):
+    """How a new version of the job replaces its allocations (a rolling update)."""
+
+    max_parallel: int = Field(1, ge=1, le=MAX_COUNT, description="allocations replaced at a time")
+    min_healthy_time: float = Field(
+        10.0, ge=0, le=3600,
+        description="seconds a new allocation must stay healthy (running, or passing its check) before the next "
+        "is replaced",
+    )
+    healthy_deadline: float = Field(
+        300.0, gt=0, le=86400,
+        description="seconds a new allocation has to become healthy; past it the update fails and stops",
+    )
+    auto_revert: bool = Field(
+        False, description="a failed update goes back, as a new version, to the last version that rolled out whole"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_after_min_healthy(self) -> UpdatePolicy:
+        if self.healthy_deadline <= self.min_healthy_time:
+            raise ValueError("healthy_deadline: must be longer than min_healthy_time, or no allocation could pass")
+        return self
+
+
 def _unique(items: list[Any], attr: str, what: str) -> None:
     seen: set[Any] = set()
     for i, item in enumerate(items):
@@ -493,6 +523,20 @@ class JobSpec(StrictModel):
     volumes: list[VolumeSpec] = Field(
         default_factory=list, max_length=MAX_VOLUMES, exclude_if=_empty,
         description="volumes mounted into the container",
+    )
+    count: int = Field(
+        1, ge=1, le=MAX_COUNT, exclude_if=lambda v: v == 1,
+        description=f"allocations (copies) of the job, 1-{MAX_COUNT}; each placed, started, lost and placed again "
+        "on its own",
+    )
+    spread: bool = Field(
+        True, exclude_if=lambda v: v is True,
+        description="no two allocations of the job on one slave while another slave fits (false: pack them)",
+    )
+    update: UpdatePolicy | None = Field(
+        None, exclude_if=_empty,
+        description="how PUT /v1/jobs/{id} rolls a new version out (default: one at a time, 10 s healthy, "
+        "300 s deadline, no auto revert)",
     )
     idempotency_key: str | None = Field(
         None,
@@ -575,6 +619,71 @@ class JobEvent(BaseModel):
     health: Health | None = Field(
         None, exclude_if=_empty, description="set on a health transition: healthy | unhealthy"
     )
+    index: int = Field(0, exclude_if=lambda v: v == 0, description="the allocation it is about (left out: 0)")
+
+
+class AllocationView(BaseModel):
+    """One allocation of a job: copy ``index`` of ``count``, at some version, in its current attempt."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(None, description="<job id>-<attempt> (index 0) or <job id>.<index>-<attempt>; "
+                           "null before its first placement")
+    index: int = Field(..., description="0..count-1, fixed for the allocation's life")
+    version: int = Field(0, description="the job version it runs")
+    state: JobState
+    slave_id: str | None = Field(None, description="the slave it is placed on")
+    container_id: str | None = None
+    attempt: int = Field(0, description="its placements so far")
+    exit_code: int | None = None
+    ports: list[PortView] = Field(default_factory=list, description="each port with its host_port and address")
+    health: Health | None = Field(None, description="with a check, while running: healthy | unhealthy")
+    pending_reason: str | None = None
+    message: str | None = None
+    updated_at: datetime
+
+
+class RolloutState(StrEnum):
+    RUNNING = "running"  # replacing allocations, or waiting for the new ones to be healthy
+    COMPLETE = "complete"  # every allocation runs the version and was healthy: the version is stable
+    FAILED = "failed"  # one was not healthy within healthy_deadline; the rollout stopped there
+
+
+class RolloutView(BaseModel):
+    """The rollout of the job's current version."""
+
+    version: int
+    state: RolloutState
+    message: str = ""
+    updated_at: datetime
+
+
+class JobVersionView(BaseModel):
+    """A version of a job, as ``PUT /v1/jobs/{id}``, a scale or a revert made it."""
+
+    version: int
+    at: datetime
+    stable: bool = Field(False, description="it rolled out whole (every allocation healthy at it)")
+    spec: JobSpec
+
+
+class JobVersionList(BaseModel):
+    """``GET /v1/jobs/{id}/versions``: the versions kept, newest first."""
+
+    versions: list[JobVersionView]
+    index: int = Field(..., description="the commit index this answer reflects")
+
+
+class ScaleRequest(StrictModel):
+    """``POST /v1/jobs/{id}/scale``: a new count, nothing else changed (nothing is replaced)."""
+
+    count: int = Field(..., ge=1, le=MAX_COUNT, description=f"allocations wanted, 1-{MAX_COUNT}")
+
+
+class RevertRequest(StrictModel):
+    """``POST /v1/jobs/{id}/revert``: roll the job back to an earlier version's spec, as a new version."""
+
+    version: int = Field(..., ge=0, le=2**31, description="a version listed by GET /v1/jobs/{id}/versions")
 
 
 class JobView(JobSpec):
@@ -602,6 +711,13 @@ class JobView(JobSpec):
     events: list[JobEvent] | None = Field(
         None, description="every transition; present on GET /v1/jobs/{id}, omitted in lists"
     )
+    version: int = Field(0, description="the job's current (desired) version; its spec is the fields above")
+    desired: int = Field(1, description="allocations wanted (count)")
+    running: int = Field(0, description="allocations running now")
+    allocations: list[AllocationView] = Field(
+        default_factory=list, description="every allocation, by index; node_id, alloc_id, ports... above are index 0's"
+    )
+    rollout: RolloutView | None = Field(None, description="the current version's rollout, once the job was updated")
 
 
 class JobList(BaseModel):

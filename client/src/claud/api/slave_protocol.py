@@ -112,7 +112,8 @@ class Allocation(BaseModel):
     resources: Resources
     stop_timeout: float = Field(5.0, ge=0, le=600)
     user: ContainerUser | None = Field(None, description="user[:group] of the job's spec; None: the image's")
-    index: int = Field(0, ge=0, le=MAX_VERSION, description="the allocation's index in its job (0 until count)")
+    index: int = Field(0, ge=0, le=MAX_VERSION, description="the allocation's index in its job (0..count-1)")
+    version: int = Field(0, ge=0, le=MAX_VERSION, description="the job version it runs (the claud.version label)")
     ports: list[PortBinding] = Field(default_factory=list, max_length=64)
     check: HealthCheck | None = None
     volumes: list[VolumeSpec] = Field(default_factory=list, max_length=64)
