@@ -3,8 +3,8 @@
 from claud.api.errors import ErrorBody, ErrorDetail
 from claud.api.jobs import (
     PLACED_STATES,
-    AllocationView,
     TERMINAL_STATES,
+    AllocationView,
     Constraints,
     ExecRequest,
     ExecResult,

@@ -44,6 +44,7 @@ from claud.api import (
     JobList,
     JobSpec,
     JobState,
+    JobVersionList,
     JobView,
     MasterView,
     MemberList,
@@ -51,10 +52,19 @@ from claud.api import (
     NodeRole,
     NodeState,
     NodeView,
+    RevertRequest,
+    ScaleRequest,
     WatchRequest,
 )
 from claud.api.backup import GcSummary
-from claud.api.jobs import ADDRESS, LONG_ID, MAX_BATCH_IDEMPOTENCY_KEY, batch_job_key, validate_idempotency_key
+from claud.api.jobs import (
+    ADDRESS,
+    LONG_ID,
+    MAX_BATCH_IDEMPOTENCY_KEY,
+    MAX_COUNT,
+    batch_job_key,
+    validate_idempotency_key,
+)
 from claud.api.nodes import MAX_DRAIN_DEADLINE
 from claud.api.protocol import (
     ALLOC_ID_HEADER,
@@ -104,7 +114,7 @@ from claud.master.paging import (
 from claud.master.raft import Role
 from claud.master.raft_config import ChangeKind, ConfChange, ConfChangeRefused
 from claud.master.settings import MasterSettings
-from claud.master.state import JobRecord, Outcome
+from claud.master.state import JobRecord, Outcome, row_id
 from claud.master.telemetry import RequestTiming
 from claud.master.trace import trace_stream
 from claud.master.trace_relay import MAX_TRACE_ID
@@ -404,7 +414,8 @@ async def _renderer(request: Request) -> JobListRenderer:
 
 
 def _get_job(master: Master, job_id: str) -> JobRecord:
-    job = master.state.jobs.get(job_id)
+    """The job's row 0 (an allocation row's ``<job>.<index>`` id names no job)."""
+    job = master.state.head(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"job {job_id} not found")
     return job
@@ -536,7 +547,7 @@ async def list_jobs(
 
     With ``limit``, one page at a time: follow ``next`` until it is null.
     """
-    wanted = None if state is None else (lambda job: job.state == state)
+    wanted = None if state is None else (lambda job: master.state.state_of(job) == state)
     try:
         found, next_cursor = jobs_page(master.state, wanted, cursor, limit)
     except InvalidCursor as exc:
@@ -578,6 +589,52 @@ async def stop_job(job_id: str, master: MasterDep) -> JobView:
     return master.state.job_view(master.state.jobs[job_id])
 
 
+async def _new_version(master: Master, job_id: str, op: ops.UpdateJob | ops.ScaleJob | ops.RevertJob) -> JobView:
+    _get_job(master, job_id)
+    raise_for(await master.propose(op))
+    return master.state.job_view(_get_job(master, job_id))
+
+
+@jobs.put(
+    "/{job_id}", response_model=JobView, operation_id="updateJob",
+    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.TOO_LARGE, **docs.WRITE},
+)
+async def update_job(job_id: str, spec: JobSpec, master: MasterDep) -> JobView:
+    """A new version of the job. A change of ``count`` alone scales it; any other change rolls out:
+    ``update.max_parallel`` allocations at a time are replaced, each new one healthy for
+    ``update.min_healthy_time`` before the next (``rollout`` in the answer follows it). The same
+    spec again makes no version. A finished or stopped job has no next version (409)."""
+    return await _new_version(master, job_id, ops.UpdateJob(at=utcnow(), job_id=job_id, spec=spec))
+
+
+@jobs.post(
+    "/{job_id}/scale", response_model=JobView, operation_id="scaleJob",
+    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
+)
+async def scale_job(job_id: str, body: ScaleRequest, master: MasterDep) -> JobView:
+    """A new version with another ``count``; nothing is replaced (new allocations are placed, those
+    past the count stopped)."""
+    return await _new_version(master, job_id, ops.ScaleJob(at=utcnow(), job_id=job_id, count=body.count))
+
+
+@jobs.post(
+    "/{job_id}/revert", response_model=JobView, operation_id="revertJob",
+    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
+)
+async def revert_job(job_id: str, body: RevertRequest, master: MasterDep) -> JobView:
+    """A new version with the spec of ``version`` (one ``/versions`` lists), rolled out like an update."""
+    return await _new_version(master, job_id, ops.RevertJob(at=utcnow(), job_id=job_id, version=body.version))
+
+
+@jobs.get(
+    "/{job_id}/versions", response_model=JobVersionList, operation_id="listJobVersions",
+    responses={**docs.NOT_FOUND, **docs.INVALID},
+)
+async def job_versions(job_id: str, master: MasterDep) -> JobVersionList:
+    """The job's kept versions (the last 10), newest first; ``stable``: it rolled out whole."""
+    return JobVersionList(versions=master.state.versions_view(_get_job(master, job_id)), index=master.commit_index)
+
+
 @jobs.get(
     "/{job_id}/logs", response_class=docs.TextStream, operation_id="jobLogs",
     responses={
@@ -597,16 +654,22 @@ async def job_logs(
     tail: Annotated[int | None, Query(ge=0)] = None,
     attempt: Annotated[int | None, Query(ge=1, le=1_000_000, description="an earlier attempt's output, "
                                           "while its slave keeps its exited container (default: the latest)")] = None,
+    index: Annotated[int, Query(ge=0, lt=MAX_COUNT, description="which allocation of the job (0..count-1)")] = 0,
 ) -> StreamingResponse:
     """The output of the job's latest container (or of ``attempt``), streamed from its slave."""
     job = _get_job(master, job_id)
+    if index:
+        found = master.state.jobs.get(row_id(job.id, index))
+        if found is None:
+            raise ApiError(404, "not_found", f"job {job_id} has no allocation {index}", field="index")
+        job = found
     if attempt is not None and attempt > job.attempts:
         raise ApiError(404, "not_found", f"job {job_id} has had {job.attempts} attempts; it has no attempt {attempt}",
                        field="attempt")
     wanted = job.attempts if attempt is None else attempt
     placed = (e for e in reversed(job.events) if e.state == JobState.SCHEDULED)
     slave_id = next((e.node_id for e in placed if attempt is None or e.attempt == attempt), None)
-    alloc_id = job.alloc_id if attempt is None or attempt == job.attempts else f"{job.id}-{wanted}"
+    alloc_id = job.alloc_id if attempt is None or attempt == job.attempts else f"{job.id}-{wanted}"  # row id
     if attempt is not None and slave_id is None and job.attempts:
         raise ApiError(404, "not_found", f"where attempt {attempt} of job {job_id} ran is no longer recorded "
                        "(its events were trimmed)", field="attempt")
@@ -661,13 +724,20 @@ async def exec_job(job_id: str, body: ExecRequest, master: MasterDep) -> ExecRes
 
     Any master answers from its own state; the command runs once, so a client does not retry it elsewhere.
     """
-    job = _get_job(master, job_id)
-    if job.state != JobState.RUNNING or job.alloc_id is None or job.slave_id is None:
-        raise ApiError(409, "not_running", f"job {job_id} is {job.state.value}: it has no running allocation")
-    if body.alloc is not None and body.alloc != job.alloc_id:
-        raise ApiError(409, "alloc_mismatch", f"allocation {body.alloc} is not job {job_id}'s running one "
-                       f"({job.alloc_id})", field="alloc")
-    alloc_id, slave_id = job.alloc_id, job.slave_id
+    head = _get_job(master, job_id)
+    rows = master.state.rows(head)
+    running = [row for row in rows if row.state == JobState.RUNNING and row.alloc_id and row.slave_id]
+    if body.alloc is not None:
+        if not any(row.alloc_id == body.alloc for row in running):
+            current = ", ".join(row.alloc_id or "" for row in running) or "none"
+            raise ApiError(409, "alloc_mismatch", f"allocation {body.alloc} is not one of job {job_id}'s running "
+                           f"ones ({current})", field="alloc")
+        running = [row for row in running if row.alloc_id == body.alloc]
+    if not running:
+        state = master.state.state_of(head)
+        raise ApiError(409, "not_running", f"job {job_id} is {state.value}: it has no running allocation")
+    job = running[0]
+    alloc_id, slave_id = job.alloc_id or "", job.slave_id or ""
     slave = master.state.slaves.get(slave_id)
     if slave is None:
         raise ApiError(404, "not_found", f"slave {slave_id} that runs job {job_id} is unknown")

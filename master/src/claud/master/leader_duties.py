@@ -26,16 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from claud.api import NodeState
+from claud.api import NodeState, UpdatePolicy
 from claud.daemon.logfmt import log_event
 from claud.master import ops
 from claud.master.heartbeat_terms import longest
 from claud.master.ops import utcnow
 from claud.master.replication import ReplicatedLog
+from claud.master.rollout import decide
 from claud.master.scheduler import schedule
 from claud.master.settings import MasterSettings
 from claud.master.slave_sessions import SlaveSessions
-from claud.master.state import Change, SlaveRecord
+from claud.master.state import Change, SlaveRecord, desired_spec
 from claud.master.volume_gc import volume_homes
 
 log = logging.getLogger("claud.master")
@@ -48,6 +49,8 @@ SCHEDULER_ERROR_BACKOFF = 0.5
 BACKOFF_SLACK = 0.01
 #: Ids one GC entry removes at most: a pass over a big backlog is several modest entries.
 GC_BATCH = 5_000
+#: The rollout loop looks at the jobs rolling out this often (min_healthy_time is seconds).
+ROLLOUT_CHECK_INTERVAL = 0.5
 
 
 def _cutoff(now: datetime, seconds: float) -> datetime:
@@ -103,6 +106,7 @@ class LeaderDuties:
             asyncio.create_task(self._failure_detector_loop(), name="failure-detector"),
             asyncio.create_task(self._touch_loop(), name="touch-nodes"),
             asyncio.create_task(self._gc_loop(), name="gc"),
+            asyncio.create_task(self._rollout_loop(), name="rollout"),
         ]
         self._schedule_needed.set()
 
@@ -210,6 +214,31 @@ class LeaderDuties:
                 await self._replicated.propose(touch)
             except Exception as exc:  # noqa: BLE001 - soft state: the next touch carries newer times
                 log_event(log, "touch.error", logging.ERROR, error=repr(exc))
+
+    async def _rollout_loop(self) -> None:
+        """Carry the rolling updates on: ``rollout.decide`` for each job rolling out, its step proposed."""
+        while True:
+            await asyncio.sleep(ROLLOUT_CHECK_INTERVAL)
+            await self._replicated.running.wait()
+            now = utcnow()
+            for head, facts in self._replicated.state.rolling_out():
+                rollout = head.rollout
+                spec = desired_spec(head)
+                if rollout is None:
+                    continue
+                decision = decide(rollout.version, spec.update or UpdatePolicy(), spec.count, rollout.started_at,
+                                  facts, now)
+                if decision is None:
+                    continue
+                step = ops.RolloutStep(at=now, job_id=head.id, version=rollout.version, replace=list(decision.replace),
+                                       outcome=decision.outcome, message=decision.message)
+                try:
+                    await self._replicated.propose(step)
+                except Exception as exc:  # noqa: BLE001 - decided again next round, on newer tables
+                    log_event(log, "rollout.error", logging.ERROR, job=head.id, error=repr(exc))
+                    break
+                log_event(log, "rollout.step", job=head.id, version=rollout.version, replace=list(decision.replace),
+                          outcome=decision.outcome.value if decision.outcome else None, message=decision.message)
 
     async def _gc_loop(self) -> None:
         """A GC pass every --gc-interval (the first one an interval after leadership begins)."""

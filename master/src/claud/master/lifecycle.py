@@ -23,6 +23,7 @@ Pure code: no clock, no I/O; time comes in as arguments.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -58,10 +59,22 @@ class StopCause(StrEnum):
     DRAIN = "drain"
     FENCE = "fence"
     SLAVE_LOST = "slave_lost"
+    #: A rolling update replaces the allocation: it comes back at the new version.
+    UPDATE = "update"
+    #: The job was scaled below this allocation's index: it goes away once stopped.
+    SCALE = "scale"
 
 
 #: Causes under which CLAUD, not the job, ended the container.
-CLAUD_CAUSES = frozenset({StopCause.DRAIN, StopCause.FENCE, StopCause.SLAVE_LOST})
+CLAUD_CAUSES = frozenset(
+    {StopCause.DRAIN, StopCause.FENCE, StopCause.SLAVE_LOST, StopCause.UPDATE, StopCause.SCALE}
+)
+#: What each cause the masters give says in the stopping event.
+_STOPPING_MESSAGES = {
+    StopCause.DRAIN: "its slave is draining; moving the job",
+    StopCause.UPDATE: "replaced by a new version of the job",
+    StopCause.SCALE: "the job was scaled down",
+}
 
 
 class Spec(Protocol):
@@ -257,12 +270,15 @@ def on_stop(job: Job, cause: StopCause) -> Transition | None:
     if cause is StopCause.FENCE:
         return None
     if state == JobState.STOPPING:
+        if cause is StopCause.SCALE and job.stop_cause is not StopCause.USER:
+            # Whatever stops it, it goes away then (an update's replacement would be surplus).
+            return Transition(Step.STOPPING, _STOPPING_MESSAGES[cause], cause=cause)
         if cause is StopCause.USER and job.stop_cause is not StopCause.USER:
             return Transition(Step.STOPPING, "stop requested", cause=StopCause.USER)
         return None
     if cause is StopCause.USER:
         return Transition(Step.STOPPING, "stop requested", cause=StopCause.USER)
-    return Transition(Step.STOPPING, "its slave is draining; moving the job", cause=StopCause.DRAIN)
+    return Transition(Step.STOPPING, _STOPPING_MESSAGES[cause], cause=cause)
 
 
 def drain_moves_now(job: Job, has_deadline: bool) -> bool:
@@ -308,3 +324,33 @@ def backoff(job: Job, at: datetime) -> Backoff:
     if job.spec.type == JobType.SERVICE:
         return Backoff(restart_delay(max(quick, 1)), restarts, quick)
     return Backoff(restart_delay(restarts), restarts, quick)
+
+
+#: How far along a live allocation is, for the job's state: the job is as far along as its least
+#: advanced allocation. One stopped by CLAUD (update, scale, drain) is on its way back to pending.
+_PROGRESS = {
+    JobState.PENDING: 0, JobState.LOST: 0, JobState.STOPPING: 0,
+    JobState.SCHEDULED: 1, JobState.STARTING: 2, JobState.RUNNING: 3,
+}
+
+
+def job_state(allocations: Sequence[tuple[JobState, StopCause | None]]) -> JobState:
+    """A job's state from its allocations' (state, stop cause), the rule the README writes down.
+
+    One allocation: its own state (a job of one copy reads as it always did). Several: once all
+    are terminal, ``failed`` if one failed, else ``stopped`` if one was stopped, else
+    ``completed``; before that ``stopping`` if the user stopped it, else the state of the least
+    advanced live allocation, where one that CLAUD is stopping counts as ``pending``.
+    """
+    if len(allocations) == 1:
+        return allocations[0][0]
+    live = [(state, cause) for state, cause in allocations if not state.terminal]
+    if not live:
+        ended = {state for state, _ in allocations}
+        if JobState.FAILED in ended:
+            return JobState.FAILED
+        return JobState.STOPPED if JobState.STOPPED in ended else JobState.COMPLETED
+    if any(cause is StopCause.USER for _, cause in live):
+        return JobState.STOPPING
+    least = min(_PROGRESS[state] for state, _ in live)
+    return JobState.PENDING if least == 0 else next(s for s, _ in live if _PROGRESS[s] == least)

@@ -16,7 +16,19 @@ from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapt
 from pydantic_core import PydanticSerializationError
 
 from claud.api import AllocationStatus, HostUsage, JobSpec, NodeState
-from claud.api.jobs import MAX_BATCH_JOBS, MAX_PORTS, AbsolutePath, Address, JobId, Labels, Message, NodeId, Reason
+from claud.api.jobs import (
+    MAX_BATCH_JOBS,
+    MAX_COUNT,
+    MAX_PORTS,
+    AbsolutePath,
+    Address,
+    JobId,
+    Labels,
+    Message,
+    NodeId,
+    Reason,
+    RolloutState,
+)
 from claud.api.jobs import WireModel as BaseModel
 from claud.api.nodes import MAX_CPUS, MAX_MB
 from claud.api.slave_protocol import MAX_ALLOCATIONS, PortRange
@@ -155,6 +167,44 @@ class StopJob(_Op):
     job_id: JobId
 
 
+class UpdateJob(_Op):
+    """``PUT /v1/jobs/{id}``: a new version of the job. A change of ``count`` alone scales it;
+    any other change starts a rollout (the leader's rollout loop replaces the allocations)."""
+
+    kind: Literal["update_job"] = "update_job"
+    job_id: JobId
+    spec: JobSpec
+
+
+class ScaleJob(_Op):
+    """``POST /v1/jobs/{id}/scale``: a new version that differs from the current one in ``count``."""
+
+    kind: Literal["scale_job"] = "scale_job"
+    job_id: JobId
+    count: int = Field(..., ge=1, le=MAX_COUNT)
+
+
+class RevertJob(_Op):
+    """``POST /v1/jobs/{id}/revert``: a new version with an earlier version's spec, rolled out."""
+
+    kind: Literal["revert_job"] = "revert_job"
+    job_id: JobId
+    version: int = Field(..., ge=0, le=2**31)
+
+
+class RolloutStep(_Op):
+    """The leader's rollout loop decided for a job's ``version`` (``rollout.decide``): replace the
+    allocations at ``replace``, or end the rollout (``complete`` | ``failed``). Apply checks that
+    the version is still the job's and its rollout still running: a stale step changes nothing."""
+
+    kind: Literal["rollout_step"] = "rollout_step"
+    job_id: JobId
+    version: int = Field(..., ge=0, le=2**31)
+    replace: list[Annotated[int, Field(ge=0, lt=MAX_COUNT)]] = Field(default_factory=list, max_length=MAX_COUNT)
+    outcome: RolloutState | None = None
+    message: Message = ""
+
+
 class SetSlaveState(_Op):
     """The failure detector's verdicts: alive, suspect or dead (dead loses its jobs)."""
 
@@ -248,7 +298,8 @@ class Noop(_Op):
 
 Operation = Annotated[
     SubmitJob | SubmitJobs | SubmitGroup | ApplyPlan | RegisterSlave | ReportAllocations | StopJob | SetSlaveState
-    | SetDrain | ForceDrain | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop,
+    | SetDrain | ForceDrain | SetRuntimeHealth | LoseSlaveJobs | TouchSlaves | CollectGarbage | RestoreTables | Noop
+    | UpdateJob | ScaleJob | RevertJob | RolloutStep,
     Field(discriminator="kind"),
 ]
 operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)

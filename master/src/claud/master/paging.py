@@ -102,7 +102,9 @@ def jobs_page(
     """The jobs in their stable order, from after ``cursor``, at most ``limit``."""
     # Jobs are kept in commit order, which is (nearly always) creation order:
     # the sort is then a linear pass.
-    jobs = sorted(state.jobs.values() if wanted is None else filter(wanted, state.jobs.values()), key=_job_order)
+    # Only jobs (their row 0): a job's other allocation rows are shown inside it.
+    heads = (job for job in state.jobs.values() if job.index == 0)
+    jobs = sorted(heads if wanted is None else filter(wanted, heads), key=_job_order)
     start = 0
     if cursor is not None:
         at, job_id = decode_cursor(cursor, (int, str))

@@ -84,6 +84,11 @@ class PendingJob:
     host_paths: tuple[str, ...] = ()
     #: Its placements so far: a new attempt looks for dynamic ports from another point of the range.
     attempt: int = 0
+    #: The job whose allocations spread (None: none to spread from): no two of a group on one
+    #: slave while another slave fits, counting the placements of this plan.
+    group: str | None = None
+    #: Slaves the group's other allocations hold already.
+    spread_from: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +196,8 @@ def schedule(
 
     placements: list[Placement] = []
     seen_jobs: set[str] = set()
+    #: For each spreading group, the slaves its allocations hold, this plan's placements included.
+    group_slaves: dict[str, set[str]] = {}
     # Reasons for waiting jobs come after the loop; None keeps their place in
     # the job order meanwhile.
     unplaced: dict[str, str | None] = {}
@@ -208,7 +215,18 @@ def schedule(
             candidates[key] = [s for s in usable if _matches(s.slave.labels, job.constraints)]
         need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
         chosen_ports: tuple[int, ...] = ()
-        if job.ports or job.host_paths:
+        if job.group is not None:
+            # Spread: the slaves without one of the group first; packed only when none of them fits.
+            held = group_slaves.setdefault(job.group, set(job.spread_from))
+            able = [s for s in candidates[key] if _allows_paths(s.slave, job) and s.free_ports(job) is not None]
+            best = _pick([s for s in able if s.slave.id not in held], need_cpu, need_mem, strategy)
+            if best is None:
+                best = _pick(able, need_cpu, need_mem, strategy)
+            if best is not None:
+                chosen_ports = best.free_ports(job) or ()
+                best.take_ports(chosen_ports)
+                held.add(best.slave.id)
+        elif job.ports or job.host_paths:
             # Ports and host paths narrow the slaves per job: a scan of those that qualify.
             able = [s for s in candidates[key] if _allows_paths(s.slave, job) and s.free_ports(job) is not None]
             best = _pick(able, need_cpu, need_mem, strategy)

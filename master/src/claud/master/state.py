@@ -32,6 +32,7 @@ from claud.api import (
     PLACED_STATES,
     Allocation,
     AllocationStatus,
+    AllocationView,
     ContainerState,
     DesiredState,
     Health,
@@ -45,11 +46,25 @@ from claud.api import (
     NodeState,
     NodeView,
     PortView,
+    RolloutState,
+    RolloutView,
 )
+from claud.api.jobs import MAX_VERSIONS, JobVersionView
 from claud.api.slave_protocol import PortBinding, PortRange
 from claud.daemon.logfmt import log_event
 from claud.master import ops
-from claud.master.lifecycle import Facts, Step, StopCause, Transition, backoff, drain_moves_now, on_report, on_stop
+from claud.master.lifecycle import (
+    Facts,
+    Step,
+    StopCause,
+    Transition,
+    backoff,
+    drain_moves_now,
+    job_state,
+    on_report,
+    on_stop,
+)
+from claud.master.rollout import AllocationFacts
 from claud.master.row_restore import row_builder
 from claud.master.scheduler import PendingJob, SlaveCapacity, cpu_millis, fits
 
@@ -96,7 +111,45 @@ class _Row(BaseModel):
         return kept
 
 
+def _zero(value: object) -> bool:
+    return value == 0
+
+
+def _none(value: object) -> bool:
+    return value is None
+
+
+def _no_items(value: object) -> bool:
+    return value == []
+
+
+class JobVersion(BaseModel):
+    """One version of a job's spec (``PUT /v1/jobs/{id}``, a scale or a revert made it)."""
+
+    version: int
+    at: datetime
+    spec: JobSpec
+    #: It rolled out whole: every allocation ran it and was healthy (what auto_revert goes back to).
+    stable: bool = False
+
+
+class Rollout(BaseModel):
+    """The rollout of a job's current version: which, how far, since when."""
+
+    version: int
+    state: RolloutState
+    message: str = ""
+    started_at: datetime
+    updated_at: datetime
+
+
 class JobRecord(_Row):
+    """One row per allocation: row ``<job id>`` is the job's allocation 0 and carries the job's own
+    fields (versions, rollout); row ``<job id>.<i>`` is its allocation i (``count`` > 1). Each row
+    goes through the lifecycle on its own, so a replica is placed, started, lost and placed again
+    exactly as a job of one allocation is; the job's state is derived from its rows'
+    (``lifecycle.job_state``), and the API shows the rows of index > 0 only inside their job."""
+
     id: str
     spec: JobSpec
     state: JobState
@@ -126,6 +179,22 @@ class JobRecord(_Row):
     #: With a check, while running: what the slave's checks last concluded.
     health: Health | None = None
     events: list[JobEvent] = Field(default_factory=list)
+    # Fields added with replicas and versions: left out of the JSON at their defaults, so a row
+    # of a job of one allocation that was never updated keeps its bytes (exclude_if).
+    #: Which allocation of its job this row is, 0..count-1.
+    index: int = Field(0, exclude_if=_zero)
+    #: The job version this row's spec is.
+    version: int = Field(0, exclude_if=_zero)
+    #: A rollout is stopping it: it is placed again at this version once its container is gone.
+    next_version: int | None = Field(None, exclude_if=_none)
+    #: When a rollout gave it its version (or asked to): its healthy deadline runs from here.
+    replaced_at: datetime | None = Field(None, exclude_if=_none)
+    #: Since when it is healthy: running, and its check (if it has one) passing.
+    healthy_since: datetime | None = Field(None, exclude_if=_none)
+    #: Row 0 only: the job's versions, oldest first (empty: never updated, version 0 is ``spec``).
+    versions: list[JobVersion] = Field(default_factory=list, exclude_if=_no_items)
+    #: Row 0 only: the rollout of the current version, once the job was updated.
+    rollout: Rollout | None = Field(None, exclude_if=_none)
 
 
 class SlaveRecord(_Row):
@@ -181,9 +250,13 @@ class Change:
     index: int = 0
     #: Set on a health transition (the job stays running): healthy | unhealthy.
     health: str | None = None
+    #: A job of several allocations: the one that changed (``state`` is the job's).
+    alloc_index: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        extra = {"health": self.health} if self.health is not None else {}
+        extra: dict[str, Any] = {"health": self.health} if self.health is not None else {}
+        if self.alloc_index is not None:
+            extra["alloc_index"] = self.alloc_index
         return {
             "type": self.kind,
             "id": self.id,
@@ -225,9 +298,23 @@ class Garbage:
     slaves_dead_before: datetime
 
 
-def _finish_order(job: JobRecord) -> tuple[datetime, str]:
-    """The order of "most recent" among terminal jobs: when they finished, then id (a total order)."""
-    return job.updated_at, job.id
+def row_id(job_id: str, index: int) -> str:
+    """The id of allocation ``index``'s row of job ``job_id``."""
+    return job_id if index == 0 else f"{job_id}.{index}"
+
+
+def head_id(row: JobRecord) -> str:
+    """The id of the job an allocation row belongs to."""
+    return row.id.rsplit(".", 1)[0] if row.index else row.id
+
+
+def desired_spec(head: JobRecord) -> JobSpec:
+    """The spec of the job's current version (``head`` is its row 0)."""
+    return head.versions[-1].spec if head.versions else head.spec
+
+
+def desired_version(head: JobRecord) -> int:
+    return head.versions[-1].version if head.versions else 0
 
 
 def slave_last_alive(slave: SlaveRecord) -> datetime:
@@ -336,6 +423,10 @@ class StateMachine:
     #: The host ports the placed jobs hold, by slave (only slaves where some job holds one).
     _ports_by_slave: dict[str, set[int]] = field(default_factory=dict)
     _by_idempotency_key: dict[str, str] = field(default_factory=dict)
+    #: The indexes (> 0) of each job's other allocation rows: only jobs of count > 1 are here.
+    _replicas: dict[str, set[int]] = field(default_factory=dict)
+    #: The jobs whose current version is rolling out (the leader's rollout loop looks at these only).
+    _rolling: set[str] = field(default_factory=set)
     #: Log index of the last change to each slave's desired set (the watch version).
     slave_versions: dict[str, int] = field(default_factory=dict)
     #: Slaves whose version moved since the last ``drain_bumped``: only their watches need waking.
@@ -468,7 +559,8 @@ class StateMachine:
             known = batch_keys.get(key)
             if known is None and key in self._by_idempotency_key:
                 existing = self.jobs[self._by_idempotency_key[key]]
-                known = (existing.id, existing.spec)
+                # An update changed the job since: the spec it was submitted with is its first version.
+                known = (existing.id, existing.versions[0].spec if existing.versions else existing.spec)
             if known is not None:
                 if known[1] != spec:
                     return None, Outcome.error(
@@ -491,6 +583,77 @@ class StateMachine:
         self._pending[job.id] = None
         self._unexplained[job.id] = None
         self._event(job, at, JobState.PENDING, "submitted")
+        for index in range(1, spec.count):
+            self._create_row(job, index, spec, 0, at)
+
+    def _create_row(self, head: JobRecord, index: int, spec: JobSpec, version: int, at: datetime) -> JobRecord:
+        """Allocation ``index`` of the job ``head`` is row 0 of, new and pending."""
+        row = JobRecord(
+            id=row_id(head.id, index), spec=spec, state=JobState.PENDING, created_at=at, updated_at=at,
+            index=index, version=version,
+        )
+        self.jobs[row.id] = row
+        self._replicas.setdefault(head.id, set()).add(index)
+        self._pending[row.id] = None
+        self._unexplained[row.id] = None
+        self._event(row, at, JobState.PENDING, "submitted" if version == 0 else f"added at version {version}")
+        return row
+
+    def _remove_row(self, row: JobRecord) -> None:
+        """Forget allocation row ``row`` (index > 0: scaled away) and every index entry that names it."""
+        self._unplace(row)
+        self._forget_pending(row.id)
+        self.jobs.pop(row.id, None)
+        self._allocations.pop(row.id, None)
+        indexes = self._replicas.get(head_id(row))
+        if indexes is not None:
+            indexes.discard(row.index)
+            if not indexes:
+                del self._replicas[head_id(row)]
+
+    # ------------------------------------------------------- jobs of rows
+
+    def head(self, job_id: str) -> JobRecord | None:
+        """The job ``job_id`` (its row 0), or None; an allocation row's id names no job."""
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.index == 0 else None
+
+    def head_of(self, row: JobRecord) -> JobRecord | None:
+        return row if row.index == 0 else self.jobs.get(head_id(row))
+
+    def rows(self, head: JobRecord) -> list[JobRecord]:
+        """The job's allocation rows by index, row 0 (``head``) first."""
+        indexes = self._replicas.get(head.id)
+        if not indexes:
+            return [head]
+        return [head, *(self.jobs[row_id(head.id, i)] for i in sorted(indexes))]
+
+    def state_of(self, head: JobRecord) -> JobState:
+        """The job's state, derived from its allocations' (``lifecycle.job_state``)."""
+        if head.id not in self._replicas:
+            return head.state
+        return job_state([(row.state, row.stop_cause) for row in self.rows(head)])
+
+    def rolling_out(self) -> list[tuple[JobRecord, list[AllocationFacts]]]:
+        """The jobs whose current version is rolling out, each with its allocations as
+        ``rollout.decide`` reads them."""
+        rolling = []
+        for job_id in sorted(self._rolling):
+            head = self.head(job_id)
+            if head is not None and head.rollout is not None:
+                facts = [
+                    AllocationFacts(row.index, row.version, row.next_version, row.state, row.healthy_since,
+                                    row.replaced_at)
+                    for row in self.rows(head)
+                ]
+                rolling.append((head, facts))
+        return rolling
+
+    def _spec_of(self, head: JobRecord, version: int) -> JobSpec:
+        for kept in reversed(head.versions):
+            if kept.version == version:
+                return kept.spec
+        return desired_spec(head)
 
     def _apply_apply_plan(self, op: ops.ApplyPlan) -> Outcome:
         placed = 0
@@ -651,9 +814,9 @@ class StateMachine:
         protected = self._kept_terminal(op.keep_jobs)
         jobs = [
             job_id for job_id in dict.fromkeys(op.job_ids)
-            if (job := self.jobs.get(job_id)) is not None
-            and job.state.terminal
-            and job.updated_at <= op.jobs_finished_before
+            if (job := self.head(job_id)) is not None
+            and self.state_of(job).terminal
+            and self._finished_at(job) <= op.jobs_finished_before
             and job_id not in protected
         ]
         slaves = [
@@ -676,6 +839,9 @@ class StateMachine:
     def _remove_job(self, job_id: str) -> None:
         """Forget a terminal job and every index entry that names it; its
         idempotency key is forgotten too, so that key may make a new job."""
+        for row in self.rows(self.jobs[job_id])[1:]:
+            self._remove_row(row)
+        self._rolling.discard(job_id)
         job = self.jobs.pop(job_id)
         self._forget_pending(job_id)
         key = job.spec.idempotency_key
@@ -690,8 +856,20 @@ class StateMachine:
         """The ids of the ``keep`` most recently finished terminal jobs, which no GC removes."""
         if keep <= 0:
             return set()
-        terminal = (job for job in self.jobs.values() if job.state.terminal)
-        return {job.id for job in heapq.nlargest(keep, terminal, key=_finish_order)}
+        return {job.id for job in heapq.nlargest(keep, self._terminal_jobs(), key=self._finish_order)}
+
+    def _terminal_jobs(self) -> list[JobRecord]:
+        return [job for job in self.jobs.values() if job.index == 0 and self.state_of(job).terminal]
+
+    def _finished_at(self, head: JobRecord) -> datetime:
+        """When a terminal job finished: when its last allocation did."""
+        if head.id not in self._replicas:
+            return head.updated_at
+        return max(row.updated_at for row in self.rows(head))
+
+    def _finish_order(self, job: JobRecord) -> tuple[datetime, str]:
+        """The order of "most recent" among terminal jobs: when they finished, then id (a total order)."""
+        return self._finished_at(job), job.id
 
     def garbage(
         self, jobs_finished_before: datetime, keep_jobs: int, slaves_dead_before: datetime, limit: int
@@ -699,10 +877,10 @@ class StateMachine:
         """What a GC pass would remove now (at most ``limit`` jobs and ``limit``
         slaves, the oldest first): the same rules apply checks, so a pass
         proposed from these tables removes exactly these ids if nothing changed."""
-        terminal = [job for job in self.jobs.values() if job.state.terminal]
+        terminal = self._terminal_jobs()
         beyond = len(terminal) - keep_jobs
-        old = heapq.nsmallest(beyond, terminal, key=_finish_order) if beyond > 0 else []
-        job_ids = [job.id for job in old if job.updated_at <= jobs_finished_before][:limit]
+        old = heapq.nsmallest(beyond, terminal, key=self._finish_order) if beyond > 0 else []
+        job_ids = [job.id for job in old if self._finished_at(job) <= jobs_finished_before][:limit]
         slave_ids = sorted(
             slave.id for slave in self.slaves.values()
             if slave.state == NodeState.DEAD
@@ -738,13 +916,156 @@ class StateMachine:
         return Outcome(value={"jobs": len(self.jobs), "slaves": len(self.slaves)})
 
     def _apply_stop_job(self, op: ops.StopJob) -> Outcome:
-        job = self.jobs.get(op.job_id)
+        job = self.head(op.job_id)
         if job is None:
             return Outcome.error("not_found", f"job {op.job_id} not found")
-        if job.state in (JobState.COMPLETED, JobState.FAILED):
-            return Outcome.error("conflict", f"job {job.id} already {job.state.value}; nothing to stop")
-        self._stop(job, StopCause.USER, op.at)
+        state = self.state_of(job)
+        if state in (JobState.COMPLETED, JobState.FAILED):
+            return Outcome.error("conflict", f"job {job.id} already {state.value}; nothing to stop")
+        for row in self.rows(job):
+            self._stop(row, StopCause.USER, op.at)
         return Outcome(value=job.id)
+
+    # ------------------------------------------------------------- versions
+
+    def _changeable(self, job_id: str) -> tuple[JobRecord | None, Outcome | None]:
+        """The job, if a new version of it may be made: it exists, and it is not finished nor stopped by a user."""
+        head = self.head(job_id)
+        if head is None:
+            return None, Outcome.error("not_found", f"job {job_id} not found")
+        state = self.state_of(head)
+        if state.terminal or any(row.stop_cause is StopCause.USER for row in self.rows(head)):
+            return None, Outcome.error(
+                "conflict", f"job {head.id} is {state.value}: it has no next version (submit a new job)"
+            )
+        return head, None
+
+    def _apply_update_job(self, op: ops.UpdateJob) -> Outcome:
+        head, refusal = self._changeable(op.job_id)
+        if head is None:
+            return refusal or Outcome.error("not_found", f"job {op.job_id} not found")
+        current = desired_spec(head)
+        if op.spec.type != current.type:
+            return Outcome.error("conflict", f"type: job {head.id} is a {current.type.value} job; an update "
+                                 "cannot change that (submit a new job)")
+        self._new_version(head, op.spec, op.at, "updated")
+        return Outcome(value=head.id)
+
+    def _apply_scale_job(self, op: ops.ScaleJob) -> Outcome:
+        head, refusal = self._changeable(op.job_id)
+        if head is None:
+            return refusal or Outcome.error("not_found", f"job {op.job_id} not found")
+        current = desired_spec(head)
+        self._new_version(head, current.model_copy(update={"count": op.count}), op.at, f"scaled to {op.count}")
+        return Outcome(value=head.id)
+
+    def _apply_revert_job(self, op: ops.RevertJob) -> Outcome:
+        head, refusal = self._changeable(op.job_id)
+        if head is None:
+            return refusal or Outcome.error("not_found", f"job {op.job_id} not found")
+        kept = next((v for v in head.versions if v.version == op.version), None)
+        if kept is None:
+            return Outcome.error("not_found", f"job {head.id} keeps no version {op.version}")
+        self._new_version(head, kept.spec, op.at, f"reverted to version {op.version}")
+        return Outcome(value=head.id)
+
+    def _new_version(self, head: JobRecord, spec: JobSpec, at: datetime, why: str) -> None:
+        """Make ``spec`` the job's next version. A change of ``count`` alone scales: no allocation
+        is replaced, and the allocations at the current version count as at the new one. Any other
+        change starts a rollout, which the leader's rollout loop carries out (``rollout.decide``)."""
+        current = desired_spec(head)
+        spec = spec.model_copy(update={"idempotency_key": current.idempotency_key})  # the job's key stays its own
+        if spec == current:
+            return
+        rows = self.rows(head)
+        if not head.versions:  # version 0 is stable if it ran whole before anything replaced it
+            whole = all(self._healthy(row) for row in rows)
+            head.versions = [JobVersion(version=0, at=head.created_at, spec=current, stable=whole)]
+        previous = head.versions[-1]
+        version = previous.version + 1
+        scale_only = spec.model_copy(update={"count": current.count}) == current
+        made = JobVersion(version=version, at=at, spec=spec, stable=scale_only and previous.stable)
+        head.versions = [*head.versions, made][-MAX_VERSIONS:]
+        rollout = head.rollout
+        if scale_only:
+            for row in rows:  # the same spec but its count: whatever ran the version runs this one
+                if row.version == previous.version:
+                    row.version = version
+                if row.next_version == previous.version:
+                    row.next_version = version
+            if rollout is not None and rollout.version == previous.version:
+                head.rollout = rollout.model_copy(update={"version": version, "updated_at": at})
+        else:
+            for row in rows:  # those being replaced come back at the newest version
+                if row.next_version is not None:
+                    row.next_version = version
+            head.rollout = Rollout(version=version, state=RolloutState.RUNNING, message="rolling out",
+                                   started_at=at, updated_at=at)
+            self._rolling.add(head.id)
+        self._note(head, at, f"version {version}: {why}")
+        self._rescale(head, spec.count, version, at)
+
+    def _rescale(self, head: JobRecord, count: int, version: int, at: datetime) -> None:
+        have = self._replicas.get(head.id, set())
+        for index in range(1, count):
+            if index not in have:
+                self._create_row(head, index, self._spec_of(head, version), version, at)
+        for row in self.rows(head)[1:]:
+            if row.index >= count:
+                if row.state is JobState.PENDING or row.state.terminal:
+                    self._remove_row(row)
+                    self._touch_job(head)
+                else:
+                    self._stop(row, StopCause.SCALE, at)
+
+    def _healthy(self, row: JobRecord) -> bool:
+        return row.state is JobState.RUNNING and (row.spec.check is None or row.health is Health.HEALTHY)
+
+    def _apply_rollout_step(self, op: ops.RolloutStep) -> Outcome:
+        head = self.head(op.job_id)
+        rollout = head.rollout if head is not None else None
+        if head is None or rollout is None or rollout.version != op.version or rollout.state != RolloutState.RUNNING:
+            return Outcome(value=False)  # decided on older tables: the rollout moved on
+        if self.state_of(head).terminal or any(row.stop_cause is StopCause.USER for row in self.rows(head)):
+            return Outcome(value=False)
+        count = desired_spec(head).count
+        for index in dict.fromkeys(op.replace):
+            row = self.jobs.get(row_id(head.id, index))
+            if row is None or index >= count or op.version in (row.version, row.next_version):
+                continue
+            self._replace(head, row, op.version, op.at)
+        if op.outcome is not None:
+            self._rolling.discard(head.id)
+        if op.outcome is RolloutState.COMPLETE:
+            head.rollout = rollout.model_copy(update={
+                "state": RolloutState.COMPLETE, "message": op.message or "every allocation healthy",
+                "updated_at": op.at,
+            })
+            head.versions = [v.model_copy(update={"stable": True}) if v.version == op.version else v
+                             for v in head.versions]
+            self._note(head, op.at, f"version {op.version} rolled out")
+        elif op.outcome is RolloutState.FAILED:
+            head.rollout = rollout.model_copy(update={
+                "state": RolloutState.FAILED, "message": op.message or "failed", "updated_at": op.at,
+            })
+            self._note(head, op.at, f"version {op.version} failed: {op.message or 'failed'}")
+            policy = desired_spec(head).update
+            stable = next((v for v in reversed(head.versions) if v.stable and v.version != op.version), None)
+            # Not when the failed version is that spec already (a revert that failed too): no loop.
+            if policy is not None and policy.auto_revert and stable is not None and stable.spec != desired_spec(head):
+                self._new_version(head, stable.spec, op.at, f"auto revert to version {stable.version}")
+        return Outcome(value=True)
+
+    def _replace(self, head: JobRecord, row: JobRecord, version: int, at: datetime) -> None:
+        """A rollout replaces allocation ``row`` by one at ``version``: one not placed takes the
+        version at once; one placed is stopped first (``StopCause.UPDATE``, not charged)."""
+        row.replaced_at = at
+        if row.state is JobState.PENDING:
+            self._take_version(head, row, version, at)
+        elif row.state in PLACED_STATES:
+            row.next_version = version
+            self._stop(row, StopCause.UPDATE, at)
+            row.touch()
 
     def _apply_report_allocations(self, op: ops.ReportAllocations) -> Outcome:
         for job, status, step in self._report_steps(op.slave_id, op.statuses, op.runtime_healthy):
@@ -758,9 +1079,12 @@ class StateMachine:
         the leader's choice of which reports to log both ask here, so they never disagree."""
         facts = self._facts(slave_id, runtime_healthy)
         for status in statuses:
-            job = self.jobs.get(status.job_id)
+            # The allocation's row from its id (<row id>-<attempt>); the report names the job too.
+            job = self.jobs.get(status.alloc_id.rpartition("-")[0])
             if job is None or job.alloc_id != status.alloc_id or job.slave_id != slave_id:
                 continue  # a report about an older attempt, or from a slave the job left
+            if head_id(job) != status.job_id:
+                continue
             step = on_report(job, status, facts)
             if step is not None:
                 yield job, status, step
@@ -810,6 +1134,31 @@ class StateMachine:
                 self._finish(job, at, step.to, step.message)
         if step.step is Step.HEALTH or (step.step is Step.RUNNING and status is not None and status.health):
             self._health(job, status, at)
+        if step.step is Step.RUNNING and job.spec.check is None:
+            job.healthy_since = at  # without a check, running is healthy
+        if job.state is JobState.PENDING or job.state.terminal:
+            self._settle(job, at)
+
+    def _settle(self, row: JobRecord, at: datetime) -> None:
+        """A row that left its slave: one past the job's count (scaled down) goes away; one a
+        rollout stopped takes its new version (its spec) before it is placed again."""
+        head = self.head_of(row)
+        if head is None:
+            return
+        if row.index > 0 and row.index >= desired_spec(head).count:
+            self._remove_row(row)
+            self._touch_job(row)
+            return
+        if row.next_version is not None and row.state is JobState.PENDING:
+            self._take_version(head, row, row.next_version, at)
+
+    def _take_version(self, head: JobRecord, row: JobRecord, version: int, at: datetime) -> None:
+        """A pending row's spec becomes ``version``'s: its next placement runs it."""
+        row.spec = self._spec_of(head, version)
+        row.version, row.next_version = version, None
+        row.pending_reason = None
+        self._unexplained[row.id] = None  # another spec may fit where the old one did not
+        self._event(row, at, JobState.PENDING, f"at version {version}; placing it")
 
     def _health(self, job: JobRecord, status: AllocationStatus | None, at: datetime) -> None:
         """A running job's check changed its verdict: recorded, and a job event."""
@@ -817,18 +1166,18 @@ class StateMachine:
         if health is None or health == job.health or job.state != JobState.RUNNING:
             return
         job.health = health
+        job.healthy_since = at if health is Health.HEALTHY else None
         message = f"health: {health.value}" + (f" ({status.message})" if status and status.message else "")
         job.message = message
         job.updated_at = at
-        job.events.append(
-            JobEvent(at=at, state=job.state, message=message, node_id=job.slave_id, attempt=job.attempts, health=health)
-        )
+        job.events.append(JobEvent(
+            at=at, state=job.state, message=message, node_id=job.slave_id, attempt=job.attempts, health=health,
+            index=job.index,
+        ))
         if len(job.events) > MAX_EVENTS_PER_JOB:
             del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
         job.touch()
-        self._changes.append(
-            Change("job", job.id, job.state.value, at, job.slave_id, message, self.applied_index, health.value)
-        )
+        self._job_change(job, at, message, health.value)
 
     def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime, ports: Iterable[int] = ()) -> None:
         self._forget_pending(job.id)
@@ -836,9 +1185,10 @@ class StateMachine:
         if job.ports:
             self._ports_by_slave.setdefault(slave.id, set()).update(job.ports)
         job.health = None
+        job.healthy_since = None
         job.attempts += 1
         job.slave_id = slave.id
-        job.alloc_id = f"{job.id}-{job.attempts}"
+        job.alloc_id = f"{job.id}-{job.attempts}"  # <job id>.<index>-<attempt> past index 0
         job.container_id = None
         job.exit_code = None
         job.pending_reason = None
@@ -864,6 +1214,7 @@ class StateMachine:
                     del self._ports_by_slave[job.slave_id or ""]
             job.ports = []  # the slave's ports are free again
         job.health = None
+        job.healthy_since = None
         if job.slave_id is not None:
             placed = self._placed_by_slave.get(job.slave_id)
             if placed is not None:
@@ -899,13 +1250,44 @@ class StateMachine:
         job.state = state
         job.updated_at = at
         job.message = message
-        job.events.append(
-            JobEvent(at=at, state=state, message=message, node_id=slave_id or job.slave_id, attempt=job.attempts)
-        )
+        job.events.append(JobEvent(
+            at=at, state=state, message=message, node_id=slave_id or job.slave_id, attempt=job.attempts,
+            index=job.index,
+        ))
         if len(job.events) > MAX_EVENTS_PER_JOB:
             del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
         job.touch()  # the list changed in place
-        self._changes.append(Change("job", job.id, state.value, at, job.slave_id, message, self.applied_index))
+        self._job_change(job, at, message)
+
+    def _note(self, head: JobRecord, at: datetime, message: str) -> None:
+        """An event of the job itself (a version, a rollout's end), on row 0; no row changes state."""
+        head.updated_at = at
+        head.message = message
+        head.events.append(JobEvent(at=at, state=head.state, message=message, node_id=head.slave_id,
+                                    attempt=head.attempts))
+        if len(head.events) > MAX_EVENTS_PER_JOB:
+            del head.events[: len(head.events) - MAX_EVENTS_PER_JOB]
+        head.touch()
+        self._job_change(head, at, message)
+
+    def _job_change(self, row: JobRecord, at: datetime, message: str, health: str | None = None) -> None:
+        """A change of one allocation row, published as a change of its job (in the job's state)."""
+        if row.index == 0 and row.id not in self._replicas:
+            self._changes.append(Change("job", row.id, row.state.value, at, row.slave_id, message,
+                                        self.applied_index, health))
+            return
+        head = self._touch_job(row)
+        state = self.state_of(head) if head is not None else row.state
+        self._changes.append(Change("job", head_id(row), state.value, at, row.slave_id, message, self.applied_index,
+                                    health, alloc_index=row.index))
+
+    def _touch_job(self, row: JobRecord) -> JobRecord | None:
+        """Row 0's kept encoding is dropped when another row of its job changes: what is kept from
+        it (the list view) then describes the job as it is now."""
+        head = self.head_of(row)
+        if head is not None and head is not row:
+            head.touch()
+        return head
 
     def _slave_change(self, slave: SlaveRecord, at: datetime, message: str) -> None:
         state = NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
@@ -969,11 +1351,22 @@ class StateMachine:
         slaves = [self.capacity(n) for n in self.slaves.values()]
         candidates = self._unexplained if only_unexplained else self._pending
         jobs = [
-            as_pending(j)
+            as_pending(j, self._siblings_slaves(j))
             for j in map(self.jobs.__getitem__, candidates)
             if j.not_before is None or j.not_before <= now
         ]
         return slaves, jobs
+
+    def _siblings_slaves(self, row: JobRecord) -> frozenset[str] | None:
+        """For spread: the slaves the job's other allocations are placed on; None: the job packs
+        (one allocation, or ``spread: false``)."""
+        head = self.head_of(row)
+        if head is None or head.id not in self._replicas or not desired_spec(head).spread:
+            return None
+        return frozenset(
+            other.slave_id for other in self.rows(head)
+            if other is not row and other.slave_id is not None and other.state in PLACED_STATES
+        )
 
     def next_backoff_expiry(self) -> datetime | None:
         return min(self._backoff.values()) if self._backoff else None
@@ -1003,10 +1396,20 @@ class StateMachine:
         return [status for _, status, _ in self._report_steps(slave_id, statuses, runtime_healthy)]
 
     def job_view(self, job: JobRecord, with_events: bool = True) -> JobView:
+        """The job ``job`` is row 0 of: its current version's spec, its state (derived from its
+        allocations'), index 0's placement in the fields of a job of one allocation, and every
+        allocation in ``allocations``."""
+        rows = self.rows(job)
+        events: list[JobEvent] | None = None
+        if with_events:
+            events = list(job.events) if len(rows) == 1 else sorted(
+                (event for row in rows for event in row.events), key=lambda event: event.at
+            )[-MAX_EVENTS_PER_JOB:]
+        rollout = job.rollout
         return JobView(
-            **job.spec.model_dump(exclude={"ports"}),
+            **desired_spec(job).model_dump(exclude={"ports"}),
             id=job.id,
-            state=job.state,
+            state=self.state_of(job),
             node_id=job.slave_id,
             alloc_id=job.alloc_id,
             container_id=job.container_id,
@@ -1018,8 +1421,28 @@ class StateMachine:
             message=job.message,
             ports=self._port_views(job),
             health=job.health,
-            events=list(job.events) if with_events else None,
+            events=events,
+            version=desired_version(job),
+            desired=desired_spec(job).count,
+            running=sum(1 for row in rows if row.state is JobState.RUNNING),
+            allocations=[self._allocation_view(row) for row in rows],
+            rollout=None if rollout is None else RolloutView(
+                version=rollout.version, state=rollout.state, message=rollout.message, updated_at=rollout.updated_at,
+            ),
         )
+
+    def _allocation_view(self, row: JobRecord) -> AllocationView:
+        return AllocationView(
+            id=row.alloc_id, index=row.index, version=row.version, state=row.state, slave_id=row.slave_id,
+            container_id=row.container_id, attempt=row.attempts, exit_code=row.exit_code,
+            ports=self._port_views(row), health=row.health, pending_reason=row.pending_reason,
+            message=row.message, updated_at=row.updated_at,
+        )
+
+    def versions_view(self, head: JobRecord) -> list[JobVersionView]:
+        """The job's kept versions, newest first (a job never updated has its version 0)."""
+        kept = head.versions or [JobVersion(version=0, at=head.created_at, spec=head.spec)]
+        return [JobVersionView(version=v.version, at=v.at, stable=v.stable, spec=v.spec) for v in reversed(kept)]
 
     def _port_views(self, job: JobRecord) -> list[PortView]:
         slave = self.slaves.get(job.slave_id) if job.slave_id and job.ports else None
@@ -1159,9 +1582,14 @@ class StateMachine:
     def _derive_indexes(self) -> None:
         """Every index but ``_pending`` (whose order is the tables'), from the rows."""
         self._by_idempotency_key, self._placed_by_slave, self._ports_by_slave = {}, {}, {}
-        self._unexplained, self._backoff = {}, {}
+        self._unexplained, self._backoff, self._replicas, self._rolling = {}, {}, {}, set()
         for job in self.jobs.values():
-            if job.spec.idempotency_key is not None:
+            if job.rollout is not None and job.rollout.state is RolloutState.RUNNING:
+                self._rolling.add(job.id)
+            if job.index:
+                self._replicas.setdefault(head_id(job), set()).add(job.index)
+                # Its spec's idempotency key is row 0's: row 0 answers for it.
+            elif job.spec.idempotency_key is not None:
                 self._by_idempotency_key.setdefault(job.spec.idempotency_key, job.id)
             if job.state in PLACED_STATES and job.slave_id is not None:
                 # The totals are derived again from the rows, never read from a snapshot.
@@ -1191,8 +1619,10 @@ def _allocation(job: JobRecord, forced: bool) -> Allocation:
     """What the job's slave is to run for it; ``forced``: its slave's drain is past its deadline."""
     return Allocation(
         alloc_id=job.alloc_id or "",
-        job_id=job.id,
+        job_id=head_id(job),
         attempt=job.attempts,
+        index=job.index,
+        version=job.version,
         desired=DesiredState.STOP if job.state == JobState.STOPPING else DesiredState.RUN,
         image=job.spec.image,
         command=job.spec.command,
@@ -1211,16 +1641,20 @@ def _allocation(job: JobRecord, forced: bool) -> Allocation:
     )
 
 
-def as_pending(job: JobRecord) -> PendingJob:
+def as_pending(job: JobRecord, spread_from: frozenset[str] | None = None) -> PendingJob:
+    """The row as the scheduler sees it; ``spread_from``: the slaves its job's other allocations
+    hold, which it avoids while another slave fits (None: nothing to spread from)."""
     spec = job.spec
     resources = spec.resources
-    if not spec.ports and not spec.volumes:
+    if not spec.ports and not spec.volumes and spread_from is None:
         return PendingJob(job.id, resources.cpu, resources.memory_mb, spec.constraints.labels)
     return PendingJob(
         job.id, resources.cpu, resources.memory_mb, spec.constraints.labels,
         ports=tuple(p.host for p in spec.ports),
         host_paths=tuple(v.host_path for v in spec.volumes if v.host_path is not None),
         attempt=job.attempts,
+        group=head_id(job) if spread_from is not None else None,
+        spread_from=spread_from or frozenset(),
     )
 
 

@@ -46,7 +46,7 @@ class TableGauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         state, term, commit_index, leader = self._view()
-        jobs = Tally(job.state for job in state.jobs.values())
+        jobs = Tally(state.state_of(job) for job in state.jobs.values() if job.index == 0)
         slaves = Tally(
             NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
             for slave in state.slaves.values()

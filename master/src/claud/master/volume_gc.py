@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 import httpx
 
 from claud.api import JobState
-from claud.api.jobs import ADDRESS, LONG_ID
+from claud.api.jobs import ADDRESS, LONG_ID, MAX_COUNT
 from claud.api.protocol import slave_job_volumes_path
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.logfmt import log_event
@@ -36,11 +36,17 @@ def volume_homes(jobs: Mapping[str, JobRecord], job_ids: Iterable[str]) -> dict[
     homes: dict[str, set[str]] = {}
     for job_id in job_ids:
         job = jobs.get(job_id)
-        if job is None or not any(volume.name is not None for volume in job.spec.volumes or ()):
+        if job is None:
             continue
-        slaves = {e.node_id for e in job.events if e.state == JobState.SCHEDULED and e.node_id}
-        if job.slave_id is not None:
-            slaves.add(job.slave_id)
+        # Every allocation row of the job (``<job>.<index>``), at any of its versions.
+        rows = [job, *(jobs[f"{job_id}.{i}"] for i in range(1, MAX_COUNT) if f"{job_id}.{i}" in jobs)]
+        slaves: set[str] = set()
+        for row in rows:
+            if not any(volume.name is not None for volume in row.spec.volumes or ()):
+                continue
+            slaves.update(e.node_id for e in row.events if e.state == JobState.SCHEDULED and e.node_id)
+            if row.slave_id is not None:
+                slaves.add(row.slave_id)
         if slaves:
             homes[job_id] = slaves
     return homes

@@ -1,0 +1,376 @@
+"""Replicas, versions and rolling updates (issue 17) in the tables, the scheduler and the rollout
+decision, without sockets or Docker.
+
+A job of ``count`` N is N allocation rows that each live the lifecycle of a
+job of one allocation; these tests hold the rules that join them: the job's
+state from its allocations', spread, scale, the rollout's pace (never more
+than ``max_parallel`` in flight, never the next before the last is healthy)
+and its end (complete and stable, or failed and reverted).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claud.api import AllocationStatus, ContainerState, Health, JobSpec, JobState, RolloutState, UpdatePolicy
+from claud.master import ops
+from claud.master.lifecycle import StopCause, job_state
+from claud.master.rollout import AllocationFacts, decide
+from claud.master.scheduler import PendingJob, SlaveCapacity, schedule
+from claud.master.state import StateMachine
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WEB = {"name": "web", "image": "claud/busybox:latest", "type": "service", "command": ["httpd", "-f"]}
+
+
+def spec(**fields: object) -> JobSpec:
+    return JobSpec.model_validate({**WEB, **fields})
+
+
+class Tables:
+    def __init__(self) -> None:
+        self.sm = StateMachine()
+        self.index = 0
+        self.now = T0
+
+    def apply(self, op: ops.Operation):  # type: ignore[no-untyped-def]
+        self.index += 1
+        return self.sm.apply(self.index, op)
+
+    def later(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def slave(self, slave_id: str, cpu: float = 4) -> None:
+        assert self.apply(ops.RegisterSlave(
+            at=self.now, slave_id=slave_id, address=f"10.0.0.{len(self.sm.slaves) + 1}:8701", cpu_total=cpu,
+            memory_mb_total=4096,
+        )).ok
+
+    def submit(self, job_id: str = "web", **fields: object) -> None:
+        assert self.apply(ops.SubmitJob(at=self.now, job_id=job_id, spec=spec(**fields))).ok
+
+    def schedule(self) -> None:
+        slaves, jobs = self.sm.scheduling_snapshot(self.now)
+        plan = schedule(slaves, jobs)
+        self.apply(ops.ApplyPlan(
+            at=self.now, unplaced=dict(plan.unplaced),
+            placements=[ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id, ports=list(p.ports))
+                        for p in plan.placements],
+        ))
+
+    def report(self, row_id: str, state: ContainerState, health: Health | None = None, **extra: object) -> None:
+        row = self.sm.jobs[row_id]
+        status = AllocationStatus(alloc_id=row.alloc_id or "", job_id=row_id.split(".")[0], state=state,
+                                  container_id="c" * 64, health=health, **extra)  # type: ignore[arg-type]
+        assert row.slave_id is not None
+        self.apply(ops.ReportAllocations(at=self.now, slave_id=row.slave_id, statuses=[status]))
+
+    def run_all(self, job_id: str = "web") -> None:
+        """Place what is pending and report every placed or stopping allocation's container as it would go."""
+        self.schedule()
+        for row in self.sm.rows(self.sm.jobs[job_id]):
+            if row.state in (JobState.SCHEDULED, JobState.STARTING):
+                self.report(row.id, ContainerState.RUNNING)
+            elif row.state is JobState.STOPPING:
+                self.report(row.id, ContainerState.EXITED, exit_code=143)
+
+    def view(self, job_id: str = "web"):  # type: ignore[no-untyped-def]
+        return self.sm.job_view(self.sm.jobs[job_id])
+
+    def rollout_pass(self, job_id: str = "web") -> None:
+        """What the leader's rollout loop does once: decide, and propose the step."""
+        for head, facts in self.sm.rolling_out():
+            if head.id != job_id:
+                continue
+            assert head.rollout is not None
+            desired = self.sm.job_view(head)
+            policy = desired.update or UpdatePolicy()
+            decision = decide(head.rollout.version, policy, desired.count, head.rollout.started_at, facts, self.now)
+            if decision is not None:
+                assert self.apply(ops.RolloutStep(
+                    at=self.now, job_id=job_id, version=head.rollout.version, replace=list(decision.replace),
+                    outcome=decision.outcome, message=decision.message,
+                )).ok
+
+
+# ------------------------------------------------------------------ replicas
+
+
+def test_three_replicas_spread_over_three_slaves_and_the_job_reads_from_all_three() -> None:
+    t = Tables()
+    for s in ("s1", "s2", "s3"):
+        t.slave(s)
+    t.submit(count=3)
+    assert sorted(t.sm.jobs) == ["web", "web.1", "web.2"]
+    assert t.view().state is JobState.PENDING and (t.view().running, t.view().desired) == (0, 3)
+    t.schedule()
+    rows = t.sm.rows(t.sm.jobs["web"])
+    assert sorted(row.slave_id or "" for row in rows) == ["s1", "s2", "s3"]
+    assert [row.alloc_id for row in rows] == ["web-1", "web.1-1", "web.2-1"]
+    allocations = {a.alloc_id: a for s in ("s1", "s2", "s3") for a in t.sm.desired_allocations(s)}
+    assert {a.job_id for a in allocations.values()} == {"web"}  # containers carry claud.job=<job id>
+    assert sorted(a.index for a in allocations.values()) == [0, 1, 2]
+    t.report("web", ContainerState.RUNNING)
+    t.report("web.1", ContainerState.RUNNING)
+    view = t.view()
+    assert view.state is JobState.SCHEDULED and (view.running, view.desired) == (2, 3)
+    t.report("web.2", ContainerState.RUNNING)
+    view = t.view()
+    assert view.state is JobState.RUNNING and view.running == 3
+    assert [(a.index, a.state, a.slave_id is not None) for a in view.allocations] == [
+        (0, JobState.RUNNING, True), (1, JobState.RUNNING, True), (2, JobState.RUNNING, True)]
+    # Only the job is listed; its allocation rows are not jobs of their own.
+    assert t.sm.head("web.1") is None and t.sm.head("web") is not None
+
+
+def test_spread_packs_only_when_no_other_slave_fits_and_spread_false_packs() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    t.submit(count=3)
+    t.schedule()
+    slaves = sorted(row.slave_id or "" for row in t.sm.rows(t.sm.jobs["web"]))
+    assert set(slaves) == {"s1", "s2"}  # two slaves for three: one doubles, both used
+    t.submit("packed", count=3, spread=False)
+    t.schedule()
+    assert len({row.slave_id for row in t.sm.rows(t.sm.jobs["packed"])}) == 1  # binpack, not spread
+
+
+def test_a_dead_slave_s_replica_is_placed_again_elsewhere_and_the_others_keep_running() -> None:
+    t = Tables()
+    for s in ("s1", "s2", "s3", "s4"):
+        t.slave(s)
+    t.submit(count=3)
+    t.run_all()
+    victim = t.sm.jobs["web.1"]
+    lost_on = victim.slave_id
+    others = {r.id: (r.slave_id, r.alloc_id) for r in t.sm.rows(t.sm.jobs["web"]) if r.id != "web.1"}
+    assert t.apply(ops.SetSlaveState(at=t.now, slave_id=lost_on or "", state="dead", reason="gone")).ok
+    assert victim.state is JobState.PENDING
+    assert t.view().state is JobState.PENDING and t.view().running == 2
+    t.run_all()
+    assert victim.slave_id not in (None, lost_on) and victim.alloc_id == "web.1-2"
+    assert victim.slave_id not in {slave for slave, _ in others.values()}  # spread again
+    assert {r.id: (r.slave_id, r.alloc_id) for r in t.sm.rows(t.sm.jobs["web"]) if r.id != "web.1"} == others
+    assert t.view().state is JobState.RUNNING
+
+
+def test_stop_stops_every_allocation_and_the_job_is_stopped_when_the_last_is() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    t.submit(count=2)
+    t.run_all()
+    assert t.apply(ops.StopJob(at=t.now, job_id="web")).ok
+    assert t.view().state is JobState.STOPPING
+    t.report("web", ContainerState.EXITED, exit_code=143)
+    assert t.view().state is JobState.STOPPING
+    t.report("web.1", ContainerState.EXITED, exit_code=143)
+    assert t.view().state is JobState.STOPPED
+    assert t.apply(ops.StopJob(at=t.now, job_id="web.1")).code == "not_found"
+
+
+def test_scale_up_adds_allocations_and_scale_down_stops_then_forgets_the_surplus() -> None:
+    t = Tables()
+    for s in ("s1", "s2", "s3"):
+        t.slave(s)
+    t.submit()
+    t.run_all()
+    assert t.apply(ops.ScaleJob(at=t.now, job_id="web", count=3)).ok
+    assert sorted(t.sm.jobs) == ["web", "web.1", "web.2"] and t.view().version == 1
+    assert t.sm.jobs["web"].alloc_id == "web-1"  # nothing replaced
+    t.run_all()
+    assert t.view().running == 3 and t.view().desired == 3
+    assert t.apply(ops.ScaleJob(at=t.now, job_id="web", count=1)).ok
+    assert t.sm.jobs["web.1"].state is JobState.STOPPING and t.sm.jobs["web.1"].stop_cause is StopCause.SCALE
+    t.report("web.1", ContainerState.EXITED, exit_code=143)
+    t.report("web.2", ContainerState.EXITED, exit_code=143)
+    assert sorted(t.sm.jobs) == ["web"] and t.view().state is JobState.RUNNING and t.view().desired == 1
+    assert all(not t.sm.placed_jobs(s) or [j.id for j in t.sm.placed_jobs(s)] == ["web"] for s in ("s1", "s2", "s3"))
+
+
+# ------------------------------------------------------------------ rollouts
+
+
+def test_a_rolling_update_replaces_one_at_a_time_each_after_the_last_is_healthy() -> None:
+    t = Tables()
+    for s in ("s1", "s2", "s3"):
+        t.slave(s)
+    t.submit(count=3, update={"max_parallel": 1, "min_healthy_time": 5, "healthy_deadline": 60})
+    t.run_all()
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec(
+        count=3, command=["httpd", "-f", "-v2"], update={"max_parallel": 1, "min_healthy_time": 5,
+                                                         "healthy_deadline": 60}))).ok
+    view = t.view()
+    assert view.version == 1 and view.rollout is not None and view.rollout.state is RolloutState.RUNNING
+    assert view.command == ["httpd", "-f", "-v2"]
+    replaced: list[str] = []
+    for _ in range(60):
+        t.rollout_pass()
+        rows = t.sm.rows(t.sm.jobs["web"])
+        assert sum(1 for r in rows if r.state is JobState.RUNNING) >= 2  # two serve throughout
+        for r in rows:
+            if r.state is JobState.STOPPING:
+                replaced.append(r.id)
+        t.run_all()
+        t.later(1)
+        if t.view().rollout.state is RolloutState.COMPLETE:  # type: ignore[union-attr]
+            break
+    view = t.view()
+    assert view.rollout is not None and view.rollout.state is RolloutState.COMPLETE
+    assert sorted(replaced) == ["web", "web.1", "web.2"]
+    assert all(a.version == 1 and a.state is JobState.RUNNING for a in view.allocations)
+    assert all(t.sm.jobs[r].spec.command == ["httpd", "-f", "-v2"] for r in ("web", "web.1", "web.2"))
+    versions = t.sm.versions_view(t.sm.jobs["web"])
+    assert [(v.version, v.stable) for v in versions] == [(1, True), (0, True)]
+
+
+def test_a_broken_version_fails_its_rollout_and_auto_revert_brings_the_stable_one_back() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    policy = {"max_parallel": 1, "min_healthy_time": 1, "healthy_deadline": 10, "auto_revert": True}
+    t.submit(count=2, update=policy)
+    t.run_all()
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec(count=2, image="claud/broken:latest",
+                                                                    update=policy))).ok
+    for _ in range(30):
+        t.rollout_pass()
+        t.schedule()
+        for row in t.sm.rows(t.sm.jobs["web"]):
+            if row.state is JobState.STOPPING:
+                t.report(row.id, ContainerState.EXITED, exit_code=143)
+            elif row.state is JobState.SCHEDULED:
+                ok = row.spec.image != "claud/broken:latest"
+                t.report(row.id, ContainerState.RUNNING if ok else ContainerState.FAILED,
+                         **({} if ok else {"message": "no such image"}))
+        t.later(1)
+        if t.view().version == 2:
+            break
+    view = t.view()
+    assert view.version == 2 and view.image == "claud/busybox:latest"
+    versions = t.sm.versions_view(t.sm.jobs["web"])
+    assert [v.version for v in versions] == [2, 1, 0] and not versions[1].stable
+    assert any("failed" in e.message for e in view.events or [])
+    # The one allocation never replaced kept serving throughout.
+    assert sum(1 for a in view.allocations if a.state is JobState.RUNNING) >= 1
+
+
+def test_a_change_of_count_alone_replaces_nothing_and_a_same_spec_update_makes_no_version() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    t.submit(count=1)
+    t.run_all()
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec())).ok
+    assert t.view().version == 0
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec(count=2))).ok
+    view = t.view()
+    assert view.version == 1 and view.rollout is None and t.sm.jobs["web"].alloc_id == "web-1"
+
+
+def test_replicas_versions_and_rollouts_survive_a_snapshot() -> None:
+    t = Tables()
+    for s in ("s1", "s2"):
+        t.slave(s)
+    t.submit(count=2)
+    t.run_all()
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec(count=2, command=["x"]))).ok
+    t.rollout_pass()
+    restored = StateMachine.from_snapshot(t.sm.to_snapshot())
+    assert restored.job_view(restored.jobs["web"]) == t.view()
+    assert restored.rolling_out()[0][1] == t.sm.rolling_out()[0][1]
+    assert restored.to_snapshot() == t.sm.to_snapshot()
+
+
+def test_an_update_of_a_stopped_job_is_refused_and_type_cannot_change() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.submit()
+    t.run_all()
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec(type="batch"))).code == "conflict"
+    assert t.apply(ops.StopJob(at=t.now, job_id="web")).ok
+    assert t.apply(ops.ScaleJob(at=t.now, job_id="web", count=2)).code == "conflict"
+    assert t.apply(ops.RevertJob(at=t.now, job_id="nope", version=0)).code == "not_found"
+
+
+# ------------------------------------------------------------------ the rules alone
+
+
+def test_the_job_state_rule() -> None:
+    R, P, S, T = JobState.RUNNING, JobState.PENDING, JobState.STOPPING, JobState.STARTING
+    assert job_state([(S, StopCause.DRAIN)]) is S  # one allocation reads as it always did
+    assert job_state([(R, None), (R, None), (P, None)]) is P
+    assert job_state([(R, None), (T, None)]) is T
+    assert job_state([(R, None), (S, StopCause.UPDATE)]) is P
+    assert job_state([(R, StopCause.USER), (S, StopCause.USER)]) is S
+    assert job_state([(JobState.COMPLETED, None), (JobState.FAILED, None)]) is JobState.FAILED
+    assert job_state([(JobState.COMPLETED, None), (JobState.STOPPED, None)]) is JobState.STOPPED
+    assert job_state([(JobState.COMPLETED, None), (JobState.COMPLETED, None)]) is JobState.COMPLETED
+    assert job_state([(JobState.COMPLETED, None), (R, None)]) is R
+
+
+facts = st.builds(
+    AllocationFacts,
+    index=st.integers(0, 5),
+    version=st.integers(0, 2),
+    next_version=st.none() | st.integers(0, 2),
+    state=st.sampled_from([JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING, JobState.STOPPING]),
+    healthy_since=st.none() | st.integers(0, 100).map(lambda s: T0 + timedelta(seconds=s)),
+    replaced_at=st.none() | st.integers(0, 100).map(lambda s: T0 + timedelta(seconds=s)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(facts, max_size=6, unique_by=lambda a: a.index), st.integers(1, 3), st.integers(0, 200))
+def test_a_rollout_never_has_more_than_max_parallel_in_flight(allocations, parallel, at) -> None:  # type: ignore[no-untyped-def]
+    policy = UpdatePolicy(max_parallel=parallel, min_healthy_time=10, healthy_deadline=60)
+    now = T0 + timedelta(seconds=at)
+    count = max((a.index for a in allocations), default=0) + 1
+    decision = decide(2, policy, count, T0, allocations, now)
+    if decision is None or not decision.replace:
+        return
+    assert decision.outcome is None
+    replaced = set(decision.replace)
+    assert all(a.version != 2 and a.next_version != 2 for a in allocations if a.index in replaced)
+
+    def done(a: AllocationFacts) -> bool:
+        return (a.version == 2 and a.next_version is None and a.healthy_since is not None
+                and (now - a.healthy_since).total_seconds() >= 10)
+    in_flight = [a for a in allocations if (a.version == 2 or a.next_version == 2) and not done(a)]
+    assert len(in_flight) + len(replaced) <= parallel
+
+
+@st.composite
+def spread_world(draw):  # type: ignore[no-untyped-def]
+    slaves = [
+        SlaveCapacity(f"s{i}", {}, draw(st.sampled_from([0.5, 1.0, 2.0])), 4096, 0.0, 0, True)
+        for i in range(draw(st.integers(1, 5)))
+    ]
+    groups = draw(st.integers(1, 3))
+    jobs = [PendingJob(f"g{g}.{i}", draw(st.sampled_from([0.25, 0.5])), 64, {}, group=f"g{g}")
+            for g in range(groups) for i in range(draw(st.integers(1, 5)))]
+    return slaves, jobs
+
+
+@settings(max_examples=300, deadline=None)
+@given(spread_world())
+def test_the_scheduler_spreads_a_group_no_two_on_one_slave_while_another_fits(world) -> None:  # type: ignore[no-untyped-def]
+    slaves, jobs = world
+    plan = schedule(slaves, jobs)
+    used = {s.id: 0 for s in slaves}
+    by_group: dict[str, dict[str, int]] = {}
+    for placement in plan.placements:
+        job = next(j for j in jobs if j.id == placement.job_id)
+        cap = next(s for s in slaves if s.id == placement.slave_id)
+        held = by_group.setdefault(job.group or "", {})
+        if held.get(placement.slave_id):
+            # Doubled up: no slave without one of the group had room for it at that point.
+            for other in slaves:
+                if other.id not in held:
+                    assert round(other.cpu_total * 1000) - used[other.id] < round(job.cpu * 1000)
+        held[placement.slave_id] = held.get(placement.slave_id, 0) + 1
+        used[cap.id] += round(job.cpu * 1000)
