@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_state_machine import T0, assert_allocations_fresh, assert_reservations_recount
 
-from claud.api import JobState
+from claud.api import JobState, UpdatePolicy
 from claud.master import ops
+from claud.master.rollout import decide
 from claud.master.scheduler import schedule
 from claud.master.state import StateMachine
 
@@ -153,7 +154,9 @@ class Replicas(RuleBasedStateMachine):
         attempts = job.attempts if job else 0
         alloc = {"current": attempts, "old": attempts - 1, "next": attempts + 1, "other": 7}[attempt]
         job_id = job.id if job else "j0"
-        status = {"alloc_id": f"{job_id}-{alloc}", "job_id": job_id, "state": state, "container_id": container,
+        # A report names the job (row 0's id) and the allocation (<row id>-<attempt>).
+        status = {"alloc_id": f"{job_id}-{alloc}", "job_id": job_id.split(".")[0], "state": state,
+                  "container_id": container,
                   "exit_code": exit_code, "message": message, "fenced": fenced}
         slave_id = slave if slave is not None else (job.slave_id if job and job.slave_id else "s1")
         self.append(entry({"kind": "report_allocations", "at": self.at(valid, bad_time), "node_id": slave_id,
@@ -180,6 +183,58 @@ class Replicas(RuleBasedStateMachine):
                         well_formed=not last)
             self.now = min(self.now + timedelta(seconds=31, days=365 * years if i % 10 == 9 else 0), LATEST)
         assert self.a.jobs[job_id].restarts >= restarts - (last_at is not None)
+
+    @rule(count=st.integers(1, 4), spread=st.booleans(), service=st.booleans(),
+          auto_revert=st.booleans())
+    def submit_replicas(self, count, spread, service, auto_revert) -> None:
+        spec = {"name": "web", "image": "claud/busybox", "count": count, "spread": spread,
+                "type": "service" if service else "batch", "resources": {"cpu": 0.5, "memory_mb": 64},
+                "update": {"max_parallel": 1, "min_healthy_time": 1, "healthy_deadline": 5,
+                           "auto_revert": auto_revert}}
+        self.append(entry({"kind": "submit_job", "at": self.now.isoformat(), "job_id": f"j{self.jobs}",
+                           "spec": spec}), well_formed=True)
+        self.jobs += 1
+
+    @rule(n=st.integers(0, 50), count=st.one_of(st.integers(1, 4), INTS), command=st.lists(ADVERSARIAL_TEXT,
+          max_size=2), service=st.booleans(), kind=st.sampled_from(["update_job", "scale_job", "revert_job"]),
+          version=st.one_of(st.integers(0, 4), INTS), valid=VALID, bad_time=BAD_TIMES)
+    def new_version(self, n, count, command, service, kind, version, valid, bad_time) -> None:
+        """Updates, scales and reverts of any job (an allocation row's id too), valid or not."""
+        data: dict[str, Any] = {"kind": kind, "at": self.at(valid, bad_time), "job_id": self.job_id(n)}
+        if valid:  # most of them well formed, so that rollouts happen
+            command, count = [f"v{version}"], 1 + abs(count) % 4
+        if kind == "update_job":
+            data["spec"] = {"name": "web", "image": "claud/busybox", "count": count, "command": command,
+                            "type": "service" if service else "batch",
+                            "update": {"max_parallel": 2, "min_healthy_time": 1, "healthy_deadline": 5,
+                                       "auto_revert": True}}
+        elif kind == "scale_job":
+            data["count"] = count
+        else:
+            data["version"] = version
+        self.append(entry(data))
+
+    @rule()
+    def rollout_pass(self) -> None:
+        """What the leader's rollout loop proposes now."""
+        for head, facts in self.a.rolling_out():
+            view = self.a.job_view(head)
+            assert head.rollout is not None
+            decision = decide(head.rollout.version, view.update or UpdatePolicy(), view.desired,
+                              head.rollout.started_at, facts, self.now)
+            if decision is not None:
+                event(f"rollout {decision.outcome or 'replace'}")
+                self.append(ops.encode(ops.RolloutStep(
+                    at=self.now, job_id=head.id, version=head.rollout.version, replace=list(decision.replace),
+                    outcome=decision.outcome, message=decision.message)), well_formed=True)
+
+    @rule(n=st.integers(0, 50), version=st.one_of(st.integers(0, 4), INTS),
+          replace=st.lists(st.one_of(st.integers(0, 5), INTS), max_size=4),
+          outcome=st.sampled_from([None, "complete", "failed", "running", "bogus"]), valid=VALID, bad_time=BAD_TIMES)
+    def stale_rollout_step(self, n, version, replace, outcome, valid, bad_time) -> None:
+        """A rollout step decided on other tables (or made up): apply has the last word."""
+        self.append(entry({"kind": "rollout_step", "at": self.at(valid, bad_time), "job_id": self.job_id(n),
+                           "version": version, "replace": replace, "outcome": outcome}))
 
     @rule(n=st.integers(0, 50), job=IDS, known=st.booleans(), valid=VALID, bad_time=BAD_TIMES)
     def stop(self, n, job, known, valid, bad_time) -> None:
@@ -268,6 +323,15 @@ class Replicas(RuleBasedStateMachine):
         assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}
         for key, job_id in sm._by_idempotency_key.items():
             assert sm.jobs[job_id].spec.idempotency_key == key
+        replicas: dict[str, set[int]] = {}
+        for job in sm.jobs.values():
+            if job.index:
+                head = sm.jobs[job.id.rsplit(".", 1)[0]]  # every allocation row has its job
+                assert head.index == 0 and job.id == f"{head.id}.{job.index}"
+                replicas.setdefault(head.id, set()).add(job.index)
+        assert replicas == sm._replicas
+        assert sm._rolling == {j.id for j in sm.jobs.values()
+                               if j.rollout is not None and j.rollout.state == "running"}
         for job in sm.jobs.values():
             assert job.state != JobState.LOST
             assert (job.stop_cause is not None) == (job.state == JobState.STOPPING), (job.state, job.stop_cause)
