@@ -728,3 +728,213 @@ def test_events_resume_after_an_event_id() -> None:
     assert cluster.requests[-1].headers["last-event-id"] == "12.0"
     assert cluster.invoke("events", "--after", "12").exit_code == ExitCode.USAGE
     assert cluster.invoke("events", "--trace", "--after", "12.0").exit_code == ExitCode.USAGE
+
+
+# --- replicas and versions ------------------------------------------------------------------------
+
+
+def alloc_json(index: int, **fields: Any) -> dict[str, Any]:
+    alloc = {"id": f"j1.{index}-1" if index else "j1-1", "index": index, "version": 3, "state": "running",
+             "slave_id": f"s{index + 1}", "attempt": 1, "updated_at": NOW}
+    alloc.update(fields)
+    return alloc
+
+
+def http_port(address: str | None) -> dict[str, Any]:
+    return {"name": "http", "container": 8080, "host": 0, "host_port": 21417 if address else None, "address": address}
+
+
+REPLICATED = job_json(
+    type="service", count=3, version=3, desired=3, running=2, state="pending",
+    ports=[http_port("10.0.0.1:21417")], check={"http": "/healthz", "port": "http"}, health="healthy",
+    rollout={"version": 3, "state": "running", "message": "1 of 3 replaced", "updated_at": NOW},
+    allocations=[
+        alloc_json(0, health="healthy", ports=[http_port("10.0.0.1:21417")]),
+        alloc_json(1, version=2, health="unhealthy", ports=[http_port("10.0.0.2:20001")]),
+        alloc_json(2, id=None, state="pending", slave_id=None, attempt=0, ports=[http_port(None)],
+                   pending_reason="spread: every slave that fits runs one already"),
+    ],
+    events=[{"at": NOW, "state": "running", "node_id": "s2", "attempt": 1, "index": 1, "message": "started"}],
+)
+
+
+def test_jobs_shows_running_over_desired() -> None:
+    listing = {"jobs": [REPLICATED, *LISTING["jobs"]], "index": 12}
+    result = Cluster({("GET", "/v1/jobs"): listing}).invoke("jobs")
+    assert result.exit_code == 0, result.output
+    header, replicated, running, pending = result.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "TYPE", "STATE", "NODE", "RUNNING", "ATTEMPTS", "EXIT", "AGE", "INFO"]
+    assert replicated.split()[:6] == ["j1", "hello", "service", "pending", "s1", "2/3"]
+    # A view without the numbers (a master from before replicas): its one allocation runs when the job does.
+    assert running.split()[5] == "1/1" and pending.split()[5] == "0/1"
+
+
+def test_job_shows_the_version_the_rollout_and_one_line_per_allocation() -> None:
+    result = Cluster({("GET", "/v1/jobs/j1"): REPLICATED}).invoke("job", "j1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "Version      3" in lines and "Replicas     2/3 running" in lines
+    assert "Rollout      v3 running: 1 of 3 replaced" in lines
+    assert "Port http    10.0.0.1:21417 -> container 8080/tcp" in lines  # index 0's, as before
+    start = lines.index("Allocations")
+    assert lines[start + 1].split() == ["INDEX", "ID", "VERSION", "STATE", "SLAVE", "HEALTH", "ADDRESSES", "INFO"]
+    assert [line.split() for line in lines[start + 2:start + 5]] == [
+        ["0", "j1-1", "3", "running", "s1", "healthy", "http=10.0.0.1:21417", "-"],
+        ["1", "j1.1-1", "2", "running", "s2", "unhealthy", "http=10.0.0.2:20001", "-"],
+        ["2", "-", "3", "pending", "-", "-", "-", *"spread: every slave that fits runs one already".split()],
+    ]
+    events = lines.index("Events")
+    assert lines[events + 1].split() == ["TIME", "STATE", "INDEX", "ATTEMPT", "NODE", "MESSAGE"]
+    assert lines[events + 2].split()[2:] == ["running", "1", "1", "s2", "started"]
+
+
+def test_job_with_one_allocation_keeps_its_lines() -> None:
+    single = job_json(alloc_id="j1-1", attempts=1, running=1, desired=1, allocations=[alloc_json(0, version=0)],
+                      events=[{"at": NOW, "state": "running", "node_id": "s1", "attempt": 1}])
+    result = Cluster({("GET", "/v1/jobs/j1"): single}).invoke("job", "j1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for line in ("ID           j1", "State        running", "Version      0", "Replicas     1/1 running",
+                 "Node         s1", "Attempts     1"):
+        assert line in lines, line
+    assert not any(line.startswith("Rollout") for line in lines)
+    assert lines[lines.index("Allocations") + 2].split() == ["0", "j1-1", "0", "running", "s1", "-", "-", "-"]
+    assert lines[lines.index("Events") + 1].split() == ["TIME", "STATE", "ATTEMPT", "NODE", "MESSAGE"]
+
+
+def test_claud_job_id_is_parsed_as_before() -> None:
+    cluster = Cluster({("GET", "/v1/jobs/j1"): job_json()})
+    for args in (["job", "j1"], ["job", "j1", "-o", "json"], ["job", "-o", "json", "j1"], ["-o", "json", "job", "j1"]):
+        result = cluster.invoke(*args)
+        assert result.exit_code == 0, (args, result.output)
+    assert json.loads(result.stdout)["id"] == "j1"
+    missing = cluster.invoke("job")
+    assert missing.exit_code == ExitCode.USAGE and "Missing argument 'ID'" in missing.stderr
+    extra = cluster.invoke("job", "j1", "extra")
+    assert extra.exit_code == ExitCode.USAGE and "Usage: cli job [OPTIONS] ID\n" in extra.stderr
+    assert [r.url.path for r in cluster.requests] == ["/v1/jobs/j1"] * 4
+    helped = cluster.invoke("job", "--help")
+    assert helped.exit_code == 0 and "ID | COMMAND" in helped.stdout
+    for command in ("scale", "update", "history", "revert"):
+        assert f"  {command} " in helped.stdout
+
+
+def rolled(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    count = body.get("count", 3)
+    rollout = {"version": 4, "state": "running", "updated_at": NOW}
+    return httpx.Response(200, json=job_json(version=4, count=count, desired=count, running=2,
+                                             rollout=None if request.url.path.endswith("/scale") else rollout))
+
+
+def test_job_scale_sends_the_count_and_says_what_it_did() -> None:
+    cluster = Cluster({("POST", "/v1/jobs/j1/scale"): rolled})
+    result = cluster.invoke("job", "scale", "j1", "5")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "job j1 scaled to 5: version 4, 2/5 running\n"
+    assert json.loads(cluster.requests[-1].content) == {"count": 5}
+    as_json = cluster.invoke("job", "scale", "j1", "5", "-o", "json")
+    assert json.loads(as_json.stdout)["desired"] == 5
+    sent = len(cluster.requests)
+    for bad in ("0", "101", "many"):
+        assert cluster.invoke("job", "scale", "j1", bad).exit_code == ExitCode.USAGE, bad
+    assert len(cluster.requests) == sent
+
+
+def test_job_update_puts_the_spec_file_and_shows_the_rollout(tmp_path: Path) -> None:
+    spec = tmp_path / "web.json"
+    spec.write_text(json.dumps({"name": "web", "image": "claud/busybox:1.36", "type": "service", "count": 3}))
+    cluster = Cluster({("PUT", "/v1/jobs/j1"): rolled})
+    result = cluster.invoke("job", "update", "j1", str(spec))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "job j1 updated: version 4, 2/3 running, rollout running\n"
+    assert json.loads(cluster.requests[-1].content) == json.loads(spec.read_text())
+    piped = cluster.invoke("-o", "json", "job", "update", "j1", "-", input=spec.read_text())
+    assert piped.exit_code == 0 and json.loads(piped.stdout)["version"] == 4
+    sent = len(cluster.requests)
+    spec.write_text('{"name": "web", "image": "claud/busybox:1.36", "cuont": 3}')
+    bad = cluster.invoke("job", "update", "j1", str(spec))
+    assert bad.exit_code == ExitCode.USAGE and "cuont" in bad.stderr
+    assert len(cluster.requests) == sent
+
+
+def test_job_update_of_a_finished_job_is_a_conflict() -> None:
+    refusal = error_json("conflict", "job j1 is completed: a finished job is not updated")
+    cluster = Cluster({("PUT", "/v1/jobs/j1"): lambda r: httpx.Response(409, json=refusal)})
+    result = cluster.invoke("job", "update", "j1", "-", input=json.dumps({"name": "w", "image": "claud/busybox"}))
+    assert result.exit_code == ExitCode.FAILED
+    assert result.stderr.strip() == "Error: job j1 is completed: a finished job is not updated"
+
+
+HISTORY = {
+    "versions": [
+        {"version": 4, "at": NOW, "stable": False,
+         "spec": {"name": "web", "image": "claud/busybox:1.36", "count": 3,
+                  "command": ["httpd", "-f", "-p", "8080", "-h", "/www", "--a-rather-long-flag"]}},
+        {"version": 3, "at": NOW, "stable": True, "spec": {"name": "web", "image": "claud/busybox:latest"}},
+    ],
+    "index": 20,
+}
+
+
+def test_job_history_is_a_table_newest_first() -> None:
+    cluster = Cluster({("GET", "/v1/jobs/j1/versions"): HISTORY})
+    result = cluster.invoke("job", "history", "j1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "VERSION  AT                    STABLE  IMAGE                 COUNT  COMMAND",
+        "4        2026-01-01 00:00:00Z  no      claud/busybox:1.36    3      "
+        "httpd -f -p 8080 -h /www --a-rather-lon\u2026",
+        "3        2026-01-01 00:00:00Z  yes     claud/busybox:latest  1      (image default)",
+    ]
+    as_json = json.loads(cluster.invoke("job", "history", "j1", "-o", "json").stdout)
+    assert [(v["version"], v["stable"]) for v in as_json] == [(4, False), (3, True)]
+    assert as_json[0]["spec"]["count"] == 3
+
+
+def test_job_revert_posts_the_version_and_an_unkept_one_exits_4() -> None:
+    cluster = Cluster({
+        ("POST", "/v1/jobs/j1/revert"): lambda r: (
+            rolled(r) if json.loads(r.content)["version"] == 3
+            else httpx.Response(404, json=error_json("not_found", "job j1 keeps no version 1"))),
+    })
+    result = cluster.invoke("job", "revert", "j1", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "job j1 reverted to version 3's spec: version 4, 2/3 running, rollout running\n"
+    assert json.loads(cluster.requests[-1].content) == {"version": 3}
+    assert json.loads(cluster.invoke("-o", "json", "job", "revert", "j1", "3").stdout)["version"] == 4
+    gone = cluster.invoke("job", "revert", "j1", "1")
+    assert gone.exit_code == ExitCode.NOT_FOUND and "keeps no version 1" in gone.stderr
+    sent = len(cluster.requests)
+    assert cluster.invoke("job", "revert", "j1", "-1").exit_code == ExitCode.USAGE
+    assert cluster.invoke("job", "revert", "j1", "v3").exit_code == ExitCode.USAGE
+    assert len(cluster.requests) == sent
+
+
+def test_a_scale_whose_outcome_is_unknown_is_not_sent_again() -> None:
+    unknown = error_json("outcome_unknown", "no answer from leader 1 after forwarding; retry with the same "
+                         "idempotency key")
+    calls: list[str] = []
+
+    def master(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(503, json=unknown, headers={"Retry-After": "0"})
+
+    config = CliConfig(transport=httpx.MockTransport(master), poll_interval=0, failover_timeout=5)
+    result = CliRunner().invoke(cli, ["job", "scale", "j1", "3"], obj=config)
+    assert result.exit_code == ExitCode.FAILED, result.output
+    assert "may have taken effect" in result.stderr and "idempotency" not in result.stderr
+    assert calls == ["/v1/jobs/j1/scale"]
+
+
+def test_claud_job_completes_its_subcommands_and_job_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.shell_completion import ShellComplete
+
+    monkeypatch.setattr("claud.client.cli._complete_ids", lambda ctx, incomplete, what: [
+        i for i in ("5c0ffee1a2b3", "5ca1ab1e0000") if i.startswith(incomplete)])
+    complete = ShellComplete(cli, {}, "claud", "_CLAUD_COMPLETE")
+    assert [c.value for c in complete.get_completions(["job"], "")] == [
+        "history", "revert", "scale", "update", "5c0ffee1a2b3", "5ca1ab1e0000"]
+    assert [c.value for c in complete.get_completions(["job"], "sc")] == ["scale"]
+    assert [c.value for c in complete.get_completions(["job"], "5ca")] == ["5ca1ab1e0000"]
+    assert [c.value for c in complete.get_completions(["job", "scale"], "5c0")] == ["5c0ffee1a2b3"]

@@ -688,3 +688,194 @@ def test_job_events_follows_every_page_in_both_clients() -> None:
             return [e.message for e in await claud.job_events("j1", page_size=3)]
 
     assert asyncio.run(run()) == [f"e{i}" for i in range(5)]
+
+
+# --- versions: update, scale, history, revert ------------------------------------------
+
+
+VERSIONS = {
+    "versions": [
+        {"version": 2, "at": NOW, "stable": False, "spec": {**SPEC, "count": 3}},
+        {"version": 1, "at": NOW, "stable": True, "spec": SPEC},
+    ],
+    "index": 12,
+}
+
+
+def versioned(request: httpx.Request) -> httpx.Response:
+    """A master for one job: each write answers the job at its next version."""
+    if request.url.path.endswith("/versions"):
+        return httpx.Response(200, json=VERSIONS)
+    body = json.loads(request.content)
+    fields = body if request.method == "PUT" else {"count": body["count"]} if "count" in body else {}
+    return httpx.Response(200, json=job_json(state="running", version=3, desired=fields.get("count", 1), **fields))
+
+
+def test_update_puts_only_what_the_spec_sets_and_parses_the_new_version() -> None:
+    masters = Masters(m1=versioned)
+    with masters.client() as claud:
+        job = claud.update("j1", {**SPEC, "count": 2, "update": {"max_parallel": 2}})
+    assert (job.version, job.count, job.desired) == (3, 2, 2)
+    request = masters.requests[0]
+    assert (request.method, request.url.path) == ("PUT", "/v1/jobs/j1")
+    assert json.loads(request.content) == {**SPEC, "count": 2, "update": {"max_parallel": 2}}
+    assert request.headers["Authorization"] == "Bearer t0ken"
+
+
+def test_update_validates_the_spec_locally_and_names_the_field() -> None:
+    masters = Masters(m1=versioned)
+    with masters.client() as claud, pytest.raises(InvalidSpec) as caught:
+        claud.update("j1", {**SPEC, "count": 0})
+    assert caught.value.field == "count"
+    assert masters.requests == []
+
+
+def test_update_with_a_job_view_sends_its_spec_without_where_its_ports_were_published() -> None:
+    """get, change, put: the view's ports carry host_port and address, which no spec may."""
+    port = {"name": "http", "container": 8080, "host": 0, "host_port": 21417, "address": "10.0.0.5:21417"}
+    view = JobView.model_validate(job_json(state="running", type="service", ports=[port], version=2))
+    masters = Masters(m1=versioned)
+    with masters.client() as claud:
+        claud.update("j1", view.model_copy(update={"image": "claud/busybox:1.36"}))
+    sent = json.loads(masters.requests[0].content)
+    assert sent["ports"] == [{"name": "http", "container": 8080, "host": 0}]
+    assert sent["image"] == "claud/busybox:1.36"
+    assert not {"id", "state", "version", "created_at"} & set(sent)
+
+
+def test_scale_and_revert_post_their_request_and_check_it_first() -> None:
+    masters = Masters(m1=versioned)
+    with masters.client() as claud:
+        assert claud.scale("j1", 3).desired == 3
+        assert claud.revert("j1", 1).version == 3
+        for bad, field in ((lambda: claud.scale("j1", 0), "count"), (lambda: claud.scale("j1", 101), "count"),
+                           (lambda: claud.revert("j1", -1), "version")):
+            with pytest.raises(InvalidSpec) as caught:
+                bad()
+            assert caught.value.field == field
+    assert [(r.method, r.url.path, json.loads(r.content)) for r in masters.requests] == [
+        ("POST", "/v1/jobs/j1/scale", {"count": 3}),
+        ("POST", "/v1/jobs/j1/revert", {"version": 1}),
+    ]
+
+
+def test_versions_are_listed_newest_first_with_their_specs() -> None:
+    masters = Masters(m1=versioned)
+    with masters.client() as claud:
+        versions = claud.versions("j1")
+    assert [(v.version, v.stable, v.spec.count) for v in versions] == [(2, False, 3), (1, True, 1)]
+    assert (masters.requests[0].method, masters.requests[0].url.path) == ("GET", "/v1/jobs/j1/versions")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (404, error_json("not_found", "job j1 keeps no version 7"), JobNotFound),
+        (409, error_json("conflict", "job j1 is stopping"), Conflict),
+        (422, error_json("invalid_spec", "no slave has 8 cpus", field="resources.cpu"), InvalidSpec),
+    ],
+)
+def test_version_writes_raise_the_typed_errors(status: int, body: Any, expected: type[ClaudError]) -> None:
+    masters = Masters(m1=answer(status, body), m2=answer(500, "must not be asked"))
+    with masters.client() as claud:
+        for call in (lambda: claud.update("j1", SPEC), lambda: claud.scale("j1", 2), lambda: claud.revert("j1", 7)):
+            with pytest.raises(expected) as caught:
+                call()
+            assert type(caught.value) is expected and caught.value.status_code == status
+        with pytest.raises(JobNotFound if status == 404 else expected):
+            claud.versions("j1")
+    assert set(masters.hosts()) == {"m1"}
+
+
+VERSION_WRITES: list[Callable[[Client], Any]] = [
+    lambda c: c.update("j1", SPEC),
+    lambda c: c.scale("j1", 2),
+    lambda c: c.revert("j1", 1),
+]
+
+
+@pytest.mark.parametrize("write", VERSION_WRITES)
+def test_a_version_write_goes_to_another_master_only_if_none_took_it(write: Callable[[Client], Any]) -> None:
+    # Never sent (the connection was refused), or refused unapplied (503 no_leader, not_committed): resent.
+    not_committed = answer(503, error_json("not_committed", "overwritten by another leader's entry"))
+    for first in (refuse, no_leader, not_committed):
+        masters = Masters(m1=first, m2=versioned)
+        with masters.client() as claud:
+            assert write(claud).version == 3
+        assert masters.hosts() == ["m1", "m2"]
+
+
+def lost_answer(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("the request went out, the answer never came", request=request)
+
+
+@pytest.mark.parametrize("write", VERSION_WRITES)
+@pytest.mark.parametrize(
+    ("first", "expected", "code"),
+    [
+        (lost_answer, ClaudError, None),
+        (answer(503, error_json("outcome_unknown", "no answer from leader 1 after forwarding; "
+                                "retry with the same idempotency key")), ServerError, "outcome_unknown"),
+        (lambda r: httpx.Response(504, text="Gateway Timeout"), ServerError, None),  # a proxy's: a master may have it
+        (lambda r: httpx.Response(502, text="Bad Gateway"), ServerError, None),
+    ],
+)
+def test_a_version_write_that_may_have_been_applied_is_not_sent_again(
+    write: Callable[[Client], Any], first: Handler, expected: type[ClaudError], code: str | None
+) -> None:
+    """Each write makes a version (and may start a rollout) and carries no idempotency key:
+    sent twice, it could be applied twice."""
+    masters = Masters(m1=first, m2=versioned)
+    with masters.client(failover_timeout=5) as claud, pytest.raises(expected) as caught:
+        write(claud)
+    assert type(caught.value) is expected and caught.value.code == code
+    assert masters.hosts() == ["m1"]
+    if code == "outcome_unknown":
+        assert "may have taken effect" in str(caught.value)
+        assert "idempotency key" not in str(caught.value)  # this call has none to retry with
+    if first is lost_answer:
+        assert "not sent again" in str(caught.value)
+
+
+def test_a_submit_whose_outcome_is_unknown_is_still_retried_with_its_key() -> None:
+    unknown = answer(503, error_json("outcome_unknown", "no answer from leader 1 after forwarding"))
+    masters = Masters(m1=unknown, m2=created)
+    with masters.client() as claud:
+        assert claud.submit(SPEC).id == "j1"
+    assert masters.hosts() == ["m1", "m2"]
+    assert len({r.headers["Idempotency-Key"] for r in masters.requests}) == 1
+
+
+def test_the_async_client_updates_scales_lists_and_reverts_too() -> None:
+    masters = Masters(m1=refuse, m2=versioned)
+
+    async def scenario() -> None:
+        async with masters.async_client() as claud:
+            assert (await claud.update("j1", SPEC)).version == 3
+            assert (await claud.scale("j1", 4)).desired == 4
+            assert [v.version for v in await claud.versions("j1")] == [2, 1]
+            assert (await claud.revert("j1", 1)).version == 3
+        async with Masters(m1=lost_answer, m2=versioned).async_client() as claud:
+            with pytest.raises(ClaudError, match="not sent again"):
+                await claud.scale("j1", 2)
+
+    asyncio.run(scenario())
+    assert [(r.method, r.url.path) for r in masters.requests if r.url.host == "m2"] == [
+        ("PUT", "/v1/jobs/j1"), ("POST", "/v1/jobs/j1/scale"), ("GET", "/v1/jobs/j1/versions"),
+        ("POST", "/v1/jobs/j1/revert"),
+    ]
+
+
+def test_watch_reports_a_rollout_progressing_while_the_state_stays_running() -> None:
+    rollout = {"version": 2, "state": "running", "updated_at": NOW}
+    views = [
+        job_json(state="running", version=2, running=2, desired=3, rollout=rollout),
+        job_json(state="running", version=2, running=2, desired=3, rollout=rollout),
+        job_json(state="running", version=2, running=3, desired=3, rollout=rollout),
+        job_json(state="running", version=2, running=3, desired=3, rollout={**rollout, "state": "complete"}),
+        job_json(state="stopped", version=2, running=0, desired=3),
+    ]
+    masters = Masters(m1=lambda r: httpx.Response(200, json=views.pop(0) if len(views) > 1 else views[0]))
+    with masters.client() as claud:
+        seen = [(v.running, v.rollout.state.value if v.rollout else None) for v in claud.watch("j1", poll_interval=0)]
+    assert seen == [(2, "running"), (3, "running"), (3, "complete"), (0, None)]

@@ -29,6 +29,8 @@ from claud.api.jobs import (
     JobList,
     JobSpec,
     JobState,
+    JobVersionList,
+    JobVersionView,
     JobView,
 )
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
@@ -152,6 +154,22 @@ class AsyncClient:
 
     async def stop(self, job_id: str) -> JobView:
         return wire.parse(JobView, await self._send(wire.stop_job(job_id)))
+
+    async def update(self, job_id: str, spec: JobSpec | Mapping[str, Any]) -> JobView:
+        """See :meth:`Client.update`: a new version, sent once."""
+        return wire.parse(JobView, await self._send(wire.update_job(job_id, spec)))
+
+    async def scale(self, job_id: str, count: int) -> JobView:
+        """See :meth:`Client.scale`."""
+        return wire.parse(JobView, await self._send(wire.scale_job(job_id, count)))
+
+    async def versions(self, job_id: str) -> list[JobVersionView]:
+        """See :meth:`Client.versions`."""
+        return wire.parse(JobVersionList, await self._send(wire.job_versions(job_id))).versions
+
+    async def revert(self, job_id: str, version: int) -> JobView:
+        """See :meth:`Client.revert`."""
+        return wire.parse(JobView, await self._send(wire.revert_job(job_id, version)))
 
     async def exec(
         self,
@@ -361,7 +379,7 @@ class AsyncClient:
                         await response.aclose()
             except httpx.TransportError as exc:
                 if not wire.may_resend(call, exc):
-                    raise ClaudError(f"{url}: {wire.describe(exc)} (not sent again: it may have run)") from exc
+                    raise wire.not_resent(url, exc) from exc
                 if (untrusted := untrusted_reason(exc)) is not None:
                     failover.untrusted(url, untrusted)
                 else:
@@ -369,7 +387,7 @@ class AsyncClient:
                 continue
             except httpx.HTTPError as exc:
                 raise ClaudError(f"{url}: {wire.describe(exc)}") from exc
-            if wire.should_retry(response):
+            if wire.should_retry(response, call):
                 failover.unavailable(
                     url, wire.error_from(response, call), wire.retry_after(response)
                 )

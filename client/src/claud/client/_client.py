@@ -23,6 +23,8 @@ from claud.api.jobs import (
     JobList,
     JobSpec,
     JobState,
+    JobVersionList,
+    JobVersionView,
     JobView,
 )
 from claud.api.nodes import ClusterView, MemberList, NodeList, NodeView
@@ -183,6 +185,36 @@ class Client:
     def stop(self, job_id: str) -> JobView:
         """Ask for the job to be stopped; its state becomes ``stopped`` once its container is."""
         return wire.parse(JobView, self._send(wire.stop_job(job_id)))
+
+    def update(self, job_id: str, spec: JobSpec | Mapping[str, Any]) -> JobView:
+        """Give the job a new spec, as its next version; answers once a quorum has it.
+
+        A change of ``count`` alone scales; any other change is rolled out by the
+        leader, ``update.max_parallel`` allocations at a time (``rollout`` in the
+        view follows it). A dict spec is validated locally first
+        (:class:`~claud.client.errors.InvalidSpec` names the field);
+        :class:`~claud.client.errors.Conflict` once the job is finished or stopping.
+        Sent to another master only if the first could not have taken it: a lost
+        answer is an error (see :meth:`versions` for what happened).
+        """
+        return wire.parse(JobView, self._send(wire.update_job(job_id, spec)))
+
+    def scale(self, job_id: str, count: int) -> JobView:
+        """Ask for ``count`` allocations (1-100), as a new version; nothing running is replaced.
+
+        Sent once, as :meth:`update` is."""
+        return wire.parse(JobView, self._send(wire.scale_job(job_id, count)))
+
+    def versions(self, job_id: str) -> list[JobVersionView]:
+        """The job's versions the masters keep (the last 10), newest first, each with its spec."""
+        return wire.parse(JobVersionList, self._send(wire.job_versions(job_id))).versions
+
+    def revert(self, job_id: str, version: int) -> JobView:
+        """Roll the job back to ``version``'s spec, as a new version (rolled out as an update is).
+
+        :class:`~claud.client.errors.JobNotFound` when that version is not kept
+        (:meth:`versions` lists those that are). Sent once, as :meth:`update` is."""
+        return wire.parse(JobView, self._send(wire.revert_job(job_id, version)))
 
     def exec(
         self, job_id: str, command: Sequence[str], alloc: str | None = None, timeout: float = DEFAULT_EXEC_TIMEOUT
@@ -437,7 +469,7 @@ class Client:
                         response.read()
             except httpx.TransportError as exc:
                 if not wire.may_resend(call, exc):
-                    raise ClaudError(f"{url}: {wire.describe(exc)} (not sent again: it may have run)") from exc
+                    raise wire.not_resent(url, exc) from exc
                 if (untrusted := untrusted_reason(exc)) is not None:
                     failover.untrusted(url, untrusted)
                 else:
@@ -445,7 +477,7 @@ class Client:
                 continue
             except httpx.HTTPError as exc:
                 raise ClaudError(f"{url}: {wire.describe(exc)}") from exc
-            if wire.should_retry(response):
+            if wire.should_retry(response, call):
                 failover.unavailable(
                     url, wire.error_from(response, call), wire.retry_after(response)
                 )

@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from claud.api.jobs import JobEvent, JobState, JobView
+from claud.api.jobs import AllocationView, JobEvent, JobState, JobVersionView, JobView, PortView, RolloutState
 from claud.api.nodes import ClusterView, MemberList, MemberView, NodeState, NodeView
 from claud.client._events import Event
 from claud.client.verify import Verdict
@@ -41,7 +41,17 @@ NODE_STATE_STYLES: Mapping[NodeState, str] = {
     NodeState.DRAINING: "magenta",
 }
 
+ROLLOUT_STYLES: Mapping[RolloutState, str] = {
+    RolloutState.RUNNING: "yellow",
+    RolloutState.COMPLETE: "green",
+    RolloutState.FAILED: "bold red",
+}
+
+HEALTH_STYLES: Mapping[str, str] = {"healthy": "green", "unhealthy": "red"}
+
 NONE = "-"
+#: Characters of a command shown in ``claud job history`` before it is cut.
+SHORT_COMMAND = 40
 
 
 def text(value: Any, style: str = "") -> Text:
@@ -83,9 +93,20 @@ def pairs(mapping: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in mapping.items()) or NONE
 
 
+def replicas(job: JobView) -> str:
+    """``running/desired``, e.g. ``2/3``.
+
+    A master from before replicas sends neither number: its one allocation is
+    running when the job is, and the spec's count is what it wants."""
+    fields = job.model_fields_set
+    running = job.running if "running" in fields else int(job.state is JobState.RUNNING)
+    desired = job.desired if "desired" in fields else job.count
+    return f"{running}/{desired}"
+
+
 def jobs_table(jobs: Iterable[JobView]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "NAME", "TYPE", "STATE", "NODE", "ATTEMPTS", "EXIT", "AGE", "INFO"):
+    for column in ("ID", "NAME", "TYPE", "STATE", "NODE", "RUNNING", "ATTEMPTS", "EXIT", "AGE", "INFO"):
         table.add_column(column, no_wrap=column != "INFO")
     for job in jobs:
         table.add_row(
@@ -94,6 +115,7 @@ def jobs_table(jobs: Iterable[JobView]) -> Table:
             text(job.type.value),
             job_state(job.state),
             text(job.node_id),
+            text(replicas(job)),
             text(job.attempts),
             text(job.exit_code),
             text(age(job.created_at)),
@@ -110,6 +132,8 @@ def job_details(job: JobView) -> RenderableType:
         ("ID", text(job.id)),
         ("Name", text(job.name)),
         ("State", job_state(job.state)),
+        ("Version", text(job.version)),
+        ("Replicas", text(f"{replicas(job)} running")),
         ("Type", text(job.type.value)),
         ("Image", text(job.image)),
         ("Command", text(" ".join(job.command) if job.command else "(image default)")),
@@ -130,7 +154,7 @@ def job_details(job: JobView) -> RenderableType:
         rows.append((f"Port {port.name}", text(f"{where} -> container {port.container}/tcp")))
     if job.check is not None:
         health = job.health.value if job.health else "not checked yet"
-        style = {"healthy": "green", "unhealthy": "red"}.get(health, "")
+        style = HEALTH_STYLES.get(health, "")
         rows.append(("Health", text(f"{health} ({job.check.kind} check)", style)))
     for volume in job.volumes:
         source = f"volume {volume.name}" if volume.name else f"host {volume.host_path}"
@@ -139,24 +163,101 @@ def job_details(job: JobView) -> RenderableType:
         rows.append(("Pending", text(job.pending_reason, "yellow")))
     if job.message:
         rows.append(("Message", text(job.message)))
+    if job.rollout is not None:
+        rows.append(("Rollout", rollout_line(job)))
     for label, value in rows:
         facts.add_row(label, value)
-    if not job.events:
-        return facts
+    parts: list[RenderableType] = [facts]
+    if job.allocations:
+        parts += [Text(), allocations_table(job.allocations)]
+    if job.events:
+        parts += [Text(), events_table(job)]
+    return parts[0] if len(parts) == 1 else Group(*parts)
+
+
+def rollout_line(job: JobView) -> Text:
+    """``v3 running: 1 of 3 replaced`` (the master's message says how far it got)."""
+    rollout = job.rollout
+    assert rollout is not None
+    why = f": {rollout.message}" if rollout.message else ""
+    return text(f"v{rollout.version} {rollout.state.value}{why}", ROLLOUT_STYLES.get(rollout.state, ""))
+
+
+def addresses(ports: Iterable[PortView]) -> str:
+    """``http=10.0.0.5:21417,admin=...``: where each published port of an allocation is reached."""
+    return ",".join(f"{port.name}={port.address}" for port in ports if port.address) or NONE
+
+
+def allocations_table(allocations: Iterable[AllocationView]) -> Table:
+    """One line per allocation: which copy, which attempt, where it runs and how it is."""
+    table = Table(title="Allocations", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for column in ("INDEX", "ID", "VERSION", "STATE", "SLAVE", "HEALTH", "ADDRESSES", "INFO"):
+        table.add_column(column, no_wrap=column != "INFO")
+    for alloc in sorted(allocations, key=lambda a: a.index):
+        health = alloc.health.value if alloc.health else None
+        table.add_row(
+            text(alloc.index),
+            text(alloc.id),
+            text(alloc.version),
+            job_state(alloc.state),
+            text(alloc.slave_id),
+            text(health, HEALTH_STYLES.get(health or "", "")),
+            text(addresses(alloc.ports)),
+            text(alloc.pending_reason or alloc.message),
+        )
+    return table
+
+
+def events_table(job: JobView) -> Table:
     events = Table(
         title="Events", title_justify="left", box=None, header_style="bold", pad_edge=False
     )
-    for column in ("TIME", "STATE", "ATTEMPT", "NODE", "MESSAGE"):
+    # Which allocation an event is about matters once there are several; one alone needs no column.
+    by_index = len(job.allocations) > 1 or any(event.index for event in job.events or ())
+    columns = ("TIME", "STATE", *(("INDEX",) if by_index else ()), "ATTEMPT", "NODE", "MESSAGE")
+    for column in columns:
         events.add_column(column, no_wrap=column != "MESSAGE")
-    for event in job.events:
+    for event in job.events or ():
         events.add_row(
             text(timestamp(event.at)),
             job_state(event.state),
+            *((text(event.index),) if by_index else ()),
             text(event.attempt),
             text(event.node_id),
             text(event.message),
         )
-    return Group(facts, Text(), events)
+    return events
+
+
+def short_command(command: list[str]) -> str:
+    """The argv on one line, cut at SHORT_COMMAND characters."""
+    line = " ".join(command) if command else "(image default)"
+    return line if len(line) <= SHORT_COMMAND else line[: SHORT_COMMAND - 1] + "\u2026"
+
+
+def versions_table(versions: Iterable[JobVersionView]) -> Table:
+    """``claud job history``: each version kept, newest first, as the masters list them."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("VERSION", "AT", "STABLE", "IMAGE", "COUNT", "COMMAND"):
+        table.add_column(column, no_wrap=column != "COMMAND")
+    for version in versions:
+        table.add_row(
+            text(version.version),
+            text(timestamp(version.at)),
+            Text("yes", style="green") if version.stable else text("no"),
+            text(version.spec.image),
+            text(version.spec.count),
+            text(short_command(version.spec.command)),
+        )
+    return table
+
+
+def job_version_line(job: JobView, what: str) -> str:
+    """``job j1 scaled to 3: version 4, 2/3 running, rollout running``: what ``update``,
+    ``scale`` and ``revert`` answered."""
+    rollout = job.rollout
+    rolling = f", rollout {rollout.state.value}" if rollout is not None and rollout.version == job.version else ""
+    return f"job {job.id} {what}: version {job.version}, {replicas(job)} running{rolling}"
 
 
 def nodes_table(nodes: Iterable[NodeView]) -> Table:

@@ -23,7 +23,17 @@ from pydantic import BaseModel, ValidationError
 
 from claud.api.chaos import ChaosAction, ChaosRequest
 from claud.api.errors import ErrorBody
-from claud.api.jobs import MAX_BATCH_JOBS, ExecRequest, JobBatch, JobSpec, JobState, JobView
+from claud.api.jobs import (
+    MAX_BATCH_JOBS,
+    ExecRequest,
+    JobBatch,
+    JobSpec,
+    JobState,
+    JobView,
+    PortSpec,
+    RevertRequest,
+    ScaleRequest,
+)
 from claud.api.protocol import EVENT_ID, TRACE_CURSOR
 from claud.client.errors import (
     ClaudError,
@@ -49,6 +59,9 @@ SLAVE_ERROR_CODES = frozenset({"slave_unreachable", "slave_error"})
 CHAOS_ERROR_CODES = frozenset({"target_unreachable", "target_error"})
 #: A master's 504 for a command that ran out of time (``exec``): it ran, so it is not sent again.
 EXEC_ERROR_CODES = frozenset({"exec_timeout"})
+#: A master's 503 for a write the leader took but whose fate it cannot tell: resent only
+#: with an idempotency key (a submit), never for a ``once`` call (it may have been applied).
+OUTCOME_UNKNOWN = "outcome_unknown"
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Items asked for per page when the SDK walks a list (the masters allow 1..1000).
@@ -78,8 +91,9 @@ class Call:
     streaming: bool = False
     #: Seconds to wait for the answer, when it may take longer than the client's timeout (``exec``).
     read_timeout: float | None = None
-    #: Not idempotent (``exec`` runs a command): once the request may have reached a master,
-    #: a lost answer is an error, never a reason to send it to another master.
+    #: Not idempotent (``exec`` runs a command; ``update``, ``scale`` and ``revert`` each make a
+    #: version, and may start a rollout): once the request may have reached a master, a lost
+    #: answer is an error, never a reason to send it to another master.
     once: bool = False
 
 
@@ -161,6 +175,40 @@ def job_events(job_id: str, limit: int | None = None, cursor: str | None = None)
 
 def stop_job(job_id: str) -> Call:
     return Call("DELETE", f"/v1/jobs/{_segment(job_id)}", not_found=JobNotFound)
+
+
+def update_job(job_id: str, spec: JobSpec | Mapping[str, Any]) -> Call:
+    """``PUT /v1/jobs/{id}``: the job's next version, the spec checked here first (InvalidSpec names the field).
+
+    Only what the spec sets goes on the wire, as for a submit: the masters own the
+    defaults. Sent once: a second PUT of a spec that did reach the leader would be one
+    more version, and maybe one more rollout."""
+    body = coerce_spec(spec).model_dump(mode="json", exclude_unset=True)
+    return Call("PUT", f"/v1/jobs/{_segment(job_id)}", json=body, not_found=JobNotFound, once=True)
+
+
+def scale_job(job_id: str, count: int) -> Call:
+    """``POST /v1/jobs/{id}/scale``, the count checked here first (InvalidSpec names ``count``)."""
+    try:
+        body = ScaleRequest.model_validate({"count": count})
+    except ValidationError as exc:
+        raise invalid_spec_from(exc) from None
+    return Call("POST", f"/v1/jobs/{_segment(job_id)}/scale", json=body.model_dump(mode="json"),
+                not_found=JobNotFound, once=True)
+
+
+def job_versions(job_id: str) -> Call:
+    return Call("GET", f"/v1/jobs/{_segment(job_id)}/versions", not_found=JobNotFound)
+
+
+def revert_job(job_id: str, version: int) -> Call:
+    """``POST /v1/jobs/{id}/revert``, the version checked here first (InvalidSpec names ``version``)."""
+    try:
+        body = RevertRequest.model_validate({"version": version})
+    except ValidationError as exc:
+        raise invalid_spec_from(exc) from None
+    return Call("POST", f"/v1/jobs/{_segment(job_id)}/revert", json=body.model_dump(mode="json"),
+                not_found=JobNotFound, once=True)
 
 
 def job_logs(job_id: str, follow: bool, tail: int | None, attempt: int | None = None) -> Call:
@@ -309,6 +357,8 @@ def coerce_spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
         return spec
     if isinstance(spec, JobSpec):  # e.g. a JobView being submitted again: keep the spec part
         spec = spec.model_dump(include=set(JobSpec.model_fields), exclude_unset=True)
+        if "ports" in spec:  # a view's ports carry where they were published: not the spec's to say
+            spec["ports"] = [{k: v for k, v in port.items() if k in PortSpec.model_fields} for port in spec["ports"]]
     try:
         return JobSpec.model_validate(spec)
     except ValidationError as exc:
@@ -358,15 +408,24 @@ def job_changed(before: JobView | None, after: JobView) -> bool:
             view.node_id,
             view.pending_reason,
             len(view.events or ()),
+            view.version,
+            view.running,
+            view.rollout.state if view.rollout else None,
         )
 
     return progress(before) != progress(after)
 
 
-def should_retry(response: httpx.Response) -> bool:
-    """Whether another master might serve what this one could not (see RETRY_STATUSES)."""
+def should_retry(response: httpx.Response, call: Call) -> bool:
+    """Whether another master might serve what this one could not (see RETRY_STATUSES).
+
+    A ``once`` call only after a 503 that says the write was not taken: a 503
+    ``outcome_unknown`` may have been applied, and a proxy's 502 or 504 may hide a
+    master that took the request and then failed to answer."""
     if response.status_code not in RETRY_STATUSES:
         return False
+    if call.once:
+        return response.status_code == 503 and _error_fields(response)[0] != OUTCOME_UNKNOWN
     if response.status_code == 502:
         code, _, _ = _error_fields(response)
         return code not in SLAVE_ERROR_CODES and code not in CHAOS_ERROR_CODES
@@ -389,6 +448,11 @@ def may_resend(call: Call, exc: httpx.TransportError) -> bool:
     """Whether a call that failed in transport may go to another master: always, unless it is
     not idempotent and the request may have been sent (anything but a failure to connect)."""
     return not call.once or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def not_resent(url: str, exc: httpx.TransportError) -> ClaudError:
+    """The error for a ``once`` call whose answer was lost after it may have reached a master."""
+    return ClaudError(f"{url}: {describe(exc)} (not sent again: it may have taken effect)")
 
 
 def attempt_ended(error: ClaudError) -> bool:
@@ -430,6 +494,10 @@ def error_from(response: httpx.Response, call: Call) -> ClaudError:
         # A cluster not started with --demo-faults: no token would help (exit 1, not 5).
         "chaos_disabled": ClaudError,
     }
+    if code == OUTCOME_UNKNOWN and call.once:
+        # The master's advice (retry with the same key) is a submit's: this call has no key.
+        message = message.removesuffix("; retry with the same idempotency key")
+        return ServerError(f"{message} (not sent again: it may have taken effect)", code=code, status_code=status)
     kind = by_code.get(code or "") or _kind_by_status(status, call)
     if kind is InvalidSpec:
         return InvalidSpec(message, field=field, code=code or "invalid_spec", status_code=status)

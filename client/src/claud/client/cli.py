@@ -31,6 +31,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 import httpx
+from click.shell_completion import CompletionItem
 from pydantic import ValidationError
 from rich.console import Console, RenderableType
 
@@ -710,13 +711,116 @@ def jobs(config: CliConfig, client: Client, state: str | None) -> None:
     show(config, [dump(job) for job in found], lambda: render.jobs_table(found))
 
 
-@cli.command()
+class _JobIdContext(click.Context):
+    """``claud job ID`` has no word of its own between ``job`` and the id: its usage
+    line and hints name ``claud job``, as they did before ``job`` had subcommands."""
+
+    @property
+    def command_path(self) -> str:
+        return super().command_path.rstrip()
+
+
+class JobIdCommand(click.Command):
+    context_class = _JobIdContext
+
+
+@click.command("show", cls=JobIdCommand)
 @click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
 @pass_client
-def job(config: CliConfig, client: Client, job_id: str) -> None:
+def show_job(config: CliConfig, client: Client, job_id: str) -> None:
     """Show one job and every transition it went through."""
     found = client.job(job_id)
     show(config, dump(found), lambda: render.job_details(found))
+
+
+class JobGroup(click.Group):
+    """``claud job ID`` shows the job, ``claud job scale|update|history|revert ID ...`` change it.
+
+    A first word that names no subcommand is the id of the job to show, as
+    ``claud job ID`` always was: a job id is never one of those words (the
+    masters make ids of 12 hex digits). The show command is no subcommand of its
+    own, so ``claud job --help`` lists only the others.
+    """
+
+    def __init__(self, *args: Any, default: click.Command, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:  # as before: ``claud job`` is missing its ID
+            raise click.MissingParameter(ctx=ctx, param=self.default.params[0])
+        return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and self.get_command(ctx, args[0]) is None and not args[0].startswith("-"):
+            return None, self.default, args
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] ID | COMMAND [ARGS]...")
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        ids = [CompletionItem(job_id) for job_id in _complete_ids(ctx, incomplete, "job")]
+        return [*super().shell_complete(ctx, incomplete), *ids]
+
+
+@cli.group(cls=JobGroup, default=show_job)
+def job() -> None:
+    """Show a job (claud job ID); scale, update, revert it, or list its versions.
+
+    \b
+      claud job JOB
+      claud job scale JOB 3
+      claud job update JOB web.json
+      claud job history JOB
+      claud job revert JOB 2
+    """
+
+
+@job.command("scale")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
+@click.argument("count", metavar="N", type=int)
+@pass_client
+def job_scale(config: CliConfig, client: Client, job_id: str, count: int) -> None:
+    """Run N allocations of the job (a new version); nothing running is replaced."""
+    scaled = client.scale(job_id, count)
+    show(config, dump(scaled), lambda: render.text(render.job_version_line(scaled, f"scaled to {count}")))
+
+
+@job.command("update")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
+@click.argument("spec_file", metavar="SPEC.json")
+@pass_client
+def job_update(config: CliConfig, client: Client, job_id: str, spec_file: str) -> None:
+    """Give the job the spec in SPEC.json ('-' for stdin), as its next version.
+
+    A change of count alone scales; any other change is rolled out, as the
+    spec's "update" policy says (claud job ID shows the rollout).
+    """
+    updated = client.update(job_id, load_spec(spec_file))
+    show(config, dump(updated), lambda: render.text(render.job_version_line(updated, "updated")))
+
+
+@job.command("history")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
+@pass_client
+def job_history(config: CliConfig, client: Client, job_id: str) -> None:
+    """List the job's versions the masters keep (the last 10), newest first."""
+    versions = client.versions(job_id)
+    show(config, [dump(version) for version in versions], lambda: render.versions_table(versions))
+
+
+@job.command("revert")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
+@click.argument("version", metavar="VERSION", type=click.IntRange(min=0))
+@pass_client
+def job_revert(config: CliConfig, client: Client, job_id: str, version: int) -> None:
+    """Roll the job back to VERSION's spec (claud job history ID lists them), as a new version."""
+    reverted = client.revert(job_id, version)
+    show(config, dump(reverted), lambda: render.text(
+        render.job_version_line(reverted, f"reverted to version {version}'s spec")))
 
 
 @cli.command()
@@ -1264,7 +1368,7 @@ def _accept_output_after(command: click.Command) -> None:
             _accept_output_after(sub)
 
 
-for _command in cli.commands.values():
+for _command in (*cli.commands.values(), show_job):
     _accept_output_after(_command)
 
 
