@@ -318,7 +318,8 @@ facts = st.builds(
     index=st.integers(0, 5),
     version=st.integers(0, 2),
     next_version=st.none() | st.integers(0, 2),
-    state=st.sampled_from([JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING, JobState.STOPPING]),
+    state=st.sampled_from([JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING, JobState.STOPPING,
+                           JobState.COMPLETED]),
     healthy_since=st.none() | st.integers(0, 100).map(lambda s: T0 + timedelta(seconds=s)),
     replaced_at=st.none() | st.integers(0, 100).map(lambda s: T0 + timedelta(seconds=s)),
 )
@@ -338,7 +339,7 @@ def test_a_rollout_never_has_more_than_max_parallel_in_flight(allocations, paral
     assert all(a.version != 2 and a.next_version != 2 for a in allocations if a.index in replaced)
 
     def done(a: AllocationFacts) -> bool:
-        return (a.version == 2 and a.next_version is None and a.healthy_since is not None
+        return a.state.terminal or (a.version == 2 and a.next_version is None and a.healthy_since is not None
                 and (now - a.healthy_since).total_seconds() >= 10)
     in_flight = [a for a in allocations if (a.version == 2 or a.next_version == 2) and not done(a)]
     assert len(in_flight) + len(replaced) <= parallel
@@ -374,3 +375,16 @@ def test_the_scheduler_spreads_a_group_no_two_on_one_slave_while_another_fits(wo
                     assert round(other.cpu_total * 1000) - used[other.id] < round(job.cpu * 1000)
         held[placement.slave_id] = held.get(placement.slave_id, 0) + 1
         used[cap.id] += round(job.cpu * 1000)
+
+
+def test_stopping_a_job_ends_its_rollout_and_the_loop_proposes_nothing_more() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    t.submit(count=2)
+    t.run_all()
+    assert t.apply(ops.UpdateJob(at=t.now, job_id="web", spec=spec(count=2, command=["v2"]))).ok
+    assert t.sm.rolling_out()
+    assert t.apply(ops.StopJob(at=t.now, job_id="web")).ok
+    assert t.sm.rolling_out() == []
+    assert t.view().rollout is not None and t.view().rollout.state is RolloutState.FAILED

@@ -10,7 +10,8 @@ unit tests pin it down for every mix of allocation states.
 The rules, after Nomad's deployments:
 
 - an allocation counts as *done* once it runs the version and has been healthy
-  (running, and passing its check if it has one) for ``min_healthy_time``;
+  (running, and passing its check if it has one) for ``min_healthy_time``, or
+  once it has finished (a batch job's; nothing is left to replace);
 - at most ``max_parallel`` allocations are *in flight* (replaced, or being
   replaced, and not done yet); the next ones are replaced as those finish,
   the ones not running first (replacing them costs no service);
@@ -68,6 +69,8 @@ def decide(
         return a.version == version and a.next_version is None
 
     def done(a: AllocationFacts) -> bool:
+        if a.state.terminal:
+            return True  # a batch allocation that finished: nothing left to replace
         return (
             at_version(a) and a.healthy_since is not None
             and (now - a.healthy_since).total_seconds() >= policy.min_healthy_time
@@ -88,7 +91,7 @@ def decide(
     if budget <= 0:
         return None
     waiting = sorted(
-        (a for a in wanted if version not in (a.version, a.next_version)),
+        (a for a in wanted if version not in (a.version, a.next_version) and not a.state.terminal),
         key=lambda a: (a.state is JobState.RUNNING, a.index),
     )
     replace = tuple(a.index for a in waiting[:budget])

@@ -924,6 +924,12 @@ class StateMachine:
             return Outcome.error("conflict", f"job {job.id} already {state.value}; nothing to stop")
         for row in self.rows(job):
             self._stop(row, StopCause.USER, op.at)
+        rollout = job.rollout
+        if rollout is not None and rollout.state is RolloutState.RUNNING:  # nothing more to replace
+            job.rollout = rollout.model_copy(update={
+                "state": RolloutState.FAILED, "message": "the job was stopped", "updated_at": op.at,
+            })
+            self._rolling.discard(job.id)
         return Outcome(value=job.id)
 
     # ------------------------------------------------------------- versions
