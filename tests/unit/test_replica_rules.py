@@ -388,3 +388,17 @@ def test_stopping_a_job_ends_its_rollout_and_the_loop_proposes_nothing_more() ->
     assert t.apply(ops.StopJob(at=t.now, job_id="web")).ok
     assert t.sm.rolling_out() == []
     assert t.view().rollout is not None and t.view().rollout.state is RolloutState.FAILED
+
+
+def test_a_replica_that_fits_nowhere_says_where_its_siblings_are() -> None:
+    t = Tables()
+    t.slave("s1", cpu=1)
+    t.slave("s2", cpu=1)
+    t.submit(count=3, resources={"cpu": 0.6, "memory_mb": 64})
+    t.schedule()
+    pending = [r for r in t.sm.rows(t.sm.jobs["web"]) if r.state is JobState.PENDING]
+    assert len(pending) == 1
+    reason = pending[0].pending_reason or ""
+    assert "cpu" in reason and "spread: its job's other allocations are on s1, s2" in reason, reason
+    assert t.view().allocations[pending[0].index].pending_reason == reason
+    assert t.view().pending_reason == f"allocation {pending[0].index}: {reason}"

@@ -1412,6 +1412,10 @@ class StateMachine:
                 (event for row in rows for event in row.events), key=lambda event: event.at
             )[-MAX_EVENTS_PER_JOB:]
         rollout = job.rollout
+        # A job of several allocations waits on whichever of them waits: index 0's, else the first's.
+        reason = job.pending_reason or next(
+            (f"allocation {row.index}: {row.pending_reason}" for row in rows[1:] if row.pending_reason), None
+        )
         return JobView(
             **desired_spec(job).model_dump(exclude={"ports"}),
             id=job.id,
@@ -1423,7 +1427,7 @@ class StateMachine:
             exit_code=job.exit_code,
             created_at=job.created_at,
             updated_at=job.updated_at,
-            pending_reason=job.pending_reason,
+            pending_reason=reason,
             message=job.message,
             ports=self._port_views(job),
             health=job.health,
