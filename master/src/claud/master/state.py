@@ -677,6 +677,7 @@ class StateMachine:
                 if job.pending_reason != reason:
                     job.pending_reason = reason
                     job.updated_at = op.at
+                    self._touch_job(job)  # its job's view shows the reason too
         return Outcome(value=placed)
 
     def _apply_register_node(self, op: ops.RegisterSlave) -> Outcome:
