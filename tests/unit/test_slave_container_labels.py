@@ -111,7 +111,7 @@ def test_a_container_without_claud_index_holds_index_0_or_the_one_its_id_names()
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 
 
-@given(ids, st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 10_000), st.booleans())
+@given(ids, st.integers(0, 2**63 - 1), st.integers(0, 10_000), st.integers(0, 2**63 - 1), st.booleans())
 def test_property_what_is_written_reads_back_as_the_allocations_slot(
     job_id: str, index: int, attempt: int, version: int, labelled: bool
 ) -> None:

@@ -104,9 +104,9 @@ LABEL_VOLUME = "claud.volume"
 LABEL_INDEX = "claud.index"
 #: The job version a container runs.
 LABEL_VERSION = "claud.version"
-_LABEL_NUMBER = re.compile(r"[0-9]{1,9}")
+_LABEL_NUMBER = re.compile(r"[0-9]{1,19}")  # up to MAX_VERSION (2**63 - 1), as Allocation allows
 #: What follows the job id in the id of an allocation of index 1 and up: ``.<index>-<attempt>``.
-_INDEXED_ALLOC = re.compile(r"\.([0-9]{1,9})-[0-9]+")
+_INDEXED_ALLOC = re.compile(r"\.([0-9]{1,19})-[0-9]+")
 
 
 def _label_number(labels: Mapping[str, str], key: str) -> int | None:
