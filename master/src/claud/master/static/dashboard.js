@@ -152,6 +152,9 @@ function noteJob(job, asked) {
 function noteJobs(jobs, asked) {
   const listed = new Set(jobs.map((x) => x.id));
   for (const id of view.jobViews.keys()) if (!listed.has(id)) view.jobViews.delete(id);
+  for (const [id, d] of view.detail) {
+    if (!listed.has(id) && !d.busy) { if (d.timer !== null) clearTimeout(d.timer); view.detail.delete(id); }
+  }
   let forgot = false;
   for (const id of view.expanded) if (!listed.has(id)) { view.expanded.delete(id); forgot = true; }
   if (forgot) saveExpanded();
