@@ -252,6 +252,8 @@ def test_a_broken_version_fails_its_rollout_and_auto_revert_brings_the_stable_on
             break
     view = t.view()
     assert view.version == 2 and view.image == "claud/busybox:latest"
+    # The allocation the broken rollout never reached runs the reverted spec already: kept, not replaced.
+    assert [a.attempt for a in view.allocations if a.version == 2 and a.attempt == 1]
     versions = t.sm.versions_view(t.sm.jobs["web"])
     assert [v.version for v in versions] == [2, 1, 0] and not versions[1].stable
     assert any("failed" in e.message for e in view.events or [])

@@ -1003,9 +1003,11 @@ class StateMachine:
             if rollout is not None and rollout.version == previous.version:
                 head.rollout = rollout.model_copy(update={"version": version, "updated_at": at})
         else:
-            for row in rows:  # those being replaced come back at the newest version
-                if row.next_version is not None:
+            for row in rows:
+                if row.next_version is not None:  # those being replaced come back at the newest version
                     row.next_version = version
+                elif row.spec.model_copy(update={"count": spec.count}) == spec:
+                    row.version = version  # it runs this spec already (a revert to what it runs): kept
             head.rollout = Rollout(version=version, state=RolloutState.RUNNING, message="rolling out",
                                    started_at=at, updated_at=at)
             self._rolling.add(head.id)
