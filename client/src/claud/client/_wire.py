@@ -187,14 +187,21 @@ def update_job(job_id: str, spec: JobSpec | Mapping[str, Any]) -> Call:
     return Call("PUT", f"/v1/jobs/{_segment(job_id)}", json=body, not_found=JobNotFound, once=True)
 
 
-def scale_job(job_id: str, count: int) -> Call:
-    """``POST /v1/jobs/{id}/scale``, the count checked here first (InvalidSpec names ``count``)."""
+def _version_write(job_id: str, action: str, model: type[ScaleRequest | RevertRequest], value: int) -> Call:
+    """``POST /v1/jobs/{id}/<action>`` with one number, checked here first (InvalidSpec names its field):
+    sent once, as a new version is not a write to repeat blindly."""
+    (field,) = model.model_fields
     try:
-        body = ScaleRequest.model_validate({"count": count})
+        body = model.model_validate({field: value})
     except ValidationError as exc:
         raise invalid_spec_from(exc) from None
-    return Call("POST", f"/v1/jobs/{_segment(job_id)}/scale", json=body.model_dump(mode="json"),
+    return Call("POST", f"/v1/jobs/{_segment(job_id)}/{action}", json=body.model_dump(mode="json"),
                 not_found=JobNotFound, once=True)
+
+
+def scale_job(job_id: str, count: int) -> Call:
+    """``POST /v1/jobs/{id}/scale``."""
+    return _version_write(job_id, "scale", ScaleRequest, count)
 
 
 def job_versions(job_id: str) -> Call:
@@ -202,13 +209,8 @@ def job_versions(job_id: str) -> Call:
 
 
 def revert_job(job_id: str, version: int) -> Call:
-    """``POST /v1/jobs/{id}/revert``, the version checked here first (InvalidSpec names ``version``)."""
-    try:
-        body = RevertRequest.model_validate({"version": version})
-    except ValidationError as exc:
-        raise invalid_spec_from(exc) from None
-    return Call("POST", f"/v1/jobs/{_segment(job_id)}/revert", json=body.model_dump(mode="json"),
-                not_found=JobNotFound, once=True)
+    """``POST /v1/jobs/{id}/revert``."""
+    return _version_write(job_id, "revert", RevertRequest, version)
 
 
 def job_logs(job_id: str, follow: bool, tail: int | None, attempt: int | None = None) -> Call:
