@@ -20,7 +20,7 @@ import hashlib
 import heapq
 import json
 import logging
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +53,7 @@ from claud.api.jobs import MAX_VERSIONS, JobVersionView
 from claud.api.slave_protocol import PortBinding, PortRange
 from claud.daemon.logfmt import log_event
 from claud.master import ops
+from claud.master.job_index import JobOrder, JobTally
 from claud.master.lifecycle import (
     Facts,
     Step,
@@ -450,6 +451,10 @@ class StateMachine:
     #: The last restore applied since these tables were loaded (process-local, like ``last_gc``):
     #: a restore route whose answer was lost looks here for its own.
     last_restore: RestorePass | None = None
+    #: The jobs (row 0s) in list order, for ``GET /v1/jobs`` (``paging.jobs_page``); derived, never persisted.
+    job_order: JobOrder = field(default_factory=JobOrder, init=False, compare=False, repr=False)
+    #: The jobs by state, for ``/metrics`` (``job_counts``): told of every job a change touches.
+    _job_tally: JobTally = field(default_factory=JobTally, init=False, compare=False, repr=False)
 
     # ---------------------------------------------------------------- apply
 
@@ -578,6 +583,7 @@ class StateMachine:
             id=job_id, spec=spec, state=JobState.PENDING, created_at=at, updated_at=at
         )
         self.jobs[job.id] = job
+        self.job_order.add(job.created_at, job.id)
         if key is not None:
             self._by_idempotency_key[key] = job.id
         self._pending[job.id] = None
@@ -604,6 +610,7 @@ class StateMachine:
         self._unplace(row)
         self._forget_pending(row.id)
         self.jobs.pop(row.id, None)
+        self._job_tally.changed(head_id(row))
         self._allocations.pop(row.id, None)
         indexes = self._replicas.get(head_id(row))
         if indexes is not None:
@@ -843,6 +850,8 @@ class StateMachine:
             self._remove_row(row)
         self._rolling.discard(job_id)
         job = self.jobs.pop(job_id)
+        self.job_order.remove(job.created_at, job_id)
+        self._job_tally.changed(job_id)
         self._forget_pending(job_id)
         key = job.spec.idempotency_key
         if key is not None and self._by_idempotency_key.get(key) == job_id:
@@ -1127,6 +1136,7 @@ class StateMachine:
                 self._event(job, at, JobState.RUNNING, f"container {short(job.container_id)} running")
             case Step.STOPPING:
                 job.stop_cause = step.cause
+                self._job_tally.changed(head_id(job))  # a user's stop of a stopping row: no event, another job state
                 if job.state != JobState.STOPPING:
                     self._event(job, at, JobState.STOPPING, step.message)
                 if job.slave_id:
@@ -1278,6 +1288,7 @@ class StateMachine:
 
     def _job_change(self, row: JobRecord, at: datetime, message: str, health: str | None = None) -> None:
         """A change of one allocation row, published as a change of its job (in the job's state)."""
+        self._job_tally.changed(head_id(row))
         if row.index == 0 and row.id not in self._replicas:
             self._changes.append(Change("job", row.id, row.state.value, at, row.slave_id, message,
                                         self.applied_index, health))
@@ -1313,6 +1324,18 @@ class StateMachine:
         """The slaves whose version moved since the last call (whose watches may answer now)."""
         bumped, self._bumped = self._bumped, set()
         return bumped
+
+    def job_counts(self) -> Mapping[JobState, int]:
+        """How many jobs are in each state (states with none left out), for ``/metrics``: the
+        kept tally, recounted for the jobs changed since the last call (``JobTally``)."""
+        return self._job_tally.counts(self._job_state_by_id, self._every_job_state)
+
+    def _job_state_by_id(self, job_id: str) -> JobState | None:
+        head = self.head(job_id)
+        return None if head is None else self.state_of(head)
+
+    def _every_job_state(self) -> Iterator[tuple[str, JobState]]:
+        return ((job.id, self.state_of(job)) for job in self.jobs.values() if job.index == 0)
 
     def has_pending(self) -> bool:
         return bool(self._pending)
@@ -1589,6 +1612,8 @@ class StateMachine:
         """Every index but ``_pending`` (whose order is the tables'), from the rows."""
         self._by_idempotency_key, self._placed_by_slave, self._ports_by_slave = {}, {}, {}
         self._unexplained, self._backoff, self._replicas, self._rolling = {}, {}, {}, set()
+        self.job_order = JobOrder((job.created_at, job.id) for job in self.jobs.values() if job.index == 0)
+        self._job_tally.reset()
         for job in self.jobs.values():
             if job.rollout is not None and job.rollout.state is RolloutState.RUNNING:
                 self._rolling.add(job.id)
