@@ -385,6 +385,16 @@ def assert_job_indexes_recount(sm: StateMachine) -> None:
     assert sm.job_counts() == Counter(sm.state_of(job) for job in heads)
 
 
+def assert_scheduler_view_fresh(sm: StateMachine, now: datetime = T0) -> None:
+    """The scheduling snapshot (slaves kept in id order, each capacity kept until the slave
+    changes) is what building it afresh gives, and so is the plan made from it."""
+    assert sm._slave_order == sorted(sm.slaves)
+    slaves, jobs = sm.scheduling_snapshot(now)
+    fresh = [sm.capacity(slave) for slave in sm.slaves.values()]  # the table's order, each built now
+    assert slaves == sorted(fresh, key=lambda cap: cap.id)
+    assert schedule(slaves, jobs) == schedule(fresh, jobs)
+
+
 def check_invariants(sm: StateMachine) -> None:
     holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
     placed = {(job.slave_id, job.id) for job in sm.jobs.values() if job.state in holding}
@@ -393,6 +403,7 @@ def check_invariants(sm: StateMachine) -> None:
     assert_reservations_recount(sm)
     assert_allocations_fresh(sm)
     assert_job_indexes_recount(sm)
+    assert_scheduler_view_fresh(sm)
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
     assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
     assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}
@@ -458,12 +469,14 @@ def test_snapshot_then_replay_equals_straight_replay(steps, cut) -> None:
 @given(actions, st.lists(st.booleans(), min_size=60, max_size=60))
 def test_the_kept_job_tally_and_order_are_a_recount_whenever_read(steps, reads) -> None:
     """Read now and then (a scrape between some commits, none between others), the tally
-    recounts only the jobs changed since: it must still say what counting every job says."""
+    recounts only the jobs changed since: it must still say what counting every job says.
+    Likewise the scheduler's view, whose capacities are kept between the passes."""
     d = Driver()
 
     def scrape(number: int) -> None:
         if reads[number % len(reads)]:
             assert_job_indexes_recount(d.sm)
+            assert_scheduler_view_fresh(d.sm, d.now)
 
     run_actions(d, steps, scrape)
     assert_job_indexes_recount(d.sm)
