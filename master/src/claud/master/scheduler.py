@@ -195,6 +195,8 @@ def schedule(
         if slave.id not in seen_slaves:
             seen_slaves.add(slave.id)
             slots.append(_Slot.of(slave))
+    # Any order is sorted here; the state machine's snapshot comes in id order already, which
+    # the sort checks in one pass (a single run): n - 1 comparisons, no separate flag to trust.
     slots.sort(key=lambda slot: slot.slave.id)
     usable = [slot for slot in slots if slot.usable]
     # Most jobs share a handful of constraint sets (usually none), so filter
