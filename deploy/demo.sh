@@ -91,9 +91,12 @@ up() {
     wait_for 30 "an elected leader" leader_known
 
     say "starting slaves $name-s1..3 on ${slave_ips[*]} (zones a, b, c)"
+    # They share this machine's engine, so each publishes ports from a range of its own.
+    port_ranges=(20000-23999 24000-27999 28000-31999)
     for i in 1 2 3; do
         supervise "$demo/slave-s$i.log" "$bin/claud-slave" --id "$name-s$i" \
             --listen "${slave_ips[$((i - 1))]}:$slave_port" --masters "$masters_list" \
+            --port-range "${port_ranges[$((i - 1))]}" \
             --labels "zone=${zones[$((i - 1))]}" --no-discovery --cluster-secret-file "$demo/cluster-secret" \
             --state-dir "$demo/s$i-state" --demo-faults
     done
@@ -126,6 +129,37 @@ sys.exit(0 if ok else 1)"
     }
     wait_for 60 "the sample jobs to settle" settled
 
+    say "a service of three replicas: busybox httpd, spread over the slaves, each checked over http"
+    web_spec() {  # web_spec TEXT [CHECK_PATH]: the web service answering TEXT
+        cat <<SPEC
+{"name": "web", "image": "claud/busybox:latest", "type": "service", "count": 3,
+ "resources": {"cpu": 0.1, "memory_mb": 32}, "stop_timeout": 1,
+ "command": ["sh", "-c", "mkdir -p /www && echo $1 > /www/index.html && exec httpd -f -p 8080 -h /www"],
+ "ports": [{"name": "http", "container": 8080}],
+ "check": {"http": "${2:-/}", "port": "http", "interval": 1, "timeout": 1, "failures": 2},
+ "update": {"max_parallel": 1, "min_healthy_time": 2, "healthy_deadline": 20, "auto_revert": true}}
+SPEC
+    }
+    web_spec "hello from version 0" >"$demo/web.json"
+    web_spec "hello from version 1" >"$demo/web-v1.json"
+    web_spec "never healthy" /missing >"$demo/web-broken.json"
+    web=$("$bin/claud" --output json run "$demo/web.json" | json_field '["id"]')
+    web_healthy() {
+        "$bin/claud" --output json job "$web" | "$bin/python" -c "
+import json, sys
+allocs = json.load(sys.stdin)['allocations']
+sys.exit(0 if len(allocs) == 3 and all(a['health'] == 'healthy' for a in allocs) else 1)"
+    }
+    wait_for 90 "three healthy replicas of web" web_healthy
+    say "claud job $web"
+    "$bin/claud" job "$web"
+    say "each replica answers on the address claud prints"
+    "$bin/claud" --output json job "$web" | "$bin/python" -c "
+import json, sys, urllib.request
+for a in json.load(sys.stdin)['allocations']:
+    address = a['ports'][0]['address']
+    print(f'  http://{address}/ ->', urllib.request.urlopen(f'http://{address}/', timeout=5).read().decode().strip())"
+
     say "claud jobs"
     "$bin/claud" jobs
     say "claud job $bad"
@@ -144,6 +178,10 @@ The cluster is still running (logs in $demo/). Try:
       .venv/bin/claud chaos kill $leader; sleep 3; .venv/bin/claud cluster     the leader crashes; another leads
       .venv/bin/claud chaos partition $leader       cut it off (.venv/bin/claud chaos heal $leader ends it)
       .venv/bin/claud chaos pause $name-s2           frozen for 15 s: its jobs move once it is declared dead
+  roll the web service out (one replica at a time, each healthy 2 s before the next):
+      .venv/bin/claud job update $web $demo/web-v1.json; .venv/bin/claud job $web
+      .venv/bin/claud job update $web $demo/web-broken.json     never healthy: it fails, and reverts by itself
+      .venv/bin/claud job history $web     .venv/bin/claud job scale $web 5
   live view: http://${master_ips[0]}:$port/ui (it asks for the token: the contents of $demo/token)
   API docs:  http://${master_ips[0]}:$port/docs
 Stop it with: make down

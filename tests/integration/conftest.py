@@ -1,7 +1,9 @@
 """Fixtures of the integration tests: the slave's (test_docker_runtime,
-test_slave_agent; names start with ``slave_``, self-contained), and
+test_slave_agent; names start with ``slave_``, self-contained),
 ``masters_and_simulated_slave``, the small cluster the trace and metrics tests
-share. Other helpers live in tests/support; these are handed out as fixtures
+share, and ``start_docker_cluster``, one master and one Docker slave whose
+containers and volumes carry ``container_label`` (test_services, test_volume_gc).
+Other helpers live in tests/support; these are handed out as fixtures
 because two conftest modules cannot both be imported as ``conftest``.
 
 Every container these tests cause carries ``claud.test=<uuid of the test>``,
@@ -14,7 +16,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -129,3 +131,34 @@ def masters_and_simulated_slave(tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def container_label() -> str:
+    """``claud.test=<uuid>``, unique to the test: the label its Docker slave puts on every
+    container and volume it makes, by which ``start_docker_cluster`` removes them."""
+    return f"{SLAVE_TEST_LABEL}={uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def start_docker_cluster(tmp_path: Path, container_label: str) -> Iterator[Callable[..., Cluster]]:
+    """Starts, when called, one master (with ``master_args``) and one Docker slave ``s1``
+    (with ``slave_args``) labelling what it makes ``container_label``. Afterwards the
+    processes stop and every container and volume carrying the label is removed, however
+    the test (or the start) ended. A factory, since each module starts its own flags."""
+    from support.cluster import Cluster
+    from support.docker_engine import remove_containers, remove_volumes
+
+    cluster = Cluster(tmp_path)
+
+    def start(master_args: Sequence[str] = (), slave_args: Sequence[str] = ()) -> Cluster:
+        cluster.start_master(1, *master_args)
+        cluster.start_slave("s1", *slave_args, "--container-labels", container_label)
+        return cluster
+
+    try:
+        yield start
+    finally:
+        cluster.close()
+        remove_containers(container_label)
+        remove_volumes(container_label)

@@ -35,7 +35,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis import checks as sc  # noqa: E402
 
-#: Examples per operation and generation mode (22 operations x 2 modes, then 6 with existing
+#: Examples per operation and generation mode (26 operations x 2 modes, then 6 with existing
 #: ids at half as many): ~1,350 requests, ~50 s on a loaded 2-core machine.
 EXAMPLES = 50
 #: Streams that never end on their own: not fuzzed (they would hold a request open).
@@ -76,6 +76,8 @@ def test_the_document_names_every_operation_and_uses_the_projects_error_body(ope
         "GET /v1/jobs/{job_id}": "getJob",
         "DELETE /v1/jobs/{job_id}": "stopJob", "GET /v1/jobs/{job_id}/events": "jobEvents",
         "GET /v1/jobs/{job_id}/logs": "jobLogs", "POST /v1/jobs/{job_id}/exec": "execJob", "GET /v1/nodes": "listNodes",
+        "PUT /v1/jobs/{job_id}": "updateJob", "POST /v1/jobs/{job_id}/scale": "scaleJob",
+        "POST /v1/jobs/{job_id}/revert": "revertJob", "GET /v1/jobs/{job_id}/versions": "listJobVersions",
         "POST /v1/nodes/{node_id}/drain": "drainNode", "POST /v1/nodes/{node_id}/undrain": "undrainNode",
         "GET /v1/cluster": "clusterStatus", "GET /v1/cluster/trace": "clusterTrace", "GET /v1/events": "events",
         "GET /healthz": "healthz",

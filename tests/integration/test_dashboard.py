@@ -1,5 +1,6 @@
 """The dashboard in a real browser (headless Chromium): it holds no token in
-its URL, and values a job's submitter chose render as text, never as markup.
+its URL, values a job's submitter chose render as text, never as markup, and a
+service's replicas and rollouts are shown as they change.
 
 The payloads would, if any ran, change ``document.title`` or make the browser
 request a URL on a local listener this test watches; neither may happen.
@@ -91,10 +92,33 @@ def test_the_dashboard_is_an_open_page_without_data_under_a_strict_policy(tmp_pa
         assert re.search(r"<script(?![^>]*\bsrc=)", page) is None  # no inline script
         assert re.search(r"\son[a-z]+\s*=", page) is None  # no inline handler
         code = httpx.get(master.url + "/ui/dashboard.js", timeout=5).text
-        assert "location" not in code  # the token is never read from (or put in) a URL
+        # The token is never read from (or put in) a URL ("allocation" is no `location`).
+        assert re.search(r"\blocation\b", code) is None
         assert "innerHTML" not in code and "insertAdjacentHTML" not in code and "document.write" not in code
     finally:
         cluster.close()
+
+
+#: Wraps the page's fetch so that every job view it reads has a failed rollout whose
+#: message is ``HOSTILE`` (the master writes rollout messages itself, from numbers and
+#: states: this stands for a master that would not).
+TAMPER_ROLLOUTS = """(() => {
+    const real = window.fetch;
+    window.fetch = async (input, init) => {
+        const response = await real(input, init);
+        if (!/\\/v1\\/jobs(\\/[0-9a-f]+)?$/.test(String(input)) || !response.ok) return response;
+        const body = await response.json();
+        const tamper = (job) => { job.rollout = {version: job.version, state: "failed", message: HOSTILE,
+                                                  updated_at: job.updated_at}; };
+        if (Array.isArray(body.jobs)) body.jobs.forEach(tamper); else tamper(body);
+        return new Response(JSON.stringify(body), {status: response.status, headers: response.headers});
+    };
+})()"""
+
+#: Opens every job's allocations, as a user clicking each row's toggle would.
+OPEN_ALL = """(() => { let opened = 0;
+    for (let b; (b = document.querySelector('#jobs button.toggle[aria-expanded="false"]')); opened++) b.click();
+    return opened; })()"""
 
 
 def test_hostile_job_values_render_as_text_and_run_nothing(
@@ -103,6 +127,7 @@ def test_hostile_job_values_render_as_text_and_run_nothing(
     cluster = Cluster(tmp_path)
     try:
         master = cluster.start_master(1)
+        cluster.start_slave("s1", "--runtime", "simulated")
         beacon = f"//127.0.0.1:{listener.port}"
         # Job names are held to a safe alphabet; label values (63 characters
         # of printable text) and env values are free text, and labels are shown.
@@ -114,6 +139,10 @@ def test_hostile_job_values_render_as_text_and_run_nothing(
         hostile = (attribute, attribute_fetch, markup, markup_fetch, script)
         for i, value in enumerate(hostile):
             cluster.submit(name=f"hostile-{i}", constraints={"labels": {"zone": value}}, env={"X": value})
+        # An allocation's message is the runtime's: the simulated one fails a start with the text it is given.
+        for i, value in enumerate(hostile):
+            cluster.submit(name=f"failing-{i}", type="service", count=2, env={"CLAUD_SIM_START_ERROR": value})
+        rollout = "<img src=x onerror=\"document.title='pwned'\"> rollout"
         httpx.get(f"http:{beacon}/probe", timeout=5)  # the listener works...
         assert listener.hits == ["/probe"]
         listener.hits.clear()  # ...and from now on must hear nothing
@@ -122,6 +151,7 @@ def test_hostile_job_values_render_as_text_and_run_nothing(
         wait_until(lambda: browser.evaluate(session, "!document.getElementById('login').hidden"), 20,
                    what="the page asks for the token")
         assert browser.evaluate(session, "document.getElementById('board').hidden") is True
+        browser.evaluate(session, TAMPER_ROLLOUTS.replace("HOSTILE", repr(rollout)))
         # What a user does: paste the token, press the button.
         browser.evaluate(session, f"""(() => {{
             document.getElementById('token').value = {cluster.token!r};
@@ -130,6 +160,15 @@ def test_hostile_job_values_render_as_text_and_run_nothing(
         wait_until(lambda: all(browser.evaluate(session, f"{text_of_jobs}.includes({value!r})")
                                for value in hostile),
                    20, what="the hostile values shown, as text")
+        # Each job's allocations opened: every allocation's message, and the rollout's, as text.
+        wait_until(lambda: browser.evaluate(session, OPEN_ALL) == 0
+                   and browser.evaluate(session, "document.querySelectorAll('#jobs tr.alloc').length")
+                   == 2 * len(hostile) + len(hostile), 20, what="every job's allocations shown")  # fmt: skip
+        alloc_messages = """[...document.querySelectorAll('#jobs tr.alloc')].map(r => r.lastElementChild.textContent)"""
+        wait_until(lambda: all(sum(value in m for m in browser.evaluate(session, alloc_messages)) >= 2
+                               for value in hostile), 20, what="both allocations' messages of each, as text")
+        versions = """[...document.querySelectorAll('#jobs tr.job')].map(r => r.cells[5].textContent)"""
+        assert all(v.endswith("failed: " + rollout) for v in browser.evaluate(session, versions))
 
         # Give every would-be handler its event, then watch two more refreshes.
         refreshes = "performance.getEntriesByType('resource').filter(e => e.name.endsWith('/v1/jobs')).length"
@@ -273,6 +312,83 @@ def test_breaking_the_leader_from_the_page_and_from_claud_chaos_shows_the_next_o
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.screenshot(session, ARTIFACTS / "live-view.png")
         assert (ARTIFACTS / "live-view.png").stat().st_size > 10_000
+        assert browser.console_errors() == []
+    finally:
+        cluster.close()
+
+
+#: Each row of a table as {header: text}: the jobs table's, or an opened job's allocations'.
+ROWS = """((table, rows) => { const head = [...table.rows[0].cells].map(c => c.textContent);
+    return [...rows].map(r => Object.fromEntries([...r.cells].map((c, i) => [head[i], c.textContent]))); })"""
+
+
+def job_row(browser: Chromium, session: str, job_id: str) -> dict[str, str] | None:
+    rows = browser.evaluate(session, f"""{ROWS}(document.getElementById('jobs'),
+        document.querySelectorAll('#jobs tr.job[data-job="{job_id}"]'))""")
+    return rows[0] if rows else None
+
+
+def alloc_rows(browser: Chromium, session: str, job_id: str) -> list[dict[str, str]]:
+    inner = f"""document.querySelector('#jobs tr.allocs[data-job="{job_id}"] table')"""
+    return browser.evaluate(session, f"""{inner} ? {ROWS}({inner}, {inner}.querySelectorAll('tr.alloc')) : []""")
+
+
+def test_the_live_view_shows_a_service_s_replicas_their_slaves_and_a_scale(tmp_path: Path, browser: Chromium) -> None:
+    """Two replicas on two simulated slaves read 2/2, and opened, each allocation with its
+    slave, state and address; a scale to three shows the third (the page asks for the
+    job's view again on its events); a new version shows its rollout until it is done."""
+    cluster = Cluster(tmp_path)
+    try:
+        master = cluster.start_master(1)
+        slaves = [cluster.start_slave(name, "--runtime", "simulated") for name in ("a", "b")]
+        spec = {"name": "web", "image": "claud/busybox:latest", "type": "service", "count": 2, "stop_timeout": 0,
+                "env": {"CLAUD_SIM_SECONDS": "inf"}, "ports": [{"name": "http", "container": 8080, "host": 0}],
+                "update": {"max_parallel": 1, "min_healthy_time": 0.5, "healthy_deadline": 20}}
+        job_id = cluster.submit(**spec)["id"]
+        session = browser.open(master.url + "/ui")
+        browser.resize(session, 1280, 800)
+        sign_in(browser, session, cluster.token)
+        wait_until(lambda: (row := job_row(browser, session, job_id)) and row["running"] == "2/2", 20,
+                   what="the job's row to read 2/2")
+        assert alloc_rows(browser, session, job_id) == []  # closed until asked
+        browser.evaluate(session, f"""document.querySelector('#jobs button.toggle[data-job="{job_id}"]').click()""")
+
+        def shown(count: int) -> list[dict[str, str]] | None:
+            rows = alloc_rows(browser, session, job_id)
+            ok = [r["index"] for r in rows] == [str(i) for i in range(count)] and all(
+                r["state"] == "running" and r["ports"].startswith("http ") for r in rows)
+            return rows if ok else None
+
+        rows = wait_until(lambda: shown(2), 20, what="both allocations, running")
+        view = cluster.job(job_id)
+        assert {r["slave"] for r in rows} == {s.id for s in slaves}  # spread, one on each
+        for row, alloc in zip(rows, view["allocations"], strict=True):
+            assert (row["allocation"], row["slave"]) == (alloc["id"], alloc["slave_id"])
+            assert row["ports"] == f"http {alloc['ports'][0]['address']}"
+        asks = f"performance.getEntriesByType('resource').filter(e => e.name.endsWith('/v1/jobs/{job_id}')).length"
+        asked = browser.evaluate(session, asks)
+
+        scaled = cluster.http.post(f"/v1/jobs/{job_id}/scale", json={"count": 3})
+        assert scaled.status_code == 200, scaled.text
+        rows = wait_until(lambda: shown(3), 20, what="the third allocation, running")
+        assert rows[2]["slave"] in {s.id for s in slaves}
+        assert [r["allocation"] for r in rows[:2]] == [a["id"] for a in view["allocations"]]  # nothing replaced
+        wait_until(lambda: job_row(browser, session, job_id)["running"] == "3/3", 10, what="the row to read 3/3")
+        assert browser.evaluate(session, asks) > asked  # asked again on the job's events
+        assert browser.evaluate(session, "document.getElementById('events-state').textContent") == "live"
+
+        # A new version rolls out one allocation at a time: the row says so, then that it is done.
+        version = cluster.job(job_id)["version"] + 1
+        updated = cluster.http.put(f"/v1/jobs/{job_id}", json={**spec, "count": 3, "env": {
+            "CLAUD_SIM_SECONDS": "inf", "VERSION": "two"}})
+        assert updated.status_code == 200, updated.text
+        wait_until(lambda: job_row(browser, session, job_id)["version"] == f"v{version} rolling out", 10,
+                   what="the rollout shown")
+        wait_until(lambda: job_row(browser, session, job_id)["version"] == f"v{version} rolled out"
+                   and all(r["version"] == f"v{version}" for r in alloc_rows(browser, session, job_id)), 40,
+                   what="the rollout done, every allocation at the new version")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.screenshot(session, ARTIFACTS / "live-view-replicas.png")
         assert browser.console_errors() == []
     finally:
         cluster.close()

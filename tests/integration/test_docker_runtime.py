@@ -80,12 +80,38 @@ def test_start_applies_labels_limits_env_and_command(
     assert labels["claud.slave"] == slave_ids.slave_id
     assert labels["claud.job"] == "job-full"
     assert labels["claud.alloc"] == alloc.alloc_id
+    assert labels["claud.index"] == "0" and labels["claud.version"] == "0"
     assert labels["claud.test"] == slave_ids.token
     assert "GREETING=hello" in info["Config"]["Env"]
     assert info["Config"]["Cmd"] == ["sh", "-c", "echo $GREETING; sleep 300"]
 
     listed = asyncio.run(runtime.list())
     assert [(o.alloc_id, o.phase) for o in listed] == [(alloc.alloc_id, Phase.RUNNING)]
+
+
+def test_replicas_of_one_job_are_containers_labelled_with_their_index_and_version(
+    runtime: DockerRuntime, slave_ids: Any, slave_docker: Any
+) -> None:
+    """Two allocations of one job on one slave: two containers, each read back as its own slot."""
+    job = f"job-{slave_ids.token[:10]}"
+    first = make_alloc(slave_ids, "r0", ["sleep", "300"], version=3).model_copy(
+        update={"job_id": job, "alloc_id": f"{job}-1"})
+    second = make_alloc(slave_ids, "r2", ["sleep", "300"], index=2, version=3).model_copy(
+        update={"job_id": job, "alloc_id": f"{job}.2-1"})
+
+    async def scenario() -> list[Any]:
+        await asyncio.gather(runtime.start(first), runtime.start(second))
+        return await runtime.list()
+
+    listed = {o.alloc_id: o for o in asyncio.run(scenario())}
+    assert {a: (o.job_id, o.index, o.version, o.phase) for a, o in listed.items()} == {
+        first.alloc_id: (job, 0, 3, Phase.RUNNING),
+        second.alloc_id: (job, 2, 3, Phase.RUNNING),
+    }
+    labels = slave_docker.api.inspect_container(listed[second.alloc_id].container_id)["Config"]["Labels"]
+    assert (labels["claud.job"], labels["claud.index"], labels["claud.version"]) == (job, "2", "3")
+    fenced = {o.alloc_id: o.index for o in asyncio.run(runtime.running())}
+    assert fenced == {first.alloc_id: 0, second.alloc_id: 2}
 
 
 def test_empty_command_runs_the_image_default(

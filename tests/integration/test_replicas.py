@@ -109,6 +109,10 @@ def test_three_replicas_are_reached_and_a_dead_slave_s_one_comes_back_elsewhere(
         assert wait_until(lambda address=address: answer(address), 20, what=f"httpd on {address}") == "one"
     allocs = cluster.job(job_id)["allocations"]
     assert len({a["slave_id"] for a in allocs}) == 3  # spread
+    ran = cluster.http.post(f"/v1/jobs/{job_id}/exec", json={"command": ["cat", "/www/index.html"],
+                                                              "alloc": allocs[2]["id"]})
+    assert ran.status_code == 200 and ran.json()["stdout"] == "one\n", ran.text
+    assert ran.json()["alloc_id"] == allocs[2]["id"] and ran.json()["node_id"] == allocs[2]["slave_id"]
 
     victim = allocs[1]
     others = {a["index"]: a["ports"][0]["address"] for a in allocs if a["index"] != 1}

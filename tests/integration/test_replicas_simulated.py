@@ -127,3 +127,12 @@ def test_scale_and_the_refusals_name_their_field(cluster: Cluster) -> None:
     assert cluster.http.delete(f"/v1/jobs/{job_id}").status_code == 202
     stopped = cluster.http.post(f"/v1/jobs/{job_id}/scale", json={"count": 2})
     assert stopped.status_code == 409 and stopped.json()["error"]["code"] == "conflict", stopped.text
+
+
+def test_packed_replicas_run_side_by_side_on_one_slave(cluster: Cluster) -> None:
+    cluster.start_master(1, *QUICK)
+    cluster.start_slave("a", "--runtime", "simulated")
+    job_id = cluster.submit(name="packed", type="service", count=3, spread=False, env=FOREVER, stop_timeout=0)["id"]
+    running = wait_until(lambda: all_running(cluster, job_id, 3), 30, what="three replicas on one slave")
+    assert {a["slave_id"] for a in running} == {cluster.slave("a").id}
+    assert [a["id"] for a in running] == [f"{job_id}-1", f"{job_id}.1-1", f"{job_id}.2-1"]

@@ -7,13 +7,11 @@ below the kernel's ephemeral ports); every container carries
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,6 @@ import httpx
 import pytest
 
 from support.cluster import Cluster, free_port, wait_until
-from support.docker_engine import remove_containers
 
 pytestmark = pytest.mark.docker
 
@@ -32,30 +29,9 @@ PORT_RANGE = "21000-21999"
 HTTPD = ["sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www"]
 
 
-def _remove_volumes(label: str) -> None:
-    import docker
-
-    client = docker.from_env(timeout=30)
-    try:
-        for volume in client.volumes.list(filters={"label": label}):
-            with contextlib.suppress(docker.errors.APIError):
-                volume.remove(force=True)
-    finally:
-        client.close()
-
-
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    test_label = f"claud.test={uuid.uuid4().hex}"
-    try:
-        cluster.start_master(1)
-        cluster.start_slave("s1", "--port-range", PORT_RANGE, "--container-labels", test_label)
-        yield cluster
-    finally:
-        cluster.close()
-        remove_containers(test_label)
-        _remove_volumes(test_label)
+def services(start_docker_cluster: Callable[..., Cluster]) -> Cluster:
+    return start_docker_cluster(slave_args=("--port-range", PORT_RANGE))
 
 
 def service(cluster: Cluster, **spec: Any) -> str:

@@ -7,15 +7,11 @@ removed afterwards.
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from support.cluster import Cluster, wait_until
-from support.docker_engine import remove_containers
 
 pytestmark = pytest.mark.docker
 
@@ -33,46 +29,22 @@ def volumes(label: str) -> set[str]:
         client.close()
 
 
-def remove_volumes(label: str) -> None:
-    import docker
-
-    client = docker.from_env(timeout=30)
-    try:
-        for volume in client.volumes.list(filters={"label": label}):
-            with contextlib.suppress(docker.errors.APIError):
-                volume.remove(force=True)
-    finally:
-        client.close()
-
-
 @pytest.fixture
-def label() -> str:
-    return f"claud.test={uuid.uuid4().hex}"
+def cluster(start_docker_cluster: Callable[..., Cluster]) -> Cluster:
+    return start_docker_cluster(master_args=("--job-gc-after", "0.5", "--job-gc-keep", "0", "--gc-interval", "0.5"))
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, label: str) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start_master(1, "--job-gc-after", "0.5", "--job-gc-keep", "0", "--gc-interval", "0.5")
-        cluster.start_slave("s1", "--container-labels", label)
-        yield cluster
-    finally:
-        cluster.close()
-        remove_containers(label)
-        remove_volumes(label)
-
-
-def test_a_collected_jobs_volumes_go_and_a_running_jobs_stay(cluster: Cluster, label: str) -> None:
+def test_a_collected_jobs_volumes_go_and_a_running_jobs_stay(cluster: Cluster, container_label: str) -> None:
     keeper = cluster.submit(name="keeper", type="service", image=IMAGE, resources=SMALL, command=["sleep", "600"],
                             volumes=[{"name": "data", "path": "/data"}])
     cluster.wait_state(str(keeper["id"]), "running", timeout=60)
     done = cluster.submit(name="writer", image=IMAGE, resources=SMALL, command=["sh", "-c", "echo x > /data/f"],
                           volumes=[{"name": "data", "path": "/data"}])
     done_id = str(done["id"])
-    wait_until(lambda: f"claud-{done_id}-0-data" in volumes(label), 60, what="the writer's volume made")
+    wait_until(lambda: f"claud-{done_id}-0-data" in volumes(container_label), 60, what="the writer's volume made")
     # Completed, collected (404), then its volume is gone; the running job's stays.
     wait_until(lambda: cluster.http.get(f"/v1/jobs/{done_id}").status_code == 404, 60, what="the writer collected")
-    wait_until(lambda: f"claud-{done_id}-0-data" not in volumes(label), 60, what="the writer's volume removed")
-    assert f"claud-{keeper['id']}-0-data" in volumes(label)
+    wait_until(lambda: f"claud-{done_id}-0-data" not in volumes(container_label), 60,
+               what="the writer's volume removed")
+    assert f"claud-{keeper['id']}-0-data" in volumes(container_label)
     assert cluster.job(str(keeper["id"]))["state"] == "running"

@@ -34,6 +34,18 @@ def remove_containers(label: str) -> int:
         client.close()
 
 
+def remove_volumes(label: str) -> None:
+    """Force-remove every volume carrying ``label`` (``key=value``): the named volumes a slave
+    made for a test's jobs (it labels them as it labels their containers)."""
+    client = docker.from_env(timeout=30)
+    try:
+        for volume in client.volumes.list(filters={"label": label}):
+            with contextlib.suppress(docker.errors.APIError):
+                volume.remove(force=True)
+    finally:
+        client.close()
+
+
 def run_intervals(job_id: str) -> list[tuple[str, float, float]]:
     """(slave id, started, finished) of every container of ``job_id``, in Docker's own clock.
 

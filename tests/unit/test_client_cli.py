@@ -307,6 +307,17 @@ def test_run_from_flags_builds_the_spec() -> None:
     }
 
 
+def test_run_count_asks_for_replicas_and_a_bad_count_names_the_field() -> None:
+    cluster = Cluster({("POST", "/v1/jobs"): created})
+    result = cluster.invoke("run", "--image", "claud/busybox:latest", "--type", "service", "--count", "3",
+                            "--", "httpd", "-f")
+    assert result.exit_code == 0, result.output
+    assert json.loads(cluster.requests[0].content)["count"] == 3
+    bad = cluster.invoke("run", "--image", "claud/busybox:latest", "--count", "0", "--", "true")
+    assert bad.exit_code != 0 and "count" in bad.output, bad.output
+    assert len(cluster.requests) == 1  # refused locally
+
+
 def test_run_from_a_spec_file(tmp_path: Path) -> None:
     spec = tmp_path / "job.json"
     spec.write_text(

@@ -252,6 +252,8 @@ def test_a_broken_version_fails_its_rollout_and_auto_revert_brings_the_stable_on
             break
     view = t.view()
     assert view.version == 2 and view.image == "claud/busybox:latest"
+    # The allocation the broken rollout never reached runs the reverted spec already: kept, not replaced.
+    assert [a.attempt for a in view.allocations if a.version == 2 and a.attempt == 1]
     versions = t.sm.versions_view(t.sm.jobs["web"])
     assert [v.version for v in versions] == [2, 1, 0] and not versions[1].stable
     assert any("failed" in e.message for e in view.events or [])
@@ -388,3 +390,49 @@ def test_stopping_a_job_ends_its_rollout_and_the_loop_proposes_nothing_more() ->
     assert t.apply(ops.StopJob(at=t.now, job_id="web")).ok
     assert t.sm.rolling_out() == []
     assert t.view().rollout is not None and t.view().rollout.state is RolloutState.FAILED
+
+
+def test_a_replica_that_fits_nowhere_says_where_its_siblings_are() -> None:
+    t = Tables()
+    t.slave("s1", cpu=1)
+    t.slave("s2", cpu=1)
+    t.submit(count=3, resources={"cpu": 0.6, "memory_mb": 64})
+    t.schedule()
+    pending = [r for r in t.sm.rows(t.sm.jobs["web"]) if r.state is JobState.PENDING]
+    assert len(pending) == 1
+    reason = pending[0].pending_reason or ""
+    assert "cpu" in reason and "spread: its job's other allocations are on s1, s2" in reason, reason
+    assert t.view().allocations[pending[0].index].pending_reason == reason
+    assert t.view().pending_reason == f"allocation {pending[0].index}: {reason}"
+
+
+def test_the_kept_list_rendering_of_a_job_follows_every_change_of_its_allocations() -> None:
+    from claud.master.paging import JobListRenderer
+
+    t = Tables()
+    t.slave("s1", cpu=1)
+    t.slave("s2", cpu=1)
+    renderer = JobListRenderer()
+    head = None
+
+    def current() -> None:
+        assert head is not None
+        fresh = t.sm.job_view(head, with_events=False).model_dump_json().encode()
+        assert renderer.render(t.sm, head) == fresh
+
+    t.submit(count=3, resources={"cpu": 0.6, "memory_mb": 64})
+    head = t.sm.jobs["web"]
+    current()
+    t.schedule()  # two placed, one with a pending reason: both change rows past index 0
+    current()
+    t.report("web.1", ContainerState.RUNNING)
+    current()
+    before = t.sm.jobs["web.2"].pending_reason
+    t.slave("s1", cpu=0.9)  # smaller now: the next pass changes only the waiting allocation's reason
+    t.schedule()
+    assert t.sm.jobs["web.2"].pending_reason != before
+    current()
+    assert t.apply(ops.ScaleJob(at=t.now, job_id="web", count=2)).ok
+    current()
+    t.run_all()
+    current()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claud.api import Allocation, ContainerState, DesiredState, Resources
-from claud.slave.reconciler import ReconcileInput, ReconcileOutput, reconcile
+from claud.slave.reconciler import ReconcileInput, ReconcileOutput, Slot, reconcile, slot_of
 from claud.slave.runtime import Observed, Phase
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -353,8 +353,8 @@ def attempt(alloc_id: str, job_id: str, n: int, **kw: object) -> Allocation:
     return alloc(alloc_id).model_copy(update={"job_id": job_id, "attempt": n, **kw})
 
 
-def of_job(o: Observed, job_id: str) -> Observed:
-    return replace(o, job_id=job_id)
+def of_job(o: Observed, job_id: str, index: int = 0) -> Observed:
+    return replace(o, job_id=job_id, index=index)
 
 
 def test_a_new_attempt_waits_while_the_old_one_of_its_job_still_runs() -> None:
@@ -374,7 +374,7 @@ def test_a_new_attempt_waits_while_the_old_one_of_its_job_still_runs() -> None:
 def test_two_attempts_of_one_job_never_start_in_one_pass_and_the_newest_wins() -> None:
     plan = run([attempt("a1", "J", 1), attempt("a2", "J", 2)], [])
     assert [a.alloc_id for a in plan.starts] == ["a2"]
-    assert run([attempt("a2", "J", 2)], [], starting_jobs=frozenset({"J"})).starts == []
+    assert run([attempt("a2", "J", 2)], [], starting_slots=frozenset({("J", 0)})).starts == []
 
 
 def test_an_attempt_the_masters_saw_start_is_missing_not_started_again() -> None:
@@ -395,19 +395,23 @@ def test_an_exit_caused_by_fencing_is_reported_fenced_even_without_a_lease_now()
 
 
 JOBS = ["J1", "J2", "J3"]
+#: Slots of few jobs and indexes, so that attempts of one slot and replicas of one job meet often.
+SLOTS: list[Slot] = [(job, index) for job in JOBS[:2] for index in range(3)]
 
 
 @st.composite
-def job_scenarios(draw: st.DrawFn) -> ReconcileInput:
-    """Several attempts per job, in every phase, with starts and stops in flight."""
-    job_of = {a: draw(st.sampled_from(JOBS)) for a in ALLOC_IDS}
+def job_scenarios(draw: st.DrawFn, planning: bool = False) -> ReconcileInput:
+    """Several attempts per slot and several replicas per job, in every phase, with starts and
+    stops in flight. ``planning``: a leader has spoken and the lease holds (so starts are planned)."""
+    slot_of_alloc = {a: draw(st.sampled_from(SLOTS)) for a in ALLOC_IDS}
     desired: dict[str, Allocation] | None = None
-    if draw(st.booleans()):
+    if planning or draw(st.booleans()):
         desired = {
             i: attempt(
                 i,
-                job_of[i],
+                slot_of_alloc[i][0],
                 draw(st.integers(0, 5)),
+                index=slot_of_alloc[i][1],
                 desired=draw(st.sampled_from(list(DesiredState))),
                 may_start=draw(st.booleans()),
             )
@@ -425,7 +429,7 @@ def job_scenarios(draw: st.DrawFn) -> ReconcileInput:
                     exit_code=137 if phase is Phase.EXITED else None,
                     finished_ago=timedelta(seconds=draw(st.integers(0, 100))) if phase is Phase.EXITED else None,
                 ),
-                job_of[alloc_id],
+                *slot_of_alloc[alloc_id],
             )
         )
     cids = [o.container_id for o in observed]
@@ -433,10 +437,10 @@ def job_scenarios(draw: st.DrawFn) -> ReconcileInput:
         desired=desired,
         observed=observed,
         starting=frozenset(draw(st.lists(st.sampled_from(ALLOC_IDS)))),
-        starting_jobs=frozenset(draw(st.lists(st.sampled_from(JOBS)))),
+        starting_slots=frozenset(draw(st.lists(st.sampled_from(SLOTS)))),
         busy=frozenset(draw(st.lists(st.sampled_from(cids)))) if cids else frozenset(),
         launched=frozenset(draw(st.lists(st.sampled_from(ALLOC_IDS)))),
-        fenced=draw(st.booleans()),
+        fenced=not planning and draw(st.booleans()),
         fenced_allocs={a: NOW - timedelta(seconds=50) for a in draw(st.lists(st.sampled_from(ALLOC_IDS)))},
         now=NOW,
     )
@@ -444,15 +448,15 @@ def job_scenarios(draw: st.DrawFn) -> ReconcileInput:
 
 @settings(max_examples=500, deadline=None)
 @given(job_scenarios())
-def test_property_never_a_start_while_another_attempt_of_the_job_runs(inp: ReconcileInput) -> None:
+def test_property_never_a_start_while_another_attempt_of_the_slot_runs(inp: ReconcileInput) -> None:
     plan = reconcile(inp)
     observed = list(inp.observed)
-    started_jobs = [a.job_id for a in plan.starts]
-    assert len(started_jobs) == len(set(started_jobs)), "two attempts of one job started in one pass"
+    started_slots = [slot_of(a) for a in plan.starts]
+    assert len(started_slots) == len(set(started_slots)), "two attempts of one slot started in one pass"
     for a in plan.starts:
-        others = [o for o in observed if o.job_id == a.job_id and o.alloc_id != a.alloc_id]
+        others = [o for o in observed if slot_of(o) == slot_of(a) and o.alloc_id != a.alloc_id]
         assert not any(o.phase is Phase.RUNNING for o in others), f"{a.alloc_id} started beside a running attempt"
-        assert a.job_id not in inp.starting_jobs, f"{a.alloc_id} started while another start of its job is in flight"
+        assert slot_of(a) not in inp.starting_slots, f"{a.alloc_id} started while a start of its slot is in flight"
         if not a.may_start:
             assert any(o.alloc_id == a.alloc_id for o in observed), "a may_start=False attempt was started afresh"
     for s in plan.statuses:
@@ -462,10 +466,10 @@ def test_property_never_a_start_while_another_attempt_of_the_job_runs(inp: Recon
 
 @settings(max_examples=200, deadline=None)
 @given(job_scenarios())
-def test_property_carrying_out_plans_never_overlaps_two_attempts_of_a_job(inp: ReconcileInput) -> None:
-    """Run plans to a fixed point (stops land before the next pass): never two of one job running."""
+def test_property_carrying_out_plans_never_overlaps_two_attempts_of_a_slot(inp: ReconcileInput) -> None:
+    """Run plans to a fixed point (stops land before the next pass): never two of one slot running."""
     observed = {o.container_id: o for o in inp.observed}
-    state = replace(inp, starting=frozenset(), starting_jobs=frozenset(), busy=frozenset())
+    state = replace(inp, starting=frozenset(), starting_slots=frozenset(), busy=frozenset())
     for _ in range(6):
         plan = reconcile(replace(state, observed=list(observed.values())))
         for s in plan.stops:
@@ -473,12 +477,82 @@ def test_property_carrying_out_plans_never_overlaps_two_attempts_of_a_job(inp: R
         for a in plan.starts:
             mine = [cid for cid, o in observed.items() if o.alloc_id == a.alloc_id]
             cid = mine[0] if mine else f"new-{a.alloc_id}"
-            observed[cid] = of_job(container(a.alloc_id, cid=cid), a.job_id)
+            observed[cid] = of_job(container(a.alloc_id, cid=cid), a.job_id, a.index)
         state = replace(state, launched=state.launched | {a.alloc_id for a in plan.starts})
-        by_job: dict[str, int] = {}
+        by_slot: dict[Slot, int] = {}
         for o in observed.values():
             if o.phase is Phase.RUNNING:
-                by_job[o.job_id] = by_job.get(o.job_id, 0) + 1
+                by_slot[slot_of(o)] = by_slot.get(slot_of(o), 0) + 1
         # What ran twice before the agent looked is its input: it never adds a second.
         for a in plan.starts:
-            assert by_job[a.job_id] == 1, f"started {a.alloc_id} beside another attempt of {a.job_id}"
+            assert by_slot[slot_of(a)] == 1, f"started {a.alloc_id} beside another attempt of {slot_of(a)}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_scenarios(planning=True))
+def test_property_replicas_of_a_job_never_hold_each_other_back(inp: ReconcileInput) -> None:
+    """Slots are independent: a pass starts, for every slot, what it would start were that slot
+    alone on the slave; so other replicas of the job, running or starting, delay nothing."""
+    together = {a.alloc_id for a in reconcile(inp).starts}
+    alone: set[str] = set()
+    for slot in {*SLOTS}:
+        only = replace(
+            inp,
+            desired=None if inp.desired is None else {i: a for i, a in inp.desired.items() if slot_of(a) == slot},
+            observed=[o for o in inp.observed if slot_of(o) == slot],
+            starting_slots=inp.starting_slots & {slot},
+        )
+        alone |= {a.alloc_id for a in reconcile(only).starts}
+    assert together == alone
+
+
+# --- replicas: one slot per (job, index) ---
+
+
+def replica(job_id: str, index: int, n: int, **kw: object) -> Allocation:
+    """Attempt ``n`` of index ``index`` of the job, with the id the masters give it."""
+    alloc_id = f"{job_id}-{n}" if index == 0 else f"{job_id}.{index}-{n}"
+    return attempt(alloc_id, job_id, n, index=index, **kw)
+
+
+def replica_container(a: Allocation, phase: Phase = Phase.RUNNING, **kw: object) -> Observed:
+    return of_job(container(a.alloc_id, phase, **kw), a.job_id, a.index)  # type: ignore[arg-type]
+
+
+def test_two_replicas_of_one_job_on_one_slave_both_start_in_one_pass() -> None:
+    replicas = [replica("web", 0, 1), replica("web", 1, 1), replica("web", 2, 1)]
+    plan = run(replicas, [])
+    assert sorted(a.alloc_id for a in plan.starts) == ["web-1", "web.1-1", "web.2-1"]
+    assert {status_of(plan, a.alloc_id) for a in replicas} == {ContainerState.STARTING}
+
+
+def test_a_replica_starts_beside_a_running_one_and_beside_a_start_in_flight() -> None:
+    first, second, third = replica("web", 0, 1), replica("web", 1, 1), replica("web", 2, 1)
+    plan = run([first, second, third], [replica_container(first)], starting=frozenset({"web.1-1"}),
+               starting_slots=frozenset({("web", 1)}))
+    assert [a.alloc_id for a in plan.starts] == ["web.2-1"]
+    assert plan.stops == []
+
+
+def test_a_new_attempt_of_a_replica_waits_for_its_own_old_attempt_only() -> None:
+    old = replica("web", 1, 1)
+    plan = run([replica("web", 0, 4), replica("web", 1, 2)], [replica_container(old)])
+    # Index 0 starts at once; index 1's second attempt waits while its first is stopped.
+    assert [a.alloc_id for a in plan.starts] == ["web-4"]
+    assert [(s.alloc_id, s.reason) for s in plan.stops] == [("web.1-1", "undesired")]
+    (status,) = [s for s in plan.statuses if s.alloc_id == "web.1-2"]
+    assert status.state is ContainerState.STARTING and "older attempt of this allocation" in (status.message or "")
+    gone = replica_container(old, Phase.EXITED, exit_code=143, finished_ago=timedelta(seconds=1))
+    assert [a.alloc_id for a in run([replica("web", 1, 2)], [gone]).starts] == ["web.1-2"]
+
+
+def test_two_attempts_of_one_index_never_start_in_one_pass() -> None:
+    plan = run([replica("web", 1, 1), replica("web", 1, 2), replica("web", 0, 1)], [])
+    assert sorted(a.alloc_id for a in plan.starts) == ["web-1", "web.1-2"]
+
+
+def test_a_container_from_before_replicas_holds_index_0() -> None:
+    # Observed's index defaults to 0: what a container without claud.index reads as.
+    unlabelled = Observed("c-old", "web-1", "web", Phase.RUNNING, created_at=NOW)
+    plan = run([replica("web", 0, 2), replica("web", 1, 1)], [unlabelled])
+    assert [a.alloc_id for a in plan.starts] == ["web.1-1"]

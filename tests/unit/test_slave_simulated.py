@@ -37,8 +37,8 @@ def alloc(
 ) -> Allocation:
     return Allocation(
         alloc_id=alloc_id,
-        job_id=f"job-{alloc_id}",
-        attempt=1,
+        job_id=kw.pop("job_id", f"job-{alloc_id}"),
+        attempt=kw.pop("attempt", 1),
         desired=kw.pop("desired", DesiredState.RUN),
         image="claud/busybox:latest",
         command=command or [],
@@ -277,6 +277,48 @@ def test_a_bug_in_one_heartbeat_does_not_end_the_loop_that_renews_the_lease(secr
         try:
             await wait_until(lambda: "sim-bug" in master.heartbeats, timeout=5)
             assert failures == 2 and not agent.fenced
+        finally:
+            await agent.stop()
+            await http.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_replicas_of_one_job_run_side_by_side_on_one_slave(secret_file: Path) -> None:
+    """Three allocations of one job (indexes 0..2) on one slave: each its own container, all at once;
+    a new attempt of index 1 waits only for index 1's old one."""
+
+    def replica(index: int, attempt: int, **kw: Any) -> Allocation:
+        alloc_id = f"web-{attempt}" if index == 0 else f"web.{index}-{attempt}"
+        return alloc(alloc_id, {"CLAUD_SIM_SECONDS": "inf"}, job_id="web", attempt=attempt, index=index, **kw)
+
+    async def scenario() -> None:
+        master = MemoryMaster()
+        http = httpx.AsyncClient(transport=httpx.MockTransport(master.handle), base_url="http://m1:1")
+        settings = SlaveSettings(
+            id="sim-replicas", masters=["m1:1"], runtime="simulated", heartbeat_interval=0.1,
+            cluster_secret_file=secret_file, watch_wait=1, no_discovery=True,
+        )
+        runtime = SimulatedRuntime(settings.id)
+        agent = Agent(settings, runtime, http=http,
+                      capacity=Capacity(4, 4096, "flag", "flag"), usage=UsageProbe("/", limits=CgroupLimits()))
+        await agent.start()
+        try:
+            await wait_until(lambda: "sim-replicas" in master.heartbeats)
+            master.put("sim-replicas", replica(0, 1), replica(1, 1), replica(2, 1))
+            for alloc_id in ("web-1", "web.1-1", "web.2-1"):
+                await wait_until(lambda a=alloc_id: master.state("sim-replicas", a) == ("running", None))
+            running = [(o.alloc_id, o.index) for o in await runtime.list() if o.phase.value == "running"]
+            assert sorted(running) == [("web-1", 0), ("web.1-1", 1), ("web.2-1", 2)]
+            # Index 1 is placed again: its second attempt waits until its first has stopped.
+            del master.desired["sim-replicas"]["web.1-1"]
+            master.put("sim-replicas", replica(1, 2))
+            await wait_until(lambda: master.state("sim-replicas", "web.1-2") == ("running", None))
+            by_alloc = {o.alloc_id: o for o in await runtime.list()}
+            assert by_alloc["web.1-1"].phase.value == "exited"
+            assert by_alloc["web.1-1"].finished_at is not None and by_alloc["web.1-2"].started_at is not None
+            assert by_alloc["web.1-1"].finished_at <= by_alloc["web.1-2"].started_at
+            assert {by_alloc[a].phase.value for a in ("web-1", "web.2-1")} == {"running"}
         finally:
             await agent.stop()
             await http.aclose()

@@ -480,6 +480,7 @@ _SPEC_FLAGS = (
     "constraint",
     "stop_timeout",
     "idempotency_key",
+    "count",
 )
 
 
@@ -515,6 +516,7 @@ _SPEC_FLAGS = (
     "--idempotency-key", metavar="KEY",
     help="Submitting again with the same key returns the first job instead of a second one.",
 )
+@click.option("--count", type=int, metavar="N", help="Allocations (copies) of the job, spread over the slaves.")
 @click.option(
     "--wait", is_flag=True, help="Show progress until the job ends; exit with its exit code."
 )
@@ -624,6 +626,7 @@ def spec_from_flags(
     constraint: Sequence[str],
     stop_timeout: float | None = None,
     idempotency_key: str | None = None,
+    count: int | None = None,
 ) -> JobSpec:
     data: dict[str, Any] = {
         "name": name or name_from_image(image),
@@ -648,6 +651,8 @@ def spec_from_flags(
         data["stop_timeout"] = stop_timeout
     if idempotency_key is not None:
         data["idempotency_key"] = idempotency_key
+    if count is not None:
+        data["count"] = count
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:

@@ -589,9 +589,11 @@ async def stop_job(job_id: str, master: MasterDep) -> JobView:
     return master.state.job_view(master.state.jobs[job_id])
 
 
-async def _new_version(master: Master, job_id: str, op: ops.UpdateJob | ops.ScaleJob | ops.RevertJob) -> JobView:
-    _get_job(master, job_id)
-    raise_for(await master.propose(op))
+async def _new_version(
+    master: Master, job_id: str, make: Callable[[], ops.UpdateJob | ops.ScaleJob | ops.RevertJob]
+) -> JobView:
+    _get_job(master, job_id)  # first: an id no job has (one the op's own rules refuse too) is a 404
+    raise_for(await master.propose(make()))
     return master.state.job_view(_get_job(master, job_id))
 
 
@@ -604,26 +606,28 @@ async def update_job(job_id: str, spec: JobSpec, master: MasterDep) -> JobView:
     ``update.max_parallel`` allocations at a time are replaced, each new one healthy for
     ``update.min_healthy_time`` before the next (``rollout`` in the answer follows it). The same
     spec again makes no version. A finished or stopped job has no next version (409)."""
-    return await _new_version(master, job_id, ops.UpdateJob(at=utcnow(), job_id=job_id, spec=spec))
+    return await _new_version(master, job_id, lambda: ops.UpdateJob(at=utcnow(), job_id=job_id, spec=spec))
 
 
 @jobs.post(
     "/{job_id}/scale", response_model=JobView, operation_id="scaleJob",
-    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
+    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.TOO_LARGE, **docs.WRITE},
 )
 async def scale_job(job_id: str, body: ScaleRequest, master: MasterDep) -> JobView:
     """A new version with another ``count``; nothing is replaced (new allocations are placed, those
     past the count stopped)."""
-    return await _new_version(master, job_id, ops.ScaleJob(at=utcnow(), job_id=job_id, count=body.count))
+    return await _new_version(master, job_id, lambda: ops.ScaleJob(at=utcnow(), job_id=job_id, count=body.count))
 
 
 @jobs.post(
     "/{job_id}/revert", response_model=JobView, operation_id="revertJob",
-    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.WRITE},
+    responses={**docs.BAD_JSON, **docs.NOT_FOUND, **docs.CONFLICT, **docs.INVALID, **docs.TOO_LARGE, **docs.WRITE},
 )
 async def revert_job(job_id: str, body: RevertRequest, master: MasterDep) -> JobView:
     """A new version with the spec of ``version`` (one ``/versions`` lists), rolled out like an update."""
-    return await _new_version(master, job_id, ops.RevertJob(at=utcnow(), job_id=job_id, version=body.version))
+    return await _new_version(
+        master, job_id, lambda: ops.RevertJob(at=utcnow(), job_id=job_id, version=body.version)
+    )
 
 
 @jobs.get(

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -247,9 +248,11 @@ class Master:
         # placed, started, fenced, lost and placed again, with the reason.
         for change in changes:
             if change.kind == "job":
+                extra: dict[str, Any] = {"health": change.health} if change.health else {}
+                if change.alloc_index is not None:  # a job of several allocations: which one moved
+                    extra["alloc_index"] = change.alloc_index
                 self.trace.record("job", job=change.id, state=change.state, slave=change.slave_id,
-                                  reason=change.message, index=change.index,
-                                  **({"health": change.health} if change.health else {}))  # fmt: skip
+                                  reason=change.message, index=change.index, **extra)  # fmt: skip
             else:
                 self.trace.record("slave", slave=change.id, state=change.state, reason=change.message,
                                   index=change.index)  # fmt: skip

@@ -266,7 +266,12 @@ def schedule(
         placements.append(Placement(job.id, best.slave.id, chosen_ports))
 
     for job in waiting:
-        unplaced[job.id] = _explain(job, slots)
+        reason = _explain(job, slots)
+        siblings = group_slaves.get(job.group) if job.group is not None else None
+        if siblings:  # spread never keeps one pending, but where its siblings are explains a full cluster
+            reason += f"; spread: its job's other allocations are on {', '.join(sorted(siblings)[:3])}"
+            reason += f" and {len(siblings) - 3} more" if len(siblings) > 3 else ""
+        unplaced[job.id] = reason
     reasons = {job_id: reason for job_id, reason in unplaced.items() if reason is not None}
     return Plan(placements=tuple(placements), unplaced=reasons)
 

@@ -693,6 +693,7 @@ class StateMachine:
                 if job.pending_reason != reason:
                     job.pending_reason = reason
                     job.updated_at = op.at
+                    self._touch_job(job)  # its job's view shows the reason too
         return Outcome(value=placed)
 
     def _apply_register_node(self, op: ops.RegisterSlave) -> Outcome:
@@ -1022,9 +1023,11 @@ class StateMachine:
             if rollout is not None and rollout.version == previous.version:
                 head.rollout = rollout.model_copy(update={"version": version, "updated_at": at})
         else:
-            for row in rows:  # those being replaced come back at the newest version
-                if row.next_version is not None:
+            for row in rows:
+                if row.next_version is not None:  # those being replaced come back at the newest version
                     row.next_version = version
+                elif row.spec.model_copy(update={"count": spec.count}) == spec:
+                    row.version = version  # it runs this spec already (a revert to what it runs): kept
             head.rollout = Rollout(version=version, state=RolloutState.RUNNING, message="rolling out",
                                    started_at=at, updated_at=at)
             self._rolling.add(head.id)
@@ -1473,6 +1476,10 @@ class StateMachine:
                 (event for row in rows for event in row.events), key=lambda event: event.at
             )[-MAX_EVENTS_PER_JOB:]
         rollout = job.rollout
+        # A job of several allocations waits on whichever of them waits: index 0's, else the first's.
+        reason = job.pending_reason or next(
+            (f"allocation {row.index}: {row.pending_reason}" for row in rows[1:] if row.pending_reason), None
+        )
         return JobView(
             **desired_spec(job).model_dump(exclude={"ports"}),
             id=job.id,
@@ -1484,7 +1491,7 @@ class StateMachine:
             exit_code=job.exit_code,
             created_at=job.created_at,
             updated_at=job.updated_at,
-            pending_reason=job.pending_reason,
+            pending_reason=reason,
             message=job.message,
             ports=self._port_views(job),
             health=job.health,

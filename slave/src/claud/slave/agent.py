@@ -62,7 +62,15 @@ from claud.slave.fencing import (
 )
 from claud.slave.health import HealthChecker
 from claud.slave.masters import MasterClient, MastersUnavailable, ReplyGate
-from claud.slave.reconciler import ReconcileInput, ReconcileOutput, RemoveAction, StopAction, reconcile
+from claud.slave.reconciler import (
+    ReconcileInput,
+    ReconcileOutput,
+    RemoveAction,
+    Slot,
+    StopAction,
+    reconcile,
+    slot_of,
+)
 from claud.slave.resources import Capacity, UsageProbe, probe_capacity
 from claud.slave.runtime import Observed, Phase, Runtime, RuntimeUnavailable, StartAborted, StartFailed
 from claud.slave.settings import SlaveSettings
@@ -167,7 +175,7 @@ class Agent:
         self._persist_errors = _Throttle(30.0)
 
         # Memory of actions, read by the reconciler as snapshots.
-        self._starting: dict[str, str] = {}  # alloc id -> job id
+        self._starting: dict[str, Slot] = {}  # alloc id -> the slot (job id, index) it starts in
         self._busy: set[str] = set()
         #: Containers a fence is signalling now (cleared when the lease is regained).
         self._fencing: set[str] = set()
@@ -522,7 +530,7 @@ class Agent:
         # Snapshot what is in flight *before* looking: an action that ends while
         # we look is then still counted as in flight, never as "gone".
         starting = frozenset(self._starting)
-        starting_jobs = frozenset(self._starting.values())
+        starting_slots = frozenset(self._starting.values())
         busy = frozenset(self._busy)
         launched = frozenset(self._launched)
         failures = dict(self._start_failures)
@@ -558,7 +566,7 @@ class Agent:
                 start_failures=failures,
                 launched=launched,
                 fenced=fenced,
-                starting_jobs=starting_jobs,
+                starting_slots=starting_slots,
                 fenced_allocs={
                     a: datetime.fromtimestamp(at, UTC) for a, at in self._fenced_log.snapshot().items()
                 },
@@ -572,7 +580,7 @@ class Agent:
         )
         self._check_health(desired, observed, fenced)
         for alloc in plan.starts:
-            self._starting[alloc.alloc_id] = alloc.job_id
+            self._starting[alloc.alloc_id] = slot_of(alloc)
             self._spawn(self._start(alloc))
         fence_ids = {stop.container_id for stop in plan.stops if stop.reason == "fenced"}
         if fence_ids:

@@ -11,9 +11,11 @@ The safety rules, in order of precedence:
 * before the first reply of a leader: touch nothing (no start, stop or removal);
 * at most one start per allocation, never while one is in flight or a container
   exists; never a restart in place (a restart is a new allocation);
-* stop before start: no start for a job while another container of that job
-  runs (or is stopping) here, or another start of it is in flight; at most one
-  start per job per pass;
+* stop before start, per allocation slot (a job's allocation of one index, see
+  :data:`Slot`): no start for a slot while another attempt's container of that
+  slot runs (or is stopping) here, or another start of it is in flight; at most
+  one start per slot per pass. Replicas of one job (other indexes) are other
+  slots: they start and run side by side;
 * an allocation the masters have seen start (``may_start`` False) whose
   container is gone is reported missing, never started a second time;
 * never stop the container of an allocation the masters want running, unless
@@ -32,6 +34,16 @@ from datetime import datetime, timedelta
 
 from claud.api import Allocation, AllocationStatus, ContainerState, DesiredState, Health
 from claud.slave.runtime import Observed, Phase
+
+#: An allocation slot: ``(job id, index)``. Its attempts follow one another, never overlap on
+#: a slave; the replicas of a job (count > 1) are slots of their own and may share a slave.
+#: A container from before replicas has index 0, as has every allocation of a job without count.
+Slot = tuple[str, int]
+
+
+def slot_of(x: Allocation | Observed) -> Slot:
+    """The slot an allocation, or a container, holds."""
+    return (x.job_id, x.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +77,8 @@ class ReconcileInput:
     #: Allocations this agent started; if their container vanishes they are "missing".
     launched: frozenset[str] = frozenset()
     fenced: bool = False
-    #: Jobs with a start in flight (whatever the allocation): a second attempt must wait.
-    starting_jobs: frozenset[str] = frozenset()
+    #: Slots with a start in flight (whatever the attempt): a second attempt must wait.
+    starting_slots: frozenset[Slot] = frozenset()
     #: Allocations this slave fenced, with when: an exit at or after that moment was ours.
     fenced_allocs: Mapping[str, datetime] = field(default_factory=dict)
     now: datetime | None = None
@@ -161,21 +173,21 @@ def _status_of_container(c: Observed, job_id: str, inp: ReconcileInput) -> Alloc
     return _status(c.alloc_id, job_id, ContainerState.EXITED, c, message, fenced=fenced)
 
 
-def _running_allocs_by_job(observed: Iterable[Observed]) -> dict[str, set[str]]:
-    by_job: dict[str, set[str]] = {}
+def _running_allocs_by_slot(observed: Iterable[Observed]) -> dict[Slot, set[str]]:
+    by_slot: dict[Slot, set[str]] = {}
     for o in observed:
         if o.phase is Phase.RUNNING:
-            by_job.setdefault(o.job_id, set()).add(o.alloc_id)
-    return by_job
+            by_slot.setdefault(slot_of(o), set()).add(o.alloc_id)
+    return by_slot
 
 
 def reconcile(inp: ReconcileInput) -> ReconcileOutput:
     plan = ReconcileOutput()
     observed = list(inp.observed)
     primary, extra = _group(observed)
-    running_by_job = _running_allocs_by_job(observed)
-    # Jobs that may not get a start this pass; grows as starts are planned.
-    blocked_jobs = set(inp.starting_jobs)
+    running_by_slot = _running_allocs_by_slot(observed)
+    # Slots that may not get a start this pass; grows as starts are planned.
+    blocked_slots = set(inp.starting_slots)
     desired = inp.desired
     known = desired is not None
 
@@ -193,9 +205,9 @@ def reconcile(inp: ReconcileInput) -> ReconcileOutput:
         if known and not inp.fenced and c.phase is Phase.RUNNING and c.container_id not in inp.busy:
             plan.stops.append(StopAction(c.container_id, c.alloc_id, c.job_id, stale_grace, "duplicate"))
 
-    # Newest attempt first: when two of one job could start, the masters' latest wins.
+    # Newest attempt first: when two of one slot could start, the masters' latest wins.
     decided = {
-        alloc.alloc_id: _decide(alloc, primary.get(alloc.alloc_id), inp, plan, running_by_job, blocked_jobs)
+        alloc.alloc_id: _decide(alloc, primary.get(alloc.alloc_id), inp, plan, running_by_slot, blocked_slots)
         for alloc in sorted((desired or {}).values(), key=lambda a: (-a.attempt, a.alloc_id))
     }
     plan.statuses.extend(_with_health(decided[alloc_id], inp) for alloc_id in (desired or {}))
@@ -229,11 +241,11 @@ def _decide(
     c: Observed | None,
     inp: ReconcileInput,
     plan: ReconcileOutput,
-    running_by_job: Mapping[str, set[str]],
-    blocked_jobs: set[str],
+    running_by_slot: Mapping[Slot, set[str]],
+    blocked_slots: set[Slot],
 ) -> AllocationStatus:
     """Status of one desired allocation, adding the actions it needs to the plan."""
-    aid, jid = alloc.alloc_id, alloc.job_id
+    aid, jid, slot = alloc.alloc_id, alloc.job_id, slot_of(alloc)
     in_flight = aid in inp.starting
     failure = inp.start_failures.get(aid)
 
@@ -241,10 +253,10 @@ def _decide(
         """Plan the start if every rule allows it; else say why it waits."""
         if not _may_start(inp):
             return None
-        if running_by_job.get(jid, set()) - {aid} or jid in blocked_jobs:
-            return "waiting for an older attempt of this job on this slave to stop"
+        if running_by_slot.get(slot, set()) - {aid} or slot in blocked_slots:
+            return "waiting for an older attempt of this allocation on this slave to stop"
         plan.starts.append(alloc)
-        blocked_jobs.add(jid)
+        blocked_slots.add(slot)
         return None
 
     if alloc.desired is DesiredState.STOP:

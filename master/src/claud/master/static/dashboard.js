@@ -5,6 +5,9 @@
 // that master relays it (/v1/cluster/trace?masters=all: server-sent events read
 // through fetch, since EventSource cannot send the token), with each master's
 // own status (role, term, vote, indexes) and word of those that stop answering.
+// A job's allocations (its replicas), shown when its row is opened, come from
+// GET /v1/jobs/{id}, asked again (at most once per DETAIL_MS) when /v1/events,
+// read the same way, says the job changed, and after each reconnect or gap.
 // Every value reaches the page as text (textContent) or as a number in an SVG
 // attribute, never as markup, and only known names become class names.
 "use strict";
@@ -15,6 +18,13 @@ const RECONNECT_MS = 1000;
 const MAX_JOBS = 200;
 const LOG_LINES = 150;
 const JOB_LINES = 100;
+// At most one GET /v1/jobs/{id} per opened job in this long: a burst of events asks once or twice.
+const DETAIL_MS = 250;
+const EXPANDED_KEY = "claud-open-jobs";
+const MAX_EXPANDED = 50;
+const JOB_HEAD = ["", "id", "name", "state", "running", "version", "slave", "constraints", "attempts", "exit", "reason"];
+const ALLOC_HEAD = ["index", "allocation", "state", "health", "slave", "ports", "version", "attempt", "exit", "reason"];
+const ROLLOUT = { running: "rolling out", complete: "rolled out", failed: "failed" };
 const MAX_TERMS = 14;
 const FLIGHT_MS = 650;
 const MAX_DOTS = 90;
@@ -25,18 +35,26 @@ const BANNER_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 const STAGE = { width: 800, height: 440, cx: 400, cy: 172, rx: 240, ry: 110, r: 38, slaveY: 370 };
 const STATES = new Set(["pending", "scheduled", "starting", "running", "completed", "failed", "stopping",
-  "stopped", "lost", "alive", "suspect", "dead", "draining"]);
+  "stopped", "lost", "alive", "suspect", "dead", "draining", "healthy", "unhealthy"]);
 const ACTIVE = new Set(["scheduled", "starting", "running", "stopping"]);
 const ROLES = new Set(["leader", "follower", "candidate", "pre_candidate", "unknown"]);
 const LEADER_COLOURS = ["#e29a12", "#3a78d4", "#14a05a", "#8a4fd0", "#d0408a", "#2aa5a5", "#7a6a2a"];
 
 let timer = null;
 let following = null; // the AbortController of the trace stream
+let watching = null; // the AbortController of the job event stream
 
 const view = {
   cluster: null, // the last /v1/cluster answer
   slaves: [], // slave rows of the last /v1/nodes answer
   jobs: [], // the last /v1/jobs answer
+  // job id -> {job, asked}: the newest view of each listed job, from the list or its own
+  // GET (asked: when that request was sent; a later request's answer wins).
+  jobViews: new Map(),
+  expanded: new Set(), // jobs whose allocations are shown (kept in sessionStorage)
+  detail: new Map(), // job id -> {busy, again, timer, last}: its GET, throttled
+  eventCursor: "", // the last /v1/events id (INDEX.K), Last-Event-ID on reconnect
+  drawnJobs: "", // what the jobs table shows, to leave it alone (and its buttons) when nothing changed
   heard: new Map(), // master id -> {term, at}: the last message this master got from it
   terms: [], // [{term, leader, at}] in order: the timeline
   cursor: "", // the merged trace's cursor, MASTER:ID,... (Last-Event-ID on reconnect)
@@ -80,26 +98,6 @@ function svg(name, attrs, content) {
   return el;
 }
 
-function fill(table, head, rows) {
-  const header = document.createElement("tr");
-  for (const name of head) {
-    const th = document.createElement("th");
-    th.textContent = name;
-    header.appendChild(th);
-  }
-  const body = rows.map((row) => {
-    const tr = document.createElement("tr");
-    for (const value of row) {
-      const td = document.createElement("td");
-      td.textContent = text(value);
-      if (STATES.has(td.textContent)) td.classList.add(td.textContent);
-      tr.appendChild(td);
-    }
-    return tr;
-  });
-  table.replaceChildren(header, ...body);
-}
-
 class Unauthorized extends Error {}
 
 function headers(accept) {
@@ -119,14 +117,14 @@ async function get(path) {
 
 async function refresh() {
   try {
+    const asked = performance.now();
     const [c, n, j] = await Promise.all([get("/v1/cluster"), get("/v1/nodes"), get("/v1/jobs")]);
     view.cluster = c;
     view.slaves = n.nodes.filter((x) => x.role === "slave");
     view.jobs = j.jobs;
+    noteJobs(j.jobs, asked);
     noteTerm(num(c.term), num(c.leader_id), Date.now() / 1000, true);
-    fill($("jobs"), ["id", "name", "state", "slave", "constraints", "attempts", "exit", "reason"],
-      j.jobs.slice(-MAX_JOBS).reverse().map((x) => [x.id, x.name, x.state, x.node_id,
-        labels(x.constraints?.labels), x.attempts, x.exit_code, x.pending_reason || x.message]));
+    drawJobs();
     drawSummary();
     drawStage();
     drawTerms();
@@ -138,6 +136,240 @@ async function refresh() {
     } else {
       $("error").textContent = text(err.message);
     }
+  }
+}
+
+// ------------------------------------------------------------------ jobs and their allocations
+
+// A later request's answer is newer: the list's and a job's own GET each replace the
+// other's view of that job only when asked after it.
+function noteJob(job, asked) {
+  if (typeof job !== "object" || job === null || typeof job.id !== "string") return;
+  const had = view.jobViews.get(job.id);
+  if (!had || had.asked <= asked) view.jobViews.set(job.id, { job, asked });
+}
+
+function noteJobs(jobs, asked) {
+  const listed = new Set(jobs.map((x) => x.id));
+  for (const id of view.jobViews.keys()) if (!listed.has(id)) view.jobViews.delete(id);
+  for (const [id, d] of view.detail) {
+    if (!listed.has(id) && !d.busy) { if (d.timer !== null) clearTimeout(d.timer); view.detail.delete(id); }
+  }
+  let forgot = false;
+  for (const id of view.expanded) if (!listed.has(id)) { view.expanded.delete(id); forgot = true; }
+  if (forgot) saveExpanded();
+  for (const job of jobs) noteJob(job, asked);
+}
+
+function current(job) {
+  return view.jobViews.get(job.id)?.job ?? job;
+}
+
+// A job's allocations; a view without them (an older master) is its one allocation.
+function allocationsOf(job) {
+  if (Array.isArray(job.allocations) && job.allocations.length) return job.allocations;
+  return [{ index: 0, id: job.alloc_id, state: job.state, slave_id: job.node_id, attempt: job.attempts,
+    exit_code: job.exit_code, ports: job.ports, health: job.health, pending_reason: job.pending_reason,
+    message: job.message, version: job.version }];
+}
+
+function allocationsOn(slaveId) {
+  let n = 0;
+  for (const x of view.jobs) {
+    for (const a of allocationsOf(current(x))) if (a.slave_id === slaveId && ACTIVE.has(a.state)) n++;
+  }
+  return n;
+}
+
+function rolloutText(job) {
+  const version = num(job.version) === null ? "" : `v${job.version}`;
+  const r = job.rollout;
+  if (typeof r !== "object" || r === null) return { line: version, cls: "" };
+  const state = Object.hasOwn(ROLLOUT, r.state) ? ROLLOUT[r.state] : text(r.state);
+  const line = `v${text(r.version)} ${state}${r.state === "failed" && r.message ? ": " + text(r.message) : ""}`;
+  const shown = num(r.version) === num(job.version) ? line : `${version} (${line})`;
+  return { line: shown, cls: r.state === "running" ? "rolling" : r.state === "failed" ? "failed" : "" };
+}
+
+function portsText(ports) {
+  return (Array.isArray(ports) ? ports : []).map((p) => `${text(p.name)} ${p.address ? text(p.address)
+    : num(p.host_port) !== null ? p.host_port : "—"}`).join(", ");
+}
+
+// Each cell as [text, class]: only known names become class names.
+function jobCells(x) {
+  const allocs = allocationsOf(x);
+  const running = num(x.running), desired = num(x.desired);
+  const replicas = running === null || desired === null ? "" : `${running}/${desired}`;
+  const slaves = [...new Set(allocs.map((a) => a.slave_id).filter((s) => s))];
+  const rollout = rolloutText(x);
+  return [[x.id, ""], [x.name, ""], [x.state, STATES.has(x.state) ? x.state : ""],
+    [replicas, running !== null && running < desired ? "short" : ""], [rollout.line, rollout.cls],
+    [allocs.length > 1 ? slaves.map(short).join(", ") : x.node_id, ""], [labels(x.constraints?.labels), ""],
+    [x.attempts, ""], [x.exit_code, ""], [x.pending_reason || x.message, ""]];
+}
+
+function allocCells(a) {
+  return [[a.index, ""], [a.id, ""], [a.state, STATES.has(a.state) ? a.state : ""],
+    [a.health, STATES.has(a.health) ? a.health : ""], [a.slave_id, ""], [portsText(a.ports), ""],
+    [num(a.version) === null ? "" : `v${a.version}`, ""], [a.attempt, ""], [a.exit_code, ""],
+    [a.pending_reason || a.message, ""]];
+}
+
+function cellRow(tag, cells) {
+  const tr = document.createElement("tr");
+  for (const [value, cls] of cells) {
+    const cell = document.createElement(tag);
+    cell.textContent = text(value);
+    if (cell.textContent) cell.title = cell.textContent; // the whole of what an ellipsis cuts
+    if (cls) cell.className = cls;
+    tr.appendChild(cell);
+  }
+  return tr;
+}
+
+function drawJobs() {
+  const shown = view.jobs.slice(-MAX_JOBS).reverse().map((x) => {
+    const job = current(x);
+    const open = view.expanded.has(job.id);
+    return { id: job.id, open, cells: jobCells(job), allocs: open ? allocationsOf(job).map(allocCells) : null };
+  });
+  const drawn = JSON.stringify(shown);
+  if (drawn === view.drawnJobs) return; // the same: keep the rows (and a button being clicked)
+  view.drawnJobs = drawn;
+  const header = cellRow("th", JOB_HEAD.map((name) => [name, ""]));
+  const rows = [];
+  for (const job of shown) {
+    const tr = cellRow("td", [["", ""], ...job.cells]);
+    tr.className = "job";
+    tr.dataset.job = job.id;
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "toggle";
+    toggle.dataset.job = job.id;
+    toggle.textContent = job.open ? "▾" : "▸";
+    toggle.setAttribute("aria-expanded", String(job.open));
+    toggle.title = `${job.open ? "hide" : "show"} the allocations of ${job.id}`;
+    tr.firstChild.appendChild(toggle);
+    rows.push(tr);
+    if (!job.open) continue;
+    const inner = document.createElement("table");
+    inner.className = "allocs";
+    inner.append(cellRow("th", ALLOC_HEAD.map((name) => [name, ""])), ...job.allocs.map((cells, i) => {
+      const row = cellRow("td", cells);
+      row.className = "alloc";
+      row.dataset.index = text(cells[0][0] === "" ? i : cells[0][0]);
+      return row;
+    }));
+    const holder = document.createElement("tr");
+    holder.className = "allocs";
+    holder.dataset.job = job.id;
+    const cell = document.createElement("td");
+    cell.colSpan = JOB_HEAD.length;
+    cell.appendChild(inner);
+    holder.appendChild(cell);
+    rows.push(holder);
+  }
+  $("jobs").replaceChildren(header, ...rows);
+}
+
+function toggle(id) {
+  if (view.expanded.has(id)) {
+    view.expanded.delete(id);
+  } else if (view.expanded.size < MAX_EXPANDED) {
+    view.expanded.add(id);
+    askJob(id);
+  }
+  saveExpanded();
+  drawJobs();
+}
+
+function saveExpanded() {
+  sessionStorage.setItem(EXPANDED_KEY, JSON.stringify([...view.expanded]));
+}
+
+function loadExpanded() {
+  let ids = [];
+  try { ids = JSON.parse(sessionStorage.getItem(EXPANDED_KEY) || "[]"); } catch { ids = []; }
+  view.expanded = new Set((Array.isArray(ids) ? ids : []).filter((id) => typeof id === "string" && id.length <= 64)
+    .slice(0, MAX_EXPANDED));
+}
+
+// An opened job's own view, asked now, or once the last ask is DETAIL_MS old, or
+// again once the one in flight answers: never two at a time for one job.
+function askJob(id) {
+  if (!view.expanded.has(id)) return;
+  let d = view.detail.get(id);
+  if (!d) {
+    d = { busy: false, again: false, timer: null, last: -Infinity };
+    view.detail.set(id, d);
+  }
+  if (d.busy) { d.again = true; return; }
+  if (d.timer !== null) return;
+  const wait = d.last + DETAIL_MS - performance.now();
+  if (wait > 0) {
+    d.timer = setTimeout(() => { d.timer = null; fetchJob(id, d); }, wait);
+    return;
+  }
+  fetchJob(id, d);
+}
+
+async function fetchJob(id, d) {
+  if (!view.expanded.has(id) || view.detail.get(id) !== d) return;
+  d.busy = true;
+  d.last = performance.now();
+  try {
+    const job = await get("/v1/jobs/" + encodeURIComponent(id));
+    noteJob(job, d.last);
+    drawJobs();
+  } catch (err) {
+    if (err instanceof Unauthorized) { signOut(err.message); return; }
+    $("error").textContent = text(err.message); // a job gone is dropped by the next poll
+  } finally {
+    d.busy = false;
+    if (view.detail.get(id) !== d || !view.expanded.has(id)) view.detail.delete(id);
+    else if (d.again) { d.again = false; askJob(id); }
+  }
+}
+
+function askOpenJobs() {
+  for (const id of view.expanded) askJob(id);
+}
+
+function forgetAsks() {
+  for (const d of view.detail.values()) if (d.timer !== null) clearTimeout(d.timer);
+  view.detail.clear();
+}
+
+// /v1/events: a committed change of a job (of one of its allocations: alloc_index) asks
+// again for that job's view, if it is open; a gap, or a reconnect, asks for every open one.
+function onJobBlock(block) {
+  const event = parseBlock(block);
+  if (event === null) return;
+  if (event.id !== null && event.id.length <= 40 && /^[0-9]+\.[0-9]+$/.test(event.id)) view.eventCursor = event.id;
+  if (event.kind === "gap") askOpenJobs();
+  else if (event.kind === "job" && typeof event.e.id === "string") askJob(event.e.id);
+}
+
+async function watchJobs(control) {
+  while (!control.signal.aborted) {
+    try {
+      const wanted = headers("text/event-stream");
+      if (view.eventCursor) wanted["Last-Event-ID"] = view.eventCursor;
+      const response = await fetch("/v1/events", {
+        headers: wanted, credentials: "omit", cache: "no-store", redirect: "error", signal: control.signal,
+      });
+      if (response.status === 401) throw new Unauthorized("the master refused this token");
+      if (!response.ok) throw new Error(`the event stream answered ${response.status}`);
+      $("events-state").textContent = "live";
+      askOpenJobs(); // what changed while no stream was open
+      await readStream(response, onJobBlock);
+    } catch (err) {
+      if (control.signal.aborted) return;
+      if (err instanceof Unauthorized) { signOut(err.message); return; }
+    }
+    $("events-state").textContent = "reconnecting…";
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
   }
 }
 
@@ -265,8 +497,8 @@ function drawSlave(s, p) {
   const w = p.w, h = 62, x = p.x - w / 2, y = p.y - 28;
   g.appendChild(svg("rect", { x, y, width: w, height: h, rx: 6 }));
   g.appendChild(svg("text", { x: x + 7, y: y + 15 }, short(s.id)));
-  const jobs = view.jobs.filter((j) => j.node_id === s.id && ACTIVE.has(j.state)).length;
-  g.appendChild(svg("text", { x: x + 7, y: y + 29 }, `${s.state} · ${jobs} job${jobs === 1 ? "" : "s"}`));
+  const allocs = allocationsOn(s.id);
+  g.appendChild(svg("text", { x: x + 7, y: y + 29 }, `${s.state} · ${allocs} alloc${allocs === 1 ? "" : "s"}`));
   const beat = s.last_heartbeat ? (Date.now() - Date.parse(s.last_heartbeat)) / 1000 : null;
   g.appendChild(svg("text", { x: x + 7, y: y + 43 },
     beat === null ? "no heartbeat yet" : `heartbeat ${Math.max(0, beat).toFixed(1)} s ago`));
@@ -514,7 +746,8 @@ function animate(now) {
   if (view.dots.length) requestAnimationFrame(animate);
 }
 
-function onBlock(block) {
+// One server-sent event: {id, kind, e}, or null for a comment or what is not a JSON object.
+function parseBlock(block) {
   let id = null, kind = "message";
   const data = [];
   for (const line of block.split("\n")) {
@@ -526,12 +759,35 @@ function onBlock(block) {
     else if (name === "event") kind = value;
     else if (name === "data") data.push(value);
   }
-  if (!data.length) return;
+  if (!data.length) return null;
   let e;
-  try { e = JSON.parse(data.join("\n")); } catch { return; }
-  if (typeof e !== "object" || e === null) return;
+  try { e = JSON.parse(data.join("\n")); } catch { return null; }
+  if (typeof e !== "object" || e === null) return null;
+  return { id, kind, e };
+}
+
+function onBlock(block) {
+  const event = parseBlock(block);
+  if (event === null) return;
+  const id = event.id;
   if (id !== null && /^[0-9]+:[0-9]+(,[0-9]+:[0-9]+)*$/.test(id) && id.length <= 512) view.cursor = id;
-  onEvent(kind, e);
+  onEvent(event.kind, event.e);
+}
+
+// Reads a text/event-stream answer to its end, handing each event's block to `handle`.
+async function readStream(response, handle) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      handle(buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+    }
+  }
 }
 
 async function follow(control) {
@@ -545,18 +801,7 @@ async function follow(control) {
       if (response.status === 401) throw new Unauthorized("the master refused this token");
       if (!response.ok) throw new Error(`the trace answered ${response.status}`);
       $("trace-state").textContent = "live";
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value.replace(/\r\n?/g, "\n");
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          onBlock(buffer.slice(0, end));
-          buffer = buffer.slice(end + 2);
-        }
-      }
+      await readStream(response, onBlock);
     } catch (err) {
       if (control.signal.aborted) return;
       if (err instanceof Unauthorized) { signOut(err.message); return; }
@@ -636,6 +881,12 @@ function signOut(why) {
   timer = null;
   if (following !== null) following.abort();
   following = null;
+  if (watching !== null) watching.abort();
+  watching = null;
+  forgetAsks();
+  view.expanded.clear();
+  sessionStorage.removeItem(EXPANDED_KEY);
+  view.drawnJobs = "";
   $("login-error").textContent = text(why);
   show(false);
 }
@@ -648,12 +899,22 @@ function start() {
     following = new AbortController();
     follow(following);
   }
+  if (watching === null) {
+    watching = new AbortController();
+    watchJobs(watching);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("sign-in").addEventListener("click", signIn);
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") signIn(); });
   $("sign-out").addEventListener("click", () => signOut(""));
+  // One listener for the table, whose rows are drawn again as jobs change.
+  $("jobs").addEventListener("click", (e) => {
+    const button = e.target instanceof Element ? e.target.closest("button.toggle") : null;
+    if (button && $("jobs").contains(button)) toggle(button.dataset.job);
+  });
+  loadExpanded();
   for (const button of document.querySelectorAll("button.fault")) {
     button.addEventListener("click", () => fault(button.dataset.action));
   }

@@ -5,8 +5,9 @@ run hundreds of slaves in one event loop without a thread each, while the
 Docker runtime hides its blocking SDK calls in its own worker threads.
 
 Containers are known only by their labels (``claud.slave``, ``claud.job``,
-``claud.alloc``): a runtime keeps no record of its own that a restart could
-lose, which is what lets a restarted agent find its containers again.
+``claud.alloc``, ``claud.index``, ``claud.version``): a runtime keeps no record
+of its own that a restart could lose, which is what lets a restarted agent find
+its containers again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Observed:
     finished_at: datetime | None = None
     #: The main process's id in the engine host's PID namespace, while it runs (fencing's fast path).
     pid: int | None = None
+    #: The allocation's index in its job (``claud.index``): with ``job_id``, the slot that
+    #: at most one attempt may hold at a time. 0 for a container from before replicas.
+    index: int = 0
+    #: The job version it runs (``claud.version``); 0 when not labelled.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

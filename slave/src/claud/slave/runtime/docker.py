@@ -100,7 +100,39 @@ def container_name(alloc_id: str) -> str:
 
 #: Labels of the named volumes a slave makes, beside claud.job and claud.slave.
 LABEL_VOLUME = "claud.volume"
+#: The allocation's index in its job: on its containers and its named volumes.
 LABEL_INDEX = "claud.index"
+#: The job version a container runs.
+LABEL_VERSION = "claud.version"
+_LABEL_NUMBER = re.compile(r"[0-9]{1,19}")  # up to MAX_VERSION (2**63 - 1), as Allocation allows
+#: What follows the job id in the id of an allocation of index 1 and up: ``.<index>-<attempt>``.
+_INDEXED_ALLOC = re.compile(r"\.([0-9]{1,19})-[0-9]+")
+
+
+def _label_number(labels: Mapping[str, str], key: str) -> int | None:
+    raw = labels.get(key)
+    return int(raw) if raw is not None and _LABEL_NUMBER.fullmatch(raw) else None
+
+
+def index_of(labels: Mapping[str, str]) -> int:
+    """A container's allocation index: its ``claud.index`` label.
+
+    A container without one was made by an agent from before replicas: index 0,
+    unless its allocation id (``<job>.<index>-<attempt>``) says otherwise, as for
+    a replica that agent ran for masters that already had them. Taking that one
+    for index 0 would let a second attempt of its index start beside it.
+    """
+    labelled = _label_number(labels, LABEL_INDEX)
+    if labelled is not None:
+        return labelled
+    job_id, alloc_id = labels.get(LABEL_JOB, ""), labels.get(LABEL_ALLOC, "")
+    match = _INDEXED_ALLOC.fullmatch(alloc_id, len(job_id)) if job_id and alloc_id.startswith(job_id) else None
+    return int(match.group(1)) if match else 0
+
+
+def version_of(labels: Mapping[str, str]) -> int:
+    """The job version a container runs (``claud.version``); 0 when not labelled (made before versions)."""
+    return _label_number(labels, LABEL_VERSION) or 0
 
 
 def volume_name(job_id: str, index: int, name: str) -> str:
@@ -160,6 +192,8 @@ def observed_from_inspect(info: dict[str, Any]) -> Observed | None:
         started_at=parse_docker_time(state.get("StartedAt")),
         finished_at=parse_docker_time(state.get("FinishedAt")),
         pid=pid if phase is Phase.RUNNING and isinstance(pid, int) and pid > 0 else None,
+        index=index_of(labels),
+        version=version_of(labels),
     )
 
 
@@ -368,6 +402,8 @@ class DockerRuntime(Runtime):
             job_id=labels.get(LABEL_JOB, ""),
             phase=Phase.CREATED,
             created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+            index=index_of(labels),
+            version=version_of(labels),
         )
 
     async def list(self) -> list[Observed]:
@@ -417,6 +453,8 @@ class DockerRuntime(Runtime):
             LABEL_SLAVE: self._slave_id,
             LABEL_JOB: alloc.job_id,
             LABEL_ALLOC: alloc.alloc_id,
+            LABEL_INDEX: str(alloc.index),
+            LABEL_VERSION: str(alloc.version),
         }
         extra: dict[str, Any] = {}
         if alloc.ports:
@@ -687,6 +725,8 @@ class DockerRuntime(Runtime):
                         alloc_id=labels[LABEL_ALLOC],
                         job_id=labels.get(LABEL_JOB, ""),
                         phase=Phase.RUNNING,
+                        index=index_of(labels),
+                        version=version_of(labels),
                     )
                 )
         return found

@@ -113,6 +113,8 @@ class SimulatedRuntime(Runtime):
                 phase=Phase.RUNNING,
                 created_at=now,
                 started_at=now,
+                index=alloc.index,
+                version=alloc.version,
             )
         )
         if math.isfinite(seconds):
