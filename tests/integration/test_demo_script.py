@@ -74,8 +74,15 @@ def test_the_demo_starts_three_masters_and_three_slaves_and_survives_the_guided_
     assert sorted(m["role"] for m in cluster["members"]) == ["voter"] * 3
     slaves = [n for n in claud(env, "nodes") if n["role"] == "slave"]
     assert sorted(s["id"] for s in slaves) == [f"{name}-s{i}" for i in (1, 2, 3)]
-    states = {j["name"]: j["state"] for j in claud(env, "jobs")}
-    assert states == {"hello": "completed", "oops": "failed", "huge": "pending", "quick": "completed"}
+    jobs = claud(env, "jobs")
+    states = {j["name"]: j["state"] for j in jobs}
+    assert states == {"hello": "completed", "oops": "failed", "huge": "pending", "quick": "completed",
+                      "web": "running"}
+    web = claud(env, "job", next(j["id"] for j in jobs if j["name"] == "web"))
+    assert (web["running"], web["desired"]) == (3, 3)
+    assert len({a["slave_id"] for a in web["allocations"]}) == 3  # spread over the three slaves
+    for allocation in web["allocations"]:  # each was reached by the script on its printed address
+        assert f"http://{allocation['ports'][0]['address']}/ -> hello from version 0" in up.stdout
 
     # The guided tour of `make demo-faults` on it: the leader killed, a job's slave cut off,
     # a follower paused, and claud verify's verdict on the run, which must be clean.

@@ -436,3 +436,18 @@ def test_the_kept_list_rendering_of_a_job_follows_every_change_of_its_allocation
     current()
     t.run_all()
     current()
+
+
+def test_replicas_with_a_static_port_take_one_slave_each_and_the_extra_one_waits_naming_the_port() -> None:
+    t = Tables()
+    t.slave("s1")
+    t.slave("s2")
+    t.submit(count=3, spread=False, ports=[{"name": "http", "container": 8080, "host": 8080}])
+    t.schedule()
+    rows = t.sm.rows(t.sm.jobs["web"])
+    placed = [r for r in rows if r.slave_id is not None]
+    assert sorted(r.slave_id or "" for r in placed) == ["s1", "s2"]  # even packed: one port, one per slave
+    assert all(r.ports == [8080] for r in placed)
+    (waiting,) = [r for r in rows if r.slave_id is None]
+    assert "host port 8080 is taken" in (waiting.pending_reason or ""), waiting.pending_reason
+    assert t.view().state is JobState.PENDING and "8080" in (t.view().pending_reason or "")
