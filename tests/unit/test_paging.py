@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from claud.api import JobEvent, JobSpec, JobState
 from claud.master import ops
@@ -113,3 +115,76 @@ def test_the_list_renderer_keeps_a_rendering_until_the_row_changes() -> None:
     job.pending_reason = "no room"
     assert b"no room" in renderer.render(state, job)
     assert renderer.render(state, job) == state.job_view(job, with_events=False).model_dump_json().encode()
+
+
+# ------------------------------------------- the kept order against a sort of the table
+
+
+def sorted_jobs_page(state: StateMachine, wanted, cursor: str | None, limit: int | None):
+    """The straightforward page: every job sorted, filtered, bisected (what jobs_page did before
+    the state machine kept the order)."""
+    import bisect
+
+    heads = (job for job in state.jobs.values() if job.index == 0)
+    jobs = sorted(heads if wanted is None else filter(wanted, heads), key=lambda job: (job.created_at, job.id))
+    start = 0
+    if cursor is not None:
+        at, job_id = decode_cursor(cursor, (int, str))
+        start = bisect.bisect_right(jobs, (from_micros(at), job_id), key=lambda job: (job.created_at, job.id))
+    if limit is None:
+        return jobs[start:], None
+    chosen = jobs[start:start + limit]
+    more = start + limit < len(jobs)
+    return chosen, encode_cursor([micros(chosen[-1].created_at), chosen[-1].id]) if more and chosen else None
+
+
+job_ops = st.lists(
+    st.one_of(
+        # A submit at a time that may step back (another leader's clock) or repeat one (ties by id).
+        st.tuples(st.just("submit"), st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), st.integers(-3, 6),
+                  st.integers(1, 3)),
+        st.tuples(st.just("stop"), st.integers(0, 20)),
+        st.tuples(st.just("gc"), st.integers(0, 2)),
+        st.tuples(st.just("restore"),),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(job_ops, st.integers(1, 5), st.sampled_from([None, JobState.PENDING, JobState.STOPPED]), st.data())
+def test_pages_from_the_kept_order_are_those_of_a_sort(steps, limit, state_filter, data) -> None:
+    state, made = StateMachine(), 0
+    for index, step in enumerate(steps, start=1):
+        match step:
+            case ("submit", name, offset, count):
+                made += 1
+                spec = SPEC.model_copy(update={"count": count})
+                state.apply(index, ops.SubmitJob(at=T0 + timedelta(seconds=offset), job_id=f"{name}{made % 3}",
+                                                 spec=spec))
+            case ("stop", n):
+                heads = [job_id for job_id, job in state.jobs.items() if job.index == 0]
+                if heads:
+                    state.apply(index, ops.StopJob(at=T0, job_id=heads[n % len(heads)]))
+            case ("gc", keep):
+                garbage = state.garbage(T0 + timedelta(days=1), keep, T0, 100)
+                state.apply(index, ops.CollectGarbage(
+                    at=T0, job_ids=garbage.job_ids, slave_ids=[], jobs_finished_before=T0 + timedelta(days=1),
+                    keep_jobs=keep, slaves_dead_before=T0,
+                ))
+            case ("restore",):
+                state = StateMachine.from_snapshot(state.to_snapshot())
+    wanted = None if state_filter is None else (lambda job: state.state_of(job) == state_filter)
+    for page_limit in (None, limit):
+        assert jobs_page(state, wanted, None, page_limit) == sorted_jobs_page(state, wanted, None, page_limit)
+    # A walk, and cursors the walk never handed out (a job since removed, a time between jobs).
+    cursor = None
+    while True:
+        page = jobs_page(state, wanted, cursor, limit)
+        assert page == sorted_jobs_page(state, wanted, cursor, limit)
+        if page[1] is None:
+            break
+        cursor = page[1]
+    odd = encode_cursor([micros(T0) + data.draw(st.integers(-4_000_000, 7_000_000)),
+                         data.draw(st.sampled_from(["", "a1", "b", "c2", "zz"]))])
+    assert jobs_page(state, wanted, odd, limit) == sorted_jobs_page(state, wanted, odd, limit)

@@ -552,3 +552,44 @@ def test_the_index_of_a_big_cluster_picks_what_the_scan_picks(
     finally:
         scheduler.INDEX_AT = saved
     assert indexed == scanned
+
+
+# --- the exact numbers a capacity carries --------------------------------
+
+
+def exact_afresh(slave: SlaveCapacity) -> tuple[bool, int, int, int, int]:
+    """What a pass computed for each slave before the capacity carried it (``_Slot.of``)."""
+    numbers = (slave.cpu_total, slave.cpu_reserved, slave.memory_mb_total, slave.memory_mb_reserved)
+    if not all(isinstance(n, int | float) and n == n and n not in (float("inf"), float("-inf")) for n in numbers):
+        return (False, 0, 0, 0, 0)
+    return (bool(slave.schedulable), cpu_millis(slave.cpu_total), int(slave.memory_mb_total),
+            cpu_millis(slave.cpu_reserved), int(slave.memory_mb_reserved))
+
+
+ODD_NUMBERS = st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308, -0.0, 0.0005, 2**70, "2", None])
+
+
+@PROPERTY
+@given(slaves(), st.lists(st.tuples(st.integers(0, 3), ODD_NUMBERS), max_size=3))
+def test_a_capacity_carries_what_a_pass_would_work_out_from_it(
+    slaves: list[SlaveCapacity], odd: list[tuple[int, object]]
+) -> None:
+    """``SlaveCapacity.exact`` (worked out once, kept with the capacity between passes) is the
+    pass's own arithmetic; where that arithmetic raises (too large for milli-cores) it is None,
+    and the pass raises as it did."""
+    fields = ("cpu_total", "cpu_reserved", "memory_mb_total", "memory_mb_reserved")
+    for n, (which, value) in enumerate(odd):
+        if slaves:
+            slaves[n % len(slaves)] = replace(slaves[n % len(slaves)], **{fields[which]: value})
+    for slave in slaves:
+        try:
+            expected: tuple[bool, int, int, int, int] | None = exact_afresh(slave)
+        except (OverflowError, ValueError):
+            expected = None
+        assert slave.exact == expected
+        assert replace(slave).exact == expected and replace(slave) == slave  # not compared, derived again
+        if expected is None:
+            with pytest.raises((OverflowError, ValueError)):
+                schedule([slave], [])
+        else:
+            assert scheduler._Slot.of(slave).cpu_total == expected[1]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -269,9 +271,12 @@ actions = st.lists(
 )
 
 
-def run_actions(d: Driver, steps) -> None:
+def run_actions(d: Driver, steps, after_step: Callable[[int], None] | None = None) -> None:
+    """Apply ``steps``; ``after_step(i)`` is called after step i, if given."""
     submitted: list[str] = []
-    for step in steps:
+    for number, step in enumerate(steps):
+        if after_step is not None and number:
+            after_step(number - 1)
         match step:
             case ("node", slave_id):
                 d.slave(slave_id, cpu=2.0, memory=512)
@@ -338,6 +343,8 @@ def run_actions(d: Driver, steps) -> None:
             case ("lose", slave_id):
                 if slave_id in d.sm.slaves:
                     d.apply(ops.LoseSlaveJobs(at=d.now, slave_id=slave_id, reason="engine away"))
+    if after_step is not None and steps:
+        after_step(len(steps) - 1)
 
 
 def recounted_reservations(sm: StateMachine) -> dict[str, tuple[int, int]]:
@@ -370,6 +377,24 @@ def assert_allocations_fresh(sm: StateMachine) -> None:
         assert sm.desired_allocations(slave.id) == fresh, slave.id
 
 
+def assert_job_indexes_recount(sm: StateMachine) -> None:
+    """The read indexes kept as the table changes (``job_index``) say what a sort and a recount
+    of the table say: the jobs in list order, and the jobs by state."""
+    heads = [job for job in sm.jobs.values() if job.index == 0]
+    assert sm.job_order.keys() == sorted((job.created_at, job.id) for job in heads)
+    assert sm.job_counts() == Counter(sm.state_of(job) for job in heads)
+
+
+def assert_scheduler_view_fresh(sm: StateMachine, now: datetime = T0) -> None:
+    """The scheduling snapshot (slaves kept in id order, each capacity kept until the slave
+    changes) is what building it afresh gives, and so is the plan made from it."""
+    assert sm._slave_order == sorted(sm.slaves)
+    slaves, jobs = sm.scheduling_snapshot(now)
+    fresh = [sm.capacity(slave) for slave in sm.slaves.values()]  # the table's order, each built now
+    assert slaves == sorted(fresh, key=lambda cap: cap.id)
+    assert schedule(slaves, jobs) == schedule(fresh, jobs)
+
+
 def check_invariants(sm: StateMachine) -> None:
     holding = (JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
     placed = {(job.slave_id, job.id) for job in sm.jobs.values() if job.state in holding}
@@ -377,6 +402,8 @@ def check_invariants(sm: StateMachine) -> None:
     assert placed == indexed
     assert_reservations_recount(sm)
     assert_allocations_fresh(sm)
+    assert_job_indexes_recount(sm)
+    assert_scheduler_view_fresh(sm)
     assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
     assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
     assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}
@@ -436,6 +463,44 @@ def test_snapshot_then_replay_equals_straight_replay(steps, cut) -> None:
         "pending": list(partial._pending),
     }
     check_invariants(restored)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions, st.lists(st.booleans(), min_size=60, max_size=60))
+def test_the_kept_job_tally_and_order_are_a_recount_whenever_read(steps, reads) -> None:
+    """Read now and then (a scrape between some commits, none between others), the tally
+    recounts only the jobs changed since: it must still say what counting every job says.
+    Likewise the scheduler's view, whose capacities are kept between the passes."""
+    d = Driver()
+
+    def scrape(number: int) -> None:
+        if reads[number % len(reads)]:
+            assert_job_indexes_recount(d.sm)
+            assert_scheduler_view_fresh(d.sm, d.now)
+
+    run_actions(d, steps, scrape)
+    assert_job_indexes_recount(d.sm)
+    assert_job_indexes_recount(StateMachine.from_snapshot(d.sm.to_snapshot()))
+
+
+def test_a_user_stop_of_a_row_already_stopping_moves_the_tally(d: Driver) -> None:
+    """The one change of a job's state that records no event: a user stops a job whose only live
+    row a drain is stopping already (the row stays stopping; the job goes pending -> stopping)."""
+    d.slave("s1")
+    d.slave("s2")
+    d.submit("j", type="batch", count=2, resources={"cpu": 0.5, "memory_mb": 64})
+    d.schedule()
+    assert_job_indexes_recount(d.sm)
+    d.report("j", ContainerState.RUNNING)
+    d.report("j", ContainerState.EXITED, exit_code=0)
+    other = d.sm.jobs["j.1"]
+    d.apply(ops.SetDrain(at=d.now, slave_id=other.slave_id, draining=True))
+    assert (other.state, d.sm.state_of(d.sm.jobs["j"])) == (JobState.STOPPING, JobState.PENDING)
+    assert d.sm.job_counts() == {JobState.PENDING: 1}
+    d.apply(ops.StopJob(at=d.now, job_id="j"))
+    assert (other.state, d.sm.state_of(d.sm.jobs["j"])) == (JobState.STOPPING, JobState.STOPPING)
+    assert d.sm.job_counts() == {JobState.STOPPING: 1}
+    assert_job_indexes_recount(d.sm)
 
 
 def test_reservations_are_kept_on_place_and_unplace_and_derived_again_on_restore(d: Driver) -> None:

@@ -19,7 +19,13 @@ import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from test_state_machine import T0, assert_allocations_fresh, assert_reservations_recount
+from test_state_machine import (
+    T0,
+    assert_allocations_fresh,
+    assert_job_indexes_recount,
+    assert_reservations_recount,
+    assert_scheduler_view_fresh,
+)
 
 from claud.api import JobState, UpdatePolicy
 from claud.master import ops
@@ -294,6 +300,12 @@ class Replicas(RuleBasedStateMachine):
     def tick(self, seconds) -> None:
         self.now = min(self.now + timedelta(seconds=seconds), LATEST)
 
+    @rule()
+    def scrape(self) -> None:
+        """``/metrics`` on the replica read now and then: its tally recounts what changed since."""
+        assert_job_indexes_recount(self.b)
+        assert_scheduler_view_fresh(self.b, self.now)
+
     @precondition(lambda self: self.log)
     @rule()
     def restore(self) -> None:
@@ -318,6 +330,8 @@ class Replicas(RuleBasedStateMachine):
         assert_reservations_recount(sm)
         assert_reservations_recount(self.b)  # restored from snapshots now and then: totals derived again
         assert_allocations_fresh(sm)
+        assert_job_indexes_recount(sm)  # read after every step; b's only when it is scraped (below)
+        assert_scheduler_view_fresh(sm, self.now)
         assert set(sm._pending) == {j.id for j in sm.jobs.values() if j.state == JobState.PENDING}
         assert set(sm._unexplained) == {j for j in sm._pending if sm.jobs[j].pending_reason is None}
         assert sm._backoff == {j: sm.jobs[j].not_before for j in sm._pending if sm.jobs[j].not_before is not None}

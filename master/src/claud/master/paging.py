@@ -88,10 +88,6 @@ def page(items: list[T], start: int, limit: int | None, key: Callable[[T], list[
 # ---------------------------------------------------------------------- jobs
 
 
-def _job_order(job: JobRecord) -> tuple[datetime, str]:
-    return job.created_at, job.id
-
-
 def job_cursor_key(job: JobRecord) -> list[Any]:
     return [micros(job.created_at), job.id]
 
@@ -99,17 +95,34 @@ def job_cursor_key(job: JobRecord) -> list[Any]:
 def jobs_page(
     state: StateMachine, wanted: Callable[[JobRecord], bool] | None, cursor: str | None, limit: int | None
 ) -> tuple[list[JobRecord], str | None]:
-    """The jobs in their stable order, from after ``cursor``, at most ``limit``."""
-    # Jobs are kept in commit order, which is (nearly always) creation order:
-    # the sort is then a linear pass.
-    # Only jobs (their row 0): a job's other allocation rows are shown inside it.
-    heads = (job for job in state.jobs.values() if job.index == 0)
-    jobs = sorted(heads if wanted is None else filter(wanted, heads), key=_job_order)
-    start = 0
+    """The jobs in their stable order, from after ``cursor``, at most ``limit``.
+
+    The order is the state machine's index (``StateMachine.job_order``, kept as jobs are made
+    and removed), so nothing is sorted per request. Without ``wanted`` a page is a bisect
+    and a slice: O(limit + log n). With it (``?state=``) the jobs from the cursor on are
+    tested in order until the page is full and one more matches (so the page knows whether
+    another follows): cheap for a common state, but up to every job after the cursor for a
+    rare one (no index by state: a job's state moves with every one of its rows).
+    """
+    after = None
     if cursor is not None:
         at, job_id = decode_cursor(cursor, (int, str))
-        start = bisect.bisect_right(jobs, (from_micros(at), job_id), key=_job_order)
-    return page(jobs, start, limit, job_cursor_key)
+        after = (from_micros(at), job_id)
+    order, rows = state.job_order, state.jobs
+    start = order.after(after)
+    if wanted is None:
+        chosen = [rows[job_id] for job_id in order.ids(start, None if limit is None else start + limit)]
+        more = limit is not None and start + limit < len(order)
+    else:
+        chosen, more = [], False
+        for job_id in order.iter_ids(start):
+            job = rows[job_id]
+            if wanted(job):
+                if limit is not None and len(chosen) >= limit:
+                    more = True
+                    break
+                chosen.append(job)
+    return chosen, encode_cursor(job_cursor_key(chosen[-1])) if more and chosen else None
 
 
 class JobListRenderer:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
@@ -68,6 +68,18 @@ class SlaveCapacity:
     ports_used: frozenset[int] = frozenset()
     #: Host path prefixes its jobs may bind (``--allow-host-volumes``).
     host_volumes: tuple[str, ...] = ()
+    #: What a pass plans in, worked out once per capacity rather than once per pass (the state
+    #: machine keeps a slave's capacity until it changes): usable, then CPU in milli-cores and
+    #: memory in MiB, totals then reserved. Derived from the fields above; not compared. None:
+    #: they do not convert (a finite CPU too large for milli-cores), and a pass raises as it did.
+    exact: tuple[bool, int, int, int, int] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            exact: tuple[bool, int, int, int, int] | None = _exact(self)
+        except (OverflowError, ValueError):
+            exact = None
+        object.__setattr__(self, "exact", exact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +195,8 @@ def schedule(
         if slave.id not in seen_slaves:
             seen_slaves.add(slave.id)
             slots.append(_Slot.of(slave))
+    # Any order is sorted here; the state machine's snapshot comes in id order already, which
+    # the sort checks in one pass (a single run): n - 1 comparisons, no separate flag to trust.
     slots.sort(key=lambda slot: slot.slave.id)
     usable = [slot for slot in slots if slot.usable]
     # Most jobs share a handful of constraint sets (usually none), so filter
@@ -282,19 +296,7 @@ class _Slot:
 
     @classmethod
     def of(cls, slave: SlaveCapacity) -> _Slot:
-        # A slave reporting NaN or infinity would make every comparison
-        # meaningless; it gets nothing rather than crashing the leader's loop.
-        numbers = (slave.cpu_total, slave.cpu_reserved, slave.memory_mb_total, slave.memory_mb_reserved)
-        if not all(_finite(n) for n in numbers):
-            return cls(slave, False, 0, 0, 0, 0)
-        return cls(
-            slave,
-            bool(slave.schedulable),
-            cpu_millis(slave.cpu_total),
-            int(slave.memory_mb_total),
-            cpu_millis(slave.cpu_reserved),
-            int(slave.memory_mb_reserved),
-        )
+        return cls(slave, *(slave.exact or _exact(slave)))
 
     @property
     def cpu_free(self) -> int:
@@ -345,6 +347,22 @@ class _Slot:
             if self.ports_taken is None:
                 self.ports_taken = set(self.slave.ports_used)
             self.ports_taken.update(ports)
+
+
+def _exact(slave: SlaveCapacity) -> tuple[bool, int, int, int, int]:
+    """``SlaveCapacity.exact``: usable; CPU (milli-cores) and memory (MiB) totals; then reserved."""
+    # A slave reporting NaN or infinity would make every comparison
+    # meaningless; it gets nothing rather than crashing the leader's loop.
+    numbers = (slave.cpu_total, slave.cpu_reserved, slave.memory_mb_total, slave.memory_mb_reserved)
+    if not all(_finite(n) for n in numbers):
+        return (False, 0, 0, 0, 0)
+    return (
+        bool(slave.schedulable),
+        cpu_millis(slave.cpu_total),
+        int(slave.memory_mb_total),
+        cpu_millis(slave.cpu_reserved),
+        int(slave.memory_mb_reserved),
+    )
 
 
 def _fnv1a(text: str) -> int:

@@ -14,13 +14,14 @@ master, since the same bytes meet the same tables), logged, counted in
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import hashlib
 import heapq
 import json
 import logging
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +54,7 @@ from claud.api.jobs import MAX_VERSIONS, JobVersionView
 from claud.api.slave_protocol import PortBinding, PortRange
 from claud.daemon.logfmt import log_event
 from claud.master import ops
+from claud.master.job_index import JobOrder, JobTally
 from claud.master.lifecycle import (
     Facts,
     Step,
@@ -450,6 +452,18 @@ class StateMachine:
     #: The last restore applied since these tables were loaded (process-local, like ``last_gc``):
     #: a restore route whose answer was lost looks here for its own.
     last_restore: RestorePass | None = None
+    #: The jobs (row 0s) in list order, for ``GET /v1/jobs`` (``paging.jobs_page``); derived, never persisted.
+    job_order: JobOrder = field(default_factory=JobOrder, init=False, compare=False, repr=False)
+    #: The jobs by state, for ``/metrics`` (``job_counts``): told of every job a change touches.
+    _job_tally: JobTally = field(default_factory=JobTally, init=False, compare=False, repr=False)
+    #: The slave ids, sorted: ``scheduling_snapshot`` hands the scheduler its slaves in the order
+    #: it ranks them in, so its sort is one linear pass. Kept on register and GC, derived on restore.
+    _slave_order: list[str] = field(default_factory=list, init=False, compare=False, repr=False)
+    #: Each slave's ``SlaveCapacity`` as the last scheduling snapshot built it, with everything it
+    #: was built from (``_kept_capacity``): a pass rebuilds only the slaves that changed since.
+    _capacities: dict[str, tuple[tuple[Any, ...], SlaveCapacity]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     # ---------------------------------------------------------------- apply
 
@@ -578,6 +592,7 @@ class StateMachine:
             id=job_id, spec=spec, state=JobState.PENDING, created_at=at, updated_at=at
         )
         self.jobs[job.id] = job
+        self.job_order.add(job.created_at, job.id)
         if key is not None:
             self._by_idempotency_key[key] = job.id
         self._pending[job.id] = None
@@ -604,6 +619,7 @@ class StateMachine:
         self._unplace(row)
         self._forget_pending(row.id)
         self.jobs.pop(row.id, None)
+        self._job_tally.changed(head_id(row))
         self._allocations.pop(row.id, None)
         indexes = self._replicas.get(head_id(row))
         if indexes is not None:
@@ -696,6 +712,7 @@ class StateMachine:
                 ports_host=op.ports_host,
             )
             self.slaves[slave.id] = slave
+            bisect.insort(self._slave_order, slave.id)
             self._slave_change(slave, op.at, "registered")
             self.capacity_epoch += 1
         else:
@@ -831,6 +848,7 @@ class StateMachine:
             self._remove_job(job_id)
         for slave_id in slaves:
             del self.slaves[slave_id]
+            self._slave_order.remove(slave_id)
             self._placed_by_slave.pop(slave_id, None)
             self.slave_versions.pop(slave_id, None)
             self._bumped.add(slave_id)
@@ -844,6 +862,8 @@ class StateMachine:
             self._remove_row(row)
         self._rolling.discard(job_id)
         job = self.jobs.pop(job_id)
+        self.job_order.remove(job.created_at, job_id)
+        self._job_tally.changed(job_id)
         self._forget_pending(job_id)
         key = job.spec.idempotency_key
         if key is not None and self._by_idempotency_key.get(key) == job_id:
@@ -1130,6 +1150,7 @@ class StateMachine:
                 self._event(job, at, JobState.RUNNING, f"container {short(job.container_id)} running")
             case Step.STOPPING:
                 job.stop_cause = step.cause
+                self._job_tally.changed(head_id(job))  # a user's stop of a stopping row: no event, another job state
                 if job.state != JobState.STOPPING:
                     self._event(job, at, JobState.STOPPING, step.message)
                 if job.slave_id:
@@ -1281,6 +1302,7 @@ class StateMachine:
 
     def _job_change(self, row: JobRecord, at: datetime, message: str, health: str | None = None) -> None:
         """A change of one allocation row, published as a change of its job (in the job's state)."""
+        self._job_tally.changed(head_id(row))
         if row.index == 0 and row.id not in self._replicas:
             self._changes.append(Change("job", row.id, row.state.value, at, row.slave_id, message,
                                         self.applied_index, health))
@@ -1317,6 +1339,18 @@ class StateMachine:
         bumped, self._bumped = self._bumped, set()
         return bumped
 
+    def job_counts(self) -> Mapping[JobState, int]:
+        """How many jobs are in each state (states with none left out), for ``/metrics``: the
+        kept tally, recounted for the jobs changed since the last call (``JobTally``)."""
+        return self._job_tally.counts(self._job_state_by_id, self._every_job_state)
+
+    def _job_state_by_id(self, job_id: str) -> JobState | None:
+        head = self.head(job_id)
+        return None if head is None else self.state_of(head)
+
+    def _every_job_state(self) -> Iterator[tuple[str, JobState]]:
+        return ((job.id, self.state_of(job)) for job in self.jobs.values() if job.index == 0)
+
     def has_pending(self) -> bool:
         return bool(self._pending)
 
@@ -1347,6 +1381,25 @@ class StateMachine:
             host_volumes=tuple(slave.host_volumes),
         )
 
+    def _kept_capacity(self, slave: SlaveRecord) -> SlaveCapacity:
+        """``capacity(slave)``, reused while nothing it is built from changed: the key holds every
+        value ``capacity`` reads (the host paths and ports copied, as they are lists and sets), so
+        a kept one is always equal to one built now. Comparing the key costs a fraction of
+        building the capacity (a frozen dataclass of ten fields); heartbeats change the slave's
+        row but none of these."""
+        cpu, memory = self.reserved(slave.id)
+        key = (
+            slave.id, slave.labels, slave.cpu_total, slave.memory_mb_total, slave.state, slave.draining,
+            slave.runtime_healthy, slave.port_range, tuple(slave.host_volumes), cpu, memory,
+            self._ports_used(slave.id),
+        )
+        kept = self._capacities.get(slave.id)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        capacity = self.capacity(slave)
+        self._capacities[slave.id] = (key, capacity)
+        return capacity
+
     def _ports_used(self, slave_id: str) -> frozenset[int]:
         """The host ports the jobs placed on a slave hold."""
         held = self._ports_by_slave.get(slave_id)
@@ -1355,9 +1408,17 @@ class StateMachine:
     def scheduling_snapshot(
         self, now: datetime, only_unexplained: bool = False
     ) -> tuple[list[SlaveCapacity], list[PendingJob]]:
-        """What the scheduler needs, as immutable values: jobs in backoff are left out,
-        and with ``only_unexplained`` so are jobs already found to fit nowhere."""
-        slaves = [self.capacity(n) for n in self.slaves.values()]
+        """What the scheduler needs, as immutable values: the slaves by id (each capacity kept
+        until the slave changes: ``_kept_capacity``), the pending jobs in pending order, less
+        jobs in backoff, and with ``only_unexplained`` less jobs already found to fit nowhere."""
+        order = self._slave_order
+        if len(order) != len(self.slaves):  # cannot happen (kept with the table); then it still holds
+            order = sorted(self.slaves)
+        slaves = [self._kept_capacity(self.slaves[slave_id]) for slave_id in order]
+        if len(self._capacities) > 2 * len(self.slaves) + 100:  # forget slaves that are gone
+            self._capacities = {
+                slave_id: kept for slave_id, kept in self._capacities.items() if slave_id in self.slaves
+            }
         candidates = self._unexplained if only_unexplained else self._pending
         jobs = [
             as_pending(j, self._siblings_slaves(j))
@@ -1596,6 +1657,9 @@ class StateMachine:
         """Every index but ``_pending`` (whose order is the tables'), from the rows."""
         self._by_idempotency_key, self._placed_by_slave, self._ports_by_slave = {}, {}, {}
         self._unexplained, self._backoff, self._replicas, self._rolling = {}, {}, {}, set()
+        self.job_order = JobOrder((job.created_at, job.id) for job in self.jobs.values() if job.index == 0)
+        self._job_tally.reset()
+        self._slave_order = sorted(self.slaves)
         for job in self.jobs.values():
             if job.rollout is not None and job.rollout.state is RolloutState.RUNNING:
                 self._rolling.add(job.id)

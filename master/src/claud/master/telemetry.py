@@ -4,8 +4,10 @@ Nomad's telemetry is the anchor: how long a write takes to commit and to apply,
 how often leadership moves and elections start, each slave's heartbeats and
 missed heartbeats, what a scheduler pass costs and places, job transitions by
 the state they reach, and every HTTP request's latency by route. The table
-gauges (jobs and slaves by state, term, commit index) are read from the tables
-when scraped, never kept twice.
+gauges (slaves by state, term, commit index) are read from the tables when
+scraped; the jobs by state are the state machine's tally (``StateMachine.job_counts``),
+which a scrape recounts only for the jobs changed since the last (100,000 jobs
+counted afresh took about 45 ms, measured, at every scrape).
 
 Each master has its own registry (tests run several in one process), and the
 counters are this process's: they start at zero when it starts, as Prometheus
@@ -46,7 +48,7 @@ class TableGauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         state, term, commit_index, leader = self._view()
-        jobs = Tally(state.state_of(job) for job in state.jobs.values() if job.index == 0)
+        jobs = state.job_counts()  # kept by the state machine: a scrape costs what changed since the last
         slaves = Tally(
             NodeState.DRAINING if slave.draining and slave.state == NodeState.ALIVE else slave.state
             for slave in state.slaves.values()
