@@ -436,3 +436,14 @@ def test_a_field_added_after_the_snapshot_was_written_takes_its_default() -> Non
     job = restored.jobs["j2"]
     assert job.quick_exits == 0 and job.events == []
     assert "events" not in job.model_fields_set and "id" in job.model_fields_set
+
+
+def test_assigning_an_unset_field_of_one_restored_row_sets_it_on_that_row_only() -> None:
+    restored = StateMachine.from_snapshot(tables(3).to_snapshot())
+    first, second = list(restored.jobs.values())[:2]
+    assert "replaced_at" not in first.model_fields_set and "replaced_at" not in second.model_fields_set
+    first.replaced_at = first.created_at
+    assert "replaced_at" in first.model_fields_set
+    assert "replaced_at" not in second.model_fields_set  # the restore's shared set was not touched
+    again = StateMachine.from_snapshot(tables(3).to_snapshot())
+    assert all("replaced_at" not in job.model_fields_set for job in again.jobs.values())

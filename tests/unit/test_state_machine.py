@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from claud.api import AllocationStatus, ContainerState, DesiredState, JobSpec, JobState, NodeState
+from claud.api import AllocationStatus, ContainerState, DesiredState, JobSpec, JobState, NodeState, UpdatePolicy
 from claud.master import ops
+from claud.master.rollout import decide
 from claud.master.scheduler import cpu_millis, schedule
 from claud.master.state import SNAPSHOT_FORMAT, StateMachine, _allocation
 
@@ -65,9 +66,9 @@ class Driver:
 
     def report(self, job_id: str, state: ContainerState, exit_code: int | None = None, message: str | None = None):
         job = self.sm.jobs[job_id]
-        status = AllocationStatus(
-            alloc_id=job.alloc_id, job_id=job_id, state=state, container_id="c" * 64, exit_code=exit_code,
-            message=message,
+        status = AllocationStatus(  # a report names the job (row 0's id) and the allocation
+            alloc_id=job.alloc_id, job_id=job_id.split(".")[0], state=state, container_id="c" * 64,
+            exit_code=exit_code, message=message,
         )
         self.apply(ops.ReportAllocations(at=self.now, slave_id=job.slave_id, statuses=[status]))
 
@@ -266,6 +267,10 @@ actions = st.lists(
         st.tuples(st.just("force"), st.sampled_from(NODE_IDS)),
         st.tuples(st.just("health"), st.sampled_from(NODE_IDS), st.booleans()),
         st.tuples(st.just("lose"), st.sampled_from(NODE_IDS)),
+        st.tuples(st.just("replicas"), st.integers(2, 4), st.booleans()),
+        st.tuples(st.just("update"), st.integers(0, 30), st.sampled_from(["v1", "v2"]), st.integers(1, 4)),
+        st.tuples(st.just("rollout"), st.integers(0, 3)),
+        st.tuples(st.just("revert"), st.integers(0, 30), st.integers(0, 3)),
     ),
     max_size=60,
 )
@@ -305,8 +310,8 @@ def run_actions(d: Driver, steps, after_step: Callable[[int], None] | None = Non
                 d.schedule()
             case ("report", n, state, code):
                 if submitted:
-                    job = d.sm.jobs[submitted[n % len(submitted)]]
-                    if job.alloc_id and job.slave_id:
+                    job = d.sm.jobs.get(submitted[n % len(submitted)])  # None: an allocation scaled away
+                    if job is not None and job.alloc_id and job.slave_id:
                         d.report(job.id, state, exit_code=code if state == ContainerState.EXITED else None)
             case ("stop", n):
                 if submitted:
@@ -325,10 +330,10 @@ def run_actions(d: Driver, steps, after_step: Callable[[int], None] | None = Non
                 submitted.append(job_id)
             case ("fence", n, code):
                 if submitted:
-                    job = d.sm.jobs[submitted[n % len(submitted)]]
-                    if job.alloc_id and job.slave_id:
-                        status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id, state=ContainerState.EXITED,
-                                                  exit_code=code, fenced=True)
+                    job = d.sm.jobs.get(submitted[n % len(submitted)])
+                    if job is not None and job.alloc_id and job.slave_id:
+                        status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id.split(".")[0],
+                                                  state=ContainerState.EXITED, exit_code=code, fenced=True)
                         d.apply(ops.ReportAllocations(at=d.now, slave_id=job.slave_id, statuses=[status]))
             case ("drain_until", slave_id, seconds):
                 if slave_id in d.sm.slaves:
@@ -343,6 +348,36 @@ def run_actions(d: Driver, steps, after_step: Callable[[int], None] | None = Non
             case ("lose", slave_id):
                 if slave_id in d.sm.slaves:
                     d.apply(ops.LoseSlaveJobs(at=d.now, slave_id=slave_id, reason="engine away"))
+            case ("replicas", count, spread):
+                job_id = f"j{len(submitted)}"
+                d.submit(job_id, type="service", count=count, spread=spread, command=["v0"],
+                         resources={"cpu": 0.25, "memory_mb": 64},
+                         update={"max_parallel": 1, "min_healthy_time": 1, "healthy_deadline": 60, "auto_revert": True})
+                submitted.extend([job_id, *(f"{job_id}.{i}" for i in range(1, count))])
+            case ("update", n, command, count):
+                if submitted:
+                    job_id = submitted[n % len(submitted)].split(".")[0]
+                    spec = JobSpec(name="r", image="claud/busybox", type="service", count=count, command=[command],
+                                   resources={"cpu": 0.25, "memory_mb": 64},
+                                   update={"max_parallel": 2, "min_healthy_time": 1, "healthy_deadline": 60,
+                                           "auto_revert": True})
+                    d.apply(ops.UpdateJob(at=d.now, job_id=job_id, spec=spec))
+                    submitted.extend(f"{job_id}.{i}" for i in range(1, count) if f"{job_id}.{i}" not in submitted)
+            case ("rollout", seconds):
+                d.tick(seconds)
+                for head, facts in d.sm.rolling_out():
+                    assert head.rollout is not None
+                    view = d.sm.job_view(head, with_events=False)
+                    decision = decide(head.rollout.version, view.update or UpdatePolicy(), view.desired,
+                                      head.rollout.started_at, facts, d.now)
+                    if decision is not None:
+                        d.apply(ops.RolloutStep(at=d.now, job_id=head.id, version=head.rollout.version,
+                                                replace=list(decision.replace), outcome=decision.outcome,
+                                                message=decision.message))
+            case ("revert", n, version):
+                if submitted:
+                    d.apply(ops.RevertJob(at=d.now, job_id=submitted[n % len(submitted)].split(".")[0],
+                                          version=version))
     if after_step is not None and steps:
         after_step(len(steps) - 1)
 

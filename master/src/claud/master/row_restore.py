@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
+from pydantic.fields import FieldInfo
 
 __all__ = ["row_builder"]
 
@@ -101,6 +102,21 @@ def _converter(annotation: Any) -> Converter:
     return _validated(annotation)
 
 
+def _default_maker(info: FieldInfo) -> Callable[[], Any]:
+    """A function that makes the field's default, found once per field: pydantic's own
+    ``get_default`` looks at the factory's signature on every call (about 70 us for ``list``),
+    which a restore paid per absent field per row, seconds per 100,000 rows."""
+    factory = info.default_factory
+    if factory is None:
+        default = info.default
+        if isinstance(default, int | float | str | bool | type(None) | Enum):
+            return lambda: default  # immutable: one object serves every row
+        return functools.partial(info.get_default, call_default_factory=True)
+    if info.default_factory_takes_validated_data:  # pydantic's own reading, once per field here
+        return functools.partial(info.get_default, call_default_factory=True)
+    return factory  # type: ignore[return-value]
+
+
 def _key(name: str, alias: str | None, by_alias: bool) -> str:
     """The key a field is dumped under."""
     return alias if by_alias and alias else name
@@ -143,7 +159,7 @@ def row_builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
             # Left out of the JSON at its default (a field added later, so that older
             # rows and entries keep their bytes): absent is the default, on the fast path.
             namespace[f"convert_{k}"] = convert
-            namespace[f"default_{k}"] = functools.partial(info.get_default, call_default_factory=True)
+            namespace[f"default_{k}"] = _default_maker(info)
             fields.append(f"{name!r}: convert_{k}(raw[{key!r}]) if {key!r} in raw else default_{k}()")
         elif convert is _identity:
             fields.append(f"{name!r}: raw[{key!r}]")
@@ -152,8 +168,9 @@ def row_builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
             fields.append(f"{name!r}: convert_{k}(raw[{key!r}])")
     optional = [(key, name) for name, key, _convert, info in plan if info.exclude_if is not None]
     # A row without such a field counts it unset, as validation does. One set per pattern of
-    # absent fields, shared like ``every_field``: the models with such fields (the job spec)
-    # are not assigned to once built (a copy copies the set).
+    # absent fields, shared like ``every_field``: a model that is assigned to once built must
+    # copy it before the first assignment of an unset field (the table rows do, in
+    # ``state._Row.__setattr__``); the others (the job spec) are only copied (a copy copies the set).
     partial_sets: dict[tuple[str, ...], set[str]] = {}
 
     def fields_set_of(raw: dict[str, Any]) -> set[str]:
@@ -181,14 +198,18 @@ def row_builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
         "    return row",
     ])
 
+    defaults = {name: _default_maker(info) for name, _key_, _convert, info in plan}
+
     def with_defaults(raw: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
         values: dict[str, Any] = {}
         fields_set = set(names)
         for name, key, convert, info in plan:
             if key in raw:
                 values[name] = convert(raw[key])
-            else:  # a field added after the snapshot was written
+            elif info.default_factory_takes_validated_data:  # a field added after the snapshot was written
                 values[name] = info.get_default(call_default_factory=True, validated_data=values)
+            else:
+                values[name] = defaults[name]()
                 fields_set.discard(name)
         return values, fields_set
 

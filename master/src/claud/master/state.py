@@ -99,6 +99,11 @@ class _Row(BaseModel):
     # and a snapshot does one per row. (Typed ``| None``, it is always a dict
     # on a model that declares a private attribute.)
     def __setattr__(self, name: str, value: Any) -> None:
+        fields_set = self.__pydantic_fields_set__
+        if name not in fields_set:
+            # Rows a restore made share one set of field names per pattern of absent fields
+            # (row_restore): copied before pydantic adds this name, so no other row gains it.
+            object.__setattr__(self, "__pydantic_fields_set__", set(fields_set))
         super().__setattr__(name, value)
         self.__pydantic_private__["_encoded"] = None  # type: ignore[index]
 
