@@ -21,6 +21,7 @@ slaves or masters) and is safe to call at any time, failures included.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import signal
 import threading
@@ -172,7 +173,9 @@ def plan(rnd: random.Random, timing: Timing, slave_names: list[str], count: int)
         deadline = death = None
         if kind == "drain":
             deadline = rnd.choice([None, round(rnd.uniform(1.0, 4.0), 2)])
-            band, duration = "", round(rnd.uniform(1.0, 2.0) * timing.lease + (deadline or 0.0), 2)
+            # Rounded up, and before the deadline is added: rounding to the nearest could take it
+            # below lease + deadline, which the drain needs to outlast.
+            band, duration = "", math.ceil(rnd.uniform(1.0, 2.0) * timing.lease * 100) / 100 + (deadline or 0.0)
             if rnd.random() < DEATH_CHANCE:
                 death_band, death_duration = timing.outage(rnd)
                 death = Death(rnd.choice(DEATHS), round(rnd.uniform(0.2, 1.0), 2), death_duration, death_band)

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tables import Tables
 
-from claud.api import AllocationStatus, ContainerState, Health, JobSpec, JobState, RolloutState, UpdatePolicy
+from claud.api import ContainerState, JobSpec, JobState, RolloutState, UpdatePolicy
 from claud.master import ops
 from claud.master.lifecycle import StopCause, job_state
 from claud.master.rollout import AllocationFacts, decide
@@ -30,77 +31,11 @@ def spec(**fields: object) -> JobSpec:
     return JobSpec.model_validate({**WEB, **fields})
 
 
-class Tables:
-    def __init__(self) -> None:
-        self.sm = StateMachine()
-        self.index = 0
-        self.now = T0
-
-    def apply(self, op: ops.Operation):  # type: ignore[no-untyped-def]
-        self.index += 1
-        return self.sm.apply(self.index, op)
-
-    def later(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def slave(self, slave_id: str, cpu: float = 4) -> None:
-        assert self.apply(ops.RegisterSlave(
-            at=self.now, slave_id=slave_id, address=f"10.0.0.{len(self.sm.slaves) + 1}:8701", cpu_total=cpu,
-            memory_mb_total=4096,
-        )).ok
-
-    def submit(self, job_id: str = "web", **fields: object) -> None:
-        assert self.apply(ops.SubmitJob(at=self.now, job_id=job_id, spec=spec(**fields))).ok
-
-    def schedule(self) -> None:
-        slaves, jobs = self.sm.scheduling_snapshot(self.now)
-        plan = schedule(slaves, jobs)
-        self.apply(ops.ApplyPlan(
-            at=self.now, unplaced=dict(plan.unplaced),
-            placements=[ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id, ports=list(p.ports))
-                        for p in plan.placements],
-        ))
-
-    def report(self, row_id: str, state: ContainerState, health: Health | None = None, **extra: object) -> None:
-        row = self.sm.jobs[row_id]
-        status = AllocationStatus(alloc_id=row.alloc_id or "", job_id=row_id.split(".")[0], state=state,
-                                  container_id="c" * 64, health=health, **extra)  # type: ignore[arg-type]
-        assert row.slave_id is not None
-        self.apply(ops.ReportAllocations(at=self.now, slave_id=row.slave_id, statuses=[status]))
-
-    def run_all(self, job_id: str = "web") -> None:
-        """Place what is pending and report every placed or stopping allocation's container as it would go."""
-        self.schedule()
-        for row in self.sm.rows(self.sm.jobs[job_id]):
-            if row.state in (JobState.SCHEDULED, JobState.STARTING):
-                self.report(row.id, ContainerState.RUNNING)
-            elif row.state is JobState.STOPPING:
-                self.report(row.id, ContainerState.EXITED, exit_code=143)
-
-    def view(self, job_id: str = "web"):  # type: ignore[no-untyped-def]
-        return self.sm.job_view(self.sm.jobs[job_id])
-
-    def rollout_pass(self, job_id: str = "web") -> None:
-        """What the leader's rollout loop does once: decide, and propose the step."""
-        for head, facts in self.sm.rolling_out():
-            if head.id != job_id:
-                continue
-            assert head.rollout is not None
-            desired = self.sm.job_view(head)
-            policy = desired.update or UpdatePolicy()
-            decision = decide(head.rollout.version, policy, desired.count, head.rollout.started_at, facts, self.now)
-            if decision is not None:
-                assert self.apply(ops.RolloutStep(
-                    at=self.now, job_id=job_id, version=head.rollout.version, replace=list(decision.replace),
-                    outcome=decision.outcome, message=decision.message,
-                )).ok
-
-
 # ------------------------------------------------------------------ replicas
 
 
 def test_three_replicas_spread_over_three_slaves_and_the_job_reads_from_all_three() -> None:
-    t = Tables()
+    t = Tables(WEB)
     for s in ("s1", "s2", "s3"):
         t.slave(s)
     t.submit(count=3)
@@ -127,7 +62,7 @@ def test_three_replicas_spread_over_three_slaves_and_the_job_reads_from_all_thre
 
 
 def test_spread_packs_only_when_no_other_slave_fits_and_spread_false_packs() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.slave("s2")
     t.submit(count=3)
@@ -140,7 +75,7 @@ def test_spread_packs_only_when_no_other_slave_fits_and_spread_false_packs() -> 
 
 
 def test_a_dead_slave_s_replica_is_placed_again_elsewhere_and_the_others_keep_running() -> None:
-    t = Tables()
+    t = Tables(WEB)
     for s in ("s1", "s2", "s3", "s4"):
         t.slave(s)
     t.submit(count=3)
@@ -159,7 +94,7 @@ def test_a_dead_slave_s_replica_is_placed_again_elsewhere_and_the_others_keep_ru
 
 
 def test_stop_stops_every_allocation_and_the_job_is_stopped_when_the_last_is() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.slave("s2")
     t.submit(count=2)
@@ -174,7 +109,7 @@ def test_stop_stops_every_allocation_and_the_job_is_stopped_when_the_last_is() -
 
 
 def test_scale_up_adds_allocations_and_scale_down_stops_then_forgets_the_surplus() -> None:
-    t = Tables()
+    t = Tables(WEB)
     for s in ("s1", "s2", "s3"):
         t.slave(s)
     t.submit()
@@ -196,7 +131,7 @@ def test_scale_up_adds_allocations_and_scale_down_stops_then_forgets_the_surplus
 
 
 def test_a_rolling_update_replaces_one_at_a_time_each_after_the_last_is_healthy() -> None:
-    t = Tables()
+    t = Tables(WEB)
     for s in ("s1", "s2", "s3"):
         t.slave(s)
     t.submit(count=3, update={"max_parallel": 1, "min_healthy_time": 5, "healthy_deadline": 60})
@@ -229,7 +164,7 @@ def test_a_rolling_update_replaces_one_at_a_time_each_after_the_last_is_healthy(
 
 
 def test_a_broken_version_fails_its_rollout_and_auto_revert_brings_the_stable_one_back() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.slave("s2")
     policy = {"max_parallel": 1, "min_healthy_time": 1, "healthy_deadline": 10, "auto_revert": True}
@@ -262,7 +197,7 @@ def test_a_broken_version_fails_its_rollout_and_auto_revert_brings_the_stable_on
 
 
 def test_a_change_of_count_alone_replaces_nothing_and_a_same_spec_update_makes_no_version() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.slave("s2")
     t.submit(count=1)
@@ -275,7 +210,7 @@ def test_a_change_of_count_alone_replaces_nothing_and_a_same_spec_update_makes_n
 
 
 def test_replicas_versions_and_rollouts_survive_a_snapshot() -> None:
-    t = Tables()
+    t = Tables(WEB)
     for s in ("s1", "s2"):
         t.slave(s)
     t.submit(count=2)
@@ -289,7 +224,7 @@ def test_replicas_versions_and_rollouts_survive_a_snapshot() -> None:
 
 
 def test_an_update_of_a_stopped_job_is_refused_and_type_cannot_change() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.submit()
     t.run_all()
@@ -380,7 +315,7 @@ def test_the_scheduler_spreads_a_group_no_two_on_one_slave_while_another_fits(wo
 
 
 def test_stopping_a_job_ends_its_rollout_and_the_loop_proposes_nothing_more() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.slave("s2")
     t.submit(count=2)
@@ -393,7 +328,7 @@ def test_stopping_a_job_ends_its_rollout_and_the_loop_proposes_nothing_more() ->
 
 
 def test_a_replica_that_fits_nowhere_says_where_its_siblings_are() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1", cpu=1)
     t.slave("s2", cpu=1)
     t.submit(count=3, resources={"cpu": 0.6, "memory_mb": 64})
@@ -409,7 +344,7 @@ def test_a_replica_that_fits_nowhere_says_where_its_siblings_are() -> None:
 def test_the_kept_list_rendering_of_a_job_follows_every_change_of_its_allocations() -> None:
     from claud.master.paging import JobListRenderer
 
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1", cpu=1)
     t.slave("s2", cpu=1)
     renderer = JobListRenderer()
@@ -439,7 +374,7 @@ def test_the_kept_list_rendering_of_a_job_follows_every_change_of_its_allocation
 
 
 def test_replicas_with_a_static_port_take_one_slave_each_and_the_extra_one_waits_naming_the_port() -> None:
-    t = Tables()
+    t = Tables(WEB)
     t.slave("s1")
     t.slave("s2")
     t.submit(count=3, spread=False, ports=[{"name": "http", "container": 8080, "host": 8080}])

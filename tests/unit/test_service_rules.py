@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from tables import Tables
 
 from claud.api import (
     Allocation,
@@ -234,42 +235,6 @@ def test_the_scheduler_never_gives_one_host_port_twice_on_a_slave(world) -> None
 
 
 # ------------------------------------------------------------------ the tables
-
-
-class Tables:
-    def __init__(self) -> None:
-        self.sm = StateMachine()
-        self.index = 0
-        self.now = T0
-
-    def apply(self, op: ops.Operation):  # type: ignore[no-untyped-def]
-        self.index += 1
-        return self.sm.apply(self.index, op)
-
-    def slave(self, slave_id: str, host_volumes: list[str] | None = None) -> None:
-        assert self.apply(ops.RegisterSlave(
-            at=self.now, slave_id=slave_id, address=f"10.0.0.{len(self.sm.slaves) + 1}:8701", cpu_total=4,
-            memory_mb_total=4096, port_range=PortRange(low=20000, high=20010), host_volumes=host_volumes or [],
-        )).ok
-
-    def submit(self, job_id: str, **fields: object) -> None:
-        assert self.apply(ops.SubmitJob(at=self.now, job_id=job_id, spec=spec(**fields))).ok
-
-    def schedule(self) -> None:
-        slaves, jobs = self.sm.scheduling_snapshot(self.now)
-        plan = schedule(slaves, jobs)
-        self.apply(ops.ApplyPlan(
-            at=self.now, unplaced=dict(plan.unplaced),
-            placements=[ops.PlacedJob(job_id=p.job_id, slave_id=p.slave_id, ports=list(p.ports))
-                        for p in plan.placements],
-        ))
-
-    def report(self, job_id: str, state: ContainerState, health: Health | None = None, **extra: object) -> None:
-        job = self.sm.jobs[job_id]
-        status = AllocationStatus(alloc_id=job.alloc_id or "", job_id=job_id, state=state, container_id="c" * 64,
-                                  health=health, **extra)  # type: ignore[arg-type]
-        assert job.slave_id is not None
-        self.apply(ops.ReportAllocations(at=self.now, slave_id=job.slave_id, statuses=[status]))
 
 
 def test_the_job_view_shows_each_port_s_address_and_the_allocation_carries_the_bindings() -> None:

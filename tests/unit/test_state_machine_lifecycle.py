@@ -229,7 +229,8 @@ def test_the_heartbeat_filter_and_apply_make_the_same_decision(steps, reports) -
         job = jobs[n % len(jobs)]
         if job.slave_id is None:
             continue
-        status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id, state=state, exit_code=code, fenced=is_fenced,
+        status = AllocationStatus(alloc_id=job.alloc_id, job_id=job.id.split(".")[0], state=state, exit_code=code,
+                                  fenced=is_fenced,
                                   container_id="c1")
         kept = d.sm.relevant_statuses(job.slave_id, [status], runtime_healthy=healthy)
         before = job.model_dump_json()
