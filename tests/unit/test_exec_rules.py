@@ -151,7 +151,7 @@ def test_gc_asks_every_slave_a_job_with_named_volumes_ran_on_and_none_for_others
     from datetime import UTC, datetime
 
     from claud.api.jobs import JobEvent, JobSpec, JobState
-    from claud.master.state import JobRecord
+    from claud.master.state import JobRecord, StateMachine
     from claud.master.volume_gc import volume_homes, volumes_url
 
     now = datetime.now(UTC)
@@ -167,7 +167,7 @@ def test_gc_asks_every_slave_a_job_with_named_volumes_ran_on_and_none_for_others
         "host": job("host", [{"host_path": "/srv/x", "path": "/x"}], "s1", "s1"),
         "none": job("none", [], "s1", "s1"),
     }
-    assert volume_homes(jobs, ["named", "host", "none", "gone"]) == {"named": {"s1", "s2"}}
+    assert volume_homes(StateMachine(jobs=jobs), ["named", "host", "none", "gone"]) == {"named": {"s1", "s2"}}
     assert str(volumes_url("10.0.0.5:8701", "named", "http")) == "http://10.0.0.5:8701/v1/jobs/named/volumes"
     for address, job_id in [("0.0.0.0:8701", "named"), ("10.0.0.5:8701/x", "named"), ("10.0.0.5:8701", "../x")]:
         with pytest.raises(ValueError):

@@ -268,7 +268,7 @@ class LeaderDuties:
                 limit=GC_BATCH,
             )
             # Where their volumes are, read before the removal forgets it.
-            homes = volume_homes(self._replicated.state.jobs, garbage.job_ids)
+            homes = volume_homes(self._replicated.state, garbage.job_ids)
             outcome = await self._replicated.propose(ops.CollectGarbage(
                 at=now, job_ids=garbage.job_ids, slave_ids=garbage.slave_ids,
                 jobs_finished_before=garbage.jobs_finished_before, keep_jobs=garbage.keep_jobs,

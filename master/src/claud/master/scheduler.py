@@ -229,24 +229,19 @@ def schedule(
             candidates[key] = [s for s in usable if _matches(s.slave.labels, job.constraints)]
         need_cpu, need_mem = cpu_millis(job.cpu), job.memory_mb
         chosen_ports: tuple[int, ...] = ()
-        if job.group is not None:
-            # Spread: the slaves without one of the group first; packed only when none of them fits.
-            held = group_slaves.setdefault(job.group, set(job.spread_from))
+        if job.group is not None or job.ports or job.host_paths:
+            # Ports and host paths narrow the slaves per job: a scan of those that qualify. Spread
+            # prefers those without one of the group; it packs only when none of them fits.
             able = [s for s in candidates[key] if _allows_paths(s.slave, job) and s.free_ports(job) is not None]
-            best = _pick([s for s in able if s.slave.id not in held], need_cpu, need_mem, strategy)
+            held = group_slaves.setdefault(job.group, set(job.spread_from)) if job.group is not None else None
+            best = _pick([s for s in able if s.slave.id not in held], need_cpu, need_mem, strategy) if held else None
             if best is None:
                 best = _pick(able, need_cpu, need_mem, strategy)
             if best is not None:
                 chosen_ports = best.free_ports(job) or ()
                 best.take_ports(chosen_ports)
-                held.add(best.slave.id)
-        elif job.ports or job.host_paths:
-            # Ports and host paths narrow the slaves per job: a scan of those that qualify.
-            able = [s for s in candidates[key] if _allows_paths(s.slave, job) and s.free_ports(job) is not None]
-            best = _pick(able, need_cpu, need_mem, strategy)
-            if best is not None:
-                chosen_ports = best.free_ports(job) or ()
-                best.take_ports(chosen_ports)
+                if held is not None:
+                    held.add(best.slave.id)
         elif indexes is None:
             best = _pick(candidates[key], need_cpu, need_mem, strategy)
         else:

@@ -960,22 +960,23 @@ class StateMachine:
 
     # ------------------------------------------------------------- versions
 
-    def _changeable(self, job_id: str) -> tuple[JobRecord | None, Outcome | None]:
-        """The job, if a new version of it may be made: it exists, and it is not finished nor stopped by a user."""
+    def _changeable(self, job_id: str) -> JobRecord | Outcome:
+        """The job, if a new version of it may be made (it exists, and it is not finished nor
+        stopped by a user), else the refusal."""
         head = self.head(job_id)
         if head is None:
-            return None, Outcome.error("not_found", f"job {job_id} not found")
+            return Outcome.error("not_found", f"job {job_id} not found")
         state = self.state_of(head)
         if state.terminal or any(row.stop_cause is StopCause.USER for row in self.rows(head)):
-            return None, Outcome.error(
+            return Outcome.error(
                 "conflict", f"job {head.id} is {state.value}: it has no next version (submit a new job)"
             )
-        return head, None
+        return head
 
     def _apply_update_job(self, op: ops.UpdateJob) -> Outcome:
-        head, refusal = self._changeable(op.job_id)
-        if head is None:
-            return refusal or Outcome.error("not_found", f"job {op.job_id} not found")
+        head = self._changeable(op.job_id)
+        if isinstance(head, Outcome):
+            return head
         current = desired_spec(head)
         if op.spec.type != current.type:
             return Outcome.error("conflict", f"type: job {head.id} is a {current.type.value} job; an update "
@@ -984,17 +985,17 @@ class StateMachine:
         return Outcome(value=head.id)
 
     def _apply_scale_job(self, op: ops.ScaleJob) -> Outcome:
-        head, refusal = self._changeable(op.job_id)
-        if head is None:
-            return refusal or Outcome.error("not_found", f"job {op.job_id} not found")
+        head = self._changeable(op.job_id)
+        if isinstance(head, Outcome):
+            return head
         current = desired_spec(head)
         self._new_version(head, current.model_copy(update={"count": op.count}), op.at, f"scaled to {op.count}")
         return Outcome(value=head.id)
 
     def _apply_revert_job(self, op: ops.RevertJob) -> Outcome:
-        head, refusal = self._changeable(op.job_id)
-        if head is None:
-            return refusal or Outcome.error("not_found", f"job {op.job_id} not found")
+        head = self._changeable(op.job_id)
+        if isinstance(head, Outcome):
+            return head
         kept = next((v for v in head.versions if v.version == op.version), None)
         if kept is None:
             return Outcome.error("not_found", f"job {head.id} keeps no version {op.version}")
@@ -1203,16 +1204,7 @@ class StateMachine:
         job.health = health
         job.healthy_since = at if health is Health.HEALTHY else None
         message = f"health: {health.value}" + (f" ({status.message})" if status and status.message else "")
-        job.message = message
-        job.updated_at = at
-        job.events.append(JobEvent(
-            at=at, state=job.state, message=message, node_id=job.slave_id, attempt=job.attempts, health=health,
-            index=job.index,
-        ))
-        if len(job.events) > MAX_EVENTS_PER_JOB:
-            del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
-        job.touch()
-        self._job_change(job, at, message, health.value)
+        self._record(job, at, message, health=health)
 
     def _place(self, job: JobRecord, slave: SlaveRecord, at: datetime, ports: Iterable[int] = ()) -> None:
         self._forget_pending(job.id)
@@ -1283,27 +1275,26 @@ class StateMachine:
 
     def _event(self, job: JobRecord, at: datetime, state: JobState, message: str, slave_id: str | None = None) -> None:
         job.state = state
+        self._record(job, at, message, slave_id)
+
+    def _note(self, head: JobRecord, at: datetime, message: str) -> None:
+        """An event of the job itself (a version, a rollout's end), on row 0; no row changes state."""
+        self._record(head, at, message)
+
+    def _record(
+        self, job: JobRecord, at: datetime, message: str, slave_id: str | None = None, health: Health | None = None
+    ) -> None:
+        """One event of the row in its state now (the latest MAX_EVENTS_PER_JOB kept), published as a job change."""
         job.updated_at = at
         job.message = message
         job.events.append(JobEvent(
-            at=at, state=state, message=message, node_id=slave_id or job.slave_id, attempt=job.attempts,
-            index=job.index,
+            at=at, state=job.state, message=message, node_id=slave_id or job.slave_id, attempt=job.attempts,
+            health=health, index=job.index,
         ))
         if len(job.events) > MAX_EVENTS_PER_JOB:
             del job.events[: len(job.events) - MAX_EVENTS_PER_JOB]
         job.touch()  # the list changed in place
-        self._job_change(job, at, message)
-
-    def _note(self, head: JobRecord, at: datetime, message: str) -> None:
-        """An event of the job itself (a version, a rollout's end), on row 0; no row changes state."""
-        head.updated_at = at
-        head.message = message
-        head.events.append(JobEvent(at=at, state=head.state, message=message, node_id=head.slave_id,
-                                    attempt=head.attempts))
-        if len(head.events) > MAX_EVENTS_PER_JOB:
-            del head.events[: len(head.events) - MAX_EVENTS_PER_JOB]
-        head.touch()
-        self._job_change(head, at, message)
+        self._job_change(job, at, message, health.value if health is not None else None)
 
     def _job_change(self, row: JobRecord, at: datetime, message: str, health: str | None = None) -> None:
         """A change of one allocation row, published as a change of its job (in the job's state)."""

@@ -18,12 +18,12 @@ from collections.abc import Iterable, Mapping
 import httpx
 
 from claud.api import JobState
-from claud.api.jobs import ADDRESS, LONG_ID, MAX_COUNT
+from claud.api.jobs import ADDRESS, LONG_ID
 from claud.api.protocol import slave_job_volumes_path
 from claud.daemon.addresses import names_no_host, parse_host_port
 from claud.daemon.logfmt import log_event
 from claud.master.auth import cluster_secret_headers
-from claud.master.state import JobRecord, SlaveRecord
+from claud.master.state import SlaveRecord, StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,16 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT = 30.0
 
 
-def volume_homes(jobs: Mapping[str, JobRecord], job_ids: Iterable[str]) -> dict[str, set[str]]:
-    """The slaves where each of these jobs may have left named volumes (jobs without any are left out)."""
+def volume_homes(state: StateMachine, job_ids: Iterable[str]) -> dict[str, set[str]]:
+    """The slaves where each of these jobs may have left named volumes (jobs without any are left out):
+    those each of its allocations was placed on, at any of its versions."""
     homes: dict[str, set[str]] = {}
     for job_id in job_ids:
-        job = jobs.get(job_id)
-        if job is None:
+        head = state.head(job_id)
+        if head is None:
             continue
-        # Every allocation row of the job (``<job>.<index>``), at any of its versions.
-        rows = [job, *(jobs[f"{job_id}.{i}"] for i in range(1, MAX_COUNT) if f"{job_id}.{i}" in jobs)]
         slaves: set[str] = set()
-        for row in rows:
+        for row in state.rows(head):
             if not any(volume.name is not None for volume in row.spec.volumes or ()):
                 continue
             slaves.update(e.node_id for e in row.events if e.state == JobState.SCHEDULED and e.node_id)
