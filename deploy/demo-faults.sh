@@ -60,16 +60,20 @@ tell "a job submitted after the election ran: $job"
 say "2. Cut off the slave running a long job"
 long=$(claud -o json run --name long --image claud/busybox:latest --cpu 0.5 --memory-mb 32 -- sleep 600 | field 'd["id"]')
 echo "$long" >>"$acked"
-running() { [ "$(claud -o json job "$long" | field 'd["state"]')" = running ]; }
+# Read in the predicate that waits: a master that has just restarted (step 1) may answer
+# before it has caught up, and not know the job yet; the next look asks again.
+running() { slave=$(claud -o json job "$long" | field 'd["node_id"] if d["state"] == "running" else ""') && [ -n "$slave" ]; }
 until_true 60 "job $long to run" running
-slave=$(claud -o json job "$long" | field 'd["node_id"]')
 tell "job $long runs on $slave. Partitioning $slave: it stops hearing the masters, so when its lease"
 tell "ends it stops the job itself (fencing), and the masters, which stop hearing it, declare it dead"
 tell "and place the job on another slave: never two copies at once."
 claud chaos partition "$slave"
-moved() { [ "$(claud -o json job "$long" | field 'd["node_id"] not in (None, "'"$slave"'") and d["state"] == "running"')" = True ]; }
+moved() {
+    now_on=$(claud -o json job "$long" | field 'd["node_id"] if d["state"] == "running" else ""') \
+        && [ -n "$now_on" ] && [ "$now_on" != "$slave" ]
+}
 until_true 90 "job $long to run elsewhere" moved
-tell "job $long runs on $(claud -o json job "$long" | field 'd["node_id"]') now."
+tell "job $long runs on $now_on now."
 claud chaos heal "$slave"
 tell "$slave healed: it rejoins and is given work again."
 
